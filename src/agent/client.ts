@@ -1,0 +1,400 @@
+/**
+ * @module The agent side of the control stream: dial, authenticate, hello, envelopes both ways,
+ * keepalive, and one redial loop with jittered exponential backoff. Planner, worker and tunnel all
+ * stand on it.
+ */
+import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { create } from '@bufbuild/protobuf';
+import * as grpc from '@grpc/grpc-js';
+import { EnvelopeBatcher } from '../protocol/batcher.js';
+import {
+  type AgentKindName,
+  agentKindFromName,
+  CONNECT_METHOD_PATH,
+  DEFAULT_MAX_FRAME_BYTES,
+  type DeliveryError,
+  decodeRelayFrame,
+  type EnvelopeBatch,
+  EnvelopeSchema,
+  ErrorCode,
+  encodeAgentFrame,
+  envelopeWireSize,
+  HelloSchema,
+  LabelUpdateSchema,
+  PongSchema,
+  PROTOCOL_VERSION,
+  type WireError,
+} from '../protocol/control.js';
+import { type Logger, silentLogger } from '../util/log.js';
+import { VERSION } from '../version.js';
+
+export interface AgentOptions {
+  /** Relay control addresses (`host:port`), tried in turn. */
+  servers: string[];
+  apiKey: string;
+  agentId: string;
+  kind: AgentKindName;
+  labels?: Record<string, string>;
+  /** TLS on every server; defaults to on for port 443. */
+  tls?: boolean;
+  /** PEM file of the CA that signed the relay's certificate, when it is not a public one. */
+  tlsCaFile?: string;
+  /** Kept across reconnects (and, when a caller persists it, across restarts) to take over our own id. */
+  sessionToken?: string;
+  logger?: Logger;
+  /** Bytes queued while disconnected or slow before `send` refuses. */
+  maxQueuedBytes?: number;
+  /** Retry delays in ms before jitter; the last repeats. */
+  backoffMs?: number[];
+}
+
+export interface OutboundEnvelope {
+  to: string;
+  channel: string;
+  seq?: bigint;
+  kind: string;
+  payload: Uint8Array;
+}
+
+export interface InboundEnvelope {
+  from: string;
+  channel: string;
+  seq: bigint;
+  kind: string;
+  payload: Uint8Array;
+}
+
+export type AgentStatus =
+  | { type: 'connecting'; server: string; attempt: number }
+  | { type: 'connected'; server: string; relayId: string; account: string }
+  | { type: 'disconnected'; server: string; reason: string; retryInMs: number }
+  /** The relay refused us for a reason redialling cannot fix (bad key, id taken, bad hello). */
+  | { type: 'fatal'; code: keyof typeof grpc.status; message: string }
+  | { type: 'closed' };
+
+interface AgentEvents {
+  envelope: [InboundEnvelope];
+  deliveryError: [DeliveryError];
+  status: [AgentStatus];
+}
+
+/** Local errors of the agent API; these never cross the wire. */
+export class AgentError extends Error {
+  constructor(
+    readonly code: 'closed' | 'too_large' | 'queue_full',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'AgentError';
+  }
+}
+
+export const DEFAULT_BACKOFF_MS = [200, 400, 800, 1600, 3200, 5000];
+const FATAL = new Set([
+  grpc.status.UNAUTHENTICATED,
+  grpc.status.ALREADY_EXISTS,
+  grpc.status.INVALID_ARGUMENT,
+  grpc.status.FAILED_PRECONDITION,
+  grpc.status.PERMISSION_DENIED,
+]);
+
+/** Half to full of the table's delay, so a fleet redialling after a relay restart spreads out. */
+const jittered = (ms: number) => Math.round(ms * (0.5 + Math.random() * 0.5));
+
+const identity = (b: Buffer) => b;
+
+export class AgentClient extends EventEmitter<AgentEvents> {
+  readonly agentId: string;
+  readonly sessionToken: string;
+  readonly #opts: AgentOptions;
+  readonly #log: Logger;
+  readonly #clients = new Map<string, grpc.Client>();
+  readonly #out: EnvelopeBatcher;
+  #labels: Record<string, string>;
+  #call: grpc.ClientDuplexStream<Buffer, Buffer> | undefined;
+  #connected = false;
+  #closing = false;
+  #loop: Promise<void> | undefined;
+  #wake: (() => void) | undefined;
+  #maxFrameBytes = DEFAULT_MAX_FRAME_BYTES;
+  #lastError = '';
+
+  constructor(opts: AgentOptions) {
+    super();
+    if (opts.servers.length === 0) throw new Error('no relay address: pass --server or set NFLTR_SERVER');
+    this.#opts = opts;
+    this.agentId = opts.agentId;
+    this.sessionToken = opts.sessionToken ?? randomBytes(16).toString('base64url');
+    this.#log = opts.logger ?? silentLogger;
+    this.#labels = { ...opts.labels };
+    this.#out = new EnvelopeBatcher({
+      maxFrameBytes: DEFAULT_MAX_FRAME_BYTES,
+      maxQueuedBytes: opts.maxQueuedBytes ?? 64 * 1024 * 1024,
+    });
+  }
+
+  get connected(): boolean {
+    return this.#connected;
+  }
+
+  /** The reason of the last failed dial or dropped stream, for error messages while disconnected. */
+  get lastError(): string {
+    return this.#lastError;
+  }
+
+  get labels(): Record<string, string> {
+    return { ...this.#labels };
+  }
+
+  /** Starts the dial loop; it runs until {@link close} or a fatal refusal. */
+  start(): this {
+    this.#loop ??= this.#dialLoop();
+    return this;
+  }
+
+  /** Resolves on the next `connected`, rejects on `fatal` or `closed`. */
+  waitConnected(): Promise<void> {
+    if (this.#connected) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const onStatus = (s: AgentStatus) => {
+        if (s.type === 'connected') resolve();
+        else if (s.type === 'fatal') reject(new Error(s.message));
+        else if (s.type === 'closed') reject(new AgentError('closed', 'agent closed'));
+        else return;
+        this.off('status', onStatus);
+      };
+      this.on('status', onStatus);
+    });
+  }
+
+  /**
+   * Queues an envelope for the relay. While disconnected it waits in the queue and goes out after the
+   * redial. Throws {@link AgentError} when closed, too large for one frame, or the queue is full.
+   */
+  send(env: OutboundEnvelope): void {
+    if (this.#closing) throw new AgentError('closed', 'agent is closed');
+    const e = create(EnvelopeSchema, { ...env, seq: env.seq ?? 0n });
+    const size = envelopeWireSize(e);
+    if (size > this.#maxFrameBytes - 256) {
+      throw new AgentError(
+        'too_large',
+        `envelope of ${size} bytes exceeds the relay's frame limit of ${this.#maxFrameBytes} bytes`,
+      );
+    }
+    if (!this.#out.enqueue(e)) {
+      throw new AgentError(
+        'queue_full',
+        `send queue full (${this.#out.queuedBytes} bytes waiting for the relay)`,
+      );
+    }
+  }
+
+  /** Bytes queued and not yet handed to the stream; callers use it for flow control. */
+  get queuedBytes(): number {
+    return this.#out.queuedBytes;
+  }
+
+  /** Replaces the advertised labels; sent at once when connected, and in every later hello. */
+  setLabels(labels: Record<string, string>): void {
+    this.#labels = { ...labels };
+    if (this.#connected)
+      this.#write({ case: 'labels', value: create(LabelUpdateSchema, { labels: this.#labels }) });
+  }
+
+  async close(): Promise<void> {
+    if (this.#closing) return this.#loop;
+    this.#closing = true;
+    this.#out.clear();
+    this.#call?.end();
+    this.#wake?.();
+    await this.#loop;
+    for (const c of this.#clients.values()) c.close();
+  }
+
+  #write(frame: Parameters<typeof encodeAgentFrame>[0]): boolean {
+    return this.#call?.write(Buffer.from(encodeAgentFrame(frame))) ?? false;
+  }
+
+  #client(server: string): grpc.Client {
+    let client = this.#clients.get(server);
+    if (!client) {
+      const tls = this.#opts.tls ?? server.endsWith(':443');
+      const creds = tls
+        ? grpc.credentials.createSsl(this.#opts.tlsCaFile ? readFileSync(this.#opts.tlsCaFile) : null)
+        : grpc.credentials.createInsecure();
+      client = new grpc.Client(server, creds, {
+        'grpc.max_receive_message_length': DEFAULT_MAX_FRAME_BYTES * 4,
+        'grpc.max_send_message_length': DEFAULT_MAX_FRAME_BYTES * 4,
+        // The channel's own reconnect must not be slower than our loop's first retry.
+        'grpc.initial_reconnect_backoff_ms': 100,
+        'grpc.max_reconnect_backoff_ms': 5_000,
+      });
+      this.#clients.set(server, client);
+    }
+    return client;
+  }
+
+  async #dialLoop(): Promise<void> {
+    const table = this.#opts.backoffMs ?? DEFAULT_BACKOFF_MS;
+    let attempt = 0;
+    let index = 0;
+    while (!this.#closing) {
+      const server = this.#opts.servers[index % this.#opts.servers.length]!;
+      this.emit('status', { type: 'connecting', server, attempt });
+      const outcome = await this.#runStream(server);
+      if (this.#closing) break;
+      if (outcome.fatal) {
+        this.#lastError = outcome.reason;
+        this.#log.error('relay refused this agent', { server, error: outcome.reason });
+        this.emit('status', { type: 'fatal', code: outcome.fatal, message: outcome.reason });
+        this.#closing = true;
+        break;
+      }
+      if (outcome.wasConnected) attempt = 0;
+      else index++;
+      const delay = jittered(outcome.redialAfterMs ?? table[Math.min(attempt, table.length - 1)]!);
+      attempt++;
+      this.#lastError = `${server}: ${outcome.reason}`;
+      this.#log.warn('relay connection lost; redialling', {
+        server,
+        reason: outcome.reason,
+        retry_in_ms: delay,
+      });
+      this.emit('status', { type: 'disconnected', server, reason: outcome.reason, retryInMs: delay });
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, delay);
+        this.#wake = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+      this.#wake = undefined;
+    }
+    this.emit('status', { type: 'closed' });
+  }
+
+  /** Runs one stream to its end and says how it ended. */
+  #runStream(server: string): Promise<{
+    wasConnected: boolean;
+    reason: string;
+    fatal?: keyof typeof grpc.status;
+    redialAfterMs?: number;
+  }> {
+    return new Promise((resolve) => {
+      const md = new grpc.Metadata();
+      md.set('authorization', `Bearer ${this.#opts.apiKey}`);
+      const call = this.#client(server).makeBidiStreamRequest(
+        CONNECT_METHOD_PATH,
+        identity,
+        identity,
+        md,
+        {},
+      );
+      this.#call = call;
+      let wasConnected = false;
+      let redialAfterMs: number | undefined;
+      let lastHeard = Date.now();
+      let keepaliveMs = 10_000;
+      const batchSink = {
+        write: (batch: EnvelopeBatch) =>
+          call.write(Buffer.from(encodeAgentFrame({ case: 'envelopes', value: batch }))),
+      };
+
+      // A relay that says nothing for three keepalive periods is gone, whatever TCP thinks.
+      const watchdog = setInterval(() => {
+        if (Date.now() - lastHeard > Math.max(3 * keepaliveMs, 3_000)) call.cancel();
+      }, 1_000);
+      watchdog.unref();
+
+      let settled = false;
+      const finish = (reason: string, fatal?: keyof typeof grpc.status) => {
+        if (settled) return;
+        settled = true;
+        clearInterval(watchdog);
+        this.#out.pause();
+        this.#connected = false;
+        this.#call = undefined;
+        resolve({ wasConnected, reason, fatal, redialAfterMs });
+      };
+
+      call.on('data', (bytes: Buffer) => {
+        lastHeard = Date.now();
+        let frame: ReturnType<typeof decodeRelayFrame>;
+        try {
+          frame = decodeRelayFrame(bytes, this.#maxFrameBytes * 4);
+        } catch (err) {
+          this.#log.error('relay sent a frame this agent cannot read', { error: (err as WireError).message });
+          return;
+        }
+        const f = frame.frame;
+        switch (f.case) {
+          case 'welcome':
+            wasConnected = true;
+            this.#connected = true;
+            keepaliveMs = f.value.keepaliveIntervalMs || keepaliveMs;
+            this.#maxFrameBytes = f.value.maxFrameBytes || DEFAULT_MAX_FRAME_BYTES;
+            this.#lastError = '';
+            this.#log.info('connected to relay', { server, relay: f.value.relayId, agent: this.agentId });
+            this.emit('status', {
+              type: 'connected',
+              server,
+              relayId: f.value.relayId,
+              account: f.value.account,
+            });
+            this.#out.resume(batchSink);
+            return;
+          case 'envelopes':
+            for (const e of f.value.envelopes) {
+              this.emit('envelope', {
+                from: e.from,
+                channel: e.channel,
+                seq: e.seq,
+                kind: e.kind,
+                payload: e.payload,
+              });
+            }
+            return;
+          case 'deliveryError':
+            this.emit('deliveryError', f.value);
+            return;
+          case 'error':
+            this.#log.warn('relay refused a frame', {
+              code: ErrorCode[f.value.code],
+              error: f.value.message,
+            });
+            return;
+          case 'ping':
+            this.#write({ case: 'pong', value: create(PongSchema, { nonce: f.value.nonce }) });
+            return;
+          case 'goaway':
+            redialAfterMs = f.value.redialAfterMs;
+            this.#log.info('relay going away', { server, reason: f.value.reason });
+            return;
+        }
+      });
+      call.on('drain', () => {
+        if (this.#connected) this.#out.resume(batchSink);
+      });
+      call.on('error', (err: grpc.ServiceError) => {
+        const name = grpc.status[err.code] as keyof typeof grpc.status;
+        finish(`${name}: ${err.details || err.message}`, FATAL.has(err.code) ? name : undefined);
+      });
+      call.on('end', () => finish('stream ended by relay'));
+      call.on('close', () => finish('stream closed'));
+
+      this.#write({
+        case: 'hello',
+        value: create(HelloSchema, {
+          agentId: this.agentId,
+          kind: agentKindFromName(this.#opts.kind),
+          labels: this.#labels,
+          protocolVersion: PROTOCOL_VERSION,
+          sessionToken: this.sessionToken,
+          clientVersion: VERSION,
+        }),
+      });
+    });
+  }
+}

@@ -1,0 +1,66 @@
+/**
+ * @module The flags every agent command shares (`--server`, `--api-key`, `--name`, TLS), with their
+ * environment fallbacks, turned into {@link AgentOptions}.
+ */
+import { hostname } from 'node:os';
+import { type Command, Option } from 'commander';
+import type { AgentOptions } from '../agent/index.js';
+import type { AgentKindName } from '../protocol/control.js';
+import { agentIdProblem } from '../protocol/control.js';
+
+export interface AgentFlags {
+  server?: string;
+  apiKey?: string;
+  name?: string;
+  tls?: boolean;
+  tlsCa?: string;
+}
+
+export function addAgentOptions(cmd: Command, opts: { serverRequired?: boolean } = {}): Command {
+  return cmd
+    .addOption(
+      new Option(
+        '--server <host:port[,host:port…]>',
+        `relay control address(es)${opts.serverRequired === false ? '' : ' (required)'}`,
+      ).env('NFLTR_SERVER'),
+    )
+    .addOption(new Option('--api-key <key>', 'API key of your relay account').env('NFLTR_API_KEY'))
+    .addOption(
+      new Option('--name <id>', 'agent id, unique in the account (default: from the host name)').env(
+        'AGENT_ID',
+      ),
+    )
+    .option('--tls', 'dial the relay with TLS (default when the port is 443)')
+    .addOption(
+      new Option('--tls-ca <file>', 'PEM CA certificate to trust for the relay').env('NFLTR_TLS_CA'),
+    );
+}
+
+/** Default agent id: the host name, cleaned to the id alphabet, plus the kind. */
+export function defaultAgentId(kind: AgentKindName): string {
+  const host =
+    hostname()
+      .toLowerCase()
+      .replace(/[^a-z0-9._-]+/g, '-')
+      .replace(/^[^a-z0-9]+/, '') || 'host';
+  return `${host}-${kind}`.slice(0, 128);
+}
+
+/** Validates the shared flags; returns options for the agent, or throws an error naming the flag. */
+export function agentOptionsFrom(flags: AgentFlags, kind: AgentKindName): Omit<AgentOptions, 'logger'> {
+  if (!flags.server) throw new Error('no relay address: pass --server host:port or set NFLTR_SERVER');
+  if (!flags.apiKey) throw new Error('no API key: pass --api-key or set NFLTR_API_KEY');
+  const servers = flags.server
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  for (const s of servers) {
+    if (!/^[^\s:]+:\d{1,5}$|^\[[^\]]+\]:\d{1,5}$/.test(s)) {
+      throw new Error(`--server: expected host:port, got ${JSON.stringify(s)}`);
+    }
+  }
+  const agentId = flags.name ?? defaultAgentId(kind);
+  const problem = agentIdProblem(agentId);
+  if (problem) throw new Error(`--name: ${problem}`);
+  return { servers, apiKey: flags.apiKey, agentId, kind, tls: flags.tls, tlsCaFile: flags.tlsCa };
+}

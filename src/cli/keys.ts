@@ -1,0 +1,87 @@
+/**
+ * @module `nfltr keys`: API keys for relay accounts, and E2EE pairing keys.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Command } from 'commander';
+import { openStore } from '../relay/index.js';
+import { die, nfltrHome } from './options.js';
+
+interface StoreOptions {
+  dataDir: string;
+}
+
+const dataDirFlag = ['--data-dir <dir>', 'the relay state directory', nfltrHome('relay')] as const;
+
+export function register(program: Command): void {
+  const keys = program.command('keys').description('Manage relay API keys and E2EE pairing keys');
+
+  keys
+    .command('create')
+    .description('Create an API key for an account (created when new); prints the key alone on stdout')
+    .requiredOption('--account <name>', 'account the key belongs to')
+    .option(...dataDirFlag)
+    .action(async (opts: StoreOptions & { account: string }) => {
+      if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(opts.account)) {
+        die(`keys: --account: ${JSON.stringify(opts.account)} must be 1-64 letters, digits, '.', '_' or '-'`);
+      }
+      const store = openStore(opts);
+      const { key } = await store.createKey(opts.account);
+      await store.close();
+      process.stdout.write(`${key}\n`);
+    });
+
+  keys
+    .command('list')
+    .description('List API keys (id, account, created, last used, revoked); never the keys themselves')
+    .option('--account <name>', 'only this account')
+    .option('--json', 'print JSON')
+    .option(...dataDirFlag)
+    .action(async (opts: StoreOptions & { account?: string; json?: boolean }) => {
+      const store = openStore(opts);
+      const rows = (await store.listKeys(opts.account)).map((k) => ({
+        id: k.id,
+        account: k.account,
+        created_at: k.createdAt.toISOString(),
+        last_used_at: k.lastUsedAt?.toISOString() ?? null,
+        revoked_at: k.revokedAt?.toISOString() ?? null,
+      }));
+      await store.close();
+      if (opts.json) {
+        process.stdout.write(`${JSON.stringify({ keys: rows }, null, 2)}\n`);
+        return;
+      }
+      const table = [['ID', 'ACCOUNT', 'CREATED', 'LAST USED', 'REVOKED']].concat(
+        rows.map((r) => [r.id, r.account, r.created_at, r.last_used_at ?? '-', r.revoked_at ?? '-']),
+      );
+      const widths = table[0]!.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
+      for (const row of table)
+        process.stdout.write(
+          `${row
+            .map((c, i) => c.padEnd(widths[i]!))
+            .join('  ')
+            .trimEnd()}\n`,
+        );
+    });
+
+  keys
+    .command('revoke')
+    .description('Revoke an API key by id: refused at once, and its live streams are closed')
+    .argument('<id>', 'key id, as `nfltr keys list` shows it')
+    .option(...dataDirFlag)
+    .action(async (id: string, opts: StoreOptions) => {
+      const store = openStore(opts);
+      const found = await store.revokeKey(id);
+      await store.close();
+      if (!found) die(`keys: no API key with id ${JSON.stringify(id)} (see nfltr keys list)`);
+      process.stderr.write(`revoked ${id}\n`);
+    });
+
+  keys
+    .command('pairing')
+    .description(
+      'Print a new random E2EE pairing key; save it to a file and pass it as --e2ee-key-file on both ends',
+    )
+    .action(() => {
+      process.stdout.write(`${randomBytes(32).toString('base64url')}\n`);
+    });
+}

@@ -1,0 +1,17 @@
+/**
+ * @module The `nfltr` entry: registers one command per file and parses argv. Nothing else lives here.
+ */
+import { Command } from 'commander';
+import { VERSION } from '../version.js';
+import { register as registerKeys } from './keys.js';
+import { register as registerRelay } from './relay.js';
+
+const program = new Command('nfltr')
+  .description('Coordination transport for AI agents: relay, planner (MCP server) and workers')
+  .version(VERSION)
+  .showHelpAfterError()
+  .configureOutput({ writeOut: (s) => process.stdout.write(s), writeErr: (s) => process.stderr.write(s) });
+
+for (const register of [registerRelay, registerKeys]) register(program);
+
+await program.parseAsync(process.argv);

@@ -1,0 +1,51 @@
+/**
+ * @module Flag parsers and defaults shared by every command. Parsers quote the value they got and
+ * name the flag, so a typo is fixed from the message alone.
+ */
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { InvalidArgumentError } from 'commander';
+
+const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/** Parses `250ms`, `15s`, `20m`, `1h` (or a bare number of milliseconds) into milliseconds. */
+export function parseDuration(value: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(value.trim());
+  if (!m)
+    throw new InvalidArgumentError(
+      `expected a duration like 500ms, 15s or 20m, got ${JSON.stringify(value)}`,
+    );
+  return Math.round(Number(m[1]) * UNITS[m[2] ?? 'ms']!);
+}
+
+export function parsePositiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0)
+    throw new InvalidArgumentError(`expected a positive integer, got ${JSON.stringify(value)}`);
+  return n;
+}
+
+/** Parses `k=v,k=v` into labels. */
+export function parseLabels(value: string): Record<string, string> {
+  const labels: Record<string, string> = {};
+  for (const part of value
+    .split(',')
+    .map((p) => p.trim())
+    .filter(Boolean)) {
+    const eq = part.indexOf('=');
+    if (eq <= 0)
+      throw new InvalidArgumentError(`expected k=v pairs separated by commas, got ${JSON.stringify(part)}`);
+    const key = part.slice(0, eq).trim();
+    if (key in labels) throw new InvalidArgumentError(`label ${JSON.stringify(key)} is given twice`);
+    labels[key] = part.slice(eq + 1).trim();
+  }
+  return labels;
+}
+
+export const nfltrHome = (...parts: string[]): string => join(homedir(), '.nfltr', ...parts);
+
+/** Exits with a message on stderr: the one way commands report a fatal error. */
+export function die(message: string, code = 1): never {
+  process.stderr.write(`nfltr: ${message}\n`);
+  process.exit(code);
+}

@@ -1,0 +1,117 @@
+/**
+ * @module `nfltr relay`: the rendezvous every agent dials outbound.
+ */
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { type Command, Option } from 'commander';
+import { DEFAULT_MAX_FRAME_BYTES } from '../protocol/control.js';
+import { openStore, type Store, startRelay } from '../relay/index.js';
+import { createLogger } from '../util/log.js';
+import { die, nfltrHome, parseDuration, parsePositiveInt } from './options.js';
+
+export interface RelayCommandOptions {
+  grpcAddr: string;
+  httpAddr: string;
+  dataDir: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  dev?: boolean;
+  maxFrameBytes: number;
+  keepaliveInterval: number;
+  keepaliveTimeout: number;
+}
+
+export function register(program: Command): void {
+  program
+    .command('relay')
+    .description(
+      'Run the relay: agents (planners, workers) connect to it outbound; it routes their envelopes',
+    )
+    .option('--grpc-addr <host:port>', 'control-plane (gRPC) listen address', '127.0.0.1:9090')
+    .option('--http-addr <host:port>', 'HTTP API listen address', '127.0.0.1:8080')
+    .option('--data-dir <dir>', 'state directory (SQLite store, dev key)', nfltrHome('relay'))
+    .option('--tls-cert <file>', 'PEM certificate; serves TLS on both listeners (with --tls-key)')
+    .option('--tls-key <file>', 'PEM private key for --tls-cert')
+    .option('--dev', 'create or reuse account "dev" and print its API key and the commands to start agents')
+    .addOption(
+      new Option('--max-frame-bytes <n>', 'largest control frame accepted')
+        .argParser(parsePositiveInt)
+        .default(DEFAULT_MAX_FRAME_BYTES),
+    )
+    .addOption(
+      new Option('--keepalive-interval <duration>', 'how often the relay pings each agent')
+        .argParser(parseDuration)
+        .default(10_000, '10s'),
+    )
+    .addOption(
+      new Option('--keepalive-timeout <duration>', 'drop an agent silent for this long')
+        .argParser(parseDuration)
+        .default(30_000, '30s'),
+    )
+    .action((opts: RelayCommandOptions) => runRelay(opts));
+}
+
+export async function runRelay(opts: RelayCommandOptions): Promise<void> {
+  const logger = createLogger('relay');
+  if (!!opts.tlsCert !== !!opts.tlsKey) die('--tls-cert and --tls-key must be given together', 2);
+  const store = openStore({ dataDir: opts.dataDir });
+  try {
+    const relay = await startRelay({
+      store,
+      logger,
+      grpcAddr: opts.grpcAddr,
+      httpAddr: opts.httpAddr,
+      tls: opts.tlsCert && opts.tlsKey ? { certFile: opts.tlsCert, keyFile: opts.tlsKey } : undefined,
+      maxFrameBytes: opts.maxFrameBytes,
+      keepaliveIntervalMs: opts.keepaliveInterval,
+      keepaliveTimeoutMs: opts.keepaliveTimeout,
+    });
+    // Tests and scripts that pass port 0 read the bound ports from this line.
+    process.stderr.write(`nfltr relay ready grpc_port=${relay.grpcPort} http_port=${relay.httpPort}\n`);
+    if (opts.dev) await announceDev(store, opts, relay.grpcPort, relay.httpPort, !!opts.tlsCert);
+    const stop = (signal: string) => {
+      logger.info('signal received; draining', { signal });
+      relay
+        .drain(`relay received ${signal}`)
+        .then(() => store.close())
+        .then(() => process.exit(0));
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  } catch (err) {
+    await store.close();
+    die((err as Error).message);
+  }
+}
+
+/** Reuses the dev key on file while it still authenticates; otherwise makes a new one. */
+async function announceDev(
+  store: Store,
+  opts: RelayCommandOptions,
+  grpcPort: number,
+  httpPort: number,
+  tls: boolean,
+): Promise<void> {
+  const file = join(opts.dataDir, 'dev-api-key');
+  let key = existsSync(file) ? readFileSync(file, 'utf8').trim() : '';
+  if (!key || !(await store.authenticate(key)).ok) {
+    key = (await store.createKey('dev')).key;
+    writeFileSync(file, `${key}\n`, { mode: 0o600 });
+  }
+  const host = opts.grpcAddr.replace(/:\d+$/, '').replace(/^$|^0\.0\.0\.0$/, '127.0.0.1');
+  const server = `${host}:${grpcPort}`;
+  const proxy = `${tls ? 'https' : 'http'}://${opts.httpAddr.replace(/:\d+$/, '').replace(/^$|^0\.0\.0\.0$/, '127.0.0.1')}:${httpPort}`;
+  process.stderr.write(
+    [
+      '',
+      `dev account ready; API key (also in ${file}):`,
+      `  ${key}`,
+      '',
+      'start a worker:',
+      `  NFLTR_API_KEY=$(cat ${file}) nfltr worker --server ${server}${tls ? ' --tls' : ''} --name worker-1 --labels zone=dev --max-tasks 2 --mcp-command "nfltr shell-mcp --allow 'echo *'"`,
+      'start a planner (an MCP server over stdio, for your MCP client):',
+      `  NFLTR_API_KEY=$(cat ${file}) nfltr mcp --proxy-url ${proxy} --server ${server}${tls ? ' --tls' : ''}`,
+      '',
+    ].join('\n'),
+  );
+}

@@ -1,0 +1,85 @@
+/**
+ * @module A bounded envelope queue that writes batches: all envelopes queued in one event-loop turn go
+ * out as one frame (up to the frame bound), because per-message overhead, not bandwidth, limits a Node
+ * relay. Both the relay and agents use it for their send side. The sink owns the stream.
+ */
+import { create } from '@bufbuild/protobuf';
+import { type Envelope, type EnvelopeBatch, EnvelopeBatchSchema, envelopeWireSize } from './control.js';
+
+export interface BatchSink {
+  /** Writes one encoded batch; false means "stop until {@link EnvelopeBatcher.resume}" (backpressure). */
+  write(batch: EnvelopeBatch): boolean;
+}
+
+export class EnvelopeBatcher {
+  readonly #maxFrameBytes: number;
+  readonly #maxQueuedBytes: number;
+  #sink: BatchSink | undefined;
+  #queue: Envelope[] = [];
+  #queuedBytes = 0;
+  #scheduled = false;
+
+  constructor(opts: { maxFrameBytes: number; maxQueuedBytes: number; sink?: BatchSink }) {
+    this.#maxFrameBytes = opts.maxFrameBytes;
+    this.#maxQueuedBytes = opts.maxQueuedBytes;
+    this.#sink = opts.sink;
+  }
+
+  get queuedBytes(): number {
+    return this.#queuedBytes;
+  }
+
+  /** Queues an envelope; false when the queue is full. */
+  enqueue(env: Envelope): boolean {
+    const size = envelopeWireSize(env);
+    if (this.#queuedBytes + size > this.#maxQueuedBytes) return false;
+    this.#queue.push(env);
+    this.#queuedBytes += size;
+    if (!this.#scheduled && this.#sink) {
+      this.#scheduled = true;
+      setImmediate(() => {
+        this.#scheduled = false;
+        this.#flush();
+      });
+    }
+    return true;
+  }
+
+  /** Attaches (or, with undefined, detaches) the sink and flushes what is queued. */
+  resume(sink?: BatchSink): void {
+    if (sink !== undefined) this.#sink = sink;
+    this.#flush();
+  }
+
+  pause(): void {
+    this.#sink = undefined;
+  }
+
+  /** Empties the queue, returning what was in it. */
+  clear(): Envelope[] {
+    const q = this.#queue;
+    this.#queue = [];
+    this.#queuedBytes = 0;
+    return q;
+  }
+
+  #flush(): void {
+    let sink = this.#sink;
+    while (sink && this.#queue.length > 0) {
+      let count = 0;
+      let bytes = 0;
+      for (const env of this.#queue) {
+        const size = envelopeWireSize(env);
+        if (count > 0 && bytes + size > this.#maxFrameBytes) break;
+        count++;
+        bytes += size;
+      }
+      const envelopes = this.#queue.splice(0, count);
+      this.#queuedBytes -= bytes;
+      if (!sink.write(create(EnvelopeBatchSchema, { envelopes }))) {
+        this.#sink = undefined;
+        sink = undefined;
+      }
+    }
+  }
+}

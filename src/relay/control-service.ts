@@ -1,0 +1,264 @@
+/**
+ * @module The relay side of `Relay.Connect`: authenticate, take the hello, then route envelopes by
+ * header only. Payloads are carried, never parsed.
+ */
+import { create } from '@bufbuild/protobuf';
+import * as grpc from '@grpc/grpc-js';
+import {
+  type AgentFrame,
+  AgentKind,
+  agentIdProblem,
+  DeliveryErrorSchema,
+  decodeAgentFrame,
+  type Envelope,
+  ErrorCode,
+  encodeRelayFrame,
+  envelopeProblem,
+  FrameErrorSchema,
+  type Hello,
+  labelsProblem,
+  PongSchema,
+  PROTOCOL_VERSION,
+  WelcomeSchema,
+  WireError,
+} from '../protocol/control.js';
+import type { Logger } from '../util/log.js';
+import { AgentConnection, type ControlCall, type QueueLimits } from './connection.js';
+import type { Presence } from './presence.js';
+import type { Store } from './store/store.js';
+
+export interface ControlServiceOptions extends QueueLimits {
+  store: Store;
+  presence: Presence;
+  logger: Logger;
+  relayId: string;
+  keepaliveIntervalMs: number;
+  /** How long the first frame (hello) may take after the stream opens. */
+  helloTimeoutMs: number;
+  /** False once the relay drains: new streams are refused with UNAVAILABLE. */
+  accepting: () => boolean;
+}
+
+/** Reads the API key from `authorization: Bearer <key>` metadata. */
+function bearerKey(call: ControlCall): string | undefined {
+  const value = call.metadata.get('authorization')[0];
+  if (typeof value !== 'string') return undefined;
+  const m = /^Bearer\s+(\S+)$/i.exec(value.trim());
+  return m?.[1];
+}
+
+const fail = (code: grpc.status, details: string) => ({ code, details });
+
+export function createControlHandler(
+  opts: ControlServiceOptions,
+): grpc.handleBidiStreamingCall<Buffer, Buffer> {
+  const { store, presence, logger } = opts;
+
+  return (call: ControlCall) => {
+    let conn: AgentConnection | undefined;
+    let keyId: string | undefined;
+    let account: string | undefined;
+    const early: Buffer[] = [];
+    let ended = false;
+    const peer = call.getPeer();
+
+    /** Ends the stream once: with an error status, or cleanly when `status` is absent. */
+    const end = (status?: { code: grpc.status; details: string }) => {
+      if (ended) return;
+      ended = true;
+      clearTimeout(helloTimer);
+      if (conn) conn.close(status);
+      else if (status) call.emit('error', status);
+      else call.end();
+    };
+
+    const helloTimer = setTimeout(
+      () => end(fail(grpc.status.DEADLINE_EXCEEDED, `no hello within ${opts.helloTimeoutMs} ms`)),
+      opts.helloTimeoutMs,
+    );
+    helloTimer.unref();
+
+    const frameError = (err: WireError) =>
+      call.write(
+        Buffer.from(
+          encodeRelayFrame({
+            case: 'error',
+            value: create(FrameErrorSchema, { code: err.code, message: err.message }),
+          }),
+        ),
+      );
+
+    const onHello = (hello: Hello) => {
+      const problem =
+        agentIdProblem(hello.agentId) ??
+        labelsProblem(hello.labels) ??
+        (hello.kind === AgentKind.UNSPECIFIED ? 'hello names no agent kind' : undefined) ??
+        (hello.sessionToken.length === 0 || hello.sessionToken.length > 128
+          ? 'hello carries no valid session token'
+          : undefined);
+      if (problem) return end(fail(grpc.status.INVALID_ARGUMENT, `${problem} (check --name and --labels)`));
+      if (hello.protocolVersion !== PROTOCOL_VERSION) {
+        return end(
+          fail(
+            grpc.status.FAILED_PRECONDITION,
+            `protocol version ${hello.protocolVersion} is not supported; this relay speaks version ${PROTOCOL_VERSION}: upgrade nfltr on the older side`,
+          ),
+        );
+      }
+      const candidate = new AgentConnection(
+        call,
+        {
+          account: account!,
+          keyId: keyId!,
+          agentId: hello.agentId,
+          kind: hello.kind,
+          sessionToken: hello.sessionToken,
+        },
+        { ...hello.labels },
+        opts,
+      );
+      const reg = presence.register(candidate);
+      if (!reg.ok) {
+        return end(
+          fail(
+            grpc.status.ALREADY_EXISTS,
+            `agent id ${hello.agentId} is already connected under this account (since ${reg.holder.connectedAt.toISOString()}); give this agent another --name or stop the other one`,
+          ),
+        );
+      }
+      clearTimeout(helloTimer);
+      conn = candidate;
+      if (reg.replaced) {
+        logger.info('agent reconnected; old stream replaced', { agent: hello.agentId, account });
+        reg.replaced.close(fail(grpc.status.ABORTED, 'replaced by a newer connection of the same agent'));
+      }
+      conn.sendControl({
+        case: 'welcome',
+        value: create(WelcomeSchema, {
+          agentId: hello.agentId,
+          account,
+          protocolVersion: PROTOCOL_VERSION,
+          maxFrameBytes: opts.maxFrameBytes,
+          keepaliveIntervalMs: opts.keepaliveIntervalMs,
+          relayId: opts.relayId,
+        }),
+      });
+      logger.info('agent connected', { agent: hello.agentId, account, kind: AgentKind[hello.kind], peer });
+    };
+
+    const route = (from: AgentConnection, env: Envelope) => {
+      const problem = envelopeProblem(env);
+      const undeliverable = (code: ErrorCode, message: string) =>
+        from.sendControl({
+          case: 'deliveryError',
+          value: create(DeliveryErrorSchema, {
+            to: env.to,
+            channel: env.channel,
+            seq: env.seq,
+            kind: env.kind,
+            code,
+            message,
+          }),
+        });
+      if (problem) return undeliverable(ErrorCode.INVALID_ARGUMENT, problem);
+      env.from = from.identity.agentId;
+      const dest = presence.lookup(from.identity.account, env.to);
+      if (!dest || dest.closed) {
+        return undeliverable(ErrorCode.PEER_NOT_FOUND, `no agent ${env.to} is connected under this account`);
+      }
+      if (!dest.enqueue(env)) {
+        return undeliverable(
+          ErrorCode.PEER_BUSY,
+          `agent ${env.to} is not reading fast enough; envelope dropped`,
+        );
+      }
+    };
+
+    const handle = (frame: AgentFrame) => {
+      const f = frame.frame;
+      if (!conn) {
+        if (f.case === 'hello') return onHello(f.value);
+        return end(fail(grpc.status.INVALID_ARGUMENT, `first frame must be hello, got ${f.case}`));
+      }
+      conn.lastSeen = new Date();
+      switch (f.case) {
+        case 'hello':
+          return frameError(
+            new WireError(ErrorCode.INVALID_ARGUMENT, 'hello was already sent on this stream'),
+          );
+        case 'labels': {
+          const problem = labelsProblem(f.value.labels);
+          if (problem) return frameError(new WireError(ErrorCode.INVALID_ARGUMENT, problem));
+          conn.labels = { ...f.value.labels };
+          return;
+        }
+        case 'envelopes':
+          for (const env of f.value.envelopes) route(conn, env);
+          return;
+        case 'ping':
+          return conn.sendControl({ case: 'pong', value: create(PongSchema, { nonce: f.value.nonce }) });
+        case 'pong':
+          return;
+      }
+    };
+
+    const onData = (bytes: Buffer) => {
+      if (ended) return;
+      if (account === undefined) {
+        early.push(bytes);
+        return;
+      }
+      try {
+        handle(decodeAgentFrame(bytes, opts.maxFrameBytes));
+      } catch (err) {
+        // A frame never takes the relay down: wire errors go back to the sender, anything else is ours.
+        const wire =
+          err instanceof WireError
+            ? err
+            : new WireError(
+                ErrorCode.UNSPECIFIED,
+                `relay failed to handle the frame: ${(err as Error).message}`,
+              );
+        if (!(err instanceof WireError))
+          logger.error('frame handler failed', { error: (err as Error).stack });
+        logger.warn('refused frame', { agent: conn?.identity.agentId, peer, error: wire.message });
+        if (!conn) return end(fail(grpc.status.INVALID_ARGUMENT, wire.message));
+        frameError(wire);
+      }
+    };
+
+    call.on('data', onData);
+    call.on('error', () => {}); // a reset stream ends in 'close' below; nothing else to do
+    call.on('end', () => end());
+    call.on('close', () => {
+      clearTimeout(helloTimer);
+      ended = true;
+      if (conn && presence.remove(conn)) {
+        logger.info('agent disconnected', { agent: conn.identity.agentId, account: conn.identity.account });
+      }
+      conn?.close();
+    });
+
+    if (!opts.accepting()) return end(fail(grpc.status.UNAVAILABLE, 'relay is shutting down; redial'));
+    const key = bearerKey(call);
+    if (!key) {
+      return end(fail(grpc.status.UNAUTHENTICATED, 'missing API key: pass --api-key or set NFLTR_API_KEY'));
+    }
+    store.authenticate(key).then(
+      (auth) => {
+        if (ended) return;
+        if (!auth.ok) {
+          logger.warn('refused agent', { peer, reason: auth.reason });
+          return end(fail(grpc.status.UNAUTHENTICATED, `${auth.message}: check --api-key / NFLTR_API_KEY`));
+        }
+        keyId = auth.keyId;
+        account = auth.account;
+        for (const b of early.splice(0)) onData(b);
+      },
+      (err: Error) => {
+        logger.error('store failed during authentication', { error: err.message });
+        end(fail(grpc.status.UNAVAILABLE, 'relay store unavailable; retry'));
+      },
+    );
+  };
+}

@@ -1,0 +1,106 @@
+/**
+ * @module The relay's HTTP API: health and the calling account's peers. Every error is JSON with a
+ * status and a specific message, produced at one boundary.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { agentKindName } from '../protocol/control.js';
+import type { Logger } from '../util/log.js';
+import type { AgentConnection } from './connection.js';
+import type { Presence } from './presence.js';
+import type { Store } from './store/store.js';
+
+/** An error that knows its HTTP status; thrown by handlers, rendered by the boundary. */
+export class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'HttpError';
+  }
+}
+
+export interface PeerJson {
+  agent_id: string;
+  kind: string;
+  labels: Record<string, string>;
+  connected_since: string;
+  last_seen: string;
+}
+
+export const peerJson = (c: AgentConnection): PeerJson => ({
+  agent_id: c.identity.agentId,
+  kind: agentKindName(c.identity.kind) ?? 'unknown',
+  labels: c.labels,
+  connected_since: c.connectedAt.toISOString(),
+  last_seen: c.lastSeen.toISOString(),
+});
+
+/** Accepts `Authorization: ApiKey <key>`, `Authorization: Bearer <key>` or `X-Api-Key: <key>`. */
+export function presentedKey(req: IncomingMessage): string | undefined {
+  const auth = req.headers.authorization;
+  if (auth) {
+    const m = /^(?:ApiKey|Bearer)\s+(\S+)$/i.exec(auth.trim());
+    return m?.[1];
+  }
+  const x = req.headers['x-api-key'];
+  return typeof x === 'string' && x.trim() ? x.trim() : undefined;
+}
+
+export interface HttpApiOptions {
+  store: Store;
+  presence: Presence;
+  logger: Logger;
+  relayId: string;
+}
+
+export function createHttpHandler(opts: HttpApiOptions) {
+  const { store, presence, logger } = opts;
+
+  const account = async (req: IncomingMessage): Promise<string> => {
+    const key = presentedKey(req);
+    if (!key) {
+      throw new HttpError(
+        401,
+        'unauthenticated',
+        'missing API key: send "Authorization: ApiKey <key>", "Authorization: Bearer <key>" or "X-Api-Key: <key>"',
+      );
+    }
+    const auth = await store.authenticate(key);
+    if (!auth.ok) throw new HttpError(401, 'unauthenticated', auth.message);
+    return auth.account;
+  };
+
+  const routes: Record<string, (req: IncomingMessage) => Promise<unknown>> = {
+    'GET /healthz': async () => ({ status: 'ok', relay_id: opts.relayId, agents: presence.size }),
+    'GET /api/v1/peers': async (req) => {
+      const peers = presence.list(await account(req)).map(peerJson);
+      peers.sort((a, b) => a.agent_id.localeCompare(b.agent_id));
+      return { peers };
+    },
+  };
+
+  return (req: IncomingMessage, res: ServerResponse): void => {
+    const path = new URL(req.url ?? '/', 'http://relay').pathname;
+    const route = routes[`${req.method} ${path}`];
+    const send = (status: number, body: unknown) => {
+      res.writeHead(status, { 'content-type': 'application/json' });
+      res.end(`${JSON.stringify(body)}\n`);
+    };
+    const handler =
+      route ??
+      (async () => {
+        throw new HttpError(404, 'not_found', `no route ${req.method} ${path}`);
+      });
+    handler(req).then(
+      (body) => send(200, body),
+      (err: Error) => {
+        if (err instanceof HttpError)
+          return send(err.status, { error: { code: err.code, message: err.message } });
+        logger.error('http handler failed', { path, error: err.stack });
+        send(500, { error: { code: 'internal', message: 'internal relay error' } });
+      },
+    );
+  };
+}

@@ -1,0 +1,188 @@
+/**
+ * @module Composes a relay: store, presence, the gRPC control service, the HTTP API, keepalive and
+ * revocation sweeps, and draining shutdown.
+ */
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { hostname } from 'node:os';
+import { create } from '@bufbuild/protobuf';
+import * as grpc from '@grpc/grpc-js';
+import { DEFAULT_MAX_FRAME_BYTES, GoawaySchema, PingSchema } from '../protocol/control.js';
+import { relayServiceDefinition } from '../protocol/grpc.js';
+import type { Logger } from '../util/log.js';
+import { createControlHandler } from './control-service.js';
+import { createHttpHandler } from './http-api.js';
+import { Presence } from './presence.js';
+import type { Store } from './store/store.js';
+
+export interface RelayOptions {
+  store: Store;
+  logger: Logger;
+  grpcAddr: string;
+  httpAddr: string;
+  tls?: { certFile: string; keyFile: string };
+  maxFrameBytes?: number;
+  keepaliveIntervalMs?: number;
+  /** A connection silent this long is dropped from presence. */
+  keepaliveTimeoutMs?: number;
+  /** How often live streams are checked against revoked keys. */
+  revocationPollMs?: number;
+  maxQueuedBytesPerAgent?: number;
+}
+
+export interface Relay {
+  readonly relayId: string;
+  readonly grpcPort: number;
+  readonly httpPort: number;
+  readonly presence: Presence;
+  /** Stops accepting, tells every agent to redial elsewhere, closes listeners. */
+  drain(reason?: string): Promise<void>;
+}
+
+/** Splits `host:port`; a bare `:port` binds every interface. */
+export function splitHostPort(addr: string, flag: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(addr);
+  const port = m ? Number(m[3]) : Number.NaN;
+  if (!m || port > 65535) throw new Error(`${flag}: expected host:port, got ${JSON.stringify(addr)}`);
+  return { host: m[1] ?? (m[2] || '0.0.0.0'), port };
+}
+
+export async function startRelay(opts: RelayOptions): Promise<Relay> {
+  const { store, logger } = opts;
+  const relayId = `${hostname()}-${randomBytes(3).toString('hex')}`;
+  const maxFrameBytes = opts.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
+  const keepaliveIntervalMs = opts.keepaliveIntervalMs ?? 10_000;
+  const keepaliveTimeoutMs = opts.keepaliveTimeoutMs ?? 30_000;
+  const presence = new Presence();
+  let accepting = true;
+
+  const tls = opts.tls && { cert: readFileSync(opts.tls.certFile), key: readFileSync(opts.tls.keyFile) };
+
+  const grpcServer = new grpc.Server({
+    // Frames a little over our bound still reach our decoder, which answers with a precise error.
+    'grpc.max_receive_message_length': maxFrameBytes * 2,
+    'grpc.max_send_message_length': maxFrameBytes * 2,
+  });
+  grpcServer.addService(relayServiceDefinition, {
+    connect: createControlHandler({
+      store,
+      presence,
+      logger: logger.child('control'),
+      relayId,
+      keepaliveIntervalMs,
+      helloTimeoutMs: 10_000,
+      maxFrameBytes,
+      maxQueuedBytes: opts.maxQueuedBytesPerAgent ?? 64 * 1024 * 1024,
+      accepting: () => accepting,
+    }),
+  });
+  const g = splitHostPort(opts.grpcAddr, '--grpc-addr');
+  const creds = tls
+    ? grpc.ServerCredentials.createSsl(null, [{ cert_chain: tls.cert, private_key: tls.key }], false)
+    : grpc.ServerCredentials.createInsecure();
+  const grpcPort = await new Promise<number>((resolve, reject) =>
+    grpcServer.bindAsync(`${g.host.includes(':') ? `[${g.host}]` : g.host}:${g.port}`, creds, (err, port) =>
+      err ? reject(new Error(`--grpc-addr ${opts.grpcAddr}: ${err.message}`)) : resolve(port),
+    ),
+  );
+
+  const httpHandler = createHttpHandler({ store, presence, logger: logger.child('http'), relayId });
+  const httpServer: HttpServer = tls ? createHttpsServer(tls, httpHandler) : createHttpServer(httpHandler);
+  const h = splitHostPort(opts.httpAddr, '--http-addr');
+  await new Promise<void>((resolve, reject) => {
+    httpServer.once('error', (err) => reject(new Error(`--http-addr ${opts.httpAddr}: ${err.message}`)));
+    httpServer.listen(h.port, h.host, resolve);
+  });
+  const httpPort = (httpServer.address() as AddressInfo).port;
+
+  let pingNonce = 0n;
+  const keepalive = setInterval(
+    () => {
+      const now = Date.now();
+      for (const conn of presence.all()) {
+        if (now - conn.lastSeen.getTime() > keepaliveTimeoutMs) {
+          logger.warn('agent silent; dropping', {
+            agent: conn.identity.agentId,
+            silent_ms: now - conn.lastSeen.getTime(),
+          });
+          presence.remove(conn);
+          conn.close({
+            code: grpc.status.DEADLINE_EXCEEDED,
+            details: `no frame for ${keepaliveTimeoutMs} ms`,
+          });
+        } else {
+          conn.sendControl({ case: 'ping', value: create(PingSchema, { nonce: ++pingNonce }) });
+        }
+      }
+    },
+    Math.min(keepaliveIntervalMs, keepaliveTimeoutMs / 3),
+  );
+  keepalive.unref();
+
+  let polling = false;
+  const revocation = setInterval(async () => {
+    if (polling) return;
+    polling = true;
+    try {
+      const conns = presence.all();
+      const revoked = new Set(await store.revokedAmong([...new Set(conns.map((c) => c.identity.keyId))]));
+      for (const conn of conns) {
+        if (!revoked.has(conn.identity.keyId)) continue;
+        logger.info('closing stream of revoked key', {
+          agent: conn.identity.agentId,
+          key: conn.identity.keyId,
+        });
+        presence.remove(conn);
+        conn.close({
+          code: grpc.status.UNAUTHENTICATED,
+          details: `API key ${conn.identity.keyId} was revoked`,
+        });
+      }
+    } catch (err) {
+      logger.warn('revocation check failed', { error: (err as Error).message });
+    } finally {
+      polling = false;
+    }
+  }, opts.revocationPollMs ?? 1_000);
+  revocation.unref();
+
+  logger.info('relay listening', {
+    relay_id: relayId,
+    grpc: `${g.host}:${grpcPort}`,
+    http: `${h.host}:${httpPort}`,
+    tls: !!tls,
+  });
+
+  let drained: Promise<void> | undefined;
+  const drain = (reason = 'relay shutting down') =>
+    (drained ??= (async () => {
+      accepting = false;
+      clearInterval(keepalive);
+      clearInterval(revocation);
+      const conns = presence.all();
+      for (const conn of conns) {
+        conn.sendControl({ case: 'goaway', value: create(GoawaySchema, { reason, redialAfterMs: 100 }) });
+        presence.remove(conn);
+        conn.close();
+      }
+      logger.info('draining', { agents: conns.length, reason });
+      await new Promise<void>((resolve) => {
+        const force = setTimeout(() => {
+          grpcServer.forceShutdown();
+          resolve();
+        }, 3_000);
+        force.unref();
+        grpcServer.tryShutdown(() => {
+          clearTimeout(force);
+          resolve();
+        });
+      });
+      httpServer.closeAllConnections();
+      await new Promise<void>((resolve) => httpServer.close(() => resolve()));
+    })());
+
+  return { relayId, grpcPort, httpPort, presence, drain };
+}
