@@ -1,4 +1,13 @@
 export {
+  A2A_KIND,
+  type A2aBody,
+  A2aEndpoint,
+  type A2aEndpointOptions,
+  A2aError,
+  type A2aFailure,
+  type A2aInbound,
+} from './a2a.js';
+export {
   AgentClient,
   AgentError,
   type AgentOptions,

@@ -1,8 +1,8 @@
 /**
  * @module `nfltr keys`: API keys for relay accounts, and E2EE pairing keys.
  */
-import { randomBytes } from 'node:crypto';
 import type { Command } from 'commander';
+import { generatePairingKey } from '../protocol/e2ee.js';
 import { openStore } from '../relay/index.js';
 import { die, nfltrHome } from './options.js';
 
@@ -82,6 +82,6 @@ export function register(program: Command): void {
       'Print a new random E2EE pairing key; save it to a file and pass it as --e2ee-key-file on both ends',
     )
     .action(() => {
-      process.stdout.write(`${randomBytes(32).toString('base64url')}\n`);
+      process.stdout.write(`${generatePairingKey()}\n`);
     });
 }

@@ -5,6 +5,7 @@ import { Command } from 'commander';
 import { VERSION } from '../version.js';
 import { register as registerKeys } from './keys.js';
 import { register as registerRelay } from './relay.js';
+import { register as registerShellMcp } from './shell-mcp.js';
 
 const program = new Command('nfltr')
   .description('Coordination transport for AI agents: relay, planner (MCP server) and workers')
@@ -12,6 +13,6 @@ const program = new Command('nfltr')
   .showHelpAfterError()
   .configureOutput({ writeOut: (s) => process.stdout.write(s), writeErr: (s) => process.stderr.write(s) });
 
-for (const register of [registerRelay, registerKeys]) register(program);
+for (const register of [registerRelay, registerKeys, registerShellMcp]) register(program);
 
 await program.parseAsync(process.argv);

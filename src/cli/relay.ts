@@ -19,6 +19,7 @@ export interface RelayCommandOptions {
   maxFrameBytes: number;
   keepaliveInterval: number;
   keepaliveTimeout: number;
+  captureEnvelopes?: string;
 }
 
 export function register(program: Command): void {
@@ -48,6 +49,10 @@ export function register(program: Command): void {
         .argParser(parseDuration)
         .default(30_000, '30s'),
     )
+    .option(
+      '--capture-envelopes <file>',
+      'append every routed envelope (header and payload, base64) to FILE: an audit of what the relay sees',
+    )
     .action((opts: RelayCommandOptions) => runRelay(opts));
 }
 
@@ -65,6 +70,7 @@ export async function runRelay(opts: RelayCommandOptions): Promise<void> {
       maxFrameBytes: opts.maxFrameBytes,
       keepaliveIntervalMs: opts.keepaliveInterval,
       keepaliveTimeoutMs: opts.keepaliveTimeout,
+      captureFile: opts.captureEnvelopes,
     });
     // Tests and scripts that pass port 0 read the bound ports from this line.
     process.stderr.write(`nfltr relay ready grpc_port=${relay.grpcPort} http_port=${relay.httpPort}\n`);

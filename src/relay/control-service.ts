@@ -37,6 +37,8 @@ export interface ControlServiceOptions extends QueueLimits {
   helloTimeoutMs: number;
   /** False once the relay drains: new streams are refused with UNAVAILABLE. */
   accepting: () => boolean;
+  /** Called with every envelope routed, for `--capture-envelopes` audits of what the relay sees. */
+  onRouted?: (env: Envelope) => void;
 }
 
 /** Reads the API key from `authorization: Bearer <key>` metadata. */
@@ -166,6 +168,7 @@ export function createControlHandler(
       if (!dest || dest.closed) {
         return undeliverable(ErrorCode.PEER_NOT_FOUND, `no agent ${env.to} is connected under this account`);
       }
+      opts.onRouted?.(env);
       if (!dest.enqueue(env)) {
         return undeliverable(
           ErrorCode.PEER_BUSY,

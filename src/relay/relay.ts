@@ -3,14 +3,14 @@
  * revocation sweeps, and draining shutdown.
  */
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { appendFileSync, readFileSync } from 'node:fs';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
 import { create } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
-import { DEFAULT_MAX_FRAME_BYTES, GoawaySchema, PingSchema } from '../protocol/control.js';
+import { DEFAULT_MAX_FRAME_BYTES, type Envelope, GoawaySchema, PingSchema } from '../protocol/control.js';
 import { relayServiceDefinition } from '../protocol/grpc.js';
 import type { Logger } from '../util/log.js';
 import { createControlHandler } from './control-service.js';
@@ -31,6 +31,8 @@ export interface RelayOptions {
   /** How often live streams are checked against revoked keys. */
   revocationPollMs?: number;
   maxQueuedBytesPerAgent?: number;
+  /** Appends every routed envelope (header and base64 payload) to this file as JSON lines. */
+  captureFile?: string;
 }
 
 export interface Relay {
@@ -48,6 +50,15 @@ export function splitHostPort(addr: string, flag: string): { host: string; port:
   const port = m ? Number(m[3]) : Number.NaN;
   if (!m || port > 65535) throw new Error(`${flag}: expected host:port, got ${JSON.stringify(addr)}`);
   return { host: m[1] ?? (m[2] || '0.0.0.0'), port };
+}
+
+/** What the relay sees of each envelope, written where an auditor (or a test) can read it. */
+function captureTo(file: string) {
+  return (env: Envelope) =>
+    appendFileSync(
+      file,
+      `${JSON.stringify({ from: env.from, to: env.to, channel: env.channel, seq: String(env.seq), kind: env.kind, payload: Buffer.from(env.payload).toString('base64') })}\n`,
+    );
 }
 
 export async function startRelay(opts: RelayOptions): Promise<Relay> {
@@ -77,6 +88,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       maxFrameBytes,
       maxQueuedBytes: opts.maxQueuedBytesPerAgent ?? 64 * 1024 * 1024,
       accepting: () => accepting,
+      onRouted: opts.captureFile ? captureTo(opts.captureFile) : undefined,
     }),
   });
   const g = splitHostPort(opts.grpcAddr, '--grpc-addr');

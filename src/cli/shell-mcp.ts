@@ -1,0 +1,109 @@
+/**
+ * @module `nfltr shell-mcp`: serves the shell executor over stdio. stdout is the MCP channel, so
+ * everything else (logs, errors) goes to stderr.
+ */
+import { statSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
+import { type Command, InvalidArgumentError, Option } from 'commander';
+import {
+  activeProcessGroups,
+  compileAllowPattern,
+  createShellMcpServer,
+  DEFAULT_COMMAND_TIMEOUT_MS,
+  KILL_GRACE_MS,
+} from '../executors/shell-mcp/index.js';
+import { createLogger } from '../util/log.js';
+import { die, parseDuration } from './options.js';
+
+const HELP_AFTER = `
+Each run_task call runs the strings in constraints.commands one after another with /bin/sh -c in
+--cwd, stopping at the first that fails. Output lines stream as MCP progress; full logs and
+summary.json are written to the task's output_dir. Commands see NFLTR_TASK_ID, NFLTR_TASK_INPUT_DIR
+and NFLTR_TASK_OUTPUT_DIR.
+
+--allow matching: a pattern is compared with the WHOLE command string (leading and trailing
+whitespace ignored), case-sensitively:
+  *    any run of characters, possibly empty, except the shell control characters ; & | < > $ \` ( )
+       and line breaks
+  **   any run of characters, control characters included (--allow '**' allows every command)
+  any other character matches itself (control characters written in the pattern match literally)
+Examples: 'npm test' allows exactly "npm test"; 'npm test *' also allows "npm test -- --grep x" but
+not "npm test; rm -rf ~"; 'git *' allows "git status" but not "git log | head" (write 'git log | head'
+or 'git **' for that).
+A command that matches no pattern is put to the planner as a yes/no question (MCP elicitation) and
+runs only if approved; if the MCP client cannot be asked, the task fails.
+
+Examples:
+  nfltr worker --mcp-command "nfltr shell-mcp --cwd ~/src/app --allow 'npm test *' --allow 'npm ci'"
+  nfltr shell-mcp --cwd . --allow 'make *' --timeout 30m
+`;
+
+const collect = (value: string, previous: string[]): string[] => {
+  if (value.trim() === '') throw new InvalidArgumentError('an --allow pattern must not be empty');
+  compileAllowPattern(value);
+  return [...previous, value];
+};
+
+const positiveDuration = (value: string): number => {
+  const ms = parseDuration(value);
+  if (ms <= 0) throw new InvalidArgumentError(`expected a duration above zero, got ${JSON.stringify(value)}`);
+  return ms;
+};
+
+export function register(program: Command): void {
+  program
+    .command('shell-mcp')
+    .description(
+      'Executor (MCP server over stdio) whose run_task tool runs shell commands; needs no AI account',
+    )
+    .option('--cwd <dir>', 'directory the commands run in', process.cwd())
+    .option(
+      '--allow <pattern>',
+      'run commands matching this pattern without asking (repeatable)',
+      collect,
+      [],
+    )
+    .addOption(
+      new Option('--timeout <duration>', 'time limit per command, e.g. 30s, 5m, 1h')
+        .argParser(positiveDuration)
+        .default(DEFAULT_COMMAND_TIMEOUT_MS, '10m'),
+    )
+    .addHelpText('after', HELP_AFTER)
+    .action(async (o: { cwd: string; allow: string[]; timeout: number }) => {
+      const log = createLogger('shell-mcp');
+      const timeoutMs = o.timeout;
+      const cwd = resolve(o.cwd);
+      if (!statSync(cwd, { throwIfNoEntry: false })?.isDirectory()) die(`--cwd ${cwd} is not a directory`);
+      const stop = new AbortController();
+      const server = createShellMcpServer({
+        cwd,
+        allow: o.allow,
+        timeoutMs,
+        signal: stop.signal,
+        logger: log,
+      });
+
+      let stopping = false;
+      const shutdown = (why: string) => {
+        if (stopping) return;
+        stopping = true;
+        log.info('shutting down', { why });
+        stop.abort(); // kills running command groups: SIGTERM now, SIGKILL after the grace
+        void server.close().catch(() => {});
+        // Exit once every command group is gone (or its kill grace has passed), whatever else still
+        // holds the event loop.
+        const deadline = Date.now() + KILL_GRACE_MS + 300;
+        setInterval(() => {
+          if (activeProcessGroups() === 0 || Date.now() > deadline) process.exit(0);
+        }, 50);
+      };
+      process.stdin.on('end', () => shutdown('stdin closed'));
+      process.stdout.on('error', () => shutdown('stdout closed'));
+      process.on('SIGTERM', () => shutdown('SIGTERM'));
+      process.on('SIGINT', () => shutdown('SIGINT'));
+
+      await server.connect(new StdioServerTransport());
+      log.info('serving run_task over stdio', { cwd, allow: o.allow, timeout_ms: timeoutMs });
+    });
+}

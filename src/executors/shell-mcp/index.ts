@@ -1,0 +1,20 @@
+/**
+ * @module `nfltr shell-mcp`: an executor that runs shell commands behind the `run_task` contract.
+ */
+export { type AllowRule, compileAllowPattern, isAllowed, SHELL_CONTROL_CHARS } from './allow.js';
+export { formatDuration } from './duration.js';
+export {
+  activeProcessGroups,
+  type CommandOutcome,
+  KILL_GRACE_MS,
+  type RunCommandOptions,
+  runCommand,
+} from './run-command.js';
+export {
+  type CommandResult,
+  type CommandStatus,
+  createShellMcpServer,
+  DEFAULT_COMMAND_TIMEOUT_MS,
+  type ShellMcpOptions,
+  type ShellTaskResult,
+} from './server.js';

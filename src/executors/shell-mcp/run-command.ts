@@ -1,0 +1,225 @@
+/**
+ * @module Runs one shell command in its own process group, streaming its output line by line into a
+ * callback and a log file, and killing the whole group on abort or timeout.
+ */
+import { spawn } from 'node:child_process';
+import { createWriteStream, readdirSync, readFileSync } from 'node:fs';
+
+/** How long a process group gets between SIGTERM and SIGKILL. */
+export const KILL_GRACE_MS = 2000;
+
+/** After the shell exits, how long its output pipes may stay open (held by leftover background jobs). */
+const DRAIN_MS = 500;
+
+export interface RunCommandOptions {
+  command: string;
+  cwd: string;
+  env: NodeJS.ProcessEnv;
+  timeoutMs: number;
+  /** Aborting kills the process group (SIGTERM, then SIGKILL after {@link KILL_GRACE_MS}). */
+  signal?: AbortSignal;
+  /** Combined stdout + stderr go here, as they arrive. */
+  logPath: string;
+  /** Called once per complete output line (without its line break); a last unterminated line too. */
+  onLine?: (line: string, stream: 'stdout' | 'stderr') => void;
+}
+
+export interface CommandOutcome {
+  /** The exit code, or null when the command was ended by a signal. */
+  exitCode: number | null;
+  signal: NodeJS.Signals | null;
+  durationMs: number;
+  timedOut: boolean;
+  aborted: boolean;
+  /** Set when the shell could not be started at all. */
+  spawnError?: string;
+  /** Set when the log file could not be written. */
+  logError?: string;
+}
+
+/** Sends `sig` to the whole process group led by `pid`; a group that is already gone is fine. */
+function killGroup(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(-pid, sig);
+  } catch {
+    // ESRCH: nothing left to kill.
+  }
+}
+
+/** Process groups started here that may still have members: running, or within their kill grace. */
+const liveGroups = new Set<number>();
+
+/**
+ * How many command process groups are running or still being killed, across every server in this
+ * process. A shutting-down CLI waits for zero (bounded by the kill grace) before exiting.
+ */
+export function activeProcessGroups(): number {
+  return liveGroups.size;
+}
+
+/**
+ * True while a live process is left in the group led by `pid`. Orphans that died wait as zombies until
+ * PID 1 reaps them, which some container inits do slowly or never, so on Linux zombies are ignored by
+ * reading /proc; elsewhere any member counts.
+ */
+function groupAlive(pid: number): boolean {
+  try {
+    process.kill(-pid, 0);
+  } catch {
+    return false; // ESRCH: the group is empty
+  }
+  if (process.platform !== 'linux') return true;
+  let entries: string[];
+  try {
+    entries = readdirSync('/proc');
+  } catch {
+    return true;
+  }
+  for (const entry of entries) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+    } catch {
+      continue; // exited meanwhile
+    }
+    // /proc/N/stat: `pid (comm) state ppid pgrp …`; comm may contain spaces and parentheses.
+    const [state, , pgrp] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (Number(pgrp) === pid && state !== 'Z') return true;
+  }
+  return false;
+}
+
+/** Splits a byte stream into lines, keeping a partial last line until more data or the end. */
+function lineSplitter(emit: (line: string) => void): { push(chunk: string): void; end(): void } {
+  let pending = '';
+  return {
+    push(chunk) {
+      pending += chunk;
+      let nl = pending.indexOf('\n');
+      while (nl !== -1) {
+        emit(pending.slice(0, nl).replace(/\r$/, ''));
+        pending = pending.slice(nl + 1);
+        nl = pending.indexOf('\n');
+      }
+    },
+    end() {
+      if (pending !== '') emit(pending.replace(/\r$/, ''));
+      pending = '';
+    },
+  };
+}
+
+/**
+ * Runs `command` with `/bin/sh -c` in a new process group (`detached`), so that a kill reaches every
+ * process it started. When the shell itself exits, leftover members of its group (background jobs) are
+ * killed too: a command's processes never outlive it.
+ */
+export function runCommand(opts: RunCommandOptions): Promise<CommandOutcome> {
+  const started = Date.now();
+  const log = createWriteStream(opts.logPath, { flags: 'w' });
+  let logError: string | undefined;
+  log.on('error', (err) => {
+    logError = err.message; // the command still runs; its output only streams as progress
+  });
+  return new Promise<CommandOutcome>((resolve) => {
+    let timedOut = false;
+    let aborted = false;
+    let killTimer: NodeJS.Timeout | undefined;
+    let killDone = false;
+    let exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+    let spawnError: string | undefined;
+    let settled = false;
+
+    const child = spawn('/bin/sh', ['-c', opts.command], {
+      cwd: opts.cwd,
+      env: opts.env,
+      detached: true,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+
+    if (child.pid !== undefined) liveGroups.add(child.pid);
+
+    const terminate = () => {
+      if (child.pid === undefined || killTimer) return;
+      const pid = child.pid;
+      killGroup(pid, 'SIGTERM');
+      // SIGKILL whatever is left after the grace; stop early once the group is gone, so that a pending
+      // timer does not keep the process alive for nothing.
+      const deadline = Date.now() + KILL_GRACE_MS;
+      killTimer = setInterval(() => {
+        const alive = groupAlive(pid);
+        if (alive && Date.now() >= deadline) killGroup(pid, 'SIGKILL');
+        if (!alive || Date.now() >= deadline) {
+          clearInterval(killTimer);
+          killDone = true;
+          if (settled) liveGroups.delete(pid);
+        }
+      }, 100).unref();
+    };
+    const timeout = setTimeout(() => {
+      timedOut = true;
+      terminate();
+    }, opts.timeoutMs);
+    const onAbort = () => {
+      aborted = true;
+      terminate();
+    };
+    if (opts.signal?.aborted) onAbort();
+    else opts.signal?.addEventListener('abort', onAbort, { once: true });
+
+    const wire = (stream: NodeJS.ReadableStream, name: 'stdout' | 'stderr') => {
+      const lines = lineSplitter((line) => opts.onLine?.(line, name));
+      stream.setEncoding('utf8');
+      stream.on('data', (chunk: string) => {
+        if (logError === undefined) log.write(chunk);
+        lines.push(chunk);
+      });
+      stream.on('end', () => lines.end());
+    };
+    wire(child.stdout, 'stdout');
+    wire(child.stderr, 'stderr');
+
+    const finish = () => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timeout);
+      opts.signal?.removeEventListener('abort', onAbort);
+      // The shell is gone; anything left in its group is an orphaned background job. When we are already
+      // terminating, the pending SIGKILL still gives those processes their grace period.
+      if (child.pid !== undefined && !killTimer) {
+        killGroup(child.pid, 'SIGKILL');
+        liveGroups.delete(child.pid);
+      } else if (child.pid !== undefined && killDone) {
+        liveGroups.delete(child.pid);
+      }
+      log.end(() =>
+        resolve({
+          exitCode: exit?.code ?? null,
+          signal: exit?.signal ?? null,
+          durationMs: Date.now() - started,
+          timedOut,
+          aborted,
+          ...(spawnError !== undefined ? { spawnError } : {}),
+          ...(logError !== undefined ? { logError } : {}),
+        }),
+      );
+    };
+
+    child.on('error', (err) => {
+      spawnError = err.message;
+      finish();
+    });
+    child.on('exit', (code, signal) => {
+      exit = { code, signal };
+      // Normally 'close' follows at once; if a background job holds the pipes, stop waiting for it.
+      setTimeout(() => {
+        if (settled) return;
+        child.stdout.destroy();
+        child.stderr.destroy();
+        finish();
+      }, DRAIN_MS).unref();
+    });
+    child.on('close', finish);
+  });
+}

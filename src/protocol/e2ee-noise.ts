@@ -1,0 +1,359 @@
+// Noise protocol framework, revision 34, for exactly two patterns:
+//   Noise_NN_25519_AESGCM_SHA256      (-> e; <- e, ee)
+//   Noise_NNpsk0_25519_AESGCM_SHA256  (-> psk, e; <- e, ee)
+// Pure: node:crypto only, no I/O, no timers. e2ee.ts builds the nfltr session on top of this.
+import {
+  createCipheriv,
+  createDecipheriv,
+  createHash,
+  createHmac,
+  createPrivateKey,
+  createPublicKey,
+  diffieHellman,
+  generateKeyPairSync,
+  type KeyObject,
+} from 'node:crypto';
+
+export const NOISE_NN = 'Noise_NN_25519_AESGCM_SHA256';
+export const NOISE_NNPSK0 = 'Noise_NNpsk0_25519_AESGCM_SHA256';
+export type NoiseProtocolName = typeof NOISE_NN | typeof NOISE_NNPSK0;
+
+const HASHLEN = 32;
+const DHLEN = 32;
+const KEYLEN = 32;
+export const TAGLEN = 16;
+/** Noise messages are at most 65535 bytes (spec section 3). */
+export const MAX_NOISE_MESSAGE = 65535;
+/** 2^64-1 is reserved (spec section 5.1); a counter that reaches it must not be used. */
+export const MAX_NONCE = 2n ** 64n - 1n;
+
+export type NoiseFailure = 'decrypt' | 'malformed' | 'dh' | 'state' | 'nonce' | 'too_large';
+
+export class NoiseError extends Error {
+  readonly reason: NoiseFailure;
+  constructor(reason: NoiseFailure, message: string) {
+    super(message);
+    this.name = 'NoiseError';
+    this.reason = reason;
+  }
+}
+
+// --- AESGCM cipher functions (spec 12.4): nonce = 32 bits of zeros || 64-bit big-endian counter.
+
+function gcmNonce(n: bigint): Buffer {
+  const nonce = Buffer.alloc(12);
+  nonce.writeBigUInt64BE(n, 4);
+  return nonce;
+}
+
+/** AES-256-GCM encryption; returns ciphertext || 16-byte tag. */
+export function aesGcmSeal(key: Uint8Array, n: bigint, ad: Uint8Array, plaintext: Uint8Array): Buffer {
+  const cipher = createCipheriv('aes-256-gcm', key, gcmNonce(n), { authTagLength: TAGLEN });
+  cipher.setAAD(ad);
+  return Buffer.concat([cipher.update(plaintext), cipher.final(), cipher.getAuthTag()]);
+}
+
+/** AES-256-GCM decryption of ciphertext || tag; `undefined` when authentication fails. */
+export function aesGcmOpen(
+  key: Uint8Array,
+  n: bigint,
+  ad: Uint8Array,
+  ciphertext: Uint8Array,
+): Buffer | undefined {
+  if (ciphertext.length < TAGLEN) return undefined;
+  const body = ciphertext.subarray(0, ciphertext.length - TAGLEN);
+  const tag = ciphertext.subarray(ciphertext.length - TAGLEN);
+  const decipher = createDecipheriv('aes-256-gcm', key, gcmNonce(n), { authTagLength: TAGLEN });
+  decipher.setAAD(ad);
+  decipher.setAuthTag(tag);
+  try {
+    return Buffer.concat([decipher.update(body), decipher.final()]);
+  } catch {
+    return undefined;
+  }
+}
+
+// --- SHA256 hash functions (spec 12.5) and HKDF (spec 4.3).
+
+function hash(...parts: Uint8Array[]): Buffer {
+  const h = createHash('sha256');
+  for (const part of parts) h.update(part);
+  return h.digest();
+}
+
+function hmac(key: Uint8Array, ...parts: Uint8Array[]): Buffer {
+  const h = createHmac('sha256', key);
+  for (const part of parts) h.update(part);
+  return h.digest();
+}
+
+function hkdf2(chainingKey: Uint8Array, ikm: Uint8Array): [Buffer, Buffer] {
+  const tempKey = hmac(chainingKey, ikm);
+  const out1 = hmac(tempKey, Uint8Array.of(1));
+  const out2 = hmac(tempKey, out1, Uint8Array.of(2));
+  return [out1, out2];
+}
+
+function hkdf3(chainingKey: Uint8Array, ikm: Uint8Array): [Buffer, Buffer, Buffer] {
+  const tempKey = hmac(chainingKey, ikm);
+  const out1 = hmac(tempKey, Uint8Array.of(1));
+  const out2 = hmac(tempKey, out1, Uint8Array.of(2));
+  const out3 = hmac(tempKey, out2, Uint8Array.of(3));
+  return [out1, out2, out3];
+}
+
+// --- 25519 DH functions (spec 12.1).
+
+export interface X25519KeyPair {
+  privateKey: KeyObject;
+  publicKey: Uint8Array;
+}
+
+// DER prefix of a PKCS#8 X25519 private key (RFC 8410); the raw 32-byte scalar follows.
+const X25519_PKCS8_PREFIX = Buffer.from('302e020100300506032b656e04220420', 'hex');
+
+function rawPublicKey(key: KeyObject): Uint8Array {
+  const { x } = key.export({ format: 'jwk' });
+  if (typeof x !== 'string') throw new NoiseError('dh', 'X25519 public key export failed');
+  return Buffer.from(x, 'base64url');
+}
+
+export function generateX25519(): X25519KeyPair {
+  const { privateKey, publicKey } = generateKeyPairSync('x25519');
+  return { privateKey, publicKey: rawPublicKey(publicKey) };
+}
+
+/** A key pair from a raw private scalar. Only the test vectors need fixed ephemeral keys. */
+export function x25519FromPrivate(raw: Uint8Array): X25519KeyPair {
+  if (raw.length !== DHLEN) throw new NoiseError('dh', `X25519 private key must be ${DHLEN} bytes`);
+  const privateKey = createPrivateKey({
+    key: Buffer.concat([X25519_PKCS8_PREFIX, raw]),
+    format: 'der',
+    type: 'pkcs8',
+  });
+  return { privateKey, publicKey: rawPublicKey(createPublicKey(privateKey)) };
+}
+
+function dh(keyPair: X25519KeyPair, remotePublic: Uint8Array): Buffer {
+  let shared: Buffer;
+  try {
+    const publicKey = createPublicKey({
+      key: { kty: 'OKP', crv: 'X25519', x: Buffer.from(remotePublic).toString('base64url') },
+      format: 'jwk',
+    });
+    shared = diffieHellman({ privateKey: keyPair.privateKey, publicKey });
+  } catch {
+    throw new NoiseError('dh', 'peer ephemeral key is not a usable X25519 public key');
+  }
+  // A low-order peer point yields all zeros; refuse it rather than derive keys from a constant.
+  if (shared.every((b) => b === 0)) throw new NoiseError('dh', 'peer ephemeral key is a low-order point');
+  return shared;
+}
+
+// --- CipherState (spec 5.1).
+
+export class NoiseCipherState {
+  #key: Uint8Array | undefined;
+  #n = 0n;
+
+  constructor(key?: Uint8Array) {
+    if (key !== undefined && key.length !== KEYLEN)
+      throw new NoiseError('state', 'cipher key must be 32 bytes');
+    this.#key = key;
+  }
+
+  hasKey(): boolean {
+    return this.#key !== undefined;
+  }
+
+  encryptWithAd(ad: Uint8Array, plaintext: Uint8Array): Uint8Array {
+    if (this.#key === undefined) return Uint8Array.from(plaintext);
+    if (this.#n >= MAX_NONCE) throw new NoiseError('nonce', 'cipher nonce exhausted');
+    const ciphertext = aesGcmSeal(this.#key, this.#n, ad, plaintext);
+    this.#n += 1n;
+    return ciphertext;
+  }
+
+  decryptWithAd(ad: Uint8Array, ciphertext: Uint8Array): Uint8Array {
+    if (this.#key === undefined) return Uint8Array.from(ciphertext);
+    if (this.#n >= MAX_NONCE) throw new NoiseError('nonce', 'cipher nonce exhausted');
+    const plaintext = aesGcmOpen(this.#key, this.#n, ad, ciphertext);
+    if (plaintext === undefined) throw new NoiseError('decrypt', 'handshake payload failed authentication');
+    this.#n += 1n;
+    return plaintext;
+  }
+}
+
+// --- SymmetricState (spec 5.2).
+
+class SymmetricState {
+  #ck: Buffer;
+  #h: Buffer;
+  #cipher = new NoiseCipherState();
+
+  constructor(protocolName: NoiseProtocolName) {
+    const name = Buffer.from(protocolName, 'ascii');
+    if (name.length <= HASHLEN) {
+      this.#h = Buffer.alloc(HASHLEN);
+      name.copy(this.#h);
+    } else {
+      this.#h = hash(name);
+    }
+    this.#ck = Buffer.from(this.#h);
+  }
+
+  get handshakeHash(): Uint8Array {
+    return Uint8Array.from(this.#h);
+  }
+
+  mixKey(ikm: Uint8Array): void {
+    const [ck, tempK] = hkdf2(this.#ck, ikm);
+    this.#ck = ck;
+    this.#cipher = new NoiseCipherState(tempK);
+  }
+
+  mixHash(data: Uint8Array): void {
+    this.#h = hash(this.#h, data);
+  }
+
+  mixKeyAndHash(ikm: Uint8Array): void {
+    const [ck, tempH, tempK] = hkdf3(this.#ck, ikm);
+    this.#ck = ck;
+    this.mixHash(tempH);
+    this.#cipher = new NoiseCipherState(tempK);
+  }
+
+  encryptAndHash(plaintext: Uint8Array): Uint8Array {
+    const ciphertext = this.#cipher.encryptWithAd(this.#h, plaintext);
+    this.mixHash(ciphertext);
+    return ciphertext;
+  }
+
+  decryptAndHash(ciphertext: Uint8Array): Uint8Array {
+    const plaintext = this.#cipher.decryptWithAd(this.#h, ciphertext);
+    this.mixHash(ciphertext);
+    return plaintext;
+  }
+
+  split(): [Uint8Array, Uint8Array] {
+    return hkdf2(this.#ck, new Uint8Array(0));
+  }
+}
+
+// --- HandshakeState (spec 5.3) for NN and NNpsk0.
+
+export interface NoiseNNOptions {
+  initiator: boolean;
+  prologue: Uint8Array;
+  /** 32-byte pre-shared key; its presence selects NNpsk0. */
+  psk?: Uint8Array;
+  /** Fixed ephemeral key pair, for test vectors only; a fresh one is generated otherwise. */
+  ephemeral?: X25519KeyPair;
+}
+
+export interface NoiseSplit {
+  /** The first CipherState key of Split(): initiator to responder. */
+  initiatorToResponder: Uint8Array;
+  /** The second CipherState key of Split(): responder to initiator. */
+  responderToInitiator: Uint8Array;
+}
+
+export class NoiseNNHandshake {
+  readonly protocolName: NoiseProtocolName;
+  readonly initiator: boolean;
+  #ss: SymmetricState;
+  #psk: Uint8Array | undefined;
+  #e: X25519KeyPair | undefined;
+  #re: Uint8Array | undefined;
+  /** 0: message 1 pending, 1: message 2 pending, 2: finished, -1: failed. */
+  #step = 0;
+
+  constructor(opts: NoiseNNOptions) {
+    if (opts.psk !== undefined && opts.psk.length !== KEYLEN)
+      throw new NoiseError('state', 'psk must be 32 bytes');
+    this.initiator = opts.initiator;
+    this.#psk = opts.psk === undefined ? undefined : Uint8Array.from(opts.psk);
+    this.#e = opts.ephemeral;
+    this.protocolName = this.#psk === undefined ? NOISE_NN : NOISE_NNPSK0;
+    this.#ss = new SymmetricState(this.protocolName);
+    this.#ss.mixHash(opts.prologue);
+  }
+
+  get finished(): boolean {
+    return this.#step === 2;
+  }
+
+  get handshakeHash(): Uint8Array {
+    return this.#ss.handshakeHash;
+  }
+
+  writeMessage(payload: Uint8Array): Uint8Array {
+    const mine = this.initiator ? 0 : 1;
+    if (this.#step !== mine)
+      throw this.#fail(new NoiseError('state', 'handshake message written out of turn'));
+    try {
+      if (32 + payload.length + TAGLEN > MAX_NOISE_MESSAGE) {
+        throw new NoiseError('too_large', `handshake payload too large (${payload.length} bytes)`);
+      }
+      if (this.#step === 0 && this.#psk !== undefined) this.#ss.mixKeyAndHash(this.#psk); // psk
+      this.#e ??= generateX25519();
+      this.#mixEphemeral(this.#e.publicKey); // e
+      if (this.#step === 1) this.#ss.mixKey(dh(this.#e, this.#requireRemote())); // ee
+      const body = this.#ss.encryptAndHash(payload);
+      this.#step += 1;
+      return Buffer.concat([this.#e.publicKey, body]);
+    } catch (err) {
+      throw this.#fail(err);
+    }
+  }
+
+  readMessage(message: Uint8Array): Uint8Array {
+    const theirs = this.initiator ? 1 : 0;
+    if (this.#step !== theirs)
+      throw this.#fail(new NoiseError('state', 'handshake message read out of turn'));
+    try {
+      if (message.length > MAX_NOISE_MESSAGE)
+        throw new NoiseError('malformed', 'handshake message too large');
+      if (this.#step === 0 && this.#psk !== undefined) this.#ss.mixKeyAndHash(this.#psk); // psk
+      // After the psk token (message 1) or the e token of NNpsk0 / the ee token (message 2) a key exists.
+      const tag = this.#step === 1 || this.#psk !== undefined ? TAGLEN : 0;
+      if (message.length < DHLEN + tag) throw new NoiseError('malformed', 'handshake message too short');
+      this.#re = Uint8Array.from(message.subarray(0, DHLEN));
+      this.#mixEphemeral(this.#re); // e
+      if (this.#step === 1) this.#ss.mixKey(dh(this.#requireLocal(), this.#re)); // ee
+      const payload = this.#ss.decryptAndHash(message.subarray(DHLEN));
+      this.#step += 1;
+      return payload;
+    } catch (err) {
+      throw this.#fail(err);
+    }
+  }
+
+  split(): NoiseSplit {
+    if (this.#step !== 2) throw new NoiseError('state', 'handshake not finished');
+    const [initiatorToResponder, responderToInitiator] = this.#ss.split();
+    return { initiatorToResponder, responderToInitiator };
+  }
+
+  #mixEphemeral(publicKey: Uint8Array): void {
+    this.#ss.mixHash(publicKey);
+    // Spec 9.2: in a PSK handshake every "e" token is also followed by MixKey(e.public_key).
+    if (this.#psk !== undefined) this.#ss.mixKey(publicKey);
+  }
+
+  #requireRemote(): Uint8Array {
+    if (this.#re === undefined) throw new NoiseError('state', 'no remote ephemeral key');
+    return this.#re;
+  }
+
+  #requireLocal(): X25519KeyPair {
+    if (this.#e === undefined) throw new NoiseError('state', 'no local ephemeral key');
+    return this.#e;
+  }
+
+  #fail(err: unknown): NoiseError {
+    this.#step = -1;
+    this.#e = undefined;
+    return err instanceof NoiseError ? err : new NoiseError('state', String(err));
+  }
+}

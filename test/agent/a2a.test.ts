@@ -1,0 +1,172 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { create } from '@bufbuild/protobuf';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  A2aEndpoint,
+  type A2aEndpoint as A2aEndpointT,
+  type A2aFailure,
+  type A2aInbound,
+  AgentClient,
+} from '../../src/agent/index.js';
+import { ProbeSchema, TaskEventSchema, TaskState } from '../../src/protocol/a2a.js';
+import { generatePairingKey, parsePairingKey } from '../../src/protocol/e2ee.js';
+import {
+  createKey,
+  eventually,
+  type RelayProcess,
+  startRelayProcess,
+  tempDir,
+} from '../helpers/processes.js';
+
+const SECRET = 'objective-7f3a-do-not-leak';
+
+describe('a2a channels', () => {
+  let relay: RelayProcess;
+  let key: string;
+  let capture: string;
+  const clients: AgentClient[] = [];
+
+  beforeAll(async () => {
+    const dir = tempDir();
+    capture = join(dir, 'capture.jsonl');
+    key = await createKey(dir, 'acct');
+    relay = await startRelayProcess({ dataDir: dir, args: ['--capture-envelopes', capture] });
+  });
+  afterAll(async () => {
+    await Promise.all(clients.map((c) => c.close()));
+    await relay.stop();
+  });
+
+  async function pair(id: string, opts: { planner?: Partial<EndOpts>; worker?: Partial<EndOpts> } = {}) {
+    const planner = await end(`${id}-p`, 'initiator', opts.planner);
+    const worker = await end(`${id}-w`, 'responder', opts.worker);
+    return { planner, worker };
+  }
+  interface EndOpts {
+    e2ee: boolean;
+    pairingKey?: Uint8Array;
+  }
+  async function end(agentId: string, role: 'initiator' | 'responder', o: Partial<EndOpts> = {}) {
+    const agent = new AgentClient({
+      servers: [relay.grpcAddr],
+      apiKey: key,
+      agentId,
+      kind: role === 'initiator' ? 'planner' : 'worker',
+    });
+    clients.push(agent);
+    await agent.start().waitConnected();
+    return new A2aEndpoint({
+      agent,
+      role,
+      e2ee: o.e2ee ?? true,
+      pairingKey: o.pairingKey,
+      handshakeTimeoutMs: 3000,
+    });
+  }
+  const next = (e: A2aEndpointT) => new Promise<A2aInbound>((res) => e.once('message', res));
+  const failure = (e: A2aEndpointT) => new Promise<A2aFailure>((res) => e.once('failure', res));
+  const event = (taskId: string, message: string) => ({
+    case: 'taskEvent' as const,
+    value: create(TaskEventSchema, { taskId, seq: 1n, state: TaskState.RUNNING, message }),
+  });
+
+  it('sealed - messages both ways, the relay sees only ciphertext', async () => {
+    const { planner, worker } = await pair('sealed');
+    const atWorker = next(worker);
+    await planner.send('sealed-w', 't1', { case: 'probe', value: create(ProbeSchema, { probeId: SECRET }) });
+    const m = await atWorker;
+    expect(m).toMatchObject({ peer: 'sealed-p', channel: 't1' });
+    expect(m.msg.case === 'probe' && m.msg.value.probeId).toBe(SECRET);
+    const atPlanner = next(planner);
+    await worker.send('sealed-p', 't1', event('t1', `${SECRET}-reply`));
+    const r = await atPlanner;
+    expect(r.msg.case === 'taskEvent' && r.msg.value.message).toBe(`${SECRET}-reply`);
+    const lines = readFileSync(capture, 'utf8');
+    expect(lines).toContain('"kind":"a2a.sealed"');
+    const decoded = lines
+      .trim()
+      .split('\n')
+      .map((l) => Buffer.from(JSON.parse(l).payload, 'base64').toString('latin1'))
+      .join('\n');
+    expect(decoded).not.toContain(SECRET);
+  });
+
+  it('pairing - matching keys work; mismatched keys fail on both ends naming --e2ee-key-file', async () => {
+    const k = parsePairingKey(generatePairingKey());
+    const ok = await pair('pk-ok', { planner: { pairingKey: k }, worker: { pairingKey: k } });
+    const got = next(ok.worker);
+    await ok.planner.send('pk-ok-w', 'c', { case: 'probe', value: create(ProbeSchema, { probeId: 'x' }) });
+    await got;
+
+    const bad = await pair('pk-bad', {
+      planner: { pairingKey: k },
+      worker: { pairingKey: parsePairingKey(generatePairingKey()) },
+    });
+    const workerFailure = failure(bad.worker);
+    await expect(
+      bad.planner.send('pk-bad-w', 'c', { case: 'probe', value: create(ProbeSchema, { probeId: 'x' }) }),
+    ).rejects.toThrow(/--e2ee-key-file/);
+    expect((await workerFailure).message).toMatch(/--e2ee-key-file/);
+
+    const oneSided = await pair('pk-one', { planner: { pairingKey: k } });
+    await expect(
+      oneSided.planner.send('pk-one-w', 'c', { case: 'probe', value: create(ProbeSchema, { probeId: 'x' }) }),
+    ).rejects.toThrow(/--e2ee-key-file/);
+  });
+
+  it('plaintext - an encrypting end refuses plaintext, naming --a2a-e2ee, and delivers nothing', async () => {
+    const { planner, worker } = await pair('plain', { planner: { e2ee: false } });
+    let delivered = false;
+    worker.on('message', () => {
+      delivered = true;
+    });
+    const refused = failure(planner);
+    const workerSide = failure(worker);
+    await planner.send('plain-w', 'c', { case: 'probe', value: create(ProbeSchema, { probeId: 'x' }) });
+    expect((await refused).message).toMatch(/--a2a-e2ee/);
+    expect((await workerSide).code).toBe('plaintext_refused');
+    expect(delivered).toBe(false);
+
+    const both = await pair('plain-both', { planner: { e2ee: false }, worker: { e2ee: false } });
+    const got = next(both.worker);
+    await both.planner.send('plain-both-w', 'c', {
+      case: 'probe',
+      value: create(ProbeSchema, { probeId: 'p' }),
+    });
+    expect((await got).msg.case).toBe('probe');
+  });
+
+  it('peers - a handshake to an agent that is not connected fails naming it', async () => {
+    const planner = await end('lonely-p', 'initiator');
+    await expect(
+      planner.send('ghost', 'c', { case: 'probe', value: create(ProbeSchema, { probeId: 'x' }) }),
+    ).rejects.toThrow(/ghost is not connected/);
+  });
+
+  it('violations - a replayed frame is a channel violation, not a crash', async () => {
+    const { planner, worker } = await pair('replay');
+    const got = next(worker);
+    await planner.send('replay-w', 'c', { case: 'probe', value: create(ProbeSchema, { probeId: 'x' }) });
+    await got;
+    // Replay the recorded ciphertext through the relay, as a hostile relay or peer would.
+    const sealed = readFileSync(capture, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l))
+      .filter((e) => e.to === 'replay-w' && e.kind === 'a2a.sealed');
+    const raw = clients.find((c) => c.agentId === 'replay-p')!;
+    const violation = failure(worker);
+    raw.send({
+      to: 'replay-w',
+      channel: 'c',
+      seq: BigInt(sealed[0].seq),
+      kind: 'a2a.sealed',
+      payload: Buffer.from(sealed[0].payload, 'base64'),
+    });
+    const v = await violation;
+    expect(v).toMatchObject({ channel: 'c', code: 'e2ee_violation' });
+    expect(v.message).toMatch(/replay/);
+    await eventually(() => true);
+  });
+});
