@@ -1,0 +1,103 @@
+// Shared pieces of the benchmarks: machine description, percentiles, repeats, child processes.
+import { spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { join, resolve } from 'node:path';
+
+export const ROOT = resolve(import.meta.dirname, '..');
+export const NFLTR_BIN = join(ROOT, 'bin', 'nfltr.js');
+
+export const machine = () => ({
+  cores: cpus().length,
+  cpu: cpus()[0]?.model ?? 'unknown',
+  memory_gib: Math.round(totalmem() / 2 ** 30),
+  node: process.version,
+});
+
+export const tempDir = (prefix = 'nfltr-bench-') => mkdtempSync(join(tmpdir(), prefix));
+
+export function percentile(sorted, p) {
+  if (sorted.length === 0) return Number.NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+/** Median and spread (min–max) of repeated measurements. */
+export function summarise(values) {
+  const s = [...values].sort((a, b) => a - b);
+  return { median: percentile(s, 50), min: s[0], max: s[s.length - 1], runs: s.length };
+}
+
+/** Spawns a node script and resolves once it prints `ready <json>` on stdout. */
+export function spawnReady(args, opts = {}) {
+  const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'inherit'], ...opts });
+  return new Promise((res, rej) => {
+    let out = '';
+    const onData = (d) => {
+      out += d;
+      const m = /ready (.*)\n/.exec(out);
+      if (m) {
+        child.stdout.off('data', onData);
+        res({ child, info: JSON.parse(m[1]) });
+      }
+    };
+    child.stdout.setEncoding('utf8').on('data', onData);
+    child.once('exit', (code) => rej(new Error(`${args.join(' ')} exited with ${code} before ready`)));
+  });
+}
+
+/** Starts `nfltr relay` on free ports with a fresh data dir; returns ports and a key for account bench. */
+export async function startRelay(extraArgs = []) {
+  const dataDir = tempDir('nfltr-bench-relay-');
+  const { execFileSync } = await import('node:child_process');
+  const key = execFileSync(
+    process.execPath,
+    [NFLTR_BIN, 'keys', 'create', '--account', 'bench', '--data-dir', dataDir],
+    {
+      encoding: 'utf8',
+    },
+  ).trim();
+  const child = spawn(
+    process.execPath,
+    [
+      NFLTR_BIN,
+      'relay',
+      '--data-dir',
+      dataDir,
+      '--grpc-addr',
+      '127.0.0.1:0',
+      '--http-addr',
+      '127.0.0.1:0',
+      ...extraArgs,
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NFLTR_LOG_LEVEL: 'warn' } },
+  );
+  const ports = await new Promise((res, rej) => {
+    let err = '';
+    child.stderr.setEncoding('utf8').on('data', (d) => {
+      err += d;
+      const m = /nfltr relay ready grpc_port=(\d+) http_port=(\d+)/.exec(err);
+      if (m) res({ grpc: Number(m[1]), http: Number(m[2]) });
+    });
+    child.once('exit', (code) => rej(new Error(`relay exited ${code}: ${err}`)));
+  });
+  return {
+    child,
+    key,
+    dataDir,
+    grpcAddr: `127.0.0.1:${ports.grpc}`,
+    httpUrl: `http://127.0.0.1:${ports.http}`,
+    ...ports,
+  };
+}
+
+export const kill = (child) =>
+  new Promise((res) => {
+    if (child.exitCode !== null || child.signalCode !== null) return res();
+    child.once('exit', () => res());
+    child.kill('SIGTERM');
+  });
+
+export const fmt = (n, digits = 0) =>
+  Number.isFinite(n)
+    ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits })
+    : 'n/a';

@@ -1,0 +1,56 @@
+// `npm run bench`: every figure next to a baseline measured in the same run, and the ratio.
+// Flags: --only routing,e2ee,artifacts,fleet  --workers N  --artifact-mib N  --repeats N
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { fmt, machine, ROOT } from './common.mjs';
+
+const { values: flags } = parseArgs({
+  options: {
+    only: { type: 'string' },
+    repeats: { type: 'string', default: '3' },
+    workers: { type: 'string', default: '1000' },
+    'artifact-mib': { type: 'string', default: '1024' },
+  },
+});
+const wanted = (name) => !flags.only || flags.only.split(',').includes(name);
+const repeats = Number(flags.repeats);
+
+const m = machine();
+process.stderr.write(`machine: ${m.cores} cores (${m.cpu}), ${m.memory_gib} GiB, Node ${m.node}\n`);
+const rows = [];
+const results = { machine: m, date: new Date().toISOString(), sections: {} };
+const spread = (s, d = 0) => `${fmt(s.median, d)} (${fmt(s.min, d)}–${fmt(s.max, d)})`;
+const row = (figure, ours, baselineName, base, target, d = 0) =>
+  rows.push({
+    figure,
+    ours: spread(ours, d),
+    baseline: `${baselineName}: ${spread(base, d)}`,
+    ratio: ours.median / base.median,
+    target,
+  });
+
+if (wanted('routing')) {
+  process.stderr.write('routing: 200 B envelopes agent → relay → agent …\n');
+  const { benchRouting } = await import('./routing.mjs');
+  const r = await benchRouting({ repeats });
+  results.sections.routing = r;
+  row('routing round trips/s (window 1000)', r.nfltr.rate, 'raw grpc-js echo', r.grpcRaw.rate, '≥ 3×');
+  row('routing round trips/s (window 1000)', r.nfltr.rate, 'raw ws echo', r.wsRaw.rate, '≥ 0.5×');
+  row('routing ping-pong p50 ms', r.nfltr.p50_ms, 'raw grpc-js echo', r.grpcRaw.p50_ms, '', 3);
+  row('routing ping-pong p99 ms', r.nfltr.p99_ms, 'raw grpc-js echo', r.grpcRaw.p99_ms, '', 3);
+}
+
+const table = [['figure', 'nfltr median (min–max)', 'baseline median (min–max)', 'ratio', 'target']].concat(
+  rows.map((r) => [r.figure, r.ours, r.baseline, `${r.ratio.toFixed(2)}×`, r.target]),
+);
+const widths = table[0].map((_, i) => Math.max(...table.map((t) => t[i].length)));
+const lines = table.map((t) => `| ${t.map((c, i) => c.padEnd(widths[i])).join(' | ')} |`);
+lines.splice(1, 0, `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`);
+process.stdout.write(
+  `\nmachine: ${m.cores} cores, ${m.memory_gib} GiB, Node ${m.node}\n${lines.join('\n')}\n`,
+);
+results.table = rows;
+writeFileSync(join(ROOT, 'bench', 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
+process.stderr.write('wrote bench/results.json\n');
+process.exit(0);
