@@ -23,6 +23,8 @@ export const A2A_KIND = {
   hs2: 'a2a.hs2',
   /** Plaintext `{code, message}`: the handshake or a frame was refused. Carries no task content. */
   refused: 'a2a.refused',
+  /** Responder → initiator, plaintext and empty: "I redialled; handshake again, then resume". */
+  rekey: 'a2a.rekey',
   sealed: 'a2a.sealed',
   plain: 'a2a.plain',
 } as const;
@@ -51,6 +53,12 @@ export interface A2aFailure {
 interface A2aEvents {
   message: [A2aInbound];
   failure: [A2aFailure];
+  /**
+   * A new session replaced an earlier one with this peer (either end redialled). Frames in flight
+   * under the old one may be lost: the planner resumes its tasks on that peer (`Resume{after_seq}`)
+   * and resends commands that no event has confirmed.
+   */
+  resync: [{ peer: string }];
 }
 
 export interface A2aEndpointOptions {
@@ -70,9 +78,15 @@ interface Pending {
   reject: (err: Error) => void;
 }
 
+/**
+ * Per peer: a session, or sends queued until one exists. An initiator in `pending` has a handshake in
+ * flight (`hs`); a responder waits for the peer's. `resync` marks a session that replaces an earlier
+ * one, so both ends can recover what the old one lost (see the `resync` event).
+ */
 type PeerState =
-  | { type: 'handshaking'; hs: E2eeHandshake; pending: Pending[]; timer?: NodeJS.Timeout }
+  | { type: 'pending'; hs?: E2eeHandshake; queue: Pending[]; timer: NodeJS.Timeout; resync: boolean }
   | { type: 'ready'; session: E2eeSession };
+type PendingState = Extract<PeerState, { type: 'pending' }>;
 
 /** A failure that ends a send: the peer refused, vanished, or the handshake failed. */
 export class A2aError extends Error {
@@ -90,6 +104,7 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
   readonly #opts: A2aEndpointOptions;
   readonly #log: Logger;
   readonly #peers = new Map<string, PeerState>();
+  #everConnected = false;
 
   constructor(opts: A2aEndpointOptions) {
     super();
@@ -97,12 +112,19 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
     this.#opts = opts;
     this.#log = opts.logger ?? silentLogger;
     this.#agent.on('envelope', (env) => this.#onEnvelope(env));
+    this.#agent.on('status', (st) => {
+      if (st.type !== 'connected') return;
+      if (this.#everConnected) this.#onReconnected();
+      this.#everConnected = true;
+    });
     this.#agent.on('deliveryError', (e) => {
       const message =
         e.code === ErrorCode.PEER_NOT_FOUND ? `agent ${e.to} is not connected under this account` : e.message;
       const code = e.code === ErrorCode.PEER_NOT_FOUND ? 'peer_not_found' : ErrorCode[e.code].toLowerCase();
       const state = this.#peers.get(e.to);
-      if (state?.type === 'handshaking') this.#failHandshake(e.to, state, new A2aError(code, message));
+      if (state?.type === 'pending' && e.channel === HANDSHAKE_CHANNEL) {
+        this.#failPending(e.to, state, new A2aError(code, message));
+      }
       this.emit('failure', {
         peer: e.to,
         channel: e.channel === HANDSHAKE_CHANNEL ? undefined : e.channel,
@@ -118,7 +140,8 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
 
   /**
    * Sends one message on a channel. Resolves once it is sealed and queued for the relay; rejects with
-   * {@link A2aError} when the handshake with the peer fails.
+   * {@link A2aError} when the handshake with the peer fails. Without a session the message waits for
+   * one: an initiator starts the handshake, a responder waits for the peer's.
    */
   send(peer: string, channel: string, msg: A2aBody): Promise<void> {
     const bytes = toBinary(A2aMessageSchema, create(A2aMessageSchema, { msg }));
@@ -126,27 +149,18 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
       this.#agent.send({ to: peer, channel, kind: A2A_KIND.plain, payload: bytes });
       return Promise.resolve();
     }
-    const state = this.#peers.get(peer) ?? this.#startHandshake(peer);
-    if (state?.type === 'ready') {
+    const state = this.#peers.get(peer) ?? this.#pending(peer, false);
+    if (state.type === 'ready') {
       this.#seal(peer, state.session, channel, bytes);
       return Promise.resolve();
     }
-    // Responders wait for the peer's handshake (it always comes first from a planner).
-    return new Promise((resolve, reject) => {
-      const s = this.#peers.get(peer);
-      if (s?.type === 'handshaking') s.pending.push({ channel, bytes, resolve, reject });
-      else if (s?.type === 'ready') {
-        this.#seal(peer, s.session, channel, bytes);
-        resolve();
-      } else reject(new A2aError('no_session', `no encrypted session with ${peer} yet`));
-    });
+    return new Promise((resolve, reject) => state.queue.push({ channel, bytes, resolve, reject }));
   }
 
-  /** Forgets the session with a peer (it restarted, or a channel broke); the next send re-handshakes. */
+  /** Forgets the session with a peer; the next send handshakes again. */
   reset(peer: string): void {
     const state = this.#peers.get(peer);
-    if (state?.type === 'handshaking')
-      this.#failHandshake(peer, state, new A2aError('reset', 'session reset'));
+    if (state?.type === 'pending') this.#failPending(peer, state, new A2aError('reset', 'session reset'));
     this.#peers.delete(peer);
   }
 
@@ -156,54 +170,88 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
     if (state?.type === 'ready') state.session.closeChannel(channel);
   }
 
-  #startHandshake(peer: string): PeerState | undefined {
-    if (this.#opts.role !== 'initiator') return undefined;
-    const hs = new E2eeHandshake({
-      role: 'initiator',
-      localId: this.#agent.agentId,
-      remoteId: peer,
-      pairingKey: this.#opts.pairingKey,
-    });
-    const state: PeerState = { type: 'handshaking', hs, pending: [] };
-    this.#peers.set(peer, state);
+  /**
+   * Frames written to the old stream may be lost with it, and a gap is a violation, so after a redial
+   * no old session is used again: the initiator handshakes anew, the responder asks it to.
+   */
+  #onReconnected(): void {
+    for (const [peer, state] of this.#peers) {
+      if (this.#opts.role === 'initiator') {
+        this.#pending(peer, true, state.type === 'pending' ? state.queue : []);
+      } else if (state.type === 'ready') {
+        this.#pending(peer, true);
+        this.#agent.send({
+          to: peer,
+          channel: HANDSHAKE_CHANNEL,
+          kind: A2A_KIND.rekey,
+          payload: new Uint8Array(),
+        });
+      }
+    }
+  }
+
+  /** Enters `pending` for a peer (an initiator sends hs1 at once), keeping any queued sends. */
+  #pending(peer: string, resync: boolean, queue: Pending[] = []): PendingState {
+    const prev = this.#peers.get(peer);
+    if (prev?.type === 'pending') clearTimeout(prev.timer);
     const timeoutMs = this.#opts.handshakeTimeoutMs ?? 10_000;
-    state.timer = setTimeout(
-      () =>
-        this.#failHandshake(
-          peer,
-          state,
-          new A2aError(
-            'handshake_timeout',
-            `${peer} did not answer the encryption handshake within ${timeoutMs} ms`,
+    const state: PendingState = {
+      type: 'pending',
+      queue,
+      resync,
+      timer: setTimeout(
+        () =>
+          this.#failPending(
+            peer,
+            state,
+            new A2aError(
+              'handshake_timeout',
+              this.#opts.role === 'initiator'
+                ? `${peer} did not answer the encryption handshake within ${timeoutMs} ms`
+                : `${peer} did not open an encrypted session within ${timeoutMs} ms`,
+            ),
           ),
-        ),
-      timeoutMs,
-    );
+        this.#opts.role === 'initiator' ? timeoutMs : timeoutMs * 6,
+      ),
+    };
     state.timer.unref();
-    this.#agent.send({
-      to: peer,
-      channel: HANDSHAKE_CHANNEL,
-      kind: A2A_KIND.hs1,
-      payload: hs.writeMessage(),
-    });
+    this.#peers.set(peer, state);
+    if (this.#opts.role === 'initiator') {
+      state.hs = new E2eeHandshake({
+        role: 'initiator',
+        localId: this.#agent.agentId,
+        remoteId: peer,
+        pairingKey: this.#opts.pairingKey,
+      });
+      this.#agent.send({
+        to: peer,
+        channel: HANDSHAKE_CHANNEL,
+        kind: A2A_KIND.hs1,
+        payload: state.hs.writeMessage(),
+      });
+    }
     return state;
   }
 
-  #failHandshake(peer: string, state: Extract<PeerState, { type: 'handshaking' }>, err: A2aError): void {
+  #failPending(peer: string, state: PendingState, err: A2aError): void {
     clearTimeout(state.timer);
     if (this.#peers.get(peer) === state) this.#peers.delete(peer);
-    for (const p of state.pending.splice(0)) p.reject(err);
+    for (const p of state.queue.splice(0)) p.reject(err);
   }
 
   #ready(peer: string, session: E2eeSession): void {
     const prev = this.#peers.get(peer);
     this.#peers.set(peer, { type: 'ready', session });
-    if (prev?.type === 'handshaking') {
+    if (prev?.type === 'pending') {
       clearTimeout(prev.timer);
-      for (const p of prev.pending.splice(0)) {
+      for (const p of prev.queue.splice(0)) {
         this.#seal(peer, session, p.channel, p.bytes);
         p.resolve();
       }
+    }
+    if (prev?.type === 'ready' || prev?.resync) {
+      this.#log.info('encrypted session re-established', { peer });
+      this.emit('resync', { peer });
     }
   }
 
@@ -276,13 +324,14 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
 
       case A2A_KIND.hs2: {
         const state = this.#peers.get(peer);
-        if (state?.type !== 'handshaking') return this.#log.warn('unexpected handshake reply', { peer });
+        if (state?.type !== 'pending' || !state.hs)
+          return this.#log.warn('unexpected handshake reply', { peer });
         try {
           state.hs.readMessage(env.payload);
           this.#ready(peer, state.hs.session());
         } catch (err) {
           const code = err instanceof E2eeError ? err.code : 'handshake';
-          this.#failHandshake(peer, state, new A2aError(code, (err as Error).message));
+          this.#failPending(peer, state, new A2aError(code, (err as Error).message));
           this.#fail({ peer, code, message: (err as Error).message });
         }
         return;
@@ -298,10 +347,20 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
           `${peer} refused: ${String(body.message ?? 'no reason given')}`,
         );
         const state = this.#peers.get(peer);
-        if (state?.type === 'handshaking') this.#failHandshake(peer, state, err);
-        // A session the peer no longer has is useless to us: handshake again next time.
-        if (body.code === 'no_session') this.#peers.delete(peer);
+        // A session the peer no longer has (it restarted) is useless: handshake again and resume.
+        if (body.code === 'no_session' && this.#opts.role === 'initiator') {
+          this.#pending(peer, true, state?.type === 'pending' ? state.queue : []);
+          return;
+        }
+        if (state?.type === 'pending') this.#failPending(peer, state, err);
         return this.#fail({ peer, code: err.code, message: err.message });
+      }
+
+      case A2A_KIND.rekey: {
+        if (this.#opts.role !== 'initiator' || !this.#opts.e2ee) return;
+        const state = this.#peers.get(peer);
+        this.#pending(peer, true, state?.type === 'pending' ? state.queue : []);
+        return;
       }
 
       case A2A_KIND.sealed: {

@@ -170,3 +170,44 @@ describe('a2a channels', () => {
     await eventually(() => true);
   });
 });
+
+describe('a2a resync', () => {
+  it('resync - after a relay restart both ends re-key and messages flow again', async () => {
+    const dir = tempDir();
+    const key = await createKey(dir, 'acct');
+    let relay = await startRelayProcess({ dataDir: dir });
+    const { grpcPort, httpPort } = relay;
+    const mk = (agentId: string, role: 'initiator' | 'responder') => {
+      const agent = new AgentClient({
+        servers: [relay.grpcAddr],
+        apiKey: key,
+        agentId,
+        kind: role === 'initiator' ? 'planner' : 'worker',
+      });
+      return { agent: agent.start(), ep: new A2aEndpoint({ agent, role, e2ee: true }) };
+    };
+    const p = mk('rs-p', 'initiator');
+    const w = mk('rs-w', 'responder');
+    await Promise.all([p.agent.waitConnected(), w.agent.waitConnected()]);
+    const first = new Promise<A2aInbound>((res) => w.ep.once('message', res));
+    await p.ep.send('rs-w', 't', { case: 'probe', value: create(ProbeSchema, { probeId: 'before' }) });
+    await first;
+
+    const resynced = Promise.all([
+      new Promise((res) => p.ep.once('resync', res)),
+      new Promise((res) => w.ep.once('resync', res)),
+    ]);
+    await relay.stop('SIGKILL');
+    relay = await startRelayProcess({ dataDir: dir, grpcPort, httpPort });
+    await resynced;
+    const atWorker = new Promise<A2aInbound>((res) => w.ep.once('message', res));
+    await p.ep.send('rs-w', 't', { case: 'probe', value: create(ProbeSchema, { probeId: 'after' }) });
+    const m = await atWorker;
+    expect(m.msg.case === 'probe' && m.msg.value.probeId).toBe('after');
+    const atPlanner = new Promise<A2aInbound>((res) => p.ep.once('message', res));
+    await w.ep.send('rs-p', 't', { case: 'probe', value: create(ProbeSchema, { probeId: 'back' }) });
+    expect((await atPlanner).msg.case).toBe('probe');
+    await Promise.all([p.agent.close(), w.agent.close()]);
+    await relay.stop();
+  });
+});
