@@ -358,8 +358,8 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
 
       case A2A_KIND.rekey: {
         if (this.#opts.role !== 'initiator' || !this.#opts.e2ee) return;
-        const state = this.#peers.get(peer);
-        this.#pending(peer, true, state?.type === 'pending' ? state.queue : []);
+        // A handshake already in flight gives the peer a fresh session anyway; a second would race it.
+        if (this.#peers.get(peer)?.type !== 'pending') this.#pending(peer, true);
         return;
       }
 

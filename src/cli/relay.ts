@@ -20,6 +20,7 @@ export interface RelayCommandOptions {
   keepaliveInterval: number;
   keepaliveTimeout: number;
   captureEnvelopes?: string;
+  holdWindow: number;
 }
 
 export function register(program: Command): void {
@@ -49,6 +50,14 @@ export function register(program: Command): void {
         .argParser(parseDuration)
         .default(30_000, '30s'),
     )
+    .addOption(
+      new Option(
+        '--hold-window <duration>',
+        'hold envelopes for an agent that is reconnecting this long before reporting it not found (0 = never)',
+      )
+        .argParser(parseDuration)
+        .default(10_000, '10s'),
+    )
     .option(
       '--capture-envelopes <file>',
       'append every routed envelope (header and payload, base64) to FILE: an audit of what the relay sees',
@@ -71,6 +80,7 @@ export async function runRelay(opts: RelayCommandOptions): Promise<void> {
       keepaliveIntervalMs: opts.keepaliveInterval,
       keepaliveTimeoutMs: opts.keepaliveTimeout,
       captureFile: opts.captureEnvelopes,
+      holdWindowMs: opts.holdWindow,
     });
     // Tests and scripts that pass port 0 read the bound ports from this line.
     process.stderr.write(`nfltr relay ready grpc_port=${relay.grpcPort} http_port=${relay.httpPort}\n`);

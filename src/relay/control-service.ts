@@ -24,6 +24,7 @@ import {
 } from '../protocol/control.js';
 import type { Logger } from '../util/log.js';
 import { AgentConnection, type ControlCall, type QueueLimits } from './connection.js';
+import type { HoldQueue } from './hold.js';
 import type { Presence } from './presence.js';
 import type { Store } from './store/store.js';
 
@@ -39,6 +40,8 @@ export interface ControlServiceOptions extends QueueLimits {
   accepting: () => boolean;
   /** Called with every envelope routed, for `--capture-envelopes` audits of what the relay sees. */
   onRouted?: (env: Envelope) => void;
+  /** Holds envelopes for agents that are reconnecting. */
+  hold: HoldQueue;
 }
 
 /** Reads the API key from `authorization: Bearer <key>` metadata. */
@@ -130,6 +133,7 @@ export function createControlHandler(
       }
       clearTimeout(helloTimer);
       conn = candidate;
+      for (const held of opts.hold.release(account!, hello.agentId)) conn.enqueue(held);
       if (reg.replaced) {
         logger.info('agent reconnected; old stream replaced', { agent: hello.agentId, account });
         reg.replaced.close(fail(grpc.status.ABORTED, 'replaced by a newer connection of the same agent'));
@@ -166,7 +170,10 @@ export function createControlHandler(
       env.from = from.identity.agentId;
       const dest = presence.lookup(from.identity.account, env.to);
       if (!dest || dest.closed) {
-        return undeliverable(ErrorCode.PEER_NOT_FOUND, `no agent ${env.to} is connected under this account`);
+        const notFound = () =>
+          undeliverable(ErrorCode.PEER_NOT_FOUND, `no agent ${env.to} is connected under this account`);
+        if (!opts.hold.hold(from.identity.account, env, notFound)) notFound();
+        return;
       }
       opts.onRouted?.(env);
       if (!dest.enqueue(env)) {
@@ -236,6 +243,7 @@ export function createControlHandler(
     call.on('close', () => {
       clearTimeout(helloTimer);
       ended = true;
+      if (conn) opts.hold.markGone(conn.identity.account, conn.identity.agentId);
       if (conn && presence.remove(conn)) {
         logger.info('agent disconnected', { agent: conn.identity.agentId, account: conn.identity.account });
       }

@@ -14,6 +14,7 @@ import { DEFAULT_MAX_FRAME_BYTES, type Envelope, GoawaySchema, PingSchema } from
 import { relayServiceDefinition } from '../protocol/grpc.js';
 import type { Logger } from '../util/log.js';
 import { createControlHandler } from './control-service.js';
+import { HoldQueue } from './hold.js';
 import { createHttpHandler } from './http-api.js';
 import { Presence } from './presence.js';
 import type { Store } from './store/store.js';
@@ -33,6 +34,8 @@ export interface RelayOptions {
   maxQueuedBytesPerAgent?: number;
   /** Appends every routed envelope (header and base64 payload) to this file as JSON lines. */
   captureFile?: string;
+  /** How long envelopes for a reconnecting agent are held before PEER_NOT_FOUND (0: never). */
+  holdWindowMs?: number;
 }
 
 export interface Relay {
@@ -89,6 +92,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       maxQueuedBytes: opts.maxQueuedBytesPerAgent ?? 64 * 1024 * 1024,
       accepting: () => accepting,
       onRouted: opts.captureFile ? captureTo(opts.captureFile) : undefined,
+      hold: new HoldQueue({ windowMs: opts.holdWindowMs ?? 10_000 }),
     }),
   });
   const g = splitHostPort(opts.grpcAddr, '--grpc-addr');

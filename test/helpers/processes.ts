@@ -57,6 +57,8 @@ export async function startRelayProcess(opts: RelayStartOptions = {}): Promise<R
       `127.0.0.1:${opts.grpcPort ?? 0}`,
       '--http-addr',
       `127.0.0.1:${opts.httpPort ?? 0}`,
+      // Tests start relays fresh; a short hold keeps "not found" answers quick.
+      ...(opts.args?.includes('--hold-window') ? [] : ['--hold-window', '1s']),
       ...(opts.args ?? []),
     ],
     { stdio: ['ignore', 'pipe', 'pipe'] },

@@ -173,6 +173,19 @@ describe('relay', () => {
     expect(await err).toMatchObject({ to: 'nobody', seq: 1n, code: ErrorCode.PEER_NOT_FOUND });
   });
 
+  it('hold - an envelope for an agent that is reconnecting waits for it', async () => {
+    const a = agent(relay, keyA, 'holder-a');
+    const b1 = agent(relay, keyA, 'holder-b');
+    await Promise.all([a.waitConnected(), b1.waitConnected()]);
+    await b1.close();
+    await eventually(
+      async () => !(await peers(relay, keyA)).body.peers.some((p) => p.agent_id === 'holder-b'),
+    );
+    a.send({ to: 'holder-b', channel: 'c', seq: 3n, kind: 'k', payload: Buffer.from('held') });
+    const b2 = agent(relay, keyA, 'holder-b');
+    expect(Buffer.from((await nextEnvelope(b2)).payload).toString()).toBe('held');
+  });
+
   it('accounts - B cannot see nor reach A’s agents', async () => {
     const a = agent(relay, keyA, 'a-secret');
     const b = agent(relay, keyB, 'b1');
