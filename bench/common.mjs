@@ -45,11 +45,14 @@ export function spawnReady(args, opts = {}) {
   });
 }
 
-/** Starts `nfltr relay` on free ports with a fresh data dir; returns ports and a key for account bench. */
-export async function startRelay(extraArgs = []) {
-  const dataDir = tempDir('nfltr-bench-relay-');
+/**
+ * Starts `nfltr relay` (fresh data dir and a key for account bench, unless `dataDir`/`key` are given),
+ * on free ports unless given.
+ */
+export async function startRelay({ args = [], dataDir, key, grpcPort = 0, httpPort = 0 } = {}) {
+  dataDir ??= tempDir('nfltr-bench-relay-');
   const { execFileSync } = await import('node:child_process');
-  const key = execFileSync(
+  key ??= execFileSync(
     process.execPath,
     [NFLTR_BIN, 'keys', 'create', '--account', 'bench', '--data-dir', dataDir],
     {
@@ -64,10 +67,10 @@ export async function startRelay(extraArgs = []) {
       '--data-dir',
       dataDir,
       '--grpc-addr',
-      '127.0.0.1:0',
+      `127.0.0.1:${grpcPort}`,
       '--http-addr',
-      '127.0.0.1:0',
-      ...extraArgs,
+      `127.0.0.1:${httpPort}`,
+      ...args,
     ],
     { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NFLTR_LOG_LEVEL: 'warn' } },
   );
