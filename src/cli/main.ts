@@ -6,6 +6,7 @@ import { VERSION } from '../version.js';
 import { register as registerKeys } from './keys.js';
 import { register as registerRelay } from './relay.js';
 import { register as registerShellMcp } from './shell-mcp.js';
+import { register as registerWorker } from './worker.js';
 
 const program = new Command('nfltr')
   .description('Coordination transport for AI agents: relay, planner (MCP server) and workers')
@@ -13,6 +14,6 @@ const program = new Command('nfltr')
   .showHelpAfterError()
   .configureOutput({ writeOut: (s) => process.stdout.write(s), writeErr: (s) => process.stderr.write(s) });
 
-for (const register of [registerRelay, registerKeys, registerShellMcp]) register(program);
+for (const register of [registerRelay, registerKeys, registerWorker, registerShellMcp]) register(program);
 
 await program.parseAsync(process.argv);

@@ -23,7 +23,13 @@ function levelFromEnv(): LogLevel {
 function formatValue(v: unknown): string {
   if (v instanceof Error) return JSON.stringify(v.message);
   if (typeof v === 'string') return /^[\w.:/@-]+$/.test(v) ? v : JSON.stringify(v);
-  return JSON.stringify(v) ?? String(v);
+  if (typeof v === 'bigint') return v.toString();
+  // A log line must never throw: BigInts inside objects become strings, anything else unprintable is named.
+  try {
+    return JSON.stringify(v, (_k, x) => (typeof x === 'bigint' ? x.toString() : x)) ?? String(v);
+  } catch {
+    return '"[unprintable]"';
+  }
 }
 
 /** A logger writing `time level component: message k=v …` lines to `sink` (stderr by default). */

@@ -1,0 +1,148 @@
+/**
+ * @module `nfltr worker`: parses the flags and runs {@link runWorker}. Configuration problems (labels,
+ * executor, key file) exit with code 2, a relay that refuses the worker with 1, a drain with 0.
+ */
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { type Command, InvalidArgumentError, Option } from 'commander';
+import { DEFAULT_MAX_ARTIFACT_BYTES } from '../agent/artifacts.js';
+import { parsePairingKey } from '../protocol/e2ee.js';
+import { createLogger } from '../util/log.js';
+import { runWorker, WorkerConfigError } from '../worker/index.js';
+import { type AgentFlags, addAgentOptions, agentOptionsFrom } from './agent-options.js';
+import { die, nfltrHome, parseDuration, parseLabels, parsePositiveInt } from './options.js';
+
+export interface WorkerCommandOptions extends AgentFlags {
+  labels: Record<string, string>;
+  maxTasks: number;
+  mcpCommand?: string;
+  mcpTool?: string;
+  stateDir?: string;
+  heartbeatInterval: number;
+  a2aE2ee: boolean;
+  e2eeKeyFile?: string;
+  maxArtifactBytes: number;
+  shutdownGrace: number;
+}
+
+/** `--a2a-e2ee`, `--a2a-e2ee=false` and `--a2a-e2ee false` all work. */
+export function parseBoolean(value: string): boolean {
+  const v = value.trim().toLowerCase();
+  if (['true', '1', 'yes', 'on'].includes(v)) return true;
+  if (['false', '0', 'no', 'off'].includes(v)) return false;
+  throw new InvalidArgumentError(`expected true or false, got ${JSON.stringify(value)}`);
+}
+
+const positiveDuration = (value: string): number => {
+  const ms = parseDuration(value);
+  if (ms <= 0) throw new InvalidArgumentError(`expected a duration above zero, got ${JSON.stringify(value)}`);
+  return ms;
+};
+
+const HELP_AFTER = `
+Automatic labels (a --labels key may not start with coord. or nfltr.worker.):
+  coord.cpu_cores, coord.memory_mb (available memory class), coord.load_pct (utilisation hint),
+  coord.transfer=a2a, nfltr.worker.protocol=a2a-mcp-v1, nfltr.worker.tool, nfltr.worker.max_tasks
+
+The executor is started once at launch to list its tools (the worker refuses to start when no task tool
+can be chosen), then once per task in <state-dir>/tasks/<task_id>/ with input/ and output/; its stderr
+goes to executor.log there. See docs/executor-contract.md.
+
+Examples:
+  nfltr worker --server relay.example:443 --api-key "$NFLTR_API_KEY" --labels repo=payments \\
+    --max-tasks 2 --mcp-command "claude mcp serve"
+  nfltr worker --server 127.0.0.1:9090 --mcp-command "nfltr shell-mcp --cwd . --allow 'npm test'"
+`;
+
+export function register(program: Command): void {
+  const cmd = program
+    .command('worker')
+    .description('Run tasks from planners through a local MCP executor, advertising labels and capacity');
+  addAgentOptions(cmd)
+    .addOption(
+      new Option('--labels <k=v,...>', 'labels planners select workers by')
+        .argParser(parseLabels)
+        .default({}, ''),
+    )
+    .addOption(
+      new Option('--max-tasks <n>', 'tasks run at once; one more is refused')
+        .argParser(parsePositiveInt)
+        .default(1),
+    )
+    .addOption(
+      new Option('--mcp-command <command>', 'command that starts the MCP executor (required)').env(
+        'NFLTR_MCP_COMMAND',
+      ),
+    )
+    .option('--mcp-tool <name>', 'executor tool that runs a task (default: run_task, else the only tool)')
+    .option('--state-dir <dir>', 'task folders and session state (default: ~/.nfltr/worker/<name>)')
+    .addOption(
+      new Option('--heartbeat-interval <duration>', 'how often load and memory labels are refreshed')
+        .argParser(positiveDuration)
+        .default(15_000, '15s'),
+    )
+    .addOption(
+      new Option('--a2a-e2ee [bool]', 'end-to-end encrypt task channels; --a2a-e2ee=false turns it off')
+        .argParser(parseBoolean)
+        .preset('true')
+        .default(true),
+    )
+    .addOption(
+      new Option('--e2ee-key-file <file>', 'pairing key shared with planners (nfltr keys pairing > F)').env(
+        'NFLTR_E2EE_KEY_FILE',
+      ),
+    )
+    .addOption(
+      new Option('--max-artifact-bytes <n>', 'largest total of files received or returned per task')
+        .argParser(parsePositiveInt)
+        .default(DEFAULT_MAX_ARTIFACT_BYTES, '1 GiB'),
+    )
+    .addOption(
+      new Option('--shutdown-grace <duration>', 'on SIGTERM, how long running tasks may still finish')
+        .argParser(parseDuration)
+        .default(30_000, '30s'),
+    )
+    .addHelpText('after', HELP_AFTER)
+    .action(async (o: WorkerCommandOptions) => process.exit(await workerCommand(o)));
+}
+
+/** Runs the command; returns the exit code. */
+export async function workerCommand(o: WorkerCommandOptions): Promise<number> {
+  const logger = createLogger('worker');
+  let agent: ReturnType<typeof agentOptionsFrom>;
+  try {
+    agent = agentOptionsFrom(o, 'worker');
+  } catch (err) {
+    return die((err as Error).message, 2);
+  }
+  if (!o.mcpCommand) return die('--mcp-command is required: the command that starts the MCP executor', 2);
+  if (o.a2aE2ee === false && o.e2eeKeyFile) die('--e2ee-key-file needs --a2a-e2ee (encryption is off)', 2);
+  let pairingKey: Uint8Array | undefined;
+  if (o.e2eeKeyFile) {
+    try {
+      pairingKey = parsePairingKey(readFileSync(o.e2eeKeyFile, 'utf8'));
+    } catch (err) {
+      return die(`--e2ee-key-file ${o.e2eeKeyFile}: ${(err as Error).message}`, 2);
+    }
+  }
+  try {
+    return await runWorker({
+      agent,
+      labels: o.labels,
+      maxTasks: o.maxTasks,
+      mcpCommand: o.mcpCommand,
+      mcpTool: o.mcpTool,
+      stateDir: resolve(o.stateDir ?? nfltrHome('worker', agent.agentId)),
+      heartbeatIntervalMs: o.heartbeatInterval,
+      e2ee: o.a2aE2ee,
+      pairingKey,
+      maxArtifactBytes: o.maxArtifactBytes,
+      shutdownGraceMs: o.shutdownGrace,
+      self: { execPath: process.execPath, script: process.argv[1] ?? '' },
+      logger,
+    });
+  } catch (err) {
+    if (err instanceof WorkerConfigError) return die(err.message, 2);
+    return die((err as Error).message, 1);
+  }
+}

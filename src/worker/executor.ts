@@ -1,0 +1,460 @@
+/**
+ * @module The executor side of a worker: the `--mcp-command` turned into argv and an allow-listed
+ * environment, one MCP client session per executor process (stderr captured into a log, never our
+ * stdout), choosing the task tool, building its arguments (`run_task` or an adapted tool), and a staged
+ * stop that takes the executor's whole process tree with it. See docs/executor-contract.md.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { createWriteStream, type WriteStream } from 'node:fs';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { getDefaultEnvironment, StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import {
+  type ElicitRequest,
+  ElicitRequestSchema,
+  type ElicitResult,
+  ErrorCode,
+  McpError,
+  type ProgressNotification,
+  type Tool,
+} from '@modelcontextprotocol/sdk/types.js';
+import { type Logger, silentLogger } from '../util/log.js';
+import { VERSION } from '../version.js';
+import { type CommandLineError, splitCommandLine } from './command-line.js';
+import { WorkerConfigError } from './errors.js';
+import { descendantPids, isAlive, signalAll } from './process-tree.js';
+
+export const RUN_TASK_TOOL = 'run_task';
+/** Time from SIGTERM to SIGKILL once the stdin-close grace has passed. */
+const TERM_GRACE_MS = 1_000;
+/** The largest timer Node accepts; MCP's customary 60 s request limit must not end long tasks. */
+export const NO_REQUEST_TIMEOUT_MS = 2_147_483_647;
+const TAIL_BYTES = 8 * 1024;
+
+export interface ExecutorCommand {
+  command: string;
+  args: string[];
+}
+
+/**
+ * Parses `--mcp-command`. A leading `nfltr` runs the same nfltr as this worker (`self`), so
+ * `nfltr shell-mcp …` works without nfltr on PATH and never picks up another version.
+ */
+export function parseExecutorCommand(
+  text: string,
+  self?: { execPath: string; script: string },
+): ExecutorCommand {
+  let words: string[];
+  try {
+    words = splitCommandLine(text);
+  } catch (err) {
+    throw new WorkerConfigError(`--mcp-command: ${(err as CommandLineError).message}`);
+  }
+  const [command, ...args] = words;
+  if (!command)
+    throw new WorkerConfigError('--mcp-command is empty: give the command that starts the executor');
+  if (command === 'nfltr' && self) return { command: self.execPath, args: [self.script, ...args] };
+  return { command, args };
+}
+
+/** Variables passed through besides the SDK's defaults; everything else (tokens, keys) stays with us. */
+const EXTRA_ENV = ['PATH', 'HOME', 'TMPDIR', 'LANG', 'LC_ALL'];
+
+/**
+ * The executor's environment: the SDK's safe defaults, PATH/HOME and a few locale variables, and
+ * `NFLTR_*` except the API key (an executor has no business on the relay under our account).
+ */
+export function executorEnvironment(
+  extra: Record<string, string> = {},
+  env: NodeJS.ProcessEnv = process.env,
+): Record<string, string> {
+  const out = getDefaultEnvironment();
+  for (const [k, v] of Object.entries(env)) {
+    if (v === undefined || v.startsWith('()')) continue;
+    if (EXTRA_ENV.includes(k) || (k.startsWith('NFLTR_') && k !== 'NFLTR_API_KEY')) out[k] = v;
+  }
+  return { ...out, ...extra };
+}
+
+export interface ToolChoice {
+  name: string;
+  /** `contract`: the run_task arguments; `prompt`: one composed prompt in {@link promptField}. */
+  mode: 'contract' | 'prompt';
+  promptField?: string;
+  tool: Tool;
+}
+
+const PROMPT_FIELD_PREFERENCE = ['prompt', 'objective', 'task', 'input', 'query', 'message'];
+
+type JsonSchema = { type?: unknown; properties?: Record<string, { type?: unknown }>; required?: unknown };
+
+function stringProperties(schema: JsonSchema): string[] {
+  const props = schema.properties ?? {};
+  return Object.keys(props).filter((k) => {
+    const t = props[k]?.type;
+    return t === 'string' || (Array.isArray(t) && t.includes('string'));
+  });
+}
+
+/**
+ * The field an adapted tool gets the prompt in: the first required string property named like a prompt
+ * (in {@link PROMPT_FIELD_PREFERENCE} order), else the first required string property, else an
+ * optional one named like a prompt, else the only string property.
+ */
+export function mainStringField(schema: JsonSchema): string | undefined {
+  const strings = stringProperties(schema);
+  const required = new Set(Array.isArray(schema.required) ? (schema.required as string[]) : []);
+  const req = strings.filter((k) => required.has(k));
+  return (
+    PROMPT_FIELD_PREFERENCE.find((n) => req.includes(n)) ??
+    req[0] ??
+    PROMPT_FIELD_PREFERENCE.find((n) => strings.includes(n)) ??
+    (strings.length === 1 ? strings[0] : undefined)
+  );
+}
+
+/** Whether a tool takes the run_task arguments (by name, or by an input schema shaped like it). */
+function speaksContract(tool: Tool): boolean {
+  if (tool.name === RUN_TASK_TOOL) return true;
+  const props = tool.inputSchema.properties ?? {};
+  return ['objective', 'input_dir', 'output_dir'].every((k) => k in props);
+}
+
+const describeTools = (tools: Tool[]) =>
+  tools.length === 0
+    ? 'it offers no tools'
+    : `its tools: ${tools.map((t) => (t.description ? `${t.name} (${t.description.split('\n')[0]})` : t.name)).join(', ')}`;
+
+/**
+ * Chooses the task tool: `preferred` (`--mcp-tool`), else `run_task`, else the only tool. Throws a
+ * {@link WorkerConfigError} listing the server's tools when none can be chosen or adapted.
+ */
+export function chooseTool(tools: Tool[], preferred?: string): ToolChoice {
+  let tool: Tool | undefined;
+  if (preferred) {
+    tool = tools.find((t) => t.name === preferred);
+    if (!tool)
+      throw new WorkerConfigError(
+        `--mcp-tool ${preferred}: the executor has no such tool; ${describeTools(tools)}`,
+      );
+  } else {
+    tool = tools.find((t) => t.name === RUN_TASK_TOOL) ?? (tools.length === 1 ? tools[0] : undefined);
+    if (!tool) {
+      throw new WorkerConfigError(
+        `cannot choose a task tool: the executor has no ${RUN_TASK_TOOL} tool and ${tools.length === 0 ? 'no tools at all' : 'more than one tool'}; pick one with --mcp-tool (${describeTools(tools)})`,
+      );
+    }
+  }
+  if (speaksContract(tool)) return { name: tool.name, mode: 'contract', tool };
+  const promptField = mainStringField(tool.inputSchema as JsonSchema);
+  if (!promptField) {
+    throw new WorkerConfigError(
+      `tool ${tool.name} has no string input to put the task prompt in; pick another with --mcp-tool (${describeTools(tools)})`,
+    );
+  }
+  return { name: tool.name, mode: 'prompt', promptField, tool };
+}
+
+export interface TaskInput {
+  taskId: string;
+  objective: string;
+  context?: unknown;
+  constraints?: unknown;
+  inputDir: string;
+  outputDir: string;
+}
+
+/** One prompt for a tool that knows nothing of run_task: objective, context, constraints, folders. */
+export function composePrompt(t: TaskInput): string {
+  const parts = [t.objective];
+  if (t.context !== undefined) parts.push(`Context (JSON):\n${JSON.stringify(t.context, null, 2)}`);
+  if (t.constraints !== undefined)
+    parts.push(`Constraints (JSON):\n${JSON.stringify(t.constraints, null, 2)}`);
+  parts.push(
+    `Input files from the planner, if any, are in ${t.inputDir}\n` +
+      `Write any result files into ${t.outputDir} (they are returned as artifacts)`,
+  );
+  return parts.join('\n\n');
+}
+
+export function buildToolArguments(choice: ToolChoice, t: TaskInput): Record<string, unknown> {
+  if (choice.mode === 'prompt') return { [choice.promptField!]: composePrompt(t) };
+  const args: Record<string, unknown> = {
+    task_id: t.taskId,
+    objective: t.objective,
+    input_dir: t.inputDir,
+    output_dir: t.outputDir,
+  };
+  if (t.context !== undefined) args.context = t.context;
+  if (t.constraints !== undefined) args.constraints = t.constraints;
+  return args;
+}
+
+/** A local failure of an executor session; `spawn` and `handshake` mean the executor is unusable. */
+export class ExecutorError extends Error {
+  constructor(
+    readonly code: 'spawn' | 'handshake' | 'no_tool',
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'ExecutorError';
+  }
+}
+
+export type ElicitHandler = (params: ElicitRequest['params'], signal: AbortSignal) => Promise<ElicitResult>;
+
+export type ProgressParams = ProgressNotification['params'];
+
+export interface ExecutorStartOptions {
+  command: ExecutorCommand;
+  cwd?: string;
+  env: Record<string, string>;
+  /** The executor's stderr is appended here. */
+  logFile: string;
+  onElicit?: ElicitHandler;
+  /**
+   * Every `notifications/progress` from the executor, in arrival order. Tapped at the transport: the
+   * SDK dispatches progress a microtask late and drops it when the result came in the same read.
+   */
+  onProgress?: (params: ProgressParams) => void;
+  /** Limit for spawn + MCP initialize. */
+  startTimeoutMs?: number;
+  logger?: Logger;
+}
+
+/**
+ * One executor process with its MCP client. Started with {@link ExecutorSession.start}; ended with
+ * {@link stop}. `crashed` tells an exit we did not ask for from one we did.
+ */
+export class ExecutorSession {
+  readonly client: Client;
+  readonly pid: number;
+  readonly #stderrEnded: Promise<void>;
+  readonly #log: WriteStream;
+  readonly #logger: Logger;
+  #tail = '';
+  #stopping = false;
+  #closed = false;
+  #crashed = false;
+  #exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+  readonly #closedPromise: Promise<void>;
+  #stopPromise: Promise<void> | undefined;
+
+  private constructor(
+    client: Client,
+    transport: StdioClientTransport,
+    log: WriteStream,
+    closed: Promise<void>,
+    logger: Logger,
+  ) {
+    this.client = client;
+    const stderr = transport.stderr;
+    this.#stderrEnded = stderr ? new Promise((r) => stderr.once('end', () => r())) : Promise.resolve();
+    this.pid = transport.pid ?? 0;
+    this.#log = log;
+    this.#closedPromise = closed;
+    this.#logger = logger;
+  }
+
+  /** Spawns the executor and runs the MCP handshake; throws {@link ExecutorError} saying what failed. */
+  static async start(opts: ExecutorStartOptions): Promise<ExecutorSession> {
+    const logger = opts.logger ?? silentLogger;
+    const log = createWriteStream(opts.logFile, { flags: 'a' });
+    log.on('error', (err) => logger.warn('cannot write executor log', { file: opts.logFile, error: err }));
+    const transport = new StdioClientTransport({
+      command: opts.command.command,
+      args: opts.command.args,
+      env: opts.env,
+      cwd: opts.cwd,
+      stderr: 'pipe',
+    });
+    const client = new Client(
+      { name: 'nfltr-worker', version: VERSION },
+      { capabilities: opts.onElicit ? { elicitation: {} } : {} },
+    );
+    let session: ExecutorSession | undefined;
+    let tail = '';
+    transport.stderr?.on('data', (chunk: Buffer) => {
+      log.write(chunk);
+      if (session) session.#appendTail(chunk);
+      else tail = (tail + chunk.toString('utf8')).slice(-TAIL_BYTES);
+    });
+    let resolveClosed!: () => void;
+    const closed = new Promise<void>((r) => {
+      resolveClosed = r;
+    });
+    let early: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+    transport.onclose = () => {
+      if (session) session.#onClose();
+      resolveClosed();
+    };
+    const onProgress = opts.onProgress;
+    if (onProgress) {
+      // Set before connect: the SDK chains its own handler after this one.
+      transport.onmessage = (m) => {
+        if ('method' in m && m.method === 'notifications/progress' && m.params) {
+          onProgress(m.params as ProgressParams);
+        }
+      };
+    }
+    // Progress for a token the SDK did not register (ours) is reported here; it is expected.
+    client.onerror = (err) => logger.debug('executor session', { error: err.message });
+    if (opts.onElicit) {
+      const onElicit = opts.onElicit;
+      client.setRequestHandler(ElicitRequestSchema, (req, extra) => onElicit(req.params, extra.signal));
+    }
+    const connecting = client.connect(transport, { timeout: opts.startTimeoutMs ?? 30_000 });
+    // The SDK keeps the child private; its exit code and signal name what happened in crash messages.
+    const child = (transport as unknown as { _process?: ChildProcess })._process;
+    child?.once('exit', (code, signal) => {
+      early = { code, signal };
+      if (session) session.#exit = early;
+    });
+    try {
+      await connecting;
+    } catch (err) {
+      const what = `${[opts.command.command, ...opts.command.args].join(' ')}`;
+      await transport.close().catch(() => {});
+      await new Promise<void>((r) => log.end(r));
+      const e = err as NodeJS.ErrnoException;
+      if (e.code === 'ENOENT' || e.code === 'EACCES' || e.syscall?.startsWith('spawn')) {
+        throw new ExecutorError('spawn', `cannot start the executor (${what}): ${e.message}`, { cause: err });
+      }
+      const exit = early ? ` (${describeExit(early)})` : '';
+      const lastLines = tailLines(tail, 5);
+      throw new ExecutorError(
+        'handshake',
+        `executor (${what}) did not complete the MCP handshake${exit}: ${e.message}${lastLines ? `; its stderr ends with: ${lastLines}` : ''}`,
+        { cause: err },
+      );
+    }
+    session = new ExecutorSession(client, transport, log, closed, logger);
+    session.#tail = tail;
+    session.#exit = early;
+    return session;
+  }
+
+  /** True once the process went away without {@link stop} being called. */
+  get crashed(): boolean {
+    return this.#crashed;
+  }
+
+  /** "exited with code 3", "killed by SIGKILL", or "exited". */
+  get exitDescription(): string {
+    return this.#exit ? describeExit(this.#exit) : 'exited';
+  }
+
+  /** The last lines the executor wrote to stderr (for error messages; the full text is in the log). */
+  logTail(lines = 10): string {
+    return tailLines(this.#tail, lines);
+  }
+
+  /** Resolves when the executor's process has closed (after a crash or a stop). */
+  get closed(): Promise<void> {
+    return this.#closedPromise;
+  }
+
+  /** Every tool of the server, following pagination. */
+  async listAllTools(timeoutMs = 30_000): Promise<Tool[]> {
+    const tools: Tool[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await this.client.listTools(cursor ? { cursor } : undefined, { timeout: timeoutMs });
+      tools.push(...page.tools);
+      cursor = page.nextCursor;
+    } while (cursor);
+    return tools;
+  }
+
+  /**
+   * Ends the session in stages: close stdin (the MCP way to ask an executor to exit), wait `graceMs`,
+   * SIGTERM the executor and its descendants, wait, SIGKILL what is left. Descendants are collected
+   * first, since once the executor is gone they are re-parented and cannot be found.
+   */
+  stop(graceMs = 2_000): Promise<void> {
+    this.#stopPromise ??= this.#stop(graceMs);
+    return this.#stopPromise;
+  }
+
+  async #stop(graceMs: number): Promise<void> {
+    this.#stopping = true;
+    const tree = this.pid ? [this.pid, ...descendantPids(this.pid)] : [];
+    // The SDK's close ends stdin, then escalates on its own timers; ours below are shorter and also
+    // reach the descendants.
+    const closing = this.client.close().catch(() => {});
+    await Promise.race([this.#closedPromise, sleep(graceMs)]);
+    const allGone = () => tree.every((p) => !isAlive(p));
+    if (!allGone()) {
+      this.#logger.debug('executor still running after stdin closed; sending SIGTERM', { pid: this.pid });
+      signalAll(tree.filter(isAlive), 'SIGTERM');
+      await waitFor(allGone, TERM_GRACE_MS);
+    }
+    if (!allGone()) {
+      this.#logger.warn('executor ignored SIGTERM; killing it', { pid: this.pid });
+      signalAll(tree.filter(isAlive), 'SIGKILL');
+      await waitFor(allGone, TERM_GRACE_MS);
+    }
+    await Promise.race([closing, sleep(500)]);
+    // The stderr pipe may still hold the executor's last words (a crash message): let them reach the log.
+    await Promise.race([this.#stderrEnded, sleep(200)]);
+    await new Promise<void>((r) => this.#log.end(r));
+  }
+
+  #appendTail(chunk: Buffer): void {
+    this.#tail = (this.#tail + chunk.toString('utf8')).slice(-TAIL_BYTES);
+  }
+
+  #onClose(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (!this.#stopping) this.#crashed = true;
+  }
+}
+
+/** Whether an error from a call means the connection to the executor closed under it. */
+export function isConnectionClosed(err: unknown): boolean {
+  return err instanceof McpError && err.code === ErrorCode.ConnectionClosed;
+}
+
+function describeExit(e: { code: number | null; signal: NodeJS.Signals | null }): string {
+  if (e.signal) return `killed by ${e.signal}`;
+  return e.code === null ? 'exited' : `exited with code ${e.code}`;
+}
+
+function tailLines(text: string, lines: number): string {
+  return text.trimEnd().split('\n').slice(-lines).join('\n');
+}
+
+// Not unref'd: a worker awaiting an executor's exit must not end because nothing else keeps it alive.
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+async function waitFor(done: () => boolean, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!done() && Date.now() < deadline) await sleep(20);
+}
+
+export interface ExecutorCheck {
+  choice: ToolChoice;
+  tools: Tool[];
+}
+
+/**
+ * The start-up check: launches the executor once, lists its tools and chooses the task tool. Throws a
+ * {@link WorkerConfigError} saying why the worker cannot run tasks with it.
+ */
+export async function checkExecutor(opts: ExecutorStartOptions & { tool?: string }): Promise<ExecutorCheck> {
+  let session: ExecutorSession;
+  try {
+    session = await ExecutorSession.start(opts);
+  } catch (err) {
+    throw new WorkerConfigError(`--mcp-command: ${(err as Error).message}`, { cause: err });
+  }
+  try {
+    const tools = await session.listAllTools().catch((err: Error) => {
+      throw new WorkerConfigError(`--mcp-command: the executor did not list its tools: ${err.message}`);
+    });
+    return { choice: chooseTool(tools, opts.tool), tools };
+  } finally {
+    await session.stop(1_000);
+  }
+}

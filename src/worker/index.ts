@@ -1,0 +1,48 @@
+/**
+ * @module The worker: labels and capacity, executor sessions (MCP client), task runner. Every export
+ * here is public API; add names deliberately.
+ */
+export { CommandLineError, splitCommandLine } from './command-line.js';
+export { WorkerConfigError } from './errors.js';
+export {
+  buildToolArguments,
+  checkExecutor,
+  chooseTool,
+  composePrompt,
+  type ElicitHandler,
+  type ExecutorCheck,
+  type ExecutorCommand,
+  ExecutorError,
+  ExecutorSession,
+  type ExecutorStartOptions,
+  executorEnvironment,
+  mainStringField,
+  parseExecutorCommand,
+  RUN_TASK_TOOL,
+  type TaskInput,
+  type ToolChoice,
+} from './executor.js';
+export {
+  AUTOMATIC_LABEL_PREFIXES,
+  automaticLabels,
+  checkUserLabels,
+  LABEL,
+  LabelKeeper,
+  LOAD_STEP_PCT,
+  loadPct,
+  memoryClassMb,
+} from './labels.js';
+export { listOutputFiles } from './outputs.js';
+export { descendantPids, isAlive } from './process-tree.js';
+export { EVENTS_FILE, TaskEventLog } from './task-events.js';
+export { answerContent, type HaltReason, resultTextOf, TaskRunner, type TaskSpec } from './task-runner.js';
+export {
+  PROBE_CHANNEL,
+  parseTaskStart,
+  type RefusalReason,
+  runWorker,
+  TASK_ID_PATTERN,
+  Worker,
+  type WorkerExit,
+  type WorkerOptions,
+} from './worker.js';

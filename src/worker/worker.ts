@@ -1,0 +1,571 @@
+/**
+ * @module `nfltr worker` composed: check the executor, connect to the relay with user and automatic
+ * labels, answer probes live, accept at most `maxTasks` tasks (refusing the rest with a reason), run
+ * each through its own executor session, answer Resume from the task logs, and drain on shutdown.
+ */
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { create } from '@bufbuild/protobuf';
+import { type A2aBody, A2aEndpoint, type A2aFailure, type A2aInbound } from '../agent/a2a.js';
+import { sanitizeArtifactName } from '../agent/artifacts.js';
+import { AgentClient, type AgentOptions } from '../agent/client.js';
+import {
+  A2A_PROTOCOL,
+  type Probe,
+  ProbeResultSchema,
+  type Resume,
+  type TaskEvent,
+  TaskRefusedSchema,
+  type TaskStart,
+} from '../protocol/a2a.js';
+import type { Logger } from '../util/log.js';
+import type { WorkerConfigError } from './errors.js';
+import {
+  checkExecutor,
+  type ExecutorCommand,
+  executorEnvironment,
+  parseExecutorCommand,
+  type ToolChoice,
+} from './executor.js';
+import { checkUserLabels, LabelKeeper } from './labels.js';
+import { EVENTS_FILE, TaskEventLog } from './task-events.js';
+import { TaskRunner, type TaskSpec } from './task-runner.js';
+
+export const PROBE_CHANNEL = 'probe';
+/** Task ids become folder names: a conservative alphabet, no leading dot. */
+export const TASK_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,127}$/;
+/** Above this many bytes waiting for the relay, artifact streaming pauses. */
+const WRITABLE_QUEUE_BYTES = 8 * 1024 * 1024;
+/** Finished tasks kept in memory for Resume/Ack; older ones are read back from their logs. */
+const FINISHED_IN_MEMORY = 256;
+
+export type RefusalReason =
+  | 'no_free_slots'
+  | 'duplicate_task_id'
+  | 'draining'
+  | 'invalid_task'
+  | 'executor_unavailable'
+  | 'unknown_task';
+
+export interface WorkerOptions {
+  agent: Omit<AgentOptions, 'logger' | 'labels' | 'sessionToken' | 'kind'>;
+  labels: Record<string, string>;
+  maxTasks: number;
+  mcpCommand: string;
+  mcpTool?: string;
+  /** Task folders, the session token and the executor check log. */
+  stateDir: string;
+  heartbeatIntervalMs: number;
+  e2ee: boolean;
+  pairingKey?: Uint8Array;
+  maxArtifactBytes: number;
+  shutdownGraceMs: number;
+  /** From stdin closed to SIGTERM when an executor must go. */
+  killGraceMs?: number;
+  /** Where executors run; the worker's own cwd by default (executors work on the local repo). */
+  cwd?: string;
+  /** How to run `nfltr` when `--mcp-command` starts with it: this same program. */
+  self?: { execPath: string; script: string };
+  logger: Logger;
+}
+
+/** How the worker stopped: 0 after a drain, 1 when the relay refused it for good. */
+export interface WorkerExit {
+  code: number;
+  reason: string;
+}
+
+export class Worker {
+  readonly agent: AgentClient;
+  readonly endpoint: A2aEndpoint;
+  readonly tool: ToolChoice;
+  readonly stopped: Promise<WorkerExit>;
+  readonly #opts: WorkerOptions;
+  readonly #log: Logger;
+  readonly #command: ExecutorCommand;
+  readonly #env: Record<string, string>;
+  readonly #labels: LabelKeeper;
+  readonly #tasksDir: string;
+  /** Every task id ever accepted here (this run and earlier ones): ids are never reused. */
+  readonly #known: Set<string>;
+  readonly #active = new Map<string, TaskRunner>();
+  readonly #finished = new Map<string, TaskRunner>();
+  #healthy = true;
+  #executorError = '';
+  #rechecking = false;
+  #draining = false;
+  #expireGrace: (() => void) | undefined;
+  #heartbeat: NodeJS.Timeout | undefined;
+  #resolveStopped!: (e: WorkerExit) => void;
+  #shutdown: Promise<void> | undefined;
+
+  private constructor(
+    opts: WorkerOptions,
+    parts: { command: ExecutorCommand; env: Record<string, string>; tool: ToolChoice; known: Set<string> },
+  ) {
+    this.#opts = opts;
+    this.#log = opts.logger;
+    this.#command = parts.command;
+    this.#env = parts.env;
+    this.tool = parts.tool;
+    this.#known = parts.known;
+    this.#tasksDir = join(opts.stateDir, 'tasks');
+    this.#labels = new LabelKeeper({ user: opts.labels, tool: parts.tool.name, maxTasks: opts.maxTasks });
+    this.#labels.refresh(0);
+    this.stopped = new Promise((r) => {
+      this.#resolveStopped = r;
+    });
+    this.agent = new AgentClient({
+      ...opts.agent,
+      kind: 'worker',
+      labels: this.#labels.labels,
+      sessionToken: sessionToken(opts.stateDir),
+      logger: opts.logger.child('agent'),
+    });
+    this.endpoint = new A2aEndpoint({
+      agent: this.agent,
+      role: 'responder',
+      e2ee: opts.e2ee,
+      pairingKey: opts.pairingKey,
+      logger: opts.logger.child('a2a'),
+    });
+    this.endpoint.on('message', (m) => {
+      // One message the worker mishandles must cost that message, not every running task.
+      try {
+        this.#onMessage(m);
+      } catch (err) {
+        this.#log.error('failed to handle a message', {
+          peer: m.peer,
+          channel: m.channel,
+          kind: m.msg.case,
+          error: err,
+        });
+      }
+    });
+    this.endpoint.on('failure', (f) => this.#onFailure(f));
+    this.agent.on('status', (s) => {
+      if (s.type === 'fatal') this.#resolveStopped({ code: 1, reason: s.message });
+    });
+  }
+
+  /**
+   * Checks the configuration and the executor (throws {@link WorkerConfigError} when the worker cannot
+   * run), then connects and advertises. Resolves once connected.
+   */
+  static async start(opts: WorkerOptions): Promise<Worker> {
+    checkUserLabels(opts.labels);
+    const command = parseExecutorCommand(opts.mcpCommand, opts.self);
+    const env = executorEnvironment();
+    mkdirSync(join(opts.stateDir, 'tasks'), { recursive: true });
+    const check = await checkExecutor({
+      command,
+      env,
+      cwd: opts.cwd,
+      tool: opts.mcpTool,
+      logFile: join(opts.stateDir, 'executor-check.log'),
+      logger: opts.logger.child('executor'),
+    });
+    opts.logger.info('executor checked', {
+      tool: check.choice.name,
+      mode: check.choice.mode,
+      tools: check.tools.map((t) => t.name),
+    });
+    const known = recoverTasks(join(opts.stateDir, 'tasks'), opts.logger);
+    const worker = new Worker(opts, { command, env, tool: check.choice, known });
+    worker.agent.start();
+    try {
+      await worker.agent.waitConnected();
+    } catch (err) {
+      await worker.agent.close();
+      throw err;
+    }
+    worker.#heartbeat = setInterval(() => worker.#tick(), opts.heartbeatIntervalMs);
+    worker.#heartbeat.unref();
+    return worker;
+  }
+
+  get agentId(): string {
+    return this.agent.agentId;
+  }
+
+  get freeSlots(): number {
+    return Math.max(0, this.#opts.maxTasks - this.#active.size);
+  }
+
+  /**
+   * Refuses new tasks, waits up to the shutdown grace for running ones, fails the rest with
+   * `worker_shutdown`, then closes the connection. A second call ends the grace at once.
+   */
+  shutdown(why: string, graceMs = this.#opts.shutdownGraceMs): Promise<void> {
+    if (this.#shutdown) {
+      this.#expireGrace?.();
+      return this.#shutdown;
+    }
+    this.#shutdown = this.#drain(why, graceMs);
+    return this.#shutdown;
+  }
+
+  async #drain(why: string, grace: number): Promise<void> {
+    this.#draining = true;
+    this.#log.info('draining: refusing new tasks', { why, running: this.#active.size, grace_ms: grace });
+    const allDone = () => Promise.all([...this.#active.values()].map((r) => r.start()));
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, grace);
+      this.#expireGrace = () => {
+        clearTimeout(t);
+        resolve();
+      };
+      allDone().then(() => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+    const message = `the worker is shutting down (${why}) and the task did not finish within the shutdown grace of ${grace} ms`;
+    for (const r of this.#active.values()) r.halt({ kind: 'worker_shutdown', message });
+    await allDone();
+    clearInterval(this.#heartbeat);
+    // Let the last events leave before the stream closes (close drops whatever is still queued).
+    const deadline = Date.now() + 3_000;
+    while (this.agent.queuedBytes > 0 && this.agent.connected && Date.now() < deadline) await sleep(10);
+    await this.agent.close();
+    this.#resolveStopped({ code: 0, reason: why });
+  }
+
+  #tick(): void {
+    if (this.#labels.refresh(this.#active.size)) this.agent.setLabels(this.#labels.labels);
+    if (!this.#healthy) void this.#recheck();
+  }
+
+  /** After a failed spawn the executor may come back (a package reinstalled, a disk freed). */
+  async #recheck(): Promise<void> {
+    if (this.#rechecking || this.#draining) return;
+    this.#rechecking = true;
+    try {
+      await checkExecutor({
+        command: this.#command,
+        env: this.#env,
+        cwd: this.#opts.cwd,
+        tool: this.tool.name,
+        logFile: join(this.#opts.stateDir, 'executor-check.log'),
+      });
+      this.#setHealth(true);
+    } catch (err) {
+      this.#setHealth(false, (err as Error).message);
+    } finally {
+      this.#rechecking = false;
+    }
+  }
+
+  #setHealth(ok: boolean, error = ''): void {
+    if (ok !== this.#healthy)
+      this.#log[ok ? 'info' : 'warn']('executor health changed', { healthy: ok, error });
+    this.#healthy = ok;
+    this.#executorError = ok ? '' : error;
+  }
+
+  #send(peer: string, channel: string, msg: A2aBody): Promise<void> {
+    try {
+      return this.endpoint.send(peer, channel, msg);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  #reply(peer: string, channel: string, msg: A2aBody): void {
+    this.#send(peer, channel, msg).catch((err: Error) =>
+      this.#log.warn('could not answer the planner', { peer, channel, error: err.message }),
+    );
+  }
+
+  #onMessage({ peer, channel, msg }: A2aInbound): void {
+    switch (msg.case) {
+      case 'probe':
+        return this.#onProbe(peer, channel, msg.value);
+      case 'taskStart':
+        return this.#onTaskStart(peer, channel, msg.value);
+      case 'resume':
+        return this.#onResume(peer, channel, msg.value);
+      case 'artifactChunk':
+        return this.#owned(peer, channel)?.acceptChunk(msg.value);
+      case 'respond':
+        return this.#owned(peer, channel)?.respond(msg.value);
+      case 'cancel':
+        return this.#owned(peer, channel)?.halt({
+          kind: 'cancelled',
+          message: msg.value.reason || 'cancelled by the planner',
+        });
+      case 'ack': {
+        const r = this.#owned(peer, channel, true);
+        r?.events.ack(msg.value.seq);
+        return;
+      }
+      default:
+        this.#log.debug('ignoring a message a worker does not take', { peer, kind: msg.case });
+    }
+  }
+
+  /** The task on `channel` if `peer` started it; anyone else's messages for it are dropped. */
+  #owned(peer: string, channel: string, finishedToo = false): TaskRunner | undefined {
+    const r = this.#active.get(channel) ?? (finishedToo ? this.#finished.get(channel) : undefined);
+    if (!r) {
+      this.#log.debug('message for a task that is not running here', { peer, task: channel });
+      return undefined;
+    }
+    if (r.spec.peer !== peer) {
+      this.#log.warn('message for a task another planner started; dropped', { peer, task: channel });
+      return undefined;
+    }
+    return r;
+  }
+
+  #onProbe(peer: string, channel: string, probe: Probe): void {
+    const free = this.freeSlots;
+    this.#reply(peer, channel === PROBE_CHANNEL ? channel : PROBE_CHANNEL, {
+      case: 'probeResult',
+      value: create(ProbeResultSchema, {
+        probeId: probe.probeId,
+        available: free > 0 && this.#healthy && !this.#draining,
+        freeSlots: free,
+        maxTasks: this.#opts.maxTasks,
+        protocol: A2A_PROTOCOL,
+        tool: this.tool.name,
+        labels: this.agent.labels,
+        executorHealthy: this.#healthy,
+        executorError: this.#executorError,
+        draining: this.#draining,
+      }),
+    });
+  }
+
+  #refuse(peer: string, channel: string, taskId: string, reason: RefusalReason, message: string): void {
+    this.#log.info('task refused', { peer, task: taskId, reason, detail: message });
+    this.#reply(peer, channel, {
+      case: 'taskRefused',
+      value: create(TaskRefusedSchema, { taskId, reason, message }),
+    });
+  }
+
+  #onTaskStart(peer: string, channel: string, start: TaskStart): void {
+    const id = start.taskId;
+    const refuse = (reason: RefusalReason, message: string) =>
+      this.#refuse(peer, channel, id || channel, reason, message);
+    if (!id) return refuse('invalid_task', 'task_id is empty');
+    if (id !== channel) return refuse('invalid_task', `task_id ${id} does not match its channel ${channel}`);
+    if (!TASK_ID_PATTERN.test(id)) {
+      return refuse(
+        'invalid_task',
+        `task_id ${JSON.stringify(id)} must be 1-128 characters of letters, digits and . _ : @ + = -, not starting with a dot or dash`,
+      );
+    }
+    if (this.#draining)
+      return refuse('draining', `${this.agentId} is shutting down; send the task to another worker`);
+    if (this.#known.has(id)) {
+      return refuse(
+        'duplicate_task_id',
+        `task ${id} was already accepted by ${this.agentId}; task ids are never reused`,
+      );
+    }
+    const spec = parseTaskStart(peer, start);
+    if (typeof spec === 'string') return refuse('invalid_task', spec);
+    if (!this.#healthy) {
+      return refuse(
+        'executor_unavailable',
+        `the executor of ${this.agentId} cannot start: ${this.#executorError}`,
+      );
+    }
+    if (this.#active.size >= this.#opts.maxTasks) {
+      return refuse(
+        'no_free_slots',
+        `0 of ${this.#opts.maxTasks} slots free on ${this.agentId}; retry later or pick another worker`,
+      );
+    }
+
+    const dir = join(this.#tasksDir, id);
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(
+      join(dir, 'task.json'),
+      `${JSON.stringify({ task_id: id, peer, accepted_at: new Date().toISOString() })}\n`,
+    );
+    this.#known.add(id);
+    const runner = new TaskRunner(spec, {
+      dir,
+      choice: this.tool,
+      command: this.#command,
+      env: this.#env,
+      cwd: this.#opts.cwd,
+      send: (msg) => this.#send(peer, id, msg),
+      whenWritable: () => this.#whenWritable(),
+      maxArtifactBytes: this.#opts.maxArtifactBytes,
+      killGraceMs: this.#opts.killGraceMs ?? 2_000,
+      logger: this.#log.child(`task.${id}`),
+      onSpawn: (ok, error) => this.#setHealth(ok, error),
+      onTerminal: () => {
+        this.#active.delete(id);
+        this.#finished.set(id, runner);
+        if (this.#finished.size > FINISHED_IN_MEMORY) {
+          const oldest = this.#finished.keys().next().value;
+          if (oldest !== undefined) this.#finished.delete(oldest);
+        }
+      },
+    });
+    this.#active.set(id, runner);
+    this.#log.info('task accepted', { peer, task: id, slots_free: this.freeSlots });
+    runner.start().then(() => {
+      // A channel that carried a forged or replayed frame is not used again in this session.
+      if (runner.haltReason?.kind === 'e2ee_violation') this.endpoint.closeChannel(peer, id);
+    });
+  }
+
+  #onResume(peer: string, channel: string, resume: Resume): void {
+    const id = channel;
+    const runner = this.#active.get(id) ?? this.#finished.get(id);
+    let log: TaskEventLog | undefined = runner?.events;
+    let owner = runner?.spec.peer;
+    if (!log && this.#known.has(id) && TASK_ID_PATTERN.test(id)) {
+      const dir = join(this.#tasksDir, id);
+      log = TaskEventLog.load(id, join(dir, EVENTS_FILE));
+      owner = readOwner(dir);
+    }
+    if (!log) return this.#refuse(peer, channel, id, 'unknown_task', `${this.agentId} has no task ${id}`);
+    if (owner !== undefined && owner !== peer) {
+      this.#log.warn('resume for a task another planner started; dropped', { peer, task: id });
+      return;
+    }
+    const events: TaskEvent[] = log.after(resume.afterSeq);
+    this.#log.info('resuming task events', {
+      peer,
+      task: id,
+      after_seq: String(resume.afterSeq),
+      count: events.length,
+    });
+    for (const e of events) this.#reply(peer, id, { case: 'taskEvent', value: e });
+  }
+
+  #onFailure(f: A2aFailure): void {
+    if (f.code !== 'e2ee_violation' || !f.channel) return;
+    const r = this.#active.get(f.channel);
+    if (r && r.spec.peer === f.peer) {
+      r.halt({ kind: 'e2ee_violation', message: `task channel torn down: ${f.message}` });
+    } else if (f.channel !== PROBE_CHANNEL) {
+      this.endpoint.closeChannel(f.peer, f.channel);
+    }
+  }
+
+  async #whenWritable(): Promise<void> {
+    while (this.agent.queuedBytes > WRITABLE_QUEUE_BYTES) await sleep(5);
+  }
+}
+
+/** Validates a TaskStart's fields into a spec, or returns what is wrong. */
+export function parseTaskStart(peer: string, start: TaskStart): TaskSpec | string {
+  if (!start.objective.trim()) return 'objective is empty';
+  const object = (json: string, field: string): unknown | string => {
+    if (json.trim() === '') return undefined;
+    let v: unknown;
+    try {
+      v = JSON.parse(json);
+    } catch (err) {
+      return new Error(`${field} is not valid JSON: ${(err as Error).message}`);
+    }
+    if (v === null || typeof v !== 'object' || Array.isArray(v))
+      return new Error(`${field} is not a JSON object`);
+    return v;
+  };
+  const context = object(start.contextJson, 'context_json');
+  if (context instanceof Error) return context.message;
+  const constraints = object(start.constraintsJson, 'constraints_json');
+  if (constraints instanceof Error) return constraints.message;
+  const names = new Set<string>();
+  for (const f of start.inputFiles) {
+    let name: string;
+    try {
+      name = sanitizeArtifactName(f.name);
+    } catch (err) {
+      return `input_files: ${(err as Error).message}`;
+    }
+    if (names.has(name)) return `input_files: ${JSON.stringify(name)} is listed twice`;
+    names.add(name);
+  }
+  return {
+    taskId: start.taskId,
+    peer,
+    objective: start.objective,
+    context,
+    constraints,
+    timeoutMs: Number(start.timeoutMs),
+    inputFiles: start.inputFiles,
+  };
+}
+
+/**
+ * Reads the task ids of earlier runs, and closes the logs of tasks that were running when the worker
+ * stopped without draining (killed, crashed): a Resume then tells the planner the task failed.
+ */
+function recoverTasks(tasksDir: string, log: Logger): Set<string> {
+  const known = new Set<string>();
+  for (const id of readdirSync(tasksDir)) {
+    known.add(id);
+    const file = join(tasksDir, id, EVENTS_FILE);
+    if (!existsSync(file)) continue;
+    const events = TaskEventLog.load(id, file);
+    if (events.lastSeq > 0n && !events.finished) {
+      events.append({
+        state: 'failed',
+        reason: 'worker_shutdown',
+        message: 'the worker stopped while this task ran (it was restarted without draining)',
+      });
+      log.info('closed the log of a task interrupted by a restart', { task: id });
+    }
+  }
+  return known;
+}
+
+function readOwner(dir: string): string | undefined {
+  try {
+    return String(JSON.parse(readFileSync(join(dir, 'task.json'), 'utf8')).peer);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The token that lets a restarted worker take over its own agent id; kept in the state dir. */
+function sessionToken(stateDir: string): string {
+  const file = join(stateDir, 'session-token');
+  try {
+    const t = readFileSync(file, 'utf8').trim();
+    if (t) return t;
+  } catch {}
+  const token = randomBytes(16).toString('base64url');
+  writeFileSync(file, `${token}\n`, { mode: 0o600 });
+  return token;
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/**
+ * Runs a worker until SIGTERM/SIGINT (drain, then exit code 0) or a final refusal by the relay (1).
+ * Prints `nfltr worker ready agent_id=… tool=…` to stderr once connected. Configuration problems throw
+ * {@link WorkerConfigError}.
+ */
+export async function runWorker(opts: WorkerOptions): Promise<number> {
+  const worker = await Worker.start(opts);
+  process.stderr.write(
+    `nfltr worker ready agent_id=${worker.agentId} tool=${worker.tool.name} max_tasks=${opts.maxTasks}\n`,
+  );
+  const onSignal = (signal: NodeJS.Signals) => {
+    opts.logger.info('signal received', { signal });
+    void worker.shutdown(signal);
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  const exit = await worker.stopped;
+  process.off('SIGTERM', onSignal);
+  process.off('SIGINT', onSignal);
+  if (exit.code !== 0) {
+    opts.logger.error('worker stopped', { reason: exit.reason });
+    // No grace: without the relay no task can report anything.
+    await worker.shutdown('relay refused the worker', 0);
+  }
+  return exit.code;
+}

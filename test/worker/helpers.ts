@@ -1,0 +1,291 @@
+/**
+ * Test helpers for the worker: start real `nfltr worker` processes, and a stand-in planner that speaks
+ * the A2A messages over a real relay (an AgentClient of kind planner plus an initiator A2aEndpoint).
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createHash, randomUUID } from 'node:crypto';
+import { join, resolve } from 'node:path';
+import { create } from '@bufbuild/protobuf';
+import { type A2aBody, A2aEndpoint, type A2aFailure, AgentClient } from '../../src/agent/index.js';
+import {
+  type ArtifactChunk,
+  ArtifactChunkSchema,
+  ArtifactInfoSchema,
+  CancelSchema,
+  type ProbeResult,
+  ProbeSchema,
+  RespondSchema,
+  ResumeSchema,
+  type TaskEvent,
+  type TaskRefused,
+  TaskStartSchema,
+  type TaskStateName,
+  taskStateName,
+} from '../../src/protocol/a2a.js';
+import { eventually, NFLTR_BIN, type RelayProcess, tempDir } from '../helpers/processes.js';
+
+export const FIXTURES = resolve(import.meta.dirname, '../fixtures');
+/** A `--mcp-command` running a fixture with this Node. */
+export const fixtureCommand = (name: string) => `"${process.execPath}" "${join(FIXTURES, name)}"`;
+
+export interface WorkerProcess {
+  child: ChildProcess;
+  name: string;
+  stateDir: string;
+  stderr: () => string;
+  /** Sends the signal (SIGTERM by default) and resolves with the exit code. */
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+  exited: Promise<number | null>;
+}
+
+export interface WorkerStartOptions {
+  name: string;
+  mcpCommand?: string;
+  args?: string[];
+  stateDir?: string;
+}
+
+/** Starts `nfltr worker` and resolves once it printed its ready line. */
+export async function startWorker(
+  relay: RelayProcess,
+  apiKey: string,
+  opts: WorkerStartOptions,
+): Promise<WorkerProcess> {
+  const stateDir = opts.stateDir ?? tempDir('nfltr-worker-');
+  const child = spawn(
+    process.execPath,
+    [
+      NFLTR_BIN,
+      'worker',
+      '--server',
+      relay.grpcAddr,
+      '--api-key',
+      apiKey,
+      '--name',
+      opts.name,
+      '--state-dir',
+      stateDir,
+      '--mcp-command',
+      opts.mcpCommand ?? fixtureCommand('scripted-executor.mjs'),
+      ...(opts.args ?? []),
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let err = '';
+  let out = '';
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+    err += d;
+  });
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+    out += d;
+  });
+  const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
+  await new Promise<void>((res, rej) => {
+    const timer = setTimeout(() => rej(new Error(`worker did not start:\n${err}`)), 20_000);
+    const check = () => {
+      if (/nfltr worker ready agent_id=/.test(err)) {
+        clearTimeout(timer);
+        child.stderr!.off('data', check);
+        res();
+      }
+    };
+    child.stderr!.on('data', check);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      rej(new Error(`worker exited with ${code}:\n${err}`));
+    });
+  });
+  return {
+    child,
+    name: opts.name,
+    stateDir,
+    stderr: () => err + (out ? `\n[stdout]\n${out}` : ''),
+    exited,
+    stop: async (signal = 'SIGTERM') => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return exited;
+    },
+  };
+}
+
+export interface TaskInit {
+  taskId?: string;
+  objective: string;
+  context?: unknown;
+  constraints?: unknown;
+  timeoutMs?: number;
+  files?: Record<string, string>;
+}
+
+const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+
+function fileMessages(taskId: string, files: Record<string, string>) {
+  const infos = Object.entries(files).map(([name, content]) =>
+    create(ArtifactInfoSchema, {
+      name,
+      size: BigInt(Buffer.byteLength(content)),
+      sha256: sha256(Buffer.from(content)),
+    }),
+  );
+  const chunks: A2aBody[] = Object.entries(files).map(([name, content]) => ({
+    case: 'artifactChunk',
+    value: create(ArtifactChunkSchema, {
+      taskId,
+      name,
+      offset: 0n,
+      data: Buffer.from(content),
+      chunkSha256: sha256(Buffer.from(content)),
+      last: true,
+    }),
+  }));
+  return { infos, chunks };
+}
+
+/** A planner stand-in: records what workers send and waits for it. */
+export class TestPlanner {
+  readonly agent: AgentClient;
+  readonly endpoint: A2aEndpoint;
+  readonly events = new Map<string, TaskEvent[]>();
+  readonly refusals = new Map<string, TaskRefused>();
+  readonly probes = new Map<string, ProbeResult>();
+  readonly chunks = new Map<string, ArtifactChunk[]>();
+  readonly failures: A2aFailure[] = [];
+
+  constructor(relay: RelayProcess, apiKey: string, opts: { id?: string; e2ee?: boolean } = {}) {
+    this.agent = new AgentClient({
+      servers: [relay.grpcAddr],
+      apiKey,
+      agentId: opts.id ?? `planner-${randomUUID().slice(0, 8)}`,
+      kind: 'planner',
+    });
+    this.endpoint = new A2aEndpoint({ agent: this.agent, role: 'initiator', e2ee: opts.e2ee ?? true });
+    this.endpoint.on('failure', (f) => this.failures.push(f));
+    this.endpoint.on('message', ({ channel, msg }) => {
+      switch (msg.case) {
+        case 'taskEvent': {
+          const list = this.events.get(msg.value.taskId) ?? [];
+          list.push(msg.value);
+          this.events.set(msg.value.taskId, list);
+          return;
+        }
+        case 'taskRefused':
+          this.refusals.set(msg.value.taskId || channel, msg.value);
+          return;
+        case 'probeResult':
+          this.probes.set(msg.value.probeId, msg.value);
+          return;
+        case 'artifactChunk': {
+          const list = this.chunks.get(msg.value.taskId) ?? [];
+          list.push(msg.value);
+          this.chunks.set(msg.value.taskId, list);
+          return;
+        }
+      }
+    });
+  }
+
+  async start(): Promise<this> {
+    this.agent.start();
+    await this.agent.waitConnected();
+    return this;
+  }
+
+  async probe(worker: string): Promise<ProbeResult> {
+    const probeId = randomUUID();
+    await this.endpoint.send(worker, 'probe', { case: 'probe', value: create(ProbeSchema, { probeId }) });
+    return eventually(() => this.probes.get(probeId)!, 10_000, `probe answer from ${worker}`);
+  }
+
+  /** Sends a TaskStart (and its input files); returns the task id. */
+  async startTask(worker: string, t: TaskInit): Promise<string> {
+    const taskId = t.taskId ?? `t-${randomUUID().slice(0, 8)}`;
+    const { infos, chunks } = fileMessages(taskId, t.files ?? {});
+    await this.endpoint.send(worker, taskId, {
+      case: 'taskStart',
+      value: create(TaskStartSchema, {
+        taskId,
+        objective: t.objective,
+        contextJson: t.context === undefined ? '' : JSON.stringify(t.context),
+        constraintsJson: t.constraints === undefined ? '' : JSON.stringify(t.constraints),
+        timeoutMs: BigInt(t.timeoutMs ?? 0),
+        inputFiles: infos,
+      }),
+    });
+    for (const c of chunks) await this.endpoint.send(worker, taskId, c);
+    return taskId;
+  }
+
+  async respond(
+    worker: string,
+    taskId: string,
+    r: { content?: unknown; action?: string; files?: Record<string, string> },
+  ): Promise<void> {
+    const { infos, chunks } = fileMessages(taskId, r.files ?? {});
+    await this.endpoint.send(worker, taskId, {
+      case: 'respond',
+      value: create(RespondSchema, {
+        taskId,
+        contentJson: r.content === undefined ? '' : JSON.stringify(r.content),
+        action: r.action ?? '',
+        files: infos,
+      }),
+    });
+    for (const c of chunks) await this.endpoint.send(worker, taskId, c);
+  }
+
+  cancel(worker: string, taskId: string, reason = ''): Promise<void> {
+    return this.endpoint.send(worker, taskId, {
+      case: 'cancel',
+      value: create(CancelSchema, { taskId, reason }),
+    });
+  }
+
+  resume(worker: string, taskId: string, afterSeq: number): Promise<void> {
+    return this.endpoint.send(worker, taskId, {
+      case: 'resume',
+      value: create(ResumeSchema, { taskId, afterSeq: BigInt(afterSeq) }),
+    });
+  }
+
+  states(taskId: string): TaskStateName[] {
+    return (this.events.get(taskId) ?? []).map((e) => taskStateName(e.state)!);
+  }
+
+  /** Resolves with the first event of the task in `state`. */
+  waitFor(taskId: string, state: TaskStateName, timeoutMs = 15_000): Promise<TaskEvent> {
+    return eventually(
+      () => (this.events.get(taskId) ?? []).find((e) => taskStateName(e.state) === state)!,
+      timeoutMs,
+      `task ${taskId} to reach ${state} (has ${this.states(taskId).join(', ') || 'nothing'})`,
+    );
+  }
+
+  /** Resolves with the task's terminal event. */
+  waitEnd(taskId: string, timeoutMs = 15_000): Promise<TaskEvent> {
+    return eventually(
+      () =>
+        (this.events.get(taskId) ?? []).find((e) =>
+          ['completed', 'failed', 'cancelled'].includes(taskStateName(e.state)!),
+        )!,
+      timeoutMs,
+      `task ${taskId} to end (has ${this.states(taskId).join(', ') || 'nothing'})`,
+    );
+  }
+
+  waitRefused(taskId: string, timeoutMs = 10_000): Promise<TaskRefused> {
+    return eventually(() => this.refusals.get(taskId)!, timeoutMs, `refusal of ${taskId}`);
+  }
+
+  /** The bytes of an artifact the worker streamed for a task. */
+  artifact(taskId: string, name: string): Buffer {
+    const parts = (this.chunks.get(taskId) ?? []).filter((c) => c.name === name);
+    parts.sort((a, b) => Number(a.offset - b.offset));
+    return Buffer.concat(parts.map((c) => c.data));
+  }
+
+  async close(): Promise<void> {
+    await this.agent.close();
+  }
+}
+
+export { sha256 };

@@ -1,0 +1,162 @@
+/**
+ * The worker's pure parts: command-line splitting, label classes, tool choice and argument building,
+ * TaskStart validation, answers to elicitations, and the CLI flags.
+ */
+import { homedir } from 'node:os';
+import { create } from '@bufbuild/protobuf';
+import type { Tool } from '@modelcontextprotocol/sdk/types.js';
+import { Command } from 'commander';
+import { describe, expect, it } from 'vitest';
+import { register, type WorkerCommandOptions } from '../../src/cli/worker.js';
+import { TaskStartSchema } from '../../src/protocol/a2a.js';
+import {
+  answerContent,
+  buildToolArguments,
+  checkUserLabels,
+  chooseTool,
+  loadPct,
+  mainStringField,
+  memoryClassMb,
+  parseExecutorCommand,
+  parseTaskStart,
+  splitCommandLine,
+} from '../../src/worker/index.js';
+
+const tool = (name: string, properties: Record<string, { type: string }>, required: string[] = []): Tool => ({
+  name,
+  inputSchema: { type: 'object', properties, required },
+});
+
+describe('worker units', () => {
+  it('command line - quotes, escapes and ~ like a shell, no shell features', () => {
+    expect(
+      splitCommandLine(`nfltr shell-mcp --cwd ~/src --allow 'npm test *' --x "a \\"b\\" c" d\\ e`),
+    ).toEqual([
+      'nfltr',
+      'shell-mcp',
+      '--cwd',
+      `${homedir()}/src`,
+      '--allow',
+      'npm test *',
+      '--x',
+      'a "b" c',
+      'd e',
+    ]);
+    expect(splitCommandLine('echo $HOME; ls')).toEqual(['echo', '$HOME;', 'ls']);
+    expect(() => splitCommandLine(`say 'unterminated`)).toThrow(/unterminated single quote/);
+    expect(() => parseExecutorCommand('   ')).toThrow(/--mcp-command is empty/);
+    expect(parseExecutorCommand('nfltr shell-mcp', { execPath: '/node', script: '/bin/nfltr.js' })).toEqual({
+      command: '/node',
+      args: ['/bin/nfltr.js', 'shell-mcp'],
+    });
+  });
+
+  it('labels - automatic keys refused, memory classes stable at boundaries, load as a percent', () => {
+    expect(() => checkUserLabels({ 'nfltr.worker.tool': 'x' })).toThrow(/set by the worker itself/);
+    expect(() => checkUserLabels({ gpu: 'a100' })).not.toThrow();
+    expect(memoryClassMb(5000)).toBe(4096);
+    expect(memoryClassMb(1000)).toBe(768);
+    expect(memoryClassMb(5100, 5120)).toBe(5120); // just under the class: keeps it
+    expect(memoryClassMb(3000, 5120)).toBe(2048);
+    expect(loadPct({ load1: 0.5, cores: 2, busySlots: 1, maxTasks: 2 })).toBe(50);
+    expect(loadPct({ load1: 8, cores: 2, busySlots: 0, maxTasks: 2 })).toBe(100);
+    expect(loadPct({ load1: 0.1, cores: 4, busySlots: 2, maxTasks: 3 })).toBe(67);
+  });
+
+  it('tool choice - --mcp-tool, then run_task, then the only tool; otherwise refuse listing tools', () => {
+    const runTask = tool('run_task', { objective: { type: 'string' } });
+    const prompt = tool('prompt', { model: { type: 'string' }, prompt: { type: 'string' } }, ['prompt']);
+    expect(chooseTool([prompt, runTask]).name).toBe('run_task');
+    expect(chooseTool([prompt])).toMatchObject({ name: 'prompt', mode: 'prompt', promptField: 'prompt' });
+    expect(chooseTool([prompt, runTask], 'prompt').name).toBe('prompt');
+    expect(() => chooseTool([prompt, tool('other', {})])).toThrow(/pick one with --mcp-tool.*prompt.*other/);
+    expect(() => chooseTool([prompt], 'nope')).toThrow(/--mcp-tool nope: the executor has no such tool/);
+    expect(() => chooseTool([tool('numbers', { n: { type: 'number' } })])).toThrow(/no string input/);
+  });
+
+  it('arguments - run_task gets the contract fields; an adapted tool one composed prompt', () => {
+    expect(
+      mainStringField({
+        properties: { a: { type: 'string' }, query: { type: 'string' } },
+        required: ['a', 'query'],
+      }),
+    ).toBe('query');
+    expect(
+      mainStringField({ properties: { a: { type: 'string' }, b: { type: 'string' } }, required: ['b'] }),
+    ).toBe('b');
+    const input = {
+      taskId: 't1',
+      objective: 'do it',
+      constraints: { max_minutes: 5 },
+      inputDir: '/in',
+      outputDir: '/out',
+    };
+    expect(buildToolArguments(chooseTool([tool('run_task', {})]), input)).toEqual({
+      task_id: 't1',
+      objective: 'do it',
+      constraints: { max_minutes: 5 },
+      input_dir: '/in',
+      output_dir: '/out',
+    });
+    const adapted = buildToolArguments(
+      chooseTool([tool('ask', { question: { type: 'string' } }, ['question'])]),
+      input,
+    );
+    expect(Object.keys(adapted)).toEqual(['question']);
+    expect(adapted.question).toMatch(/^do it\n\nConstraints \(JSON\):\n\{\n {2}"max_minutes": 5\n\}/);
+    expect(adapted.question).toContain('/out');
+  });
+
+  it('task start - validated into a spec, or the problem in words', () => {
+    const start = (init: Parameters<typeof create<typeof TaskStartSchema>>[1]) =>
+      parseTaskStart('p', create(TaskStartSchema, { taskId: 't', objective: 'x', ...init }));
+    expect(start({ contextJson: '{"a":1}' })).toMatchObject({ context: { a: 1 }, constraints: undefined });
+    expect(start({ contextJson: '[1]' })).toBe('context_json is not a JSON object');
+    expect(start({ constraintsJson: '{' })).toMatch(/^constraints_json is not valid JSON/);
+    expect(start({ objective: '' })).toBe('objective is empty');
+    expect(start({ inputFiles: [{ name: '../etc/passwd', size: 1n, sha256: '' }] })).toMatch(
+      /'\.\.' is not allowed/,
+    );
+  });
+
+  it('answers - objects pass through; a bare value goes into the schema field', () => {
+    const params = {
+      message: 'q',
+      requestedSchema: {
+        type: 'object' as const,
+        properties: { env: { type: 'string' as const } },
+        required: ['env'],
+      },
+    };
+    expect(answerContent('{"env":"prod"}', params)).toEqual({ env: 'prod' });
+    expect(answerContent('"staging"', params)).toEqual({ env: 'staging' });
+    expect(answerContent('plain words', params)).toEqual({ env: 'plain words' });
+    expect(answerContent('', params)).toEqual({});
+  });
+
+  it('cli - --a2a-e2ee=false and --a2a-e2ee false both turn encryption off; defaults apply', async () => {
+    const parse = async (...argv: string[]) => {
+      const program = new Command().exitOverride();
+      register(program);
+      let got: WorkerCommandOptions | undefined;
+      program.commands[0]!.action((o: WorkerCommandOptions) => {
+        got = o;
+      });
+      await program.parseAsync(['worker', '--mcp-command', 'x', ...argv], { from: 'user' });
+      return got!;
+    };
+    expect((await parse()).a2aE2ee).toBe(true);
+    expect((await parse('--a2a-e2ee')).a2aE2ee).toBe(true);
+    expect((await parse('--a2a-e2ee=false')).a2aE2ee).toBe(false);
+    expect((await parse('--a2a-e2ee', 'false', '--max-tasks', '2')).a2aE2ee).toBe(false);
+    const o = await parse('--labels', 'a=1,b=2', '--heartbeat-interval', '5s', '--shutdown-grace', '1m');
+    expect(o).toMatchObject({
+      labels: { a: '1', b: '2' },
+      heartbeatInterval: 5000,
+      shutdownGrace: 60_000,
+      maxTasks: 1,
+    });
+    expect(o.maxArtifactBytes).toBe(1024 * 1024 * 1024);
+    await expect(parse('--a2a-e2ee=maybe')).rejects.toThrow(/expected true or false/);
+  });
+});
