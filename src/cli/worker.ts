@@ -23,6 +23,7 @@ export interface WorkerCommandOptions extends AgentFlags {
   e2eeKeyFile?: string;
   maxArtifactBytes: number;
   shutdownGrace: number;
+  executorEnv: string[];
 }
 
 /** `--a2a-e2ee`, `--a2a-e2ee=false` and `--a2a-e2ee false` all work. */
@@ -102,6 +103,19 @@ export function register(program: Command): void {
         .argParser(parseDuration)
         .default(30_000, '30s'),
     )
+    .addOption(
+      new Option(
+        '--executor-env <NAMES>',
+        'environment variables passed through to executors besides PATH, HOME, locale and NFLTR_* (e.g. ANTHROPIC_API_KEY,GH_TOKEN)',
+      )
+        .argParser((v: string) =>
+          v
+            .split(',')
+            .map((n) => n.trim())
+            .filter(Boolean),
+        )
+        .default([], ''),
+    )
     .addHelpText('after', HELP_AFTER)
     .action(async (o: WorkerCommandOptions) => process.exit(await workerCommand(o)));
 }
@@ -138,6 +152,7 @@ export async function workerCommand(o: WorkerCommandOptions): Promise<number> {
       pairingKey,
       maxArtifactBytes: o.maxArtifactBytes,
       shutdownGraceMs: o.shutdownGrace,
+      executorEnv: o.executorEnv,
       self: { execPath: process.execPath, script: process.argv[1] ?? '' },
       logger,
     });

@@ -66,11 +66,13 @@ const EXTRA_ENV = ['PATH', 'HOME', 'TMPDIR', 'LANG', 'LC_ALL'];
 export function executorEnvironment(
   extra: Record<string, string> = {},
   env: NodeJS.ProcessEnv = process.env,
+  passThrough: readonly string[] = [],
 ): Record<string, string> {
   const out = getDefaultEnvironment();
   for (const [k, v] of Object.entries(env)) {
     if (v === undefined || v.startsWith('()')) continue;
-    if (EXTRA_ENV.includes(k) || (k.startsWith('NFLTR_') && k !== 'NFLTR_API_KEY')) out[k] = v;
+    const nfltr = k.startsWith('NFLTR_') && k !== 'NFLTR_API_KEY';
+    if (EXTRA_ENV.includes(k) || nfltr || passThrough.includes(k)) out[k] = v;
   }
   return { ...out, ...extra };
 }

@@ -67,6 +67,8 @@ export interface WorkerOptions {
   cwd?: string;
   /** How to run `nfltr` when `--mcp-command` starts with it: this same program. */
   self?: { execPath: string; script: string };
+  /** Environment variables passed through to executors (`--executor-env`), e.g. API keys of the AI CLI. */
+  executorEnv?: string[];
   logger: Logger;
 }
 
@@ -156,7 +158,7 @@ export class Worker {
   static async start(opts: WorkerOptions): Promise<Worker> {
     checkUserLabels(opts.labels);
     const command = parseExecutorCommand(opts.mcpCommand, opts.self);
-    const env = executorEnvironment();
+    const env = executorEnvironment({}, process.env, opts.executorEnv);
     mkdirSync(join(opts.stateDir, 'tasks'), { recursive: true });
     const check = await checkExecutor({
       command,

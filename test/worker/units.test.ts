@@ -14,6 +14,7 @@ import {
   buildToolArguments,
   checkUserLabels,
   chooseTool,
+  executorEnvironment,
   loadPct,
   mainStringField,
   memoryClassMb,
@@ -28,6 +29,14 @@ const tool = (name: string, properties: Record<string, { type: string }>, requir
 });
 
 describe('worker units', () => {
+  it('executor env - keeps the relay key out and passes through only the named variables', () => {
+    const env = { PATH: '/bin', NFLTR_API_KEY: 'k', NFLTR_X: 'x', ANTHROPIC_API_KEY: 'a', SECRET: 's' };
+    const out = executorEnvironment({}, env, ['ANTHROPIC_API_KEY']);
+    expect(out).toMatchObject({ PATH: '/bin', NFLTR_X: 'x', ANTHROPIC_API_KEY: 'a' });
+    expect(out.NFLTR_API_KEY).toBeUndefined();
+    expect(out.SECRET).toBeUndefined();
+  });
+
   it('command line - quotes, escapes and ~ like a shell, no shell features', () => {
     expect(
       splitCommandLine(`nfltr shell-mcp --cwd ~/src --allow 'npm test *' --x "a \\"b\\" c" d\\ e`),
