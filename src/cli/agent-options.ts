@@ -2,11 +2,13 @@
  * @module The flags every agent command shares (`--server`, `--api-key`, `--name`, TLS), with their
  * environment fallbacks, turned into {@link AgentOptions}.
  */
+import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { type Command, Option } from 'commander';
+import { type Command, InvalidArgumentError, Option } from 'commander';
 import type { AgentOptions } from '../agent/index.js';
 import type { AgentKindName } from '../protocol/control.js';
 import { agentIdProblem } from '../protocol/control.js';
+import { parsePairingKey } from '../protocol/e2ee.js';
 
 export interface AgentFlags {
   server?: string;
@@ -63,4 +65,48 @@ export function agentOptionsFrom(flags: AgentFlags, kind: AgentKindName): Omit<A
   const problem = agentIdProblem(agentId);
   if (problem) throw new Error(`--name: ${problem}`);
   return { servers, apiKey: flags.apiKey, agentId, kind, tls: flags.tls, tlsCaFile: flags.tlsCa };
+}
+
+/** `true`/`false` (and yes/no, on/off, 1/0), so `--flag=false` and `--flag false` both work. */
+export function parseBoolean(value: string): boolean {
+  const v = value.trim().toLowerCase();
+  if (['true', 'yes', 'on', '1'].includes(v)) return true;
+  if (['false', 'no', 'off', '0'].includes(v)) return false;
+  throw new InvalidArgumentError(`expected true or false, got ${JSON.stringify(value)}`);
+}
+
+export interface E2eeFlags {
+  a2aE2ee: boolean;
+  e2eeKeyFile?: string;
+}
+
+/** `--a2a-e2ee` (on by default) and `--e2ee-key-file`, the same on planners and workers. */
+export function addE2eeOptions(cmd: Command): Command {
+  return cmd
+    .addOption(
+      new Option('--a2a-e2ee [bool]', 'end-to-end encrypt A2A task frames; --a2a-e2ee=false turns it off')
+        .argParser(parseBoolean)
+        .preset('true')
+        .default(true),
+    )
+    .addOption(
+      new Option(
+        '--e2ee-key-file <file>',
+        'pairing key shared by the planner and its workers (`nfltr keys pairing > FILE`)',
+      ).env('NFLTR_E2EE_KEY_FILE'),
+    );
+}
+
+/** Reads the pairing key; throws an error naming the flag when it is unreadable or not a key. */
+export function pairingKeyFrom(flags: E2eeFlags): Uint8Array | undefined {
+  if (!flags.e2eeKeyFile) return undefined;
+  if (!flags.a2aE2ee) throw new Error('--e2ee-key-file needs --a2a-e2ee (encryption is off)');
+  try {
+    return parsePairingKey(readFileSync(flags.e2eeKeyFile, 'utf8'));
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    throw new Error(
+      `--e2ee-key-file ${flags.e2eeKeyFile}: ${e.syscall ? `cannot read it (${e.code})` : e.message}`,
+    );
+  }
 }

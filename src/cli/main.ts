@@ -3,7 +3,11 @@
  */
 import { Command } from 'commander';
 import { VERSION } from '../version.js';
+import { register as registerClaudeMcp } from './claude-mcp.js';
+import { register as registerCopilotMcp } from './copilot-mcp.js';
+import { register as registerDemo } from './demo.js';
 import { register as registerKeys } from './keys.js';
+import { register as registerMcp } from './mcp.js';
 import { register as registerRelay } from './relay.js';
 import { register as registerShellMcp } from './shell-mcp.js';
 import { register as registerWorker } from './worker.js';
@@ -14,6 +18,16 @@ const program = new Command('nfltr')
   .showHelpAfterError()
   .configureOutput({ writeOut: (s) => process.stdout.write(s), writeErr: (s) => process.stderr.write(s) });
 
-for (const register of [registerRelay, registerKeys, registerWorker, registerShellMcp]) register(program);
+for (const register of [
+  registerRelay,
+  registerKeys,
+  registerShellMcp,
+  registerClaudeMcp,
+  registerCopilotMcp,
+  registerMcp,
+  registerWorker,
+  registerDemo,
+])
+  register(program);
 
 await program.parseAsync(process.argv);

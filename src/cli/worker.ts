@@ -1,37 +1,28 @@
-/**
- * @module `nfltr worker`: parses the flags and runs {@link runWorker}. Configuration problems (labels,
- * executor, key file) exit with code 2, a relay that refuses the worker with 1, a drain with 0.
- */
-import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { DEFAULT_MAX_ARTIFACT_BYTES } from '../agent/artifacts.js';
-import { parsePairingKey } from '../protocol/e2ee.js';
 import { createLogger } from '../util/log.js';
 import { runWorker, WorkerConfigError } from '../worker/index.js';
-import { type AgentFlags, addAgentOptions, agentOptionsFrom } from './agent-options.js';
+import {
+  type AgentFlags,
+  addAgentOptions,
+  addE2eeOptions,
+  agentOptionsFrom,
+  type E2eeFlags,
+  pairingKeyFrom,
+} from './agent-options.js';
 import { die, nfltrHome, parseDuration, parseLabels, parsePositiveInt } from './options.js';
 
-export interface WorkerCommandOptions extends AgentFlags {
+export interface WorkerCommandOptions extends AgentFlags, E2eeFlags {
   labels: Record<string, string>;
   maxTasks: number;
   mcpCommand?: string;
   mcpTool?: string;
   stateDir?: string;
   heartbeatInterval: number;
-  a2aE2ee: boolean;
-  e2eeKeyFile?: string;
   maxArtifactBytes: number;
   shutdownGrace: number;
   executorEnv: string[];
-}
-
-/** `--a2a-e2ee`, `--a2a-e2ee=false` and `--a2a-e2ee false` all work. */
-export function parseBoolean(value: string): boolean {
-  const v = value.trim().toLowerCase();
-  if (['true', '1', 'yes', 'on'].includes(v)) return true;
-  if (['false', '0', 'no', 'off'].includes(v)) return false;
-  throw new InvalidArgumentError(`expected true or false, got ${JSON.stringify(value)}`);
 }
 
 const positiveDuration = (value: string): number => {
@@ -59,7 +50,7 @@ export function register(program: Command): void {
   const cmd = program
     .command('worker')
     .description('Run tasks from planners through a local MCP executor, advertising labels and capacity');
-  addAgentOptions(cmd)
+  addE2eeOptions(addAgentOptions(cmd))
     .addOption(
       new Option('--labels <k=v,...>', 'labels planners select workers by')
         .argParser(parseLabels)
@@ -81,17 +72,6 @@ export function register(program: Command): void {
       new Option('--heartbeat-interval <duration>', 'how often load and memory labels are refreshed')
         .argParser(positiveDuration)
         .default(15_000, '15s'),
-    )
-    .addOption(
-      new Option('--a2a-e2ee [bool]', 'end-to-end encrypt task channels; --a2a-e2ee=false turns it off')
-        .argParser(parseBoolean)
-        .preset('true')
-        .default(true),
-    )
-    .addOption(
-      new Option('--e2ee-key-file <file>', 'pairing key shared with planners (nfltr keys pairing > F)').env(
-        'NFLTR_E2EE_KEY_FILE',
-      ),
     )
     .addOption(
       new Option('--max-artifact-bytes <n>', 'largest total of files received or returned per task')
@@ -130,14 +110,11 @@ export async function workerCommand(o: WorkerCommandOptions): Promise<number> {
     return die((err as Error).message, 2);
   }
   if (!o.mcpCommand) return die('--mcp-command is required: the command that starts the MCP executor', 2);
-  if (o.a2aE2ee === false && o.e2eeKeyFile) die('--e2ee-key-file needs --a2a-e2ee (encryption is off)', 2);
   let pairingKey: Uint8Array | undefined;
-  if (o.e2eeKeyFile) {
-    try {
-      pairingKey = parsePairingKey(readFileSync(o.e2eeKeyFile, 'utf8'));
-    } catch (err) {
-      return die(`--e2ee-key-file ${o.e2eeKeyFile}: ${(err as Error).message}`, 2);
-    }
+  try {
+    pairingKey = pairingKeyFrom(o);
+  } catch (err) {
+    return die((err as Error).message, 2);
   }
   try {
     return await runWorker({

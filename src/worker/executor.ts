@@ -17,9 +17,9 @@ import {
   type ProgressNotification,
   type Tool,
 } from '@modelcontextprotocol/sdk/types.js';
+import { type CommandLineError, splitCommandLine } from '../util/command-line.js';
 import { type Logger, silentLogger } from '../util/log.js';
 import { VERSION } from '../version.js';
-import { type CommandLineError, splitCommandLine } from './command-line.js';
 import { WorkerConfigError } from './errors.js';
 import { descendantPids, isAlive, signalAll } from './process-tree.js';
 

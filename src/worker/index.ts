@@ -2,7 +2,7 @@
  * @module The worker: labels and capacity, executor sessions (MCP client), task runner. Every export
  * here is public API; add names deliberately.
  */
-export { CommandLineError, splitCommandLine } from './command-line.js';
+export { CommandLineError, splitCommandLine } from '../util/command-line.js';
 export { WorkerConfigError } from './errors.js';
 export {
   buildToolArguments,

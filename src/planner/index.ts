@@ -1,0 +1,41 @@
+/**
+ * @module The planner (`nfltr mcp`): MCP server and tools, task manager, durable task store.
+ * Exports are listed by name; anything added here becomes the planner's public surface.
+ */
+export {
+  buildReport,
+  DemoError,
+  type DemoOptions,
+  type DemoResult,
+  type EmbeddedRelay,
+  runDemo,
+} from './demo.js';
+export { PlannerError, type PlannerErrorCode } from './errors.js';
+export { acquireStateLock, LockError } from './lock.js';
+export { MCP_JSON_SERVER_NAME, type McpServerEntry, stripJsonc, writeMcpJson } from './mcp-json.js';
+export { matchesSelector, type Peer, PeerDirectory, parseSelector, type SelectorTerm } from './peers.js';
+export { ResultArtifacts } from './result-artifacts.js';
+export { createPlannerServer, type PlannerServerOptions } from './server.js';
+export {
+  type CancelOutcome,
+  type DispatchRequest,
+  generateTaskId,
+  PROBE_CHANNEL,
+  type ProbeReport,
+  TaskManager,
+  type TaskManagerOptions,
+  taskIdProblem,
+} from './task-manager.js';
+export {
+  type ArtifactRecord,
+  applyEvent,
+  canTransition,
+  isTerminal,
+  newSnapshot,
+  type PendingQuestion,
+  type TaskEventRecord,
+  type TaskSnapshot,
+  type TaskStateName,
+} from './task-state.js';
+export { type StoredTask, type TaskRequest, TaskStore } from './task-store.js';
+export { registerA2aTools, registerDiscoveryTools, type ToolContext } from './tools.js';

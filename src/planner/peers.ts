@@ -1,0 +1,102 @@
+/**
+ * @module Discovery through the relay's HTTP API (`GET /api/v1/peers`), and label selectors
+ * (`k=v,k!=v`) for choosing workers.
+ */
+import { PlannerError } from './errors.js';
+
+export interface Peer {
+  agent_id: string;
+  kind: string;
+  labels: Record<string, string>;
+  connected_since: string;
+  last_seen: string;
+}
+
+export interface SelectorTerm {
+  key: string;
+  op: '=' | '!=';
+  value: string;
+}
+
+/**
+ * Parses `k=v,k!=v` (terms joined by commas; all must hold). `k!=v` also matches peers without `k`.
+ * Throws {@link PlannerError} `invalid_argument` quoting the bad term.
+ */
+export function parseSelector(selector: string): SelectorTerm[] {
+  const terms: SelectorTerm[] = [];
+  const parts = selector.split(',').map((p) => p.trim());
+  if (parts.length === 1 && parts[0] === '') return terms;
+  for (const part of parts) {
+    const m = /^([A-Za-z0-9._/-]+)\s*(!=|=)\s*(.*)$/.exec(part);
+    if (!m) {
+      throw new PlannerError(
+        'invalid_argument',
+        `bad selector term ${JSON.stringify(part)} in ${JSON.stringify(selector)}: expected key=value or ` +
+          'key!=value terms separated by commas, e.g. "zone=eu,gpu!=none"',
+      );
+    }
+    terms.push({ key: m[1]!, op: m[2] as '=' | '!=', value: m[3]!.trim() });
+  }
+  return terms;
+}
+
+export const matchesSelector = (labels: Record<string, string>, terms: SelectorTerm[]): boolean =>
+  terms.every((t) => (t.op === '=' ? labels[t.key] === t.value : labels[t.key] !== t.value));
+
+/** Reads the calling account's peers from the relay's HTTP API. */
+export class PeerDirectory {
+  readonly #url: string | undefined;
+  readonly #apiKey: string;
+
+  constructor(opts: { proxyUrl?: string; apiKey: string }) {
+    this.#url = opts.proxyUrl?.replace(/\/+$/, '');
+    this.#apiKey = opts.apiKey;
+  }
+
+  get configured(): boolean {
+    return this.#url !== undefined;
+  }
+
+  async list(): Promise<Peer[]> {
+    if (!this.#url) {
+      throw new PlannerError(
+        'relay_unreachable',
+        "no relay HTTP API address: start nfltr mcp with --proxy-url (the relay's HTTP address)",
+      );
+    }
+    const url = `${this.#url}/api/v1/peers`;
+    let res: Response;
+    try {
+      res = await fetch(url, {
+        headers: { authorization: `ApiKey ${this.#apiKey}` },
+        signal: AbortSignal.timeout(8_000),
+      });
+    } catch (err) {
+      const e = err as Error & { cause?: { code?: string; message?: string } };
+      const why =
+        e.name === 'TimeoutError' ? 'no answer within 8 s' : (e.cause?.code ?? e.cause?.message ?? e.message);
+      throw new PlannerError(
+        'relay_unreachable',
+        `relay HTTP API unreachable at ${url}: ${why}; check --proxy-url and that the relay is running, then retry`,
+      );
+    }
+    const text = await res.text();
+    let body: { peers?: Peer[]; error?: { code?: string; message?: string } } = {};
+    try {
+      body = JSON.parse(text);
+    } catch {}
+    if (res.status === 401) {
+      throw new PlannerError(
+        'unauthenticated',
+        `the relay at ${this.#url} refused the API key: ${body.error?.message ?? 'unauthenticated'}; check NFLTR_API_KEY`,
+      );
+    }
+    if (!res.ok || !Array.isArray(body.peers)) {
+      throw new PlannerError(
+        'relay_unreachable',
+        `relay HTTP API at ${url} answered ${res.status}: ${body.error?.message ?? text.slice(0, 200)}`,
+      );
+    }
+    return body.peers;
+  }
+}

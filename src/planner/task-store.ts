@@ -1,0 +1,244 @@
+/**
+ * @module The planner's durable task store: SQLite in `<state-dir>/tasks.db`, one snapshot row per task
+ * and its numbered events. Every event is written (in one transaction with its snapshot) before any tool
+ * reports it; a second copy of a seq is dropped by the primary key.
+ */
+import Database from 'better-sqlite3';
+import {
+  type ArtifactRecord,
+  applyEvent,
+  newSnapshot,
+  type PendingQuestion,
+  type TaskEventRecord,
+  type TaskSnapshot,
+  type TaskStateName,
+} from './task-state.js';
+
+/** What the planner asked for, kept with the task. */
+export interface TaskRequest {
+  context?: Record<string, unknown>;
+  constraints?: Record<string, unknown>;
+  timeout_ms?: number;
+  input_files?: { name: string; size: number; sha256: string }[];
+}
+
+export interface StoredTask {
+  snapshot: TaskSnapshot;
+  request: TaskRequest;
+  /** Seq of the `waiting_input` event this planner answered, if any. */
+  answered_seq: number;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS tasks (
+  task_id        TEXT PRIMARY KEY,
+  agent_id       TEXT NOT NULL,
+  state          TEXT,
+  objective      TEXT NOT NULL,
+  request_json   TEXT NOT NULL,
+  created_at     INTEGER NOT NULL,
+  updated_at     INTEGER NOT NULL,
+  last_seq       INTEGER NOT NULL DEFAULT 0,
+  pending_json   TEXT,
+  result_json    TEXT,
+  artifacts_json TEXT NOT NULL DEFAULT '[]',
+  reason         TEXT,
+  message        TEXT,
+  answered_seq   INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS tasks_state ON tasks (state, updated_at);
+CREATE TABLE IF NOT EXISTS events (
+  task_id TEXT NOT NULL,
+  seq     INTEGER NOT NULL,
+  state   TEXT NOT NULL,
+  time    INTEGER NOT NULL,
+  json    TEXT NOT NULL,
+  PRIMARY KEY (task_id, seq)
+);
+`;
+
+interface TaskRow {
+  task_id: string;
+  agent_id: string;
+  state: string | null;
+  objective: string;
+  request_json: string;
+  created_at: number;
+  updated_at: number;
+  last_seq: number;
+  pending_json: string | null;
+  result_json: string | null;
+  artifacts_json: string;
+  reason: string | null;
+  message: string | null;
+  answered_seq: number;
+}
+
+const parse = <T>(json: string | null): T | undefined =>
+  json === null ? undefined : (JSON.parse(json) as T);
+
+function fromRow(r: TaskRow): StoredTask {
+  const snapshot: TaskSnapshot = {
+    task_id: r.task_id,
+    agent_id: r.agent_id,
+    objective: r.objective,
+    created_at: r.created_at,
+    updated_at: r.updated_at,
+    state: (r.state ?? undefined) as TaskStateName | undefined,
+    last_seq: r.last_seq,
+    pending: parse<PendingQuestion>(r.pending_json),
+    result: parse<TaskSnapshot['result']>(r.result_json),
+    artifacts: parse<ArtifactRecord[]>(r.artifacts_json) ?? [],
+    reason: r.reason ?? undefined,
+    message: r.message ?? undefined,
+  };
+  return { snapshot, request: parse<TaskRequest>(r.request_json) ?? {}, answered_seq: r.answered_seq };
+}
+
+export class TaskStore {
+  readonly #db: Database.Database;
+  readonly #stmt;
+
+  constructor(path: string) {
+    this.#db = new Database(path);
+    this.#db.pragma('journal_mode = WAL');
+    this.#db.pragma('synchronous = NORMAL');
+    this.#db.exec(SCHEMA);
+    const db = this.#db;
+    this.#stmt = {
+      get: db.prepare<[string], TaskRow>('SELECT * FROM tasks WHERE task_id = ?'),
+      insertTask: db.prepare(
+        `INSERT INTO tasks (task_id, agent_id, state, objective, request_json, created_at, updated_at)
+         VALUES (@task_id, @agent_id, NULL, @objective, @request_json, @created_at, @created_at)`,
+      ),
+      updateSnapshot: db.prepare(
+        `UPDATE tasks SET state = @state, updated_at = @updated_at, last_seq = @last_seq,
+           pending_json = @pending_json, result_json = @result_json, artifacts_json = @artifacts_json,
+           reason = @reason, message = @message
+         WHERE task_id = @task_id`,
+      ),
+      insertEvent: db.prepare(
+        'INSERT OR IGNORE INTO events (task_id, seq, state, time, json) VALUES (?, ?, ?, ?, ?)',
+      ),
+      events: db.prepare<[string, number, number], { json: string }>(
+        'SELECT json FROM events WHERE task_id = ? AND seq > ? ORDER BY seq LIMIT ?',
+      ),
+      allEvents: db.prepare<[string], { json: string }>(
+        'SELECT json FROM events WHERE task_id = ? ORDER BY seq',
+      ),
+      setAnswered: db.prepare('UPDATE tasks SET answered_seq = ? WHERE task_id = ?'),
+      active: db.prepare<[], TaskRow>(
+        `SELECT * FROM tasks WHERE state IS NULL OR state NOT IN ('completed', 'failed', 'cancelled')
+         ORDER BY created_at`,
+      ),
+      recent: db.prepare<[number], TaskRow>('SELECT * FROM tasks ORDER BY updated_at DESC LIMIT ?'),
+      ids: db.prepare<[], { task_id: string }>('SELECT task_id FROM tasks'),
+    };
+  }
+
+  has(taskId: string): boolean {
+    return this.#stmt.get.get(taskId) !== undefined;
+  }
+
+  get(taskId: string): StoredTask | undefined {
+    const row = this.#stmt.get.get(taskId);
+    return row && fromRow(row);
+  }
+
+  /** Creates a task together with its first event, atomically. */
+  create(
+    t: { task_id: string; agent_id: string; objective: string; created_at: number; request: TaskRequest },
+    first: TaskEventRecord,
+  ): TaskSnapshot {
+    return this.#db.transaction(() => {
+      this.#stmt.insertTask.run({
+        task_id: t.task_id,
+        agent_id: t.agent_id,
+        objective: t.objective,
+        request_json: JSON.stringify(t.request),
+        created_at: t.created_at,
+      });
+      return this.#append(newSnapshot(t), first) as TaskSnapshot;
+    })();
+  }
+
+  /**
+   * Stores one event and the snapshot it leads to. Returns the new snapshot, or undefined when the task
+   * is unknown or the seq was already stored (a duplicate).
+   */
+  append(taskId: string, event: TaskEventRecord): TaskSnapshot | undefined {
+    return this.#db.transaction(() => {
+      const row = this.#stmt.get.get(taskId);
+      return row ? this.#append(fromRow(row).snapshot, event) : undefined;
+    })();
+  }
+
+  #append(current: TaskSnapshot, event: TaskEventRecord): TaskSnapshot | undefined {
+    const inserted = this.#stmt.insertEvent.run(
+      current.task_id,
+      event.seq,
+      event.state,
+      event.time,
+      JSON.stringify(event),
+    );
+    if (inserted.changes === 0) return undefined;
+    const next = applyEvent(current, event);
+    this.#writeSnapshot(next);
+    return next;
+  }
+
+  #writeSnapshot(s: TaskSnapshot): void {
+    this.#stmt.updateSnapshot.run({
+      task_id: s.task_id,
+      state: s.state ?? null,
+      updated_at: s.updated_at,
+      last_seq: s.last_seq,
+      pending_json: s.pending ? JSON.stringify(s.pending) : null,
+      result_json: s.result ? JSON.stringify(s.result) : null,
+      artifacts_json: JSON.stringify(s.artifacts),
+      reason: s.reason ?? null,
+      message: s.message ?? null,
+    });
+  }
+
+  /** Events after `afterSeq`, oldest first, at most `limit`. */
+  events(taskId: string, afterSeq = 0, limit = 1000): TaskEventRecord[] {
+    return this.#stmt.events.all(taskId, afterSeq, limit).map((r) => JSON.parse(r.json) as TaskEventRecord);
+  }
+
+  setAnswered(taskId: string, seq: number): void {
+    this.#stmt.setAnswered.run(seq, taskId);
+  }
+
+  /** Tasks not in a terminal state, oldest first. */
+  active(): StoredTask[] {
+    return this.#stmt.active.all().map(fromRow);
+  }
+
+  /** The most recently updated tasks, any state. */
+  recent(limit: number): StoredTask[] {
+    return this.#stmt.recent.all(limit).map(fromRow);
+  }
+
+  /**
+   * Rebuilds every snapshot from its events, so the snapshot rows are never the source of truth (a
+   * crash between writes, or an older planner version, cannot leave them wrong). Returns the count.
+   */
+  replay(): number {
+    let count = 0;
+    this.#db.transaction(() => {
+      for (const { task_id } of this.#stmt.ids.all()) {
+        const stored = this.get(task_id)!;
+        const events = this.#stmt.allEvents.all(task_id).map((r) => JSON.parse(r.json) as TaskEventRecord);
+        if (events.length === 0) continue;
+        this.#writeSnapshot(events.reduce(applyEvent, newSnapshot(stored.snapshot)));
+        count++;
+      }
+    })();
+    return count;
+  }
+
+  close(): void {
+    this.#db.close();
+  }
+}

@@ -1,0 +1,166 @@
+/**
+ * Helpers for the planner tests: `nfltr mcp` driven by the official MCP client over stdio, and real
+ * `nfltr worker` processes.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createServer } from 'node:net';
+import { resolve } from 'node:path';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { type CallToolResult, ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
+import { expect } from 'vitest';
+import { NFLTR_BIN } from '../helpers/processes.js';
+
+export const SCRIPTED_EXECUTOR = resolve(import.meta.dirname, '../fixtures/scripted-executor.mjs');
+
+export interface Planner {
+  client: Client;
+  pid: number | null;
+  stderr: () => string;
+  /** How many notifications/tools/list_changed arrived. */
+  listChanged: () => number;
+  call: (name: string, args?: Record<string, unknown>) => Promise<CallToolResult>;
+  /** Calls a tool that must succeed; returns its structuredContent (checked equal to the JSON text). */
+  ok: <T = Record<string, unknown>>(name: string, args?: Record<string, unknown>) => Promise<T>;
+  /** Calls a tool that must fail; returns the error text. */
+  fails: (name: string, args?: Record<string, unknown>) => Promise<string>;
+  toolNames: () => Promise<string[]>;
+  close: () => Promise<void>;
+}
+
+export async function startPlanner(args: string[], apiKey: string): Promise<Planner> {
+  const transport = new StdioClientTransport({
+    command: process.execPath,
+    args: [NFLTR_BIN, 'mcp', ...args],
+    env: { ...(process.env as Record<string, string>), NFLTR_API_KEY: apiKey },
+    stderr: 'pipe',
+  });
+  let err = '';
+  transport.stderr?.on('data', (d: Buffer) => {
+    err += d.toString();
+  });
+  const client = new Client({ name: 'planner-test', version: '1.0.0' });
+  let changed = 0;
+  client.setNotificationHandler(ToolListChangedNotificationSchema, async () => {
+    changed++;
+  });
+  await client.connect(transport);
+  const call = async (name: string, a: Record<string, unknown> = {}) =>
+    (await client.callTool({ name, arguments: a })) as CallToolResult;
+  const text = (r: CallToolResult) => r.content.map((c) => (c.type === 'text' ? c.text : '')).join('');
+  return {
+    client,
+    pid: transport.pid,
+    stderr: () => err,
+    listChanged: () => changed,
+    call,
+    ok: async <T>(name: string, a: Record<string, unknown> = {}) => {
+      const r = await call(name, a);
+      if (r.isError) throw new Error(`${name} failed: ${text(r)}`);
+      expect(JSON.parse(text(r))).toEqual(r.structuredContent);
+      return r.structuredContent as T;
+    },
+    fails: async (name: string, a: Record<string, unknown> = {}) => {
+      const r = await call(name, a);
+      expect(r.isError, `${name} should fail, got ${text(r)}`).toBe(true);
+      return text(r);
+    },
+    toolNames: async () => (await client.listTools()).tools.map((t) => t.name).sort(),
+    close: () => client.close(),
+  };
+}
+
+export interface WorkerProcess {
+  child: ChildProcess;
+  name: string;
+  stderr: () => string;
+  stop: () => Promise<void>;
+}
+
+export async function startWorker(opts: {
+  server: string;
+  apiKey: string;
+  name: string;
+  stateDir: string;
+  mcpCommand: string;
+  labels?: string;
+  maxTasks?: number;
+  args?: string[];
+}): Promise<WorkerProcess> {
+  const child = spawn(
+    process.execPath,
+    [
+      NFLTR_BIN,
+      'worker',
+      '--server',
+      opts.server,
+      '--name',
+      opts.name,
+      '--labels',
+      opts.labels ?? '',
+      '--max-tasks',
+      String(opts.maxTasks ?? 2),
+      '--state-dir',
+      opts.stateDir,
+      '--shutdown-grace',
+      '1s',
+      '--mcp-command',
+      opts.mcpCommand,
+      ...(opts.args ?? []),
+    ],
+    { env: { ...process.env, NFLTR_API_KEY: opts.apiKey }, stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  let err = '';
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+    err += d;
+  });
+  await new Promise<void>((res, rej) => {
+    const timer = setTimeout(() => rej(new Error(`worker ${opts.name} did not start:\n${err}`)), 20_000);
+    const check = () => {
+      if (/nfltr worker ready/.test(err)) {
+        clearTimeout(timer);
+        child.stderr!.off('data', check);
+        res();
+      }
+    };
+    child.stderr!.on('data', check);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      rej(new Error(`worker ${opts.name} exited with ${code}:\n${err}`));
+    });
+  });
+  return {
+    child,
+    name: opts.name,
+    stderr: () => err,
+    stop: async () => {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = once(child, 'exit');
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 5_000);
+      await exited;
+      clearTimeout(t);
+    },
+  };
+}
+
+/**
+ * A TCP port that was free a moment ago, below the kernel's ephemeral range (32768+) so that no outgoing
+ * connection takes it while a test restarts a relay on it.
+ */
+export async function freePort(): Promise<number> {
+  for (;;) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    const srv = createServer();
+    const ok = await new Promise<boolean>((r) => {
+      srv.once('error', () => r(false));
+      srv.listen(port, '127.0.0.1', () => r(true));
+    });
+    if (!ok) continue;
+    await new Promise((r) => srv.close(r));
+    return port;
+  }
+}
+
+export const scriptedExecutor = () => `'${process.execPath}' '${SCRIPTED_EXECUTOR}'`;

@@ -1,0 +1,592 @@
+/**
+ * `nfltr mcp` end to end: the official MCP client over stdio against the real planner process, a real
+ * relay, and real `nfltr worker` processes running the scripted executor and `nfltr shell-mcp`.
+ */
+import { createHash } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  createKey,
+  eventually,
+  NFLTR_BIN,
+  nfltr,
+  type RelayProcess,
+  startRelayProcess,
+  tempDir,
+} from '../helpers/processes.js';
+import {
+  freePort,
+  type Planner,
+  scriptedExecutor,
+  startPlanner,
+  startWorker,
+  type WorkerProcess,
+} from './helpers.js';
+
+const DISCOVERY = ['list_my_peers', 'list_worker_peers'];
+const ALL_TOOLS = [
+  'cancel_task',
+  'get_task_status',
+  'list_active_tasks',
+  'list_my_peers',
+  'list_worker_peers',
+  'orchestrate_task',
+  'probe_worker',
+  'respond_to_worker',
+];
+
+const sha256 = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex');
+
+interface Status {
+  task_id: string;
+  state: string;
+  last_seq: number;
+  events: { seq: number; state: string; message?: string }[];
+  pending_question?: { seq: number; question: string; schema: unknown; answered: boolean };
+  result?: { text: string; structured?: Record<string, unknown> };
+  artifacts?: { name: string; size: number; sha256: string; path: string }[];
+  reason?: string;
+  message?: string;
+}
+
+const waitState = async (p: Planner, taskId: string, states: string[], ms = 15_000): Promise<Status> =>
+  (await eventually(
+    async () => {
+      const s = await p.ok<Status>('get_task_status', { task_id: taskId });
+      return states.includes(s.state) ? s : undefined;
+    },
+    ms,
+    `task ${taskId} in ${states.join('/')}`,
+  )) as Status;
+
+describe('nfltr mcp', () => {
+  let relay: RelayProcess;
+  let key: string;
+  const cleanup: (() => Promise<unknown>)[] = [];
+
+  beforeAll(async () => {
+    const dataDir = tempDir();
+    key = await createKey(dataDir, 'acct');
+    // Fixed ports, so the relay can be restarted on the same address.
+    relay = await startRelayProcess({ dataDir, grpcPort: await freePort(), httpPort: await freePort() });
+  });
+  afterAll(async () => {
+    await Promise.all(cleanup.map((c) => c().catch(() => {})));
+    await relay?.stop();
+  });
+
+  describe('the orchestration cycle', () => {
+    let planner: Planner;
+    let build: WorkerProcess;
+    let shell: WorkerProcess;
+    let stateDir: string;
+    const plannerArgs = () => [
+      '--proxy-url',
+      relay.httpUrl,
+      '--server',
+      relay.grpcAddr,
+      '--name',
+      'cycle-planner',
+      '--state-dir',
+      stateDir,
+    ];
+
+    beforeAll(async () => {
+      stateDir = tempDir('nfltr-planner-');
+      const shellCwd = tempDir('nfltr-shell-cwd-');
+      [build, shell, planner] = await Promise.all([
+        startWorker({
+          server: relay.grpcAddr,
+          apiKey: key,
+          name: 'w-build',
+          labels: 'role=build,zone=eu',
+          maxTasks: 2,
+          stateDir: tempDir(),
+          mcpCommand: scriptedExecutor(),
+        }),
+        startWorker({
+          server: relay.grpcAddr,
+          apiKey: key,
+          name: 'w-shell',
+          labels: 'role=test,zone=us',
+          maxTasks: 1,
+          stateDir: tempDir(),
+          mcpCommand: `nfltr shell-mcp --cwd ${shellCwd} --allow 'echo *'`,
+        }),
+        startPlanner(plannerArgs(), key),
+      ]);
+      cleanup.push(
+        () => build.stop(),
+        () => shell.stop(),
+        () => planner.close(),
+      );
+    });
+
+    it('tools - discovery first, then the orchestration tools once the A2A link is up', async () => {
+      await eventually(
+        async () => (await planner.toolNames()).length === ALL_TOOLS.length,
+        10_000,
+        'all tools',
+      );
+      expect(await planner.toolNames()).toEqual(ALL_TOOLS);
+      expect(planner.listChanged()).toBeGreaterThanOrEqual(1);
+      const tools = (await planner.client.listTools()).tools;
+      const orchestrate = tools.find((t) => t.name === 'orchestrate_task')!;
+      expect(orchestrate.inputSchema.required).toEqual(['agent_id', 'objective']);
+      expect(Object.keys(orchestrate.inputSchema.properties ?? {})).toEqual([
+        'agent_id',
+        'task_id',
+        'objective',
+        'context',
+        'constraints',
+        'artifact_files',
+        'timeout_ms',
+      ]);
+      for (const t of tools) {
+        expect(t.description?.length).toBeGreaterThan(100);
+        expect(t.outputSchema).toBeDefined();
+      }
+    });
+
+    it('discover - peers, workers only, and label selectors', async () => {
+      const peers = await planner.ok<{ peers: { agent_id: string; kind: string; is_self?: boolean }[] }>(
+        'list_my_peers',
+      );
+      expect(peers.peers.map((p) => [p.agent_id, p.kind])).toEqual(
+        expect.arrayContaining([
+          ['w-build', 'worker'],
+          ['w-shell', 'worker'],
+          ['cycle-planner', 'planner'],
+        ]),
+      );
+      expect(peers.peers.find((p) => p.agent_id === 'cycle-planner')?.is_self).toBe(true);
+      const workers = async (selector?: string) =>
+        (
+          await planner.ok<{ workers: { agent_id: string; labels: Record<string, string> }[] }>(
+            'list_worker_peers',
+            selector === undefined ? {} : { selector },
+          )
+        ).workers
+          .map((w) => w.agent_id)
+          .filter((id) => id.startsWith('w-'));
+      expect(await workers()).toEqual(['w-build', 'w-shell']);
+      expect(await workers('role=build')).toEqual(['w-build']);
+      expect(await workers('zone!=eu,nfltr.worker.protocol=a2a-mcp-v1')).toEqual(['w-shell']);
+      expect(await workers('zone=mars')).toEqual([]);
+      expect(await planner.fails('list_worker_peers', { selector: 'zone=eu,,role' })).toMatch(
+        /bad selector term "" in "zone=eu,,role": expected key=value or key!=value/,
+      );
+    });
+
+    it('probe - the live answer of a worker; unknown agents and non-workers are errors', async () => {
+      const p = await planner.ok<Record<string, unknown>>('probe_worker', { agent_id: 'w-build' });
+      expect(p).toMatchObject({
+        agent_id: 'w-build',
+        available: true,
+        free_slots: 2,
+        max_tasks: 2,
+        protocol: 'a2a-mcp-v1',
+        tool: 'run_task',
+        executor_healthy: true,
+      });
+      expect(p.round_trip_ms).toBeGreaterThan(0);
+      expect(await planner.fails('probe_worker', { agent_id: 'no-such-worker' })).toMatch(
+        /unknown agent "no-such-worker".*workers connected now: .*w-build.*list_worker_peers/,
+      );
+      expect(await planner.fails('probe_worker', { agent_id: 'cycle-planner' })).toMatch(
+        /"cycle-planner" is a planner, not a worker/,
+      );
+    });
+
+    it('cycle - dispatch with files, running, waiting_input, reply, completed with verified artifacts', async () => {
+      const inputs = tempDir('nfltr-inputs-');
+      writeFileSync(join(inputs, 'test-summary.json'), '{"passed": 12}\n');
+      mkdirSync(join(inputs, 'docs'));
+      writeFileSync(join(inputs, 'docs', 'changelog.txt'), 'v1.2: fixes\n');
+      const sent = await planner.ok<Record<string, unknown>>('orchestrate_task', {
+        agent_id: 'w-build',
+        task_id: 'release-report-20260414',
+        objective: 'Generate a release summary and attach a markdown report',
+        context: { service: 'payments-api', checks: ['unit', 'smoke'] },
+        constraints: {
+          ask: true,
+          question: 'Which environment?',
+          files: { 'out/data.json': '{"risks": 3}' },
+        },
+        artifact_files: [join(inputs, 'test-summary.json'), join(inputs, 'docs')],
+        timeout_ms: 60_000,
+      });
+      expect(sent).toMatchObject({
+        task_id: 'release-report-20260414',
+        agent_id: 'w-build',
+        state: 'accepted',
+        last_seq: 1,
+        timeout_ms: 60_000,
+      });
+      expect((sent.input_files as { name: string }[]).map((f) => f.name)).toEqual([
+        'test-summary.json',
+        'docs/changelog.txt',
+      ]);
+
+      const waiting = await waitState(planner, 'release-report-20260414', ['waiting_input']);
+      expect(waiting.events.map((e) => e.state)).toContain('running');
+      expect(waiting.pending_question).toMatchObject({ question: 'Which environment?', answered: false });
+      expect(waiting.pending_question?.schema).toMatchObject({ properties: { answer: { type: 'string' } } });
+
+      const active = await planner.ok<{ tasks: { task_id: string; state: string; question?: string }[] }>(
+        'list_active_tasks',
+      );
+      expect(active.tasks).toContainEqual(
+        expect.objectContaining({
+          task_id: 'release-report-20260414',
+          state: 'waiting_input',
+          question: 'Which environment?',
+        }),
+      );
+
+      const answered = await planner.ok<Record<string, unknown>>('respond_to_worker', {
+        task_id: 'release-report-20260414',
+        content: { answer: 'staging' },
+      });
+      expect(answered).toMatchObject({ state: 'waiting_input', answered_seq: waiting.pending_question?.seq });
+
+      const done = await waitState(planner, 'release-report-20260414', ['completed', 'failed']);
+      expect(done.state).toBe('completed');
+      expect(done.result?.text).toMatch(/answer: staging/);
+      expect(done.result?.structured).toMatchObject({
+        answer: 'staging',
+        input_files: expect.arrayContaining(['test-summary.json', join('docs', 'changelog.txt')]),
+        context: { service: 'payments-api', checks: ['unit', 'smoke'] },
+      });
+      const names = done.artifacts?.map((a) => a.name).sort();
+      expect(names).toEqual(['out/data.json', 'report.md']);
+      for (const a of done.artifacts!) {
+        expect(a.path).toBe(join(stateDir, 'artifacts', 'release-report-20260414', ...a.name.split('/')));
+        expect(sha256(a.path)).toBe(a.sha256);
+        expect(readFileSync(a.path).length).toBe(a.size);
+      }
+      expect(readFileSync(done.artifacts!.find((a) => a.name === 'out/data.json')!.path, 'utf8')).toBe(
+        '{"risks": 3}',
+      );
+      // Events are gapless from 1, and after_seq returns only newer ones.
+      expect(done.events.map((e) => e.seq)).toEqual(done.events.map((_, i) => i + 1));
+      const tail = await planner.ok<Status>('get_task_status', {
+        task_id: 'release-report-20260414',
+        after_seq: done.last_seq - 1,
+      });
+      expect(tail.events.map((e) => e.seq)).toEqual([done.last_seq]);
+
+      // Finished tasks leave the active list, and stay listed with all: true.
+      const after = await planner.ok<{ tasks: { task_id: string }[] }>('list_active_tasks');
+      expect(after.tasks.map((t) => t.task_id)).not.toContain('release-report-20260414');
+      const all = await planner.ok<{ tasks: { task_id: string; state: string }[] }>('list_active_tasks', {
+        all: true,
+      });
+      expect(all.tasks).toContainEqual(
+        expect.objectContaining({ task_id: 'release-report-20260414', state: 'completed' }),
+      );
+
+      expect(
+        await planner.fails('respond_to_worker', { task_id: 'release-report-20260414', content: 'x' }),
+      ).toMatch(/task release-report-20260414 is completed, not waiting_input/);
+      expect(await planner.fails('cancel_task', { task_id: 'release-report-20260414' })).toMatch(
+        /already completed; there is nothing to cancel/,
+      );
+    });
+
+    it('cancel - the worker stops the task and the state is cancelled', async () => {
+      await planner.ok('orchestrate_task', {
+        agent_id: 'w-build',
+        task_id: 'to-cancel',
+        objective: 'a long job',
+        constraints: { sleep_ms: 30_000 },
+      });
+      await waitState(planner, 'to-cancel', ['running']);
+      const r = await planner.ok<Record<string, unknown>>('cancel_task', {
+        task_id: 'to-cancel',
+        reason: 'changed course',
+      });
+      expect(r).toMatchObject({ task_id: 'to-cancel', state: 'cancelled', confirmed_by_worker: true });
+      const s = await planner.ok<Status>('get_task_status', { task_id: 'to-cancel' });
+      expect(s).toMatchObject({ state: 'cancelled', reason: 'cancelled' });
+      const probe = await planner.ok<{ free_slots: number }>('probe_worker', { agent_id: 'w-build' });
+      expect(probe.free_slots).toBe(2);
+    });
+
+    it('capacity - waiting_input keeps its slot, so the next task is refused with no_free_slots', async () => {
+      await planner.ok('orchestrate_task', {
+        agent_id: 'w-shell',
+        task_id: 'needs-approval',
+        objective: 'run something outside the allowlist',
+        constraints: { commands: ['echo first', 'sleep 0.1'] },
+      });
+      const s = await waitState(planner, 'needs-approval', ['waiting_input']);
+      expect(s.pending_question?.question).toMatch(/run `sleep 0.1`\? yes\/no/);
+      expect(
+        await planner.fails('orchestrate_task', {
+          agent_id: 'w-shell',
+          objective: 'one more',
+          constraints: { commands: ['echo hi'] },
+        }),
+      ).toMatch(/worker w-shell refused task task-\S+: no_free_slots/);
+      await planner.ok('respond_to_worker', { task_id: 'needs-approval', content: { approve: true } });
+      expect(
+        await planner.fails('respond_to_worker', { task_id: 'needs-approval', content: { approve: true } }),
+      ).toMatch(/already answered|not waiting_input/);
+      const done = await waitState(planner, 'needs-approval', ['completed', 'failed']);
+      expect(done.state).toBe('completed');
+      expect(done.artifacts?.map((a) => a.name)).toEqual(['command-1.log', 'command-2.log', 'summary.json']);
+    });
+
+    it('timeout_ms - an unanswered task fails with reason timeout and frees its slot', async () => {
+      await planner.ok('orchestrate_task', {
+        agent_id: 'w-build',
+        task_id: 'too-slow',
+        objective: 'wait for an answer that never comes',
+        constraints: { ask: true },
+        timeout_ms: 800,
+      });
+      const s = await waitState(planner, 'too-slow', ['failed', 'completed']);
+      expect(s).toMatchObject({ state: 'failed', reason: 'timeout' });
+    });
+
+    it('errors - specific messages for bad calls', async () => {
+      expect(await planner.fails('get_task_status', { task_id: 'nope' })).toMatch(
+        /unknown task "nope".*list_active_tasks/,
+      );
+      expect(await planner.fails('respond_to_worker', { task_id: 'nope', content: 'x' })).toMatch(
+        /unknown task "nope"/,
+      );
+      expect(await planner.fails('cancel_task', { task_id: 'nope' })).toMatch(/unknown task "nope"/);
+      expect(await planner.fails('orchestrate_task', { agent_id: 'w-build' })).toMatch(
+        /objective is required: say what the worker should do/,
+      );
+      expect(await planner.fails('orchestrate_task', { agent_id: 'w-build', objective: '' })).toMatch(
+        /objective is empty/,
+      );
+      expect(
+        await planner.fails('orchestrate_task', {
+          agent_id: 'w-build',
+          task_id: 'release-report-20260414',
+          objective: 'x',
+        }),
+      ).toMatch(
+        /task_id "release-report-20260414" is already used by this planner \(worker w-build, state completed\)/,
+      );
+      expect(await planner.fails('orchestrate_task', { agent_id: 'ghost', objective: 'x' })).toMatch(
+        /unknown agent "ghost"/,
+      );
+      expect(
+        await planner.fails('orchestrate_task', { agent_id: 'w-build', task_id: '../x', objective: 'x' }),
+      ).toMatch(/task_id "..\/x" is not usable/);
+      expect(
+        await planner.fails('orchestrate_task', {
+          agent_id: 'w-build',
+          objective: 'x',
+          artifact_files: ['/definitely/not/here.txt'],
+        }),
+      ).toMatch(/artifact_files: cannot read \/definitely\/not\/here.txt: ENOENT; nothing was sent/);
+      expect(await planner.fails('get_task_status', { task_id: 'x', after_seq: -1 })).toMatch(/after_seq/);
+    });
+
+    it('lock - a second planner on the same state dir fails fast, naming the holder', async () => {
+      const r = await nfltr(['mcp', ...plannerArgs()], { env: { NFLTR_API_KEY: key } });
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain(`in use by another nfltr mcp (pid ${planner.pid}`);
+      expect(r.stdout).toBe('');
+    });
+
+    it('relay restart - a waiting task survives it: the planner resumes and the answer still goes through', async () => {
+      await planner.ok('orchestrate_task', {
+        agent_id: 'w-build',
+        task_id: 'across-restart',
+        objective: 'ask, then finish',
+        constraints: { ask: true },
+      });
+      await waitState(planner, 'across-restart', ['waiting_input']);
+      const { grpcPort, httpPort, dataDir } = relay;
+      await relay.stop();
+      relay = await startRelayProcess({ dataDir, grpcPort, httpPort });
+      await eventually(
+        async () => {
+          const r = await planner.call('respond_to_worker', {
+            task_id: 'across-restart',
+            content: { answer: 'after' },
+          });
+          return !r.isError;
+        },
+        20_000,
+        'an answer accepted after the relay restart',
+      );
+      const done = await waitState(planner, 'across-restart', ['completed', 'failed']);
+      expect(done).toMatchObject({ state: 'completed', result: { structured: { answer: 'after' } } });
+      expect(done.events.map((e) => e.seq)).toEqual(done.events.map((_, i) => i + 1));
+    });
+
+    it('restart - a planner restarted on the same state dir still has every task', async () => {
+      await planner.close();
+      planner = await startPlanner(plannerArgs(), key);
+      await eventually(
+        async () => (await planner.toolNames()).includes('list_active_tasks'),
+        10_000,
+        'tools',
+      );
+      const all = await planner.ok<{ tasks: { task_id: string; state: string }[] }>('list_active_tasks', {
+        all: true,
+      });
+      expect(Object.fromEntries(all.tasks.map((t) => [t.task_id, t.state]))).toMatchObject({
+        'release-report-20260414': 'completed',
+        'to-cancel': 'cancelled',
+        'needs-approval': 'completed',
+        'too-slow': 'failed',
+        'across-restart': 'completed',
+      });
+      const s = await planner.ok<Status>('get_task_status', { task_id: 'release-report-20260414' });
+      expect(s.artifacts).toHaveLength(2);
+    });
+  });
+
+  describe('without --server', () => {
+    it('lists the discovery tools only, and they work over the HTTP API', async () => {
+      const p = await startPlanner(['--proxy-url', relay.httpUrl], key);
+      cleanup.push(() => p.close());
+      expect(await p.toolNames()).toEqual(DISCOVERY);
+      expect(await p.ok('list_my_peers')).toHaveProperty('peers');
+      expect(await p.ok('list_worker_peers', { selector: 'role=none' })).toMatchObject({
+        workers: [],
+        count: 0,
+      });
+      const bad = await startPlanner(['--proxy-url', relay.httpUrl], 'nfk_0000000000000000_wrong');
+      cleanup.push(() => bad.close());
+      expect(await bad.fails('list_my_peers')).toMatch(/refused the API key.*NFLTR_API_KEY/);
+    });
+  });
+
+  describe('relay unreachable at start', () => {
+    it('answers with the address tried, keeps redialling, and announces the tools when the link comes up', async () => {
+      const [grpcPort, httpPort] = [await freePort(), await freePort()];
+      const dataDir = tempDir();
+      const lateKey = await createKey(dataDir, 'late');
+      const p = await startPlanner(
+        [
+          '--proxy-url',
+          `http://127.0.0.1:${httpPort}`,
+          '--server',
+          `127.0.0.1:${grpcPort}`,
+          '--name',
+          'late-planner',
+          '--state-dir',
+          tempDir(),
+        ],
+        lateKey,
+      );
+      cleanup.push(() => p.close());
+      expect(await p.toolNames()).toEqual(DISCOVERY);
+      expect(await p.fails('list_my_peers')).toContain(
+        `relay HTTP API unreachable at http://127.0.0.1:${httpPort}/api/v1/peers: ECONNREFUSED`,
+      );
+      const late = await startRelayProcess({ dataDir, grpcPort, httpPort });
+      cleanup.push(() => late.stop());
+      await eventually(() => p.listChanged() > 0, 15_000, 'tools/list_changed');
+      expect(await p.toolNames()).toEqual(ALL_TOOLS);
+      expect(await p.ok('list_my_peers')).toMatchObject({ count: 1 });
+
+      // The link going away for a while keeps the tools; they say the relay is unreachable.
+      await late.stop();
+      await eventually(
+        async () =>
+          /relay unreachable: not connected to the relay at 127\.0\.0\.1:\d+/.test(
+            await p.fails('probe_worker', { agent_id: 'w' }),
+          ),
+        10_000,
+        'an unreachable-relay error',
+      );
+      expect(await p.toolNames()).toEqual(ALL_TOOLS);
+    });
+  });
+
+  describe('link gone for good', () => {
+    it('a revoked key removes probe_worker and the orchestration tools, announced with list_changed', async () => {
+      const revocable = await createKey(relay.dataDir, 'acct');
+      const p = await startPlanner(
+        [
+          '--proxy-url',
+          relay.httpUrl,
+          '--server',
+          relay.grpcAddr,
+          '--name',
+          'doomed',
+          '--state-dir',
+          tempDir(),
+        ],
+        revocable,
+      );
+      cleanup.push(() => p.close());
+      await eventually(async () => (await p.toolNames()).length === ALL_TOOLS.length, 10_000, 'all tools');
+      const before = p.listChanged();
+      const keyId = revocable.split('_')[1]!;
+      expect((await nfltr(['keys', 'revoke', keyId, '--data-dir', relay.dataDir])).code).toBe(0);
+      await eventually(() => p.listChanged() > before, 10_000, 'list_changed after the revocation');
+      expect(await p.toolNames()).toEqual(DISCOVERY);
+      expect(p.stderr()).toMatch(/orchestration tools are gone/);
+    });
+  });
+
+  describe('--write-mcp-json', () => {
+    it('merges into an existing file, keeping other servers, never writing the key', async () => {
+      const dir = tempDir();
+      const path = join(dir, '.vscode', 'mcp.json');
+      mkdirSync(join(dir, '.vscode'));
+      writeFileSync(
+        path,
+        '{\n  "inputs": [{"id": "x"}],\n  "servers": {"other": {"type": "stdio", "command": "other"}}\n}\n',
+      );
+      const r = await nfltr(
+        [
+          'mcp',
+          '--proxy-url',
+          'https://nfltr.example',
+          '--server',
+          'grpc.nfltr.example:443',
+          '--api-key',
+          'nfk_secret_key_value',
+          '--a2a-e2ee',
+          'false',
+          '--name',
+          'vscode-planner',
+          '--write-mcp-json',
+          path,
+        ],
+        { env: { NFLTR_API_KEY: '' } },
+      );
+      expect(r.code).toBe(0);
+      expect(r.stdout).toBe('');
+      expect(r.stderr).toMatch(
+        /updated server "nfltr" in .*mcp\.json; it reads the API key from NFLTR_API_KEY/,
+      );
+      const text = readFileSync(path, 'utf8');
+      expect(text).not.toContain('nfk_secret_key_value');
+      const doc = JSON.parse(text);
+      expect(doc.inputs).toEqual([{ id: 'x' }]);
+      expect(doc.servers.other).toEqual({ type: 'stdio', command: 'other' });
+      expect(doc.servers.nfltr).toEqual({
+        type: 'stdio',
+        command: process.execPath,
+        args: [
+          NFLTR_BIN,
+          'mcp',
+          '--proxy-url',
+          'https://nfltr.example',
+          '--server',
+          'grpc.nfltr.example:443',
+          '--name',
+          'vscode-planner',
+          '--a2a-e2ee=false',
+        ],
+        // biome-ignore lint/suspicious/noTemplateCurlyInString: the VS Code variable, written literally
+        env: { NFLTR_API_KEY: '${env:NFLTR_API_KEY}' },
+      });
+    });
+  });
+});

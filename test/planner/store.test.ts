@@ -1,0 +1,254 @@
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { create } from '@bufbuild/protobuf';
+import Database from 'better-sqlite3';
+import { describe, expect, it } from 'vitest';
+import {
+  acquireStateLock,
+  applyEvent,
+  generateTaskId,
+  LockError,
+  matchesSelector,
+  newSnapshot,
+  parseSelector,
+  ResultArtifacts,
+  stripJsonc,
+  type TaskEventRecord,
+  TaskStore,
+  taskIdProblem,
+  writeMcpJson,
+} from '../../src/planner/index.js';
+import { ArtifactChunkSchema, ArtifactInfoSchema } from '../../src/protocol/a2a.js';
+import { tempDir } from '../helpers/processes.js';
+
+const ev = (
+  seq: number,
+  state: TaskEventRecord['state'],
+  extra: Partial<TaskEventRecord> = {},
+): TaskEventRecord => ({
+  seq,
+  state,
+  time: 1_000 + seq,
+  origin: 'worker',
+  ...extra,
+});
+
+const base = () => newSnapshot({ task_id: 't1', agent_id: 'w1', objective: 'do it', created_at: 1_000 });
+
+describe('task state - applyEvent', () => {
+  it('follows accepted → running → waiting_input → running → completed', () => {
+    let s = base();
+    s = applyEvent(s, ev(1, 'accepted'));
+    expect(s).toMatchObject({ state: 'accepted', last_seq: 1 });
+    s = applyEvent(s, ev(2, 'running', { message: 'step 1' }));
+    s = applyEvent(s, ev(3, 'waiting_input', { question: 'which env?', schema: { type: 'object' } }));
+    expect(s.pending).toEqual({ seq: 3, question: 'which env?', schema: { type: 'object' } });
+    s = applyEvent(s, ev(4, 'running'));
+    expect(s.pending).toBeUndefined();
+    const artifacts = [{ name: 'a.txt', size: 1, sha256: 'x'.repeat(64), path: '/tmp/a.txt' }];
+    s = applyEvent(s, ev(5, 'completed', { result_text: 'done', structured: { ok: true }, artifacts }));
+    expect(s).toMatchObject({
+      state: 'completed',
+      last_seq: 5,
+      result: { text: 'done', structured: { ok: true } },
+    });
+    expect(s.artifacts).toEqual(artifacts);
+  });
+
+  it('terminal states absorb later events; accepted cannot come back', () => {
+    let s = applyEvent(applyEvent(base(), ev(1, 'accepted')), ev(2, 'running'));
+    expect(applyEvent(s, ev(3, 'accepted')).state).toBe('running');
+    s = applyEvent(s, ev(3, 'failed', { reason: 'timeout', message: 'too slow' }));
+    expect(s).toMatchObject({ state: 'failed', reason: 'timeout', message: 'too slow' });
+    const after = applyEvent(s, ev(4, 'completed', { result_text: 'late' }));
+    expect(after.state).toBe('failed');
+    expect(after.result).toBeUndefined();
+  });
+});
+
+describe('task store', () => {
+  it('drops a duplicate seq, keeps events in order, and replays snapshots from events', () => {
+    const dir = tempDir();
+    const store = new TaskStore(join(dir, 'tasks.db'));
+    const t = {
+      task_id: 't1',
+      agent_id: 'w1',
+      objective: 'x',
+      created_at: 1_000,
+      request: { timeout_ms: 5 },
+    };
+    store.create(t, ev(1, 'accepted'));
+    expect(store.has('t1')).toBe(true);
+    expect(store.append('t1', ev(2, 'running', { message: 'a' }))?.state).toBe('running');
+    expect(store.append('t1', ev(2, 'running', { message: 'dup' }))).toBeUndefined();
+    expect(store.append('nope', ev(1, 'accepted'))).toBeUndefined();
+    store.append('t1', ev(3, 'waiting_input', { question: 'q?' }));
+    expect(store.events('t1').map((e) => [e.seq, e.message])).toEqual([
+      [1, undefined],
+      [2, 'a'],
+      [3, undefined],
+    ]);
+    expect(store.events('t1', 2).map((e) => e.seq)).toEqual([3]);
+    expect(store.active().map((x) => x.snapshot.task_id)).toEqual(['t1']);
+    expect(store.get('t1')?.request).toEqual({ timeout_ms: 5 });
+    store.setAnswered('t1', 3);
+    store.close();
+
+    // A snapshot row that went wrong is rebuilt from the events.
+    const raw = new Database(join(dir, 'tasks.db'));
+    raw.prepare("UPDATE tasks SET state = 'completed', pending_json = NULL WHERE task_id = 't1'").run();
+    raw.close();
+    const reopened = new TaskStore(join(dir, 'tasks.db'));
+    expect(reopened.get('t1')?.snapshot.state).toBe('completed');
+    expect(reopened.replay()).toBe(1);
+    expect(reopened.get('t1')?.snapshot).toMatchObject({
+      state: 'waiting_input',
+      pending: { question: 'q?' },
+    });
+    expect(reopened.get('t1')?.answered_seq).toBe(3);
+    reopened.append('t1', ev(4, 'completed', { result_text: 'ok' }));
+    expect(reopened.active()).toEqual([]);
+    expect(reopened.recent(10)[0]?.snapshot).toMatchObject({ state: 'completed', last_seq: 4 });
+    reopened.close();
+  });
+});
+
+describe('selectors', () => {
+  it('parses k=v and k!=v terms and matches labels', () => {
+    const terms = parseSelector('zone=eu, gpu!=none');
+    expect(terms).toEqual([
+      { key: 'zone', op: '=', value: 'eu' },
+      { key: 'gpu', op: '!=', value: 'none' },
+    ]);
+    expect(matchesSelector({ zone: 'eu' }, terms)).toBe(true);
+    expect(matchesSelector({ zone: 'eu', gpu: 'none' }, terms)).toBe(false);
+    expect(matchesSelector({ zone: 'us' }, terms)).toBe(false);
+    expect(parseSelector('')).toEqual([]);
+  });
+
+  it('refuses a malformed term, quoting it', () => {
+    expect(() => parseSelector('zone=eu,gpu')).toThrow(/bad selector term "gpu"/);
+    expect(() => parseSelector('=x')).toThrow(/expected key=value or key!=value/);
+  });
+});
+
+describe('task ids', () => {
+  it('generates valid unique ids and refuses bad ones', () => {
+    const a = generateTaskId();
+    expect(a).toMatch(/^task-\d{8}T\d{6}Z-[0-9a-f]{6}$/);
+    expect(taskIdProblem(a)).toBeUndefined();
+    expect(generateTaskId()).not.toBe(a);
+    for (const bad of ['', '..', '.x', 'a/b', 'probe', 'x'.repeat(129), 'a b'])
+      expect(taskIdProblem(bad)).toBeTruthy();
+    expect(taskIdProblem('release-report-20260414')).toBeUndefined();
+  });
+});
+
+describe('state dir lock', () => {
+  it('a live holder is named; a stale lock is taken over; release removes it', () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, 'planner.lock'), `${process.ppid}\n`);
+    expect(() => acquireStateLock(dir)).toThrow(LockError);
+    expect(() => acquireStateLock(dir)).toThrow(new RegExp(`pid ${process.ppid}`));
+    writeFileSync(join(dir, 'planner.lock'), '999999999\n');
+    const release = acquireStateLock(dir);
+    expect(readFileSync(join(dir, 'planner.lock'), 'utf8').trim()).toBe(String(process.pid));
+    release();
+    expect(existsSync(join(dir, 'planner.lock'))).toBe(false);
+  });
+});
+
+describe('mcp.json', () => {
+  const entry = {
+    type: 'stdio' as const,
+    command: 'node',
+    args: ['nfltr', 'mcp'],
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: the VS Code variable, written literally
+    env: { NFLTR_API_KEY: '${env:NFLTR_API_KEY}' },
+  };
+
+  it('merges into a JSONC file, keeping other servers and keys', () => {
+    const path = join(tempDir(), '.vscode', 'mcp.json');
+    expect(writeMcpJson(path, entry).created).toBe(true);
+    writeFileSync(
+      path,
+      '{\n  // my servers\n  "inputs": [],\n  "servers": {\n    "other": {"command": "x", "url": "http://a//b"}, /* c */\n  },\n}\n',
+    );
+    expect(writeMcpJson(path, entry).created).toBe(false);
+    const doc = JSON.parse(readFileSync(path, 'utf8'));
+    expect(doc).toEqual({
+      inputs: [],
+      servers: { other: { command: 'x', url: 'http://a//b' }, nfltr: entry },
+    });
+  });
+
+  it('refuses a file it cannot parse instead of overwriting it', () => {
+    const path = join(tempDir(), 'mcp.json');
+    writeFileSync(path, '{ not json');
+    expect(() => writeMcpJson(path, entry)).toThrow(/is not valid JSON/);
+    expect(readFileSync(path, 'utf8')).toBe('{ not json');
+    expect(stripJsonc('{"a": "// not a comment", /* x */ "b": [1,],}')).toBe(
+      '{"a": "// not a comment",  "b": [1]}',
+    );
+  });
+});
+
+describe('result artifacts', () => {
+  const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+  const chunk = (name: string, offset: number, data: Buffer, last: boolean, chunkSha = sha(data)) =>
+    create(ArtifactChunkSchema, {
+      taskId: 't',
+      name,
+      offset: BigInt(offset),
+      data,
+      chunkSha256: chunkSha,
+      last,
+    });
+  const info = (name: string, data: Buffer) =>
+    create(ArtifactInfoSchema, { name, size: BigInt(data.length), sha256: sha(data) });
+
+  it('materialises listed files that verify, and names every file that does not', async () => {
+    const dir = tempDir();
+    const r = new ResultArtifacts({
+      finalDir: join(dir, 'final'),
+      stageDir: join(dir, 'stage'),
+      maxBytes: 1_000,
+    });
+    const good = Buffer.from('hello world');
+    await r.accept(chunk('logs/good.txt', 0, good.subarray(0, 5), false));
+    await r.accept(chunk('logs/good.txt', 5, good.subarray(5), true));
+    const bad = Buffer.from('tampered');
+    await r.accept(chunk('bad.txt', 0, bad, true, sha(Buffer.from('other'))));
+    const short = Buffer.from('abc');
+    await r.accept(chunk('short.txt', 0, short, true));
+    await r.accept(chunk('../escape.txt', 0, short, true));
+    await r.accept(chunk('unlisted.txt', 0, short, true));
+    const out = await r.verify([
+      info('logs/good.txt', good),
+      info('bad.txt', bad),
+      info('short.txt', Buffer.from('abcd')),
+      info('missing.txt', short),
+    ]);
+    expect(out.files).toEqual([
+      { name: 'logs/good.txt', size: 11, sha256: sha(good), path: join(dir, 'final', 'logs', 'good.txt') },
+    ]);
+    expect(readFileSync(join(dir, 'final', 'logs', 'good.txt'), 'utf8')).toBe('hello world');
+    expect(out.problems).toEqual([
+      expect.stringMatching(/^artifact bad.txt discarded: chunk at offset 0 does not match its SHA-256/),
+      expect.stringMatching(/^artifact short.txt discarded: 3 bytes arrived, 4 were announced/),
+      expect.stringMatching(/^artifact missing.txt was listed by the worker but never arrived/),
+    ]);
+    expect(existsSync(join(dir, 'escape.txt'))).toBe(false);
+    expect(existsSync(join(dir, 'stage', 'unlisted.txt'))).toBe(false);
+  });
+
+  it('refuses more bytes than --max-artifact-bytes', async () => {
+    const dir = tempDir();
+    const r = new ResultArtifacts({ finalDir: join(dir, 'f'), stageDir: join(dir, 's'), maxBytes: 4 });
+    const big = Buffer.from('12345');
+    await r.accept(chunk('big.bin', 0, big, true));
+    const out = await r.verify([info('big.bin', big)]);
+    expect(out.problems[0]).toMatch(/--max-artifact-bytes/);
+  });
+});
