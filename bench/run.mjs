@@ -1,5 +1,5 @@
 // `npm run bench`: every figure next to a baseline measured in the same run, and the ratio.
-// Flags: --only routing,e2ee,artifacts,fleet  --workers N  --artifact-mib N  --repeats N
+// Flags: --only routing,dispatch,artifacts,fleet  --workers N  --artifact-mib N  --tasks N  --repeats N
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -11,6 +11,7 @@ const { values: flags } = parseArgs({
     repeats: { type: 'string', default: '3' },
     workers: { type: 'string', default: '1000' },
     'artifact-mib': { type: 'string', default: '1024' },
+    tasks: { type: 'string', default: '200' },
   },
 });
 const wanted = (name) => !flags.only || flags.only.split(',').includes(name);
@@ -39,6 +40,64 @@ if (wanted('routing')) {
   row('routing round trips/s (window 1000)', r.nfltr.rate, 'raw ws echo', r.wsRaw.rate, '≥ 0.5×');
   row('routing ping-pong p50 ms', r.nfltr.p50_ms, 'raw grpc-js echo', r.grpcRaw.p50_ms, '', 3);
   row('routing ping-pong p99 ms', r.nfltr.p99_ms, 'raw grpc-js echo', r.grpcRaw.p99_ms, '', 3);
+}
+
+if (wanted('dispatch')) {
+  process.stderr.write(
+    'dispatch: orchestrate_task through nfltr mcp, direct MCP and direct A2A baselines …\n',
+  );
+  const { benchDispatch } = await import('./dispatch.mjs');
+  const d = await benchDispatch({ tasks: Number(flags.tasks) });
+  results.sections.dispatch = d;
+  const one = (v) => ({ median: v, min: v, max: v });
+  row(
+    'dispatch → accepted p50 ms (e2ee on)',
+    one(d.encrypted.accepted.p50),
+    'direct MCP run_task p50',
+    one(d.directMcp.p50),
+    '≤ 1 ms',
+    2,
+  );
+  row(
+    'dispatch → accepted p99 ms (e2ee on)',
+    one(d.encrypted.accepted.p99),
+    'direct MCP run_task p99',
+    one(d.directMcp.p99),
+    '≤ 5 ms',
+    2,
+  );
+  row(
+    'dispatch → accepted p50 ms (e2ee off)',
+    one(d.plain.accepted.p50),
+    'direct MCP run_task p50',
+    one(d.directMcp.p50),
+    '',
+    2,
+  );
+  row(
+    'dispatch → completed p50 ms (e2ee on)',
+    one(d.encrypted.completed.p50),
+    'direct MCP run_task p50',
+    one(d.directMcp.p50),
+    '',
+    1,
+  );
+  row(
+    'relayed round trip (→ accepted) p50 ms',
+    one(d.encrypted.accepted.p50),
+    'direct A2A call p50',
+    one(d.directA2a.p50),
+    '≤ 1×',
+    2,
+  );
+  row(
+    'relayed task (→ completed) p50 ms',
+    one(d.encrypted.completed.p50),
+    'direct A2A call p50',
+    one(d.directA2a.p50),
+    '≤ 1×',
+    1,
+  );
 }
 
 if (wanted('fleet')) {

@@ -47,6 +47,7 @@ export const matchesSelector = (labels: Record<string, string>, terms: SelectorT
 export class PeerDirectory {
   readonly #url: string | undefined;
   readonly #apiKey: string;
+  #recent: { at: number; peers: Peer[] } | undefined;
 
   constructor(opts: { proxyUrl?: string; apiKey: string }) {
     this.#url = opts.proxyUrl?.replace(/\/+$/, '');
@@ -55,6 +56,15 @@ export class PeerDirectory {
 
   get configured(): boolean {
     return this.#url !== undefined;
+  }
+
+  /**
+   * The list as fetched at most `maxAgeMs` ago; a dispatch checks its worker against it instead of
+   * paying an HTTP round trip per task. Callers refetch (`list()`) when the peer they need is missing.
+   */
+  async recent(maxAgeMs: number): Promise<Peer[]> {
+    if (this.#recent && Date.now() - this.#recent.at <= maxAgeMs) return this.#recent.peers;
+    return this.list();
   }
 
   async list(): Promise<Peer[]> {
@@ -97,6 +107,7 @@ export class PeerDirectory {
         `relay HTTP API at ${url} answered ${res.status}: ${body.error?.message ?? text.slice(0, 200)}`,
       );
     }
+    this.#recent = { at: Date.now(), peers: body.peers };
     return body.peers;
   }
 }

@@ -286,7 +286,8 @@ async function assertWorker(directory: PeerDirectory, id: string): Promise<void>
   if (!directory.configured) return;
   let peers: Peer[];
   try {
-    peers = await directory.list();
+    peers = await directory.recent(2_000);
+    if (!peers.some((p) => p.agent_id === id && p.kind === 'worker')) peers = await directory.list();
   } catch {
     return; // the A2A send itself reports an unknown peer
   }
