@@ -78,8 +78,8 @@ describe('e2ee - what the relay sees', () => {
       return s.state === 'completed' ? s : undefined;
     }, 20_000);
     // The task really carried the secrets end to end …
-    expect(done.result?.text).toContain(SECRETS.answer);
-    const artifacts = done.artifacts!.map((a) => readFileSync(a.path, 'utf8')).join('\n');
+    expect(done!.result?.text).toContain(SECRETS.answer);
+    const artifacts = done!.artifacts!.map((a) => readFileSync(a.path, 'utf8')).join('\n');
     expect(artifacts).toContain(SECRETS.output);
     expect(artifacts).toContain(SECRETS.objective);
 

@@ -2,6 +2,8 @@
  * @module The pieces the AI executors share: the `run_task` skeleton, CLI process groups, command
  * splitting and `--help` probing.
  */
+
+export { processGroupAlive } from '../../util/process-group.js';
 export { findHelpOption, formatArgv, type HelpOption, readHelp, splitCommand } from './cli-command.js';
 export {
   AGENT_KILL_GRACE_MS,
@@ -9,7 +11,6 @@ export {
   type AgentProcess,
   type AgentProcessOptions,
   activeAgentProcessGroups,
-  processGroupAlive,
   spawnAgentProcess,
 } from './process.js';
 export {

@@ -3,8 +3,10 @@
  * over line by line, and kills the whole group when asked to stop or when the CLI exits: the tools a CLI
  * starts (shells, test runners, background jobs) never outlive the task.
  */
+
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
+import { processGroupAlive } from '../../util/process-group.js';
 
 /** How long a process group gets between SIGTERM and SIGKILL. */
 export const AGENT_KILL_GRACE_MS = 2000;
@@ -29,38 +31,6 @@ function killGroup(pid: number, sig: NodeJS.Signals): void {
   } catch {
     // ESRCH: nothing left to kill.
   }
-}
-
-/**
- * True while a live (non-zombie) process is left in the group led by `pid`. Orphaned members that died
- * wait as zombies until PID 1 reaps them, which some container inits never do, so on Linux /proc decides.
- */
-export function processGroupAlive(pid: number): boolean {
-  try {
-    process.kill(-pid, 0);
-  } catch {
-    return false;
-  }
-  if (process.platform !== 'linux') return true;
-  let entries: string[];
-  try {
-    entries = readdirSync('/proc');
-  } catch {
-    return true;
-  }
-  for (const entry of entries) {
-    if (!/^\d+$/.test(entry)) continue;
-    let stat: string;
-    try {
-      stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-    } catch {
-      continue;
-    }
-    // /proc/N/stat: `pid (comm) state ppid pgrp …`; comm may contain spaces and parentheses.
-    const [state, , pgrp] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    if (Number(pgrp) === pid && state !== 'Z') return true;
-  }
-  return false;
 }
 
 export interface AgentProcessOptions {

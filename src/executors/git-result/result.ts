@@ -5,7 +5,7 @@
  * `constraints.verification_commands` run in the worktree.
  */
 import { join } from 'node:path';
-import { formatDuration, runCommand } from '../shell-mcp/index.js';
+import { commandStatus, formatDuration, runCommand } from '../shell-mcp/index.js';
 import { git, gitToFile } from './git.js';
 import { compilePathRule, disallowedPaths, type PathRule } from './paths.js';
 import type { Worktree } from './worktree.js';
@@ -208,13 +208,7 @@ export async function runVerification(
         if (tail.length > VERIFY_TAIL_LINES) tail.shift();
       },
     });
-    const status: VerificationStatus = outcome.aborted
-      ? 'cancelled'
-      : outcome.timedOut
-        ? 'timed_out'
-        : outcome.exitCode === 0
-          ? 'succeeded'
-          : 'failed';
+    const status: VerificationStatus = commandStatus(outcome);
     results.push({
       command,
       status,

@@ -6,6 +6,7 @@ export { formatDuration } from './duration.js';
 export {
   activeProcessGroups,
   type CommandOutcome,
+  commandStatus,
   KILL_GRACE_MS,
   type RunCommandOptions,
   runCommand,

@@ -2,8 +2,10 @@
  * @module Runs one shell command in its own process group, streaming its output line by line into a
  * callback and a log file, and killing the whole group on abort or timeout.
  */
+
 import { spawn } from 'node:child_process';
 import { createWriteStream, readdirSync, readFileSync } from 'node:fs';
+import { processGroupAlive } from '../../util/process-group.js';
 
 /** How long a process group gets between SIGTERM and SIGKILL. */
 export const KILL_GRACE_MS = 2000;
@@ -22,6 +24,13 @@ export interface RunCommandOptions {
   logPath: string;
   /** Called once per complete output line (without its line break); a last unterminated line too. */
   onLine?: (line: string, stream: 'stdout' | 'stderr') => void;
+}
+
+/** How a finished command ended, in the words results use. */
+export function commandStatus(o: CommandOutcome): 'cancelled' | 'timed_out' | 'succeeded' | 'failed' {
+  if (o.aborted) return 'cancelled';
+  if (o.timedOut) return 'timed_out';
+  return o.exitCode === 0 ? 'succeeded' : 'failed';
 }
 
 export interface CommandOutcome {
@@ -55,39 +64,6 @@ const liveGroups = new Set<number>();
  */
 export function activeProcessGroups(): number {
   return liveGroups.size;
-}
-
-/**
- * True while a live process is left in the group led by `pid`. Orphans that died wait as zombies until
- * PID 1 reaps them, which some container inits do slowly or never, so on Linux zombies are ignored by
- * reading /proc; elsewhere any member counts.
- */
-function groupAlive(pid: number): boolean {
-  try {
-    process.kill(-pid, 0);
-  } catch {
-    return false; // ESRCH: the group is empty
-  }
-  if (process.platform !== 'linux') return true;
-  let entries: string[];
-  try {
-    entries = readdirSync('/proc');
-  } catch {
-    return true;
-  }
-  for (const entry of entries) {
-    if (!/^\d+$/.test(entry)) continue;
-    let stat: string;
-    try {
-      stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-    } catch {
-      continue; // exited meanwhile
-    }
-    // /proc/N/stat: `pid (comm) state ppid pgrp …`; comm may contain spaces and parentheses.
-    const [state, , pgrp] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    if (Number(pgrp) === pid && state !== 'Z') return true;
-  }
-  return false;
 }
 
 /** Splits a byte stream into lines, keeping a partial last line until more data or the end. */
@@ -148,7 +124,7 @@ export function runCommand(opts: RunCommandOptions): Promise<CommandOutcome> {
       // timer does not keep the process alive for nothing.
       const deadline = Date.now() + KILL_GRACE_MS;
       killTimer = setInterval(() => {
-        const alive = groupAlive(pid);
+        const alive = processGroupAlive(pid);
         if (alive && Date.now() >= deadline) killGroup(pid, 'SIGKILL');
         if (!alive || Date.now() >= deadline) {
           clearInterval(killTimer);

@@ -13,7 +13,7 @@ import { type Logger, silentLogger } from '../../util/log.js';
 import { VERSION } from '../../version.js';
 import { type AllowRule, compileAllowPattern, isAllowed } from './allow.js';
 import { formatDuration } from './duration.js';
-import { runCommand } from './run-command.js';
+import { commandStatus, runCommand } from './run-command.js';
 
 /** Default per-command time limit (`--timeout`). */
 export const DEFAULT_COMMAND_TIMEOUT_MS = 10 * 60_000;
@@ -215,13 +215,7 @@ export function createShellMcpServer(opts: ShellMcpOptions): McpServer {
             );
           },
         });
-        const status: CommandStatus = outcome.aborted
-          ? 'cancelled'
-          : outcome.timedOut
-            ? 'timed_out'
-            : outcome.exitCode === 0
-              ? 'succeeded'
-              : 'failed';
+        const status: CommandStatus = commandStatus(outcome);
         results.push({
           command,
           status,
