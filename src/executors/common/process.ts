@@ -5,7 +5,6 @@
  */
 
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
 import { processGroupAlive } from '../../util/process-group.js';
 
 /** How long a process group gets between SIGTERM and SIGKILL. */

@@ -4,7 +4,7 @@
  */
 
 import { spawn } from 'node:child_process';
-import { createWriteStream, readdirSync, readFileSync } from 'node:fs';
+import { createWriteStream } from 'node:fs';
 import { processGroupAlive } from '../../util/process-group.js';
 
 /** How long a process group gets between SIGTERM and SIGKILL. */
