@@ -13,7 +13,7 @@ const ECHO = join(ROOT, 'bench', 'echo-servers.mjs');
  * Drives a transport: `send(seq)` sends one message, `onReply(cb)` calls cb(seq) per echo.
  * Returns round trips/s and the RTT percentiles.
  */
-async function drive({ send, onReply }, { total, window }) {
+export async function drive({ send, onReply }, { total, window }) {
   const sentAt = new Float64Array(total);
   const rtts = [];
   let next = 0;

@@ -1,5 +1,6 @@
 // `npm run bench`: every figure next to a baseline measured in the same run, and the ratio.
-// Flags: --only routing,dispatch,artifacts,fleet  --workers N  --artifact-mib N  --tasks N  --repeats N
+// Flags: --only routing,dispatch,artifacts,fleet,cluster  --workers N  --artifact-mib N  --tasks N  --repeats N
+//        --cluster adds the cluster section, which needs PostgreSQL and NATS (bench/cluster.mjs)
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -12,9 +13,13 @@ const { values: flags } = parseArgs({
     workers: { type: 'string', default: '1000' },
     'artifact-mib': { type: 'string', default: '1024' },
     tasks: { type: 'string', default: '200' },
+    cluster: { type: 'boolean', default: false },
   },
 });
-const wanted = (name) => !flags.only || flags.only.split(',').includes(name);
+const only = flags.only?.split(',');
+// The cluster section needs PostgreSQL and NATS, so it runs only when asked for.
+const wanted = (name) =>
+  name === 'cluster' ? flags.cluster || !!only?.includes('cluster') : !only || only.includes(name);
 const repeats = Number(flags.repeats);
 
 const m = machine();
@@ -129,6 +134,38 @@ if (wanted('fleet')) {
     target: '≤ 2 s',
   });
   void one;
+}
+
+if (wanted('cluster')) {
+  process.stderr.write('cluster: 200 B envelopes within one replica and across two (PostgreSQL + NATS) …\n');
+  const { benchCluster } = await import('./cluster.mjs');
+  const c = await benchCluster({ repeats });
+  if (c) {
+    results.sections.cluster = c;
+    row(
+      'cluster round trips/s (window 1000), across 2 replicas',
+      c.across.rate,
+      'within 1 replica',
+      c.within.rate,
+      '',
+    );
+    row(
+      'cluster ping-pong p50 ms, across 2 replicas',
+      c.across.p50_ms,
+      'within 1 replica',
+      c.within.p50_ms,
+      '',
+      3,
+    );
+    row(
+      'cluster ping-pong p99 ms, across 2 replicas',
+      c.across.p99_ms,
+      'within 1 replica',
+      c.within.p99_ms,
+      '',
+      3,
+    );
+  }
 }
 
 const table = [['figure', 'nfltr median (min–max)', 'baseline median (min–max)', 'ratio', 'target']].concat(

@@ -253,7 +253,9 @@ export class AgentClient extends EventEmitter<AgentEvents> {
         break;
       }
       if (outcome.wasConnected) attempt = 0;
-      else index++;
+      // The next dial goes to the next address, also after a stream that was up: when a replica goes
+      // away its agents move on to another one at once instead of spending a retry on the same one.
+      index++;
       const delay = jittered(outcome.redialAfterMs ?? table[Math.min(attempt, table.length - 1)]!);
       attempt++;
       this.#lastError = `${server}: ${outcome.reason}`;

@@ -3,14 +3,29 @@
  */
 import type { Command } from 'commander';
 import { generatePairingKey } from '../protocol/e2ee.js';
-import { openStore } from '../relay/index.js';
+import { openStoreFrom, type Store } from '../relay/index.js';
 import { die, nfltrHome } from './options.js';
 
 interface StoreOptions {
   dataDir: string;
+  store?: string;
 }
 
-const dataDirFlag = ['--data-dir <dir>', 'the relay state directory', nfltrHome('relay')] as const;
+const dataDirFlag = [
+  '--data-dir <dir>',
+  'the relay state directory (SQLite store)',
+  nfltrHome('relay'),
+] as const;
+const storeFlag = ['--store <url>', 'the relays’ shared store: postgres://user@host:5432/db'] as const;
+
+/** Opens the store the flags name; exits with the reason when it cannot. */
+async function open(opts: StoreOptions): Promise<Store> {
+  try {
+    return await openStoreFrom(opts);
+  } catch (err) {
+    die(`keys: ${(err as Error).message}`);
+  }
+}
 
 export function register(program: Command): void {
   const keys = program.command('keys').description('Manage relay API keys and E2EE pairing keys');
@@ -20,11 +35,12 @@ export function register(program: Command): void {
     .description('Create an API key for an account (created when new); prints the key alone on stdout')
     .requiredOption('--account <name>', 'account the key belongs to')
     .option(...dataDirFlag)
+    .option(...storeFlag)
     .action(async (opts: StoreOptions & { account: string }) => {
       if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(opts.account)) {
         die(`keys: --account: ${JSON.stringify(opts.account)} must be 1-64 letters, digits, '.', '_' or '-'`);
       }
-      const store = openStore(opts);
+      const store = await open(opts);
       const { key } = await store.createKey(opts.account);
       await store.close();
       process.stdout.write(`${key}\n`);
@@ -36,8 +52,9 @@ export function register(program: Command): void {
     .option('--account <name>', 'only this account')
     .option('--json', 'print JSON')
     .option(...dataDirFlag)
+    .option(...storeFlag)
     .action(async (opts: StoreOptions & { account?: string; json?: boolean }) => {
-      const store = openStore(opts);
+      const store = await open(opts);
       const rows = (await store.listKeys(opts.account)).map((k) => ({
         id: k.id,
         account: k.account,
@@ -68,8 +85,9 @@ export function register(program: Command): void {
     .description('Revoke an API key by id: refused at once, and its live streams are closed')
     .argument('<id>', 'key id, as `nfltr keys list` shows it')
     .option(...dataDirFlag)
+    .option(...storeFlag)
     .action(async (id: string, opts: StoreOptions) => {
-      const store = openStore(opts);
+      const store = await open(opts);
       const found = await store.revokeKey(id);
       await store.close();
       if (!found) die(`keys: no API key with id ${JSON.stringify(id)} (see nfltr keys list)`);

@@ -5,7 +5,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Command, Option } from 'commander';
 import { DEFAULT_MAX_FRAME_BYTES } from '../protocol/control.js';
-import { openStore, type Store, startRelay } from '../relay/index.js';
+import { type Bus, openBus, openStoreFrom, redactUrl, type Store, startRelay } from '../relay/index.js';
 import { createLogger } from '../util/log.js';
 import { die, nfltrHome, parseDuration, parsePositiveInt } from './options.js';
 
@@ -13,6 +13,10 @@ export interface RelayCommandOptions {
   grpcAddr: string;
   httpAddr: string;
   dataDir: string;
+  store?: string;
+  bus?: string;
+  presenceHeartbeat: number;
+  presenceTtl: number;
   tlsCert?: string;
   tlsKey?: string;
   dev?: boolean;
@@ -23,8 +27,13 @@ export interface RelayCommandOptions {
   holdWindow: number;
 }
 
+const storeFlag = [
+  '--store <url>',
+  'shared store for several replicas: postgres://user@host:5432/db (default: SQLite in --data-dir)',
+] as const;
+
 export function register(program: Command): void {
-  program
+  const relay = program
     .command('relay')
     .description(
       'Run the relay: agents (planners, workers) connect to it outbound; it routes their envelopes',
@@ -32,6 +41,24 @@ export function register(program: Command): void {
     .option('--grpc-addr <host:port>', 'control-plane (gRPC) listen address', '127.0.0.1:9090')
     .option('--http-addr <host:port>', 'HTTP API listen address', '127.0.0.1:8080')
     .option('--data-dir <dir>', 'state directory (SQLite store, dev key)', nfltrHome('relay'))
+    .option(...storeFlag)
+    .option(
+      '--bus <url>',
+      'bus between relay replicas: nats://host:4222[?prefix=p] (default: in-process, a relay alone)',
+    )
+    .addOption(
+      new Option('--presence-heartbeat <duration>', 'how often this replica refreshes its presence rows')
+        .argParser(parseDuration)
+        .default(5_000, '5s'),
+    )
+    .addOption(
+      new Option(
+        '--presence-ttl <duration>',
+        'a replica silent this long is dead and its agents leave presence (at least twice the heartbeat)',
+      )
+        .argParser(parseDuration)
+        .default(20_000, '20s'),
+    )
     .option('--tls-cert <file>', 'PEM certificate; serves TLS on both listeners (with --tls-key)')
     .option('--tls-key <file>', 'PEM private key for --tls-cert')
     .option('--dev', 'create or reuse account "dev" and print its API key and the commands to start agents')
@@ -63,15 +90,57 @@ export function register(program: Command): void {
       'append every routed envelope (header and payload, base64) to FILE: an audit of what the relay sees',
     )
     .action((opts: RelayCommandOptions) => runRelay(opts));
+
+  relay
+    .command('migrate')
+    .description('Create or migrate the relay store schema, then exit (the relay also does this on start)')
+    .option(...storeFlag)
+    .option('--data-dir <dir>', `state directory of the SQLite store (default: ${nfltrHome('relay')})`)
+    // `relay` knows the same flags and may have taken them (`nfltr relay migrate --store …`).
+    .action((local: { store?: string; dataDir?: string }, cmd: Command) => {
+      const parent = cmd.parent!.opts() as RelayCommandOptions;
+      return runMigrate({ store: local.store ?? parent.store, dataDir: local.dataDir ?? parent.dataDir });
+    });
+}
+
+export async function runMigrate(opts: { store?: string; dataDir: string }): Promise<void> {
+  let store: Store;
+  try {
+    store = await openStoreFrom(opts);
+  } catch (err) {
+    die((err as Error).message);
+  }
+  // Both stores say what opening them applied.
+  const schema = (store as Partial<{ schema: { version: number; applied: number[] } }>).schema;
+  const where = opts.store ? redactUrl(opts.store) : opts.dataDir;
+  await store.close();
+  process.stderr.write(
+    schema && schema.applied.length > 0
+      ? `migrated ${store.kind} store ${where} to schema version ${schema.version} (applied ${schema.applied.join(', ')})\n`
+      : `${store.kind} store ${where} is at schema version ${schema?.version ?? '?'}; nothing to do\n`,
+  );
 }
 
 export async function runRelay(opts: RelayCommandOptions): Promise<void> {
   const logger = createLogger('relay');
   if (!!opts.tlsCert !== !!opts.tlsKey) die('--tls-cert and --tls-key must be given together', 2);
-  const store = openStore({ dataDir: opts.dataDir });
+  let store: Store;
+  let bus: Bus;
+  try {
+    store = await openStoreFrom(opts);
+  } catch (err) {
+    die((err as Error).message);
+  }
+  try {
+    bus = await openBus(opts.bus, { logger: logger.child('bus') });
+  } catch (err) {
+    await store.close();
+    die((err as Error).message);
+  }
   try {
     const relay = await startRelay({
       store,
+      bus,
       logger,
       grpcAddr: opts.grpcAddr,
       httpAddr: opts.httpAddr,
@@ -81,6 +150,8 @@ export async function runRelay(opts: RelayCommandOptions): Promise<void> {
       keepaliveTimeoutMs: opts.keepaliveTimeout,
       captureFile: opts.captureEnvelopes,
       holdWindowMs: opts.holdWindow,
+      presenceHeartbeatMs: opts.presenceHeartbeat,
+      presenceTtlMs: opts.presenceTtl,
     });
     // Tests and scripts that pass port 0 read the bound ports from this line.
     process.stderr.write(`nfltr relay ready grpc_port=${relay.grpcPort} http_port=${relay.httpPort}\n`);
@@ -89,12 +160,14 @@ export async function runRelay(opts: RelayCommandOptions): Promise<void> {
       logger.info('signal received; draining', { signal });
       relay
         .drain(`relay received ${signal}`)
+        .then(() => bus.close())
         .then(() => store.close())
         .then(() => process.exit(0));
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
   } catch (err) {
+    await bus.close().catch(() => {});
     await store.close();
     die((err as Error).message);
   }

@@ -39,6 +39,8 @@ export class AgentConnection {
   // Owned by the stream's reader.
   labels: Record<string, string>;
   lastSeen = new Date();
+  /** The store's claim number for this stream, set once admitted (0 before). */
+  epoch = 0;
 
   #closed = false;
 

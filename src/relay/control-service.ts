@@ -23,14 +23,14 @@ import {
   WireError,
 } from '../protocol/control.js';
 import type { Logger } from '../util/log.js';
+import type { Cluster } from './cluster.js';
 import { AgentConnection, type ControlCall, type QueueLimits } from './connection.js';
 import type { HoldQueue } from './hold.js';
-import type { Presence } from './presence.js';
 import type { Store } from './store/store.js';
 
 export interface ControlServiceOptions extends QueueLimits {
   store: Store;
-  presence: Presence;
+  cluster: Cluster;
   logger: Logger;
   relayId: string;
   keepaliveIntervalMs: number;
@@ -38,8 +38,6 @@ export interface ControlServiceOptions extends QueueLimits {
   helloTimeoutMs: number;
   /** False once the relay drains: new streams are refused with UNAVAILABLE. */
   accepting: () => boolean;
-  /** Called with every envelope routed, for `--capture-envelopes` audits of what the relay sees. */
-  onRouted?: (env: Envelope) => void;
   /** Holds envelopes for agents that are reconnecting. */
   hold: HoldQueue;
 }
@@ -57,12 +55,14 @@ const fail = (code: grpc.status, details: string) => ({ code, details });
 export function createControlHandler(
   opts: ControlServiceOptions,
 ): grpc.handleBidiStreamingCall<Buffer, Buffer> {
-  const { store, presence, logger } = opts;
+  const { store, cluster, logger } = opts;
 
   return (call: ControlCall) => {
     let conn: AgentConnection | undefined;
     let keyId: string | undefined;
     let account: string | undefined;
+    /** True while the hello is being admitted (a store round trip): frames wait in `early`. */
+    let admitting = false;
     const early: Buffer[] = [];
     let ended = false;
     const peer = call.getPeer();
@@ -122,72 +122,75 @@ export function createControlHandler(
         { ...hello.labels },
         opts,
       );
-      const reg = presence.register(candidate);
-      if (!reg.ok) {
-        return end(
-          fail(
-            grpc.status.ALREADY_EXISTS,
-            `agent id ${hello.agentId} is already connected under this account (since ${reg.holder.connectedAt.toISOString()}); give this agent another --name or stop the other one`,
-          ),
+      admitting = true;
+      cluster
+        .admit(candidate, () => ended)
+        .then(
+          (admitted) => {
+            admitting = false;
+            if (!admitted.ok) {
+              if (admitted.code === grpc.status.CANCELLED) return;
+              return end(fail(admitted.code, admitted.message));
+            }
+            clearTimeout(helloTimer);
+            conn = candidate;
+            for (const held of opts.hold.release(account!, hello.agentId)) conn.enqueue(held);
+            if (admitted.replaced) {
+              logger.info('agent reconnected; old stream replaced', { agent: hello.agentId, account });
+              admitted.replaced.close(
+                fail(grpc.status.ABORTED, 'replaced by a newer connection of the same agent'),
+              );
+            }
+            conn.sendControl({
+              case: 'welcome',
+              value: create(WelcomeSchema, {
+                agentId: hello.agentId,
+                account,
+                protocolVersion: PROTOCOL_VERSION,
+                maxFrameBytes: opts.maxFrameBytes,
+                keepaliveIntervalMs: opts.keepaliveIntervalMs,
+                relayId: opts.relayId,
+              }),
+            });
+            logger.info('agent connected', {
+              agent: hello.agentId,
+              account,
+              kind: AgentKind[hello.kind],
+              peer,
+            });
+            for (const b of early.splice(0)) onData(b);
+          },
+          (err: Error) => {
+            admitting = false;
+            logger.error('store failed while admitting an agent', {
+              agent: hello.agentId,
+              error: err.message,
+            });
+            end(fail(grpc.status.UNAVAILABLE, 'relay store unavailable; redial'));
+          },
         );
-      }
-      clearTimeout(helloTimer);
-      conn = candidate;
-      for (const held of opts.hold.release(account!, hello.agentId)) conn.enqueue(held);
-      if (reg.replaced) {
-        logger.info('agent reconnected; old stream replaced', { agent: hello.agentId, account });
-        reg.replaced.close(fail(grpc.status.ABORTED, 'replaced by a newer connection of the same agent'));
-      }
-      conn.sendControl({
-        case: 'welcome',
-        value: create(WelcomeSchema, {
-          agentId: hello.agentId,
-          account,
-          protocolVersion: PROTOCOL_VERSION,
-          maxFrameBytes: opts.maxFrameBytes,
-          keepaliveIntervalMs: opts.keepaliveIntervalMs,
-          relayId: opts.relayId,
-        }),
-      });
-      logger.info('agent connected', { agent: hello.agentId, account, kind: AgentKind[hello.kind], peer });
     };
 
     const route = (from: AgentConnection, env: Envelope) => {
       const problem = envelopeProblem(env);
-      const undeliverable = (code: ErrorCode, message: string) =>
-        from.sendControl({
-          case: 'deliveryError',
-          value: create(DeliveryErrorSchema, {
-            to: env.to,
-            channel: env.channel,
-            seq: env.seq,
-            kind: env.kind,
-            code,
-            message,
-          }),
-        });
-      if (problem) return undeliverable(ErrorCode.INVALID_ARGUMENT, problem);
-      env.from = from.identity.agentId;
-      const dest = presence.lookup(from.identity.account, env.to);
-      if (!dest || dest.closed) {
-        const notFound = () =>
-          undeliverable(ErrorCode.PEER_NOT_FOUND, `no agent ${env.to} is connected under this account`);
-        if (!opts.hold.hold(from.identity.account, env, notFound)) notFound();
-        return;
-      }
-      opts.onRouted?.(env);
-      if (!dest.enqueue(env)) {
-        return undeliverable(
-          ErrorCode.PEER_BUSY,
-          `agent ${env.to} is not reading fast enough; envelope dropped`,
-        );
-      }
+      if (!problem) return cluster.route(from, env);
+      from.sendControl({
+        case: 'deliveryError',
+        value: create(DeliveryErrorSchema, {
+          to: env.to,
+          channel: env.channel,
+          seq: env.seq,
+          kind: env.kind,
+          code: ErrorCode.INVALID_ARGUMENT,
+          message: problem,
+        }),
+      });
     };
 
     const handle = (frame: AgentFrame) => {
       const f = frame.frame;
       if (!conn) {
-        if (f.case === 'hello') return onHello(f.value);
+        if (f.case === 'hello' && !admitting) return onHello(f.value);
         return end(fail(grpc.status.INVALID_ARGUMENT, `first frame must be hello, got ${f.case}`));
       }
       conn.lastSeen = new Date();
@@ -200,6 +203,7 @@ export function createControlHandler(
           const problem = labelsProblem(f.value.labels);
           if (problem) return frameError(new WireError(ErrorCode.INVALID_ARGUMENT, problem));
           conn.labels = { ...f.value.labels };
+          cluster.labelsChanged(conn);
           return;
         }
         case 'envelopes':
@@ -214,7 +218,7 @@ export function createControlHandler(
 
     const onData = (bytes: Buffer) => {
       if (ended) return;
-      if (account === undefined) {
+      if (account === undefined || admitting) {
         early.push(bytes);
         return;
       }
@@ -243,8 +247,7 @@ export function createControlHandler(
     call.on('close', () => {
       clearTimeout(helloTimer);
       ended = true;
-      if (conn) opts.hold.markGone(conn.identity.account, conn.identity.agentId);
-      if (conn && presence.remove(conn)) {
+      if (conn && cluster.leave(conn)) {
         logger.info('agent disconnected', { agent: conn.identity.agentId, account: conn.identity.account });
       }
       conn?.close();

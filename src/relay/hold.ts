@@ -26,9 +26,12 @@ export class HoldQueue {
     this.#maxEnvelopes = opts.maxEnvelopesPerAgent ?? 10_000;
   }
 
-  markGone(account: string, agentId: string): void {
+  /** The agent left; with `ifUnknown`, only when it was not already known to be gone. */
+  markGone(account: string, agentId: string, ifUnknown = false): void {
     const now = Date.now();
-    this.#goneAt.set(keyOf(account, agentId), now);
+    const key = keyOf(account, agentId);
+    if (ifUnknown && this.#goneAt.has(key)) return;
+    this.#goneAt.set(key, now);
     if (this.#goneAt.size > 100_000) {
       for (const [k, t] of this.#goneAt) if (now - t > this.#windowMs) this.#goneAt.delete(k);
     }
@@ -54,6 +57,18 @@ export class HoldQueue {
       this.#held.set(key, entry);
     }
     if (entry.items.length >= this.#maxEnvelopes) return false;
+    entry.items.push({ env, expire });
+    return true;
+  }
+
+  /**
+   * Adds to what is already held for the envelope's destination, so later envelopes stay behind
+   * earlier ones; false when nothing is held for it.
+   */
+  append(account: string, env: Envelope, expire: () => void): boolean {
+    if (this.#held.size === 0) return false;
+    const entry = this.#held.get(keyOf(account, env.to));
+    if (!entry || entry.items.length >= this.#maxEnvelopes) return false;
     entry.items.push({ env, expire });
     return true;
   }

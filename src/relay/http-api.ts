@@ -3,10 +3,8 @@
  * status and a specific message, produced at one boundary.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { agentKindName } from '../protocol/control.js';
 import type { Logger } from '../util/log.js';
-import type { AgentConnection } from './connection.js';
-import type { Presence } from './presence.js';
+import type { Cluster, PeerView } from './cluster.js';
 import type { Store } from './store/store.js';
 
 /** An error that knows its HTTP status; thrown by handlers, rendered by the boundary. */
@@ -27,14 +25,17 @@ export interface PeerJson {
   labels: Record<string, string>;
   connected_since: string;
   last_seen: string;
+  /** The relay replica holding the agent's stream. */
+  relay_id: string;
 }
 
-export const peerJson = (c: AgentConnection): PeerJson => ({
-  agent_id: c.identity.agentId,
-  kind: agentKindName(c.identity.kind) ?? 'unknown',
-  labels: c.labels,
-  connected_since: c.connectedAt.toISOString(),
-  last_seen: c.lastSeen.toISOString(),
+export const peerJson = (p: PeerView): PeerJson => ({
+  agent_id: p.agentId,
+  kind: p.kind,
+  labels: p.labels,
+  connected_since: p.connectedSince.toISOString(),
+  last_seen: p.lastSeen.toISOString(),
+  relay_id: p.relayId,
 });
 
 /** Accepts `Authorization: ApiKey <key>`, `Authorization: Bearer <key>` or `X-Api-Key: <key>`. */
@@ -50,13 +51,15 @@ export function presentedKey(req: IncomingMessage): string | undefined {
 
 export interface HttpApiOptions {
   store: Store;
-  presence: Presence;
+  cluster: Cluster;
   logger: Logger;
   relayId: string;
+  storeKind?: string;
+  busKind?: string;
 }
 
 export function createHttpHandler(opts: HttpApiOptions) {
-  const { store, presence, logger } = opts;
+  const { store, cluster, logger } = opts;
 
   const account = async (req: IncomingMessage): Promise<string> => {
     const key = presentedKey(req);
@@ -73,9 +76,16 @@ export function createHttpHandler(opts: HttpApiOptions) {
   };
 
   const routes: Record<string, (req: IncomingMessage) => Promise<unknown>> = {
-    'GET /healthz': async () => ({ status: 'ok', relay_id: opts.relayId, agents: presence.size }),
+    'GET /healthz': async () => ({
+      status: 'ok',
+      relay_id: opts.relayId,
+      agents: cluster.local.size,
+      remote_agents: cluster.remote.size,
+      store: opts.storeKind,
+      bus: opts.busKind,
+    }),
     'GET /api/v1/peers': async (req) => {
-      const peers = presence.list(await account(req)).map(peerJson);
+      const peers = cluster.peers(await account(req)).map(peerJson);
       peers.sort((a, b) => a.agent_id.localeCompare(b.agent_id));
       return { peers };
     },

@@ -1,2 +1,16 @@
+export type { Bus, BusHandlers, PresenceEvent, Refusal } from './bus/index.js';
+// The PostgreSQL store and NATS bus load on demand (openStoreFrom, openBus); import them from
+// store/postgres and bus/nats directly when needed by name.
+export { LocalBus, LocalHub, openBus } from './bus/index.js';
+export { Cluster, type PeerView } from './cluster.js';
 export { type Relay, type RelayOptions, splitHostPort, startRelay } from './relay.js';
-export { type ApiKeyInfo, type AuthResult, openStore, SqliteStore, type Store } from './store/index.js';
+export {
+  type ApiKeyInfo,
+  type AuthResult,
+  isPostgresUrl,
+  openStore,
+  openStoreFrom,
+  redactUrl,
+  SqliteStore,
+  type Store,
+} from './store/index.js';

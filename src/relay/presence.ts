@@ -1,5 +1,6 @@
 /**
- * @module Who is connected, per account. An agent id is unique within its account.
+ * @module Who is connected to this replica, per account. An agent id is unique within its account;
+ * the store decides which stream holds it (see `claimPresence`).
  */
 import type { AgentConnection } from './connection.js';
 
@@ -10,19 +11,22 @@ export type RegisterResult =
 export class Presence {
   readonly #byAccount = new Map<string, Map<string, AgentConnection>>();
 
-  /** Adds a connection; a live id is refused unless the newcomer presents the holder's session token. */
+  /**
+   * Adds a connection whose claim the store granted. A holder with a later claim (larger epoch) wins;
+   * otherwise the newcomer replaces it and the caller closes the one returned.
+   */
   register(conn: AgentConnection): RegisterResult {
-    const { account, agentId, sessionToken } = conn.identity;
+    const { account, agentId } = conn.identity;
     let agents = this.#byAccount.get(account);
     if (!agents) {
       agents = new Map();
       this.#byAccount.set(account, agents);
     }
     const holder = agents.get(agentId);
-    if (holder && !holder.closed && holder.identity.sessionToken !== sessionToken)
+    if (holder && holder !== conn && !holder.closed && holder.epoch > conn.epoch)
       return { ok: false, holder };
     agents.set(agentId, conn);
-    return holder && !holder.closed ? { ok: true, replaced: holder } : { ok: true };
+    return holder && holder !== conn && !holder.closed ? { ok: true, replaced: holder } : { ok: true };
   }
 
   /** Removes a connection if it is still the one registered under its id. */

@@ -1,6 +1,6 @@
 /**
- * @module Composes a relay: store, presence, the gRPC control service, the HTTP API, keepalive and
- * revocation sweeps, and draining shutdown.
+ * @module Composes a relay replica: store, bus, presence (the cluster), the gRPC control service, the
+ * HTTP API, keepalive, presence heartbeat and revocation sweeps, and draining shutdown.
  */
 import { randomBytes } from 'node:crypto';
 import { appendFileSync, readFileSync } from 'node:fs';
@@ -13,14 +13,19 @@ import * as grpc from '@grpc/grpc-js';
 import { DEFAULT_MAX_FRAME_BYTES, type Envelope, GoawaySchema, PingSchema } from '../protocol/control.js';
 import { relayServiceDefinition } from '../protocol/grpc.js';
 import type { Logger } from '../util/log.js';
+import type { Bus } from './bus/bus.js';
+import { LocalBus } from './bus/local/index.js';
+import { Cluster } from './cluster.js';
 import { createControlHandler } from './control-service.js';
 import { HoldQueue } from './hold.js';
 import { createHttpHandler } from './http-api.js';
-import { Presence } from './presence.js';
+import type { Presence } from './presence.js';
 import type { Store } from './store/store.js';
 
 export interface RelayOptions {
   store: Store;
+  /** How replicas reach each other; the in-process bus (a relay alone) by default. The caller closes it. */
+  bus?: Bus;
   logger: Logger;
   grpcAddr: string;
   httpAddr: string;
@@ -36,13 +41,19 @@ export interface RelayOptions {
   captureFile?: string;
   /** How long envelopes for a reconnecting agent are held before PEER_NOT_FOUND (0: never). */
   holdWindowMs?: number;
+  /** How often this replica refreshes its presence rows and tells the others it is alive. */
+  presenceHeartbeatMs?: number;
+  /** A replica silent this long is dead: its agents leave every replica's presence. */
+  presenceTtlMs?: number;
 }
 
 export interface Relay {
   readonly relayId: string;
   readonly grpcPort: number;
   readonly httpPort: number;
+  /** The agents this replica holds. */
   readonly presence: Presence;
+  readonly cluster: Cluster;
   /** Stops accepting, tells every agent to redial elsewhere, closes listeners. */
   drain(reason?: string): Promise<void>;
 }
@@ -70,7 +81,26 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   const maxFrameBytes = opts.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
   const keepaliveIntervalMs = opts.keepaliveIntervalMs ?? 10_000;
   const keepaliveTimeoutMs = opts.keepaliveTimeoutMs ?? 30_000;
-  const presence = new Presence();
+  const bus = opts.bus ?? new LocalBus();
+  const presenceHeartbeatMs = opts.presenceHeartbeatMs ?? 5_000;
+  const presenceTtlMs = opts.presenceTtlMs ?? 20_000;
+  if (presenceTtlMs < 2 * presenceHeartbeatMs) {
+    throw new Error(
+      `--presence-ttl (${presenceTtlMs} ms) must be at least twice --presence-heartbeat (${presenceHeartbeatMs} ms)`,
+    );
+  }
+  const hold = new HoldQueue({ windowMs: opts.holdWindowMs ?? 10_000 });
+  const cluster = new Cluster({
+    relayId,
+    store,
+    bus,
+    hold,
+    logger: logger.child('cluster'),
+    presenceTtlMs,
+    onRouted: opts.captureFile ? captureTo(opts.captureFile) : undefined,
+  });
+  await cluster.start();
+  const presence = cluster.local;
   let accepting = true;
 
   const tls = opts.tls && { cert: readFileSync(opts.tls.certFile), key: readFileSync(opts.tls.keyFile) };
@@ -83,7 +113,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   grpcServer.addService(relayServiceDefinition, {
     connect: createControlHandler({
       store,
-      presence,
+      cluster,
       logger: logger.child('control'),
       relayId,
       keepaliveIntervalMs,
@@ -91,8 +121,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       maxFrameBytes,
       maxQueuedBytes: opts.maxQueuedBytesPerAgent ?? 64 * 1024 * 1024,
       accepting: () => accepting,
-      onRouted: opts.captureFile ? captureTo(opts.captureFile) : undefined,
-      hold: new HoldQueue({ windowMs: opts.holdWindowMs ?? 10_000 }),
+      hold,
     }),
   });
   const g = splitHostPort(opts.grpcAddr, '--grpc-addr');
@@ -105,7 +134,14 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     ),
   );
 
-  const httpHandler = createHttpHandler({ store, presence, logger: logger.child('http'), relayId });
+  const httpHandler = createHttpHandler({
+    store,
+    cluster,
+    logger: logger.child('http'),
+    relayId,
+    storeKind: store.kind,
+    busKind: bus.kind,
+  });
   const httpServer: HttpServer = tls ? createHttpsServer(tls, httpHandler) : createHttpServer(httpHandler);
   const h = splitHostPort(opts.httpAddr, '--http-addr');
   await new Promise<void>((resolve, reject) => {
@@ -124,7 +160,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
             agent: conn.identity.agentId,
             silent_ms: now - conn.lastSeen.getTime(),
           });
-          presence.remove(conn);
+          cluster.leave(conn);
           conn.close({
             code: grpc.status.DEADLINE_EXCEEDED,
             details: `no frame for ${keepaliveTimeoutMs} ms`,
@@ -151,7 +187,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
           agent: conn.identity.agentId,
           key: conn.identity.keyId,
         });
-        presence.remove(conn);
+        cluster.leave(conn);
         conn.close({
           code: grpc.status.UNAUTHENTICATED,
           details: `API key ${conn.identity.keyId} was revoked`,
@@ -165,11 +201,27 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   }, opts.revocationPollMs ?? 1_000);
   revocation.unref();
 
+  let beating = false;
+  const heartbeat = setInterval(async () => {
+    if (beating) return;
+    beating = true;
+    try {
+      await cluster.heartbeat();
+    } catch (err) {
+      logger.warn('presence heartbeat failed', { error: (err as Error).message });
+    } finally {
+      beating = false;
+    }
+  }, presenceHeartbeatMs);
+  heartbeat.unref();
+
   logger.info('relay listening', {
     relay_id: relayId,
     grpc: `${g.host}:${grpcPort}`,
     http: `${h.host}:${httpPort}`,
     tls: !!tls,
+    store: store.kind,
+    bus: bus.kind,
   });
 
   let drained: Promise<void> | undefined;
@@ -178,13 +230,16 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       accepting = false;
       clearInterval(keepalive);
       clearInterval(revocation);
+      clearInterval(heartbeat);
       const conns = presence.all();
       for (const conn of conns) {
         conn.sendControl({ case: 'goaway', value: create(GoawaySchema, { reason, redialAfterMs: 100 }) });
         presence.remove(conn);
+        bus.unsubscribeAgent(conn.identity.account, conn.identity.agentId);
         conn.close();
       }
       logger.info('draining', { agents: conns.length, reason });
+      await cluster.goodbye(conns);
       await new Promise<void>((resolve) => {
         const force = setTimeout(() => {
           grpcServer.forceShutdown();
@@ -198,7 +253,8 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       });
       httpServer.closeAllConnections();
       await new Promise<void>((resolve) => httpServer.close(() => resolve()));
+      if (!opts.bus) await bus.close();
     })());
 
-  return { relayId, grpcPort, httpPort, presence, drain };
+  return { relayId, grpcPort, httpPort, presence, cluster, drain };
 }

@@ -50,6 +50,7 @@ async function peers(relay: RelayProcess, key: string, header: 'ApiKey' | 'Beare
         kind: string;
         connected_since: string;
         last_seen: string;
+        relay_id: string;
       }[];
     } & { error?: { code: string; message: string } },
   };
@@ -215,6 +216,8 @@ describe('relay', () => {
       expect(p).toMatchObject({ kind: 'planner', labels: { gpu: 'a100', repo: 'payments' } });
       expect(Date.parse(p!.connected_since)).toBeGreaterThan(0);
       expect(Date.parse(p!.last_seen)).toBeGreaterThan(0);
+      const health = (await (await fetch(`${relay.httpUrl}/healthz`)).json()) as { relay_id: string };
+      expect(p!.relay_id).toBe(health.relay_id);
     }
   });
 

@@ -1,3 +1,12 @@
-export { openStore } from './open.js';
+export { isPostgresUrl, openStore, openStoreFrom } from './open.js';
+export { redactUrl } from './redact.js';
 export { SqliteStore } from './sqlite/index.js';
-export type { ApiKeyInfo, AuthResult, Store } from './store.js';
+export type {
+  ApiKeyInfo,
+  AuthResult,
+  ClaimResult,
+  HeldPresence,
+  PresenceClaim,
+  PresenceRecord,
+  Store,
+} from './store.js';

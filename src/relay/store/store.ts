@@ -1,6 +1,12 @@
 /**
  * @module The relay's state behind one small interface, so the relay is the same code on one machine
- * (SQLite) and on many (PostgreSQL).
+ * (SQLite) and on many (PostgreSQL): accounts and hashed API keys, and presence (who is connected to
+ * which replica). Task digests are not kept here yet: nothing reads them.
+ *
+ * Presence rows are claimed by the replica holding the agent's stream and refreshed by its heartbeat;
+ * a row not refreshed for `ttlMs` belongs to a replica that died without goodbye, and may be taken
+ * over or expired by anyone. Ages are measured by the store's own clock (PostgreSQL's `now()`), so
+ * replicas with skewed clocks agree on them.
  */
 
 export interface ApiKeyInfo {
@@ -15,6 +21,43 @@ export type AuthResult =
   | { ok: true; keyId: string; account: string }
   | { ok: false; reason: 'malformed' | 'unknown' | 'revoked'; message: string };
 
+/** One connected agent as the store knows it. */
+export interface PresenceRecord {
+  account: string;
+  agentId: string;
+  /** `worker`, `planner` or `tunnel`. */
+  kind: string;
+  labels: Record<string, string>;
+  connectedSince: Date;
+  lastSeen: Date;
+  /** The replica holding the agent's stream. */
+  relayId: string;
+  /** Unique and increasing across the store: a later claim of the same agent id has a larger epoch. */
+  epoch: number;
+  /** Milliseconds since the holding replica last refreshed the row, by the store's clock. */
+  ageMs: number;
+}
+
+export interface PresenceClaim {
+  account: string;
+  agentId: string;
+  kind: string;
+  labels: Record<string, string>;
+  connectedSince: Date;
+  relayId: string;
+  /** SHA-256 of the agent's session token: presenting the same token takes over a live claim. */
+  sessionHash: Buffer;
+}
+
+export type ClaimResult = { ok: true; epoch: number } | { ok: false; holder: PresenceRecord };
+
+/** A row a replica still holds, as its heartbeat reports it. */
+export interface HeldPresence {
+  account: string;
+  agentId: string;
+  epoch: number;
+}
+
 export interface Store {
   /** Creates the account when needed and a new key for it; returns the key in clear, the only time. */
   createKey(account: string): Promise<{ id: string; key: string }>;
@@ -23,7 +66,32 @@ export interface Store {
   revokeKey(id: string): Promise<boolean>;
   /** Checks a presented key and records its use. */
   authenticate(key: string): Promise<AuthResult>;
-  /** Ids among `keyIds` that are revoked now; the relay polls this to close revoked streams. */
+  /** Ids among `keyIds` that are revoked now; every replica polls this to close revoked streams. */
   revokedAmong(keyIds: string[]): Promise<string[]>;
+
+  /**
+   * Claims an agent id for a replica, atomically across replicas. Succeeds when the id is free, when
+   * the claim presents the holder's session token (a redial, possibly to another replica), or when the
+   * holder's row is older than `ttlMs`; otherwise returns the live holder.
+   */
+  claimPresence(claim: PresenceClaim, ttlMs: number): Promise<ClaimResult>;
+  /**
+   * The replica's heartbeat: refreshes every row it holds, writes `labels` for the rows listed, and
+   * returns the rows it still holds. A row it thought it held and that is missing was taken over or
+   * expired, and the replica closes that stream.
+   */
+  heartbeatPresence(
+    relayId: string,
+    labels: { account: string; agentId: string; epoch: number; labels: Record<string, string> }[],
+  ): Promise<HeldPresence[]>;
+  /** Deletes the row of this claim (`epoch`), if it still is the current one. */
+  releasePresence(account: string, agentId: string, epoch: number): Promise<void>;
+  /** Rows refreshed within `ttlMs`, oldest claim first. */
+  listPresence(opts: { ttlMs: number; account?: string }): Promise<PresenceRecord[]>;
+  /** Deletes rows not refreshed within `ttlMs` (0: every row) and returns them. */
+  expirePresence(ttlMs: number): Promise<PresenceRecord[]>;
+
+  /** `sqlite` or `postgres`, for logs and health. */
+  readonly kind: string;
   close(): Promise<void>;
 }

@@ -5,7 +5,15 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { generateApiKey, parseApiKey, secretMatches } from '../../api-key.js';
-import type { ApiKeyInfo, AuthResult, Store } from '../store.js';
+import type {
+  ApiKeyInfo,
+  AuthResult,
+  ClaimResult,
+  HeldPresence,
+  PresenceClaim,
+  PresenceRecord,
+  Store,
+} from '../store.js';
 
 const MIGRATIONS = [
   `CREATE TABLE accounts (name TEXT PRIMARY KEY, created_at INTEGER NOT NULL);
@@ -17,6 +25,23 @@ const MIGRATIONS = [
      last_used_at INTEGER,
      revoked_at INTEGER
    );`,
+  `CREATE TABLE presence (
+     account TEXT NOT NULL,
+     agent_id TEXT NOT NULL,
+     kind TEXT NOT NULL,
+     labels TEXT NOT NULL,
+     connected_since INTEGER NOT NULL,
+     last_seen INTEGER NOT NULL,
+     relay_id TEXT NOT NULL,
+     session_hash BLOB NOT NULL,
+     epoch INTEGER NOT NULL,
+     updated_at INTEGER NOT NULL,
+     PRIMARY KEY (account, agent_id)
+   );
+   CREATE INDEX presence_relay ON presence (relay_id);
+   CREATE INDEX presence_updated ON presence (updated_at);
+   CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+   INSERT INTO counters (name, value) VALUES ('presence_epoch', 0);`,
 ];
 
 interface KeyRow {
@@ -28,6 +53,33 @@ interface KeyRow {
   revoked_at: number | null;
 }
 
+interface PresenceRow {
+  account: string;
+  agent_id: string;
+  kind: string;
+  labels: string;
+  connected_since: number;
+  last_seen: number;
+  relay_id: string;
+  epoch: number;
+  updated_at: number;
+}
+
+const toPresence = (r: PresenceRow, now: number): PresenceRecord => ({
+  account: r.account,
+  agentId: r.agent_id,
+  kind: r.kind,
+  labels: JSON.parse(r.labels) as Record<string, string>,
+  connectedSince: new Date(r.connected_since),
+  lastSeen: new Date(r.last_seen),
+  relayId: r.relay_id,
+  epoch: r.epoch,
+  ageMs: Math.max(0, now - r.updated_at),
+});
+
+const PRESENCE_COLUMNS =
+  'account, agent_id, kind, labels, connected_since, last_seen, relay_id, epoch, updated_at';
+
 const toInfo = (r: KeyRow): ApiKeyInfo => ({
   id: r.id,
   account: r.account,
@@ -37,6 +89,9 @@ const toInfo = (r: KeyRow): ApiKeyInfo => ({
 });
 
 export class SqliteStore implements Store {
+  readonly kind = 'sqlite';
+  /** The schema version after opening, and the migrations this open applied. */
+  readonly schema: { version: number; applied: number[] };
   readonly #db: Database.Database;
 
   constructor(file: string) {
@@ -45,17 +100,29 @@ export class SqliteStore implements Store {
     // WAL lets `nfltr keys` write while a relay holds the file open; the busy timeout covers the overlap.
     this.#db.pragma('journal_mode = WAL');
     this.#db.pragma('busy_timeout = 5000');
-    this.#migrate();
+    // WAL with NORMAL stays consistent after a crash and skips an fsync per commit: presence rows are
+    // written on every connect, and a fleet reconnecting after a restart must not wait on the disk.
+    this.#db.pragma('synchronous = NORMAL');
+    this.schema = this.#migrate();
   }
 
-  #migrate(): void {
+  /** SQLite keeps its schema version in `user_version`; migration N brings it to N. */
+  #migrate(): { version: number; applied: number[] } {
     const version = this.#db.pragma('user_version', { simple: true }) as number;
+    if (version > MIGRATIONS.length) {
+      throw new Error(
+        `the relay database is at schema version ${version}, newer than this nfltr knows (${MIGRATIONS.length}): upgrade nfltr`,
+      );
+    }
+    const applied: number[] = [];
     for (let v = version; v < MIGRATIONS.length; v++) {
       this.#db.transaction(() => {
         this.#db.exec(MIGRATIONS[v]!);
         this.#db.pragma(`user_version = ${v + 1}`);
       })();
+      applied.push(v + 1);
     }
+    return { version: MIGRATIONS.length, applied };
   }
 
   async createKey(account: string): Promise<{ id: string; key: string }> {
@@ -112,6 +179,89 @@ export class SqliteStore implements Store {
       )
       .all(...keyIds) as { id: string }[];
     return rows.map((r) => r.id);
+  }
+
+  async claimPresence(claim: PresenceClaim, ttlMs: number): Promise<ClaimResult> {
+    const now = Date.now();
+    return this.#db.transaction((): ClaimResult => {
+      const row = this.#db
+        .prepare(`SELECT ${PRESENCE_COLUMNS}, session_hash FROM presence WHERE account = ? AND agent_id = ?`)
+        .get(claim.account, claim.agentId) as (PresenceRow & { session_hash: Buffer }) | undefined;
+      if (row && now - row.updated_at <= ttlMs && !row.session_hash.equals(claim.sessionHash)) {
+        return { ok: false, holder: toPresence(row, now) };
+      }
+      const { value: epoch } = this.#db
+        .prepare(`UPDATE counters SET value = value + 1 WHERE name = 'presence_epoch' RETURNING value`)
+        .get() as { value: number };
+      this.#db
+        .prepare(
+          `INSERT OR REPLACE INTO presence (${PRESENCE_COLUMNS}, session_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        )
+        .run(
+          claim.account,
+          claim.agentId,
+          claim.kind,
+          JSON.stringify(claim.labels),
+          claim.connectedSince.getTime(),
+          now,
+          claim.relayId,
+          epoch,
+          now,
+          claim.sessionHash,
+        );
+      return { ok: true, epoch };
+    })();
+  }
+
+  async heartbeatPresence(
+    relayId: string,
+    labels: { account: string; agentId: string; epoch: number; labels: Record<string, string> }[],
+  ): Promise<HeldPresence[]> {
+    const now = Date.now();
+    return this.#db.transaction(() => {
+      const setLabels = this.#db.prepare(
+        'UPDATE presence SET labels = ? WHERE account = ? AND agent_id = ? AND epoch = ? AND relay_id = ?',
+      );
+      for (const l of labels) setLabels.run(JSON.stringify(l.labels), l.account, l.agentId, l.epoch, relayId);
+      this.#db
+        .prepare('UPDATE presence SET updated_at = ?, last_seen = ? WHERE relay_id = ?')
+        .run(now, now, relayId);
+      const rows = this.#db
+        .prepare('SELECT account, agent_id, epoch FROM presence WHERE relay_id = ?')
+        .all(relayId) as { account: string; agent_id: string; epoch: number }[];
+      return rows.map((r) => ({ account: r.account, agentId: r.agent_id, epoch: r.epoch }));
+    })();
+  }
+
+  async releasePresence(account: string, agentId: string, epoch: number): Promise<void> {
+    this.#db
+      .prepare('DELETE FROM presence WHERE account = ? AND agent_id = ? AND epoch = ?')
+      .run(account, agentId, epoch);
+  }
+
+  async listPresence(opts: { ttlMs: number; account?: string }): Promise<PresenceRecord[]> {
+    const now = Date.now();
+    const rows = (
+      opts.account === undefined
+        ? this.#db
+            .prepare(`SELECT ${PRESENCE_COLUMNS} FROM presence WHERE updated_at >= ? ORDER BY epoch`)
+            .all(now - opts.ttlMs)
+        : this.#db
+            .prepare(
+              `SELECT ${PRESENCE_COLUMNS} FROM presence WHERE updated_at >= ? AND account = ? ORDER BY epoch`,
+            )
+            .all(now - opts.ttlMs, opts.account)
+    ) as PresenceRow[];
+    return rows.map((r) => toPresence(r, now));
+  }
+
+  async expirePresence(ttlMs: number): Promise<PresenceRecord[]> {
+    const now = Date.now();
+    const cutoff = ttlMs <= 0 ? Number.MAX_SAFE_INTEGER : now - ttlMs;
+    const rows = this.#db
+      .prepare(`DELETE FROM presence WHERE updated_at < ? RETURNING ${PRESENCE_COLUMNS}`)
+      .all(cutoff) as PresenceRow[];
+    return rows.map((r) => toPresence(r, now)).sort((a, b) => a.epoch - b.epoch);
   }
 
   async close(): Promise<void> {

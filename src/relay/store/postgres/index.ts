@@ -1,0 +1,322 @@
+/**
+ * @module The shared {@link Store}: PostgreSQL, for several relay replicas behind one address. The
+ * relay creates and migrates its schema itself ({@link migratePostgres}), under an advisory lock so
+ * replicas starting together migrate once.
+ */
+import pg from 'pg';
+import { generateApiKey, parseApiKey, secretMatches } from '../../api-key.js';
+import { redactUrl } from '../redact.js';
+import type {
+  ApiKeyInfo,
+  AuthResult,
+  ClaimResult,
+  HeldPresence,
+  PresenceClaim,
+  PresenceRecord,
+  Store,
+} from '../store.js';
+import { MIGRATIONS } from './migrations.js';
+
+/** Arbitrary, fixed: the advisory lock every nfltr relay takes while migrating. */
+const MIGRATION_LOCK = 0x6e666c74;
+
+/** Applies pending migrations; returns the versions applied now and the schema version after. */
+export async function migratePostgres(pool: pg.Pool): Promise<{ applied: number[]; version: number }> {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
+    const { rows: schemaRows } = await client.query<{ schema: string | null; path: string }>(
+      `SELECT current_schema() AS schema, current_setting('search_path') AS path`,
+    );
+    if (!schemaRows[0]?.schema) {
+      // The search_path names a schema that does not exist yet: create the first one it names.
+      const first = schemaRows[0]?.path.split(',')[0]?.trim().replace(/^"|"$/g, '');
+      if (!first || first === '$user') throw new Error('the search_path names no schema to create tables in');
+      await client.query(`CREATE SCHEMA IF NOT EXISTS ${pg.escapeIdentifier(first)}`);
+    }
+    await client.query(
+      `CREATE TABLE IF NOT EXISTS nfltr_migrations (
+         version INTEGER PRIMARY KEY,
+         name TEXT NOT NULL,
+         applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+       )`,
+    );
+    const { rows } = await client.query<{ v: number | null }>(
+      'SELECT max(version) AS v FROM nfltr_migrations',
+    );
+    const current = rows[0]?.v ?? 0;
+    const latest = MIGRATIONS[MIGRATIONS.length - 1]!.version;
+    if (current > latest) {
+      throw new Error(
+        `the database schema is at version ${current}, newer than this nfltr knows (${latest}): upgrade nfltr`,
+      );
+    }
+    const applied: number[] = [];
+    for (const m of MIGRATIONS) {
+      if (m.version <= current) continue;
+      await client.query(m.sql);
+      await client.query('INSERT INTO nfltr_migrations (version, name) VALUES ($1, $2)', [m.version, m.name]);
+      applied.push(m.version);
+    }
+    await client.query('COMMIT');
+    return { applied, version: Math.max(current, ...applied) };
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw err;
+  } finally {
+    client.release();
+  }
+}
+
+interface KeyRow {
+  id: string;
+  account: string;
+  secret_hash: Buffer;
+  created_at: Date;
+  last_used_at: Date | null;
+  revoked_at: Date | null;
+}
+
+interface PresenceRow {
+  account: string;
+  agent_id: string;
+  kind: string;
+  labels: Record<string, string>;
+  connected_since: Date;
+  last_seen: Date;
+  relay_id: string;
+  epoch: string;
+  age_ms: number;
+}
+
+const PRESENCE_SELECT = `account, agent_id, kind, labels, connected_since, last_seen, relay_id, epoch,
+  (extract(epoch FROM now() - updated_at) * 1000)::float8 AS age_ms`;
+
+/** `updated_at` older than this many milliseconds (parameter `$n`) is stale. */
+const staleBefore = (n: number) => `now() - make_interval(secs => $${n}::float8 / 1000)`;
+
+const toPresence = (r: PresenceRow): PresenceRecord => ({
+  account: r.account,
+  agentId: r.agent_id,
+  kind: r.kind,
+  labels: r.labels,
+  connectedSince: r.connected_since,
+  lastSeen: r.last_seen,
+  relayId: r.relay_id,
+  epoch: Number(r.epoch),
+  ageMs: Math.max(0, r.age_ms),
+});
+
+export class PostgresStore implements Store {
+  readonly kind = 'postgres';
+  /** The schema version after opening, and the migrations this open applied. */
+  readonly schema: { version: number; applied: number[] };
+  readonly #pool: pg.Pool;
+
+  private constructor(pool: pg.Pool, schema: { version: number; applied: number[] }) {
+    this.#pool = pool;
+    this.schema = schema;
+  }
+
+  /** Connects, migrates unless told not to, and returns the store; errors name the URL (without password). */
+  static async open(url: string, opts: { migrate?: boolean } = {}): Promise<PostgresStore> {
+    const pool = new pg.Pool({ connectionString: url, max: 8, connectionTimeoutMillis: 5_000 });
+    // An idle client losing its server must not take the relay down; the next query reconnects.
+    pool.on('error', () => {});
+    try {
+      await pool.query('SELECT 1');
+      const schema =
+        opts.migrate !== false
+          ? await migratePostgres(pool)
+          : {
+              applied: [],
+              version:
+                (await pool.query<{ v: number }>('SELECT max(version) AS v FROM nfltr_migrations')).rows[0]
+                  ?.v ?? 0,
+            };
+      return new PostgresStore(pool, schema);
+    } catch (err) {
+      await pool.end().catch(() => {});
+      throw new Error(`--store ${redactUrl(url)}: ${(err as Error).message}`);
+    }
+  }
+
+  /** The pool, for `nfltr relay migrate` and tests. */
+  get pool(): pg.Pool {
+    return this.#pool;
+  }
+
+  async createKey(account: string): Promise<{ id: string; key: string }> {
+    const k = generateApiKey();
+    const client = await this.#pool.connect();
+    try {
+      await client.query('BEGIN');
+      await client.query('INSERT INTO accounts (name) VALUES ($1) ON CONFLICT DO NOTHING', [account]);
+      await client.query('INSERT INTO api_keys (id, account, secret_hash) VALUES ($1, $2, $3)', [
+        k.id,
+        account,
+        k.secretHash,
+      ]);
+      await client.query('COMMIT');
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => {});
+      throw err;
+    } finally {
+      client.release();
+    }
+    return { id: k.id, key: k.key };
+  }
+
+  async listKeys(account?: string): Promise<ApiKeyInfo[]> {
+    const { rows } =
+      account === undefined
+        ? await this.#pool.query<KeyRow>('SELECT * FROM api_keys ORDER BY created_at, id')
+        : await this.#pool.query<KeyRow>(
+            'SELECT * FROM api_keys WHERE account = $1 ORDER BY created_at, id',
+            [account],
+          );
+    return rows.map((r) => ({
+      id: r.id,
+      account: r.account,
+      createdAt: r.created_at,
+      lastUsedAt: r.last_used_at,
+      revokedAt: r.revoked_at,
+    }));
+  }
+
+  async revokeKey(id: string): Promise<boolean> {
+    const r = await this.#pool.query(
+      'UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE id = $1',
+      [id],
+    );
+    return (r.rowCount ?? 0) > 0;
+  }
+
+  async authenticate(key: string): Promise<AuthResult> {
+    const parsed = parseApiKey(key);
+    if (!parsed) return { ok: false, reason: 'malformed', message: 'API key is malformed (expected nfk_…)' };
+    const { rows } = await this.#pool.query<KeyRow>('SELECT * FROM api_keys WHERE id = $1', [parsed.id]);
+    const row = rows[0];
+    if (!row || !secretMatches(parsed.secret, row.secret_hash)) {
+      return { ok: false, reason: 'unknown', message: 'API key not recognised' };
+    }
+    if (row.revoked_at !== null) {
+      return {
+        ok: false,
+        reason: 'revoked',
+        message: `API key ${row.id} was revoked at ${row.revoked_at.toISOString()}`,
+      };
+    }
+    await this.#pool.query('UPDATE api_keys SET last_used_at = now() WHERE id = $1', [row.id]);
+    return { ok: true, keyId: row.id, account: row.account };
+  }
+
+  async revokedAmong(keyIds: string[]): Promise<string[]> {
+    if (keyIds.length === 0) return [];
+    const { rows } = await this.#pool.query<{ id: string }>(
+      'SELECT id FROM api_keys WHERE revoked_at IS NOT NULL AND id = ANY($1::text[])',
+      [keyIds],
+    );
+    return rows.map((r) => r.id);
+  }
+
+  async claimPresence(claim: PresenceClaim, ttlMs: number): Promise<ClaimResult> {
+    // The upsert takes the row lock, so two replicas claiming one id at once are serialised and the
+    // loser re-checks its condition against the winner's row.
+    for (let attempt = 0; ; attempt++) {
+      const { rows } = await this.#pool.query<{ epoch: string }>(
+        `INSERT INTO presence AS p (account, agent_id, kind, labels, connected_since, last_seen, relay_id,
+           session_hash, epoch, updated_at)
+         VALUES ($1, $2, $3, $4::jsonb, $5, now(), $6, $7, nextval('presence_epoch'), now())
+         ON CONFLICT (account, agent_id) DO UPDATE SET kind = EXCLUDED.kind, labels = EXCLUDED.labels,
+           connected_since = EXCLUDED.connected_since, last_seen = EXCLUDED.last_seen,
+           relay_id = EXCLUDED.relay_id, session_hash = EXCLUDED.session_hash, epoch = EXCLUDED.epoch,
+           updated_at = EXCLUDED.updated_at
+         WHERE p.session_hash = EXCLUDED.session_hash OR p.updated_at < ${staleBefore(8)}
+         RETURNING epoch`,
+        [
+          claim.account,
+          claim.agentId,
+          claim.kind,
+          JSON.stringify(claim.labels),
+          claim.connectedSince,
+          claim.relayId,
+          claim.sessionHash,
+          ttlMs,
+        ],
+      );
+      if (rows[0]) return { ok: true, epoch: Number(rows[0].epoch) };
+      const holder = await this.#pool.query<PresenceRow>(
+        `SELECT ${PRESENCE_SELECT} FROM presence WHERE account = $1 AND agent_id = $2`,
+        [claim.account, claim.agentId],
+      );
+      if (holder.rows[0]) return { ok: false, holder: toPresence(holder.rows[0]) };
+      // The holder left between the two statements: claim again.
+      if (attempt >= 2) throw new Error(`presence claim for ${claim.agentId} kept racing; retry`);
+    }
+  }
+
+  async heartbeatPresence(
+    relayId: string,
+    labels: { account: string; agentId: string; epoch: number; labels: Record<string, string> }[],
+  ): Promise<HeldPresence[]> {
+    if (labels.length > 0) {
+      await this.#pool.query(
+        `UPDATE presence p SET labels = u.labels::jsonb
+         FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) AS u(account, agent_id, epoch, labels)
+         WHERE p.account = u.account AND p.agent_id = u.agent_id AND p.epoch = u.epoch AND p.relay_id = $5`,
+        [
+          labels.map((l) => l.account),
+          labels.map((l) => l.agentId),
+          labels.map((l) => l.epoch),
+          labels.map((l) => JSON.stringify(l.labels)),
+          relayId,
+        ],
+      );
+    }
+    const { rows } = await this.#pool.query<{ account: string; agent_id: string; epoch: string }>(
+      'UPDATE presence SET updated_at = now(), last_seen = now() WHERE relay_id = $1 RETURNING account, agent_id, epoch',
+      [relayId],
+    );
+    return rows.map((r) => ({ account: r.account, agentId: r.agent_id, epoch: Number(r.epoch) }));
+  }
+
+  async releasePresence(account: string, agentId: string, epoch: number): Promise<void> {
+    await this.#pool.query('DELETE FROM presence WHERE account = $1 AND agent_id = $2 AND epoch = $3', [
+      account,
+      agentId,
+      epoch,
+    ]);
+  }
+
+  async listPresence(opts: { ttlMs: number; account?: string }): Promise<PresenceRecord[]> {
+    const { rows } =
+      opts.account === undefined
+        ? await this.#pool.query<PresenceRow>(
+            `SELECT ${PRESENCE_SELECT} FROM presence WHERE updated_at >= ${staleBefore(1)} ORDER BY epoch`,
+            [opts.ttlMs],
+          )
+        : await this.#pool.query<PresenceRow>(
+            `SELECT ${PRESENCE_SELECT} FROM presence WHERE updated_at >= ${staleBefore(1)} AND account = $2
+             ORDER BY epoch`,
+            [opts.ttlMs, opts.account],
+          );
+    return rows.map(toPresence);
+  }
+
+  async expirePresence(ttlMs: number): Promise<PresenceRecord[]> {
+    const { rows } =
+      ttlMs <= 0
+        ? await this.#pool.query<PresenceRow>(`DELETE FROM presence RETURNING ${PRESENCE_SELECT}`)
+        : await this.#pool.query<PresenceRow>(
+            `DELETE FROM presence WHERE updated_at < ${staleBefore(1)} RETURNING ${PRESENCE_SELECT}`,
+            [ttlMs],
+          );
+    return rows.map(toPresence).sort((a, b) => a.epoch - b.epoch);
+  }
+
+  async close(): Promise<void> {
+    await this.#pool.end();
+  }
+}

@@ -1,0 +1,51 @@
+/**
+ * @module The PostgreSQL schema as numbered migrations. Append only: a released migration never
+ * changes, a fix is a new one. Tables live in the connection's current schema (its `search_path`), so
+ * several relay clusters, or test runs, can share one database.
+ */
+
+export interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+export const MIGRATIONS: Migration[] = [
+  {
+    version: 1,
+    name: 'accounts and api keys',
+    sql: `
+      CREATE TABLE accounts (name TEXT PRIMARY KEY, created_at TIMESTAMPTZ NOT NULL DEFAULT now());
+      CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        account TEXT NOT NULL REFERENCES accounts(name),
+        secret_hash BYTEA NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        last_used_at TIMESTAMPTZ,
+        revoked_at TIMESTAMPTZ
+      );
+      CREATE INDEX api_keys_account ON api_keys (account);
+      CREATE INDEX api_keys_revoked ON api_keys (id) WHERE revoked_at IS NOT NULL;`,
+  },
+  {
+    version: 2,
+    name: 'presence',
+    sql: `
+      CREATE SEQUENCE presence_epoch;
+      CREATE TABLE presence (
+        account TEXT NOT NULL,
+        agent_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        labels JSONB NOT NULL,
+        connected_since TIMESTAMPTZ NOT NULL,
+        last_seen TIMESTAMPTZ NOT NULL,
+        relay_id TEXT NOT NULL,
+        session_hash BYTEA NOT NULL,
+        epoch BIGINT NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (account, agent_id)
+      );
+      CREATE INDEX presence_relay ON presence (relay_id);
+      CREATE INDEX presence_updated ON presence (updated_at);`,
+  },
+];

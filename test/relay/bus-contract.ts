@@ -1,0 +1,182 @@
+/**
+ * The one contract every {@link Bus} keeps, run against each implementation. `newBus` returns a bus
+ * on the same medium each time it is called within one suite: each one plays a replica.
+ */
+import { create } from '@bufbuild/protobuf';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Envelope, EnvelopeSchema, ErrorCode } from '../../src/protocol/control.js';
+import type { Bus, BusHandlers, PresenceEvent, Refusal } from '../../src/relay/bus/bus.js';
+import { eventually } from '../helpers/processes.js';
+
+export interface BusContractOptions {
+  name: string;
+  /** Sets up a fresh medium; returns how to open a bus on it. */
+  setup: () => Promise<{ newBus: () => Promise<Bus> }>;
+  /** Skips the suite, with the reason printed; every skip has one. */
+  skip?: string;
+}
+
+/** A replica stand-in: records what its bus hands it, and refuses envelopes when told to. */
+class Replica implements BusHandlers {
+  readonly received: { account: string; agentId: string; env: Envelope }[] = [];
+  readonly undelivered: { account: string; env: Envelope; refusal: Refusal }[] = [];
+  readonly events: PresenceEvent[] = [];
+  refuse: Refusal | undefined;
+  resyncs = 0;
+
+  constructor(
+    readonly id: string,
+    readonly bus: Bus,
+  ) {}
+
+  envelope(account: string, agentId: string, env: Envelope): Refusal | undefined {
+    if (this.refuse) return this.refuse;
+    this.received.push({ account, agentId, env });
+    return undefined;
+  }
+  undeliverable(account: string, env: Envelope, refusal: Refusal): void {
+    this.undelivered.push({ account, env, refusal });
+  }
+  presence(event: PresenceEvent): void {
+    this.events.push(event);
+  }
+  resync(): void {
+    this.resyncs++;
+  }
+}
+
+const env = (from: string, to: string, seq: number, payload: Uint8Array = Buffer.from(`m${seq}`)) =>
+  create(EnvelopeSchema, { from, to, channel: 'c', seq: BigInt(seq), kind: 'k', payload });
+
+export function runBusContract(opts: BusContractOptions): void {
+  describe.skipIf(opts.skip !== undefined)(`bus contract: ${opts.name}`, () => {
+    let r1: Replica;
+    let r2: Replica;
+    let r3: Replica;
+
+    beforeAll(async () => {
+      const { newBus } = await opts.setup();
+      const make = async (id: string) => {
+        const r = new Replica(id, await newBus());
+        await r.bus.start(id, r);
+        return r;
+      };
+      [r1, r2, r3] = [await make('relay-1'), await make('relay-2'), await make('relay-3')];
+    });
+
+    afterAll(async () => {
+      await Promise.all([r1, r2, r3].map((r) => r?.bus.close()));
+    });
+
+    it('envelopes - reach the replica holding the agent, in order, header and payload intact', async () => {
+      await r2.bus.subscribeAgent('acct', 'w1');
+      for (let i = 0; i < 500; i++) r1.bus.deliver('acct', env('p1', 'w1', i));
+      await eventually(() => r2.received.length === 500, 10_000, '500 envelopes');
+      expect(r2.received.map((x) => Number(x.env.seq))).toEqual(Array.from({ length: 500 }, (_, i) => i));
+      expect(r2.received[7]).toMatchObject({ account: 'acct', agentId: 'w1' });
+      expect(r2.received[7]!.env).toMatchObject({ from: 'p1', to: 'w1', channel: 'c', kind: 'k' });
+      expect(Buffer.from(r2.received[7]!.env.payload).toString()).toBe('m7');
+      expect(r1.undelivered).toEqual([]);
+      expect(r3.received).toEqual([]);
+      r2.received.length = 0;
+    });
+
+    it('envelopes - one larger than a bus message still arrives whole', async () => {
+      await r2.bus.subscribeAgent('acct', 'big');
+      const payload = Buffer.alloc(3 * 1024 * 1024 + 17);
+      for (let i = 0; i < payload.length; i += 4096) payload[i] = i % 251;
+      r1.bus.deliver('acct', env('p1', 'big', 1, payload));
+      r1.bus.deliver('acct', env('p1', 'big', 2));
+      await eventually(() => r2.received.length === 2, 10_000, 'big envelope');
+      expect(Buffer.from(r2.received[0]!.env.payload).equals(payload)).toBe(true);
+      expect(r2.received[1]!.env.seq).toBe(2n);
+      r2.received.length = 0;
+    });
+
+    it('envelopes - to an agent held nowhere: PEER_NOT_FOUND, once per envelope', async () => {
+      r1.bus.deliver('acct', env('p1', 'nobody', 1));
+      r1.bus.deliver('acct', env('p1', 'nobody', 2));
+      await eventually(() => r1.undelivered.length === 2, 5_000, 'not found');
+      await new Promise((r) => setTimeout(r, 100));
+      expect(r1.undelivered).toHaveLength(2);
+      expect(r1.undelivered[0]).toMatchObject({
+        account: 'acct',
+        refusal: { code: ErrorCode.PEER_NOT_FOUND },
+      });
+      expect(r1.undelivered[0]!.refusal.message).toMatch(/no agent nobody is connected under this account/);
+      expect(r1.undelivered.map((u) => u.env.seq)).toEqual([1n, 2n]);
+      r1.undelivered.length = 0;
+    });
+
+    it('envelopes - the holder’s refusal flows back to the sender’s replica', async () => {
+      await r3.bus.subscribeAgent('acct', 'slow');
+      r3.refuse = { code: ErrorCode.PEER_BUSY, message: 'agent slow is not reading fast enough' };
+      r1.bus.deliver('acct', env('p1', 'slow', 9));
+      await eventually(() => r1.undelivered.length === 1, 5_000, 'refusal');
+      expect(r1.undelivered[0]!.refusal).toEqual(r3.refuse);
+      expect(r1.undelivered[0]!.env).toMatchObject({ from: 'p1', to: 'slow', seq: 9n });
+      r3.refuse = undefined;
+      r1.undelivered.length = 0;
+    });
+
+    it('envelopes - after unsubscribing, the agent is held nowhere', async () => {
+      await r3.bus.subscribeAgent('acct', 'leaver');
+      r3.bus.unsubscribeAgent('acct', 'leaver');
+      r1.bus.deliver('acct', env('p1', 'leaver', 1));
+      await eventually(() => r1.undelivered.length === 1, 5_000, 'not found');
+      expect(r1.undelivered[0]!.refusal.code).toBe(ErrorCode.PEER_NOT_FOUND);
+      expect(r3.received).toEqual([]);
+      r1.undelivered.length = 0;
+    });
+
+    it('envelopes - an agent moving replicas is reached on the new one; subscribing twice is once', async () => {
+      await r2.bus.subscribeAgent('acct', 'mover');
+      await r3.bus.subscribeAgent('acct', 'mover');
+      await r3.bus.subscribeAgent('acct', 'mover');
+      r2.bus.unsubscribeAgent('acct', 'mover');
+      r1.bus.deliver('acct', env('p1', 'mover', 1));
+      await eventually(() => r3.received.length === 1, 5_000, 'moved');
+      await new Promise((r) => setTimeout(r, 100));
+      expect(r3.received).toHaveLength(1);
+      expect(r2.received).toEqual([]);
+      r3.received.length = 0;
+    });
+
+    it('accounts - the same agent id in another account is another address', async () => {
+      await r2.bus.subscribeAgent('acct-a', 'same');
+      await r3.bus.subscribeAgent('acct-b', 'same');
+      r1.bus.deliver('acct-b', env('p1', 'same', 1));
+      r1.bus.deliver('acct-c', env('p1', 'same', 2));
+      await eventually(() => r3.received.length === 1 && r1.undelivered.length === 1, 5_000, 'isolation');
+      expect(r3.received[0]!.account).toBe('acct-b');
+      expect(r2.received).toEqual([]);
+      expect(r1.undelivered[0]).toMatchObject({
+        account: 'acct-c',
+        refusal: { code: ErrorCode.PEER_NOT_FOUND },
+      });
+      r3.received.length = 0;
+      r1.undelivered.length = 0;
+    });
+
+    it('presence - events reach every other replica, not the publisher', async () => {
+      const ev: PresenceEvent = {
+        type: 'connected',
+        from: 'relay-1',
+        relayId: 'relay-1',
+        account: 'acct',
+        agentId: 'w9',
+        epoch: 42,
+        kind: 'worker',
+        labels: { gpu: 'a100' },
+        connectedSince: 1_700_000_000_000,
+      };
+      r1.bus.publish(ev);
+      r1.bus.publish({ type: 'heartbeat', from: 'relay-1' });
+      await eventually(() => r2.events.length === 2 && r3.events.length === 2, 5_000, 'events');
+      expect(r2.events[0]).toEqual(ev);
+      expect(r3.events[1]).toEqual({ type: 'heartbeat', from: 'relay-1' });
+      await new Promise((r) => setTimeout(r, 100));
+      expect(r1.events).toEqual([]);
+    });
+  });
+}

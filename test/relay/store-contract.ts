@@ -1,0 +1,191 @@
+/**
+ * The one contract every {@link Store} keeps, run against each implementation. `newStore` opens
+ * another handle on the same state each time it is called (two replicas on one database).
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { PresenceClaim, Store } from '../../src/relay/store/store.js';
+
+export interface StoreContractOptions {
+  name: string;
+  /** Sets up fresh state; returns how to open a handle on it and how to clean up. */
+  setup: () => Promise<{ newStore: () => Promise<Store>; teardown?: () => Promise<void> }>;
+  /** Skips the suite, with the reason printed; every skip has one. */
+  skip?: string;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const hash = (token: string) => createHash('sha256').update(token).digest();
+const uniq = (p: string) => `${p}-${randomBytes(3).toString('hex')}`;
+
+function claim(account: string, agentId: string, relayId: string, token: string): PresenceClaim {
+  return {
+    account,
+    agentId,
+    kind: 'worker',
+    labels: { zone: 'eu' },
+    connectedSince: new Date(),
+    relayId,
+    sessionHash: hash(token),
+  };
+}
+
+export function runStoreContract(opts: StoreContractOptions): void {
+  describe.skipIf(opts.skip !== undefined)(`store contract: ${opts.name}`, () => {
+    let a: Store;
+    let b: Store;
+    let teardown: (() => Promise<void>) | undefined;
+
+    beforeAll(async () => {
+      const s = await opts.setup();
+      teardown = s.teardown;
+      a = await s.newStore();
+      b = await s.newStore();
+    });
+
+    afterAll(async () => {
+      await a?.close();
+      await b?.close();
+      await teardown?.();
+    });
+
+    it('keys - a created key authenticates on every handle; list shows no secret', async () => {
+      const account = uniq('acct');
+      const { id, key } = await a.createKey(account);
+      expect(key).toMatch(/^nfk_[0-9a-f]{16}_[A-Za-z0-9_-]{43}$/);
+      expect(await b.authenticate(key)).toEqual({ ok: true, keyId: id, account });
+      const listed = await b.listKeys(account);
+      expect(listed).toHaveLength(1);
+      expect(listed[0]).toMatchObject({ id, account, revokedAt: null });
+      expect(listed[0]!.lastUsedAt).toBeInstanceOf(Date);
+      expect(JSON.stringify(listed)).not.toContain(key.split('_')[2]);
+      expect((await a.listKeys()).some((k) => k.id === id)).toBe(true);
+    });
+
+    it('keys - malformed, unknown and wrong-secret keys are told apart', async () => {
+      const { key } = await a.createKey(uniq('acct'));
+      expect(await a.authenticate('nope')).toMatchObject({ ok: false, reason: 'malformed' });
+      expect(await a.authenticate(`nfk_${'0'.repeat(16)}_${'A'.repeat(43)}`)).toMatchObject({
+        ok: false,
+        reason: 'unknown',
+      });
+      expect(await a.authenticate(`${key.slice(0, -4)}AAAA`)).toMatchObject({ ok: false, reason: 'unknown' });
+    });
+
+    it('keys - a revocation through one handle is refused at once on the other', async () => {
+      const { id, key } = await a.createKey(uniq('acct'));
+      const other = await a.createKey(uniq('acct'));
+      expect(await b.revokedAmong([id, other.id])).toEqual([]);
+      expect(await a.revokeKey(id)).toBe(true);
+      expect(await a.revokeKey('feedfeedfeedfeed')).toBe(false);
+      const auth = await b.authenticate(key);
+      expect(auth).toMatchObject({ ok: false, reason: 'revoked' });
+      expect((auth as { message: string }).message).toMatch(
+        new RegExp(`API key ${id} was revoked at \\d{4}-`),
+      );
+      expect(await b.revokedAmong([id, other.id])).toEqual([id]);
+      expect(await b.revokedAmong([])).toEqual([]);
+    });
+
+    it('presence - a claim is visible to every handle, with its replica and labels', async () => {
+      const account = uniq('acct');
+      const r = await a.claimPresence(claim(account, 'w1', 'relay-1', 't1'), 10_000);
+      expect(r.ok).toBe(true);
+      const rows = await b.listPresence({ ttlMs: 10_000, account });
+      expect(rows).toHaveLength(1);
+      expect(rows[0]).toMatchObject({
+        account,
+        agentId: 'w1',
+        kind: 'worker',
+        labels: { zone: 'eu' },
+        relayId: 'relay-1',
+        epoch: (r as { epoch: number }).epoch,
+      });
+      expect(rows[0]!.ageMs).toBeLessThan(5_000);
+      expect(rows[0]!.connectedSince).toBeInstanceOf(Date);
+    });
+
+    it('presence - a live id is refused to another session token and taken over by the same one', async () => {
+      const account = uniq('acct');
+      const first = await a.claimPresence(claim(account, 'dup', 'relay-1', 'tok-1'), 10_000);
+      expect(first.ok).toBe(true);
+      const other = await b.claimPresence(claim(account, 'dup', 'relay-2', 'tok-2'), 10_000);
+      expect(other.ok).toBe(false);
+      expect((other as { holder: { relayId: string } }).holder.relayId).toBe('relay-1');
+      const again = await b.claimPresence(claim(account, 'dup', 'relay-2', 'tok-1'), 10_000);
+      expect(again.ok).toBe(true);
+      expect((again as { epoch: number }).epoch).toBeGreaterThan((first as { epoch: number }).epoch);
+      const rows = await a.listPresence({ ttlMs: 10_000, account });
+      expect(rows.map((x) => [x.agentId, x.relayId])).toEqual([['dup', 'relay-2']]);
+      // The same id in another account is another agent.
+      expect((await a.claimPresence(claim(uniq('acct'), 'dup', 'relay-3', 'tok-3'), 10_000)).ok).toBe(true);
+    });
+
+    it('presence - two replicas claiming one id at once: exactly one wins', async () => {
+      const account = uniq('acct');
+      const results = await Promise.all([
+        a.claimPresence(claim(account, 'race', 'relay-1', 'x1'), 10_000),
+        b.claimPresence(claim(account, 'race', 'relay-2', 'x2'), 10_000),
+        a.claimPresence(claim(account, 'race', 'relay-3', 'x3'), 10_000),
+      ]);
+      expect(results.filter((r) => r.ok)).toHaveLength(1);
+    });
+
+    it('presence - heartbeats keep rows; a row not refreshed for the TTL expires and is free', async () => {
+      const account = uniq('acct');
+      const relay = uniq('relay');
+      const dead = uniq('relay');
+      const kept = await a.claimPresence(claim(account, 'kept', relay, 'k'), 10_000);
+      await a.claimPresence(claim(account, 'stale', dead, 's'), 10_000);
+      await sleep(700);
+      const held = await a.heartbeatPresence(relay, [
+        { account, agentId: 'kept', epoch: (kept as { epoch: number }).epoch, labels: { zone: 'us' } },
+      ]);
+      expect(held).toEqual([{ account, agentId: 'kept', epoch: (kept as { epoch: number }).epoch }]);
+      const fresh = await b.listPresence({ ttlMs: 500, account });
+      expect(fresh.map((r) => [r.agentId, r.labels])).toEqual([['kept', { zone: 'us' }]]);
+      // The stale row is refused to nobody, and expiry returns and deletes it.
+      const takeover = await b.claimPresence(claim(account, 'stale', relay, 'another-token'), 500);
+      expect(takeover.ok).toBe(true);
+      await sleep(700);
+      await a.heartbeatPresence(relay, []);
+      await a.claimPresence(claim(account, 'gone', dead, 'g'), 10_000);
+      await sleep(700);
+      await a.heartbeatPresence(relay, []);
+      const expired = await b.expirePresence(500);
+      expect(expired.filter((r) => r.account === account).map((r) => r.agentId)).toEqual(['gone']);
+      expect((await a.listPresence({ ttlMs: 60_000, account })).map((r) => r.agentId).sort()).toEqual([
+        'kept',
+        'stale',
+      ]);
+    });
+
+    it('presence - a heartbeat no longer lists a row claimed by a later connection elsewhere', async () => {
+      const account = uniq('acct');
+      const r1 = uniq('relay');
+      await a.claimPresence(claim(account, 'mover', r1, 'm'), 10_000);
+      expect(await a.heartbeatPresence(r1, [])).toHaveLength(1);
+      await b.claimPresence(claim(account, 'mover', uniq('relay'), 'm'), 10_000);
+      expect(await a.heartbeatPresence(r1, [])).toEqual([]);
+    });
+
+    it('presence - release deletes only the current claim', async () => {
+      const account = uniq('acct');
+      const old = await a.claimPresence(claim(account, 'rel', 'relay-1', 'r'), 10_000);
+      const cur = await b.claimPresence(claim(account, 'rel', 'relay-2', 'r'), 10_000);
+      await a.releasePresence(account, 'rel', (old as { epoch: number }).epoch);
+      expect(await b.listPresence({ ttlMs: 10_000, account })).toHaveLength(1);
+      await a.releasePresence(account, 'rel', (cur as { epoch: number }).epoch);
+      expect(await b.listPresence({ ttlMs: 10_000, account })).toHaveLength(0);
+      expect((await a.claimPresence(claim(account, 'rel', 'relay-3', 'other'), 10_000)).ok).toBe(true);
+    });
+
+    it('presence - expire with TTL 0 clears every row', async () => {
+      const account = uniq('acct');
+      await a.claimPresence(claim(account, 'x', 'relay-x', 'x'), 10_000);
+      const gone = await b.expirePresence(0);
+      expect(gone.some((r) => r.account === account)).toBe(true);
+      expect(await a.listPresence({ ttlMs: 10_000 })).toEqual([]);
+    });
+  });
+}
