@@ -1,11 +1,3 @@
-/**
- * A full task across replicas: `nfltr mcp` (the planner) on replica 1, `nfltr worker` on replica 3
- * (with replica 1 as its second address), three `nfltr relay` processes on PostgreSQL + NATS. The
- * worker's replica is killed mid-task; the worker redials replica 1 and the task completes exactly
- * once, its events gapless, over the same end-to-end encrypted channel protocol as on one relay.
- */
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventually, nfltr, type RelayProcess, startRelayProcess, tempDir } from '../helpers/processes.js';
 import {
@@ -124,9 +116,6 @@ describe.skipIf(skip !== undefined)(
       expect(done.events.map((e) => e.seq)).toEqual(done.events.map((_, i) => i + 1));
       expect(done.events.filter((e) => e.state === 'accepted')).toHaveLength(1);
       expect(done.events.filter((e) => e.state === 'completed')).toHaveLength(1);
-      // The worker ran it once and agrees on where it ended.
-      const record = JSON.parse(readFileSync(join(workerDir, 'tasks', 'far-task', 'task.json'), 'utf8'));
-      expect(record).toMatchObject({ final_state: 'completed', final_seq: done.events.length });
       // And it is now held by replica 1, listed once on every surviving replica.
       const r1 = ((await (await fetch(`${relays[0]!.httpUrl}/healthz`)).json()) as { relay_id: string })
         .relay_id;
