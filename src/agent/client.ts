@@ -91,7 +91,11 @@ export class AgentError extends Error {
   }
 }
 
-export const DEFAULT_BACKOFF_MS = [200, 400, 800, 1600, 3200, 5000];
+/**
+ * Retry delays before jitter. Slow growth at first: a relay restart takes about a second, and a fleet that
+ * has backed off to several seconds by then comes back late.
+ */
+export const DEFAULT_BACKOFF_MS = [200, 250, 400, 600, 800, 1000, 1500, 2500, 5000];
 const FATAL = new Set([
   grpc.status.UNAUTHENTICATED,
   grpc.status.ALREADY_EXISTS,

@@ -74,7 +74,12 @@ export class AgentConnection {
 
   /** Writes a control frame at once, ahead of queued envelopes. */
   sendControl(frame: RelayFrame['frame']): void {
-    if (!this.#closed) this.#call.write(Buffer.from(encodeRelayFrame(frame)));
+    this.sendEncoded(Buffer.from(encodeRelayFrame(frame)));
+  }
+
+  /** Writes an already encoded control frame (the shared keepalive ping). */
+  sendEncoded(frame: Buffer): void {
+    if (!this.#closed) this.#call.write(frame);
   }
 
   /** Ends the stream: with an error status, or cleanly. Queued envelopes are dropped. */

@@ -10,7 +10,13 @@ import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
 import { create } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
-import { DEFAULT_MAX_FRAME_BYTES, type Envelope, GoawaySchema, PingSchema } from '../protocol/control.js';
+import {
+  DEFAULT_MAX_FRAME_BYTES,
+  type Envelope,
+  encodeRelayFrame,
+  GoawaySchema,
+  PingSchema,
+} from '../protocol/control.js';
 import { relayServiceDefinition } from '../protocol/grpc.js';
 import type { Logger } from '../util/log.js';
 import type { Bus } from './bus/bus.js';
@@ -150,23 +156,22 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   });
   const httpPort = (httpServer.address() as AddressInfo).port;
 
-  let pingNonce = 0n;
+  // One encoded ping serves every agent: keepalive is the whole cost of an idle fleet.
+  const ping = Buffer.from(encodeRelayFrame({ case: 'ping', value: create(PingSchema, { nonce: 0n }) }));
   const keepalive = setInterval(
     () => {
       const now = Date.now();
       for (const conn of presence.all()) {
-        if (now - conn.lastSeen.getTime() > keepaliveTimeoutMs) {
-          logger.warn('agent silent; dropping', {
-            agent: conn.identity.agentId,
-            silent_ms: now - conn.lastSeen.getTime(),
-          });
+        const silentMs = now - conn.lastSeen.getTime();
+        if (silentMs > keepaliveTimeoutMs) {
+          logger.warn('agent silent; dropping', { agent: conn.identity.agentId, silent_ms: silentMs });
           cluster.leave(conn);
           conn.close({
             code: grpc.status.DEADLINE_EXCEEDED,
             details: `no frame for ${keepaliveTimeoutMs} ms`,
           });
         } else {
-          conn.sendControl({ case: 'ping', value: create(PingSchema, { nonce: ++pingNonce }) });
+          conn.sendEncoded(ping);
         }
       }
     },

@@ -95,3 +95,6 @@ export interface Store {
   readonly kind: string;
   close(): Promise<void>;
 }
+
+/** How stale `last_used_at` may get before an authentication writes it again. */
+export const LAST_USED_RESOLUTION_MS = 60_000;

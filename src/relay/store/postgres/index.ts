@@ -3,6 +3,7 @@
  * relay creates and migrates its schema itself ({@link migratePostgres}), under an advisory lock so
  * replicas starting together migrate once.
  */
+
 import pg from 'pg';
 import { generateApiKey, parseApiKey, secretMatches } from '../../api-key.js';
 import { redactUrl } from '../redact.js';
@@ -15,6 +16,7 @@ import type {
   PresenceRecord,
   Store,
 } from '../store.js';
+import { LAST_USED_RESOLUTION_MS } from '../store.js';
 import { MIGRATIONS } from './migrations.js';
 
 /** Arbitrary, fixed: the advisory lock every nfltr relay takes while migrating. */
@@ -208,7 +210,9 @@ export class PostgresStore implements Store {
         message: `API key ${row.id} was revoked at ${row.revoked_at.toISOString()}`,
       };
     }
-    await this.#pool.query('UPDATE api_keys SET last_used_at = now() WHERE id = $1', [row.id]);
+    if (row.last_used_at === null || Date.now() - row.last_used_at.getTime() > LAST_USED_RESOLUTION_MS) {
+      await this.#pool.query('UPDATE api_keys SET last_used_at = now() WHERE id = $1', [row.id]);
+    }
     return { ok: true, keyId: row.id, account: row.account };
   }
 

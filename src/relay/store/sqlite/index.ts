@@ -14,6 +14,7 @@ import type {
   PresenceRecord,
   Store,
 } from '../store.js';
+import { LAST_USED_RESOLUTION_MS } from '../store.js';
 
 const MIGRATIONS = [
   `CREATE TABLE accounts (name TEXT PRIMARY KEY, created_at INTEGER NOT NULL);
@@ -167,7 +168,11 @@ export class SqliteStore implements Store {
         message: `API key ${row.id} was revoked at ${new Date(row.revoked_at).toISOString()}`,
       };
     }
-    this.#db.prepare('UPDATE api_keys SET last_used_at = ? WHERE id = ?').run(Date.now(), row.id);
+    const now = Date.now();
+    // "Last used" to the minute: a fleet redialling after a restart must not queue a write per agent.
+    if (row.last_used_at === null || now - row.last_used_at > LAST_USED_RESOLUTION_MS) {
+      this.#db.prepare('UPDATE api_keys SET last_used_at = ? WHERE id = ?').run(now, row.id);
+    }
     return { ok: true, keyId: row.id, account: row.account };
   }
 
