@@ -105,6 +105,16 @@ if (wanted('dispatch')) {
   );
 }
 
+if (wanted('artifacts')) {
+  const mib = Number(flags['artifact-mib']);
+  process.stderr.write(`artifacts: one ${mib} MiB file through the relay, e2ee on and off, and raw TCP …\n`);
+  const { benchArtifacts } = await import('./artifacts.mjs');
+  const a = await benchArtifacts({ mib, repeats });
+  results.sections.artifacts = a;
+  row(`artifact ${mib} MiB MB/s (e2ee on)`, a.encrypted.mb_s, 'raw loopback TCP', a.tcpRaw.mb_s, '', 1);
+  row(`artifact ${mib} MiB MB/s (e2ee off)`, a.plain.mb_s, 'raw loopback TCP', a.tcpRaw.mb_s, '', 1);
+}
+
 if (wanted('fleet')) {
   const workers = Number(flags.workers);
   process.stderr.write(`fleet: ${workers} idle workers, 30 s idle, then a relay restart …\n`);

@@ -104,6 +104,13 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
   readonly #opts: A2aEndpointOptions;
   readonly #log: Logger;
   readonly #peers = new Map<string, PeerState>();
+  /** With encryption off: the peers we exchanged messages with, told about our redials. */
+  readonly #plainPeers = new Set<string>();
+  /**
+   * Peers whose session was dropped for a redial: the next session with them is a resync, even when the
+   * handshake that was meant to replace it failed first (the peer was still away past the relay's hold).
+   */
+  readonly #resyncDue = new Set<string>();
   #everConnected = false;
 
   constructor(opts: A2aEndpointOptions) {
@@ -146,6 +153,7 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
   send(peer: string, channel: string, msg: A2aBody): Promise<void> {
     const bytes = toBinary(A2aMessageSchema, create(A2aMessageSchema, { msg }));
     if (!this.#opts.e2ee) {
+      this.#plainPeers.add(peer);
       this.#agent.send({ to: peer, channel, kind: A2A_KIND.plain, payload: bytes });
       return Promise.resolve();
     }
@@ -155,6 +163,29 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
       return Promise.resolve();
     }
     return new Promise((resolve, reject) => state.queue.push({ channel, bytes, resolve, reject }));
+  }
+
+  /**
+   * Asks for a fresh session with a peer we may have none with (a restarted worker whose planner still
+   * owes it acknowledgements): a responder sends `rekey`, an initiator handshakes. Both ends then emit
+   * `resync`. With encryption off, the initiator emits `resync` and the responder sends `rekey` in clear.
+   */
+  requestResync(peer: string): void {
+    if (this.#opts.role === 'initiator') {
+      if (!this.#opts.e2ee) {
+        this.#plainPeers.add(peer);
+        this.emit('resync', { peer });
+      } else if (this.#peers.get(peer)?.type !== 'pending') this.#pending(peer, true);
+      return;
+    }
+    if (!this.#opts.e2ee) this.#plainPeers.add(peer);
+    else if (this.#peers.get(peer)?.type !== 'pending') this.#pending(peer, true);
+    this.#agent.send({
+      to: peer,
+      channel: HANDSHAKE_CHANNEL,
+      kind: A2A_KIND.rekey,
+      payload: new Uint8Array(),
+    });
   }
 
   /** Forgets the session with a peer; the next send handshakes again. */
@@ -175,6 +206,18 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
    * no old session is used again: the initiator handshakes anew, the responder asks it to.
    */
   #onReconnected(): void {
+    // In clear there is no session to replace, but frames may have been lost all the same.
+    for (const peer of this.#plainPeers) {
+      if (this.#opts.role === 'initiator') this.emit('resync', { peer });
+      else {
+        this.#agent.send({
+          to: peer,
+          channel: HANDSHAKE_CHANNEL,
+          kind: A2A_KIND.rekey,
+          payload: new Uint8Array(),
+        });
+      }
+    }
     for (const [peer, state] of this.#peers) {
       if (this.#opts.role === 'initiator') {
         this.#pending(peer, true, state.type === 'pending' ? state.queue : []);
@@ -195,6 +238,7 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
     const prev = this.#peers.get(peer);
     if (prev?.type === 'pending') clearTimeout(prev.timer);
     const timeoutMs = this.#opts.handshakeTimeoutMs ?? 10_000;
+    if (resync) this.#resyncDue.add(peer);
     const state: PendingState = {
       type: 'pending',
       queue,
@@ -249,7 +293,8 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
         p.resolve();
       }
     }
-    if (prev?.type === 'ready' || prev?.resync) {
+    const due = this.#resyncDue.delete(peer);
+    if (prev?.type === 'ready' || prev?.resync || due) {
       this.#log.info('encrypted session re-established', { peer });
       this.emit('resync', { peer });
     }
@@ -295,6 +340,7 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
           this.#refuse(peer, err.code, err.message);
           return this.#fail({ peer, channel, code: err.code, message: err.message });
         }
+        this.#plainPeers.add(peer);
         return this.#deliver(peer, channel, env.payload);
 
       case A2A_KIND.hs1: {
@@ -347,9 +393,11 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
           `${peer} refused: ${String(body.message ?? 'no reason given')}`,
         );
         const state = this.#peers.get(peer);
-        // A session the peer no longer has (it restarted) is useless: handshake again and resume.
+        // A session the peer no longer has (it restarted) is useless: handshake again and resume. One
+        // refusal comes per frame sealed under the old session; a handshake already in flight answers
+        // them all, and a second one would race it.
         if (body.code === 'no_session' && this.#opts.role === 'initiator') {
-          this.#pending(peer, true, state?.type === 'pending' ? state.queue : []);
+          if (state?.type !== 'pending' || !state.hs) this.#pending(peer, true);
           return;
         }
         if (state?.type === 'pending') this.#failPending(peer, state, err);
@@ -357,7 +405,12 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
       }
 
       case A2A_KIND.rekey: {
-        if (this.#opts.role !== 'initiator' || !this.#opts.e2ee) return;
+        if (this.#opts.role !== 'initiator') return;
+        if (!this.#opts.e2ee) {
+          this.#plainPeers.add(peer);
+          this.emit('resync', { peer });
+          return;
+        }
         // A handshake already in flight gives the peer a fresh session anyway; a second would race it.
         if (this.#peers.get(peer)?.type !== 'pending') this.#pending(peer, true);
         return;

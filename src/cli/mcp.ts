@@ -27,13 +27,20 @@ import {
   type E2eeFlags,
   pairingKeyFrom,
 } from './agent-options.js';
-import { die, nfltrHome, parsePositiveInt } from './options.js';
+import { die, nfltrHome, parseDuration, parsePositiveInt } from './options.js';
 
 export interface McpCommandOptions extends AgentFlags, E2eeFlags {
   proxyUrl?: string;
   stateDir?: string;
   maxArtifactBytes: number;
+  workerLostGrace: number;
   writeMcpJson?: string;
+}
+
+function positiveDuration(value: string): number {
+  const ms = parseDuration(value);
+  if (ms <= 0) throw new InvalidArgumentError(`expected a duration above zero, got ${JSON.stringify(value)}`);
+  return ms;
 }
 
 function parseUrl(value: string): string {
@@ -54,7 +61,8 @@ function parseUrl(value: string): string {
 const HELP_AFTER = `
 Tools: list_my_peers, list_worker_peers (HTTP API, --proxy-url); with --server, once the A2A link is up:
 probe_worker, orchestrate_task, get_task_status, respond_to_worker, cancel_task, list_active_tasks.
-Tasks, their events and their artifacts are kept in --state-dir (tasks.db, artifacts/<task_id>/).
+Tasks, their events and their artifacts are kept in --state-dir (tasks.db, artifacts/<task_id>/); a
+planner restarted on the same --name and --state-dir resumes every open task (docs/durability.md).
 
 Examples:
   nfltr mcp --proxy-url https://nfltr.xyz --server grpc.nfltr.xyz:443 --api-key "$NFLTR_API_KEY"
@@ -80,9 +88,17 @@ export function register(program: Command): void {
   addE2eeOptions(addAgentOptions(cmd, { serverRequired: false }))
     .option('--state-dir <dir>', 'task store and artifacts (default ~/.nfltr/planner/<name>)')
     .addOption(
-      new Option('--max-artifact-bytes <n>', 'largest total of result files accepted per task')
+      new Option('--max-artifact-bytes <n>', 'per task: largest file and total of files sent or received')
         .argParser(parsePositiveInt)
         .default(DEFAULT_MAX_ARTIFACT_BYTES, '1 GiB'),
+    )
+    .addOption(
+      new Option(
+        '--worker-lost-grace <duration>',
+        'a worker not connected to the relay for this long has its open tasks failed (reason worker_lost)',
+      )
+        .argParser(positiveDuration)
+        .default(30_000, '30s'),
     )
     .option(
       '--write-mcp-json <path>',
@@ -201,6 +217,7 @@ export async function runMcp(o: McpCommandOptions): Promise<void> {
       stateDir,
       servers: agentOpts.servers,
       maxArtifactBytes: o.maxArtifactBytes,
+      workerLostGraceMs: o.workerLostGrace,
       logger: log.child('tasks'),
     });
     agent.on('status', (s) => {

@@ -74,7 +74,7 @@ export function register(program: Command): void {
         .default(15_000, '15s'),
     )
     .addOption(
-      new Option('--max-artifact-bytes <n>', 'largest total of files received or returned per task')
+      new Option('--max-artifact-bytes <n>', 'per task: largest file and total of files received or returned')
         .argParser(parsePositiveInt)
         .default(DEFAULT_MAX_ARTIFACT_BYTES, '1 GiB'),
     )

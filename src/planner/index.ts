@@ -14,7 +14,6 @@ export { PlannerError, type PlannerErrorCode } from './errors.js';
 export { acquireStateLock, LockError } from './lock.js';
 export { MCP_JSON_SERVER_NAME, type McpServerEntry, stripJsonc, writeMcpJson } from './mcp-json.js';
 export { matchesSelector, type Peer, PeerDirectory, parseSelector, type SelectorTerm } from './peers.js';
-export { ResultArtifacts } from './result-artifacts.js';
 export { createPlannerServer, type PlannerServerOptions } from './server.js';
 export {
   type CancelOutcome,

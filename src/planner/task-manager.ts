@@ -8,30 +8,34 @@ import { EventEmitter } from 'node:events';
 import { join } from 'node:path';
 import { create } from '@bufbuild/protobuf';
 import {
+  ArtifactReceiver,
+  ArtifactSender,
+  checkArtifactLimit,
   DEFAULT_MAX_ARTIFACT_BYTES,
   describeFiles,
   type LocalFile,
   resolveLocalPaths,
-  sendFiles,
 } from '../agent/artifacts.js';
 import type { A2aBody, A2aEndpoint, A2aFailure, A2aInbound, AgentClient } from '../agent/index.js';
 import { A2aError, AgentError } from '../agent/index.js';
 import {
   AckSchema,
+  type ArtifactAck,
   type ArtifactChunk,
   CancelSchema,
   ProbeSchema,
   RespondSchema,
   ResumeSchema,
   type TaskEvent,
+  type TaskRefused,
   TaskStartSchema,
   taskStateName,
 } from '../protocol/a2a.js';
 import { type Logger, silentLogger } from '../util/log.js';
 import { PlannerError } from './errors.js';
-import { ResultArtifacts } from './result-artifacts.js';
+import { PeerWatch } from './peer-watch.js';
 import { isTerminal, type TaskEventRecord, type TaskSnapshot, type TaskStateName } from './task-state.js';
-import type { StoredTask, TaskRequest, TaskStore } from './task-store.js';
+import type { QueuedAnswer, StoredTask, TaskRequest, TaskStore } from './task-store.js';
 
 /** Probes travel on this channel; task messages on the task id. */
 export const PROBE_CHANNEL = 'probe';
@@ -39,6 +43,7 @@ const RESERVED_CHANNELS = new Set([PROBE_CHANNEL, 'handshake']);
 const TASK_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
 /** Flow control for files: wait while this much is queued for the relay. */
 const MAX_QUEUED_BYTES = 8 * 1024 * 1024;
+const LIMIT_FLAG = '--max-artifact-bytes of nfltr mcp';
 
 export interface TaskManagerOptions {
   agent: AgentClient;
@@ -58,6 +63,11 @@ export interface TaskManagerOptions {
   probeTimeoutMs?: number;
   /** Added to a task's timeout_ms before the planner itself marks it failed (default 10 s). */
   timeoutGraceMs?: number;
+  /**
+   * A worker the relay reports not connected for this long has its open tasks failed with reason
+   * `worker_lost` (default 30 s, `--worker-lost-grace`).
+   */
+  workerLostGraceMs?: number;
 }
 
 export interface DispatchRequest {
@@ -102,6 +112,13 @@ interface PendingDispatch {
   resolve: (s: TaskSnapshot) => void;
   reject: (err: Error) => void;
   failed?: Error;
+  /** The TaskStart, kept to send again if it was lost in a reconnect. */
+  start: A2aBody;
+  /**
+   * `sent`: as dispatched. `probing`: after a resync, a Resume(0) asks the worker whether it has the
+   * task. `resent`: it had not, so the TaskStart went again.
+   */
+  phase: 'sent' | 'probing' | 'resent';
 }
 
 interface PendingProbe {
@@ -144,14 +161,19 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
   readonly #pending = new Map<string, PendingDispatch>();
   readonly #probes = new Map<string, PendingProbe>();
   readonly #chains = new Map<string, Promise<void>>();
-  readonly #receivers = new Map<string, ResultArtifacts>();
+  /** Result files of a task, received before the event that lists them. */
+  readonly #receivers = new Map<string, ArtifactReceiver>();
+  /** Input and answer files going out, per task. */
+  readonly #transfers = new Map<string, Set<{ sender: ArtifactSender; abort: AbortController }>>();
   readonly #timers = new Map<string, NodeJS.Timeout>();
   /** Last seq for which a Resume was asked, per task, so one gap asks once. */
   readonly #resumeAsked = new Map<string, number>();
   /** Tasks given up before acceptance; a late acceptance is cancelled. */
   readonly #abandoned = new Set<string>();
   readonly #answering = new Set<string>();
-  #everConnected = false;
+  readonly #watch: PeerWatch;
+  /** Last time a Cancel was resent per task, so a chatty worker does not get one per event. */
+  readonly #cancelResent = new Map<string, number>();
   #closed = false;
 
   constructor(opts: TaskManagerOptions) {
@@ -164,9 +186,23 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
     this.#log = opts.logger ?? silentLogger;
     this.#a2a.on('message', (m) => this.#onMessage(m));
     this.#a2a.on('failure', (f) => this.#onFailure(f));
+    this.#a2a.on('resync', ({ peer }) => {
+      this.#resyncTransfers(peer);
+      this.#recover(peer, 'resync');
+    });
     this.#agent.on('status', (s) => {
       if (s.type === 'connected') this.#onConnected();
+      else if (s.type === 'disconnected') this.#watch.linkDown();
     });
+    this.#watch = new PeerWatch({
+      graceMs: opts.workerLostGraceMs ?? 30_000,
+      peers: () => this.#owedPeers(),
+      check: (peer) => this.#recover(peer, 'check'),
+      lost: (peer, ms) => this.#declareLost(peer, ms),
+      connected: () => this.#agent.connected && !this.#closed,
+      logger: this.#log,
+    });
+    this.#watch.start();
     for (const t of this.#store.active()) this.#armTimeout(t);
   }
 
@@ -222,6 +258,7 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
     let inputs: Awaited<ReturnType<typeof describeFiles>> = [];
     try {
       files = req.artifact_files?.length ? await resolveLocalPaths(req.artifact_files) : [];
+      checkArtifactLimit(files, this.#maxArtifactBytes, LIMIT_FLAG);
       inputs = await describeFiles(files);
     } catch (err) {
       throw new PlannerError(
@@ -237,6 +274,17 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
       timeout_ms: req.timeout_ms,
       input_files: inputs.map((f) => ({ name: f.name, size: Number(f.size), sha256: f.sha256 })),
     };
+    const start: A2aBody = {
+      case: 'taskStart',
+      value: create(TaskStartSchema, {
+        taskId,
+        objective: req.objective,
+        contextJson: JSON.stringify(req.context ?? {}),
+        constraintsJson: JSON.stringify(req.constraints ?? {}),
+        timeoutMs: BigInt(req.timeout_ms ?? 0),
+        inputFiles: inputs,
+      }),
+    };
     let pending!: PendingDispatch;
     const accepted = new Promise<TaskSnapshot>((resolve, reject) => {
       pending = {
@@ -250,33 +298,18 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
           pending.failed ??= err;
           reject(err);
         },
+        start,
+        phase: 'sent',
       };
     });
     accepted.catch(() => {}); // awaited below; a refusal may come while files are still streaming
     this.#pending.set(taskId, pending);
+    // The id is taken durably before anything goes out: a planner restarted from here on still asks
+    // the worker about it (Resume) instead of losing a task that may be running.
+    this.#store.begin(pending);
     let timer: NodeJS.Timeout | undefined;
     try {
-      await this.#send(req.agent_id, taskId, {
-        case: 'taskStart',
-        value: create(TaskStartSchema, {
-          taskId,
-          objective: req.objective,
-          contextJson: JSON.stringify(req.context ?? {}),
-          constraintsJson: JSON.stringify(req.constraints ?? {}),
-          timeoutMs: BigInt(req.timeout_ms ?? 0),
-          inputFiles: inputs,
-        }),
-      });
-      if (files.length) {
-        await sendFiles(files, {
-          taskId,
-          send: (msg) => {
-            if (pending.failed) throw pending.failed;
-            return this.#send(req.agent_id, taskId, msg);
-          },
-          whenWritable: () => this.#whenWritable(),
-        });
-      }
+      await this.#send(req.agent_id, taskId, start);
       const timeoutMs = this.#opts.acceptTimeoutMs ?? 15_000;
       timer = setTimeout(
         () =>
@@ -290,9 +323,13 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
         timeoutMs,
       );
       const snapshot = await accepted;
+      // Accepted: the worker waits for the files before its executor sees the task; they stream on
+      // their own, with progress as task events.
+      if (files.length) this.#startTransfer(req.agent_id, taskId, files, 'input files');
       return { snapshot, request };
     } catch (err) {
       if (this.#pending.get(taskId) === pending) this.#pending.delete(taskId);
+      this.#store.remove(taskId);
       if (err instanceof PlannerError && err.code === 'timeout') {
         this.#abandoned.add(taskId);
         this.#trySend(req.agent_id, taskId, {
@@ -318,13 +355,21 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
     return { task, events: more ? events.slice(0, limit) : events, more };
   }
 
-  /** Answers the pending question of a `waiting_input` task. */
+  /**
+   * Answers the pending question of a `waiting_input` task. The answer is stored first; it goes out at
+   * once when the worker is reachable (`sent`), else when it is back (`queued`), and is sent again after
+   * a reconnect until the worker moves past the question.
+   */
   async respond(
     taskId: string,
     content: unknown,
     artifactFiles: string[] = [],
     action: 'accept' | 'decline' | 'cancel' = 'accept',
-  ): Promise<{ task: StoredTask; files: { name: string; size: number; sha256: string }[] }> {
+  ): Promise<{
+    task: StoredTask;
+    files: { name: string; size: number; sha256: string }[];
+    delivery: 'sent' | 'queued';
+  }> {
     const task = this.#task(taskId);
     const s = task.snapshot;
     if (s.state !== 'waiting_input' || !s.pending) {
@@ -341,29 +386,34 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
           'moved on yet. Call get_task_status in a moment',
       );
     }
-    this.#requireLink();
+    if (this.#closed) throw new PlannerError('relay_unreachable', 'the planner is shutting down');
     this.#answering.add(taskId);
     try {
       let files: LocalFile[];
       let infos: Awaited<ReturnType<typeof describeFiles>>;
       try {
         files = await resolveLocalPaths(artifactFiles);
+        checkArtifactLimit(files, this.#maxArtifactBytes, LIMIT_FLAG);
+        const taken = new Set((task.request.input_files ?? []).map((f) => f.name));
+        const clash = files.find((f) => taken.has(f.name));
+        if (clash) {
+          throw new Error(
+            `${clash.name} was already sent with the task (input files are never replaced); give the new file another name`,
+          );
+        }
         infos = await describeFiles(files);
       } catch (err) {
         throw new PlannerError('invalid_argument', `${(err as Error).message}; the answer was not sent`);
       }
-      const send = (msg: A2aBody) => this.#send(s.agent_id, taskId, msg);
-      await send({
-        case: 'respond',
-        value: create(RespondSchema, { taskId, contentJson: JSON.stringify(content), files: infos, action }),
-      }).catch((err: Error) => {
-        throw this.#sendError(err, s.agent_id);
-      });
-      if (files.length) await sendFiles(files, { taskId, send, whenWritable: () => this.#whenWritable() });
-      this.#store.setAnswered(taskId, s.pending.seq);
+      const answer: QueuedAnswer = { content_json: JSON.stringify(content), action, files: artifactFiles };
+      this.#store.setAnswer(taskId, s.pending.seq, answer);
+      const sent =
+        this.#reachable(s.agent_id) &&
+        (await this.#sendAnswer(s.agent_id, taskId, s.pending.seq, answer, { files, infos }));
       return {
         task: this.#store.get(taskId)!,
         files: infos.map((f) => ({ name: f.name, size: Number(f.size), sha256: f.sha256 })),
+        delivery: sent ? 'sent' : 'queued',
       };
     } finally {
       this.#answering.delete(taskId);
@@ -380,7 +430,10 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
         `task ${taskId} is already ${s.state}${s.reason ? ` (${s.reason})` : ''}; there is nothing to cancel`,
       );
     }
+    // Ended here without the worker's word: the Cancel is kept and sent again whenever the worker is
+    // back, until it confirms (its final event, or "unknown task").
     const local = async (note: string): Promise<CancelOutcome> => {
+      this.#store.setCancelPending(taskId, true);
       const snapshot = await this.#localEvent(taskId, {
         state: 'cancelled',
         reason: 'cancelled',
@@ -390,8 +443,14 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
     };
     if (!this.#agent.connected) {
       return local(
-        `the relay is unreachable (${this.#linkProblem()}), so worker ${s.agent_id} could not be told; ` +
-          'marked cancelled locally',
+        `the relay is unreachable (${this.#linkProblem()}), so worker ${s.agent_id} could not be told yet; ` +
+          'marked cancelled locally, and the cancel is delivered once the link is back',
+      );
+    }
+    if (this.#watch.isUnreachable(s.agent_id)) {
+      return local(
+        `worker ${s.agent_id} is not connected to the relay now; marked cancelled locally, and the cancel ` +
+          'is delivered if it comes back',
       );
     }
     const waitMs = this.#opts.cancelWaitMs ?? 5_000;
@@ -417,25 +476,34 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
     }
     return local(
       r.type === 'gone'
-        ? `worker ${s.agent_id} is not connected; marked cancelled locally`
+        ? `worker ${s.agent_id} is not connected; marked cancelled locally (the cancel is delivered if it comes back)`
         : `worker ${s.agent_id} did not confirm within ${waitMs / 1000} s; marked cancelled locally (the worker may still be stopping it)`,
     );
   }
 
-  /** Tasks not terminal, oldest first; with `all`, also the most recent terminal ones. */
+  /**
+   * Tasks not terminal, oldest first; with `all`, also the most recent terminal ones. Tasks still being
+   * dispatched (no answer from the worker yet) are not listed.
+   */
   list(all = false, recentLimit = 50): StoredTask[] {
-    const active = this.#store.active();
+    const started = (t: StoredTask) => t.snapshot.state !== undefined;
+    const active = this.#store.active().filter(started);
     if (!all) return active;
     const ids = new Set(active.map((t) => t.snapshot.task_id));
-    const terminal = this.#store.recent(recentLimit + ids.size).filter((t) => !ids.has(t.snapshot.task_id));
+    const terminal = this.#store
+      .recent(recentLimit + ids.size)
+      .filter((t) => started(t) && !ids.has(t.snapshot.task_id));
     return [...active, ...terminal.slice(0, recentLimit)];
   }
 
   close(): void {
     this.#closed = true;
+    this.#watch.stop();
     for (const t of this.#timers.values()) clearTimeout(t);
     this.#timers.clear();
     const err = new PlannerError('relay_unreachable', 'the planner is shutting down');
+    for (const set of this.#transfers.values())
+      for (const t of set) t.abort.abort('the planner is shutting down');
     for (const p of this.#pending.values()) p.reject(err);
     for (const p of this.#probes.values()) p.reject(err);
   }
@@ -443,6 +511,8 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
   // ── inbound ────────────────────────────────────────────────────────────────────────────────────────
 
   #onMessage({ peer, channel, msg }: A2aInbound): void {
+    // A worker that was unreachable is back: whatever was queued for it goes out now.
+    if (this.#watch.heard(peer)) this.#recover(peer, 'back');
     switch (msg.case) {
       case 'probeResult': {
         const p = this.#probes.get(msg.value.probeId);
@@ -472,31 +542,12 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
         });
         return;
       }
-      case 'taskRefused': {
+      case 'taskRefused':
+        return this.#onRefused(peer, msg.value);
+      case 'replayComplete': {
         const v = msg.value;
-        const p = this.#pending.get(v.taskId);
-        if (!p) {
-          // A Resume for a task the worker no longer knows (it lost its state): the task cannot finish.
-          const owner = this.#owner(v.taskId);
-          if (v.reason === 'unknown_task' && owner?.agentId === peer && !isTerminal(owner.snapshot?.state)) {
-            void this.#localEvent(v.taskId, {
-              state: 'failed',
-              reason: 'worker_lost',
-              message: `worker ${peer} no longer knows this task: ${v.message || 'unknown task'}`,
-            });
-          }
-          return;
-        }
-        if (p.agent_id !== peer) return;
-        p.reject(
-          new PlannerError(
-            'refused',
-            `worker ${peer} refused task ${v.taskId}: ${v.reason || 'refused'}${v.message ? ` (${v.message})` : ''}` +
-              (v.reason === 'no_free_slots'
-                ? '; probe_worker for free slots, wait, or pick another worker'
-                : ''),
-          ),
-        );
+        if (v.taskId !== channel) return;
+        this.#enqueue(v.taskId, async () => this.#onReplayComplete(peer, v.taskId, Number(v.lastSeq)));
         return;
       }
       case 'taskEvent': {
@@ -512,9 +563,81 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
         this.#enqueue(chunk.taskId, () => this.#onChunk(peer, chunk));
         return;
       }
+      case 'artifactAck':
+        return this.#onArtifactAck(peer, channel, msg.value);
       default:
         this.#log.debug('ignoring A2A message', { peer, channel, kind: msg.case });
     }
+  }
+
+  #onRefused(peer: string, v: TaskRefused): void {
+    const p = this.#pending.get(v.taskId);
+    if (p) {
+      if (p.agent_id !== peer) return;
+      // Answers to the Resume(0) a resync sends for a dispatch not yet accepted (see #recover).
+      if (v.reason === 'unknown_task') {
+        if (p.phase === 'resent') return;
+        p.phase = 'resent';
+        this.#log.info('the TaskStart was lost in a reconnect; sending it again', { peer, task: v.taskId });
+        this.#trySend(peer, v.taskId, p.start);
+        return;
+      }
+      if (v.reason === 'duplicate_task_id' && p.phase !== 'sent') {
+        // It did arrive after all: ask for its events instead.
+        p.phase = 'probing';
+        this.#resume(peer, v.taskId, 0);
+        return;
+      }
+      p.reject(
+        new PlannerError(
+          'refused',
+          `worker ${peer} refused task ${v.taskId}: ${v.reason || 'refused'}${v.message ? ` (${v.message})` : ''}` +
+            (v.reason === 'no_free_slots'
+              ? '; probe_worker for free slots, wait, or pick another worker'
+              : ''),
+        ),
+      );
+      return;
+    }
+    const t = this.#store.get(v.taskId);
+    if (!t || t.snapshot.agent_id !== peer || v.reason !== 'unknown_task') return;
+    if (t.cancel_pending) {
+      // A cancel resent for a task the worker no longer has: nothing left to stop.
+      this.#store.setCancelPending(v.taskId, false);
+      return;
+    }
+    if (t.snapshot.state === undefined) {
+      // Dispatched by an earlier run of this planner that died before the worker got the TaskStart.
+      this.#log.info('a dispatch interrupted by a planner restart never reached the worker; dropped', {
+        peer,
+        task: v.taskId,
+      });
+      this.#store.remove(v.taskId);
+      return;
+    }
+    // A Resume for a task the worker no longer knows (it lost its state): the task cannot finish.
+    if (!isTerminal(t.snapshot.state)) {
+      void this.#localEvent(v.taskId, {
+        state: 'failed',
+        reason: 'worker_lost',
+        message: `worker ${peer} no longer knows this task: ${v.message || 'unknown task'}`,
+      });
+    }
+  }
+
+  /** The worker replayed what a Resume asked for; `lastSeq` is its newest event. */
+  #onReplayComplete(peer: string, taskId: string, lastSeq: number): void {
+    const t = this.#store.get(taskId);
+    if (!t || t.snapshot.agent_id !== peer || isTerminal(t.snapshot.state)) return;
+    const last = t.snapshot.last_seq;
+    if (lastSeq <= last) {
+      this.#resumeAsked.delete(taskId);
+      return;
+    }
+    // Some of the replay was lost on the way as well: ask once more for what is still missing.
+    if (this.#resumeAsked.get(taskId) === last) return;
+    this.#resumeAsked.set(taskId, last);
+    this.#resume(peer, taskId, last);
   }
 
   #owner(taskId: string): { agentId: string; snapshot?: TaskSnapshot } | undefined {
@@ -527,20 +650,86 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
   async #onChunk(peer: string, chunk: ArtifactChunk): Promise<void> {
     const owner = this.#owner(chunk.taskId);
     if (!owner || owner.agentId !== peer || isTerminal(owner.snapshot?.state)) return;
-    await this.#receiver(chunk.taskId).accept(chunk);
+    await this.#receiver(chunk.taskId, peer).accept(chunk);
   }
 
-  #receiver(taskId: string): ResultArtifacts {
+  #receiver(taskId: string, peer: string): ArtifactReceiver {
     let r = this.#receivers.get(taskId);
     if (!r) {
-      r = new ResultArtifacts({
-        finalDir: join(this.#opts.stateDir, 'artifacts', taskId),
-        stageDir: join(this.#opts.stateDir, 'artifacts', '.partial', taskId),
-        maxBytes: this.#opts.maxArtifactBytes ?? DEFAULT_MAX_ARTIFACT_BYTES,
+      r = new ArtifactReceiver({
+        taskId,
+        dir: join(this.#opts.stateDir, 'artifacts', taskId),
+        partialDir: join(this.#opts.stateDir, 'artifacts', '.partial', taskId),
+        maxBytes: this.#maxArtifactBytes,
+        limitFlag: LIMIT_FLAG,
+        acceptUnannounced: true,
+        logger: this.#log,
+        sendAck: (ack) => this.#trySend(peer, taskId, { case: 'artifactAck', value: ack }),
       });
       this.#receivers.set(taskId, r);
     }
     return r;
+  }
+
+  get #maxArtifactBytes(): number {
+    return this.#opts.maxArtifactBytes ?? DEFAULT_MAX_ARTIFACT_BYTES;
+  }
+
+  /** Streams files to a task's worker in the background; one that cannot be sent cancels the task. */
+  #startTransfer(peer: string, taskId: string, files: LocalFile[], what: string): void {
+    const abort = new AbortController();
+    const sender = new ArtifactSender(files, {
+      taskId,
+      send: (msg) => this.#send(peer, taskId, msg),
+      whenWritable: () => this.#whenWritable(),
+      signal: abort.signal,
+      logger: this.#log,
+    });
+    const entry = { sender, abort };
+    const set = this.#transfers.get(taskId) ?? new Set();
+    set.add(entry);
+    this.#transfers.set(taskId, set);
+    sender
+      .run()
+      .then(
+        (r) =>
+          this.#log.info(`${what} sent`, {
+            task: taskId,
+            files: r.files,
+            bytes: r.bytes,
+            bytes_sent: r.bytesSent,
+            bytes_resent: r.bytesResent,
+            discarded: r.failed.length ? r.failed : undefined,
+          }),
+        (err: Error) => {
+          if (abort.signal.aborted) return;
+          this.#log.warn(`${what} could not be sent; cancelling the task`, {
+            task: taskId,
+            error: err.message,
+          });
+          this.#trySend(peer, taskId, {
+            case: 'cancel',
+            value: create(CancelSchema, { taskId, reason: `${what} could not be sent: ${err.message}` }),
+          });
+        },
+      )
+      .finally(() => {
+        set.delete(entry);
+        if (set.size === 0 && this.#transfers.get(taskId) === set) this.#transfers.delete(taskId);
+      });
+  }
+
+  #onArtifactAck(peer: string, taskId: string, ack: ArtifactAck): void {
+    if (this.#owner(taskId)?.agentId !== peer) return;
+    for (const t of this.#transfers.get(taskId) ?? []) t.sender.onAck(ack);
+  }
+
+  /** A new session with `peer`: its transfers go on from the acknowledged offsets. */
+  #resyncTransfers(peer: string): void {
+    for (const [taskId, set] of this.#transfers) {
+      if (this.#owner(taskId)?.agentId === peer) for (const t of set) t.sender.resync();
+    }
+    for (const [taskId, r] of this.#receivers) if (this.#owner(taskId)?.agentId === peer) r.resync();
   }
 
   async #onEvent(peer: string, ev: TaskEvent): Promise<void> {
@@ -560,7 +749,11 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
       return this.#log.warn('event for a task of another worker ignored', { peer, task: taskId });
     }
     const last = owner.snapshot?.last_seq ?? 0;
-    if (isTerminal(owner.snapshot?.state) || seq <= last) return this.#ack(peer, taskId, seq);
+    if (isTerminal(owner.snapshot?.state)) {
+      this.#settleCancel(peer, taskId, ev);
+      return this.#ack(peer, taskId, seq);
+    }
+    if (seq <= last) return this.#ack(peer, taskId, seq);
     if (seq > last + 1) {
       if (this.#resumeAsked.get(taskId) !== last) {
         this.#resumeAsked.set(taskId, last);
@@ -598,7 +791,7 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
     if (record.state === 'completed' || record.state === 'failed') {
       const receiver = this.#receivers.get(taskId);
       if (ev.artifacts.length || receiver) {
-        const { files, problems } = await this.#receiver(taskId).verify(ev.artifacts);
+        const { files, problems } = await this.#receiver(taskId, peer).verify(ev.artifacts);
         if (files.length) record.artifacts = files;
         if (problems.length) {
           this.#log.warn('artifact verification failed', { task: taskId, problems });
@@ -628,63 +821,224 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
 
   #afterEvent(snapshot: TaskSnapshot, record: TaskEventRecord): void {
     if (isTerminal(snapshot.state)) {
+      // The worker's own final word confirms any cancel this planner was still re-sending.
+      if (record.origin === 'worker' && this.#store.get(snapshot.task_id)?.cancel_pending) {
+        this.#store.setCancelPending(snapshot.task_id, false);
+      }
       clearTimeout(this.#timers.get(snapshot.task_id));
       this.#timers.delete(snapshot.task_id);
       this.#resumeAsked.delete(snapshot.task_id);
       const r = this.#receivers.get(snapshot.task_id);
       this.#receivers.delete(snapshot.task_id);
       void r?.abort();
+      for (const t of this.#transfers.get(snapshot.task_id) ?? [])
+        t.abort.abort(`the task is ${snapshot.state}`);
     }
     this.emit('task', snapshot, record);
   }
 
   #onFailure(f: A2aFailure): void {
-    if (f.code === 'peer_not_found') this.emit('peerGone', f.peer);
+    if (f.code === 'peer_not_found') {
+      this.emit('peerGone', f.peer);
+      if (this.#owedPeers().has(f.peer)) this.#watch.notFound(f.peer);
+    }
     if (f.channel && f.channel !== PROBE_CHANNEL) {
       const taskId = f.channel;
       const pending = this.#pending.get(taskId);
-      if (pending?.agent_id === f.peer) return pending.reject(this.#failureError(f));
+      if (pending?.agent_id === f.peer) {
+        if (f.code === 'peer_not_found' || f.code === 'e2ee_violation') pending.reject(this.#failureError(f));
+        return;
+      }
       const owner = this.#owner(taskId);
       if (owner?.agentId !== f.peer) return;
       if (f.code === 'e2ee_violation') {
         void this.#localEvent(taskId, { state: 'failed', reason: 'e2ee_violation', message: f.message });
-      } else if (f.code === 'peer_not_found' && owner.snapshot?.pending) {
-        // An answer that could not be delivered may be given again.
-        const t = this.#store.get(taskId);
-        if (t && t.answered_seq === owner.snapshot.pending.seq) this.#store.setAnswered(taskId, 0);
       }
-      // Other channel-level failures (a sealed frame without a session after a reconnect) heal by resuming.
+      // Other channel-level failures (a frame sealed under a session that a reconnect replaced, an answer
+      // to a worker that is away) heal by resuming: the answer stays queued, see #recover.
       return;
     }
     const err = this.#failureError(f);
     for (const p of this.#probes.values()) if (p.peer === f.peer) p.reject(err);
     if (f.channel === PROBE_CHANNEL) return;
     for (const p of this.#pending.values()) if (p.agent_id === f.peer) p.reject(err);
-    if (f.code === 'no_session') {
-      // The worker lost our session (it restarted): handshake again by resuming its tasks.
-      for (const t of this.#store.active()) {
-        if (t.snapshot.agent_id === f.peer) this.#resume(f.peer, t.snapshot.task_id, t.snapshot.last_seq);
+  }
+
+  /** On every (re)connect to the relay, and at start: frames may have been lost; bring every worker up to date. */
+  #onConnected(): void {
+    for (const peer of this.#owedPeers()) this.#recover(peer, 'connected');
+  }
+
+  // ── durability (docs/durability.md) ────────────────────────────────────────────────────────────────
+
+  /** Workers that still owe this planner events, or are owed a dispatch or a cancel. */
+  #owedPeers(): Set<string> {
+    const peers = new Set(this.#store.owed().map((t) => t.snapshot.agent_id));
+    for (const p of this.#pending.values()) peers.add(p.agent_id);
+    return peers;
+  }
+
+  /** Whether a send to `peer` can get through now (we are on the relay, and it has not been reported gone). */
+  #reachable(peer: string): boolean {
+    return this.#agent.connected && !this.#closed && !this.#watch.isUnreachable(peer);
+  }
+
+  /**
+   * Brings one worker up to date after anything that may have lost frames in flight: our reconnect or
+   * start (`connected`), a new session with it (`resync`), its return after the relay said it was gone
+   * (`back`), and the periodic check (`check`). Every open task is resumed after its last stored seq; a
+   * dispatch not yet accepted is asked about (Resume 0: the worker replays `accepted`, or says it never
+   * got the TaskStart, which then goes again); cancels not yet confirmed go again; and, except on the
+   * periodic check, answers the worker has not moved past go again (it ignores one it already took).
+   * Every message here is idempotent at the worker.
+   */
+  #recover(peer: string, why: 'connected' | 'resync' | 'back' | 'check'): void {
+    if (!this.#agent.connected || this.#closed) return;
+    let resumed = 0;
+    for (const t of this.#store.owed()) {
+      const s = t.snapshot;
+      if (s.agent_id !== peer) continue;
+      if (isTerminal(s.state)) {
+        if (t.cancel_pending) this.#sendCancel(peer, s.task_id);
+        continue;
       }
+      const p = this.#pending.get(s.task_id);
+      if (p) {
+        // A dispatch in flight has its own acceptance timeout; only a possible loss makes it ask.
+        if (why === 'check') continue;
+        if (p.phase === 'sent') p.phase = 'probing';
+      }
+      this.#resume(peer, s.task_id, s.last_seq);
+      resumed++;
+      const answer = t.answer;
+      if (why !== 'check' && answer && s.state === 'waiting_input' && t.answered_seq === s.pending?.seq) {
+        void this.#sendAnswer(peer, s.task_id, t.answered_seq, answer);
+      }
+    }
+    if (why !== 'check' && resumed > 0) this.#log.info('resuming tasks', { peer, why, tasks: resumed });
+  }
+
+  /**
+   * Sends an answer (Respond naming its question, then its files). Resolves true once it is on its way,
+   * false when it could not be sent now (it stays queued and goes with the next {@link #recover}). Waits
+   * at most a second: a worker that is reconnecting must not hold the tool call.
+   */
+  async #sendAnswer(
+    peer: string,
+    taskId: string,
+    questionSeq: number,
+    answer: QueuedAnswer,
+    prepared?: { files: LocalFile[]; infos: Awaited<ReturnType<typeof describeFiles>> },
+  ): Promise<boolean> {
+    let files = prepared?.files ?? [];
+    let infos = prepared?.infos ?? [];
+    if (!prepared && answer.files.length > 0) {
+      try {
+        files = await resolveLocalPaths(answer.files);
+        infos = await describeFiles(files);
+      } catch (err) {
+        this.#log.warn('the files of a queued answer cannot be read any more; sending it without them', {
+          task: taskId,
+          error: (err as Error).message,
+        });
+        files = [];
+        infos = [];
+      }
+    }
+    const sending = this.#send(peer, taskId, {
+      case: 'respond',
+      value: create(RespondSchema, {
+        taskId,
+        contentJson: answer.content_json,
+        files: infos,
+        action: answer.action,
+        questionSeq: BigInt(questionSeq),
+      }),
+    }).then(
+      () => {
+        // A resend after a reconnect leaves a transfer still running to resume on its own.
+        if (files.length > 0 && (prepared || !this.#transfers.has(taskId))) {
+          this.#startTransfer(peer, taskId, files, 'answer files');
+        }
+        return true;
+      },
+      (err: Error) => {
+        this.#log.info('answer queued: it could not be sent now', { task: taskId, error: err.message });
+        return false;
+      },
+    );
+    let timer: NodeJS.Timeout | undefined;
+    const waited = new Promise<boolean>((r) => {
+      timer = setTimeout(() => r(false), 1_000);
+    });
+    try {
+      return await Promise.race([sending, waited]);
+    } finally {
+      clearTimeout(timer);
     }
   }
 
-  #onConnected(): void {
-    const reconnect = this.#everConnected;
-    this.#everConnected = true;
-    const active = this.#store.active();
-    if (active.length === 0) return;
-    // After a reconnect frames may have been lost in flight: start fresh sessions, then ask each worker to
-    // replay what we have not stored.
-    if (reconnect) for (const peer of new Set(active.map((t) => t.snapshot.agent_id))) this.#a2a.reset(peer);
-    for (const t of active) this.#resume(t.snapshot.agent_id, t.snapshot.task_id, t.snapshot.last_seq);
+  #sendCancel(peer: string, taskId: string): void {
+    const now = Date.now();
+    if (now - (this.#cancelResent.get(taskId) ?? 0) < 1_000) return;
+    this.#cancelResent.set(taskId, now);
+    this.#trySend(peer, taskId, {
+      case: 'cancel',
+      value: create(CancelSchema, { taskId, reason: 'cancelled by the planner' }),
+    });
+  }
+
+  /**
+   * An event for a task that already ended here. If it ended here without the worker's word (a local
+   * cancel, worker_lost), the worker's own final event settles it; anything else means the task still
+   * runs there, so it is told again to stop.
+   */
+  #settleCancel(peer: string, taskId: string, ev: TaskEvent): void {
+    const t = this.#store.get(taskId);
+    if (!t?.cancel_pending) return;
+    const state = taskStateName(ev.state);
+    if (state && isTerminal(state)) {
+      this.#store.setCancelPending(taskId, false);
+      this.#cancelResent.delete(taskId);
+    } else this.#sendCancel(peer, taskId);
+  }
+
+  /** The worker has been unreachable for the grace period: its open tasks end as `failed/worker_lost`. */
+  #declareLost(peer: string, unreachableMs: number): void {
+    const grace = this.#opts.workerLostGraceMs ?? 30_000;
+    const message =
+      `worker ${peer} has not been connected to the relay for ${Math.round(unreachableMs / 1000)} s ` +
+      `(the grace period is ${grace / 1000} s, --worker-lost-grace); the task cannot finish`;
+    for (const p of [...this.#pending.values()]) {
+      if (p.agent_id === peer) p.reject(new PlannerError('unknown_agent', message));
+    }
+    let failed = 0;
+    for (const t of this.#store.owed()) {
+      const s = t.snapshot;
+      if (s.agent_id !== peer) continue;
+      if (isTerminal(s.state)) {
+        // Told for one more grace period; then given up.
+        if (t.cancel_pending) this.#store.setCancelPending(s.task_id, false);
+        continue;
+      }
+      if (s.state === undefined) {
+        if (!this.#pending.has(s.task_id)) this.#store.remove(s.task_id);
+        continue;
+      }
+      // Should the worker come back after all, it is told to stop this task.
+      this.#store.setCancelPending(s.task_id, true);
+      void this.#localEvent(s.task_id, { state: 'failed', reason: 'worker_lost', message });
+      failed++;
+    }
+    if (failed > 0) this.#log.warn('worker lost; its tasks failed', { peer, tasks: failed });
   }
 
   // ── helpers ────────────────────────────────────────────────────────────────────────────────────────
 
   #task(taskId: string): StoredTask {
     const task = this.#store.get(taskId);
-    if (task) return task;
-    if (this.#pending.has(taskId)) {
+    if (task && task.snapshot.state !== undefined) return task;
+    if (task || this.#pending.has(taskId)) {
       throw new PlannerError(
         'wrong_state',
         `task ${taskId} is still being dispatched: orchestrate_task has not returned yet`,
@@ -703,7 +1057,9 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
       throw new PlannerError(
         'duplicate_task_id',
         `task_id ${JSON.stringify(taskId)} is already used by this planner` +
-          (existing ? ` (worker ${existing.agent_id}, state ${existing.state})` : ' (being dispatched)') +
+          (existing?.state
+            ? ` (worker ${existing.agent_id}, state ${existing.state})`
+            : ' (being dispatched)') +
           '; choose another task_id, or omit it to get a generated one',
       );
     }
@@ -793,6 +1149,9 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
     const timer = setTimeout(
       () => {
         this.#timers.delete(taskId);
+        // Until the worker confirms, the cancel is sent again whenever it is back (see #recover).
+        const state = this.#store.get(taskId)?.snapshot.state;
+        if (state !== undefined && !isTerminal(state)) this.#store.setCancelPending(taskId, true);
         this.#trySend(t.snapshot.agent_id, taskId, {
           case: 'cancel',
           value: create(CancelSchema, { taskId, reason: 'timeout' }),

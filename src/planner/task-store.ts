@@ -1,7 +1,10 @@
 /**
  * @module The planner's durable task store: SQLite in `<state-dir>/tasks.db`, one snapshot row per task
- * and its numbered events. Every event is written (in one transaction with its snapshot) before any tool
- * reports it; a second copy of a seq is dropped by the primary key.
+ * and its numbered events. Every event is written (in one transaction with its snapshot, synced to disk)
+ * before any tool reports it and before the worker is acknowledged; a second copy of a seq is dropped by
+ * the primary key. A task's row exists from the moment it is dispatched (state NULL until the worker's
+ * `accepted`), and answers and cancels are kept until the worker confirms them, so a restarted planner
+ * can finish what the last one started.
  */
 import Database from 'better-sqlite3';
 import {
@@ -22,11 +25,23 @@ export interface TaskRequest {
   input_files?: { name: string; size: number; sha256: string }[];
 }
 
+/** An answer given with respond_to_worker, kept until the worker moves past its question. */
+export interface QueuedAnswer {
+  content_json: string;
+  action: string;
+  /** Local paths, resolved again when the answer is sent again. */
+  files: string[];
+}
+
 export interface StoredTask {
   snapshot: TaskSnapshot;
   request: TaskRequest;
   /** Seq of the `waiting_input` event this planner answered, if any. */
   answered_seq: number;
+  /** The answer to `answered_seq`, resent after a reconnect until an event of the worker follows it. */
+  answer?: QueuedAnswer;
+  /** cancel_task ended the task here before the worker confirmed: the Cancel is resent until it does. */
+  cancel_pending: boolean;
 }
 
 const SCHEMA = `
@@ -44,7 +59,9 @@ CREATE TABLE IF NOT EXISTS tasks (
   artifacts_json TEXT NOT NULL DEFAULT '[]',
   reason         TEXT,
   message        TEXT,
-  answered_seq   INTEGER NOT NULL DEFAULT 0
+  answered_seq   INTEGER NOT NULL DEFAULT 0,
+  answer_json    TEXT,
+  cancel_pending INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS tasks_state ON tasks (state, updated_at);
 CREATE TABLE IF NOT EXISTS events (
@@ -72,7 +89,15 @@ interface TaskRow {
   reason: string | null;
   message: string | null;
   answered_seq: number;
+  answer_json: string | null;
+  cancel_pending: number;
 }
+
+/** Columns added after the first release, with their definitions, for stores created before them. */
+const ADDED_COLUMNS: Record<string, string> = {
+  answer_json: 'TEXT',
+  cancel_pending: 'INTEGER NOT NULL DEFAULT 0',
+};
 
 const parse = <T>(json: string | null): T | undefined =>
   json === null ? undefined : (JSON.parse(json) as T);
@@ -92,7 +117,13 @@ function fromRow(r: TaskRow): StoredTask {
     reason: r.reason ?? undefined,
     message: r.message ?? undefined,
   };
-  return { snapshot, request: parse<TaskRequest>(r.request_json) ?? {}, answered_seq: r.answered_seq };
+  return {
+    snapshot,
+    request: parse<TaskRequest>(r.request_json) ?? {},
+    answered_seq: r.answered_seq,
+    answer: parse<QueuedAnswer>(r.answer_json),
+    cancel_pending: r.cancel_pending === 1,
+  };
 }
 
 export class TaskStore {
@@ -102,14 +133,28 @@ export class TaskStore {
   constructor(path: string) {
     this.#db = new Database(path);
     this.#db.pragma('journal_mode = WAL');
-    this.#db.pragma('synchronous = NORMAL');
+    // Every commit reaches the disk before the worker is acknowledged (it then drops its copy).
+    this.#db.pragma('synchronous = FULL');
     this.#db.exec(SCHEMA);
+    const columns = new Set(
+      (this.#db.prepare('PRAGMA table_info(tasks)').all() as { name: string }[]).map((c) => c.name),
+    );
+    for (const [name, def] of Object.entries(ADDED_COLUMNS)) {
+      if (!columns.has(name)) this.#db.exec(`ALTER TABLE tasks ADD COLUMN ${name} ${def}`);
+    }
     const db = this.#db;
     this.#stmt = {
       get: db.prepare<[string], TaskRow>('SELECT * FROM tasks WHERE task_id = ?'),
       insertTask: db.prepare(
-        `INSERT INTO tasks (task_id, agent_id, state, objective, request_json, created_at, updated_at)
+        `INSERT OR IGNORE INTO tasks (task_id, agent_id, state, objective, request_json, created_at, updated_at)
          VALUES (@task_id, @agent_id, NULL, @objective, @request_json, @created_at, @created_at)`,
+      ),
+      removeUnstarted: db.prepare('DELETE FROM tasks WHERE task_id = ? AND state IS NULL AND last_seq = 0'),
+      setAnswer: db.prepare('UPDATE tasks SET answered_seq = ?, answer_json = ? WHERE task_id = ?'),
+      setCancelPending: db.prepare('UPDATE tasks SET cancel_pending = ? WHERE task_id = ?'),
+      owed: db.prepare<[], TaskRow>(
+        `SELECT * FROM tasks WHERE state IS NULL OR state NOT IN ('completed', 'failed', 'cancelled')
+           OR cancel_pending = 1 ORDER BY created_at`,
       ),
       updateSnapshot: db.prepare(
         `UPDATE tasks SET state = @state, updated_at = @updated_at, last_seq = @last_seq,
@@ -145,20 +190,43 @@ export class TaskStore {
     return row && fromRow(row);
   }
 
-  /** Creates a task together with its first event, atomically. */
+  /**
+   * Records a task being dispatched, before its TaskStart goes out (state NULL): the id is taken, and a
+   * planner restarted before the worker's answer still knows to ask for it.
+   */
+  begin(t: {
+    task_id: string;
+    agent_id: string;
+    objective: string;
+    created_at: number;
+    request: TaskRequest;
+  }): void {
+    this.#stmt.insertTask.run({
+      task_id: t.task_id,
+      agent_id: t.agent_id,
+      objective: t.objective,
+      request_json: JSON.stringify(t.request),
+      created_at: t.created_at,
+    });
+  }
+
+  /** Forgets a dispatch the worker never accepted (refused, timed out, never arrived). */
+  remove(taskId: string): void {
+    this.#stmt.removeUnstarted.run(taskId);
+  }
+
+  /**
+   * Stores a task's first event (creating its row unless {@link begin} did), atomically. Returns
+   * undefined when the seq was already stored.
+   */
   create(
     t: { task_id: string; agent_id: string; objective: string; created_at: number; request: TaskRequest },
     first: TaskEventRecord,
-  ): TaskSnapshot {
+  ): TaskSnapshot | undefined {
     return this.#db.transaction(() => {
-      this.#stmt.insertTask.run({
-        task_id: t.task_id,
-        agent_id: t.agent_id,
-        objective: t.objective,
-        request_json: JSON.stringify(t.request),
-        created_at: t.created_at,
-      });
-      return this.#append(newSnapshot(t), first) as TaskSnapshot;
+      this.begin(t);
+      const row = this.#stmt.get.get(t.task_id)!;
+      return this.#append(fromRow(row).snapshot, first);
     })();
   }
 
@@ -208,6 +276,23 @@ export class TaskStore {
 
   setAnswered(taskId: string, seq: number): void {
     this.#stmt.setAnswered.run(seq, taskId);
+  }
+
+  /** Records the answer to the question at `seq`, so it can be sent again until the worker takes it. */
+  setAnswer(taskId: string, seq: number, answer: QueuedAnswer): void {
+    this.#stmt.setAnswer.run(seq, JSON.stringify(answer), taskId);
+  }
+
+  setCancelPending(taskId: string, pending: boolean): void {
+    this.#stmt.setCancelPending.run(pending ? 1 : 0, taskId);
+  }
+
+  /**
+   * What is still owed to or by workers: tasks not terminal (being dispatched included), and tasks
+   * cancelled here whose worker has not confirmed. Oldest first.
+   */
+  owed(): StoredTask[] {
+    return this.#stmt.owed.all().map(fromRow);
   }
 
   /** Tasks not in a terminal state, oldest first. */

@@ -147,7 +147,7 @@ function nextStep(t: StoredTask): string {
       return 'The worker is on it: call get_task_status again (with after_seq = last_seq) in a few seconds.';
     case 'waiting_input':
       return t.answered_seq === s.pending?.seq
-        ? 'Your answer was sent; call get_task_status again shortly to see the worker continue.'
+        ? 'Your answer was given (it is delivered, or queued until the worker is reachable); call get_task_status again shortly to see the worker continue.'
         : 'The worker asks a question: answer it with respond_to_worker {task_id, content} shaped by the schema.';
     case 'completed':
       return 'Done: read result and the files listed in artifacts (verified, on this machine).';
@@ -474,7 +474,9 @@ export function registerA2aTools(
           'Answer the pending question of a task in waiting_input (see pending_question in get_task_status): ' +
           'content is an object shaped by the question schema (e.g. {"approve": true}) or a string; ' +
           'artifact_files are local files placed in the task input folder before the worker resumes. ' +
-          'action decline refuses to answer. Refused with an error in any other state. Next: get_task_status.',
+          'action decline refuses to answer. Refused with an error in any other state. The answer is kept ' +
+          'by the planner: answer_state "answer sent" means it is on its way, "answer queued" that the worker ' +
+          'or relay is unreachable right now and it is delivered once the worker is back. Next: get_task_status.',
         inputSchema: {
           task_id: taskId,
           content: z
@@ -494,6 +496,9 @@ export function registerA2aTools(
           agent_id: z.string(),
           state: z.enum(STATES),
           answered_seq: z.number().int(),
+          answer_state: z
+            .enum(['answer sent', 'answer queued'])
+            .describe('queued: kept here and delivered when the worker is reachable again'),
           files: z.array(inputFileShape),
           next_step: z.string(),
         },
@@ -508,7 +513,7 @@ export function registerA2aTools(
           artifact_files?: string[];
           action?: 'accept' | 'decline' | 'cancel';
         }) => {
-          const { task, files } = await m.respond(
+          const { task, files, delivery } = await m.respond(
             args.task_id,
             args.content,
             args.artifact_files,
@@ -519,8 +524,13 @@ export function registerA2aTools(
             agent_id: task.snapshot.agent_id,
             state: task.snapshot.state ?? 'waiting_input',
             answered_seq: task.answered_seq,
+            answer_state: delivery === 'sent' ? 'answer sent' : 'answer queued',
             files,
-            next_step: `Answer sent. Call get_task_status {"task_id": "${task.snapshot.task_id}", "after_seq": ${task.snapshot.last_seq}}.`,
+            next_step:
+              (delivery === 'sent'
+                ? 'Answer sent.'
+                : `Answer queued: worker ${task.snapshot.agent_id} cannot be reached right now; it gets the answer when it is back (do not answer again).`) +
+              ` Call get_task_status {"task_id": "${task.snapshot.task_id}", "after_seq": ${task.snapshot.last_seq}}.`,
           };
         },
       ),

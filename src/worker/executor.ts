@@ -4,10 +4,9 @@
  * stdout), choosing the task tool, building its arguments (`run_task` or an adapted tool), and a staged
  * stop that takes the executor's whole process tree with it. See docs/executor-contract.md.
  */
-import type { ChildProcess } from 'node:child_process';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
-import { getDefaultEnvironment, StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { getDefaultEnvironment } from '@modelcontextprotocol/sdk/client/stdio.js';
 import {
   type ElicitRequest,
   ElicitRequestSchema,
@@ -21,7 +20,9 @@ import { type CommandLineError, splitCommandLine } from '../util/command-line.js
 import { type Logger, silentLogger } from '../util/log.js';
 import { VERSION } from '../version.js';
 import { WorkerConfigError } from './errors.js';
-import { descendantPids, isAlive, signalAll } from './process-tree.js';
+import { ExecutorTransport } from './executor-transport.js';
+import { descendantPids, isAlive, signalAll, signalGroup } from './process-tree.js';
+import { clearExecutorPid, type ExecutorReaper, recordExecutorPid } from './reaper.js';
 
 export const RUN_TASK_TOOL = 'run_task';
 /** Time from SIGTERM to SIGKILL once the stdin-close grace has passed. */
@@ -221,6 +222,10 @@ export interface ExecutorStartOptions {
   onProgress?: (params: ProgressParams) => void;
   /** Limit for spawn + MCP initialize. */
   startTimeoutMs?: number;
+  /** Kills the executor's process group if this worker dies (see reaper.ts). */
+  reaper?: ExecutorReaper;
+  /** Where to record the executor's pid while it runs (the task folder's `executor.pid`). */
+  pidFile?: string;
   logger?: Logger;
 }
 
@@ -244,14 +249,14 @@ export class ExecutorSession {
 
   private constructor(
     client: Client,
-    transport: StdioClientTransport,
+    transport: ExecutorTransport,
     log: WriteStream,
     closed: Promise<void>,
     logger: Logger,
   ) {
     this.client = client;
     const stderr = transport.stderr;
-    this.#stderrEnded = stderr ? new Promise((r) => stderr.once('end', () => r())) : Promise.resolve();
+    this.#stderrEnded = new Promise((r) => stderr.once('end', () => r()));
     this.pid = transport.pid ?? 0;
     this.#log = log;
     this.#closedPromise = closed;
@@ -263,12 +268,15 @@ export class ExecutorSession {
     const logger = opts.logger ?? silentLogger;
     const log = createWriteStream(opts.logFile, { flags: 'a' });
     log.on('error', (err) => logger.warn('cannot write executor log', { file: opts.logFile, error: err }));
-    const transport = new StdioClientTransport({
+    const transport = new ExecutorTransport({
       command: opts.command.command,
       args: opts.command.args,
       env: opts.env,
       cwd: opts.cwd,
-      stderr: 'pipe',
+      onSpawn: (pid) => {
+        opts.reaper?.watch(pid);
+        if (opts.pidFile) recordExecutorPid(opts.pidFile, pid);
+      },
     });
     const client = new Client(
       { name: 'nfltr-worker', version: VERSION },
@@ -276,7 +284,7 @@ export class ExecutorSession {
     );
     let session: ExecutorSession | undefined;
     let tail = '';
-    transport.stderr?.on('data', (chunk: Buffer) => {
+    transport.stderr.on('data', (chunk: Buffer) => {
       log.write(chunk);
       if (session) session.#appendTail(chunk);
       else tail = (tail + chunk.toString('utf8')).slice(-TAIL_BYTES);
@@ -287,6 +295,11 @@ export class ExecutorSession {
     });
     let early: { code: number | null; signal: NodeJS.Signals | null } | undefined;
     transport.onclose = () => {
+      const pid = transport.pid;
+      if (pid) {
+        opts.reaper?.unwatch(pid);
+        if (opts.pidFile) clearExecutorPid(opts.pidFile);
+      }
       if (session) session.#onClose();
       resolveClosed();
     };
@@ -306,9 +319,8 @@ export class ExecutorSession {
       client.setRequestHandler(ElicitRequestSchema, (req, extra) => onElicit(req.params, extra.signal));
     }
     const connecting = client.connect(transport, { timeout: opts.startTimeoutMs ?? 30_000 });
-    // The SDK keeps the child private; its exit code and signal name what happened in crash messages.
-    const child = (transport as unknown as { _process?: ChildProcess })._process;
-    child?.once('exit', (code, signal) => {
+    // The exit code and signal name what happened in crash messages.
+    transport.child?.once('exit', (code, signal) => {
       early = { code, signal };
       if (session) session.#exit = early;
     });
@@ -388,14 +400,18 @@ export class ExecutorSession {
     const allGone = () => tree.every((p) => !isAlive(p));
     if (!allGone()) {
       this.#logger.debug('executor still running after stdin closed; sending SIGTERM', { pid: this.pid });
+      signalGroup(this.pid, 'SIGTERM');
       signalAll(tree.filter(isAlive), 'SIGTERM');
       await waitFor(allGone, TERM_GRACE_MS);
     }
     if (!allGone()) {
       this.#logger.warn('executor ignored SIGTERM; killing it', { pid: this.pid });
+      signalGroup(this.pid, 'SIGKILL');
       signalAll(tree.filter(isAlive), 'SIGKILL');
       await waitFor(allGone, TERM_GRACE_MS);
     }
+    // Whatever is left of its group (a grandchild that left the tree) goes with it.
+    signalGroup(this.pid, 'SIGKILL');
     await Promise.race([closing, sleep(500)]);
     // The stderr pipe may still hold the executor's last words (a crash message): let them reach the log.
     await Promise.race([this.#stderrEnded, sleep(200)]);

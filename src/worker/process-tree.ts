@@ -1,8 +1,8 @@
 /**
- * @module Finding and killing an executor's whole process tree. The SDK spawns the executor in the
- * worker's own process group, so a group kill would hit the worker; instead the tree is walked by
- * parent pid (from /proc on Linux, `ps` elsewhere) before the executor goes, since orphans are
- * re-parented and lose the link.
+ * @module Finding and killing an executor's whole process tree. Executors lead their own process group
+ * (see executor-transport.ts), which a group kill reaches even after orphans were re-parented; the tree
+ * is also walked by parent pid (from /proc on Linux, `ps` elsewhere) before the executor goes, for
+ * descendants that started groups of their own.
  */
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -70,4 +70,25 @@ export function signalAll(pids: number[], signal: NodeJS.Signals): void {
       process.kill(pid, signal);
     } catch {}
   }
+}
+
+/**
+ * When `pid` started, as an opaque string (Linux: clock ticks since boot, field 22 of /proc/<pid>/stat),
+ * to tell a recorded process from a later one that reused its pid; undefined where unknown.
+ */
+export function processStartTime(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
+}
+
+/** Signals a process group (its leader's pid); errors (already gone, not a group) are ignored. */
+export function signalGroup(pgid: number, signal: NodeJS.Signals): void {
+  if (process.platform === 'win32' || pgid <= 1) return;
+  try {
+    process.kill(-pgid, signal);
+  } catch {}
 }

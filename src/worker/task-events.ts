@@ -1,9 +1,22 @@
 /**
  * @module One task's numbered events: the worker assigns `seq` gaplessly from 1, keeps the events the
- * planner has not acknowledged in memory, and appends every event to `events.jsonl` in the task folder
- * so that a Resume can be answered after an Ack pruned memory, or after a worker restart.
+ * planner has not acknowledged in memory, and appends every event to `events.jsonl` in the task folder,
+ * flushed to disk (fdatasync) before the event is handed to the relay, so that a Resume can be answered
+ * after an Ack pruned memory, after a worker restart, or after the machine lost power. Once the planner
+ * acknowledges the final event the log is dropped ({@link TaskEventLog.drop}).
  */
-import { appendFileSync, readFileSync } from 'node:fs';
+import {
+  closeSync,
+  fdatasyncSync,
+  fstatSync,
+  fsyncSync,
+  openSync,
+  readFileSync,
+  readSync,
+  rmSync,
+  writeSync,
+} from 'node:fs';
+import { dirname } from 'node:path';
 import { create, fromJsonString, toJsonString } from '@bufbuild/protobuf';
 import {
   type ArtifactInfo,
@@ -37,6 +50,10 @@ export class TaskEventLog {
   /** Unacknowledged events, in seq order. */
   #events: TaskEvent[] = [];
   #last: TaskEvent | undefined;
+  /** The highest seq the planner acknowledged (this run; 0 after a restart). */
+  #acked = 0n;
+  /** Open for appending while the task runs; closed after the final event. */
+  #fd: number | undefined;
 
   constructor(taskId: string, file: string, history: TaskEvent[] = []) {
     this.taskId = taskId;
@@ -75,7 +92,16 @@ export class TaskEventLog {
     return s !== undefined && TERMINAL_STATES.has(s);
   }
 
-  /** Numbers an event, records it (memory and file) and returns it, ready to send. */
+  get acked(): bigint {
+    return this.#acked;
+  }
+
+  /** True once the planner acknowledged the final event: nothing is owed to it any more. */
+  get delivered(): boolean {
+    return this.finished && this.#acked >= this.lastSeq;
+  }
+
+  /** Numbers an event, records it (memory and file, flushed) and returns it, ready to send. */
   append(init: TaskEventInit): TaskEvent {
     const { state, ...rest } = init;
     const event = create(TaskEventSchema, {
@@ -87,13 +113,51 @@ export class TaskEventLog {
     });
     this.#last = event;
     this.#events.push(event);
+    this.#write(`${toJsonString(TaskEventSchema, event)}\n`);
+    if (this.finished) this.close();
+    return event;
+  }
+
+  /**
+   * Synchronous, and flushed before the caller sends the event: the file order is the seq order, and
+   * an event the planner may have seen is never missing from the log after a crash.
+   */
+  #write(line: string): void {
     try {
-      // Synchronous so that the file order is the seq order whatever happens next.
-      appendFileSync(this.#file, `${toJsonString(TaskEventSchema, event)}\n`);
+      if (this.#fd === undefined) {
+        const fresh = this.lastSeq === 1n;
+        this.#fd = openSync(this.#file, 'a+', 0o600);
+        // A new file's directory entry must reach the disk too.
+        if (fresh) fsyncDir(dirname(this.#file));
+        // A crash mid-write leaves a torn last line: end it, or the next event would be glued to it.
+        if (!endsWithNewline(this.#fd)) line = `\n${line}`;
+      }
+      writeSync(this.#fd, line);
+      fdatasyncSync(this.#fd);
     } catch {
       // The log is for resuming; a full disk must not stop the task itself.
     }
-    return event;
+  }
+
+  /** Closes the file (it stays on disk); a later append reopens it. */
+  close(): void {
+    if (this.#fd === undefined) return;
+    try {
+      closeSync(this.#fd);
+    } catch {}
+    this.#fd = undefined;
+  }
+
+  /** Lets the unacknowledged events go from memory; {@link after} reads them back from the file. */
+  unload(): void {
+    this.#events = [];
+  }
+
+  /** The task's events are all delivered: the log leaves memory and disk. */
+  drop(): void {
+    this.close();
+    this.#events = [];
+    rmSync(this.#file, { force: true });
   }
 
   /** Events with seq > `afterSeq`, in order: from memory, or from the file when Ack pruned them. */
@@ -107,6 +171,27 @@ export class TaskEventLog {
 
   /** The planner has every event up to `seq`; memory can let them go. */
   ack(seq: bigint): void {
+    if (seq > this.#acked) this.#acked = seq > this.lastSeq ? this.lastSeq : seq;
     this.#events = this.#events.filter((e) => e.seq > seq);
+  }
+}
+
+function endsWithNewline(fd: number): boolean {
+  const size = fstatSync(fd).size;
+  if (size === 0) return true;
+  const last = Buffer.alloc(1);
+  readSync(fd, last, 0, 1, size - 1);
+  return last[0] === 0x0a;
+}
+
+function fsyncDir(dir: string): void {
+  let fd: number | undefined;
+  try {
+    fd = openSync(dir, 'r');
+    fsyncSync(fd);
+  } catch {
+    // Not every platform can open a directory; the file's own data is flushed regardless.
+  } finally {
+    if (fd !== undefined) closeSync(fd);
   }
 }

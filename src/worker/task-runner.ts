@@ -9,8 +9,22 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { CallToolResult, ElicitRequest, ElicitResult } from '@modelcontextprotocol/sdk/types.js';
 import type { A2aBody } from '../agent/a2a.js';
-import { ArtifactReceiver, describeFiles, sendFiles } from '../agent/artifacts.js';
-import type { ArtifactChunk, ArtifactInfo, Respond, TaskStateName } from '../protocol/a2a.js';
+import {
+  ArtifactReceiver,
+  ArtifactSender,
+  checkArtifactLimit,
+  describeFiles,
+  ProgressThrottle,
+  progressText,
+} from '../agent/artifacts.js';
+import type {
+  ArtifactAck,
+  ArtifactChunk,
+  ArtifactInfo,
+  Respond,
+  TaskEvent,
+  TaskStateName,
+} from '../protocol/a2a.js';
 import type { Logger } from '../util/log.js';
 import {
   buildToolArguments,
@@ -22,8 +36,12 @@ import {
   type TaskInput,
   type ToolChoice,
 } from './executor.js';
-import { listOutputFiles } from './outputs.js';
+import { collectResultFiles } from './outputs.js';
+import type { ExecutorReaper } from './reaper.js';
 import { EVENTS_FILE, type TaskEventInit, TaskEventLog } from './task-events.js';
+
+/** The running executor's pid, in the task folder, for a restarted worker to kill if it survived. */
+export const EXECUTOR_PID_FILE = 'executor.pid';
 
 export interface TaskSpec {
   taskId: string;
@@ -55,7 +73,11 @@ export interface TaskRunnerDeps {
   onSpawn: (ok: boolean, error?: string) => void;
   /** Called once, after the executor is gone and right before the terminal event is sent. */
   onTerminal: () => void;
+  /** Kills the executor if the worker dies; its pid is also kept in `executor.pid` while it runs. */
+  reaper?: ExecutorReaper;
 }
+
+const LIMIT_FLAG = '--max-artifact-bytes of nfltr worker';
 
 /** Why a task was stopped from outside its tool call. */
 export type HaltReason =
@@ -71,6 +93,8 @@ interface Question {
   params: ElicitRequest['params'];
   resolve: (r: ElicitResult) => void;
   answering: boolean;
+  /** Seq of the waiting_input event that asked it; an answer names it (Respond.question_seq). */
+  seq: bigint;
 }
 
 class Halted extends Error {}
@@ -86,8 +110,10 @@ export class TaskRunner {
   #halt: HaltReason | undefined;
   #onHalt: Array<(h: HaltReason) => void> = [];
   #session: ExecutorSession | undefined;
-  /** The files being received (TaskStart inputs, or one Respond's files); one set at a time. */
-  #receiving: { receiver: ArtifactReceiver; resolve: () => void } | undefined;
+  /** Input files (TaskStart's, then each Respond's), into `input/`; partial files wait in `.incoming/`. */
+  #receiver: ArtifactReceiver | undefined;
+  /** Output files going out, while they do. */
+  #sender: ArtifactSender | undefined;
   #questions: Question[] = [];
   #state: TaskStateName = 'accepted';
   #timer: NodeJS.Timeout | undefined;
@@ -117,7 +143,10 @@ export class TaskRunner {
    */
   start(): Promise<void> {
     if (this.#done) return this.#done;
-    const inputs = this.spec.inputFiles.length > 0 ? this.#receive(this.spec.inputFiles) : Promise.resolve();
+    const inputs =
+      this.spec.inputFiles.length > 0
+        ? this.#receive(this.spec.inputFiles, 'input files')
+        : Promise.resolve();
     inputs.catch(() => {});
     this.#emit({ state: 'accepted' });
     if (this.spec.timeoutMs > 0) {
@@ -136,27 +165,33 @@ export class TaskRunner {
 
   /** Takes an input chunk (TaskStart files or Respond files). */
   acceptChunk(chunk: ArtifactChunk): void {
-    const r = this.#receiving;
-    if (!r || this.#halt) {
+    if (!this.#receiver || this.#halt) {
       this.#log.warn('artifact chunk for a task that expects none; dropped', { name: chunk.name });
       return;
     }
-    r.receiver.accept(chunk).then(
-      () => {
-        if (r.receiver.complete && this.#receiving === r) {
-          this.#receiving = undefined;
-          r.resolve();
-        }
-      },
-      (err: Error) => this.halt({ kind: 'artifact_error', message: `input file refused: ${err.message}` }),
-    );
+    void this.#receiver.accept(chunk);
+  }
+
+  /** The planner acknowledged output bytes. */
+  acceptArtifactAck(ack: ArtifactAck): void {
+    this.#sender?.onAck(ack);
+  }
+
+  /** The link to the planner has a new session: resume file transfers from the acknowledged offsets. */
+  resync(): void {
+    this.#sender?.resync();
+    this.#receiver?.resync();
   }
 
   /** The planner's answer to the oldest open question; files first go into `input/`. */
   respond(r: Respond): void {
-    const q = this.#questions.find((x) => !x.answering);
+    // An answer resent after a reconnect names its question: one already answered is not answered twice.
+    const q = this.#questions.find((x) => !x.answering && (r.questionSeq === 0n || x.seq === r.questionSeq));
     if (!q || this.#halt) {
-      this.#log.warn('answer for a task that asked nothing; ignored', { task: this.spec.taskId });
+      this.#log.warn('answer for no open question (already answered, withdrawn, or none asked); ignored', {
+        task: this.spec.taskId,
+        question_seq: String(r.questionSeq),
+      });
       return;
     }
     const action = r.action || 'accept';
@@ -165,7 +200,7 @@ export class TaskRunner {
       return;
     }
     q.answering = true;
-    const files = r.files.length > 0 ? this.#receive(r.files) : Promise.resolve();
+    const files = r.files.length > 0 ? this.#receive(r.files, 'answer files') : Promise.resolve();
     files.then(
       () => {
         this.#questions = this.#questions.filter((x) => x !== q);
@@ -227,6 +262,8 @@ export class TaskRunner {
           NFLTR_TASK_OUTPUT_DIR: this.outputDir,
         },
         logFile: join(d.dir, 'executor.log'),
+        reaper: d.reaper,
+        pidFile: join(d.dir, EXECUTOR_PID_FILE),
         onElicit: (params, signal) => this.#ask(params, signal),
         onProgress: (p) => this.#onProgress(p),
         logger: this.#log,
@@ -310,7 +347,7 @@ export class TaskRunner {
       const structuredJson = r.structuredContent !== undefined ? JSON.stringify(r.structuredContent) : '';
       let artifacts: ArtifactInfo[] = [];
       try {
-        artifacts = await this.#sendOutputs();
+        artifacts = await this.#sendOutputs(r);
         final = r.isError
           ? {
               state: 'failed',
@@ -332,7 +369,7 @@ export class TaskRunner {
       final = { state: 'failed', reason: outcome.reason, message: outcome.message };
     }
     await stopping;
-    await this.#receiving?.receiver.abort().catch(() => {});
+    await this.#receiver?.abort().catch(() => {});
     this.#deps.onTerminal();
     this.#emit(final);
     this.#log.info('task ended', {
@@ -342,39 +379,73 @@ export class TaskRunner {
     });
   }
 
-  async #sendOutputs(): Promise<ArtifactInfo[]> {
-    const { files, skipped } = await listOutputFiles(this.outputDir);
+  /** Streams the result files; resolves once the planner acknowledged every one (or discarded it). */
+  async #sendOutputs(result: CallToolResult): Promise<ArtifactInfo[]> {
+    const { files, skipped } = await collectResultFiles({
+      taskDir: this.#deps.dir,
+      outputDir: this.outputDir,
+      content: result.content,
+    });
     if (skipped.length > 0)
       this.#log.warn('output entries not returned', { task: this.spec.taskId, skipped });
-    const total = files.reduce((n, f) => n + f.size, 0);
-    if (total > this.#deps.maxArtifactBytes) {
-      throw new Error(
-        `output files total ${total} bytes, over the limit of ${this.#deps.maxArtifactBytes} (--max-artifact-bytes)`,
-      );
+    try {
+      checkArtifactLimit(files, this.#deps.maxArtifactBytes, LIMIT_FLAG);
+    } catch (err) {
+      throw new Error(`output files refused: ${(err as Error).message}`);
     }
     const infos = await describeFiles(files);
-    await sendFiles(files, {
+    if (files.length === 0) return infos;
+    const sender = new ArtifactSender(files, {
       taskId: this.spec.taskId,
       send: (msg) => {
         this.#throwIfHalted();
         return this.#deps.send(msg);
       },
       whenWritable: this.#deps.whenWritable,
+      signal: this.#abort.signal,
+      logger: this.#log,
+      onProgress: (acked) => progress.update(acked),
     });
+    const progress = new ProgressThrottle(sender.total, (done, total) => {
+      const resent = sender.counters.bytesResent;
+      this.#emit({
+        state: 'running',
+        message:
+          `sending output files: ${progressText(done, total)}` +
+          (resent > 0 ? `, ${resent} bytes re-sent after a reconnect` : ''),
+        progress: done,
+        total,
+      });
+    });
+    this.#sender = sender;
+    try {
+      const report = await sender.run();
+      this.#log.info('output files sent', {
+        task: this.spec.taskId,
+        files: report.files,
+        bytes: report.bytes,
+        bytes_sent: report.bytesSent,
+        bytes_resent: report.bytesResent,
+        discarded: report.failed.length ? report.failed : undefined,
+      });
+    } finally {
+      this.#sender = undefined;
+    }
     return infos;
   }
 
   #ask(params: ElicitRequest['params'], signal: AbortSignal): Promise<ElicitResult> {
     if (this.#halt) return Promise.resolve({ action: 'cancel' });
     return new Promise((resolve) => {
-      const q: Question = { params, resolve, answering: false };
+      const q: Question = { params, resolve, answering: false, seq: 0n };
       this.#questions.push(q);
       const requestedSchema = 'requestedSchema' in params ? params.requestedSchema : undefined;
-      this.#emit({
-        state: 'waiting_input',
-        question: params.message,
-        requestedSchemaJson: JSON.stringify(requestedSchema ?? {}),
-      });
+      q.seq =
+        this.#emit({
+          state: 'waiting_input',
+          question: params.message,
+          requestedSchemaJson: JSON.stringify(requestedSchema ?? {}),
+        })?.seq ?? 0n;
       signal.addEventListener(
         'abort',
         () => {
@@ -388,24 +459,65 @@ export class TaskRunner {
     });
   }
 
-  /** Resolves when every announced file has arrived and verified; rejects on a bad file or a halt. */
-  #receive(files: ArtifactInfo[]): Promise<void> {
-    const receiver = new ArtifactReceiver(this.inputDir, { maxBytes: this.#deps.maxArtifactBytes });
+  /**
+   * Resolves when every announced file has arrived and verified in `input/`; rejects (and halts the
+   * task, naming the file) on a bad file, or on a halt.
+   */
+  #receive(files: ArtifactInfo[], what: string): Promise<void> {
+    const d = this.#deps;
+    this.#receiver ??= new ArtifactReceiver({
+      taskId: this.spec.taskId,
+      dir: this.inputDir,
+      partialDir: join(d.dir, '.incoming'),
+      maxBytes: d.maxArtifactBytes,
+      limitFlag: LIMIT_FLAG,
+      logger: this.#log,
+      sendAck: (ack) => {
+        d.send({ case: 'artifactAck', value: ack }).catch(() => {});
+      },
+    });
+    const total = files.reduce((n, f) => n + Number(f.size), 0);
+    let duplicates = 0;
+    const progress = new ProgressThrottle(total, (done) =>
+      this.#emit({
+        state: 'running',
+        message:
+          `receiving ${what}: ${progressText(done, total)}` +
+          (duplicates > 0 ? `, ${duplicates} bytes received twice after a reconnect` : ''),
+        progress: done,
+        total,
+      }),
+    );
+    let done: Promise<unknown>;
     try {
-      receiver.expect(files);
+      done = this.#receiver.expect(files, {
+        onProgress: (received, _total, dup) => {
+          duplicates = dup;
+          progress.update(received);
+        },
+      });
     } catch (err) {
-      queueMicrotask(() => this.halt({ kind: 'artifact_error', message: (err as Error).message }));
+      queueMicrotask(() =>
+        this.halt({ kind: 'artifact_error', message: `${what} refused: ${(err as Error).message}` }),
+      );
       return Promise.reject(err);
     }
     return new Promise<void>((resolve, reject) => {
-      this.#receiving = { receiver, resolve };
+      done.then(
+        () => resolve(),
+        (err: Error) => {
+          this.halt({ kind: 'artifact_error', message: `${what} refused: ${err.message}` });
+          reject(err);
+        },
+      );
       this.#onHalt.push(() => reject(new Halted()));
     });
   }
 
-  #emit(init: TaskEventInit): void {
-    if (this.events.finished) return;
+  #emit(init: TaskEventInit): TaskEvent | undefined {
+    if (this.events.finished) return undefined;
     this.#state = init.state;
+    // Stored (and flushed) before it is sent: the planner never sees an event the log could lose.
     const event = this.events.append(init);
     this.#deps.send({ case: 'taskEvent', value: event }).catch((err: Error) =>
       this.#log.warn('could not send task event; the planner can resume', {
@@ -414,6 +526,7 @@ export class TaskRunner {
         error: err.message,
       }),
     );
+    return event;
   }
 }
 
@@ -426,7 +539,13 @@ function haltEvent(h: HaltReason): TaskEventInit {
 /** The text of a tool result; other content kinds are named, since only text crosses as result_text. */
 export function resultTextOf(r: CallToolResult): string {
   return (r.content ?? [])
-    .map((c) => (c.type === 'text' ? c.text : `[${c.type} content not forwarded]`))
+    .map((c) =>
+      c.type === 'text'
+        ? c.text
+        : c.type === 'resource_link'
+          ? `[resource_link ${c.uri}]`
+          : `[${c.type} content not forwarded]`,
+    )
     .join('\n');
 }
 

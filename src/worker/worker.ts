@@ -2,9 +2,15 @@
  * @module `nfltr worker` composed: check the executor, connect to the relay with user and automatic
  * labels, answer probes live, accept at most `maxTasks` tasks (refusing the rest with a reason), run
  * each through its own executor session, answer Resume from the task logs, and drain on shutdown.
+ *
+ * Durability (docs/durability.md): every task event is flushed to the task's `events.jsonl` before it
+ * is sent, and the log is kept until the planner acknowledges the final event. A Resume replays the
+ * events after a seq, in order, then a ReplayComplete. After a restart, tasks that were running are
+ * closed as failed (`worker_restarted`; their executors died with the old worker, see reaper.ts), and
+ * every planner still owed events is asked to resync, so it resumes them.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { create } from '@bufbuild/protobuf';
 import { type A2aBody, A2aEndpoint, type A2aFailure, type A2aInbound } from '../agent/a2a.js';
@@ -14,6 +20,7 @@ import {
   A2A_PROTOCOL,
   type Probe,
   ProbeResultSchema,
+  ReplayCompleteSchema,
   type Resume,
   type TaskEvent,
   TaskRefusedSchema,
@@ -29,16 +36,29 @@ import {
   type ToolChoice,
 } from './executor.js';
 import { checkUserLabels, LabelKeeper } from './labels.js';
+import { ExecutorReaper, killRecordedExecutor } from './reaper.js';
 import { EVENTS_FILE, TaskEventLog } from './task-events.js';
-import { TaskRunner, type TaskSpec } from './task-runner.js';
+import { EXECUTOR_PID_FILE, TaskRunner, type TaskSpec } from './task-runner.js';
 
 export const PROBE_CHANNEL = 'probe';
 /** Task ids become folder names: a conservative alphabet, no leading dot. */
 export const TASK_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,127}$/;
 /** Above this many bytes waiting for the relay, artifact streaming pauses. */
 const WRITABLE_QUEUE_BYTES = 8 * 1024 * 1024;
-/** Finished tasks kept in memory for Resume/Ack; older ones are read back from their logs. */
-const FINISHED_IN_MEMORY = 256;
+const TASK_FILE = 'task.json';
+
+/**
+ * A task whose events the planner has not all acknowledged: running, finished, or recovered from an
+ * earlier run. Replays of one task go out one after another (`chain`).
+ */
+interface OwedTask {
+  id: string;
+  /** The planner that started it: the only peer that may resume, acknowledge or cancel it. */
+  owner: string;
+  dir: string;
+  log: TaskEventLog;
+  chain: Promise<void>;
+}
 
 export type RefusalReason =
   | 'no_free_slots'
@@ -92,7 +112,11 @@ export class Worker {
   /** Every task id ever accepted here (this run and earlier ones): ids are never reused. */
   readonly #known: Set<string>;
   readonly #active = new Map<string, TaskRunner>();
-  readonly #finished = new Map<string, TaskRunner>();
+  /** Tasks with events not yet acknowledged by their planner, by id. */
+  readonly #owed: Map<string, OwedTask>;
+  /** Planners heard from since start (or since their last resync): offered their unacknowledged ends. */
+  readonly #greeted = new Set<string>();
+  readonly #reaper: ExecutorReaper;
   #healthy = true;
   #executorError = '';
   #rechecking = false;
@@ -104,7 +128,14 @@ export class Worker {
 
   private constructor(
     opts: WorkerOptions,
-    parts: { command: ExecutorCommand; env: Record<string, string>; tool: ToolChoice; known: Set<string> },
+    parts: {
+      command: ExecutorCommand;
+      env: Record<string, string>;
+      tool: ToolChoice;
+      known: Set<string>;
+      owed: Map<string, OwedTask>;
+      reaper: ExecutorReaper;
+    },
   ) {
     this.#opts = opts;
     this.#log = opts.logger;
@@ -112,6 +143,8 @@ export class Worker {
     this.#env = parts.env;
     this.tool = parts.tool;
     this.#known = parts.known;
+    this.#owed = parts.owed;
+    this.#reaper = parts.reaper;
     this.#tasksDir = join(opts.stateDir, 'tasks');
     this.#labels = new LabelKeeper({ user: opts.labels, tool: parts.tool.name, maxTasks: opts.maxTasks });
     this.#labels.refresh(0);
@@ -133,6 +166,10 @@ export class Worker {
       logger: opts.logger.child('a2a'),
     });
     this.endpoint.on('message', (m) => {
+      if (!this.#greeted.has(m.peer)) {
+        this.#greeted.add(m.peer);
+        this.#offerFinished(m.peer);
+      }
       // One message the worker mishandles must cost that message, not every running task.
       try {
         this.#onMessage(m);
@@ -146,6 +183,12 @@ export class Worker {
       }
     });
     this.endpoint.on('failure', (f) => this.#onFailure(f));
+    // File transfers in flight resume from their acknowledged offsets on the new session.
+    this.endpoint.on('resync', ({ peer }) => {
+      for (const r of this.#active.values()) if (r.spec.peer === peer) r.resync();
+      this.#greeted.add(peer);
+      this.#offerFinished(peer);
+    });
     this.agent.on('status', (s) => {
       if (s.type === 'fatal') this.#resolveStopped({ code: 1, reason: s.message });
     });
@@ -160,6 +203,7 @@ export class Worker {
     const command = parseExecutorCommand(opts.mcpCommand, opts.self);
     const env = executorEnvironment({}, process.env, opts.executorEnv);
     mkdirSync(join(opts.stateDir, 'tasks'), { recursive: true });
+    const reaper = new ExecutorReaper(opts.logger.child('reaper'));
     const check = await checkExecutor({
       command,
       env,
@@ -167,20 +211,29 @@ export class Worker {
       tool: opts.mcpTool,
       logFile: join(opts.stateDir, 'executor-check.log'),
       logger: opts.logger.child('executor'),
+      reaper,
     });
     opts.logger.info('executor checked', {
       tool: check.choice.name,
       mode: check.choice.mode,
       tools: check.tools.map((t) => t.name),
     });
-    const known = recoverTasks(join(opts.stateDir, 'tasks'), opts.logger);
-    const worker = new Worker(opts, { command, env, tool: check.choice, known });
+    const { known, owed } = recoverTasks(join(opts.stateDir, 'tasks'), opts.logger);
+    const worker = new Worker(opts, { command, env, tool: check.choice, known, owed, reaper });
     worker.agent.start();
     try {
       await worker.agent.waitConnected();
     } catch (err) {
       await worker.agent.close();
+      reaper.close();
       throw err;
+    }
+    // Planners still owed events (results of tasks that ended while they were away, or the
+    // worker_restarted failures) are asked to resync; they resume, and get them.
+    for (const peer of new Set([...owed.values()].map((t) => t.owner))) {
+      try {
+        worker.endpoint.requestResync(peer);
+      } catch {}
     }
     worker.#heartbeat = setInterval(() => worker.#tick(), opts.heartbeatIntervalMs);
     worker.#heartbeat.unref();
@@ -231,6 +284,7 @@ export class Worker {
     const deadline = Date.now() + 3_000;
     while (this.agent.queuedBytes > 0 && this.agent.connected && Date.now() < deadline) await sleep(10);
     await this.agent.close();
+    this.#reaper.close();
     this.#resolveStopped({ code: 0, reason: why });
   }
 
@@ -250,6 +304,7 @@ export class Worker {
         cwd: this.#opts.cwd,
         tool: this.tool.name,
         logFile: join(this.#opts.stateDir, 'executor-check.log'),
+        reaper: this.#reaper,
       });
       this.#setHealth(true);
     } catch (err) {
@@ -290,26 +345,22 @@ export class Worker {
         return this.#onResume(peer, channel, msg.value);
       case 'artifactChunk':
         return this.#owned(peer, channel)?.acceptChunk(msg.value);
+      case 'artifactAck':
+        return this.#owned(peer, channel)?.acceptArtifactAck(msg.value);
       case 'respond':
         return this.#owned(peer, channel)?.respond(msg.value);
       case 'cancel':
-        return this.#owned(peer, channel)?.halt({
-          kind: 'cancelled',
-          message: msg.value.reason || 'cancelled by the planner',
-        });
-      case 'ack': {
-        const r = this.#owned(peer, channel, true);
-        r?.events.ack(msg.value.seq);
-        return;
-      }
+        return this.#onCancel(peer, channel, msg.value.reason);
+      case 'ack':
+        return this.#onAck(peer, channel, msg.value.seq);
       default:
         this.#log.debug('ignoring a message a worker does not take', { peer, kind: msg.case });
     }
   }
 
   /** The task on `channel` if `peer` started it; anyone else's messages for it are dropped. */
-  #owned(peer: string, channel: string, finishedToo = false): TaskRunner | undefined {
-    const r = this.#active.get(channel) ?? (finishedToo ? this.#finished.get(channel) : undefined);
+  #owned(peer: string, channel: string): TaskRunner | undefined {
+    const r = this.#active.get(channel);
     if (!r) {
       this.#log.debug('message for a task that is not running here', { peer, task: channel });
       return undefined;
@@ -385,10 +436,7 @@ export class Worker {
 
     const dir = join(this.#tasksDir, id);
     mkdirSync(dir, { recursive: true });
-    writeFileSync(
-      join(dir, 'task.json'),
-      `${JSON.stringify({ task_id: id, peer, accepted_at: new Date().toISOString() })}\n`,
-    );
+    writeTaskFile(dir, { task_id: id, peer, accepted_at: new Date().toISOString() });
     this.#known.add(id);
     const runner = new TaskRunner(spec, {
       dir,
@@ -404,44 +452,120 @@ export class Worker {
       onSpawn: (ok, error) => this.#setHealth(ok, error),
       onTerminal: () => {
         this.#active.delete(id);
-        this.#finished.set(id, runner);
-        if (this.#finished.size > FINISHED_IN_MEMORY) {
-          const oldest = this.#finished.keys().next().value;
-          if (oldest !== undefined) this.#finished.delete(oldest);
-        }
       },
+      reaper: this.#reaper,
     });
     this.#active.set(id, runner);
+    this.#owed.set(id, { id, owner: peer, dir, log: runner.events, chain: Promise.resolve() });
     this.#log.info('task accepted', { peer, task: id, slots_free: this.freeSlots });
     runner.start().then(() => {
       // A channel that carried a forged or replayed frame is not used again in this session.
       if (runner.haltReason?.kind === 'e2ee_violation') this.endpoint.closeChannel(peer, id);
+      // Unacknowledged events of a finished task are read back from its log when asked for.
+      runner.events.unload();
+      if (runner.events.delivered) this.#delivered(id);
     });
+  }
+
+  /** The task `peer` may resume, acknowledge or cancel; undefined (and logged) for anyone else's. */
+  #owedTo(peer: string, id: string): OwedTask | undefined {
+    const t = this.#owed.get(id);
+    if (t && t.owner !== peer) {
+      this.#log.warn('message for a task another planner started; dropped', { peer, task: id });
+      return undefined;
+    }
+    return t;
   }
 
   #onResume(peer: string, channel: string, resume: Resume): void {
     const id = channel;
-    const runner = this.#active.get(id) ?? this.#finished.get(id);
-    let log: TaskEventLog | undefined = runner?.events;
-    let owner = runner?.spec.peer;
-    if (!log && this.#known.has(id) && TASK_ID_PATTERN.test(id)) {
-      const dir = join(this.#tasksDir, id);
-      log = TaskEventLog.load(id, join(dir, EVENTS_FILE));
-      owner = readOwner(dir);
+    if (!this.#owed.has(id)) {
+      const why = this.#known.has(id)
+        ? `${this.agentId} already delivered every event of task ${id} and dropped its log`
+        : `${this.agentId} has no task ${id}`;
+      return this.#refuse(peer, channel, id, 'unknown_task', why);
     }
-    if (!log) return this.#refuse(peer, channel, id, 'unknown_task', `${this.agentId} has no task ${id}`);
-    if (owner !== undefined && owner !== peer) {
-      this.#log.warn('resume for a task another planner started; dropped', { peer, task: id });
-      return;
-    }
-    const events: TaskEvent[] = log.after(resume.afterSeq);
-    this.#log.info('resuming task events', {
-      peer,
-      task: id,
-      after_seq: String(resume.afterSeq),
-      count: events.length,
+    const t = this.#owedTo(peer, id);
+    if (t) this.#replay(t, resume.afterSeq, 'resume');
+  }
+
+  /**
+   * Sends the task's events after `afterSeq` in order, then a ReplayComplete. Replays of one task never
+   * interleave: a second waits for the first.
+   */
+  #replay(t: OwedTask, afterSeq: bigint, why: string): void {
+    t.chain = t.chain.then(async () => {
+      const events: TaskEvent[] = t.log.after(afterSeq);
+      this.#log.info('replaying task events', {
+        peer: t.owner,
+        task: t.id,
+        why,
+        after_seq: String(afterSeq),
+        count: events.length,
+      });
+      try {
+        for (const e of events) await this.#send(t.owner, t.id, { case: 'taskEvent', value: e });
+        await this.#send(t.owner, t.id, {
+          case: 'replayComplete',
+          value: create(ReplayCompleteSchema, { taskId: t.id, lastSeq: t.log.lastSeq }),
+        });
+      } catch (err) {
+        // The link went away again; the planner resumes once more on the next resync.
+        this.#log.debug('replay interrupted', { task: t.id, error: (err as Error).message });
+      }
     });
-    for (const e of events) this.#reply(peer, id, { case: 'taskEvent', value: e });
+  }
+
+  /**
+   * A new session with a planner (it or we redialled or restarted): it resumes the tasks it thinks
+   * unfinished, but not those it already holds as ended, so their final event is offered again. It
+   * acknowledges it (a duplicate), which lets the log go; a planner missing earlier events resumes.
+   */
+  #offerFinished(peer: string): void {
+    for (const t of this.#owed.values()) {
+      if (t.owner === peer && t.log.finished && !t.log.delivered) {
+        this.#replay(t, t.log.lastSeq - 1n, 'final event not acknowledged');
+      }
+    }
+  }
+
+  #onAck(peer: string, channel: string, seq: bigint): void {
+    const t = this.#owedTo(peer, channel);
+    if (!t) return;
+    t.log.ack(seq);
+    if (t.log.delivered && !this.#active.has(t.id)) this.#delivered(t.id);
+  }
+
+  /**
+   * The planner has every event of a finished task: its log goes, the task folder stays (its id is
+   * never reused; input/ and output/ remain for the user), marked delivered.
+   */
+  #delivered(id: string): void {
+    const t = this.#owed.get(id);
+    if (!t) return;
+    this.#owed.delete(id);
+    writeTaskFile(t.dir, {
+      task_id: id,
+      peer: t.owner,
+      final_state: t.log.lastState,
+      final_seq: Number(t.log.lastSeq),
+      delivered_at: new Date().toISOString(),
+    });
+    t.log.drop();
+    this.#log.debug('task delivered; event log dropped', { task: id });
+  }
+
+  #onCancel(peer: string, channel: string, reason: string): void {
+    const r = this.#owned(peer, channel);
+    if (r) return r.halt({ kind: 'cancelled', message: reason || 'cancelled by the planner' });
+    // Not running (any more): a cancel resent after a reconnect, or for a task that ended meanwhile.
+    // The final event answers it; a task unknown here is refused.
+    const t = this.#owed.get(channel);
+    if (t && t.owner === peer && t.log.finished) return this.#replay(t, t.log.lastSeq - 1n, 'cancel');
+    if (!t) {
+      const why = this.#known.has(channel) ? 'already ended and was delivered' : 'is not known here';
+      this.#refuse(peer, channel, channel, 'unknown_task', `task ${channel} ${why}`);
+    }
   }
 
   #onFailure(f: A2aFailure): void {
@@ -501,34 +625,62 @@ export function parseTaskStart(peer: string, start: TaskStart): TaskSpec | strin
 }
 
 /**
- * Reads the task ids of earlier runs, and closes the logs of tasks that were running when the worker
- * stopped without draining (killed, crashed): a Resume then tells the planner the task failed.
+ * Reads the tasks of earlier runs: every id is known (never reused); tasks whose log is still on disk
+ * are owed to their planner. A task that was running when the worker stopped without draining (killed,
+ * crashed) gets its final event, `failed` with reason `worker_restarted`; its executor, should it have
+ * survived the watchdog, is killed.
  */
-function recoverTasks(tasksDir: string, log: Logger): Set<string> {
+function recoverTasks(tasksDir: string, log: Logger): { known: Set<string>; owed: Map<string, OwedTask> } {
   const known = new Set<string>();
+  const owed = new Map<string, OwedTask>();
   for (const id of readdirSync(tasksDir)) {
     known.add(id);
-    const file = join(tasksDir, id, EVENTS_FILE);
-    if (!existsSync(file)) continue;
+    const dir = join(tasksDir, id);
+    const killed = killRecordedExecutor(join(dir, EXECUTOR_PID_FILE));
+    if (killed) log.warn('killed the executor of an interrupted task', { task: id, pid: killed });
+    const info = readTaskFile(dir);
+    const file = join(dir, EVENTS_FILE);
+    if (!info || info.delivered_at || !TASK_ID_PATTERN.test(id)) continue;
+    if (!existsSync(file) && !info.peer) continue;
     const events = TaskEventLog.load(id, file);
-    if (events.lastSeq > 0n && !events.finished) {
+    if (!events.finished) {
       events.append({
         state: 'failed',
-        reason: 'worker_shutdown',
-        message: 'the worker stopped while this task ran (it was restarted without draining)',
+        reason: 'worker_restarted',
+        message:
+          'the worker was restarted while this task ran (it stopped without draining: killed or crashed); ' +
+          'its executor was stopped with it',
       });
       log.info('closed the log of a task interrupted by a restart', { task: id });
     }
+    events.unload();
+    if (info.peer) owed.set(id, { id, owner: info.peer, dir, log: events, chain: Promise.resolve() });
   }
-  return known;
+  return { known, owed };
 }
 
-function readOwner(dir: string): string | undefined {
+interface TaskFile {
+  task_id?: string;
+  peer?: string;
+  accepted_at?: string;
+  final_state?: string;
+  final_seq?: number;
+  delivered_at?: string;
+}
+
+function readTaskFile(dir: string): TaskFile | undefined {
   try {
-    return String(JSON.parse(readFileSync(join(dir, 'task.json'), 'utf8')).peer);
+    return JSON.parse(readFileSync(join(dir, TASK_FILE), 'utf8')) as TaskFile;
   } catch {
     return undefined;
   }
+}
+
+/** Written whole and renamed into place: a crash leaves the old file or the new one, never half. */
+function writeTaskFile(dir: string, info: TaskFile): void {
+  const tmp = join(dir, `.${TASK_FILE}.tmp`);
+  writeFileSync(tmp, `${JSON.stringify(info)}\n`);
+  renameSync(tmp, join(dir, TASK_FILE));
 }
 
 /** The token that lets a restarted worker take over its own agent id; kept in the state dir. */

@@ -1,7 +1,5 @@
-import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { create } from '@bufbuild/protobuf';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import {
@@ -12,14 +10,12 @@ import {
   matchesSelector,
   newSnapshot,
   parseSelector,
-  ResultArtifacts,
   stripJsonc,
   type TaskEventRecord,
   TaskStore,
   taskIdProblem,
   writeMcpJson,
 } from '../../src/planner/index.js';
-import { ArtifactChunkSchema, ArtifactInfoSchema } from '../../src/protocol/a2a.js';
 import { tempDir } from '../helpers/processes.js';
 
 const ev = (
@@ -191,64 +187,5 @@ describe('mcp.json', () => {
     expect(stripJsonc('{"a": "// not a comment", /* x */ "b": [1,],}')).toBe(
       '{"a": "// not a comment",  "b": [1]}',
     );
-  });
-});
-
-describe('result artifacts', () => {
-  const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
-  const chunk = (name: string, offset: number, data: Buffer, last: boolean, chunkSha = sha(data)) =>
-    create(ArtifactChunkSchema, {
-      taskId: 't',
-      name,
-      offset: BigInt(offset),
-      data,
-      chunkSha256: chunkSha,
-      last,
-    });
-  const info = (name: string, data: Buffer) =>
-    create(ArtifactInfoSchema, { name, size: BigInt(data.length), sha256: sha(data) });
-
-  it('materialises listed files that verify, and names every file that does not', async () => {
-    const dir = tempDir();
-    const r = new ResultArtifacts({
-      finalDir: join(dir, 'final'),
-      stageDir: join(dir, 'stage'),
-      maxBytes: 1_000,
-    });
-    const good = Buffer.from('hello world');
-    await r.accept(chunk('logs/good.txt', 0, good.subarray(0, 5), false));
-    await r.accept(chunk('logs/good.txt', 5, good.subarray(5), true));
-    const bad = Buffer.from('tampered');
-    await r.accept(chunk('bad.txt', 0, bad, true, sha(Buffer.from('other'))));
-    const short = Buffer.from('abc');
-    await r.accept(chunk('short.txt', 0, short, true));
-    await r.accept(chunk('../escape.txt', 0, short, true));
-    await r.accept(chunk('unlisted.txt', 0, short, true));
-    const out = await r.verify([
-      info('logs/good.txt', good),
-      info('bad.txt', bad),
-      info('short.txt', Buffer.from('abcd')),
-      info('missing.txt', short),
-    ]);
-    expect(out.files).toEqual([
-      { name: 'logs/good.txt', size: 11, sha256: sha(good), path: join(dir, 'final', 'logs', 'good.txt') },
-    ]);
-    expect(readFileSync(join(dir, 'final', 'logs', 'good.txt'), 'utf8')).toBe('hello world');
-    expect(out.problems).toEqual([
-      expect.stringMatching(/^artifact bad.txt discarded: chunk at offset 0 does not match its SHA-256/),
-      expect.stringMatching(/^artifact short.txt discarded: 3 bytes arrived, 4 were announced/),
-      expect.stringMatching(/^artifact missing.txt was listed by the worker but never arrived/),
-    ]);
-    expect(existsSync(join(dir, 'escape.txt'))).toBe(false);
-    expect(existsSync(join(dir, 'stage', 'unlisted.txt'))).toBe(false);
-  });
-
-  it('refuses more bytes than --max-artifact-bytes', async () => {
-    const dir = tempDir();
-    const r = new ResultArtifacts({ finalDir: join(dir, 'f'), stageDir: join(dir, 's'), maxBytes: 4 });
-    const big = Buffer.from('12345');
-    await r.accept(chunk('big.bin', 0, big, true));
-    const out = await r.verify([info('big.bin', big)]);
-    expect(out.problems[0]).toMatch(/--max-artifact-bytes/);
   });
 });

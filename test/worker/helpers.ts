@@ -8,6 +8,7 @@ import { join, resolve } from 'node:path';
 import { create } from '@bufbuild/protobuf';
 import { type A2aBody, A2aEndpoint, type A2aFailure, AgentClient } from '../../src/agent/index.js';
 import {
+  ArtifactAckSchema,
   type ArtifactChunk,
   ArtifactChunkSchema,
   ArtifactInfoSchema,
@@ -160,7 +161,7 @@ export class TestPlanner {
     });
     this.endpoint = new A2aEndpoint({ agent: this.agent, role: 'initiator', e2ee: opts.e2ee ?? true });
     this.endpoint.on('failure', (f) => this.failures.push(f));
-    this.endpoint.on('message', ({ channel, msg }) => {
+    this.endpoint.on('message', ({ peer, channel, msg }) => {
       switch (msg.case) {
         case 'taskEvent': {
           const list = this.events.get(msg.value.taskId) ?? [];
@@ -175,9 +176,16 @@ export class TestPlanner {
           this.probes.set(msg.value.probeId, msg.value);
           return;
         case 'artifactChunk': {
-          const list = this.chunks.get(msg.value.taskId) ?? [];
-          list.push(msg.value);
-          this.chunks.set(msg.value.taskId, list);
+          const c = msg.value;
+          const list = this.chunks.get(c.taskId) ?? [];
+          list.push(c);
+          this.chunks.set(c.taskId, list);
+          // The worker waits for every file to be acknowledged before its final event.
+          const offset = c.offset + BigInt(c.data.length);
+          void this.endpoint.send(peer, channel, {
+            case: 'artifactAck',
+            value: create(ArtifactAckSchema, { taskId: c.taskId, name: c.name, offset, done: c.last }),
+          });
           return;
         }
       }

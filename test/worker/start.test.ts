@@ -190,7 +190,7 @@ describe('worker start', () => {
     planner.endpoint.reset('w-restart'); // the restarted worker has no session with us
     await planner.resume('w-restart', id, 2);
     const end = await planner.waitEnd(id);
-    expect(end).toMatchObject({ reason: 'worker_shutdown' });
+    expect(end).toMatchObject({ reason: 'worker_restarted' });
     await planner.startTask('w-restart', { taskId: id, objective: 'again' });
     expect((await planner.waitRefused(id)).reason).toBe('duplicate_task_id');
   });

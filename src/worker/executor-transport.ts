@@ -1,0 +1,131 @@
+/**
+ * @module The MCP stdio transport to one executor process, as the SDK's `StdioClientTransport` (no
+ * shell, `start()` resolves on `spawn`, staged close), with one difference: on POSIX systems the
+ * executor leads a process group of its own (`detached`), so that everything it starts can be killed
+ * as one, and so that the worker's watchdog (reaper.ts) can kill it after the worker itself was killed.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { PassThrough } from 'node:stream';
+import { getDefaultEnvironment } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { ReadBuffer, serializeMessage } from '@modelcontextprotocol/sdk/shared/stdio.js';
+import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
+import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
+import { PROCESS_GROUPS } from './reaper.js';
+
+export interface ExecutorTransportOptions {
+  command: string;
+  args: string[];
+  env: Record<string, string>;
+  cwd?: string;
+  /** Called once the process exists, before any message is sent (record and watch its pid). */
+  onSpawn?: (pid: number) => void;
+}
+
+const CLOSE_STEP_MS = 2_000;
+
+export class ExecutorTransport implements Transport {
+  onclose?: () => void;
+  onerror?: (error: Error) => void;
+  onmessage?: (message: JSONRPCMessage) => void;
+  /** The executor's stderr; available before `start()`, so early output is never lost. */
+  readonly stderr = new PassThrough();
+  readonly #opts: ExecutorTransportOptions;
+  readonly #read = new ReadBuffer();
+  #child: ChildProcess | undefined;
+  #pid: number | undefined;
+
+  constructor(opts: ExecutorTransportOptions) {
+    this.#opts = opts;
+  }
+
+  /** The executor's pid (and process group id), once started. */
+  get pid(): number | undefined {
+    return this.#pid;
+  }
+
+  /** The child process while it runs; its `exit` event tells how it ended. */
+  get child(): ChildProcess | undefined {
+    return this.#child;
+  }
+
+  start(): Promise<void> {
+    if (this.#child) throw new Error('ExecutorTransport already started');
+    return new Promise((resolve, reject) => {
+      const child = spawn(this.#opts.command, this.#opts.args, {
+        env: { ...getDefaultEnvironment(), ...this.#opts.env },
+        cwd: this.#opts.cwd,
+        stdio: ['pipe', 'pipe', 'pipe'],
+        shell: false,
+        detached: PROCESS_GROUPS,
+        windowsHide: true,
+      });
+      this.#child = child;
+      child.on('error', (err) => {
+        reject(err);
+        this.onerror?.(err);
+      });
+      child.on('spawn', () => {
+        this.#pid = child.pid;
+        if (child.pid) this.#opts.onSpawn?.(child.pid);
+        resolve();
+      });
+      child.on('close', () => {
+        this.#child = undefined;
+        this.onclose?.();
+      });
+      child.stdin?.on('error', (err) => this.onerror?.(err));
+      child.stdout?.on('data', (chunk: Buffer) => {
+        try {
+          this.#read.append(chunk);
+          for (let m = this.#read.readMessage(); m !== null; m = this.#read.readMessage()) {
+            this.onmessage?.(m);
+          }
+        } catch (err) {
+          this.onerror?.(err as Error);
+        }
+      });
+      child.stdout?.on('error', (err) => this.onerror?.(err));
+      child.stderr?.pipe(this.stderr);
+    });
+  }
+
+  send(message: JSONRPCMessage): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const stdin = this.#child?.stdin;
+      if (!stdin) return reject(new Error('Not connected'));
+      if (stdin.write(serializeMessage(message))) resolve();
+      else stdin.once('drain', resolve);
+    });
+  }
+
+  /** Ends stdin (the MCP way to ask a server to exit), then SIGTERM, then SIGKILL, to the whole group. */
+  async close(): Promise<void> {
+    const child = this.#child;
+    if (child) {
+      const closed = new Promise<void>((r) => child.once('close', () => r()));
+      const wait = () =>
+        Promise.race([closed, new Promise<void>((r) => setTimeout(r, CLOSE_STEP_MS).unref())]);
+      try {
+        child.stdin?.end();
+      } catch {}
+      await wait();
+      for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
+        if (child.exitCode !== null || child.signalCode !== null) break;
+        this.#signal(child, signal);
+        await wait();
+      }
+    }
+    this.#read.clear();
+  }
+
+  #signal(child: ChildProcess, signal: NodeJS.Signals): void {
+    try {
+      if (PROCESS_GROUPS && child.pid) process.kill(-child.pid, signal);
+      else child.kill(signal);
+    } catch {
+      try {
+        child.kill(signal);
+      } catch {}
+    }
+  }
+}

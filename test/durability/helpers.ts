@@ -1,0 +1,143 @@
+/**
+ * Helpers for the durability tests: the steady executor, waiting on task states through the planner's
+ * tools, the exactly-once check of a finished task, and a TCP proxy that can cut one agent off the
+ * relay while everything else stays connected.
+ */
+import { once } from 'node:events';
+import { createServer, type Server, Socket } from 'node:net';
+import { resolve } from 'node:path';
+import { expect } from 'vitest';
+import { eventually } from '../helpers/processes.js';
+import type { Planner } from '../planner/helpers.js';
+
+export const STEADY_EXECUTOR = resolve(import.meta.dirname, 'fixtures/steady-executor.mjs');
+export const steadyExecutor = () => `'${process.execPath}' '${STEADY_EXECUTOR}'`;
+
+export interface Status {
+  task_id: string;
+  agent_id: string;
+  state: string;
+  last_seq: number;
+  events: { seq: number; state: string; message?: string; reason?: string; origin: string }[];
+  more_events: boolean;
+  pending_question?: { seq: number; question: string; answered: boolean };
+  result?: { text: string; structured?: Record<string, unknown> };
+  artifacts?: { name: string; size: number; sha256: string; path: string }[];
+  reason?: string;
+  message?: string;
+}
+
+export const status = (p: Planner, taskId: string) => p.ok<Status>('get_task_status', { task_id: taskId });
+
+/** Polls get_task_status until the task is in one of `states`. */
+export async function waitState(p: Planner, taskId: string, states: string[], ms = 20_000): Promise<Status> {
+  return (await eventually(
+    async () => {
+      const s = await status(p, taskId);
+      return states.includes(s.state) ? s : undefined;
+    },
+    ms,
+    `task ${taskId} in ${states.join('/')}`,
+  )) as Status;
+}
+
+/** Polls until the planner is on the relay and `agentId` answers a probe (after a restart of either). */
+export async function waitLinked(p: Planner, agentId: string, ms = 20_000): Promise<void> {
+  await eventually(
+    async () => {
+      const r = await p.call('probe_worker', { agent_id: agentId });
+      return !r.isError && (r.structuredContent as { available?: boolean }).available === true;
+    },
+    ms,
+    `planner linked to ${agentId}`,
+  );
+}
+
+/** Polls until the task has stored at least `n` events. */
+export async function waitEvents(p: Planner, taskId: string, n: number, ms = 20_000): Promise<Status> {
+  return (await eventually(
+    async () => {
+      const s = await status(p, taskId);
+      return s.last_seq >= n ? s : undefined;
+    },
+    ms,
+    `task ${taskId} to have ${n} events`,
+  )) as Status;
+}
+
+/**
+ * A task of the steady executor that completed: events 1..n, gapless, each seq once, every progress
+ * step exactly once and in order, one terminal event (the last), and the result present.
+ */
+export function expectExactlyOnce(s: Status, steps: number): void {
+  expect(s.more_events).toBe(false);
+  expect(s.state).toBe('completed');
+  const seqs = s.events.map((e) => e.seq);
+  expect(seqs).toEqual(seqs.map((_, i) => i + 1));
+  expect(s.events.every((e) => e.origin === 'worker')).toBe(true);
+  const stepsSeen = s.events.filter((e) => /^step \d+$/.test(e.message ?? '')).map((e) => e.message);
+  expect(stepsSeen).toEqual(Array.from({ length: steps }, (_, i) => `step ${i + 1}`));
+  const terminal = s.events.filter((e) => ['completed', 'failed', 'cancelled'].includes(e.state));
+  expect(terminal).toHaveLength(1);
+  expect(s.events.at(-1)?.state).toBe('completed');
+  expect(s.result?.structured).toMatchObject({ task_id: s.task_id, steps });
+}
+
+/** Whether a process is alive (signal 0). */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * A TCP forwarder on a fixed port to an upstream address. `cut()` closes the listener and every
+ * connection (the agent behind it sees its relay vanish and keeps redialling); `restore()` listens again.
+ */
+export class LinkProxy {
+  readonly port: number;
+  readonly #upstream: { host: string; port: number };
+  readonly #sockets = new Set<Socket>();
+  #server: Server | undefined;
+
+  constructor(port: number, upstream: string) {
+    this.port = port;
+    const [host, p] = upstream.split(':');
+    this.#upstream = { host: host!, port: Number(p) };
+  }
+
+  get address(): string {
+    return `127.0.0.1:${this.port}`;
+  }
+
+  async restore(): Promise<void> {
+    if (this.#server) return;
+    const server = createServer((client) => {
+      const up = new Socket();
+      up.connect(this.#upstream.port, this.#upstream.host);
+      for (const s of [client, up]) {
+        this.#sockets.add(s);
+        s.on('close', () => this.#sockets.delete(s));
+        s.on('error', () => {});
+      }
+      client.pipe(up);
+      up.pipe(client);
+      client.on('close', () => up.destroy());
+      up.on('close', () => client.destroy());
+    });
+    server.listen(this.port, '127.0.0.1');
+    await once(server, 'listening');
+    this.#server = server;
+  }
+
+  async cut(): Promise<void> {
+    const server = this.#server;
+    this.#server = undefined;
+    for (const s of this.#sockets) s.destroy();
+    this.#sockets.clear();
+    if (server) await new Promise((r) => server.close(r));
+  }
+}
