@@ -218,7 +218,7 @@ export class AgentClient extends EventEmitter<AgentEvents> {
   }
 
   #write(frame: Parameters<typeof encodeAgentFrame>[0]): boolean {
-    return this.#call?.write(Buffer.from(encodeAgentFrame(frame))) ?? false;
+    return this.#call?.write(encodeAgentFrame(frame)) ?? false;
   }
 
   #client(server: string): grpc.Client {
@@ -304,8 +304,7 @@ export class AgentClient extends EventEmitter<AgentEvents> {
       let lastHeard = Date.now();
       let keepaliveMs = 10_000;
       const batchSink = {
-        write: (batch: EnvelopeBatch) =>
-          call.write(Buffer.from(encodeAgentFrame({ case: 'envelopes', value: batch }))),
+        write: (batch: EnvelopeBatch) => call.write(encodeAgentFrame({ case: 'envelopes', value: batch })),
       };
 
       // A relay that says nothing for three keepalive periods is gone, whatever TCP thinks.

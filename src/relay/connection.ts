@@ -54,8 +54,7 @@ export class AgentConnection {
     this.identity = identity;
     this.labels = labels;
     const sink = {
-      write: (batch: EnvelopeBatch) =>
-        call.write(Buffer.from(encodeRelayFrame({ case: 'envelopes', value: batch }))),
+      write: (batch: EnvelopeBatch) => call.write(encodeRelayFrame({ case: 'envelopes', value: batch })),
     };
     this.#out = new EnvelopeBatcher({ ...limits, sink });
     call.on('drain', () => {
@@ -74,7 +73,7 @@ export class AgentConnection {
 
   /** Writes a control frame at once, ahead of queued envelopes. */
   sendControl(frame: RelayFrame['frame']): void {
-    this.sendEncoded(Buffer.from(encodeRelayFrame(frame)));
+    this.sendEncoded(encodeRelayFrame(frame));
   }
 
   /** Writes an already encoded control frame (the shared keepalive ping). */

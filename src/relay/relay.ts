@@ -157,7 +157,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   const httpPort = (httpServer.address() as AddressInfo).port;
 
   // One encoded ping serves every agent: keepalive is the whole cost of an idle fleet.
-  const ping = Buffer.from(encodeRelayFrame({ case: 'ping', value: create(PingSchema, { nonce: 0n }) }));
+  const ping = encodeRelayFrame({ case: 'ping', value: create(PingSchema, { nonce: 0n }) });
   const keepalive = setInterval(
     () => {
       const now = Date.now();

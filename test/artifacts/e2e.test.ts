@@ -318,46 +318,66 @@ describe('artifacts end to end', () => {
     });
   }, 60_000);
 
-  it('relay restart - a relay SIGKILLed while a 200 MiB file streams: the transfer resumes, not restarts', async () => {
-    const incoming = join(workerState, 'tasks', 'across-kill', '.incoming');
+  it('relay restart - a relay SIGKILLed while a 200 MiB file streams, either way: the transfer resumes, not restarts', async () => {
+    const size = BIG_MIB * MIB;
+    /** Resolves once a partial file in `dir` has `bytes`, then kills the relay and restarts it on its ports. */
+    const killWhen = async (dir: string, bytes: number, what: string) => {
+      await eventually(
+        () => (existsSync(dir) ? readdirSync(dir) : []).some((p) => statSync(join(dir, p)).size >= bytes),
+        40_000,
+        what,
+      );
+      const { grpcPort, httpPort, dataDir } = relay;
+      await relay.stop('SIGKILL');
+      relay = await startRelayProcess({ dataDir, grpcPort, httpPort });
+    };
     await planner.ok('orchestrate_task', {
       agent_id: 'w-art',
       task_id: 'across-kill',
-      objective: 'hash the input',
+      objective: 'copy the input back',
       artifact_files: [big],
+      constraints: { copy_inputs: true },
     });
-    // Kill the relay once a sixth of the file is on the worker's disk.
-    await eventually(
-      () => {
-        const parts = existsSync(incoming) ? readdirSync(incoming) : [];
-        return parts.some((p) => statSync(join(incoming, p)).size >= 32 * MIB);
-      },
-      30_000,
-      'the transfer to get going',
+    // Once while the input streams to the worker, once while the copy streams back.
+    await killWhen(join(workerState, 'tasks', 'across-kill', '.incoming'), 32 * MIB, 'the input transfer');
+    await killWhen(
+      join(plannerState, 'artifacts', '.partial', 'across-kill'),
+      32 * MIB,
+      'the output transfer',
     );
-    const { grpcPort, httpPort, dataDir } = relay;
-    await relay.stop('SIGKILL');
-    relay = await startRelayProcess({ dataDir, grpcPort, httpPort });
     const done = await waitEnd(planner, 'across-kill', 60_000);
     expect(done.state, JSON.stringify(done)).toBe('completed');
-    expect(done.result?.structured?.inputs).toEqual([
-      { name: 'big.bin', size: BIG_MIB * MIB, sha256: bigSha },
-    ]);
-    // The planner logs what it put on the wire: the resend is what was in flight, not the file.
-    const all = [
-      ...planner
-        .stderr()
-        .matchAll(/input files sent task=across-kill .*bytes_sent=(\d+) bytes_resent=(\d+)/g),
-    ];
-    expect(all, planner.stderr()).toHaveLength(1);
-    const [, sent, resent] = all[0]!.map(Number);
-    expect(resent).toBeGreaterThan(0);
-    expect(resent).toBeLessThan(BIG_MIB * MIB);
-    expect(sent).toBeLessThan(2 * BIG_MIB * MIB);
-    // The worker saw the repeat too, and says so in the last progress event.
-    const last = done.events.filter((e) => e.message?.startsWith('receiving input files')).at(-1);
-    expect(last?.message).toMatch(
+    expect(done.result?.structured?.inputs).toEqual([{ name: 'big.bin', size, sha256: bigSha }]);
+    const [back] = done.artifacts!;
+    expect(back).toMatchObject({ name: 'big.bin', size, sha256: bigSha });
+    expect(await sha256(back!.path)).toBe(bigSha);
+
+    // Each sender logs what it put on the wire: the resend is what was in flight, not the file.
+    const counters = (log: string, what: string) => {
+      const all = [
+        ...log.matchAll(
+          new RegExp(`${what} sent task=across-kill .*bytes_sent=(\\d+) bytes_resent=(\\d+)`, 'g'),
+        ),
+      ];
+      expect(all, log).toHaveLength(1);
+      const [, sent, resent] = all[0]!.map(Number);
+      return { sent: sent!, resent: resent! };
+    };
+    for (const { sent, resent } of [
+      counters(planner.stderr(), 'input files'),
+      counters(worker.stderr(), 'output files'),
+    ]) {
+      expect(resent).toBeGreaterThan(0);
+      expect(resent).toBeLessThan(size / 2);
+      expect(sent).toBe(size + resent);
+    }
+    // The worker says so in the task's events too.
+    const last = (what: string) => done.events.filter((e) => e.message?.startsWith(what)).at(-1)?.message;
+    expect(last('receiving input files')).toMatch(
       /^receiving input files: 209715200 of 209715200 bytes \(100%\)(, \d+ bytes received twice after a reconnect)?$/,
+    );
+    expect(last('sending output files')).toMatch(
+      /^sending output files: 209715200 of 209715200 bytes \(100%\), \d+ bytes re-sent after a reconnect$/,
     );
   }, 90_000);
 });
