@@ -35,3 +35,30 @@ export function processGroupAlive(pid: number): boolean {
   }
   return false;
 }
+
+/** Signals every member of the group led by `pid`; a group already gone is not an error. */
+export function killGroup(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(-pid, sig);
+  } catch {
+    // ESRCH: nothing left to kill.
+  }
+}
+
+/**
+ * SIGTERM to the group, then SIGKILL to whatever is left after `graceMs`. Stops polling as soon as the
+ * group is gone, so a pending timer never keeps the process alive for nothing; `onDone` runs once.
+ */
+export function terminateGroup(pid: number, graceMs: number, onDone: () => void): NodeJS.Timeout {
+  killGroup(pid, 'SIGTERM');
+  const deadline = Date.now() + graceMs;
+  const timer = setInterval(() => {
+    const alive = processGroupAlive(pid);
+    if (alive && Date.now() >= deadline) killGroup(pid, 'SIGKILL');
+    if (!alive || Date.now() >= deadline) {
+      clearInterval(timer);
+      onDone();
+    }
+  }, 100).unref();
+  return timer;
+}

@@ -5,7 +5,7 @@
  */
 
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
-import { processGroupAlive } from '../../util/process-group.js';
+import { killGroup, terminateGroup } from '../../util/process-group.js';
 
 /** How long a process group gets between SIGTERM and SIGKILL. */
 export const AGENT_KILL_GRACE_MS = 2000;
@@ -22,14 +22,6 @@ const liveGroups = new Set<number>();
  */
 export function activeAgentProcessGroups(): number {
   return liveGroups.size;
-}
-
-function killGroup(pid: number, sig: NodeJS.Signals): void {
-  try {
-    process.kill(-pid, sig);
-  } catch {
-    // ESRCH: nothing left to kill.
-  }
 }
 
 export interface AgentProcessOptions {
@@ -106,17 +98,10 @@ export function spawnAgentProcess(opts: AgentProcessOptions): AgentProcess {
 
   const kill = () => {
     if (pid === undefined || killTimer) return;
-    killGroup(pid, 'SIGTERM');
-    const deadline = Date.now() + AGENT_KILL_GRACE_MS;
-    killTimer = setInterval(() => {
-      const alive = processGroupAlive(pid);
-      if (alive && Date.now() >= deadline) killGroup(pid, 'SIGKILL');
-      if (!alive || Date.now() >= deadline) {
-        clearInterval(killTimer);
-        killDone = true;
-        if (settled) liveGroups.delete(pid);
-      }
-    }, 100).unref();
+    killTimer = terminateGroup(pid, AGENT_KILL_GRACE_MS, () => {
+      killDone = true;
+      if (settled) liveGroups.delete(pid);
+    });
   };
 
   const exited = new Promise<AgentExit>((resolve) => {

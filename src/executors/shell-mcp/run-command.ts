@@ -5,7 +5,7 @@
 
 import { spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
-import { processGroupAlive } from '../../util/process-group.js';
+import { killGroup, terminateGroup } from '../../util/process-group.js';
 
 /** How long a process group gets between SIGTERM and SIGKILL. */
 export const KILL_GRACE_MS = 2000;
@@ -47,14 +47,6 @@ export interface CommandOutcome {
 }
 
 /** Sends `sig` to the whole process group led by `pid`; a group that is already gone is fine. */
-function killGroup(pid: number, sig: NodeJS.Signals): void {
-  try {
-    process.kill(-pid, sig);
-  } catch {
-    // ESRCH: nothing left to kill.
-  }
-}
-
 /** Process groups started here that may still have members: running, or within their kill grace. */
 const liveGroups = new Set<number>();
 
@@ -119,19 +111,10 @@ export function runCommand(opts: RunCommandOptions): Promise<CommandOutcome> {
     const terminate = () => {
       if (child.pid === undefined || killTimer) return;
       const pid = child.pid;
-      killGroup(pid, 'SIGTERM');
-      // SIGKILL whatever is left after the grace; stop early once the group is gone, so that a pending
-      // timer does not keep the process alive for nothing.
-      const deadline = Date.now() + KILL_GRACE_MS;
-      killTimer = setInterval(() => {
-        const alive = processGroupAlive(pid);
-        if (alive && Date.now() >= deadline) killGroup(pid, 'SIGKILL');
-        if (!alive || Date.now() >= deadline) {
-          clearInterval(killTimer);
-          killDone = true;
-          if (settled) liveGroups.delete(pid);
-        }
-      }, 100).unref();
+      killTimer = terminateGroup(pid, KILL_GRACE_MS, () => {
+        killDone = true;
+        if (settled) liveGroups.delete(pid);
+      });
     };
     const timeout = setTimeout(() => {
       timedOut = true;
