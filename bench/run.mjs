@@ -27,6 +27,8 @@ process.stderr.write(`machine: ${m.cores} cores (${m.cpu}), ${m.memory_gib} GiB,
 const rows = [];
 const results = { machine: m, date: new Date().toISOString(), sections: {} };
 const spread = (s, d = 0) => `${fmt(s.median, d)} (${fmt(s.min, d)}–${fmt(s.max, d)})`;
+/** A single measurement in the spread shape `row` takes. */
+const one = (v) => ({ median: v, min: v, max: v });
 const row = (figure, ours, baselineName, base, target, d = 0) =>
   rows.push({
     figure,
@@ -54,7 +56,6 @@ if (wanted('dispatch')) {
   const { benchDispatch } = await import('./dispatch.mjs');
   const d = await benchDispatch({ tasks: Number(flags.tasks) });
   results.sections.dispatch = d;
-  const one = (v) => ({ median: v, min: v, max: v });
   row(
     'dispatch → accepted p50 ms (e2ee on)',
     one(d.encrypted.accepted.p50),
@@ -129,7 +130,6 @@ if (wanted('fleet')) {
   const { benchFleet } = await import('./fleet.mjs');
   const f = await benchFleet({ workers });
   results.sections.fleet = f;
-  const one = (v) => ({ median: v, min: v, max: v });
   rows.push({
     figure: `fleet: relay RSS MiB, ${workers} idle workers`,
     ours: fmt(f.relay_rss_mib),
@@ -151,7 +151,6 @@ if (wanted('fleet')) {
     ratio: f.back_in_presence_s / 2,
     target: '≤ 2 s',
   });
-  void one;
 }
 
 if (wanted('cluster')) {

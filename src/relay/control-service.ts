@@ -85,12 +85,10 @@ export function createControlHandler(
 
     const frameError = (err: WireError) =>
       call.write(
-        Buffer.from(
-          encodeRelayFrame({
-            case: 'error',
-            value: create(FrameErrorSchema, { code: err.code, message: err.message }),
-          }),
-        ),
+        encodeRelayFrame({
+          case: 'error',
+          value: create(FrameErrorSchema, { code: err.code, message: err.message }),
+        }),
       );
 
     const onHello = (hello: Hello) => {
