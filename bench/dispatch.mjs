@@ -105,8 +105,15 @@ async function relayed({ tasks, e2ee }) {
     if (r.isError) throw new Error(r.content[0].text);
     accepted.push(performance.now() - t0);
     const id = json(r).task_id;
-    for (;;) {
-      const s = json(await planner.callTool({ name: 'get_task_status', arguments: { task_id: id } }));
+    // Waits in get_task_status (wait_ms) for each next event instead of spinning on the planner.
+    for (let after = 0; ; ) {
+      const s = json(
+        await planner.callTool({
+          name: 'get_task_status',
+          arguments: { task_id: id, after_seq: after, wait_ms: 10_000 },
+        }),
+      );
+      after = s.last_seq;
       if (s.state === 'completed') break;
       if (s.state === 'failed' || s.state === 'cancelled')
         throw new Error(`task ${id} ${s.state}: ${s.reason}`);

@@ -48,6 +48,7 @@ export class PeerDirectory {
   readonly #url: string | undefined;
   readonly #apiKey: string;
   #recent: { at: number; peers: Peer[] } | undefined;
+  #refreshing: Promise<Peer[]> | undefined;
 
   constructor(opts: { proxyUrl?: string; apiKey: string }) {
     this.#url = opts.proxyUrl?.replace(/\/+$/, '');
@@ -59,12 +60,20 @@ export class PeerDirectory {
   }
 
   /**
-   * The list as fetched at most `maxAgeMs` ago; a dispatch checks its worker against it instead of
-   * paying an HTTP round trip per task. Callers refetch (`list()`) when the peer they need is missing.
+   * The last fetched list, refetched in the background once older than `maxAgeMs`: a dispatch checks
+   * its worker against it instead of waiting for an HTTP round trip. Callers refetch (`list()`) when
+   * the peer they need is missing; one that left since is reported by the send itself.
    */
   async recent(maxAgeMs: number): Promise<Peer[]> {
-    if (this.#recent && Date.now() - this.#recent.at <= maxAgeMs) return this.#recent.peers;
-    return this.list();
+    if (!this.#recent) return this.list();
+    if (Date.now() - this.#recent.at > maxAgeMs && !this.#refreshing) {
+      this.#refreshing = this.list()
+        .catch(() => [])
+        .finally(() => {
+          this.#refreshing = undefined;
+        });
+    }
+    return this.#recent.peers;
   }
 
   async list(): Promise<Peer[]> {

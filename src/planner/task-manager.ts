@@ -166,6 +166,8 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
   /** Input and answer files going out, per task. */
   readonly #transfers = new Map<string, Set<{ sender: ArtifactSender; abort: AbortController }>>();
   readonly #timers = new Map<string, NodeJS.Timeout>();
+  /** get_task_status calls waiting (wait_ms) for a task's next event. */
+  readonly #eventWaiters = new Map<string, Set<() => void>>();
   /** Last seq for which a Resume was asked, per task, so one gap asks once. */
   readonly #resumeAsked = new Map<string, number>();
   /** Tasks given up before acceptance; a late acceptance is cancelled. */
@@ -307,6 +309,9 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
     // The id is taken durably before anything goes out: a planner restarted from here on still asks
     // the worker about it (Resume) instead of losing a task that may be running.
     this.#store.begin(pending);
+    // On disk while the TaskStart travels: the answer waits for both, not one after the other.
+    const stored = this.#store.synced();
+    stored.catch(() => {}); // awaited below, after the worker's answer
     let timer: NodeJS.Timeout | undefined;
     try {
       await this.#send(req.agent_id, taskId, start);
@@ -323,6 +328,7 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
         timeoutMs,
       );
       const snapshot = await accepted;
+      await stored;
       // Accepted: the worker waits for the files before its executor sees the task; they stream on
       // their own, with progress as task events.
       if (files.length) this.#startTransfer(req.agent_id, taskId, files, 'input files');
@@ -341,6 +347,28 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /**
+   * Resolves once the task has an event after `afterSeq` or is final, or after `ms`: a planner watching
+   * a task waits in one call instead of polling.
+   */
+  async waitForEvent(taskId: string, afterSeq: number, ms: number): Promise<void> {
+    const s = this.#task(taskId).snapshot;
+    if (ms <= 0 || this.#closed || s.last_seq > afterSeq || isTerminal(s.state)) return;
+    const waiters = this.#eventWaiters.get(taskId) ?? new Set();
+    this.#eventWaiters.set(taskId, waiters);
+    await new Promise<void>((resolve) => {
+      const wake = () => {
+        clearTimeout(timer);
+        waiters.delete(wake);
+        if (waiters.size === 0 && this.#eventWaiters.get(taskId) === waiters)
+          this.#eventWaiters.delete(taskId);
+        resolve();
+      };
+      const timer = setTimeout(wake, ms);
+      waiters.add(wake);
+    });
   }
 
   /** A task with its events after `afterSeq`. */
@@ -407,9 +435,11 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
       }
       const answer: QueuedAnswer = { content_json: JSON.stringify(content), action, files: artifactFiles };
       this.#store.setAnswer(taskId, s.pending.seq, answer);
+      const stored = this.#store.synced();
       const sent =
         this.#reachable(s.agent_id) &&
         (await this.#sendAnswer(s.agent_id, taskId, s.pending.seq, answer, { files, infos }));
+      await stored;
       return {
         task: this.#store.get(taskId)!,
         files: infos.map((f) => ({ name: f.name, size: Number(f.size), sha256: f.sha256 })),
@@ -439,6 +469,7 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
         reason: 'cancelled',
         message: note,
       });
+      await this.#store.synced();
       return { snapshot, confirmed: false, note };
     };
     if (!this.#agent.connected) {
@@ -506,6 +537,7 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
       for (const t of set) t.abort.abort('the planner is shutting down');
     for (const p of this.#pending.values()) p.reject(err);
     for (const p of this.#probes.values()) p.reject(err);
+    for (const set of this.#eventWaiters.values()) for (const wake of [...set]) wake();
   }
 
   // ── inbound ────────────────────────────────────────────────────────────────────────────────────────
@@ -835,6 +867,7 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
         t.abort.abort(`the task is ${snapshot.state}`);
     }
     this.emit('task', snapshot, record);
+    for (const wake of [...(this.#eventWaiters.get(snapshot.task_id) ?? [])]) wake();
   }
 
   #onFailure(f: A2aFailure): void {
@@ -1202,8 +1235,18 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
     return { done, stop: () => stop() };
   }
 
+  /** Acknowledges once what is stored is on disk: on the ack, the worker lets its copy go. */
   #ack(peer: string, taskId: string, seq: number): void {
-    this.#trySend(peer, taskId, { case: 'ack', value: create(AckSchema, { taskId, seq: BigInt(seq) }) });
+    this.#store.synced().then(
+      () =>
+        this.#trySend(peer, taskId, { case: 'ack', value: create(AckSchema, { taskId, seq: BigInt(seq) }) }),
+      (err: Error) =>
+        this.#log.error('task store flush failed; not acknowledging (the worker keeps the event)', {
+          task: taskId,
+          seq,
+          error: err.message,
+        }),
+    );
   }
 
   #resume(peer: string, taskId: string, afterSeq: number): void {

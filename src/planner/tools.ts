@@ -15,6 +15,8 @@ import type { TaskEventRecord } from './task-state.js';
 import type { StoredTask } from './task-store.js';
 
 const STATES = ['accepted', 'running', 'waiting_input', 'completed', 'failed', 'cancelled'] as const;
+/** Longest get_task_status wait: well inside MCP clients' usual 60 s request timeout. */
+const MAX_STATUS_WAIT_MS = 30_000;
 
 // ── schemas ────────────────────────────────────────────────────────────────────────────────────────────
 
@@ -453,6 +455,16 @@ export function registerA2aTools(
             .min(0)
             .optional()
             .describe('Only events with a higher seq are returned (default 0: all)'),
+          wait_ms: z
+            .number()
+            .int()
+            .min(0)
+            .max(MAX_STATUS_WAIT_MS)
+            .optional()
+            .describe(
+              `Wait up to this long (at most ${MAX_STATUS_WAIT_MS} ms) for an event after after_seq before ` +
+                'answering; answers at once when there is one or the task is final (default 0: no wait)',
+            ),
         },
         outputSchema: taskStatusShape,
         annotations: { readOnlyHint: true },
@@ -460,7 +472,16 @@ export function registerA2aTools(
       wrap(
         log,
         'get_task_status',
-        async ({ task_id, after_seq }: { task_id: string; after_seq?: number }) => {
+        async ({
+          task_id,
+          after_seq,
+          wait_ms,
+        }: {
+          task_id: string;
+          after_seq?: number;
+          wait_ms?: number;
+        }) => {
+          await m.waitForEvent(task_id, after_seq ?? 0, wait_ms ?? 0);
           const { task, events, more } = m.status(task_id, after_seq ?? 0);
           return statusView(task, events, more);
         },

@@ -314,6 +314,36 @@ describe('nfltr mcp', () => {
       expect(probe.free_slots).toBe(2);
     });
 
+    it('wait_ms - get_task_status waits for the next event, and answers a final task at once', async () => {
+      await planner.ok('orchestrate_task', {
+        agent_id: 'w-build',
+        task_id: 'watched',
+        objective: 'a short job',
+        constraints: { sleep_ms: 300 },
+      });
+      // Every call brings something newer than after_seq: it waited for it instead of answering empty.
+      const states: string[] = [];
+      let after = 0;
+      for (let calls = 0; calls < 20 && states.at(-1) !== 'completed'; calls++) {
+        const s = await planner.ok<Status>('get_task_status', {
+          task_id: 'watched',
+          after_seq: after,
+          wait_ms: 20_000,
+        });
+        expect(s.last_seq).toBeGreaterThan(after);
+        states.push(...s.events.map((e) => e.state));
+        after = s.last_seq;
+      }
+      expect(states[0]).toBe('accepted');
+      expect(states.at(-1)).toBe('completed');
+      const final = await planner.ok<Status>('get_task_status', {
+        task_id: 'watched',
+        after_seq: after,
+        wait_ms: 20_000,
+      });
+      expect(final).toMatchObject({ state: 'completed', events: [] });
+    });
+
     it('capacity - waiting_input keeps its slot, so the next task is refused with no_free_slots', async () => {
       await planner.ok('orchestrate_task', {
         agent_id: 'w-shell',
@@ -388,6 +418,7 @@ describe('nfltr mcp', () => {
         }),
       ).toMatch(/artifact_files: cannot read \/definitely\/not\/here.txt: ENOENT; nothing was sent/);
       expect(await planner.fails('get_task_status', { task_id: 'x', after_seq: -1 })).toMatch(/after_seq/);
+      expect(await planner.fails('get_task_status', { task_id: 'x', wait_ms: 60_000 })).toMatch(/wait_ms/);
     });
 
     it('lock - a second planner on the same state dir fails fast, naming the holder', async () => {

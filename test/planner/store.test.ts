@@ -108,6 +108,32 @@ describe('task store', () => {
     expect(reopened.recent(10)[0]?.snapshot).toMatchObject({ state: 'completed', last_seq: 4 });
     reopened.close();
   });
+
+  it('synced() flushes once for every commit made meanwhile, and close() lets a flush in flight end', async () => {
+    const dir = tempDir();
+    const store = new TaskStore(join(dir, 'tasks.db'));
+    const task = (id: string) => ({
+      task_id: id,
+      agent_id: 'w1',
+      objective: 'x',
+      created_at: 1,
+      request: {},
+    });
+    store.create(task('a'), ev(1, 'accepted'));
+    const first = store.synced();
+    store.create(task('b'), ev(1, 'accepted'));
+    // b was committed after the first flush began: it needs another, which serves every caller meanwhile.
+    const second = store.synced();
+    expect(second).not.toBe(first);
+    expect(store.synced()).toBe(second);
+    await Promise.all([first, second]);
+    const third = store.synced();
+    store.close();
+    await third;
+    const reopened = new TaskStore(join(dir, 'tasks.db'));
+    expect(['a', 'b'].map((id) => reopened.has(id))).toEqual([true, true]);
+    reopened.close();
+  });
 });
 
 describe('selectors', () => {
