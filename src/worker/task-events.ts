@@ -54,12 +54,15 @@ export class TaskEventLog {
   #acked = 0n;
   /** Open for appending while the task runs; closed after the final event. */
   #fd: number | undefined;
+  /** The folder's entry for the file is on disk (always, for a log written by an earlier run). */
+  #dirFlushed: boolean;
 
   constructor(taskId: string, file: string, history: TaskEvent[] = []) {
     this.taskId = taskId;
     this.#file = file;
     this.#events = history;
     this.#last = history.at(-1);
+    this.#dirFlushed = history.length > 0;
   }
 
   /** Reads a task's log written by an earlier run; unreadable lines (a torn last write) are skipped. */
@@ -101,8 +104,12 @@ export class TaskEventLog {
     return this.finished && this.#acked >= this.lastSeq;
   }
 
-  /** Numbers an event, records it (memory and file, flushed) and returns it, ready to send. */
-  append(init: TaskEventInit): TaskEvent {
+  /**
+   * Numbers an event, records it (memory and file, flushed unless `flush` is false) and returns it,
+   * ready to send. Only `accepted` skips the flush: it is implied by the task folder, and a log that
+   * lost it to a power cut gets it back on restart (`recoverTasks`); the next event's flush covers it.
+   */
+  append(init: TaskEventInit, flush = true): TaskEvent {
     const { state, ...rest } = init;
     const event = create(TaskEventSchema, {
       timeUnixMs: BigInt(Date.now()),
@@ -113,7 +120,7 @@ export class TaskEventLog {
     });
     this.#last = event;
     this.#events.push(event);
-    this.#write(`${toJsonString(TaskEventSchema, event)}\n`);
+    this.#write(`${toJsonString(TaskEventSchema, event)}\n`, flush);
     if (this.finished) this.close();
     return event;
   }
@@ -122,17 +129,18 @@ export class TaskEventLog {
    * Synchronous, and flushed before the caller sends the event: the file order is the seq order, and
    * an event the planner may have seen is never missing from the log after a crash.
    */
-  #write(line: string): void {
+  #write(line: string, flush: boolean): void {
     try {
       if (this.#fd === undefined) {
-        const fresh = this.lastSeq === 1n;
         this.#fd = openSync(this.#file, 'a+', 0o600);
-        // A new file's directory entry must reach the disk too.
-        if (fresh) fsyncDir(dirname(this.#file));
         // A crash mid-write leaves a torn last line: end it, or the next event would be glued to it.
         if (!endsWithNewline(this.#fd)) line = `\n${line}`;
       }
       writeSync(this.#fd, line);
+      if (!flush) return;
+      // A new file's directory entry must reach the disk too.
+      if (!this.#dirFlushed) fsyncDir(dirname(this.#file));
+      this.#dirFlushed = true;
       fdatasyncSync(this.#fd);
     } catch {
       // The log is for resuming; a full disk must not stop the task itself.

@@ -148,7 +148,7 @@ export class TaskRunner {
         ? this.#receive(this.spec.inputFiles, 'input files')
         : Promise.resolve();
     inputs.catch(() => {});
-    this.#emit({ state: 'accepted' });
+    this.#emit({ state: 'accepted' }, false);
     if (this.spec.timeoutMs > 0) {
       this.#timer = setTimeout(
         () =>
@@ -514,11 +514,11 @@ export class TaskRunner {
     });
   }
 
-  #emit(init: TaskEventInit): TaskEvent | undefined {
+  #emit(init: TaskEventInit, flush = true): TaskEvent | undefined {
     if (this.events.finished) return undefined;
     this.#state = init.state;
     // Stored (and flushed) before it is sent: the planner never sees an event the log could lose.
-    const event = this.events.append(init);
+    const event = this.events.append(init, flush);
     this.#deps.send({ case: 'taskEvent', value: event }).catch((err: Error) =>
       this.#log.warn('could not send task event; the planner can resume', {
         task: this.spec.taskId,

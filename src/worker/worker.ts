@@ -643,6 +643,9 @@ function recoverTasks(tasksDir: string, log: Logger): { known: Set<string>; owed
     if (!info || info.delivered_at || !TASK_ID_PATTERN.test(id)) continue;
     if (!existsSync(file) && !info.peer) continue;
     const events = TaskEventLog.load(id, file);
+    // `accepted` is written unflushed (TaskEventLog.append): a power cut may have taken it, yet the
+    // planner may have it as seq 1, so it is restored before anything follows it.
+    if (events.lastSeq === 0n) events.append({ state: 'accepted' });
     if (!events.finished) {
       events.append({
         state: 'failed',

@@ -2,6 +2,8 @@
  * `nfltr worker` start-up, labels, adaptation of non-run_task servers, encryption settings, shutdown and
  * restart, against a real relay with real worker and executor processes.
  */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { taskStateName } from '../../src/protocol/a2a.js';
 import {
@@ -193,5 +195,23 @@ describe('worker start', () => {
     expect(end).toMatchObject({ reason: 'worker_restarted' });
     await planner.startTask('w-restart', { taskId: id, objective: 'again' });
     expect((await planner.waitRefused(id)).reason).toBe('duplicate_task_id');
+  });
+
+  it('restart - a log that lost its unflushed accepted to a power cut gets it back before worker_restarted', async () => {
+    const stateDir = tempDir('nfltr-worker-');
+    const first = await worker('w-powercut', { stateDir });
+    const id = await planner.startTask('w-powercut', {
+      objective: 'cut off',
+      constraints: { sleep_ms: 3_000 },
+    });
+    await planner.waitFor(id, 'accepted');
+    await first.stop('SIGKILL');
+    // What the disk may hold after a power cut right after `accepted` went out: the folder, no event.
+    writeFileSync(join(stateDir, 'tasks', id, 'events.jsonl'), '');
+    await worker('w-powercut', { stateDir });
+    planner.endpoint.reset('w-powercut');
+    await planner.resume('w-powercut', id, 1); // this planner has seq 1 (accepted) already
+    const end = await planner.waitEnd(id);
+    expect(end).toMatchObject({ seq: 2n, reason: 'worker_restarted' });
   });
 });
