@@ -7,6 +7,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { directClient } from './a2a-direct.mjs';
 import { kill, NFLTR_BIN, percentile, ROOT, spawnReady, startRelay, tempDir } from './common.mjs';
+import { ECHO, grpcTransport } from './routing.mjs';
 
 const TRIVIAL = join(ROOT, 'bench', 'trivial-executor.mjs');
 const A2A = join(ROOT, 'bench', 'a2a-direct.mjs');
@@ -147,7 +148,28 @@ export async function benchDispatch({ tasks = 200 } = {}) {
   const directA2a = stats(await time(tasks, (i) => call(`task ${i}`)));
   await kill(a2a.child);
 
+  // The floor under a relayed dispatch here: one raw grpc-js round trip between two processes idle
+  // for 10 ms before it, as planner, relay and worker are between tasks. → accepted takes two
+  // (planner ⇄ relay ⇄ worker) plus the MCP stdio hop.
+  const g = await spawnReady([ECHO, 'grpc']);
+  const echo = grpcTransport(g.info.port);
+  let replied = () => {};
+  echo.onReply(() => replied());
+  const idleRoundTrips = [];
+  for (let i = 0; i < tasks + 20; i++) {
+    await new Promise((r) => setTimeout(r, 10));
+    const t = performance.now();
+    await new Promise((r) => {
+      replied = r;
+      echo.send(i);
+    });
+    if (i >= 20) idleRoundTrips.push(performance.now() - t);
+  }
+  echo.close();
+  await kill(g.child);
+  const grpcIdle = stats(idleRoundTrips);
+
   const encrypted = await relayed({ tasks, e2ee: true });
   const plain = await relayed({ tasks, e2ee: false });
-  return { directMcp, directA2a, encrypted, plain, tasks };
+  return { directMcp, directA2a, grpcIdle, encrypted, plain, tasks };
 }

@@ -7,7 +7,7 @@ import WebSocket from 'ws';
 import { kill, percentile, ROOT, spawnReady, startRelay, summarise } from './common.mjs';
 
 const PAYLOAD = Buffer.alloc(200, 7);
-const ECHO = join(ROOT, 'bench', 'echo-servers.mjs');
+export const ECHO = join(ROOT, 'bench', 'echo-servers.mjs');
 
 /**
  * Drives a transport: `send(seq)` sends one message, `onReply(cb)` calls cb(seq) per echo.
@@ -39,7 +39,7 @@ export async function drive({ send, onReply }, { total, window }) {
   return { rate: total / seconds, p50: percentile(rtts, 50), p99: percentile(rtts, 99) };
 }
 
-function grpcTransport(port) {
+export function grpcTransport(port) {
   const id = (b) => b;
   const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
   const call = client.makeBidiStreamRequest('/bench.Echo/Echo', id, id, new grpc.Metadata(), {});

@@ -97,6 +97,14 @@ if (wanted('dispatch')) {
     2,
   );
   row(
+    'relayed round trip (→ accepted) p50 ms',
+    one(d.encrypted.accepted.p50),
+    'raw grpc-js round trip after 10 ms idle p50',
+    one(d.grpcIdle.p50),
+    '',
+    2,
+  );
+  row(
     'relayed task (→ completed) p50 ms',
     one(d.encrypted.completed.p50),
     'direct A2A call p50',
