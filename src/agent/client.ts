@@ -16,7 +16,7 @@ import {
   DEFAULT_MAX_FRAME_BYTES,
   type DeliveryError,
   decodeRelayFrame,
-  type EnvelopeBatch,
+  type Envelope,
   EnvelopeSchema,
   ErrorCode,
   encodeAgentFrame,
@@ -27,6 +27,7 @@ import {
   PROTOCOL_VERSION,
   type WireError,
 } from '../protocol/control.js';
+import { encodeAgentEnvelopes } from '../protocol/envelope-frame.js';
 import { type Logger, silentLogger } from '../util/log.js';
 import { VERSION } from '../version.js';
 
@@ -304,7 +305,7 @@ export class AgentClient extends EventEmitter<AgentEvents> {
       let lastHeard = Date.now();
       let keepaliveMs = 10_000;
       const batchSink = {
-        write: (batch: EnvelopeBatch) => call.write(encodeAgentFrame({ case: 'envelopes', value: batch })),
+        write: (envelopes: Envelope[]) => call.write(encodeAgentEnvelopes(envelopes)),
       };
 
       // A relay that says nothing for three keepalive periods is gone, whatever TCP thinks.

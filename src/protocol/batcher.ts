@@ -3,12 +3,11 @@
  * out as one frame (up to the frame bound), because per-message overhead, not bandwidth, limits a Node
  * relay. Both the relay and agents use it for their send side. The sink owns the stream.
  */
-import { create } from '@bufbuild/protobuf';
-import { type Envelope, type EnvelopeBatch, EnvelopeBatchSchema, envelopeWireSize } from './control.js';
+import { type Envelope, envelopeWireSize } from './control.js';
 
 export interface BatchSink {
-  /** Writes one encoded batch; false means "stop until {@link EnvelopeBatcher.resume}" (backpressure). */
-  write(batch: EnvelopeBatch): boolean;
+  /** Writes one batch as one frame; false means "stop until {@link EnvelopeBatcher.resume}" (backpressure). */
+  write(envelopes: Envelope[]): boolean;
 }
 
 export class EnvelopeBatcher {
@@ -76,7 +75,7 @@ export class EnvelopeBatcher {
       }
       const envelopes = this.#queue.splice(0, count);
       this.#queuedBytes -= bytes;
-      if (!sink.write(create(EnvelopeBatchSchema, { envelopes }))) {
+      if (!sink.write(envelopes)) {
         this.#sink = undefined;
         sink = undefined;
       }
