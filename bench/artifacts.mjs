@@ -91,7 +91,9 @@ export async function benchArtifacts({ mib = 1024, repeats = 3 } = {}) {
     await writeFile(path, mib);
     const size = statSync(path).size;
     const mb = size / 1e6;
-    const { describeFiles } = await import('../dist/agent/artifacts.js');
+    const { describeFiles, ARTIFACT_CHUNK_BYTES, ARTIFACT_WINDOW_BYTES } = await import(
+      '../dist/agent/artifacts.js'
+    );
     const file = { name: 'artifact.bin', path, size };
     const hashStart = performance.now();
     const [info] = await describeFiles([file]);
@@ -115,7 +117,12 @@ export async function benchArtifacts({ mib = 1024, repeats = 3 } = {}) {
     await kill(relay.child);
     const rate = (list) => summarise(list.map((ms) => mb / (ms / 1000)));
     return {
-      params: { mib, repeats, chunk_kib: 256, window_mib: 8 },
+      params: {
+        mib,
+        repeats,
+        chunk_kib: ARTIFACT_CHUNK_BYTES / 1024,
+        window_mib: ARTIFACT_WINDOW_BYTES / MIB,
+      },
       encrypted: { mb_s: rate(out.encrypted) },
       plain: { mb_s: rate(out.plain) },
       tcpRaw: { mb_s: rate(tcpMs) },

@@ -35,7 +35,10 @@ export function summarise(values) {
 
 /** Spawns a node script and resolves once it prints `ready <json>` on stdout. */
 export function spawnReady(args, opts = {}) {
-  const child = spawn(process.execPath, [...childNodeArgs, ...args], { stdio: ['pipe', 'pipe', 'inherit'], ...opts });
+  const child = spawn(process.execPath, [...childNodeArgs, ...args], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+    ...opts,
+  });
   return new Promise((res, rej) => {
     let out = '';
     const onData = (d) => {
