@@ -28,6 +28,7 @@ import {
   type WireError,
 } from '../protocol/control.js';
 import { encodeAgentEnvelopes } from '../protocol/envelope-frame.js';
+import { HTTP2_WINDOW_BYTES } from '../protocol/grpc.js';
 import { type Logger, silentLogger } from '../util/log.js';
 import { VERSION } from '../version.js';
 
@@ -235,6 +236,7 @@ export class AgentClient extends EventEmitter<AgentEvents> {
         // The channel's own reconnect must not be slower than our loop's first retry.
         'grpc.initial_reconnect_backoff_ms': 100,
         'grpc.max_reconnect_backoff_ms': 5_000,
+        'grpc-node.flow_control_window': HTTP2_WINDOW_BYTES,
       });
       this.#clients.set(server, client);
     }
