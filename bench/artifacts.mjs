@@ -52,9 +52,7 @@ async function nfltrOnce(ctx, file, info) {
   const sender = new ArtifactSender([file], {
     taskId,
     send: (msg) => ctx.a2a.send(ctx.peer, taskId, msg),
-    whenWritable: async () => {
-      while (ctx.agent.queuedBytes > 8 * MIB) await new Promise((r) => setTimeout(r, 1));
-    },
+    whenWritable: () => ctx.agent.whenWritable(8 * MIB),
   });
   ctx.senders.set(taskId, sender);
   const report = await sender.run();

@@ -300,8 +300,11 @@ export interface ArtifactSenderOptions {
   taskId: string;
   /** Sends one message on the task channel; a rejection is taken as a lost link (retried, then resent). */
   send: (msg: A2aBody) => Promise<void>;
-  /** Resolves when the local send queue has room (the agent's queue is bounded). */
-  whenWritable: () => Promise<void>;
+  /**
+   * Resolves when the local send queue has room (the agent's queue is bounded), or when `signal`
+   * (the transfer's) aborts: `AgentClient.whenWritable`.
+   */
+  whenWritable: (signal?: AbortSignal) => Promise<void>;
   /** Stops the transfer (task ended, planner closing). */
   signal?: AbortSignal;
   /** Acknowledged bytes so far, of all files. */
@@ -540,7 +543,7 @@ export class ArtifactSender {
           await this.#sleep(250);
           continue;
         }
-        await this.#opts.whenWritable();
+        await this.#opts.whenWritable(this.#opts.signal);
         this.#checkAbort();
         if (this.#rewindAll) continue;
         if (!(await this.#sendChunk(next))) {

@@ -18,10 +18,19 @@ export class EnvelopeBatcher {
   #queuedBytes = 0;
   #scheduled = false;
 
-  constructor(opts: { maxFrameBytes: number; maxQueuedBytes: number; sink?: BatchSink }) {
+  /** Called after a flush that wrote something (the queue shrank). */
+  readonly #onFlushed: (() => void) | undefined;
+
+  constructor(opts: {
+    maxFrameBytes: number;
+    maxQueuedBytes: number;
+    sink?: BatchSink;
+    onFlushed?: () => void;
+  }) {
     this.#maxFrameBytes = opts.maxFrameBytes;
     this.#maxQueuedBytes = opts.maxQueuedBytes;
     this.#sink = opts.sink;
+    this.#onFlushed = opts.onFlushed;
   }
 
   get queuedBytes(): number {
@@ -64,6 +73,7 @@ export class EnvelopeBatcher {
 
   #flush(): void {
     let sink = this.#sink;
+    const before = this.#queuedBytes;
     while (sink && this.#queue.length > 0) {
       let count = 0;
       let bytes = 0;
@@ -80,5 +90,6 @@ export class EnvelopeBatcher {
         sink = undefined;
       }
     }
+    if (this.#queuedBytes < before) this.#onFlushed?.();
   }
 }
