@@ -52,9 +52,7 @@ async function nfltrOnce(ctx, file, info) {
   const sender = new ArtifactSender([file], {
     taskId,
     send: (msg) => ctx.a2a.send(ctx.peer, taskId, msg),
-    whenWritable: async () => {
-      while (ctx.agent.queuedBytes > 8 * MIB) await new Promise((r) => setTimeout(r, 1));
-    },
+    whenWritable: () => ctx.agent.whenWritable(8 * MIB),
   });
   ctx.senders.set(taskId, sender);
   const report = await sender.run();
@@ -91,7 +89,9 @@ export async function benchArtifacts({ mib = 1024, repeats = 3 } = {}) {
     await writeFile(path, mib);
     const size = statSync(path).size;
     const mb = size / 1e6;
-    const { describeFiles } = await import('../dist/agent/artifacts.js');
+    const { describeFiles, ARTIFACT_CHUNK_BYTES, ARTIFACT_WINDOW_BYTES } = await import(
+      '../dist/agent/artifacts.js'
+    );
     const file = { name: 'artifact.bin', path, size };
     const hashStart = performance.now();
     const [info] = await describeFiles([file]);
@@ -115,7 +115,12 @@ export async function benchArtifacts({ mib = 1024, repeats = 3 } = {}) {
     await kill(relay.child);
     const rate = (list) => summarise(list.map((ms) => mb / (ms / 1000)));
     return {
-      params: { mib, repeats, chunk_kib: 256, window_mib: 8 },
+      params: {
+        mib,
+        repeats,
+        chunk_kib: ARTIFACT_CHUNK_BYTES / 1024,
+        window_mib: ARTIFACT_WINDOW_BYTES / MIB,
+      },
       encrypted: { mb_s: rate(out.encrypted) },
       plain: { mb_s: rate(out.plain) },
       tcpRaw: { mb_s: rate(tcpMs) },

@@ -14,6 +14,12 @@ export const machine = () => ({
   node: process.version,
 });
 
+// BENCH_CPU_PROF=<dir>: every child node process writes a V8 CPU profile there (node refuses
+// --cpu-prof in NODE_OPTIONS).
+const childNodeArgs = process.env.BENCH_CPU_PROF
+  ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`]
+  : [];
+
 export const tempDir = (prefix = 'nfltr-bench-') => mkdtempSync(join(tmpdir(), prefix));
 
 export function percentile(sorted, p) {
@@ -29,7 +35,10 @@ export function summarise(values) {
 
 /** Spawns a node script and resolves once it prints `ready <json>` on stdout. */
 export function spawnReady(args, opts = {}) {
-  const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'inherit'], ...opts });
+  const child = spawn(process.execPath, [...childNodeArgs, ...args], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+    ...opts,
+  });
   return new Promise((res, rej) => {
     let out = '';
     const onData = (d) => {
@@ -62,6 +71,7 @@ export async function startRelay({ args = [], dataDir, key, grpcPort = 0, httpPo
   const child = spawn(
     process.execPath,
     [
+      ...childNodeArgs,
       NFLTR_BIN,
       'relay',
       '--data-dir',

@@ -5,8 +5,8 @@
  * an encrypting end refuses those, naming the flag.
  */
 import { EventEmitter } from 'node:events';
-import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
-import { type A2aMessage, A2aMessageSchema } from '../protocol/a2a.js';
+import { fromBinary } from '@bufbuild/protobuf';
+import { type A2aMessage, A2aMessageSchema, encodeA2aMessage } from '../protocol/a2a.js';
 import { ErrorCode } from '../protocol/control.js';
 import {
   E2eeError,
@@ -151,7 +151,7 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
    * one: an initiator starts the handshake, a responder waits for the peer's.
    */
   send(peer: string, channel: string, msg: A2aBody): Promise<void> {
-    const bytes = toBinary(A2aMessageSchema, create(A2aMessageSchema, { msg }));
+    const bytes = encodeA2aMessage(msg);
     if (!this.#opts.e2ee) {
       this.#plainPeers.add(peer);
       this.#agent.send({ to: peer, channel, kind: A2A_KIND.plain, payload: bytes });

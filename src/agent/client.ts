@@ -16,7 +16,7 @@ import {
   DEFAULT_MAX_FRAME_BYTES,
   type DeliveryError,
   decodeRelayFrame,
-  type EnvelopeBatch,
+  type Envelope,
   EnvelopeSchema,
   ErrorCode,
   encodeAgentFrame,
@@ -27,6 +27,8 @@ import {
   PROTOCOL_VERSION,
   type WireError,
 } from '../protocol/control.js';
+import { encodeAgentEnvelopes } from '../protocol/envelope-frame.js';
+import { HTTP2_WINDOW_BYTES } from '../protocol/grpc.js';
 import { type Logger, silentLogger } from '../util/log.js';
 import { VERSION } from '../version.js';
 
@@ -124,6 +126,8 @@ export class AgentClient extends EventEmitter<AgentEvents> {
   #wake: (() => void) | undefined;
   #maxFrameBytes = DEFAULT_MAX_FRAME_BYTES;
   #lastError = '';
+  /** Callers of {@link whenWritable} waiting for the queue to shrink. */
+  readonly #writers = new Set<{ limit: number; wake: () => void }>();
 
   constructor(opts: AgentOptions) {
     super();
@@ -136,6 +140,7 @@ export class AgentClient extends EventEmitter<AgentEvents> {
     this.#out = new EnvelopeBatcher({
       maxFrameBytes: DEFAULT_MAX_FRAME_BYTES,
       maxQueuedBytes: opts.maxQueuedBytes ?? 64 * 1024 * 1024,
+      onFlushed: () => this.#wakeWriters(),
     });
   }
 
@@ -200,6 +205,31 @@ export class AgentClient extends EventEmitter<AgentEvents> {
     return this.#out.queuedBytes;
   }
 
+  /**
+   * Resolves once at most `maxQueuedBytes` wait in the send queue: at once, or when a write to the
+   * relay brings the queue there. Also resolves when the agent closes or `signal` aborts, so a bulk
+   * sender (artifacts) never waits on a poll and never hangs: its next step fails on its own terms.
+   */
+  whenWritable(maxQueuedBytes: number, signal?: AbortSignal): Promise<void> {
+    if (this.#out.queuedBytes <= maxQueuedBytes || this.#closing || signal?.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const writer = {
+        limit: maxQueuedBytes,
+        wake: () => {
+          this.#writers.delete(writer);
+          signal?.removeEventListener('abort', writer.wake);
+          resolve();
+        },
+      };
+      this.#writers.add(writer);
+      signal?.addEventListener('abort', writer.wake, { once: true });
+    });
+  }
+
+  #wakeWriters(): void {
+    for (const w of this.#writers) if (this.#closing || this.#out.queuedBytes <= w.limit) w.wake();
+  }
+
   /** Replaces the advertised labels; sent at once when connected, and in every later hello. */
   setLabels(labels: Record<string, string>): void {
     this.#labels = { ...labels };
@@ -211,6 +241,7 @@ export class AgentClient extends EventEmitter<AgentEvents> {
     if (this.#closing) return this.#loop;
     this.#closing = true;
     this.#out.clear();
+    this.#wakeWriters();
     this.#call?.end();
     this.#wake?.();
     await this.#loop;
@@ -234,6 +265,7 @@ export class AgentClient extends EventEmitter<AgentEvents> {
         // The channel's own reconnect must not be slower than our loop's first retry.
         'grpc.initial_reconnect_backoff_ms': 100,
         'grpc.max_reconnect_backoff_ms': 5_000,
+        'grpc-node.flow_control_window': HTTP2_WINDOW_BYTES,
       });
       this.#clients.set(server, client);
     }
@@ -304,7 +336,7 @@ export class AgentClient extends EventEmitter<AgentEvents> {
       let lastHeard = Date.now();
       let keepaliveMs = 10_000;
       const batchSink = {
-        write: (batch: EnvelopeBatch) => call.write(encodeAgentFrame({ case: 'envelopes', value: batch })),
+        write: (envelopes: Envelope[]) => call.write(encodeAgentEnvelopes(envelopes)),
       };
 
       // A relay that says nothing for three keepalive periods is gone, whatever TCP thinks.

@@ -713,7 +713,7 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
     const sender = new ArtifactSender(files, {
       taskId,
       send: (msg) => this.#send(peer, taskId, msg),
-      whenWritable: () => this.#whenWritable(),
+      whenWritable: (signal) => this.#agent.whenWritable(MAX_QUEUED_BYTES, signal),
       signal: abort.signal,
       logger: this.#log,
     });
@@ -1266,13 +1266,6 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
     this.#send(peer, channel, msg).catch((err: Error) => {
       this.#log.debug('A2A send failed', { peer, channel, kind: msg.case, error: err.message });
     });
-  }
-
-  async #whenWritable(): Promise<void> {
-    while (this.#agent.queuedBytes > MAX_QUEUED_BYTES) {
-      if (this.#closed) throw new PlannerError('relay_unreachable', 'the planner is shutting down');
-      await new Promise((r) => setTimeout(r, 5));
-    }
   }
 }
 

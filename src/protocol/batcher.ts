@@ -3,12 +3,11 @@
  * out as one frame (up to the frame bound), because per-message overhead, not bandwidth, limits a Node
  * relay. Both the relay and agents use it for their send side. The sink owns the stream.
  */
-import { create } from '@bufbuild/protobuf';
-import { type Envelope, type EnvelopeBatch, EnvelopeBatchSchema, envelopeWireSize } from './control.js';
+import { type Envelope, envelopeWireSize } from './control.js';
 
 export interface BatchSink {
-  /** Writes one encoded batch; false means "stop until {@link EnvelopeBatcher.resume}" (backpressure). */
-  write(batch: EnvelopeBatch): boolean;
+  /** Writes one batch as one frame; false means "stop until {@link EnvelopeBatcher.resume}" (backpressure). */
+  write(envelopes: Envelope[]): boolean;
 }
 
 export class EnvelopeBatcher {
@@ -19,10 +18,19 @@ export class EnvelopeBatcher {
   #queuedBytes = 0;
   #scheduled = false;
 
-  constructor(opts: { maxFrameBytes: number; maxQueuedBytes: number; sink?: BatchSink }) {
+  /** Called after a flush that wrote something (the queue shrank). */
+  readonly #onFlushed: (() => void) | undefined;
+
+  constructor(opts: {
+    maxFrameBytes: number;
+    maxQueuedBytes: number;
+    sink?: BatchSink;
+    onFlushed?: () => void;
+  }) {
     this.#maxFrameBytes = opts.maxFrameBytes;
     this.#maxQueuedBytes = opts.maxQueuedBytes;
     this.#sink = opts.sink;
+    this.#onFlushed = opts.onFlushed;
   }
 
   get queuedBytes(): number {
@@ -65,6 +73,7 @@ export class EnvelopeBatcher {
 
   #flush(): void {
     let sink = this.#sink;
+    const before = this.#queuedBytes;
     while (sink && this.#queue.length > 0) {
       let count = 0;
       let bytes = 0;
@@ -76,10 +85,11 @@ export class EnvelopeBatcher {
       }
       const envelopes = this.#queue.splice(0, count);
       this.#queuedBytes -= bytes;
-      if (!sink.write(create(EnvelopeBatchSchema, { envelopes }))) {
+      if (!sink.write(envelopes)) {
         this.#sink = undefined;
         sink = undefined;
       }
     }
+    if (this.#queuedBytes < before) this.#onFlushed?.();
   }
 }

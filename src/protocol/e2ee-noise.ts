@@ -67,7 +67,10 @@ export function aesGcmOpen(
   decipher.setAAD(ad);
   decipher.setAuthTag(tag);
   try {
-    return Buffer.concat([decipher.update(body), decipher.final()]);
+    // GCM's final() only checks the tag (it returns no bytes); the plaintext is handed out after it.
+    const plaintext = decipher.update(body);
+    decipher.final();
+    return plaintext;
   } catch {
     return undefined;
   }

@@ -4,13 +4,8 @@
  */
 import type * as grpc from '@grpc/grpc-js';
 import { EnvelopeBatcher } from '../protocol/batcher.js';
-import {
-  type AgentKind,
-  type Envelope,
-  type EnvelopeBatch,
-  encodeRelayFrame,
-  type RelayFrame,
-} from '../protocol/control.js';
+import { type AgentKind, type Envelope, encodeRelayFrame, type RelayFrame } from '../protocol/control.js';
+import { encodeRelayEnvelopes } from '../protocol/envelope-frame.js';
 
 export type ControlCall = grpc.ServerDuplexStream<Buffer, Buffer>;
 
@@ -54,7 +49,7 @@ export class AgentConnection {
     this.identity = identity;
     this.labels = labels;
     const sink = {
-      write: (batch: EnvelopeBatch) => call.write(encodeRelayFrame({ case: 'envelopes', value: batch })),
+      write: (envelopes: Envelope[]) => call.write(encodeRelayEnvelopes(envelopes)),
     };
     this.#out = new EnvelopeBatcher({ ...limits, sink });
     call.on('drain', () => {

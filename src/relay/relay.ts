@@ -3,8 +3,10 @@
  * HTTP API, keepalive, presence heartbeat and revocation sweeps, and draining shutdown.
  */
 import { randomBytes } from 'node:crypto';
+import type { EventEmitter } from 'node:events';
 import { appendFileSync, readFileSync } from 'node:fs';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
+import type { Http2Session } from 'node:http2';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
@@ -17,7 +19,7 @@ import {
   GoawaySchema,
   PingSchema,
 } from '../protocol/control.js';
-import { relayServiceDefinition } from '../protocol/grpc.js';
+import { HTTP2_WINDOW_BYTES, relayServiceDefinition } from '../protocol/grpc.js';
 import type { Logger } from '../util/log.js';
 import type { Bus } from './bus/bus.js';
 import { LocalBus } from './bus/local/index.js';
@@ -139,6 +141,8 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       err ? reject(new Error(`--grpc-addr ${opts.grpcAddr}: ${err.message}`)) : resolve(port),
     ),
   );
+
+  widenHttp2Windows(grpcServer, logger);
 
   const httpHandler = createHttpHandler({
     store,
@@ -262,4 +266,24 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     })());
 
   return { relayId, grpcPort, httpPort, presence, cluster, drain };
+}
+
+/**
+ * Grants each agent connection {@link HTTP2_WINDOW_BYTES} of HTTP/2 window, as agents grant the relay
+ * with `grpc-node.flow_control_window`. grpc-js reads that option on clients only (grpc/grpc-node#3058
+ * adds it to the server), so this reaches for the server's HTTP/2 listeners, which it does not
+ * expose: without them the relay runs with the 64 KiB default, slower but correct.
+ */
+function widenHttp2Windows(server: grpc.Server, logger: Logger): void {
+  const listeners = (server as unknown as { http2Servers?: Map<EventEmitter, unknown> }).http2Servers;
+  if (!(listeners instanceof Map)) {
+    logger.warn('cannot widen HTTP/2 windows with this grpc-js; artifact transfers will be slower');
+    return;
+  }
+  for (const listener of listeners.keys()) {
+    listener.on('session', (session: Http2Session) => {
+      session.settings({ initialWindowSize: HTTP2_WINDOW_BYTES });
+      session.setLocalWindowSize(HTTP2_WINDOW_BYTES);
+    });
+  }
 }

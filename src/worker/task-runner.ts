@@ -12,6 +12,7 @@ import type { A2aBody } from '../agent/a2a.js';
 import {
   ArtifactReceiver,
   ArtifactSender,
+  type ArtifactSenderOptions,
   checkArtifactLimit,
   describeFiles,
   ProgressThrottle,
@@ -64,7 +65,7 @@ export interface TaskRunnerDeps {
   cwd?: string;
   /** Sends one message on this task's channel to its planner. */
   send: (msg: A2aBody) => Promise<void>;
-  whenWritable: () => Promise<void>;
+  whenWritable: ArtifactSenderOptions['whenWritable'];
   maxArtifactBytes: number;
   /** From stdin closed to SIGTERM when the executor must go (cancel, timeout, shutdown). */
   killGraceMs: number;

@@ -445,7 +445,7 @@ export class Worker {
       env: this.#env,
       cwd: this.#opts.cwd,
       send: (msg) => this.#send(peer, id, msg),
-      whenWritable: () => this.#whenWritable(),
+      whenWritable: (signal) => this.agent.whenWritable(WRITABLE_QUEUE_BYTES, signal),
       maxArtifactBytes: this.#opts.maxArtifactBytes,
       killGraceMs: this.#opts.killGraceMs ?? 2_000,
       logger: this.#log.child(`task.${id}`),
@@ -576,10 +576,6 @@ export class Worker {
     } else if (f.channel !== PROBE_CHANNEL) {
       this.endpoint.closeChannel(f.peer, f.channel);
     }
-  }
-
-  async #whenWritable(): Promise<void> {
-    while (this.agent.queuedBytes > WRITABLE_QUEUE_BYTES) await sleep(5);
   }
 }
 

@@ -231,8 +231,8 @@ describe('artifacts end to end', () => {
   }, 30_000);
 
   it('corrupted chunk - either way the file is discarded and the failed task names it', async () => {
-    // A planner and a worker whose senders flip one byte of `corrupt.bin` at offset 262144.
-    process.env.NFLTR_TEST_CORRUPT_CHUNK = 'corrupt.bin@262144';
+    // A planner and a worker whose senders flip one byte of `corrupt.bin` at offset 1048576 (the second 1 MiB chunk).
+    process.env.NFLTR_TEST_CORRUPT_CHUNK = 'corrupt.bin@1048576';
     let w2: WorkerProcess;
     let p2: Planner;
     const state2 = tempDir();
@@ -267,7 +267,7 @@ describe('artifacts end to end', () => {
     );
     await eventually(async () => (await p2.toolNames()).includes('orchestrate_task'), 10_000, 'tools');
     const corrupt = join(src, 'corrupt.bin');
-    await writeDeterministic(corrupt, 1, 9);
+    await writeDeterministic(corrupt, 2, 9);
 
     // planner → worker: the worker discards the input and fails the task.
     await p2.ok('orchestrate_task', {
@@ -281,7 +281,7 @@ describe('artifacts end to end', () => {
       state: 'failed',
       reason: 'artifact_error',
       message:
-        'input files refused: artifact corrupt.bin discarded: chunk at offset 262144 does not match its SHA-256',
+        'input files refused: artifact corrupt.bin discarded: chunk at offset 1048576 does not match its SHA-256',
     });
 
     // worker → planner: the planner discards the result and fails the task.
@@ -289,13 +289,13 @@ describe('artifacts end to end', () => {
       agent_id: 'w-corrupt',
       task_id: 'bad-out',
       objective: 'x',
-      constraints: { write: { 'corrupt.bin': { mib: 1, seed: 9 }, 'fine.bin': { mib: 1, seed: 9 } } },
+      constraints: { write: { 'corrupt.bin': { mib: 2, seed: 9 }, 'fine.bin': { mib: 2, seed: 9 } } },
     });
     const badOut = await waitEnd(p2, 'bad-out');
     expect(badOut).toMatchObject({
       state: 'failed',
       reason: 'artifact_integrity',
-      message: 'artifact corrupt.bin discarded: chunk at offset 262144 does not match its SHA-256',
+      message: 'artifact corrupt.bin discarded: chunk at offset 1048576 does not match its SHA-256',
     });
     expect(badOut.artifacts?.map((a) => a.name)).toEqual(['fine.bin']);
     expect(existsSync(join(state2, 'artifacts', 'bad-out', 'corrupt.bin'))).toBe(false);

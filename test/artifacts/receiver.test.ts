@@ -21,6 +21,7 @@ import {
   resolveLocalPaths,
   sanitizeArtifactName,
 } from '../../src/agent/artifacts.js';
+import { AgentError } from '../../src/agent/client.js';
 import {
   type ArtifactAck,
   type ArtifactChunk,
@@ -385,6 +386,40 @@ describe('artifact sender', () => {
     expect(sent).toBe(1024 * 1024);
     abort.abort('test over');
     await expect(run).rejects.toThrow('transfer stopped: test over');
+  });
+
+  it('frame limit - chunks too large for the relay are sent again in smaller ones; below 16 KiB it fails', async () => {
+    const data = bytes(3 * 1024 * 1024 + 5, 3);
+    const { files } = localFiles({ 'big.bin': data });
+    const { r, connect } = receiver();
+    const done = r.expect(await describeFiles(files));
+    const l = link(r);
+    connect(l);
+    // A relay started with --max-frame-bytes of 300 000: AgentClient.send refuses larger envelopes.
+    const sizes = new Set<number>();
+    const limited = (limit: number) => async (m: A2aBody) => {
+      if (m.case === 'artifactChunk' && m.value.data.length > limit)
+        throw new AgentError('too_large', `envelope exceeds the relay's frame limit of ${limit} bytes`);
+      if (m.case === 'artifactChunk') sizes.add(m.value.data.length);
+      return l.send(m);
+    };
+    const s = new ArtifactSender(files, {
+      taskId: 't',
+      send: limited(300_000),
+      whenWritable: l.whenWritable,
+    });
+    l.attach(s);
+    expect(await s.run()).toMatchObject({ bytesResent: 0, failed: [] });
+    await done;
+    expect(sha(readFileSync(r.files.get('big.bin')!.path))).toBe(sha(data));
+    expect(Math.max(...sizes)).toBe(256 * 1024);
+
+    const tiny = new ArtifactSender(files, {
+      taskId: 't2',
+      send: limited(1000),
+      whenWritable: async () => {},
+    });
+    await expect(tiny.run()).rejects.toThrow("exceeds the relay's frame limit of 1000 bytes");
   });
 
   it('resume - frames lost on a reconnect are resent from the acknowledged offset, not from 0', async () => {

@@ -1,0 +1,52 @@
+/** AgentClient's send queue as bulk senders see it: whenWritable wakes on writes, close and abort. */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AgentClient } from '../../src/agent/index.js';
+import { createKey, type RelayProcess, startRelayProcess, tempDir } from '../helpers/processes.js';
+
+describe('agent send queue', () => {
+  let relay: RelayProcess;
+  let key: string;
+  beforeAll(async () => {
+    const dir = tempDir();
+    key = await createKey(dir, 'acct');
+    relay = await startRelayProcess({ dataDir: dir });
+  });
+  afterAll(() => relay.stop());
+
+  const agent = (agentId: string, servers = [relay.grpcAddr]) =>
+    new AgentClient({ servers, apiKey: key, agentId, kind: 'planner', backoffMs: [50] });
+  const payload = new Uint8Array(1024 * 1024);
+  const state = (p: Promise<void>) =>
+    Promise.race([p.then(() => 'resolved'), new Promise((r) => setTimeout(() => r('pending'), 50))]);
+
+  it('whenWritable - resolves at once under the limit, else once the queue drains to the relay', async () => {
+    const a = agent('ww-drain');
+    try {
+      expect(await state(a.whenWritable(0))).toBe('resolved');
+      // Queued before the stream is up: nothing can drain yet.
+      for (let i = 0; i < 4; i++) a.send({ to: 'nobody', channel: 'c', kind: 'k', payload });
+      const writable = a.whenWritable(1024 * 1024);
+      expect(await state(writable)).toBe('pending');
+      await a.start().waitConnected();
+      expect(await state(writable)).toBe('resolved');
+      expect(a.queuedBytes).toBeLessThanOrEqual(1024 * 1024);
+    } finally {
+      await a.close();
+    }
+  });
+
+  it('whenWritable - never hangs: an abort or close wakes a writer the queue does not', async () => {
+    // No relay at this address: the queue never drains.
+    const a = agent('ww-stuck', ['127.0.0.1:1']).start();
+    a.send({ to: 'nobody', channel: 'c', kind: 'k', payload });
+    const abort = new AbortController();
+    const aborted = a.whenWritable(0, abort.signal);
+    const closed = a.whenWritable(0);
+    expect(await state(aborted)).toBe('pending');
+    abort.abort();
+    expect(await state(aborted)).toBe('resolved');
+    expect(await state(closed)).toBe('pending');
+    await a.close();
+    expect(await state(closed)).toBe('resolved');
+  });
+});

@@ -1,0 +1,87 @@
+import { create, toBinary } from '@bufbuild/protobuf';
+import { describe, expect, it } from 'vitest';
+import {
+  A2aMessageSchema,
+  ArtifactChunkSchema,
+  encodeA2aMessage,
+  ProbeSchema,
+} from '../../src/protocol/a2a.js';
+import {
+  AgentFrameSchema,
+  decodeRelayFrame,
+  type Envelope,
+  EnvelopeBatchSchema,
+  EnvelopeSchema,
+  RelayFrameSchema,
+} from '../../src/protocol/control.js';
+import { encodeAgentEnvelopes, encodeRelayEnvelopes } from '../../src/protocol/envelope-frame.js';
+
+const envelopes = (): Envelope[] => [
+  create(EnvelopeSchema, { to: 'w1', kind: 'a2a.plain', payload: new Uint8Array([1, 2, 3]) }),
+  // Every field set, multi-byte UTF-8, a seq over 32 bits, a payload whose length needs 3 varint bytes.
+  create(EnvelopeSchema, {
+    to: 'worker-é',
+    from: 'planner-✓',
+    channel: 'task-1',
+    seq: 2n ** 40n + 5n,
+    kind: 'a2a.sealed',
+    payload: new Uint8Array(300_000).fill(7),
+  }),
+  // Defaults (empty strings, seq 0, empty payload) are left out, as toBinary leaves them out.
+  create(EnvelopeSchema, { to: 'w2', kind: 'k' }),
+  create(EnvelopeSchema, { to: 'w3', kind: 'k', seq: 2n ** 64n - 1n, payload: new Uint8Array(127) }),
+];
+
+describe('hand-encoded messages (wire-writer)', () => {
+  it('are the bytes toBinary writes, both frame kinds', () => {
+    const batch = create(EnvelopeBatchSchema, { envelopes: envelopes() });
+    const agent = toBinary(
+      AgentFrameSchema,
+      create(AgentFrameSchema, { frame: { case: 'envelopes', value: batch } }),
+    );
+    const relay = toBinary(
+      RelayFrameSchema,
+      create(RelayFrameSchema, { frame: { case: 'envelopes', value: batch } }),
+    );
+    expect(Buffer.compare(encodeAgentEnvelopes(envelopes()), agent)).toBe(0);
+    expect(Buffer.compare(encodeRelayEnvelopes(envelopes()), relay)).toBe(0);
+  });
+
+  it('pass on fields this build does not know, as toBinary does', () => {
+    // An envelope from a newer peer, with a field 15 (varint 9) unknown here.
+    const env = create(EnvelopeSchema, { to: 'w1', kind: 'k' });
+    env.$unknown = [{ no: 15, wireType: 0, data: new Uint8Array([9]) }];
+    const batch = create(EnvelopeBatchSchema, { envelopes: [env] });
+    const relay = toBinary(
+      RelayFrameSchema,
+      create(RelayFrameSchema, { frame: { case: 'envelopes', value: batch } }),
+    );
+    expect(Buffer.compare(encodeRelayEnvelopes([env]), relay)).toBe(0);
+    const [again] = (decodeRelayFrame(relay, 1 << 20).frame.value as { envelopes: Envelope[] }).envelopes;
+    expect(again?.$unknown).toEqual(env.$unknown);
+  });
+
+  it('artifact chunks are the bytes toBinary writes; other messages go through toBinary', () => {
+    const chunks = [
+      create(ArtifactChunkSchema, {
+        taskId: 't-1',
+        name: 'docs/ré.bin',
+        offset: 262_144n,
+        data: new Uint8Array(262_144).fill(3),
+        chunkSha256: 'ab'.repeat(32),
+        last: true,
+      }),
+      create(ArtifactChunkSchema, { taskId: 't-1', name: 'empty', chunkSha256: 'cd'.repeat(32) }),
+      create(ArtifactChunkSchema, {}),
+    ];
+    for (const value of chunks) {
+      const msg = { case: 'artifactChunk' as const, value };
+      const want = toBinary(A2aMessageSchema, create(A2aMessageSchema, { msg }));
+      expect(Buffer.compare(encodeA2aMessage(msg), want)).toBe(0);
+    }
+    const probe = { case: 'probe' as const, value: create(ProbeSchema, { probeId: 'p' }) };
+    expect(encodeA2aMessage(probe)).toEqual(
+      toBinary(A2aMessageSchema, create(A2aMessageSchema, { msg: probe })),
+    );
+  });
+});
