@@ -8,6 +8,7 @@ import {
   lenFieldSize,
   uint64FieldSize,
   unknownFieldsSize,
+  utf8Length,
   varintSize,
   writeBytes,
   writeLenHeader,
@@ -26,10 +27,10 @@ function encodeEnvelopesFrame(frameField: number, envelopes: readonly Envelope[]
   const sizes: number[] = [];
   let batchSize = 0;
   for (const e of envelopes) {
-    const to = Buffer.byteLength(e.to);
-    const from = Buffer.byteLength(e.from);
-    const channel = Buffer.byteLength(e.channel);
-    const kind = Buffer.byteLength(e.kind);
+    const to = utf8Length(e.to);
+    const from = utf8Length(e.from);
+    const channel = utf8Length(e.channel);
+    const kind = utf8Length(e.kind);
     const size =
       lenFieldSize(to) +
       lenFieldSize(from) +

@@ -12,6 +12,8 @@ export const varintSize = (n: number): number =>
   n < 0x80 ? 1 : n < 0x4000 ? 2 : n < 0x200000 ? 3 : n < 0x10000000 ? 4 : 5;
 
 function varint64Size(n: bigint): number {
+  // Sequence numbers fit in 32 bits almost always, and Number arithmetic is far cheaper than BigInt.
+  if (n >= 0n && n <= 0xffffffffn) return varintSize(Number(n));
   let size = 1;
   for (let v = BigInt.asUintN(64, n) >> 7n; v > 0n; v >>= 7n) size++;
   return size;
@@ -27,6 +29,7 @@ function writeVarint(buf: Buffer, pos: number, n: number): number {
 }
 
 function writeVarint64(buf: Buffer, pos: number, n: bigint): number {
+  if (n >= 0n && n <= 0xffffffffn) return writeVarint(buf, pos, Number(n));
   let v = BigInt.asUintN(64, n);
   while (v > 0x7fn) {
     buf[pos++] = Number(v & 0x7fn) | 0x80;
@@ -52,7 +55,22 @@ export function writeLenHeader(buf: Buffer, pos: number, field: number, len: num
 export function writeString(buf: Buffer, pos: number, field: number, s: string, len: number): number {
   if (len === 0) return pos;
   pos = writeLenHeader(buf, pos, field, len);
+  // Ids, channels and kinds are short ASCII (UTF-8 length = string length): a loop beats the native
+  // call's overhead for them.
+  if (len === s.length && len <= SHORT_ASCII) {
+    for (let i = 0; i < len; i++) buf[pos + i] = s.charCodeAt(i);
+    return pos + len;
+  }
   return pos + buf.write(s, pos, len, 'utf8');
+}
+
+const SHORT_ASCII = 64;
+
+/** UTF-8 length of a string, counted in JS for short ASCII ones (see {@link writeString}). */
+export function utf8Length(s: string): number {
+  if (s.length > SHORT_ASCII) return Buffer.byteLength(s);
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) return Buffer.byteLength(s);
+  return s.length;
 }
 
 export function writeBytes(buf: Buffer, pos: number, field: number, bytes: Uint8Array): number {

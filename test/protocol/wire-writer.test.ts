@@ -30,6 +30,9 @@ const envelopes = (): Envelope[] => [
   // Defaults (empty strings, seq 0, empty payload) are left out, as toBinary leaves them out.
   create(EnvelopeSchema, { to: 'w2', kind: 'k' }),
   create(EnvelopeSchema, { to: 'w3', kind: 'k', seq: 2n ** 64n - 1n, payload: new Uint8Array(127) }),
+  // Both sides of the 32-bit seq fast path; ASCII longer than the short-string loop takes.
+  create(EnvelopeSchema, { to: 'w4', channel: 'c'.repeat(65), seq: 2n ** 32n - 1n, kind: 'k' }),
+  create(EnvelopeSchema, { to: 'w5', channel: 'ç'.repeat(40), seq: 2n ** 32n, kind: 'k' }),
 ];
 
 describe('hand-encoded messages (wire-writer)', () => {
