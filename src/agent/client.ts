@@ -243,6 +243,9 @@ export class AgentClient extends EventEmitter<AgentEvents> {
         // PING tells a dead relay from a quiet one, and a lost PING fails the stream so we redial.
         'grpc.keepalive_time_ms': this.#opts.keepaliveMs ?? 10_000,
         'grpc.keepalive_timeout_ms': this.#opts.keepaliveMs ?? 10_000,
+        // Our own connection, not one shared by every client in the process: keepalive and reconnect
+        // state are this agent's, and a fleet held in one process opens a connection per agent.
+        'grpc.use_local_subchannel_pool': 1,
       });
       this.#clients.set(server, client);
     }
