@@ -50,6 +50,11 @@ export interface AgentOptions {
   maxQueuedBytes?: number;
   /** Retry delays in ms before jitter; the last repeats. */
   backoffMs?: number[];
+  /**
+   * How often this agent pings the relay's connection (HTTP/2 PING), and how long it waits for the answer
+   * before it redials: a relay that went away without closing the connection is noticed within twice this.
+   */
+  keepaliveMs?: number;
 }
 
 export interface OutboundEnvelope {
@@ -275,6 +280,13 @@ export class AgentClient extends EventEmitter<AgentEvents> {
         'grpc.initial_reconnect_backoff_ms': 100,
         'grpc.max_reconnect_backoff_ms': 5_000,
         'grpc-node.flow_control_window': HTTP2_WINDOW_BYTES,
+        // The relay sends no keepalive frame of its own (see the relay's keepalive); the transport's
+        // PING tells a dead relay from a quiet one, and a lost PING fails the stream so we redial.
+        'grpc.keepalive_time_ms': this.#opts.keepaliveMs ?? 10_000,
+        'grpc.keepalive_timeout_ms': this.#opts.keepaliveMs ?? 10_000,
+        // Our own connection, not one shared by every client in the process: keepalive and reconnect
+        // state are this agent's, and a fleet held in one process opens a connection per agent.
+        'grpc.use_local_subchannel_pool': 1,
       });
       this.#clients.set(server, client);
     }
@@ -342,23 +354,14 @@ export class AgentClient extends EventEmitter<AgentEvents> {
       this.#call = call;
       let wasConnected = false;
       let redialAfterMs: number | undefined;
-      let lastHeard = Date.now();
-      let keepaliveMs = 10_000;
       const batchSink = {
         write: (envelopes: Envelope[]) => call.write(encodeAgentEnvelopes(envelopes)),
       };
-
-      // A relay that says nothing for three keepalive periods is gone, whatever TCP thinks.
-      const watchdog = setInterval(() => {
-        if (Date.now() - lastHeard > Math.max(3 * keepaliveMs, 3_000)) call.cancel();
-      }, 1_000);
-      watchdog.unref();
 
       let settled = false;
       const finish = (reason: string, fatal?: keyof typeof grpc.status) => {
         if (settled) return;
         settled = true;
-        clearInterval(watchdog);
         this.#out.pause();
         this.#connected = false;
         this.#call = undefined;
@@ -366,7 +369,6 @@ export class AgentClient extends EventEmitter<AgentEvents> {
       };
 
       call.on('data', (bytes: Buffer) => {
-        lastHeard = Date.now();
         let frame: ReturnType<typeof decodeRelayFrame>;
         try {
           frame = decodeRelayFrame(bytes, this.#maxFrameBytes * 4);
@@ -379,7 +381,6 @@ export class AgentClient extends EventEmitter<AgentEvents> {
           case 'welcome':
             wasConnected = true;
             this.#connected = true;
-            keepaliveMs = f.value.keepaliveIntervalMs || keepaliveMs;
             this.#maxFrameBytes = f.value.maxFrameBytes || DEFAULT_MAX_FRAME_BYTES;
             this.#lastError = '';
             this.#log.info('connected to relay', { server, relay: f.value.relayId, agent: this.agentId });

@@ -68,12 +68,18 @@ export function register(program: Command): void {
         .default(DEFAULT_MAX_FRAME_BYTES),
     )
     .addOption(
-      new Option('--keepalive-interval <duration>', 'how often the relay pings each agent')
+      new Option(
+        '--keepalive-interval <duration>',
+        'how often the relay pings each agent connection (HTTP/2 PING)',
+      )
         .argParser(parseDuration)
         .default(10_000, '10s'),
     )
     .addOption(
-      new Option('--keepalive-timeout <duration>', 'drop an agent silent for this long')
+      new Option(
+        '--keepalive-timeout <duration>',
+        'drop an agent whose ping has gone unanswered this long (above --keepalive-interval)',
+      )
         .argParser(parseDuration)
         .default(30_000, '30s'),
     )

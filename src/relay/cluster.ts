@@ -393,12 +393,15 @@ export class Cluster {
 
   /** Every agent of the account, each once, with the replica holding it. */
   peers(account: string): PeerView[] {
+    // A stream held here is vouched for now, as a remote one is by its replica's heartbeat: transport
+    // keepalive drops a silent one within the keepalive timeout.
+    const now = new Date();
     const out: PeerView[] = this.local.list(account).map((c) => ({
       agentId: c.identity.agentId,
       kind: agentKindName(c.identity.kind) ?? 'unknown',
       labels: c.labels,
       connectedSince: c.connectedAt,
-      lastSeen: c.lastSeen,
+      lastSeen: now,
       relayId: this.relayId,
     }));
     for (const p of this.remote.list(account)) {

@@ -33,7 +33,6 @@ export class AgentConnection {
 
   // Owned by the stream's reader.
   labels: Record<string, string>;
-  lastSeen = new Date();
   /** The store's claim number for this stream, set once admitted (0 before). */
   epoch = 0;
 
@@ -68,12 +67,7 @@ export class AgentConnection {
 
   /** Writes a control frame at once, ahead of queued envelopes. */
   sendControl(frame: RelayFrame['frame']): void {
-    this.sendEncoded(encodeRelayFrame(frame));
-  }
-
-  /** Writes an already encoded control frame (the shared keepalive ping). */
-  sendEncoded(frame: Buffer): void {
-    if (!this.#closed) this.#call.write(frame);
+    if (!this.#closed) this.#call.write(encodeRelayFrame(frame));
   }
 
   /** Ends the stream: with an error status, or cleanly. Queued envelopes are dropped. */

@@ -191,7 +191,6 @@ export function createControlHandler(
         if (f.case === 'hello' && !admitting) return onHello(f.value);
         return end(fail(grpc.status.INVALID_ARGUMENT, `first frame must be hello, got ${f.case}`));
       }
-      conn.lastSeen = new Date();
       switch (f.case) {
         case 'hello':
           return frameError(

@@ -1,6 +1,6 @@
 /**
  * @module Composes a relay replica: store, bus, presence (the cluster), the gRPC control service, the
- * HTTP API, keepalive, presence heartbeat and revocation sweeps, and draining shutdown.
+ * HTTP API, transport keepalive, presence heartbeat and revocation sweeps, and draining shutdown.
  */
 import { randomBytes } from 'node:crypto';
 import type { EventEmitter } from 'node:events';
@@ -12,13 +12,7 @@ import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
 import { create } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
-import {
-  DEFAULT_MAX_FRAME_BYTES,
-  type Envelope,
-  encodeRelayFrame,
-  GoawaySchema,
-  PingSchema,
-} from '../protocol/control.js';
+import { DEFAULT_MAX_FRAME_BYTES, type Envelope, GoawaySchema } from '../protocol/control.js';
 import { HTTP2_WINDOW_BYTES, relayServiceDefinition } from '../protocol/grpc.js';
 import type { Logger } from '../util/log.js';
 import type { Bus } from './bus/bus.js';
@@ -39,8 +33,9 @@ export interface RelayOptions {
   httpAddr: string;
   tls?: { certFile: string; keyFile: string };
   maxFrameBytes?: number;
+  /** How often each agent's connection is pinged (HTTP/2 PING, answered by the agent's HTTP/2 stack). */
   keepaliveIntervalMs?: number;
-  /** A connection silent this long is dropped from presence. */
+  /** A connection silent this long (its PING unanswered) is dropped from presence; above the interval. */
   keepaliveTimeoutMs?: number;
   /** How often live streams are checked against revoked keys. */
   revocationPollMs?: number;
@@ -89,6 +84,11 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   const maxFrameBytes = opts.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
   const keepaliveIntervalMs = opts.keepaliveIntervalMs ?? 10_000;
   const keepaliveTimeoutMs = opts.keepaliveTimeoutMs ?? 30_000;
+  if (keepaliveTimeoutMs <= keepaliveIntervalMs) {
+    throw new Error(
+      `--keepalive-timeout (${keepaliveTimeoutMs} ms) must be longer than --keepalive-interval (${keepaliveIntervalMs} ms)`,
+    );
+  }
   const bus = opts.bus ?? new LocalBus();
   const presenceHeartbeatMs = opts.presenceHeartbeatMs ?? 5_000;
   const presenceTtlMs = opts.presenceTtlMs ?? 20_000;
@@ -117,6 +117,11 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     // Frames a little over our bound still reach our decoder, which answers with a precise error.
     'grpc.max_receive_message_length': maxFrameBytes * 2,
     'grpc.max_send_message_length': maxFrameBytes * 2,
+    // Keepalive is HTTP/2 PING, timed and answered below our code: an idle agent costs the relay no
+    // frame, decode or callback of its own. A PING goes out an interval after the last answer, so a
+    // dead agent is dropped at most keepaliveTimeoutMs after it last answered.
+    'grpc.keepalive_time_ms': keepaliveIntervalMs,
+    'grpc.keepalive_timeout_ms': keepaliveTimeoutMs - keepaliveIntervalMs,
   });
   grpcServer.addService(relayServiceDefinition, {
     connect: createControlHandler({
@@ -160,37 +165,15 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   });
   const httpPort = (httpServer.address() as AddressInfo).port;
 
-  // One encoded ping serves every agent: keepalive is the whole cost of an idle fleet.
-  const ping = encodeRelayFrame({ case: 'ping', value: create(PingSchema, { nonce: 0n }) });
-  const keepalive = setInterval(
-    () => {
-      const now = Date.now();
-      for (const conn of presence.all()) {
-        const silentMs = now - conn.lastSeen.getTime();
-        if (silentMs > keepaliveTimeoutMs) {
-          logger.warn('agent silent; dropping', { agent: conn.identity.agentId, silent_ms: silentMs });
-          cluster.leave(conn);
-          conn.close({
-            code: grpc.status.DEADLINE_EXCEEDED,
-            details: `no frame for ${keepaliveTimeoutMs} ms`,
-          });
-        } else {
-          conn.sendEncoded(ping);
-        }
-      }
-    },
-    Math.min(keepaliveIntervalMs, keepaliveTimeoutMs / 3),
-  );
-  keepalive.unref();
-
   let polling = false;
   const revocation = setInterval(async () => {
     if (polling) return;
     polling = true;
     try {
-      const conns = presence.all();
-      const revoked = new Set(await store.revokedAmong([...new Set(conns.map((c) => c.identity.keyId))]));
-      for (const conn of conns) {
+      // Asks about the few keys held, not every agent: an idle fleet's poll is one small query.
+      const revoked = new Set(await store.revokedAmong(presence.keyIds()));
+      if (revoked.size === 0) return;
+      for (const conn of presence.all()) {
         if (!revoked.has(conn.identity.keyId)) continue;
         logger.info('closing stream of revoked key', {
           agent: conn.identity.agentId,
@@ -237,7 +220,6 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   const drain = (reason = 'relay shutting down') =>
     (drained ??= (async () => {
       accepting = false;
-      clearInterval(keepalive);
       clearInterval(revocation);
       clearInterval(heartbeat);
       const conns = presence.all();

@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { connect, createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { create } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
@@ -83,6 +84,40 @@ function rawStream(relay: RelayProcess, key: string) {
     status = s;
   });
   return { client, call, frames, status: () => status };
+}
+
+/**
+ * A TCP proxy to the relay whose open links can be frozen: bytes stop both ways and neither end hears
+ * of a close, the half-open link a lost network or a hung host leaves behind. New links still pass.
+ */
+async function freezableProxy(relay: RelayProcess) {
+  let open: [Socket, Socket][] = [];
+  const frozen: Socket[] = [];
+  const server = createServer((down) => {
+    const up = connect(relay.grpcPort, '127.0.0.1');
+    for (const s of [down, up]) s.on('error', () => {});
+    down.pipe(up).pipe(down);
+    open.push([down, up]);
+  });
+  await new Promise<void>((res) => server.listen(0, '127.0.0.1', res));
+  const port = (server.address() as { port: number }).port;
+  return {
+    addr: `127.0.0.1:${port}`,
+    freeze() {
+      for (const [down, up] of open) {
+        down.unpipe(up);
+        up.unpipe(down);
+        down.pause();
+        up.pause();
+        frozen.push(down, up);
+      }
+      open = [];
+    },
+    close() {
+      for (const s of [...open.flat(), ...frozen]) s.destroy();
+      server.close();
+    },
+  };
 }
 
 const hello = (agentId: string) =>
@@ -353,19 +388,51 @@ describe('relay', () => {
     expect(fatal.message).toMatch(/--name/);
   });
 
-  it('keepalive - a silent connection is dropped from presence', async () => {
-    const raw = rawStream(relay, keyA);
-    raw.call.write(hello('silent-agent'));
-    await eventually(async () =>
-      (await peers(relay, keyA)).body.peers.some((p) => p.agent_id === 'silent-agent'),
-    );
-    // The raw stream never answers pings; the relay runs with --keepalive-timeout 1500ms.
-    await eventually(
-      async () => !(await peers(relay, keyA)).body.peers.some((p) => p.agent_id === 'silent-agent'),
-      6000,
-      'drop',
-    );
-    raw.client.close();
+  it('keepalive - an idle agent stays; one whose link goes silent is dropped from presence', async () => {
+    const proxy = await freezableProxy(relay);
+    // The agent's own keepalive is slow here, so that only the relay's can end the stream.
+    const a = new AgentClient({
+      servers: [proxy.addr],
+      apiKey: keyA,
+      agentId: 'silent-agent',
+      kind: 'worker',
+      keepaliveMs: 60_000,
+    });
+    agents.push(a);
+    await a.start().waitConnected();
+    const present = async () =>
+      (await peers(relay, keyA)).body.peers.some((p) => p.agent_id === 'silent-agent');
+    // Idle past --keepalive-timeout 1500ms without a frame either way: the relay's PINGs keep it.
+    await new Promise((r) => setTimeout(r, 2500));
+    expect(await present()).toBe(true);
+    proxy.freeze();
+    const frozenAt = Date.now();
+    await eventually(async () => !(await present()), 6000, 'drop');
+    expect(Date.now() - frozenAt).toBeGreaterThan(1000); // by the keepalive timeout, not a leaked close
+    proxy.close(); // first: the agent hears of the close only once the link is gone
+    await a.close();
+  });
+
+  it('keepalive - an agent notices a relay that stopped answering, and redials', async () => {
+    const proxy = await freezableProxy(relay);
+    const a = new AgentClient({
+      servers: [proxy.addr],
+      apiKey: keyA,
+      agentId: 'stranded-agent',
+      kind: 'worker',
+      keepaliveMs: 300,
+      backoffMs: [100],
+    });
+    agents.push(a);
+    await a.start().waitConnected();
+    const statuses: AgentStatus['type'][] = [];
+    a.on('status', (s) => statuses.push(s.type));
+    proxy.freeze();
+    await eventually(() => statuses.includes('disconnected'), 5000, 'notice');
+    // The redial opens a new link through the proxy and takes over the id from the frozen stream.
+    await eventually(() => statuses.includes('connected'), 5000, 'redial');
+    await a.close();
+    proxy.close();
   });
 });
 

@@ -6,9 +6,10 @@
 //   2. The agent's first frame is a Hello. The relay answers Welcome, or ends the stream with a status
 //      (UNAUTHENTICATED, ALREADY_EXISTS, INVALID_ARGUMENT, FAILED_PRECONDITION).
 //   3. Steady state, both ways: EnvelopeBatch (routed by header only; payloads are opaque bytes),
-//      LabelUpdate (agent → relay), Ping/Pong keepalive, DeliveryError (relay → agent, an envelope
-//      that could not be delivered), FrameError (relay → agent, a frame the relay refused; the stream
-//      stays up), Goaway (relay → agent: redial, this relay is going away).
+//      LabelUpdate (agent → relay), Ping/Pong (a round-trip probe; the receiver answers), DeliveryError
+//      (relay → agent, an envelope that could not be delivered), FrameError (relay → agent, a frame the
+//      relay refused; the stream stays up), Goaway (relay → agent: redial, this relay is going away).
+//   4. Keepalive is HTTP/2 PING, both ways, below these frames: an idle stream carries no frame at all.
 //
 // Protocol version changelog
 //   1: initial version.
@@ -206,6 +207,9 @@ export type Welcome = Message<"nfltr.v1.Welcome"> & {
   maxFrameBytes: number;
 
   /**
+   * How often the relay sends an HTTP/2 PING on this connection; one left unanswered past the relay's
+   * keepalive timeout drops the agent from presence.
+   *
    * @generated from field: uint32 keepalive_interval_ms = 5;
    */
   keepaliveIntervalMs: number;
