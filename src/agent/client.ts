@@ -53,9 +53,13 @@ export interface AgentOptions {
   /**
    * How often this agent pings the relay's connection (HTTP/2 PING), and how long it waits for the answer
    * before it redials: a relay that went away without closing the connection is noticed within twice this.
+   * Default {@link DEFAULT_AGENT_KEEPALIVE_MS}: a relay that stops or crashes closes connections at once,
+   * so this only catches a lost machine or network, and a fleet's pings are what an idle relay pays for.
    */
   keepaliveMs?: number;
 }
+
+export const DEFAULT_AGENT_KEEPALIVE_MS = 30_000;
 
 export interface OutboundEnvelope {
   to: string;
@@ -282,8 +286,8 @@ export class AgentClient extends EventEmitter<AgentEvents> {
         'grpc-node.flow_control_window': HTTP2_WINDOW_BYTES,
         // The relay sends no keepalive frame of its own (see the relay's keepalive); the transport's
         // PING tells a dead relay from a quiet one, and a lost PING fails the stream so we redial.
-        'grpc.keepalive_time_ms': this.#opts.keepaliveMs ?? 10_000,
-        'grpc.keepalive_timeout_ms': this.#opts.keepaliveMs ?? 10_000,
+        'grpc.keepalive_time_ms': this.#opts.keepaliveMs ?? DEFAULT_AGENT_KEEPALIVE_MS,
+        'grpc.keepalive_timeout_ms': this.#opts.keepaliveMs ?? DEFAULT_AGENT_KEEPALIVE_MS,
         // Our own connection, not one shared by every client in the process: keepalive and reconnect
         // state are this agent's, and a fleet held in one process opens a connection per agent.
         'grpc.use_local_subchannel_pool': 1,

@@ -5,7 +5,16 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Command, Option } from 'commander';
 import { DEFAULT_MAX_FRAME_BYTES } from '../protocol/control.js';
-import { type Bus, openBus, openStoreFrom, redactUrl, type Store, startRelay } from '../relay/index.js';
+import {
+  type Bus,
+  DEFAULT_KEEPALIVE_INTERVAL_MS,
+  DEFAULT_KEEPALIVE_TIMEOUT_MS,
+  openBus,
+  openStoreFrom,
+  redactUrl,
+  type Store,
+  startRelay,
+} from '../relay/index.js';
 import { createLogger } from '../util/log.js';
 import { die, nfltrHome, parseDuration, parsePositiveInt } from './options.js';
 
@@ -73,7 +82,7 @@ export function register(program: Command): void {
         'how often the relay pings each agent connection (HTTP/2 PING)',
       )
         .argParser(parseDuration)
-        .default(10_000, '10s'),
+        .default(DEFAULT_KEEPALIVE_INTERVAL_MS, `${DEFAULT_KEEPALIVE_INTERVAL_MS / 1000}s`),
     )
     .addOption(
       new Option(
@@ -81,7 +90,7 @@ export function register(program: Command): void {
         'drop an agent whose ping has gone unanswered this long (above --keepalive-interval)',
       )
         .argParser(parseDuration)
-        .default(30_000, '30s'),
+        .default(DEFAULT_KEEPALIVE_TIMEOUT_MS, `${DEFAULT_KEEPALIVE_TIMEOUT_MS / 1000}s`),
     )
     .addOption(
       new Option(

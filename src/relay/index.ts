@@ -3,7 +3,14 @@ export type { Bus, BusHandlers, PresenceEvent, Refusal } from './bus/index.js';
 // store/postgres and bus/nats directly when needed by name.
 export { LocalBus, LocalHub, openBus } from './bus/index.js';
 export { Cluster, type PeerView } from './cluster.js';
-export { type Relay, type RelayOptions, splitHostPort, startRelay } from './relay.js';
+export {
+  DEFAULT_KEEPALIVE_INTERVAL_MS,
+  DEFAULT_KEEPALIVE_TIMEOUT_MS,
+  type Relay,
+  type RelayOptions,
+  splitHostPort,
+  startRelay,
+} from './relay.js';
 export {
   type ApiKeyInfo,
   type AuthResult,
