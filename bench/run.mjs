@@ -56,62 +56,48 @@ if (wanted('dispatch')) {
   const { benchDispatch } = await import('./dispatch.mjs');
   const d = await benchDispatch({ tasks: Number(flags.tasks) });
   results.sections.dispatch = d;
-  row(
-    'dispatch → accepted p50 ms (e2ee on)',
-    one(d.encrypted.accepted.p50),
-    'direct MCP run_task p50',
-    one(d.directMcp.p50),
-    '≤ 1 ms',
-    2,
-  );
-  row(
-    'dispatch → accepted p99 ms (e2ee on)',
-    one(d.encrypted.accepted.p99),
-    'direct MCP run_task p99',
-    one(d.directMcp.p99),
-    '≤ 5 ms',
-    2,
-  );
-  row(
-    'dispatch → accepted p50 ms (e2ee off)',
-    one(d.plain.accepted.p50),
-    'direct MCP run_task p50',
-    one(d.directMcp.p50),
-    '',
-    2,
-  );
-  row(
-    'dispatch → completed p50 ms (e2ee on)',
-    one(d.encrypted.completed.p50),
-    'direct MCP run_task p50',
-    one(d.directMcp.p50),
-    '',
-    1,
-  );
-  row(
-    'relayed round trip (→ accepted) p50 ms',
-    one(d.encrypted.accepted.p50),
-    'direct A2A call p50',
-    one(d.directA2a.p50),
-    '≤ 1×',
-    2,
-  );
-  row(
-    'relayed round trip (→ accepted) p50 ms',
-    one(d.encrypted.accepted.p50),
-    'raw grpc-js round trip after 10 ms idle p50',
-    one(d.grpcIdle.p50),
-    '',
-    2,
-  );
-  row(
-    'relayed task (→ completed) p50 ms',
-    one(d.encrypted.completed.p50),
-    'direct A2A call p50',
-    one(d.directA2a.p50),
-    '≤ 1×',
-    1,
-  );
+  // Single measurements (no spread): [figure, ours, baseline, its value, target, digits].
+  const mcp = 'direct MCP run_task';
+  const a2a = 'direct A2A call p50';
+  for (const [figure, ours, baseline, base, target, digits] of [
+    [
+      'dispatch → accepted p50 ms (e2ee on)',
+      d.encrypted.accepted.p50,
+      `${mcp} p50`,
+      d.directMcp.p50,
+      '≤ 1 ms',
+      2,
+    ],
+    [
+      'dispatch → accepted p99 ms (e2ee on)',
+      d.encrypted.accepted.p99,
+      `${mcp} p99`,
+      d.directMcp.p99,
+      '≤ 5 ms',
+      2,
+    ],
+    ['dispatch → accepted p50 ms (e2ee off)', d.plain.accepted.p50, `${mcp} p50`, d.directMcp.p50, '', 2],
+    [
+      'dispatch → completed p50 ms (e2ee on)',
+      d.encrypted.completed.p50,
+      `${mcp} p50`,
+      d.directMcp.p50,
+      '',
+      1,
+    ],
+    ['relayed round trip (→ accepted) p50 ms', d.encrypted.accepted.p50, a2a, d.directA2a.p50, '≤ 1×', 2],
+    [
+      'relayed round trip (→ accepted) p50 ms',
+      d.encrypted.accepted.p50,
+      'raw grpc-js round trip after 10 ms idle p50',
+      d.grpcIdle.p50,
+      '',
+      2,
+    ],
+    ['relayed task (→ completed) p50 ms', d.encrypted.completed.p50, a2a, d.directA2a.p50, '≤ 1×', 1],
+  ]) {
+    row(figure, one(ours), baseline, one(base), target, digits);
+  }
 }
 
 if (wanted('artifacts')) {

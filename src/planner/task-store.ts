@@ -341,17 +341,13 @@ export class TaskStore {
   synced(): Promise<void> {
     if (this.#nextSync) return this.#nextSync;
     if (!this.#syncing) return this.#startSync();
-    // The flush in flight may have begun before the caller's commit: one more follows it.
-    this.#nextSync = this.#syncing.then(
-      () => {
-        this.#nextSync = undefined;
-        return this.#startSync();
-      },
-      () => {
-        this.#nextSync = undefined;
-        return this.#startSync();
-      },
-    );
+    // The flush in flight may have begun before the caller's commit: one more follows it, whatever
+    // that one's outcome.
+    const next = () => {
+      this.#nextSync = undefined;
+      return this.#startSync();
+    };
+    this.#nextSync = this.#syncing.then(next, next);
     return this.#nextSync;
   }
 
@@ -367,11 +363,9 @@ export class TaskStore {
     this.#db.close();
     // A flush still running keeps the descriptor until it ends.
     const fd = this.#walFd;
+    const close = () => closeSync(fd);
     const pending = this.#nextSync ?? this.#syncing;
-    if (!pending) return closeSync(fd);
-    pending.then(
-      () => closeSync(fd),
-      () => closeSync(fd),
-    );
+    if (!pending) return close();
+    pending.then(close, close);
   }
 }

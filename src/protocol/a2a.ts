@@ -8,6 +8,7 @@ import {
   lenFieldSize,
   uint64FieldSize,
   unknownFieldsSize,
+  utf8Length,
   varintSize,
   writeBool,
   writeBytes,
@@ -49,9 +50,9 @@ const ARTIFACT_CHUNK_FIELD = 10;
  * bytes a task channel carries. The bytes are the ones toBinary writes.
  */
 function encodeArtifactChunk(c: ArtifactChunk): Buffer {
-  const taskId = Buffer.byteLength(c.taskId);
-  const name = Buffer.byteLength(c.name);
-  const sha = Buffer.byteLength(c.chunkSha256);
+  const taskId = utf8Length(c.taskId);
+  const name = utf8Length(c.name);
+  const sha = utf8Length(c.chunkSha256);
   const size =
     lenFieldSize(taskId) +
     lenFieldSize(name) +

@@ -51,7 +51,17 @@ export function writeLenHeader(buf: Buffer, pos: number, field: number, len: num
   return writeVarint(buf, pos, len);
 }
 
-/** A string field whose UTF-8 length (`Buffer.byteLength`) is `len`. */
+/** Up to this length, ASCII strings are measured and copied in JS (see {@link writeString}). */
+const SHORT_ASCII = 64;
+
+/** UTF-8 length of a string, counted in JS for short ASCII ones. */
+export function utf8Length(s: string): number {
+  if (s.length > SHORT_ASCII) return Buffer.byteLength(s);
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) return Buffer.byteLength(s);
+  return s.length;
+}
+
+/** A string field whose UTF-8 length ({@link utf8Length}) is `len`. */
 export function writeString(buf: Buffer, pos: number, field: number, s: string, len: number): number {
   if (len === 0) return pos;
   pos = writeLenHeader(buf, pos, field, len);
@@ -62,15 +72,6 @@ export function writeString(buf: Buffer, pos: number, field: number, s: string, 
     return pos + len;
   }
   return pos + buf.write(s, pos, len, 'utf8');
-}
-
-const SHORT_ASCII = 64;
-
-/** UTF-8 length of a string, counted in JS for short ASCII ones (see {@link writeString}). */
-export function utf8Length(s: string): number {
-  if (s.length > SHORT_ASCII) return Buffer.byteLength(s);
-  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) return Buffer.byteLength(s);
-  return s.length;
 }
 
 export function writeBytes(buf: Buffer, pos: number, field: number, bytes: Uint8Array): number {
