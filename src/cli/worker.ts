@@ -2,7 +2,7 @@ import { resolve } from 'node:path';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { DEFAULT_MAX_ARTIFACT_BYTES } from '../agent/artifacts.js';
 import { createLogger } from '../util/log.js';
-import { runWorker, WorkerConfigError } from '../worker/index.js';
+import { DEFAULT_STALL_AFTER_MS, runWorker, WorkerConfigError } from '../worker/index.js';
 import {
   type AgentFlags,
   addAgentOptions,
@@ -23,6 +23,7 @@ export interface WorkerCommandOptions extends AgentFlags, E2eeFlags {
   maxArtifactBytes: number;
   shutdownGrace: number;
   executorEnv: string[];
+  stallAfter: number;
 }
 
 const positiveDuration = (value: string): number => {
@@ -36,9 +37,16 @@ Automatic labels (a --labels key may not start with coord. or nfltr.worker.):
   coord.cpu_cores, coord.memory_mb (available memory class), coord.load_pct (utilisation hint),
   coord.transfer=a2a, nfltr.worker.protocol=a2a-mcp-v1, nfltr.worker.tool, nfltr.worker.max_tasks
 
-The executor is started once at launch to list its tools (the worker refuses to start when no task tool
-can be chosen), then once per task in <state-dir>/tasks/<task_id>/ with input/ and output/; its stderr
-goes to executor.log there. See docs/executor-contract.md.
+The executor is started once at launch to list its tools, then once per task in
+<state-dir>/tasks/<task_id>/ with input/ and output/; its stderr goes to executor.log there. The task
+tool is --mcp-tool, else run_task, else the only tool. "claude mcp serve" (Claude Code's own server: Bash,
+Read, Edit… but no task runner) is recognised and each task runs through "nfltr claude-mcp" instead, with
+the same claude; any other executor without a task tool is refused, naming the alternatives. An
+executor's check_ready tool (credentials and the like) is asked at start and on probes: probe_worker
+reports executor_ready, with the reason and fix when false. Credentials in environment variables reach
+the executor only through --executor-env (e.g. --executor-env ANTHROPIC_API_KEY). A task that reports
+nothing for --stall-after gets a running event saying so and what its last sign of life was.
+See docs/executor-contract.md and docs/executors.md.
 
 Examples:
   nfltr worker --server relay.example:443 --api-key "$NFLTR_API_KEY" --labels repo=payments \\
@@ -96,6 +104,15 @@ export function register(program: Command): void {
         )
         .default([], ''),
     )
+    .addOption(
+      new Option(
+        '--stall-after <duration>',
+        'a task silent this long gets a running event naming its last sign of life (0: never)',
+      )
+        .argParser(parseDuration)
+        .env('NFLTR_STALL_AFTER')
+        .default(DEFAULT_STALL_AFTER_MS, '60s'),
+    )
     .addHelpText('after', HELP_AFTER)
     .action(async (o: WorkerCommandOptions) => process.exit(await workerCommand(o)));
 }
@@ -130,6 +147,7 @@ export async function workerCommand(o: WorkerCommandOptions): Promise<number> {
       maxArtifactBytes: o.maxArtifactBytes,
       shutdownGraceMs: o.shutdownGrace,
       executorEnv: o.executorEnv,
+      stallAfterMs: o.stallAfter,
       self: { execPath: process.execPath, script: process.argv[1] ?? '' },
       logger,
     });

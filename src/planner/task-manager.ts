@@ -90,6 +90,10 @@ export interface ProbeReport {
   labels?: Record<string, string>;
   executor_healthy?: boolean;
   executor_error?: string;
+  /** The executor's own check_ready (credentials…); reason and fix when false. */
+  executor_ready?: boolean;
+  executor_reason?: string;
+  executor_fix?: string;
   draining?: boolean;
   round_trip_ms: number | null;
   /** Why the worker is reported unavailable, when it is. */
@@ -560,6 +564,9 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
           labels: { ...v.labels },
           executor_healthy: v.executorHealthy,
           executor_error: v.executorError || undefined,
+          executor_ready: v.executorReady,
+          executor_reason: v.executorReason || undefined,
+          executor_fix: v.executorFix || undefined,
           draining: v.draining,
           round_trip_ms: null,
           reason: v.available
@@ -568,9 +575,11 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
               ? 'the worker is draining (shutting down)'
               : !v.executorHealthy
                 ? `the executor is unhealthy${v.executorError ? `: ${v.executorError}` : ''}`
-                : v.freeSlots === 0
-                  ? `all ${plural(v.maxTasks, 'slot')} busy`
-                  : 'the worker reports it is unavailable',
+                : !v.executorReady
+                  ? `the executor is not ready: ${v.executorReason || 'no reason given'}${v.executorFix ? ` (fix: ${v.executorFix})` : ''}`
+                  : v.freeSlots === 0
+                    ? `all ${plural(v.maxTasks, 'slot')} busy`
+                    : 'the worker reports it is unavailable',
         });
         return;
       }

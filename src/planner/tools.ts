@@ -100,6 +100,10 @@ const taskStatusShape = {
     })
     .optional(),
   result: z.object({ text: z.string(), structured: z.unknown().optional() }).optional(),
+  usage: z
+    .record(z.unknown())
+    .optional()
+    .describe('model, turns, tokens, cost, as the executor reported them'),
   artifacts: z.array(artifactShape).optional(),
   reason: z.string().optional(),
   message: z.string().optional(),
@@ -177,6 +181,12 @@ function summaryView(t: StoredTask) {
   };
 }
 
+/** `usage` of an executor's structured result (docs/executor-contract.md), lifted into the status. */
+const usageOf = (structured: unknown) => {
+  const u = (structured as { usage?: unknown } | undefined)?.usage;
+  return u && typeof u === 'object' && !Array.isArray(u) ? { usage: u as Record<string, unknown> } : {};
+};
+
 function statusView(t: StoredTask, events: TaskEventRecord[], more: boolean) {
   const s = t.snapshot;
   const { question: _question, ...summary } = summaryView(t);
@@ -195,6 +205,7 @@ function statusView(t: StoredTask, events: TaskEventRecord[], more: boolean) {
         }
       : {}),
     ...(s.result ? { result: s.result } : {}),
+    ...usageOf(s.result?.structured),
     ...(s.artifacts.length || s.state === 'completed' ? { artifacts: s.artifacts } : {}),
     ...(s.message && (s.state === 'failed' || s.state === 'cancelled') ? { message: s.message } : {}),
     next_step: nextStep(t),
@@ -341,6 +352,9 @@ export function registerA2aTools(
           labels: z.record(z.string()).optional(),
           executor_healthy: z.boolean().optional(),
           executor_error: z.string().optional(),
+          executor_ready: z.boolean().optional(),
+          executor_reason: z.string().optional(),
+          executor_fix: z.string().optional(),
           draining: z.boolean().optional(),
           round_trip_ms: z.number().nullable(),
           reason: z.string().optional(),

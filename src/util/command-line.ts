@@ -72,3 +72,11 @@ export function splitCommandLine(text: string): string[] {
   if (inWord) words.push(word);
   return words;
 }
+
+/**
+ * Joins words into a command line that {@link splitCommandLine} splits back into the same words (single
+ * quotes where needed). Also readable in logs and error messages.
+ */
+export function joinCommandLine(words: readonly string[]): string {
+  return words.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ');
+}

@@ -12,11 +12,12 @@ import {
   ElicitRequestSchema,
   type ElicitResult,
   ErrorCode,
+  type Implementation,
   McpError,
   type ProgressNotification,
   type Tool,
 } from '@modelcontextprotocol/sdk/types.js';
-import { type CommandLineError, splitCommandLine } from '../util/command-line.js';
+import { type CommandLineError, joinCommandLine, splitCommandLine } from '../util/command-line.js';
 import { type Logger, silentLogger } from '../util/log.js';
 import { VERSION } from '../version.js';
 import { WorkerConfigError } from './errors.js';
@@ -25,6 +26,8 @@ import { descendantPids, isAlive, signalAll, signalGroup } from './process-tree.
 import { clearExecutorPid, type ExecutorReaper, recordExecutorPid } from './reaper.js';
 
 export const RUN_TASK_TOOL = 'run_task';
+/** The contract's readiness tool (docs/executor-contract.md). */
+export const CHECK_READY_TOOL = 'check_ready';
 /** Time from SIGTERM to SIGKILL once the stdin-close grace has passed. */
 const TERM_GRACE_MS = 1_000;
 /** The largest timer Node accepts; MCP's customary 60 s request limit must not end long tasks. */
@@ -80,9 +83,14 @@ export function executorEnvironment(
 
 export interface ToolChoice {
   name: string;
-  /** `contract`: the run_task arguments; `prompt`: one composed prompt in {@link promptField}. */
-  mode: 'contract' | 'prompt';
+  /**
+   * `contract`: the run_task arguments; `prompt`: one composed prompt in {@link promptField}; `bare`: no
+   * arguments (a tool whose inputs are all optional and none can take a prompt).
+   */
+  mode: 'contract' | 'prompt' | 'bare';
   promptField?: string;
+  /** The tool requires task-based execution (`execution.taskSupport: "required"`): called as an MCP task. */
+  task?: boolean;
   tool: Tool;
 }
 
@@ -122,10 +130,20 @@ function speaksContract(tool: Tool): boolean {
   return ['objective', 'input_dir', 'output_dir'].every((k) => k in props);
 }
 
+/** The executor's tools, one name a line (descriptions can be kilobytes; `tools/list` has them). */
 const describeTools = (tools: Tool[]) =>
-  tools.length === 0
-    ? 'it offers no tools'
-    : `its tools: ${tools.map((t) => (t.description ? `${t.name} (${t.description.split('\n')[0]})` : t.name)).join(', ')}`;
+  tools.length === 0 ? 'it offers no tools' : `its tools:\n${tools.map((t) => `  ${t.name}`).join('\n')}`;
+
+/** What to use instead when an executor has no task-running tool. */
+const ALTERNATIVES =
+  'start an executor that runs whole AI tasks instead (nfltr claude-mcp, nfltr copilot-mcp, nfltr codex-mcp), or name the tool that runs a task with --mcp-tool NAME';
+
+/** Properties a call must give: required ones without a default. */
+function requiredWithoutDefault(schema: JsonSchema): string[] {
+  const props = (schema.properties ?? {}) as Record<string, { default?: unknown }>;
+  const required = Array.isArray(schema.required) ? (schema.required as string[]) : [];
+  return required.filter((k) => props[k]?.default === undefined);
+}
 
 /**
  * Chooses the task tool: `preferred` (`--mcp-tool`), else `run_task`, else the only tool. Throws a
@@ -140,21 +158,27 @@ export function chooseTool(tools: Tool[], preferred?: string): ToolChoice {
         `--mcp-tool ${preferred}: the executor has no such tool; ${describeTools(tools)}`,
       );
   } else {
-    tool = tools.find((t) => t.name === RUN_TASK_TOOL) ?? (tools.length === 1 ? tools[0] : undefined);
+    // check_ready is the contract's health tool, never the task tool.
+    const candidates = tools.filter((t) => t.name !== CHECK_READY_TOOL);
+    tool =
+      candidates.find((t) => t.name === RUN_TASK_TOOL) ??
+      (candidates.length === 1 ? candidates[0] : undefined);
     if (!tool) {
       throw new WorkerConfigError(
-        `cannot choose a task tool: the executor has no ${RUN_TASK_TOOL} tool and ${tools.length === 0 ? 'no tools at all' : 'more than one tool'}; pick one with --mcp-tool (${describeTools(tools)})`,
+        `cannot choose a task tool: the executor has no ${RUN_TASK_TOOL} tool and ${candidates.length === 0 ? 'no other tool' : `${candidates.length} other tools`}; ${ALTERNATIVES}; ${describeTools(tools)}`,
       );
     }
   }
-  if (speaksContract(tool)) return { name: tool.name, mode: 'contract', tool };
-  const promptField = mainStringField(tool.inputSchema as JsonSchema);
-  if (!promptField) {
-    throw new WorkerConfigError(
-      `tool ${tool.name} has no string input to put the task prompt in; pick another with --mcp-tool (${describeTools(tools)})`,
-    );
-  }
-  return { name: tool.name, mode: 'prompt', promptField, tool };
+  const task = tool.execution?.taskSupport === 'required' ? { task: true } : {};
+  if (speaksContract(tool)) return { name: tool.name, mode: 'contract', tool, ...task };
+  const schema = tool.inputSchema as JsonSchema;
+  const promptField = mainStringField(schema);
+  if (promptField) return { name: tool.name, mode: 'prompt', promptField, tool, ...task };
+  const needed = requiredWithoutDefault(schema);
+  if (needed.length === 0) return { name: tool.name, mode: 'bare', tool, ...task };
+  throw new WorkerConfigError(
+    `tool ${tool.name} has no string input to put the task prompt in, and needs ${needed.join(', ')}, which the worker cannot fill; ${ALTERNATIVES}; ${describeTools(tools)}`,
+  );
 }
 
 export interface TaskInput {
@@ -166,12 +190,15 @@ export interface TaskInput {
   outputDir: string;
 }
 
+/** Nothing sent: absent, or an object without keys (planners send `{}` for "none"). */
+const isEmpty = (v: unknown) =>
+  v === undefined || v === null || (typeof v === 'object' && Object.keys(v as object).length === 0);
+
 /** One prompt for a tool that knows nothing of run_task: objective, context, constraints, folders. */
 export function composePrompt(t: TaskInput): string {
   const parts = [t.objective];
-  if (t.context !== undefined) parts.push(`Context (JSON):\n${JSON.stringify(t.context, null, 2)}`);
-  if (t.constraints !== undefined)
-    parts.push(`Constraints (JSON):\n${JSON.stringify(t.constraints, null, 2)}`);
+  if (!isEmpty(t.context)) parts.push(`Context (JSON):\n${JSON.stringify(t.context, null, 2)}`);
+  if (!isEmpty(t.constraints)) parts.push(`Constraints (JSON):\n${JSON.stringify(t.constraints, null, 2)}`);
   parts.push(
     `Input files from the planner, if any, are in ${t.inputDir}\n` +
       `Write any result files into ${t.outputDir} (they are returned as artifacts)`,
@@ -180,7 +207,15 @@ export function composePrompt(t: TaskInput): string {
 }
 
 export function buildToolArguments(choice: ToolChoice, t: TaskInput): Record<string, unknown> {
-  if (choice.mode === 'prompt') return { [choice.promptField!]: composePrompt(t) };
+  if (choice.mode === 'bare') return {};
+  if (choice.mode === 'prompt') {
+    // Other required strings without a default (a `description`, a `title`) get the objective's first line.
+    const short = t.objective.trim().split('\n')[0]!.slice(0, 80);
+    const others = requiredWithoutDefault(choice.tool.inputSchema as JsonSchema).filter(
+      (k) => k !== choice.promptField && stringProperties(choice.tool.inputSchema as JsonSchema).includes(k),
+    );
+    return { ...Object.fromEntries(others.map((k) => [k, short])), [choice.promptField!]: composePrompt(t) };
+  }
   const args: Record<string, unknown> = {
     task_id: t.taskId,
     objective: t.objective,
@@ -278,9 +313,10 @@ export class ExecutorSession {
         if (opts.pidFile) recordExecutorPid(opts.pidFile, pid);
       },
     });
+    // The same capabilities in every session (start-up check, probes, tasks): servers list tools by them.
     const client = new Client(
       { name: 'nfltr-worker', version: VERSION },
-      { capabilities: opts.onElicit ? { elicitation: {} } : {} },
+      { capabilities: { elicitation: {} } },
     );
     let session: ExecutorSession | undefined;
     let tail = '';
@@ -314,10 +350,8 @@ export class ExecutorSession {
     }
     // Progress for a token the SDK did not register (ours) is reported here; it is expected.
     client.onerror = (err) => logger.debug('executor session', { error: err.message });
-    if (opts.onElicit) {
-      const onElicit = opts.onElicit;
-      client.setRequestHandler(ElicitRequestSchema, (req, extra) => onElicit(req.params, extra.signal));
-    }
+    const onElicit = opts.onElicit ?? (async (): Promise<ElicitResult> => ({ action: 'decline' }));
+    client.setRequestHandler(ElicitRequestSchema, (req, extra) => onElicit(req.params, extra.signal));
     const connecting = client.connect(transport, { timeout: opts.startTimeoutMs ?? 30_000 });
     // The exit code and signal name what happened in crash messages.
     transport.child?.once('exit', (code, signal) => {
@@ -366,6 +400,11 @@ export class ExecutorSession {
   /** Resolves when the executor's process has closed (after a crash or a stop). */
   get closed(): Promise<void> {
     return this.#closedPromise;
+  }
+
+  /** The server's name and version from its `initialize` answer. */
+  get serverInfo(): Implementation | undefined {
+    return this.client.getServerVersion();
   }
 
   /** Every tool of the server, following pagination. */
@@ -451,14 +490,80 @@ async function waitFor(done: () => boolean, ms: number): Promise<void> {
   while (!done() && Date.now() < deadline) await sleep(20);
 }
 
-export interface ExecutorCheck {
-  choice: ToolChoice;
-  tools: Tool[];
+/** The `check_ready` contract (docs/executor-contract.md): can the executor do AI work right now? */
+export interface Readiness {
+  ready: boolean;
+  /** Why not, when not ready. */
+  reason?: string;
+  /** What to do about it (a command to run, a variable to set, a worker flag). */
+  fix?: string;
+}
+
+/** Calls the executor's `check_ready` tool; an answer that breaks the contract reads as not ready. */
+export async function callCheckReady(session: ExecutorSession, timeoutMs = 15_000): Promise<Readiness> {
+  try {
+    const r = await session.client.callTool({ name: CHECK_READY_TOOL, arguments: {} }, undefined, {
+      timeout: timeoutMs,
+    });
+    const sc = r.structuredContent as Partial<Readiness> | undefined;
+    if (typeof sc?.ready !== 'boolean') {
+      return {
+        ready: false,
+        reason: `${CHECK_READY_TOOL} answered without structuredContent {ready: boolean}`,
+      };
+    }
+    return {
+      ready: sc.ready,
+      ...(typeof sc.reason === 'string' && sc.reason ? { reason: sc.reason } : {}),
+      ...(typeof sc.fix === 'string' && sc.fix ? { fix: sc.fix } : {}),
+    };
+  } catch (err) {
+    return { ready: false, reason: `${CHECK_READY_TOOL} failed: ${(err as Error).message}` };
+  }
 }
 
 /**
- * The start-up check: launches the executor once, lists its tools and chooses the task tool. Throws a
- * {@link WorkerConfigError} saying why the worker cannot run tasks with it.
+ * Whether the executor is Claude Code's own MCP server (`claude mcp serve`): its tools are Claude's
+ * (Bash, Read, Edit, Agent…), none of which runs a whole AI task.
+ */
+export function isClaudeCodeServer(server: Implementation | undefined, tools: Tool[]): boolean {
+  if (tools.some((t) => t.name === RUN_TASK_TOOL)) return false;
+  const names = new Set(tools.map((t) => t.name));
+  const claudeTools = ['Agent', 'Bash', 'Edit', 'Read', 'Write'].every((n) => names.has(n));
+  return /^claude(\/|-code|$)/i.test(server?.name ?? '') || claudeTools;
+}
+
+/**
+ * The executor that runs tasks for a `claude mcp serve` command line: `nfltr claude-mcp` in the worker's
+ * folder, driving the same Claude Code (the words before `mcp serve`, e.g. `npx claude`).
+ */
+export function claudeMcpCommand(
+  command: ExecutorCommand,
+  self: { execPath: string; script: string },
+  cwd: string,
+): ExecutorCommand {
+  const words = [command.command, ...command.args];
+  const at = words.findIndex((w, i) => w === 'mcp' && words[i + 1] === 'serve');
+  const claude = at > 0 ? words.slice(0, at) : ['claude'];
+  return {
+    command: self.execPath,
+    args: [self.script, 'claude-mcp', '--cwd', cwd, '--claude-command', joinCommandLine(claude)],
+  };
+}
+
+export interface ExecutorCheck {
+  /** Undefined when the executor is Claude Code's own server, to be replaced ({@link isClaudeCodeServer}). */
+  choice?: ToolChoice;
+  tools: Tool[];
+  server?: Implementation;
+  /** The executor's `check_ready` answer, when it has that tool. */
+  readiness?: Readiness;
+}
+
+/**
+ * The start-up check: launches the executor once, lists its tools, chooses the task tool and asks
+ * `check_ready` when offered. Throws a {@link WorkerConfigError} saying why the worker cannot run tasks
+ * with it. A tool that must run as an MCP task needs a server that takes task-augmented tool calls.
  */
 export async function checkExecutor(opts: ExecutorStartOptions & { tool?: string }): Promise<ExecutorCheck> {
   let session: ExecutorSession;
@@ -471,7 +576,28 @@ export async function checkExecutor(opts: ExecutorStartOptions & { tool?: string
     const tools = await session.listAllTools().catch((err: Error) => {
       throw new WorkerConfigError(`--mcp-command: the executor did not list its tools: ${err.message}`);
     });
-    return { choice: chooseTool(tools, opts.tool), tools };
+    const server = session.serverInfo;
+    if (!opts.tool && isClaudeCodeServer(server, tools)) return { tools, server };
+    const choice = chooseTool(tools, opts.tool);
+    if (choice.task && !session.client.getServerCapabilities()?.tasks?.requests?.tools?.call) {
+      throw new WorkerConfigError(
+        `tool ${choice.name} requires task-based execution (execution.taskSupport "required"), but the executor does not declare tasks.requests.tools.call in its capabilities, so it cannot be called; pick another tool with --mcp-tool`,
+      );
+    }
+    const readiness = tools.some((t) => t.name === CHECK_READY_TOOL)
+      ? await callCheckReady(session)
+      : undefined;
+    return { choice, tools, ...(server ? { server } : {}), ...(readiness ? { readiness } : {}) };
+  } finally {
+    await session.stop(1_000);
+  }
+}
+
+/** Asks a fresh executor session its `check_ready` (for probes); throws when the executor cannot start. */
+export async function probeReadiness(opts: ExecutorStartOptions): Promise<Readiness> {
+  const session = await ExecutorSession.start(opts);
+  try {
+    return await callCheckReady(session);
   } finally {
     await session.stop(1_000);
   }

@@ -6,8 +6,11 @@ export { CommandLineError, splitCommandLine } from '../util/command-line.js';
 export { WorkerConfigError } from './errors.js';
 export {
   buildToolArguments,
+  CHECK_READY_TOOL,
+  callCheckReady,
   checkExecutor,
   chooseTool,
+  claudeMcpCommand,
   composePrompt,
   type ElicitHandler,
   type ExecutorCheck,
@@ -16,8 +19,11 @@ export {
   ExecutorSession,
   type ExecutorStartOptions,
   executorEnvironment,
+  isClaudeCodeServer,
   mainStringField,
   parseExecutorCommand,
+  probeReadiness,
+  type Readiness,
   RUN_TASK_TOOL,
   type TaskInput,
   type ToolChoice,
@@ -37,6 +43,7 @@ export { descendantPids, isAlive } from './process-tree.js';
 export { EVENTS_FILE, TaskEventLog } from './task-events.js';
 export { answerContent, type HaltReason, resultTextOf, TaskRunner, type TaskSpec } from './task-runner.js';
 export {
+  DEFAULT_STALL_AFTER_MS,
   PROBE_CHANNEL,
   parseTaskStart,
   type RefusalReason,

@@ -26,6 +26,7 @@ import type {
   TaskEvent,
   TaskStateName,
 } from '../protocol/a2a.js';
+import { formatDuration } from '../util/duration.js';
 import type { Logger } from '../util/log.js';
 import {
   buildToolArguments,
@@ -69,6 +70,8 @@ export interface TaskRunnerDeps {
   maxArtifactBytes: number;
   /** From stdin closed to SIGTERM when the executor must go (cancel, timeout, shutdown). */
   killGraceMs: number;
+  /** After this long without an event (a question aside), a `running` event says so; 0: never. */
+  stallAfterMs?: number;
   logger: Logger;
   /** Reports whether the executor could be started, for the probe's `executor_healthy`. */
   onSpawn: (ok: boolean, error?: string) => void;
@@ -118,6 +121,9 @@ export class TaskRunner {
   #questions: Question[] = [];
   #state: TaskStateName = 'accepted';
   #timer: NodeJS.Timeout | undefined;
+  #stallTimer: NodeJS.Timeout | undefined;
+  /** The last event other than a stall notice: when, and what it said. */
+  #lastSign = { at: Date.now(), what: 'accepted' };
   #done: Promise<void> | undefined;
 
   constructor(spec: TaskSpec, deps: TaskRunnerDeps) {
@@ -239,6 +245,7 @@ export class TaskRunner {
       outcome = this.#outcomeOf(err);
     }
     clearTimeout(this.#timer);
+    clearTimeout(this.#stallTimer);
     await this.#finish(outcome);
   }
 
@@ -285,18 +292,18 @@ export class TaskRunner {
     this.#throwIfHalted();
     const session = this.#session;
     try {
-      const result = (await session.client.callTool(
-        // Our own progress token (the task id, as in the contract's example): progress is read from
-        // the session's transport tap, see ExecutorStartOptions.onProgress.
-        {
-          name: d.choice.name,
-          arguments: buildToolArguments(d.choice, input),
-          _meta: { progressToken: this.spec.taskId },
-        },
-        undefined,
-        // The task's own timeout_ms is enforced by this runner (it must not reset on progress).
-        { signal: this.#abort.signal, timeout: NO_REQUEST_TIMEOUT_MS },
-      )) as CallToolResult;
+      // Our own progress token (the task id, as in the contract's example): progress is read from the
+      // session's transport tap, see ExecutorStartOptions.onProgress.
+      const params = {
+        name: d.choice.name,
+        arguments: buildToolArguments(d.choice, input),
+        _meta: { progressToken: this.spec.taskId },
+      };
+      // The task's own timeout_ms is enforced by this runner (it must not reset on progress).
+      const options = { signal: this.#abort.signal, timeout: NO_REQUEST_TIMEOUT_MS };
+      const result = d.choice.task
+        ? await this.#callAsTask(session, params, options)
+        : ((await session.client.callTool(params, undefined, options)) as CallToolResult);
       this.#throwIfHalted();
       return { kind: 'result', result };
     } catch (err) {
@@ -318,6 +325,55 @@ export class TaskRunner {
         message: `executor error: ${(err as Error).message}`,
       };
     }
+  }
+
+  /**
+   * A tool that requires task-based execution: called task-augmented (the SDK's experimental tasks
+   * client polls it); its status messages become `running` events.
+   */
+  async #callAsTask(
+    session: ExecutorSession,
+    params: Parameters<ExecutorSession['client']['callTool']>[0],
+    options: { signal: AbortSignal; timeout: number },
+  ): Promise<CallToolResult> {
+    for await (const m of session.client.experimental.tasks.callToolStream(params, undefined, options)) {
+      if (m.type === 'result') return m.result as CallToolResult;
+      if (m.type === 'error') throw m.error;
+      const t = m.task;
+      if (this.#halt || this.#questions.length > 0) continue;
+      this.#emit({
+        state: 'running',
+        message: `executor task ${t.taskId} ${t.status}${t.statusMessage ? `: ${t.statusMessage}` : ''}`,
+      });
+    }
+    throw new Error('the executor ended the task stream without a result');
+  }
+
+  /**
+   * Re-armed by every event: after `stallAfterMs` of silence (not while a question waits for the
+   * planner) a `running` event says how long it has been and what the last sign of life was.
+   */
+  #armStall(): void {
+    const ms = this.#deps.stallAfterMs ?? 0;
+    clearTimeout(this.#stallTimer);
+    if (ms <= 0 || this.events.finished) return;
+    this.#stallTimer = setTimeout(() => {
+      if (this.#halt || this.events.finished) return;
+      if (this.#state === 'waiting_input') return this.#armStall();
+      const silent = formatDuration(Date.now() - this.#lastSign.at);
+      const stderr = this.#session?.logTail(1).trim();
+      this.#emit(
+        {
+          state: 'running',
+          message:
+            `no sign of life from the executor for ${silent} (--stall-after ${formatDuration(ms)}); the last was: ${this.#lastSign.what}` +
+            (stderr ? `; its stderr last said: ${stderr.slice(0, 300)}` : ''),
+        },
+        true,
+        true,
+      );
+    }, ms);
+    this.#stallTimer.unref();
   }
 
   #onProgress(p: ProgressParams): void {
@@ -515,11 +571,16 @@ export class TaskRunner {
     });
   }
 
-  #emit(init: TaskEventInit, flush = true): TaskEvent | undefined {
+  #emit(init: TaskEventInit, flush = true, stall = false): TaskEvent | undefined {
     if (this.events.finished) return undefined;
     this.#state = init.state;
+    if (!stall) {
+      const what = init.state === 'waiting_input' ? `a question: ${init.question}` : init.message;
+      this.#lastSign = { at: Date.now(), what: what ? `${init.state} "${what}"` : init.state };
+    }
     // Stored (and flushed) before it is sent: the planner never sees an event the log could lose.
     const event = this.events.append(init, flush);
+    this.#armStall();
     this.#deps.send({ case: 'taskEvent', value: event }).catch((err: Error) =>
       this.#log.warn('could not send task event; the planner can resume', {
         task: this.spec.taskId,

@@ -27,12 +27,17 @@ import {
   type TaskStart,
 } from '../protocol/a2a.js';
 import type { Logger } from '../util/log.js';
-import type { WorkerConfigError } from './errors.js';
+import { WorkerConfigError } from './errors.js';
 import {
   checkExecutor,
+  claudeMcpCommand,
+  type ExecutorCheck,
   type ExecutorCommand,
+  type ExecutorStartOptions,
   executorEnvironment,
   parseExecutorCommand,
+  probeReadiness,
+  type Readiness,
   type ToolChoice,
 } from './executor.js';
 import { checkUserLabels, LabelKeeper } from './labels.js';
@@ -46,6 +51,12 @@ export const TASK_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,127}$/;
 /** Above this many bytes waiting for the relay, artifact streaming pauses. */
 const WRITABLE_QUEUE_BYTES = 8 * 1024 * 1024;
 const TASK_FILE = 'task.json';
+/** A probe reuses the executor's last `check_ready` answer for this long. */
+const READY_CACHE_MS = 5_000;
+/** How long a probe waits for a fresh `check_ready` before answering with the last one. */
+const READY_PROBE_WAIT_MS = 2_500;
+/** Default of `--stall-after`. */
+export const DEFAULT_STALL_AFTER_MS = 60_000;
 
 /**
  * A task whose events the planner has not all acknowledged: running, finished, or recovered from an
@@ -89,6 +100,8 @@ export interface WorkerOptions {
   self?: { execPath: string; script: string };
   /** Environment variables passed through to executors (`--executor-env`), e.g. API keys of the AI CLI. */
   executorEnv?: string[];
+  /** A task with no event for this long gets a `running` event saying so (`--stall-after`); 0: never. */
+  stallAfterMs?: number;
   logger: Logger;
 }
 
@@ -119,6 +132,9 @@ export class Worker {
   readonly #reaper: ExecutorReaper;
   #healthy = true;
   #executorError = '';
+  /** The executor's last `check_ready` answer; undefined when it has no such tool. */
+  #readiness: { value: Readiness; at: number } | undefined;
+  #readinessRefresh: Promise<void> | undefined;
   #rechecking = false;
   #draining = false;
   #expireGrace: (() => void) | undefined;
@@ -132,11 +148,13 @@ export class Worker {
       command: ExecutorCommand;
       env: Record<string, string>;
       tool: ToolChoice;
+      readiness?: Readiness;
       known: Set<string>;
       owed: Map<string, OwedTask>;
       reaper: ExecutorReaper;
     },
   ) {
+    if (parts.readiness) this.#readiness = { value: parts.readiness, at: Date.now() };
     this.#opts = opts;
     this.#log = opts.logger;
     this.#command = parts.command;
@@ -200,26 +218,57 @@ export class Worker {
    */
   static async start(opts: WorkerOptions): Promise<Worker> {
     checkUserLabels(opts.labels);
-    const command = parseExecutorCommand(opts.mcpCommand, opts.self);
+    let command = parseExecutorCommand(opts.mcpCommand, opts.self);
     const env = executorEnvironment({}, process.env, opts.executorEnv);
     mkdirSync(join(opts.stateDir, 'tasks'), { recursive: true });
     const reaper = new ExecutorReaper(opts.logger.child('reaper'));
-    const check = await checkExecutor({
-      command,
-      env,
-      cwd: opts.cwd,
-      tool: opts.mcpTool,
-      logFile: join(opts.stateDir, 'executor-check.log'),
-      logger: opts.logger.child('executor'),
-      reaper,
-    });
+    const checkWith = (cmd: ExecutorCommand) =>
+      checkExecutor({
+        command: cmd,
+        env,
+        cwd: opts.cwd,
+        tool: opts.mcpTool,
+        logFile: join(opts.stateDir, 'executor-check.log'),
+        logger: opts.logger.child('executor'),
+        reaper,
+      });
+    let check: ExecutorCheck = await checkWith(command);
+    if (!check.choice) {
+      // `claude mcp serve` offers Claude's own tools (Bash, Read, Edit…), none of which runs an AI task.
+      if (!opts.self)
+        throw new WorkerConfigError(
+          '--mcp-command starts Claude Code\'s own MCP server, which has no tool that runs a whole task; use --mcp-command "nfltr claude-mcp --cwd DIR"',
+        );
+      command = claudeMcpCommand(command, opts.self, opts.cwd ?? process.cwd());
+      opts.logger.info(
+        `--mcp-command starts Claude Code's own MCP server (${check.server?.name ?? 'claude'} ${check.server?.version ?? ''}), whose ${check.tools.length} tools (Bash, Read, Edit…) include none that runs a whole task; running each task with Claude Code headless through nfltr claude-mcp instead (progress, permission questions to the planner, cancel)`,
+        { executor: [command.command, ...command.args].join(' ') },
+      );
+      check = await checkWith(command);
+    }
+    const choice = check.choice!;
     opts.logger.info('executor checked', {
-      tool: check.choice.name,
-      mode: check.choice.mode,
+      tool: choice.name,
+      mode: choice.mode,
+      ...(choice.task ? { task_based: true } : {}),
       tools: check.tools.map((t) => t.name),
     });
+    const r = check.readiness;
+    if (r && !r.ready) {
+      opts.logger.warn(
+        `the executor is not ready for AI work: ${r.reason ?? 'no reason given'}${r.fix ? `; fix: ${r.fix}` : ''}; tasks will fail until it is (probe_worker reports executor_ready: false)`,
+      );
+    }
     const { known, owed } = recoverTasks(join(opts.stateDir, 'tasks'), opts.logger);
-    const worker = new Worker(opts, { command, env, tool: check.choice, known, owed, reaper });
+    const worker = new Worker(opts, {
+      command,
+      env,
+      tool: choice,
+      ...(r ? { readiness: r } : {}),
+      known,
+      owed,
+      reaper,
+    });
     worker.agent.start();
     try {
       await worker.agent.waitConnected();
@@ -298,14 +347,11 @@ export class Worker {
     if (this.#rechecking || this.#draining) return;
     this.#rechecking = true;
     try {
-      await checkExecutor({
-        command: this.#command,
-        env: this.#env,
-        cwd: this.#opts.cwd,
+      const check = await checkExecutor({
+        ...this.#sessionOptions('executor-check.log'),
         tool: this.tool.name,
-        logFile: join(this.#opts.stateDir, 'executor-check.log'),
-        reaper: this.#reaper,
       });
+      if (check.readiness) this.#readiness = { value: check.readiness, at: Date.now() };
       this.#setHealth(true);
     } catch (err) {
       this.#setHealth(false, (err as Error).message);
@@ -372,13 +418,43 @@ export class Worker {
     return r;
   }
 
+  /** The executor's readiness for a probe: the cached answer, refreshed when older than a few seconds. */
+  async #currentReadiness(): Promise<Readiness | undefined> {
+    const r = this.#readiness;
+    if (!r || !this.#healthy || Date.now() - r.at < READY_CACHE_MS) return r?.value;
+    this.#readinessRefresh ??= probeReadiness(this.#sessionOptions('executor-check.log'))
+      .then((value) => {
+        this.#readiness = { value, at: Date.now() };
+      })
+      .catch((err: Error) => this.#log.debug('check_ready refresh failed', { error: err.message }))
+      .finally(() => {
+        this.#readinessRefresh = undefined;
+      });
+    await Promise.race([this.#readinessRefresh, sleep(READY_PROBE_WAIT_MS)]);
+    return this.#readiness?.value;
+  }
+
+  #sessionOptions(logFile: string): ExecutorStartOptions {
+    return {
+      command: this.#command,
+      env: this.#env,
+      cwd: this.#opts.cwd,
+      logFile: join(this.#opts.stateDir, logFile),
+      reaper: this.#reaper,
+    };
+  }
+
   #onProbe(peer: string, channel: string, probe: Probe): void {
+    void this.#currentReadiness().then((readiness) => this.#answerProbe(peer, channel, probe, readiness));
+  }
+
+  #answerProbe(peer: string, channel: string, probe: Probe, readiness: Readiness | undefined): void {
     const free = this.freeSlots;
     this.#reply(peer, channel === PROBE_CHANNEL ? channel : PROBE_CHANNEL, {
       case: 'probeResult',
       value: create(ProbeResultSchema, {
         probeId: probe.probeId,
-        available: free > 0 && this.#healthy && !this.#draining,
+        available: free > 0 && this.#healthy && !this.#draining && readiness?.ready !== false,
         freeSlots: free,
         maxTasks: this.#opts.maxTasks,
         protocol: A2A_PROTOCOL,
@@ -387,6 +463,10 @@ export class Worker {
         executorHealthy: this.#healthy,
         executorError: this.#executorError,
         draining: this.#draining,
+        // Without check_ready the executor cannot say; being able to start it is all we know.
+        executorReady: readiness?.ready ?? this.#healthy,
+        executorReason: readiness?.ready === false ? (readiness.reason ?? '') : '',
+        executorFix: readiness?.ready === false ? (readiness.fix ?? '') : '',
       }),
     });
   }
@@ -448,6 +528,7 @@ export class Worker {
       whenWritable: (signal) => this.agent.whenWritable(WRITABLE_QUEUE_BYTES, signal),
       maxArtifactBytes: this.#opts.maxArtifactBytes,
       killGraceMs: this.#opts.killGraceMs ?? 2_000,
+      stallAfterMs: this.#opts.stallAfterMs ?? DEFAULT_STALL_AFTER_MS,
       logger: this.#log.child(`task.${id}`),
       onSpawn: (ok, error) => this.#setHealth(ok, error),
       onTerminal: () => {

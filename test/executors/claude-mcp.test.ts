@@ -19,6 +19,8 @@ import {
   type ElicitResult,
 } from '@modelcontextprotocol/sdk/types.js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { claudeReadiness } from '../../src/executors/claude-mcp/credentials.js';
+import { ClaudeStream } from '../../src/executors/claude-mcp/index.js';
 import { findHelpOption, splitCommand } from '../../src/executors/common/index.js';
 
 const BIN = join(import.meta.dirname, '../../bin/nfltr.js');
@@ -161,6 +163,78 @@ describe('claude-mcp - command strings', () => {
     expect(findHelpOption(help, '--effort')?.choices).toEqual(['low', 'high']);
     expect(findHelpOption(help, '--permission-mode')?.choices).toBeUndefined();
     expect(findHelpOption(help, '--mode')).toBeUndefined();
+    // Claude Code 2.1.33x lists --effort values as a bare list (its real --help, wrapped the same way).
+    const real = [
+      '  --effort <level>                      Effort level for the current session',
+      '                                        (low, medium, high, xhigh, max)',
+      "  --model <model>                       Model for the current session. Use an alias (e.g. 'opus', or 'sonnet')",
+    ].join('\n');
+    expect(findHelpOption(real, '--effort')?.choices).toEqual(['low', 'medium', 'high', 'xhigh', 'max']);
+    expect(findHelpOption(real, '--model')?.choices).toBeUndefined();
+  });
+
+  it("stream-json - Claude's retries and refusals become progress", () => {
+    const said: string[] = [];
+    const s = new ClaudeStream((m) => said.push(m), 'nfltr_bridge');
+    s.line(
+      JSON.stringify({
+        type: 'system',
+        subtype: 'init',
+        model: 'm',
+        mcp_servers: [{ name: 'nfltr_bridge', status: 'pending' }],
+      }),
+    );
+    s.line(
+      JSON.stringify({
+        type: 'system',
+        subtype: 'api_retry',
+        attempt: 2,
+        max_retries: 10,
+        retry_delay_ms: 1009,
+        error_status: null,
+        error: 'unknown',
+      }),
+    );
+    s.line(
+      JSON.stringify({
+        type: 'system',
+        subtype: 'api_retry',
+        attempt: 3,
+        max_retries: 10,
+        retry_delay_ms: 500,
+        error_status: 529,
+        error: 'overloaded',
+      }),
+    );
+    s.line(
+      JSON.stringify({
+        type: 'system',
+        subtype: 'permission_denied',
+        tool_name: 'Bash',
+        message: 'needs approval\nmore',
+      }),
+    );
+    expect(said.slice(1)).toEqual([
+      'Claude Code: the model API failed (no answer (connection failed)); retry 2 of 10 in 1.0 s',
+      'Claude Code: the model API failed (HTTP 529 overloaded); retry 3 of 10 in 0.5 s',
+      'Claude Code refused Bash: needs approval',
+    ]);
+    // A bridge still connecting at init is normal, not a problem to report.
+    expect(s.bridgeProblem).toBeUndefined();
+  });
+
+  it('check_ready - credentials from the environment or claude login files, else the fix', async () => {
+    const home = await mkdtemp(join(tmpdir(), 'nfltr-claude-home-'));
+    const none = await claudeReadiness({ HOME: home });
+    expect(none.ready).toBe(false);
+    expect(none.reason).toContain(join(home, '.claude'));
+    expect(none.fix).toMatch(/claude login.*ANTHROPIC_API_KEY.*--executor-env ANTHROPIC_API_KEY/);
+    expect(await claudeReadiness({ HOME: home, ANTHROPIC_API_KEY: 'k' })).toEqual({ ready: true });
+    expect(await claudeReadiness({ HOME: home, CLAUDE_CODE_USE_BEDROCK: '1' })).toEqual({ ready: true });
+    await mkdir(join(home, '.claude'));
+    await writeFile(join(home, '.claude', '.credentials.json'), '{"claudeAiOauth":{"accessToken":"x"}}');
+    expect(await claudeReadiness({ HOME: home })).toEqual({ ready: true });
+    await rm(home, { recursive: true, force: true });
   });
 });
 
@@ -182,7 +256,7 @@ describe('nfltr claude-mcp', () => {
       args: ['--model', 'opus', '--reasoning-effort', 'high', '--permission-mode', 'acceptEdits'],
     });
     const { tools } = await client.listTools();
-    expect(tools.map((t) => t.name)).toEqual(['run_task']);
+    expect(tools.map((t) => t.name)).toEqual(['run_task', 'check_ready']);
     expect(tools[0]!.description).toContain('model opus');
     expect(tools[0]!.description).toContain('not changeable per task');
 

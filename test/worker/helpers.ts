@@ -44,6 +44,9 @@ export interface WorkerStartOptions {
   mcpCommand?: string;
   args?: string[];
   stateDir?: string;
+  /** The worker's environment (default: this process's) and working folder. */
+  env?: NodeJS.ProcessEnv;
+  cwd?: string;
 }
 
 /** Starts `nfltr worker` and resolves once it printed its ready line. */
@@ -70,7 +73,7 @@ export async function startWorker(
       opts.mcpCommand ?? fixtureCommand('scripted-executor.mjs'),
       ...(opts.args ?? []),
     ],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
+    { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env, cwd: opts.cwd },
   );
   let err = '';
   let out = '';

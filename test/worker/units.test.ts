@@ -14,7 +14,9 @@ import {
   buildToolArguments,
   checkUserLabels,
   chooseTool,
+  claudeMcpCommand,
   executorEnvironment,
+  isClaudeCodeServer,
   loadPct,
   mainStringField,
   memoryClassMb,
@@ -78,9 +80,42 @@ describe('worker units', () => {
     expect(chooseTool([prompt, runTask]).name).toBe('run_task');
     expect(chooseTool([prompt])).toMatchObject({ name: 'prompt', mode: 'prompt', promptField: 'prompt' });
     expect(chooseTool([prompt, runTask], 'prompt').name).toBe('prompt');
-    expect(() => chooseTool([prompt, tool('other', {})])).toThrow(/pick one with --mcp-tool.*prompt.*other/);
+    // A refusal names the working executors and lists the tools one per line, names only.
+    const refusal = (() => {
+      try {
+        chooseTool([prompt, { ...tool('other', {}), description: 'x'.repeat(4000) }]);
+      } catch (err) {
+        return (err as Error).message;
+      }
+    })();
+    expect(refusal).toMatch(/nfltr claude-mcp, nfltr copilot-mcp, nfltr codex-mcp\), or .*--mcp-tool NAME/);
+    expect(refusal).toMatch(/its tools:\n {2}prompt\n {2}other$/);
+    expect(refusal).not.toContain('xxx');
     expect(() => chooseTool([prompt], 'nope')).toThrow(/--mcp-tool nope: the executor has no such tool/);
-    expect(() => chooseTool([tool('numbers', { n: { type: 'number' } })])).toThrow(/no string input/);
+    expect(() => chooseTool([tool('numbers', { n: { type: 'number' } }, ['n'])])).toThrow(
+      /no string input .* needs n, which the worker cannot fill/,
+    );
+    // Every input optional (or defaulted): called without arguments.
+    expect(chooseTool([tool('numbers', { n: { type: 'number' } })])).toMatchObject({ mode: 'bare' });
+    // check_ready is never the task tool; a tool that needs task-based execution is marked so.
+    const needsTask = { ...prompt, execution: { taskSupport: 'required' as const } };
+    expect(chooseTool([needsTask, tool('check_ready', {})])).toMatchObject({ name: 'prompt', task: true });
+  });
+
+  it('claude mcp serve - recognised by server name or tools, replaced by nfltr claude-mcp', () => {
+    const claudeTools = ['Agent', 'Bash', 'Edit', 'Read', 'Write', 'Skill'].map((n) => tool(n, {}));
+    expect(isClaudeCodeServer({ name: 'claude/tengu', version: '2.1.332' }, [tool('Bash', {})])).toBe(true);
+    expect(isClaudeCodeServer({ name: 'other', version: '1' }, claudeTools)).toBe(true);
+    expect(isClaudeCodeServer({ name: 'other', version: '1' }, [tool('Bash', {})])).toBe(false);
+    expect(isClaudeCodeServer({ name: 'claude/x', version: '1' }, [tool('run_task', {})])).toBe(false);
+    const self = { execPath: '/node', script: '/nfltr.js' };
+    expect(
+      claudeMcpCommand({ command: 'npx', args: ['my claude', 'mcp', 'serve', '--debug'] }, self, '/r'),
+    ).toEqual({
+      command: '/node',
+      args: ['/nfltr.js', 'claude-mcp', '--cwd', '/r', '--claude-command', "npx 'my claude'"],
+    });
+    expect(splitCommandLine("npx 'my claude'")).toEqual(['npx', 'my claude']);
   });
 
   it('arguments - run_task gets the contract fields; an adapted tool one composed prompt', () => {
@@ -114,6 +149,20 @@ describe('worker units', () => {
     expect(Object.keys(adapted)).toEqual(['question']);
     expect(adapted.question).toMatch(/^do it\n\nConstraints \(JSON\):\n\{\n {2}"max_minutes": 5\n\}/);
     expect(adapted.question).toContain('/out');
+    // Nothing sent, nothing said: no empty Context/Constraints lines.
+    const bare = buildToolArguments(chooseTool([tool('ask', { q: { type: 'string' } }, ['q'])]), {
+      ...input,
+      context: {},
+      constraints: undefined,
+    });
+    expect(bare.q).not.toMatch(/Context|Constraints/);
+    // Other required strings (Claude's Agent tool needs a description) get the objective's first line.
+    const agent = tool('Agent', { description: { type: 'string' }, prompt: { type: 'string' } }, [
+      'description',
+      'prompt',
+    ]);
+    expect(buildToolArguments(chooseTool([agent]), input)).toMatchObject({ description: 'do it' });
+    expect(buildToolArguments(chooseTool([tool('n', { n: { type: 'number' } })]), input)).toEqual({});
   });
 
   it('task start - validated into a spec, or the problem in words', () => {

@@ -12,10 +12,12 @@
 import { createWriteStream } from 'node:fs';
 import { join } from 'node:path';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { formatDuration } from '../../util/duration.js';
 import { type Logger, silentLogger } from '../../util/log.js';
 import { VERSION } from '../../version.js';
 import { findHelpOption, formatArgv, readHelp } from '../common/cli-command.js';
 import { spawnAgentProcess } from '../common/process.js';
+import { registerCheckReady } from '../common/ready.js';
 import {
   type AgentRunContext,
   type AgentRunResult,
@@ -24,7 +26,7 @@ import {
   runTaskInputSchema,
   trackCleanup,
 } from '../common/task.js';
-import { formatDuration } from '../shell-mcp/index.js';
+import { claudeReadiness } from './credentials.js';
 import {
   BRIDGE_SERVER_NAME,
   PERMISSION_PROMPT_TOOL,
@@ -241,7 +243,7 @@ async function runClaude(opts: ClaudeMcpOptions, ctx: AgentRunContext): Promise<
     ctx.signal.removeEventListener('abort', onAbort);
     const outcome = stream.outcome(exit, proc.stderrTail(), Date.now() - started);
     if (stream.bridgeProblem && !outcome.ok) {
-      outcome.text += ` (the nfltr permission bridge did not connect: ${stream.bridgeProblem})`;
+      outcome.text += ` (the nfltr permission bridge failed to start, so no tool use could be approved)`;
     }
     return {
       ...outcome,
@@ -289,5 +291,6 @@ export function createClaudeMcpServer(opts: ClaudeMcpOptions): McpServer {
         extra,
       ),
   );
+  registerCheckReady(server, 'Claude Code', () => claudeReadiness());
   return server;
 }

@@ -72,6 +72,7 @@ export class ClaudeStream {
     switch (msg.type) {
       case 'system':
         if (msg.subtype === 'init') this.#init(msg);
+        else this.#system(msg);
         break;
       case 'assistant':
         this.#assistant(msg);
@@ -94,11 +95,33 @@ export class ClaudeStream {
       ? (msg.mcp_servers as { name?: string; status?: string }[])
       : [];
     const bridge = servers.find((s) => s.name === this.bridgeName);
-    if (this.bridgeName && bridge && bridge.status !== 'connected')
-      this.bridgeProblem = bridge.status ?? 'unknown';
+    // `pending` is normal here: Claude connects its MCP servers while the session starts.
+    if (this.bridgeName && bridge?.status === 'failed') this.bridgeProblem = bridge.status;
     this.report(
       `Claude Code started${this.model ? ` (model ${this.model}` : ' ('}${typeof msg.permissionMode === 'string' ? `, permission mode ${msg.permissionMode}` : ''})`,
     );
+  }
+
+  /**
+   * Claude's own status lines: `api_retry` (attempt, max_retries, retry_delay_ms, error_status, error)
+   * while the model API fails, `permission_denied`, and whatever later versions add, named by subtype.
+   */
+  #system(msg: Record<string, unknown>): void {
+    if (msg.subtype === 'api_retry') {
+      const status = typeof msg.error_status === 'number' ? `HTTP ${msg.error_status}` : '';
+      const error = typeof msg.error === 'string' && msg.error !== 'unknown' ? msg.error : '';
+      const why = [status, error].filter(Boolean).join(' ') || 'no answer (connection failed)';
+      const delay = num(msg.retry_delay_ms);
+      this.report(
+        `Claude Code: the model API failed (${why}); retry ${msg.attempt ?? '?'} of ${msg.max_retries ?? '?'}${delay !== undefined ? ` in ${(delay / 1000).toFixed(1)} s` : ''}`,
+      );
+    } else if (msg.subtype === 'permission_denied') {
+      this.report(
+        `Claude Code refused ${msg.tool_name ?? 'a tool'}: ${String(msg.message ?? '').split('\n')[0]}`,
+      );
+    } else if (typeof msg.subtype === 'string') {
+      this.report(`Claude Code: ${msg.subtype.replace(/_/g, ' ')}`);
+    }
   }
 
   #assistant(msg: Record<string, unknown>): void {
@@ -135,7 +158,10 @@ export class ClaudeStream {
   usage(wallMs: number): TaskUsage {
     const r = this.result;
     const u = r?.usage ?? {};
-    const usage: TaskUsage = { duration_ms: num(r?.duration_ms) ?? wallMs };
+    const usage: TaskUsage = {
+      ...(this.model ? { model: this.model } : {}),
+      duration_ms: num(r?.duration_ms) ?? wallMs,
+    };
     const set = (k: keyof TaskUsage, v: unknown) => {
       const n = num(v);
       if (n !== undefined) usage[k] = n;

@@ -4,7 +4,7 @@
  * installed version has, so that a flag it lacks fails at start instead of being silently ignored.
  */
 import { execFile } from 'node:child_process';
-import { splitCommandLine } from '../../util/command-line.js';
+import { joinCommandLine, splitCommandLine } from '../../util/command-line.js';
 
 /** Splits a `--claude-command`/`--copilot-command` value into argv, without a shell. */
 export function splitCommand(command: string): string[] {
@@ -42,7 +42,13 @@ export function findHelpOption(help: string, flag: string): HelpOption | undefin
     text += ` ${l.trim()}`;
   }
   const m = /\(choices:\s*((?:"[^"]*"(?:,\s*)?)+)\)/.exec(text);
-  const choices = m ? [...m[1]!.matchAll(/"([^"]*)"/g)].map((x) => x[1]!) : undefined;
+  // Claude Code lists some values as a bare list ending the text: `Effort level … (low, medium, high)`.
+  const bare = /\(((?:[a-z][\w-]*,\s*)+[a-z][\w-]*)\)\s*$/.exec(text);
+  const choices = m
+    ? [...m[1]!.matchAll(/"([^"]*)"/g)].map((x) => x[1]!)
+    : bare
+      ? bare[1]!.split(/,\s*/)
+      : undefined;
   return choices ? { text, choices } : { text };
 }
 
@@ -69,5 +75,5 @@ export function readHelp(argv: readonly string[], timeoutMs = 20_000): Promise<s
 
 /** Quotes argv for a human reading a log or an error message (not for a shell to run). */
 export function formatArgv(argv: readonly string[]): string {
-  return argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ');
+  return joinCommandLine(argv);
 }

@@ -13,6 +13,7 @@ export {
   activeAgentProcessGroups,
   spawnAgentProcess,
 } from './process.js';
+export { CHECK_READY_TOOL, type Readiness, registerCheckReady } from './ready.js';
 export {
   type AgentRunContext,
   type AgentRunResult,

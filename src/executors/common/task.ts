@@ -68,6 +68,8 @@ export type RunTaskArgs = {
 /** Tokens, cost and time of one run, as far as the CLI reports them (absent fields: not reported). */
 export interface TaskUsage {
   [key: string]: unknown;
+  /** The model that did the work, as the CLI names it. */
+  model?: string;
   input_tokens?: number;
   output_tokens?: number;
   cache_read_tokens?: number;
@@ -184,7 +186,7 @@ export const agentTaskOutputSchema = {
   model: z.string().optional(),
   usage: z
     .record(z.unknown())
-    .describe('tokens, cost_usd or cost, turns, duration_ms, as far as the CLI reports them'),
+    .describe('model, tokens, cost_usd or cost, turns, duration_ms, as far as the CLI reports them'),
   details: z.record(z.unknown()).optional(),
   git: z
     .record(z.unknown())
@@ -499,6 +501,7 @@ const fmtTokens = (n: number) => (n >= 10_000 ? `${(n / 1000).toFixed(1)}k` : St
 /** The usage line of a text result: what the run cost, as far as the CLI said. */
 export function usageLine(u: TaskUsage): string {
   const parts: string[] = [];
+  if (u.model) parts.push(u.model);
   if (u.turns !== undefined) parts.push(`${u.turns} turn(s)`);
   if (u.cost_usd !== undefined) parts.push(`$${u.cost_usd.toFixed(4)}`);
   if (u.cost) parts.push(`${u.cost.amount} ${u.cost.currency}`);

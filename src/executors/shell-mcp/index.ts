@@ -1,8 +1,9 @@
 /**
  * @module `nfltr shell-mcp`: an executor that runs shell commands behind the `run_task` contract.
  */
+
+export { formatDuration } from '../../util/duration.js';
 export { type AllowRule, compileAllowPattern, isAllowed, SHELL_CONTROL_CHARS } from './allow.js';
-export { formatDuration } from './duration.js';
 export {
   activeProcessGroups,
   type CommandOutcome,

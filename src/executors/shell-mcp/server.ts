@@ -9,10 +9,10 @@ import { isAbsolute, join } from 'node:path';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
+import { formatDuration } from '../../util/duration.js';
 import { type Logger, silentLogger } from '../../util/log.js';
 import { VERSION } from '../../version.js';
 import { type AllowRule, compileAllowPattern, isAllowed } from './allow.js';
-import { formatDuration } from './duration.js';
 import { commandStatus, runCommand } from './run-command.js';
 
 /** Default per-command time limit (`--timeout`). */
