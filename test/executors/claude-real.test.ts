@@ -15,6 +15,7 @@ import { startAnthropicStandIn } from '../fixtures/model-api/anthropic.mjs';
 import {
   createKey,
   eventually,
+  nfltr,
   type RelayProcess,
   startRelayProcess,
   tempDir,
@@ -240,6 +241,18 @@ describe('real Claude Code behind nfltr worker', () => {
     expect(Date.now() - started).toBeLessThan(40_000);
     await planner.ok('cancel_task', { task_id: taskId });
   }, 60_000);
+
+  it('option values - --reasoning-effort is checked against the real claude --help', async () => {
+    const r = await nfltr(
+      ['claude-mcp', '--cwd', repo, '--claude-command', CLAUDE, '--reasoning-effort', 'bogus'],
+      {
+        env: { ...process.env, ...OFFLINE },
+      },
+    );
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('--reasoning-effort "bogus" is not accepted by');
+    expect(r.stderr).toMatch(/it accepts: low, medium, high/);
+  });
 
   it('missing credentials - probe_worker reports executor_ready false with the fix', async () => {
     const bad = await planner.ok<Record<string, unknown>>('probe_worker', { agent_id: 'w-nokey' });
