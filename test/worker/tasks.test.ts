@@ -36,6 +36,44 @@ afterAll(async () => {
 });
 
 describe('worker tasks', () => {
+  it('check_ready and --stall-after - probes report not ready with the fix; a silent task is noticed', async () => {
+    const w = await startWorker(relay, key, {
+      name: 'w-not-ready',
+      mcpCommand: `${fixtureCommand('scripted-executor.mjs')} --not-ready "no key here"`,
+      args: ['--stall-after', '400ms'],
+    });
+    try {
+      expect(w.stderr()).toContain(
+        'the executor is not ready for AI work: no key here; fix: set SCRIPTED_KEY and pass it with --executor-env SCRIPTED_KEY',
+      );
+      const p = await planner.probe('w-not-ready');
+      expect(p).toMatchObject({
+        available: false,
+        executorHealthy: true,
+        executorReady: false,
+        executorReason: 'no key here',
+        executorFix: 'set SCRIPTED_KEY and pass it with --executor-env SCRIPTED_KEY',
+        tool: 'run_task',
+      });
+      const id = await planner.startTask('w-not-ready', {
+        objective: 'wait quietly',
+        constraints: { sleep_ms: 1_500, progress: 1 },
+      });
+      const end = await planner.waitEnd(id);
+      expect(taskStateName(end.state)).toBe('completed');
+      const stalls = planner.events
+        .get(id)!
+        .map((e) => e.message)
+        .filter((m) => m.startsWith('no sign of life'));
+      // The executor may still be starting at the first notice; the sleep after its first progress is one.
+      expect(stalls.join('\n')).toMatch(
+        /^no sign of life from the executor for \d+ms \(--stall-after 400ms\); the last was: running "started /m,
+      );
+    } finally {
+      await w.stop();
+    }
+  });
+
   it('probe - answers live with slots, protocol, tool, labels and executor health', async () => {
     const p = await planner.probe('w-main');
     expect(p).toMatchObject({

@@ -215,6 +215,15 @@ describe('worker units', () => {
       maxTasks: 1,
     });
     expect(o.maxArtifactBytes).toBe(1024 * 1024 * 1024);
+    expect(o.stallAfter).toBe(60_000);
+    expect((await parse('--stall-after', '90s')).stallAfter).toBe(90_000);
+    process.env.NFLTR_STALL_AFTER = '2m';
+    try {
+      expect((await parse()).stallAfter).toBe(120_000);
+    } finally {
+      delete process.env.NFLTR_STALL_AFTER;
+    }
+    await expect(parse('--stall-after', 'soon')).rejects.toThrow(/expected a duration like 500ms/);
     await expect(parse('--a2a-e2ee=maybe')).rejects.toThrow(/expected true or false/);
   });
 });
