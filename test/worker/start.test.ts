@@ -115,6 +115,18 @@ describe('worker start', () => {
     expect(end.resultText).toContain('"service": "payments-api"');
   });
 
+  it('executor - a tool that requires task-based execution on a server without tasks is refused at start', async () => {
+    const r = await nfltr([
+      'worker',
+      ...['--server', relay.grpcAddr, '--api-key', key, '--name', 'w-task', '--state-dir', tempDir()],
+      ...['--mcp-command', `${fixtureCommand('prompt-tool-server.mjs')} --task-required`],
+    ]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(
+      'tool prompt requires task-based execution (execution.taskSupport "required"), but the executor does not declare tasks.requests.tools.call',
+    );
+  });
+
   it('executor - `nfltr shell-mcp` runs as this same nfltr; its logs come back as artifacts', async () => {
     const cwd = tempDir('nfltr-shell-cwd-');
     await worker('w-shell', { mcpCommand: `nfltr shell-mcp --cwd "${cwd}" --allow 'echo *'` });
