@@ -154,7 +154,6 @@ export class Worker {
       reaper: ExecutorReaper;
     },
   ) {
-    if (parts.readiness) this.#readiness = { value: parts.readiness, at: Date.now() };
     this.#opts = opts;
     this.#log = opts.logger;
     this.#command = parts.command;
@@ -163,6 +162,7 @@ export class Worker {
     this.#known = parts.known;
     this.#owed = parts.owed;
     this.#reaper = parts.reaper;
+    if (parts.readiness) this.#readiness = { value: parts.readiness, at: Date.now() };
     this.#tasksDir = join(opts.stateDir, 'tasks');
     this.#labels = new LabelKeeper({ user: opts.labels, tool: parts.tool.name, maxTasks: opts.maxTasks });
     this.#labels.refresh(0);
@@ -234,16 +234,7 @@ export class Worker {
       });
     let check: ExecutorCheck = await checkWith(command);
     if (!check.choice) {
-      // `claude mcp serve` offers Claude's own tools (Bash, Read, Edit…), none of which runs an AI task.
-      if (!opts.self)
-        throw new WorkerConfigError(
-          '--mcp-command starts Claude Code\'s own MCP server, which has no tool that runs a whole task; use --mcp-command "nfltr claude-mcp --cwd DIR"',
-        );
-      command = claudeMcpCommand(command, opts.self, opts.cwd ?? process.cwd());
-      opts.logger.info(
-        `--mcp-command starts Claude Code's own MCP server (${check.server?.name ?? 'claude'} ${check.server?.version ?? ''}), whose ${check.tools.length} tools (Bash, Read, Edit…) include none that runs a whole task; running each task with Claude Code headless through nfltr claude-mcp instead (progress, permission questions to the planner, cancel)`,
-        { executor: [command.command, ...command.args].join(' ') },
-      );
+      command = insteadOfClaudeServe(command, check, opts);
       check = await checkWith(command);
     }
     const choice = check.choice!;
@@ -424,6 +415,9 @@ export class Worker {
     if (!r || !this.#healthy || Date.now() - r.at < READY_CACHE_MS) return r?.value;
     this.#readinessRefresh ??= probeReadiness(this.#sessionOptions('executor-check.log'))
       .then((value) => {
+        if (value.ready !== this.#readiness?.value.ready) {
+          this.#log[value.ready ? 'info' : 'warn']('executor readiness changed', { ...value });
+        }
         this.#readiness = { value, at: Date.now() };
       })
       .catch((err: Error) => this.#log.debug('check_ready refresh failed', { error: err.message }))
@@ -658,6 +652,25 @@ export class Worker {
       this.endpoint.closeChannel(f.peer, f.channel);
     }
   }
+}
+
+/**
+ * `claude mcp serve` offers Claude's own tools (Bash, Read, Edit…), none of which runs a whole AI task:
+ * tasks run through `nfltr claude-mcp` with the same claude instead, and the log says so once.
+ */
+function insteadOfClaudeServe(command: ExecutorCommand, check: ExecutorCheck, opts: WorkerOptions) {
+  if (!opts.self) {
+    throw new WorkerConfigError(
+      '--mcp-command starts Claude Code\'s own MCP server, which has no tool that runs a whole task; use --mcp-command "nfltr claude-mcp --cwd DIR"',
+    );
+  }
+  const instead = claudeMcpCommand(command, opts.self, opts.cwd ?? process.cwd());
+  const server = [check.server?.name ?? 'claude', check.server?.version].filter(Boolean).join(' ');
+  opts.logger.info(
+    `--mcp-command starts Claude Code's own MCP server (${server}), whose ${check.tools.length} tools (Bash, Read, Edit…) include none that runs a whole task; running each task with Claude Code headless through nfltr claude-mcp instead (progress, permission questions to the planner, cancel)`,
+    { executor: [instead.command, ...instead.args].join(' ') },
+  );
+  return instead;
 }
 
 /** Validates a TaskStart's fields into a spec, or returns what is wrong. */
