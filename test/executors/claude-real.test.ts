@@ -63,6 +63,7 @@ describe('real Claude Code behind nfltr worker', () => {
   let planner: Planner;
   let api: StandIn;
   let down: StandIn;
+  let overloaded: StandIn;
   let key: string;
   const workers: Record<string, WorkerProcess> = {};
   const repo = tempDir('nfltr-claude-real-repo-');
@@ -110,6 +111,7 @@ describe('real Claude Code behind nfltr worker', () => {
     writeFileSync(join(repo, 'README.md'), 'hello\n');
     api = await startAnthropicStandIn();
     down = await startAnthropicStandIn({ mode: 'down' });
+    overloaded = await startAnthropicStandIn({ mode: 'overloaded' });
     const dataDir = tempDir();
     key = await createKey(dataDir, 'acct');
     relay = await startRelayProcess({ dataDir });
@@ -117,6 +119,7 @@ describe('real Claude Code behind nfltr worker', () => {
       start('w-serve', 'claude mcp serve', api.url),
       start('w-claude-mcp', 'nfltr claude-mcp --cwd .', api.url),
       start('w-down', 'claude mcp serve', down.url, ['--stall-after', '2s']),
+      start('w-overloaded', 'nfltr claude-mcp --cwd .', overloaded.url),
       start('w-nokey', 'nfltr claude-mcp --cwd .', undefined),
     ]);
     planner = await startPlanner(
@@ -132,6 +135,7 @@ describe('real Claude Code behind nfltr worker', () => {
     await relay?.stop();
     await api?.close();
     await down?.close();
+    await overloaded?.close();
   });
 
   it('claude mcp serve - the worker says once that it runs tasks through nfltr claude-mcp', () => {
@@ -207,9 +211,16 @@ describe('real Claude Code behind nfltr worker', () => {
       );
       const pidFile = join(workers[worker]!.stateDir, 'tasks', taskId, 'executor.pid');
       const executor = (JSON.parse(readFileSync(pidFile, 'utf8')) as { pid: number }).pid;
-      const tree = [executor, ...descendantPids(executor)];
-      // The executor, claude and the permission bridge claude started.
-      expect(tree.map(cmdline).join('\n')).toMatch(/claude-mcp[^\n]*\n(.*\n)*.*--permission-bridge/);
+      expect(cmdline(executor)).toContain('claude-mcp --cwd');
+      // The executor, claude, and the permission bridge claude starts (it may still be connecting).
+      const tree = await eventually(
+        () => {
+          const t = [executor, ...descendantPids(executor)];
+          return t.some((p) => cmdline(p).includes('--permission-bridge')) ? t : undefined;
+        },
+        10_000,
+        'the permission bridge in the task process tree',
+      );
       const r = await planner.ok<{ state: string }>('cancel_task', { task_id: taskId });
       expect(r.state).toBe('cancelled');
       await eventually(
@@ -231,13 +242,14 @@ describe('real Claude Code behind nfltr worker', () => {
       s.events.some((e) => /model API failed .*retry 1 of/.test(e.message ?? '')),
     );
     expect(retry.state).toBe('running');
-    const stalled = await waitFor(taskId, 'a stall event', (s) =>
+    // Claude's retry delays grow (0.6 s, 1 s, 2 s, 4 s, 9 s…): a gap longer than --stall-after comes soon.
+    await waitFor(taskId, 'a stall event after a retry', (s) =>
       s.events.some((e) =>
-        /no sign of life from the executor for \d+s \(--stall-after 2s\)/.test(e.message ?? ''),
+        /^no sign of life from the executor for \d+s \(--stall-after 2s\); the last was: running "Claude Code: the model API failed/.test(
+          e.message ?? '',
+        ),
       ),
     );
-    const stall = stalled.events.find((e) => /no sign of life/.test(e.message ?? ''))!;
-    expect(stall.message).toMatch(/the last was: running "Claude Code: the model API failed/);
     expect(Date.now() - started).toBeLessThan(40_000);
     await planner.ok('cancel_task', { task_id: taskId });
   }, 60_000);
@@ -253,6 +265,19 @@ describe('real Claude Code behind nfltr worker', () => {
     expect(r.stderr).toContain('--reasoning-effort "bogus" is not accepted by');
     expect(r.stderr).toMatch(/it accepts: low, medium, high/);
   });
+
+  it('overloaded API - each of Claude Code retries names the HTTP status', async () => {
+    const taskId = 'overloaded-1';
+    await planner.ok('orchestrate_task', {
+      agent_id: 'w-overloaded',
+      task_id: taskId,
+      objective: 'Say hello',
+    });
+    await waitFor(taskId, 'a 529 retry event', (s) =>
+      s.events.some((e) => /model API failed \(HTTP 529.*\); retry 1 of \d+/.test(e.message ?? '')),
+    );
+    await planner.ok('cancel_task', { task_id: taskId });
+  }, 60_000);
 
   it('missing credentials - probe_worker reports executor_ready false with the fix', async () => {
     const bad = await planner.ok<Record<string, unknown>>('probe_worker', { agent_id: 'w-nokey' });
