@@ -213,14 +213,14 @@ describe('real Claude Code behind nfltr worker', () => {
       const executor = (JSON.parse(readFileSync(pidFile, 'utf8')) as { pid: number }).pid;
       expect(cmdline(executor)).toContain('claude-mcp --cwd');
       // The executor, claude, and the permission bridge claude starts (it may still be connecting).
-      const tree = await eventually(
+      const tree = (await eventually(
         () => {
           const t = [executor, ...descendantPids(executor)];
           return t.some((p) => cmdline(p).includes('--permission-bridge')) ? t : undefined;
         },
         10_000,
         'the permission bridge in the task process tree',
-      );
+      )) as number[];
       const r = await planner.ok<{ state: string }>('cancel_task', { task_id: taskId });
       expect(r.state).toBe('cancelled');
       await eventually(
