@@ -14,7 +14,8 @@ export { PlannerError, type PlannerErrorCode } from './errors.js';
 export { acquireStateLock, LockError } from './lock.js';
 export { MCP_JSON_SERVER_NAME, type McpServerEntry, stripJsonc, writeMcpJson } from './mcp-json.js';
 export { matchesSelector, type Peer, PeerDirectory, parseSelector, type SelectorTerm } from './peers.js';
-export { createPlannerServer, type PlannerServerOptions } from './server.js';
+export { INSTRUCTIONS, type PlannerServer, type PlannerServerOptions, servePlanner } from './server.js';
+export { type ListedTool, ToolSurface } from './surface.js';
 export {
   type CancelOutcome,
   type DispatchRequest,
@@ -37,4 +38,11 @@ export {
   type TaskStateName,
 } from './task-state.js';
 export { type StoredTask, type TaskRequest, TaskStore } from './task-store.js';
-export { registerA2aTools, registerDiscoveryTools, type ToolContext } from './tools.js';
+export {
+  MAX_WAIT_MS,
+  NOTABLE_STATES,
+  type PlannerTool,
+  plannerTools,
+  type RunContext,
+  type ToolContext,
+} from './tools.js';

@@ -22,6 +22,7 @@ import {
   AckSchema,
   type ArtifactAck,
   type ArtifactChunk,
+  answerObject,
   CancelSchema,
   ProbeSchema,
   RespondSchema,
@@ -32,6 +33,7 @@ import {
   taskStateName,
 } from '../protocol/a2a.js';
 import { type Logger, silentLogger } from '../util/log.js';
+import { answerProblem } from './answer-schema.js';
 import { PlannerError } from './errors.js';
 import { PeerWatch } from './peer-watch.js';
 import { isTerminal, type TaskEventRecord, type TaskSnapshot, type TaskStateName } from './task-state.js';
@@ -353,22 +355,89 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
    * Resolves once the task has an event after `afterSeq` or is final, or after `ms`: a planner watching
    * a task waits in one call instead of polling.
    */
-  async waitForEvent(taskId: string, afterSeq: number, ms: number): Promise<void> {
+  async waitForEvent(taskId: string, afterSeq: number, ms: number, signal?: AbortSignal): Promise<void> {
     const s = this.#task(taskId).snapshot;
-    if (ms <= 0 || this.#closed || s.last_seq > afterSeq || isTerminal(s.state)) return;
+    if (ms <= 0 || this.#closed || s.last_seq > afterSeq || isTerminal(s.state) || signal?.aborted) return;
     const waiters = this.#eventWaiters.get(taskId) ?? new Set();
     this.#eventWaiters.set(taskId, waiters);
     await new Promise<void>((resolve) => {
       const wake = () => {
         clearTimeout(timer);
+        signal?.removeEventListener('abort', wake);
         waiters.delete(wake);
         if (waiters.size === 0 && this.#eventWaiters.get(taskId) === waiters)
           this.#eventWaiters.delete(taskId);
         resolve();
       };
       const timer = setTimeout(wake, ms);
+      signal?.addEventListener('abort', wake);
       waiters.add(wake);
     });
+  }
+
+  /**
+   * wait_for_tasks: resolves with the tasks that ended or ask a question since they were last reported
+   * (each event once per planner, stored as delivered and on disk before it is returned), as soon as
+   * there is one, or with none after `waitMs` or when `signal` aborts.
+   */
+  async waitForTasks(opts: {
+    taskIds?: string[];
+    states: TaskStateName[];
+    waitMs: number;
+    signal?: AbortSignal;
+  }): Promise<StoredTask[]> {
+    const ids = opts.taskIds && new Set(opts.taskIds);
+    for (const id of ids ?? []) this.#task(id); // an unknown id is an error, not an endless wait
+    const states = new Set(opts.states);
+    const deadline = Date.now() + opts.waitMs;
+    for (;;) {
+      const taken = this.#store.takeUndelivered(states, ids);
+      if (taken.length > 0) {
+        await this.#store.synced();
+        return taken;
+      }
+      const left = deadline - Date.now();
+      if (left <= 0 || this.#closed || opts.signal?.aborted) return [];
+      await this.#nextTaskEvent(left, opts.signal);
+    }
+  }
+
+  /** Resolves once any task event is stored, after `ms`, or when `signal` aborts. */
+  #nextTaskEvent(ms: number, signal?: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.off('task', done);
+        signal?.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.on('task', done);
+      signal?.addEventListener('abort', done);
+    });
+  }
+
+  /**
+   * Resolves with the task once it is final (a task-augmented orchestrate_task follows it to the end),
+   * calling `progress` on each of its events; rejects when `signal` aborts.
+   */
+  async untilFinal(
+    taskId: string,
+    signal: AbortSignal,
+    progress: (t: StoredTask) => void,
+  ): Promise<StoredTask> {
+    for (;;) {
+      const t = this.#task(taskId);
+      progress(t);
+      if (isTerminal(t.snapshot.state)) return t;
+      if (signal.aborted || this.#closed) {
+        throw new PlannerError(
+          'wrong_state',
+          `stopped following task ${taskId}: ${String(signal.reason ?? 'closed')}`,
+        );
+      }
+      await this.waitForEvent(taskId, t.snapshot.last_seq, 60_000, signal);
+    }
   }
 
   /** A task with its events after `afterSeq`. */
@@ -415,6 +484,27 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
       );
     }
     if (this.#closed) throw new PlannerError('relay_unreachable', 'the planner is shutting down');
+    let answerJson = '';
+    if (action === 'accept') {
+      if (content === undefined) {
+        throw new PlannerError(
+          'invalid_argument',
+          `content is required to accept the question of task ${taskId}: an object shaped by its schema ` +
+            '(pending_question.schema), or action "decline" / "cancel" to answer without content',
+        );
+      }
+      const schema = s.pending.schema as Parameters<typeof answerObject>[1];
+      const answer = answerObject(content, schema);
+      const problem = answerProblem(answer, schema);
+      if (problem) {
+        throw new PlannerError(
+          'invalid_argument',
+          `content does not match the schema of the question of task ${taskId}: ${problem}. Nothing was ` +
+            'sent; the task is still waiting_input: answer again with respond_to_worker',
+        );
+      }
+      answerJson = JSON.stringify(answer);
+    }
     this.#answering.add(taskId);
     try {
       let files: LocalFile[];
@@ -433,7 +523,7 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
       } catch (err) {
         throw new PlannerError('invalid_argument', `${(err as Error).message}; the answer was not sent`);
       }
-      const answer: QueuedAnswer = { content_json: JSON.stringify(content), action, files: artifactFiles };
+      const answer: QueuedAnswer = { content_json: answerJson, action, files: artifactFiles };
       this.#store.setAnswer(taskId, s.pending.seq, answer);
       const stored = this.#store.synced();
       const sent =
