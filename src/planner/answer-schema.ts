@@ -9,7 +9,7 @@ import addFormatsModule from 'ajv-formats';
 // ajv-formats is CommonJS: its default import is the module object under NodeNext.
 const addFormats = addFormatsModule as unknown as typeof addFormatsModule.default;
 // strict off: elicitation schemas carry annotations ajv does not know (enumNames, title).
-const ajv = new Ajv({ allErrors: true, strict: false });
+const ajv = new Ajv({ allErrors: true, strict: false, verbose: true });
 addFormats(ajv);
 
 type Schema = { type?: unknown; properties?: Record<string, { type?: unknown }> };
