@@ -221,7 +221,8 @@ function expectReport(r: Report, opts: { taskId: string; version: string; taskCa
     state: 'waiting_input',
     pending_question: { answered: false },
   });
-  expect(r.good_answer).toMatchObject({ is_error: false, structured: { state: 'waiting_input' } });
+  // The worker may already be past the question when the answer's result is read: no state asserted.
+  expect(r.good_answer).toMatchObject({ is_error: false, structured: { answer_state: 'answer sent' } });
   // A plain orchestrate_task returns at acceptance; a task-augmented one carries the final task.
   expect(r.orchestrate_task.is_error, r.orchestrate_task.text).toBe(false);
   if (opts.taskCalls) {
