@@ -2,6 +2,8 @@
  * @module The planner (`nfltr mcp`): MCP server and tools, task manager, durable task store.
  * Exports are listed by name; anything added here becomes the planner's public surface.
  */
+
+export { answerProblem } from './answer-schema.js';
 export {
   buildReport,
   DemoError,

@@ -372,6 +372,25 @@ describe('nfltr mcp', () => {
       expect(done.artifacts?.map((a) => a.name)).toEqual(['command-1.log', 'command-2.log', 'summary.json']);
     });
 
+    it('respond - decline needs no content; accept without content is refused and the task keeps waiting', async () => {
+      await planner.ok('orchestrate_task', {
+        agent_id: 'w-build',
+        task_id: 'declined',
+        objective: 'ask, then finish',
+        constraints: { ask: true },
+      });
+      await waitState(planner, 'declined', ['waiting_input']);
+      expect(await planner.fails('respond_to_worker', { task_id: 'declined' })).toMatch(
+        /content is required to accept the question of task declined.*action "decline"/,
+      );
+      expect(
+        await planner.fails('respond_to_worker', { task_id: 'declined', content: { answer: 3 } }),
+      ).toMatch(/answer must be string \(got number 3\).*still waiting_input/);
+      await planner.ok('respond_to_worker', { task_id: 'declined', action: 'decline' });
+      const done = await waitState(planner, 'declined', ['completed', 'failed']);
+      expect(done).toMatchObject({ state: 'completed', result: { structured: { answer: '(decline)' } } });
+    });
+
     it('timeout_ms - an unanswered task fails with reason timeout and frees its slot', async () => {
       await planner.ok('orchestrate_task', {
         agent_id: 'w-build',
