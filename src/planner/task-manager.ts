@@ -59,6 +59,8 @@ export interface TaskManagerOptions {
   logger?: Logger;
   /** How long orchestrate_task waits for accepted/refused (default 15 s). */
   acceptTimeoutMs?: number;
+  /** How long a call needing the relay waits for a link that is (re)dialling (default 3 s). */
+  linkWaitMs?: number;
   /** How long cancel_task waits for the worker's `cancelled` (default 5 s). */
   cancelWaitMs?: number;
   /** A worker that does not answer a probe within this is reported unavailable (default 4 s). */
@@ -218,7 +220,7 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
 
   /** Asks a worker for its live capacity. A worker that does not answer in time is reported unavailable. */
   async probe(agentId: string): Promise<ProbeReport> {
-    this.#requireLink();
+    await this.#requireLink();
     const timeoutMs = this.#opts.probeTimeoutMs ?? 4_000;
     const probeId = randomUUID();
     const started = performance.now();
@@ -257,7 +259,7 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
     if (!req.objective.trim()) {
       throw new PlannerError('invalid_argument', 'objective is empty: say what the worker should do');
     }
-    this.#requireLink();
+    await this.#requireLink();
     let files: LocalFile[] = [];
     let inputs: Awaited<ReturnType<typeof describeFiles>> = [];
     try {
@@ -1194,14 +1196,35 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
     return `not connected to the relay at ${tried}${last ? `: ${last}` : ''}`;
   }
 
-  #requireLink(): void {
+  /**
+   * A call that needs the relay while the link is (re)dialling waits for it a moment: an MCP client
+   * calls right after the handshake, which is usually before the first dial is through. Then it fails,
+   * naming the address redialled.
+   */
+  async #requireLink(): Promise<void> {
     if (this.#closed) throw new PlannerError('relay_unreachable', 'the planner is shutting down');
+    if (!this.#agent.connected) await this.#linkWithin(this.#opts.linkWaitMs ?? 3_000);
     if (!this.#agent.connected) {
       throw new PlannerError(
         'relay_unreachable',
         `relay unreachable: ${this.#linkProblem()}. nfltr mcp keeps redialling; retry in a few seconds`,
       );
     }
+  }
+
+  #linkWithin(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.#agent.off('status', onStatus);
+        resolve();
+      };
+      const onStatus = (s: { type: string }) => {
+        if (s.type === 'connected' || s.type === 'fatal' || s.type === 'closed') done();
+      };
+      const timer = setTimeout(done, ms);
+      this.#agent.on('status', onStatus);
+    });
   }
 
   #sendError(err: Error, agentId: string): Error {
