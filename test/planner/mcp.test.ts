@@ -610,6 +610,7 @@ describe('nfltr mcp', () => {
 
   describe('unusable key at start', () => {
     it('an empty or unexpanded key still answers initialize; every tool says what to fix', async () => {
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: the placeholder a client failed to expand
       for (const bad of ['', '${env:NFLTR_API_KEY}']) {
         const p = await startPlanner(
           ['--proxy-url', relay.httpUrl, '--server', relay.grpcAddr, '--state-dir', tempDir()],
