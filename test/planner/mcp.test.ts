@@ -171,7 +171,7 @@ describe('nfltr mcp', () => {
       expect(await workers('zone!=eu,nfltr.worker.protocol=a2a-mcp-v1')).toEqual(['w-shell']);
       expect(await workers('zone=mars')).toEqual([]);
       expect(await planner.fails('list_worker_peers', { selector: 'zone=eu,,role' })).toMatch(
-        /bad selector term "" in "zone=eu,,role": expected key=value or key!=value/,
+        /bad selector term "" in "zone=eu,,role": no = or != in it; expected key=value or key!=value/,
       );
       // An argument the schema does not name is refused, not ignored (it used to list every worker).
       expect(await planner.fails('list_worker_peers', { labels: 'role=build' })).toBe(

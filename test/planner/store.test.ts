@@ -231,7 +231,13 @@ describe('selectors', () => {
 
   it('refuses a malformed term, quoting it', () => {
     expect(() => parseSelector('zone=eu,gpu')).toThrow(/bad selector term "gpu"/);
-    expect(() => parseSelector('=x')).toThrow(/expected key=value or key!=value/);
+    expect(() => parseSelector('=x')).toThrow(
+      /bad selector term "=x".*label key "" must be 1-128 characters/,
+    );
+    expect(() => parseSelector('zone=eu,')).toThrow(/bad selector term ""/);
+    expect(() => parseSelector('zone==eu')).toThrow(/"zone==eu".*the value "=eu" has a second = in it/);
+    expect(() => parseSelector('zo ne=eu')).toThrow(/label key "zo ne" must be/);
+    expect(() => parseSelector('gpu')).toThrow(/"gpu".*no = or != in it/);
   });
 });
 
