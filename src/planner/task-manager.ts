@@ -389,7 +389,8 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
     signal?: AbortSignal;
   }): Promise<StoredTask[]> {
     const ids = opts.taskIds && new Set(opts.taskIds);
-    for (const id of ids ?? []) this.#task(id); // an unknown id is an error, not an endless wait
+    // An unknown id is an error, not an endless wait; one still being dispatched is waited for.
+    for (const id of ids ?? []) if (!this.#store.has(id) && !this.#pending.has(id)) this.#task(id);
     const states = new Set(opts.states);
     const deadline = Date.now() + opts.waitMs;
     for (;;) {

@@ -478,6 +478,13 @@ describe('nfltr mcp', () => {
     });
 
     it('restart - a planner restarted on the same state dir still has every task', async () => {
+      type Waited = { events: { task_id: string; state: string }[]; open_tasks: number };
+      const before = await planner.ok<Waited>('wait_for_tasks', { wait_ms: 0 });
+      expect(Object.fromEntries(before.events.map((e) => [e.task_id, e.state]))).toMatchObject({
+        'release-report-20260414': 'completed',
+        'to-cancel': 'cancelled',
+        'too-slow': 'failed',
+      });
       await planner.close();
       planner = await startPlanner(plannerArgs(), key);
       await eventually(
@@ -497,6 +504,10 @@ describe('nfltr mcp', () => {
       });
       const s = await planner.ok<Status>('get_task_status', { task_id: 'release-report-20260414' });
       expect(s.artifacts).toHaveLength(2);
+      // What wait_for_tasks returned before the restart is not returned again.
+      expect(await planner.ok<Waited>('wait_for_tasks', { wait_ms: 300 })).toMatchObject({ events: [] });
+      expect(await planner.fails('wait_for_tasks', { task_ids: ['nope'] })).toMatch(/unknown task "nope"/);
+      expect(await planner.fails('wait_for_tasks', { wait_ms: 60_000 })).toMatch(/wait_ms/);
     });
   });
 
