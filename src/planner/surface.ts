@@ -29,7 +29,7 @@ export interface ToolSurfaceOptions {
   logger?: Logger;
 }
 
-export const textResult = (text: string, isError = false): CallToolResult => ({
+const textResult = (text: string, isError = false): CallToolResult => ({
   content: [{ type: 'text', text }],
   ...(isError ? { isError: true } : {}),
 });
