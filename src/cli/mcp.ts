@@ -5,15 +5,15 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { DEFAULT_MAX_ARTIFACT_BYTES } from '../agent/artifacts.js';
 import { A2aEndpoint, AgentClient } from '../agent/index.js';
 import {
   acquireStateLock,
-  createPlannerServer,
   MCP_JSON_SERVER_NAME,
   PeerDirectory,
+  type PlannerServer,
+  servePlanner,
   TaskManager,
   TaskStore,
   writeMcpJson,
@@ -59,8 +59,12 @@ function parseUrl(value: string): string {
 }
 
 const HELP_AFTER = `
-Tools: list_my_peers, list_worker_peers (HTTP API, --proxy-url); with --server, once the A2A link is up:
-probe_worker, orchestrate_task, get_task_status, respond_to_worker, cancel_task, list_active_tasks.
+Tools, all listed from the start: list_my_peers, list_worker_peers (HTTP API, --proxy-url); probe_worker,
+orchestrate_task, wait_for_tasks, get_task_status, respond_to_worker, cancel_task, list_active_tasks
+(A2A link, --server). A tool that cannot run now (no --server or --proxy-url, an empty or unexpanded API
+key, a key the relay refused, the relay unreachable) answers with an error saying why and what to fix.
+MCP clients of protocol 2025-06-18/2025-11-25 (initialize) and 2026-07-28 (server/discover) are served;
+orchestrate_task and wait_for_tasks accept task-augmented calls in both (docs/planner.md).
 Tasks, their events and their artifacts are kept in --state-dir (tasks.db, artifacts/<task_id>/); a
 planner restarted on the same --name and --state-dir resumes every open task (docs/durability.md).
 
@@ -159,23 +163,44 @@ function loadSessionToken(stateDir: string): string {
   return token;
 }
 
-export async function runMcp(o: McpCommandOptions): Promise<void> {
-  const log = createLogger('planner');
-  if (!o.apiKey) die('no API key: pass --api-key or set NFLTR_API_KEY', 2);
-  if (!o.server && !o.proxyUrl) {
-    die(
-      'nothing to connect to: pass --proxy-url (the relay HTTP API, for discovery) and --server (the relay ' +
-        'control address, for tasks)',
-      2,
+/**
+ * Why `key` cannot be used, or undefined. The planner still starts and answers the MCP handshake, so
+ * the client shows this on every tool call instead of a closed connection.
+ */
+export function apiKeyProblem(key: string | undefined): string | undefined {
+  if (!key?.trim()) {
+    return (
+      'no API key: pass --api-key or set NFLTR_API_KEY (in an MCP client configuration, in the env of ' +
+      'the nfltr server entry), then restart nfltr mcp'
     );
   }
-  const directory = new PeerDirectory({ proxyUrl: o.proxyUrl, apiKey: o.apiKey });
+  if (/\$\{[^}]*\}/.test(key)) {
+    return (
+      `the API key is the literal text ${JSON.stringify(key)}: the MCP client did not expand that ` +
+      'variable. Set NFLTR_API_KEY in the environment the client starts nfltr mcp from (or use the ' +
+      "client's own secret prompt, such as a VS Code input), or pass --api-key; then restart nfltr mcp"
+    );
+  }
+  return undefined;
+}
+
+export async function runMcp(o: McpCommandOptions): Promise<void> {
+  const log = createLogger('planner');
+  const keyProblem = apiKeyProblem(o.apiKey);
+  if (keyProblem) log.error(`every tool will answer: ${keyProblem}`);
+  if (!o.server && !o.proxyUrl) {
+    log.warn(
+      'nothing to connect to: pass --proxy-url (the relay HTTP API, for discovery) and --server (the relay ' +
+        'control address, for tasks); every tool will say so',
+    );
+  }
+  const directory = new PeerDirectory({ proxyUrl: o.proxyUrl, apiKey: o.apiKey ?? '' });
   let agent: AgentClient | undefined;
   let manager: TaskManager | undefined;
   let store: TaskStore | undefined;
   let release = () => {};
 
-  if (o.server) {
+  if (o.server && !keyProblem) {
     let agentOpts: ReturnType<typeof agentOptionsFrom>;
     try {
       agentOpts = agentOptionsFrom(o, 'planner');
@@ -222,7 +247,7 @@ export async function runMcp(o: McpCommandOptions): Promise<void> {
     });
     agent.on('status', (s) => {
       if (s.type === 'fatal') {
-        log.error('the relay refused this planner; orchestration tools are gone, discovery still works', {
+        log.error('the relay refused this planner; its A2A tools say so until it is restarted', {
           error: s.message,
         });
       }
@@ -230,7 +255,7 @@ export async function runMcp(o: McpCommandOptions): Promise<void> {
     log.info('planner starting', { agent: agentOpts.agentId, state_dir: stateDir, e2ee: o.a2aE2ee });
   }
 
-  const server = createPlannerServer({ directory, agent, manager, logger: log });
+  let server: PlannerServer | undefined;
   let stopping = false;
   const shutdown = async (why: string) => {
     if (stopping) return;
@@ -238,7 +263,7 @@ export async function runMcp(o: McpCommandOptions): Promise<void> {
     log.info('shutting down', { why });
     manager?.close();
     await Promise.race([agent?.close(), new Promise((r) => setTimeout(r, 2_000))]);
-    await server.close().catch(() => {});
+    await server?.close().catch(() => {});
     store?.close();
     release();
     process.exit(0);
@@ -248,6 +273,7 @@ export async function runMcp(o: McpCommandOptions): Promise<void> {
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
 
-  await server.connect(new StdioServerTransport());
+  // The link comes up while the client connects: no tool depends on it to be listed.
   agent?.start();
+  server = await servePlanner({ directory, agent, manager, keyProblem, logger: log });
 }

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { getDefaultEnvironment, StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
-import { type CallToolResult, ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
+import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { generatePairingKey } from '../protocol/e2ee.js';
 import { VERSION } from '../version.js';
 
@@ -210,29 +210,11 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
     const plannerLog = createWriteStream(join(dir, 'planner.log'));
     transport.stderr?.pipe(plannerLog);
     client = new Client({ name: 'nfltr-demo', version: VERSION });
-    let toolsChanged: () => void = () => {};
-    client.setNotificationHandler(ToolListChangedNotificationSchema, async () => toolsChanged());
     await client.connect(transport);
     const c = client;
-    const first = await c.listTools();
-    line(
-      'planner',
-      'demo-planner',
-      'mcp',
-      `tools before the A2A link: ${first.tools.map((t) => t.name).join(', ')}`,
-    );
-    const tools = await waitFor(
-      async () => {
-        const names = (await c.listTools()).tools.map((t) => t.name);
-        return names.includes('orchestrate_task') ? names : undefined;
-      },
-      (wake) => {
-        toolsChanged = wake;
-      },
-      15_000,
-      'the orchestration tools (the planner could not reach the relay; see planner.log)',
-    );
-    line('planner', 'demo-planner', 'list_changed', `A2A link up; tools now: ${tools.length}`);
+    // Every tool is there from the first tools/list; one that needs the relay waits for the link.
+    const tools = (await c.listTools()).tools.map((t) => t.name);
+    line('planner', 'demo-planner', 'mcp', `tools: ${tools.join(', ')}`);
 
     const call = async <T>(name: string, args: Record<string, unknown>): Promise<T> => {
       const r = (await c.callTool({ name, arguments: args })) as CallToolResult;
@@ -250,7 +232,6 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
         const r = await call<Workers>('list_worker_peers', {});
         return r.workers.length >= WORKERS.length ? r : undefined;
       },
-      undefined,
       10_000,
       'both workers in list_worker_peers',
     );
@@ -336,22 +317,21 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
       await call('respond_to_worker', { task_id: s.task_id, content: { approve: true } });
       line(s.task_id, s.agent_id, 'answered', 'respond_to_worker {"approve": true}');
     };
+    // wait_for_tasks blocks until a task asks a question or ends, and reports each such event once.
     const finals = new Map<string, TaskStatus>();
-    await waitFor(
-      async () => {
-        for (const id of [sysinfo, workspace]) {
-          if (finals.has(id)) continue;
-          const s = await follow(id);
-          await answer(s);
-          if (['completed', 'failed', 'cancelled'].includes(s.state)) finals.set(id, s);
-        }
-        return finals.size === 2 ? true : undefined;
-      },
-      undefined,
-      60_000,
-      'the two fan-out tasks to finish',
-      200,
-    );
+    const deadline = Date.now() + 60_000;
+    while (finals.size < 2) {
+      if (Date.now() > deadline) throw new DemoError('timed out after 60 s waiting for the fan-out tasks');
+      const w = await call<{ events: { task_id: string }[] }>('wait_for_tasks', {
+        task_ids: [sysinfo, workspace],
+        wait_ms: 20_000,
+      });
+      for (const id of new Set(w.events.map((e) => e.task_id))) {
+        const s = await follow(id);
+        await answer(s);
+        if (['completed', 'failed', 'cancelled'].includes(s.state)) finals.set(id, s);
+      }
+    }
     for (const [id, s] of finals) {
       if (s.state !== 'completed') {
         throw new DemoError(`task ${id} ended ${s.state}: ${s.reason ?? ''} ${s.message ?? ''}`.trim());
@@ -383,7 +363,6 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
         }
         return sleeping || undefined;
       },
-      undefined,
       20_000,
       'the long job to start running',
       200,
@@ -471,10 +450,9 @@ async function stopChild(child: ChildProcess): Promise<void> {
   clearTimeout(t);
 }
 
-/** Polls `fn` until it returns a value; `onWake` may hand out a function that ends the current wait early. */
+/** Polls `fn` until it returns a value. */
 async function waitFor<T>(
   fn: () => Promise<T | undefined>,
-  onWake: ((wake: () => void) => void) | undefined,
   ms: number,
   what: string,
   intervalMs = 100,
@@ -484,13 +462,7 @@ async function waitFor<T>(
     const v = await fn();
     if (v !== undefined) return v;
     if (Date.now() > deadline) throw new DemoError(`timed out after ${ms / 1000} s waiting for ${what}`);
-    await new Promise<void>((r) => {
-      const t = setTimeout(r, intervalMs);
-      onWake?.(() => {
-        clearTimeout(t);
-        r();
-      });
-    });
+    await new Promise<void>((r) => setTimeout(r, intervalMs));
   }
 }
 

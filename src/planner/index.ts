@@ -2,6 +2,8 @@
  * @module The planner (`nfltr mcp`): MCP server and tools, task manager, durable task store.
  * Exports are listed by name; anything added here becomes the planner's public surface.
  */
+
+export { answerProblem } from './answer-schema.js';
 export {
   buildReport,
   DemoError,
@@ -14,7 +16,8 @@ export { PlannerError, type PlannerErrorCode } from './errors.js';
 export { acquireStateLock, LockError } from './lock.js';
 export { MCP_JSON_SERVER_NAME, type McpServerEntry, stripJsonc, writeMcpJson } from './mcp-json.js';
 export { matchesSelector, type Peer, PeerDirectory, parseSelector, type SelectorTerm } from './peers.js';
-export { createPlannerServer, type PlannerServerOptions } from './server.js';
+export { INSTRUCTIONS, type PlannerServer, type PlannerServerOptions, servePlanner } from './server.js';
+export { type ListedTool, ToolSurface } from './surface.js';
 export {
   type CancelOutcome,
   type DispatchRequest,
@@ -37,4 +40,11 @@ export {
   type TaskStateName,
 } from './task-state.js';
 export { type StoredTask, type TaskRequest, TaskStore } from './task-store.js';
-export { registerA2aTools, registerDiscoveryTools, type ToolContext } from './tools.js';
+export {
+  MAX_WAIT_MS,
+  NOTABLE_STATES,
+  type PlannerTool,
+  plannerTools,
+  type RunContext,
+  type ToolContext,
+} from './tools.js';

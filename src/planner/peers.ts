@@ -2,6 +2,7 @@
  * @module Discovery through the relay's HTTP API (`GET /api/v1/peers`), and label selectors
  * (`k=v,k!=v`) for choosing workers.
  */
+import { labelsProblem } from '../protocol/control.js';
 import { PlannerError } from './errors.js';
 
 export interface Peer {
@@ -26,16 +27,21 @@ export function parseSelector(selector: string): SelectorTerm[] {
   const terms: SelectorTerm[] = [];
   const parts = selector.split(',').map((p) => p.trim());
   if (parts.length === 1 && parts[0] === '') return terms;
+  const bad = (part: string, why: string) =>
+    new PlannerError(
+      'invalid_argument',
+      `bad selector term ${JSON.stringify(part)} in ${JSON.stringify(selector)}: ${why}; expected key=value ` +
+        'or key!=value terms separated by commas, e.g. "zone=eu,gpu!=none"',
+    );
   for (const part of parts) {
-    const m = /^([A-Za-z0-9._/-]+)\s*(!=|=)\s*(.*)$/.exec(part);
-    if (!m) {
-      throw new PlannerError(
-        'invalid_argument',
-        `bad selector term ${JSON.stringify(part)} in ${JSON.stringify(selector)}: expected key=value or ` +
-          'key!=value terms separated by commas, e.g. "zone=eu,gpu!=none"',
-      );
-    }
-    terms.push({ key: m[1]!, op: m[2] as '=' | '!=', value: m[3]!.trim() });
+    const m = /^(.*?)\s*(!=|=)\s*(.*)$/.exec(part);
+    if (!m) throw bad(part, 'no = or != in it');
+    const [, key = '', op, value = ''] = m;
+    // The key follows the label rules; a value with = or != in it is a typo (a==b, a=b=c), not a label.
+    const problem = labelsProblem({ [key]: value });
+    if (problem) throw bad(part, problem);
+    if (/!?=/.test(value)) throw bad(part, `the value ${JSON.stringify(value)} has a second = in it`);
+    terms.push({ key, op: op as '=' | '!=', value });
   }
   return terms;
 }

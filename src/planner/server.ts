@@ -1,84 +1,128 @@
 /**
- * @module The planner's MCP server: discovery tools always; `probe_worker` and the orchestration tools
- * once the A2A link is up (announced with `notifications/tools/list_changed`), removed again only when
- * the relay refuses this planner for good.
+ * @module The planner's MCP server over stdio, for both protocol eras. The opening message picks the
+ * era, as SDK v2's own stdio entry decides it: `initialize` (or any message without a 2026-07-28
+ * `_meta` claim) is a 2025-era client, served by SDK v1 with the 2025-11-25 experimental tasks
+ * ({@link ./legacy.ts}); a claimed message (`server/discover`, a stateless call) is a 2026-07-28
+ * client, handed whole to SDK v2's `serveStdio` with the Tasks extension ({@link ./modern.ts}). Both
+ * list the same tools from the same {@link ToolSurface}, whatever the state of the A2A link.
  */
-import { McpServer, type RegisteredTool } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { PassThrough, type Readable, type Writable } from 'node:stream';
+import { StdioServerTransport as LegacyStdioTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
+import { PROTOCOL_VERSION_META_KEY } from '@modelcontextprotocol/server';
+import { StdioServerTransport, serveStdio } from '@modelcontextprotocol/server/stdio';
 import type { AgentClient } from '../agent/index.js';
 import { type Logger, silentLogger } from '../util/log.js';
-import { VERSION } from '../version.js';
+import { createLegacyServer } from './legacy.js';
+import { createModernServer } from './modern.js';
 import type { PeerDirectory } from './peers.js';
+import { ToolSurface } from './surface.js';
 import type { TaskManager } from './task-manager.js';
-import { registerA2aTools, registerDiscoveryTools } from './tools.js';
+import { plannerTools } from './tools.js';
 
-const INSTRUCTIONS = `nfltr is a coordination transport between you (the planner) and remote worker machines.
+export const INSTRUCTIONS = `nfltr is a coordination transport between you (the planner) and remote worker machines.
 Loop: list_worker_peers (optionally with a label selector) → probe_worker for live free slots →
-orchestrate_task once per worker (fan-out) → poll get_task_status (pass last_seq as after_seq) →
-answer waiting_input questions with respond_to_worker → read result and artifacts when completed, or
-cancel_task to stop. list_active_tasks shows what is still running. Ranking, retries and combining
-results are yours to decide.`;
+orchestrate_task once per worker (fan-out) → wait_for_tasks (it blocks until a task needs an answer or
+ends, and reports each event once) → answer waiting_input questions with respond_to_worker (content
+shaped by the question's schema, or action decline) → read result and artifacts of completed tasks →
+wait_for_tasks again while open_tasks > 0. Never poll. cancel_task stops a task; get_task_status and
+list_active_tasks show details. Ranking, retries and combining results are yours to decide. A tool that
+cannot run now (no --server, API key refused, relay unreachable) says why and what to fix.`;
+
+/** Opening lines longer than this are not worth buffering to classify: the SDK refuses them anyway. */
+const MAX_OPENING_BYTES = 4 * 1024 * 1024;
 
 export interface PlannerServerOptions {
   directory: PeerDirectory;
   /** With --server: the agent on the relay and the task manager on it. */
   agent?: AgentClient;
   manager?: TaskManager;
+  /** Why the API key cannot be used (empty, an unexpanded placeholder); every tool answers with it. */
+  keyProblem?: string;
   logger?: Logger;
+  stdin?: Readable;
+  stdout?: Writable;
 }
 
-export function createPlannerServer(opts: PlannerServerOptions): McpServer {
-  const log = opts.logger ?? silentLogger;
-  const server = new McpServer(
-    { name: 'nfltr', version: VERSION },
-    { capabilities: { tools: { listChanged: true } }, instructions: INSTRUCTIONS },
-  );
-  const ctx = { directory: opts.directory, selfId: opts.agent?.agentId, logger: log };
-  registerDiscoveryTools(server, ctx);
+export interface PlannerServer {
+  close(): Promise<void>;
+}
 
-  const { agent, manager } = opts;
-  if (agent && manager) {
-    let handles: RegisteredTool[] | undefined;
-    let initialized = false;
-    let linkUp = agent.connected;
-    let gone = false;
-    // Tools appear only once the client finished initialising, so list_changed never precedes it.
-    const sync = () => {
-      if (!handles && linkUp && initialized && !gone) {
-        handles = batchListChanged(server, () => registerA2aTools(server, { ...ctx, manager }));
-        log.info('A2A link up; orchestration tools available');
-      } else if (handles && gone) {
-        const gone = handles;
-        batchListChanged(server, () => {
-          for (const h of gone) h.remove();
+/** Why a tool cannot run now, from the start flags and the link state; undefined when it can. */
+function availability(opts: PlannerServerOptions) {
+  let refused: string | undefined;
+  opts.agent?.on('status', (s) => {
+    if (s.type === 'fatal') refused = s.message;
+    else if (s.type === 'connected') refused = undefined;
+  });
+  return (needs: 'discovery' | 'a2a'): string | undefined => {
+    if (opts.keyProblem) return opts.keyProblem;
+    if (needs === 'discovery') return undefined; // the directory names a missing --proxy-url itself
+    if (!opts.manager) {
+      return (
+        'no relay control address: start nfltr mcp with --server HOST:PORT (or set NFLTR_SERVER) to probe ' +
+        'workers and run tasks; discovery works with --proxy-url alone'
+      );
+    }
+    if (refused) {
+      return (
+        `the relay refused this planner (${refused}); fix the API key (--api-key or NFLTR_API_KEY in the ` +
+        "MCP client's configuration) and restart nfltr mcp"
+      );
+    }
+    return undefined; // a link that is down is reported by the call itself, with the address redialled
+  };
+}
+
+/** Whether the opening message claims the 2026-07-28 era (a `_meta` protocol version, not initialize). */
+function claimsModernEra(line: Buffer): boolean {
+  try {
+    const msg = JSON.parse(line.toString('utf8')) as { method?: string; params?: { _meta?: object } };
+    const meta = msg.params?._meta as Record<string, unknown> | undefined;
+    return msg.method !== 'initialize' && typeof meta?.[PROTOCOL_VERSION_META_KEY] === 'string';
+  } catch {
+    return false; // the SDK answers a parse error
+  }
+}
+
+/**
+ * Serves the planner on stdio. Resolves once the era is chosen and the server is connected; every
+ * byte read while choosing is passed on to it.
+ */
+export function servePlanner(opts: PlannerServerOptions): Promise<PlannerServer> {
+  const log = opts.logger ?? silentLogger;
+  const stdin = opts.stdin ?? process.stdin;
+  const stdout = opts.stdout ?? process.stdout;
+  const surface = new ToolSurface({
+    tools: plannerTools({ directory: opts.directory, manager: opts.manager, selfId: opts.agent?.agentId }),
+    unavailable: availability(opts),
+    logger: log,
+  });
+  return new Promise((resolve, reject) => {
+    let opening = Buffer.alloc(0);
+    const onData = (chunk: Buffer) => {
+      opening = Buffer.concat([opening, chunk]);
+      const nl = opening.indexOf(10);
+      if (nl < 0 && opening.length < MAX_OPENING_BYTES) return;
+      stdin.off('data', onData);
+      stdin.pause();
+      const input = new PassThrough();
+      input.write(opening);
+      stdin.pipe(input);
+      const modern = claimsModernEra(opening.subarray(0, nl < 0 ? opening.length : nl));
+      log.info('MCP client connected', { era: modern ? '2026-07-28' : '2025' });
+      if (modern) {
+        const handle = serveStdio(({ era }) => createModernServer(surface, INSTRUCTIONS, era), {
+          transport: new StdioServerTransport(input, stdout),
+          onerror: (err) => log.warn('MCP stdio error', { error: err.message }),
         });
-        handles = undefined;
-        log.warn('A2A link gone for good; orchestration tools removed');
+        resolve({ close: () => handle.close() });
+      } else {
+        const server = createLegacyServer(surface, INSTRUCTIONS);
+        server
+          .connect(new LegacyStdioTransport(input, stdout))
+          .then(() => resolve({ close: () => server.close() }), reject);
       }
     };
-    const previous = server.server.oninitialized;
-    server.server.oninitialized = () => {
-      previous?.();
-      initialized = true;
-      sync();
-    };
-    agent.on('status', (s) => {
-      if (s.type === 'connected') linkUp = true;
-      else if (s.type === 'fatal') gone = true;
-      else return;
-      sync();
-    });
-  }
-  return server;
-}
-
-/** Runs `fn` (which registers or removes several tools) so that the client gets one list_changed. */
-function batchListChanged<T>(server: McpServer, fn: () => T): T {
-  const send = server.sendToolListChanged;
-  server.sendToolListChanged = () => {};
-  try {
-    return fn();
-  } finally {
-    server.sendToolListChanged = send;
-    server.sendToolListChanged();
-  }
+    stdin.on('data', onData);
+  });
 }

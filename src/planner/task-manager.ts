@@ -22,6 +22,7 @@ import {
   AckSchema,
   type ArtifactAck,
   type ArtifactChunk,
+  answerObject,
   CancelSchema,
   ProbeSchema,
   RespondSchema,
@@ -32,6 +33,7 @@ import {
   taskStateName,
 } from '../protocol/a2a.js';
 import { type Logger, silentLogger } from '../util/log.js';
+import { answerProblem } from './answer-schema.js';
 import { PlannerError } from './errors.js';
 import { PeerWatch } from './peer-watch.js';
 import { isTerminal, type TaskEventRecord, type TaskSnapshot, type TaskStateName } from './task-state.js';
@@ -57,6 +59,8 @@ export interface TaskManagerOptions {
   logger?: Logger;
   /** How long orchestrate_task waits for accepted/refused (default 15 s). */
   acceptTimeoutMs?: number;
+  /** How long a call needing the relay waits for a link that is (re)dialling (default 3 s). */
+  linkWaitMs?: number;
   /** How long cancel_task waits for the worker's `cancelled` (default 5 s). */
   cancelWaitMs?: number;
   /** A worker that does not answer a probe within this is reported unavailable (default 4 s). */
@@ -220,7 +224,7 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
 
   /** Asks a worker for its live capacity. A worker that does not answer in time is reported unavailable. */
   async probe(agentId: string): Promise<ProbeReport> {
-    this.#requireLink();
+    await this.#requireLink();
     const timeoutMs = this.#opts.probeTimeoutMs ?? 4_000;
     const probeId = randomUUID();
     const started = performance.now();
@@ -259,7 +263,7 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
     if (!req.objective.trim()) {
       throw new PlannerError('invalid_argument', 'objective is empty: say what the worker should do');
     }
-    this.#requireLink();
+    await this.#requireLink();
     let files: LocalFile[] = [];
     let inputs: Awaited<ReturnType<typeof describeFiles>> = [];
     try {
@@ -357,22 +361,90 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
    * Resolves once the task has an event after `afterSeq` or is final, or after `ms`: a planner watching
    * a task waits in one call instead of polling.
    */
-  async waitForEvent(taskId: string, afterSeq: number, ms: number): Promise<void> {
+  async waitForEvent(taskId: string, afterSeq: number, ms: number, signal?: AbortSignal): Promise<void> {
     const s = this.#task(taskId).snapshot;
-    if (ms <= 0 || this.#closed || s.last_seq > afterSeq || isTerminal(s.state)) return;
+    if (ms <= 0 || this.#closed || s.last_seq > afterSeq || isTerminal(s.state) || signal?.aborted) return;
     const waiters = this.#eventWaiters.get(taskId) ?? new Set();
     this.#eventWaiters.set(taskId, waiters);
     await new Promise<void>((resolve) => {
       const wake = () => {
         clearTimeout(timer);
+        signal?.removeEventListener('abort', wake);
         waiters.delete(wake);
         if (waiters.size === 0 && this.#eventWaiters.get(taskId) === waiters)
           this.#eventWaiters.delete(taskId);
         resolve();
       };
       const timer = setTimeout(wake, ms);
+      signal?.addEventListener('abort', wake);
       waiters.add(wake);
     });
+  }
+
+  /**
+   * wait_for_tasks: resolves with the tasks that ended or ask a question since they were last reported
+   * (each event once per planner, stored as delivered and on disk before it is returned), as soon as
+   * there is one, or with none after `waitMs` or when `signal` aborts.
+   */
+  async waitForTasks(opts: {
+    taskIds?: string[];
+    states: TaskStateName[];
+    waitMs: number;
+    signal?: AbortSignal;
+  }): Promise<StoredTask[]> {
+    const ids = opts.taskIds && new Set(opts.taskIds);
+    // An unknown id is an error, not an endless wait; one still being dispatched is waited for.
+    for (const id of ids ?? []) if (!this.#store.has(id) && !this.#pending.has(id)) this.#task(id);
+    const states = new Set(opts.states);
+    const deadline = Date.now() + opts.waitMs;
+    for (;;) {
+      const taken = this.#store.takeUndelivered(states, ids);
+      if (taken.length > 0) {
+        await this.#store.synced();
+        return taken;
+      }
+      const left = deadline - Date.now();
+      if (left <= 0 || this.#closed || opts.signal?.aborted) return [];
+      await this.#nextTaskEvent(left, opts.signal);
+    }
+  }
+
+  /** Resolves once any task event is stored, after `ms`, or when `signal` aborts. */
+  #nextTaskEvent(ms: number, signal?: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.off('task', done);
+        signal?.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.on('task', done);
+      signal?.addEventListener('abort', done);
+    });
+  }
+
+  /**
+   * Resolves with the task once it is final (a task-augmented orchestrate_task follows it to the end),
+   * calling `progress` on each of its events; rejects when `signal` aborts.
+   */
+  async untilFinal(
+    taskId: string,
+    signal: AbortSignal,
+    progress: (t: StoredTask) => void,
+  ): Promise<StoredTask> {
+    for (;;) {
+      const t = this.#task(taskId);
+      progress(t);
+      if (isTerminal(t.snapshot.state)) return t;
+      if (signal.aborted || this.#closed) {
+        throw new PlannerError(
+          'wrong_state',
+          `stopped following task ${taskId}: ${String(signal.reason ?? 'closed')}`,
+        );
+      }
+      await this.waitForEvent(taskId, t.snapshot.last_seq, 60_000, signal);
+    }
   }
 
   /** A task with its events after `afterSeq`. */
@@ -419,6 +491,27 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
       );
     }
     if (this.#closed) throw new PlannerError('relay_unreachable', 'the planner is shutting down');
+    let answerJson = '';
+    if (action === 'accept') {
+      if (content === undefined) {
+        throw new PlannerError(
+          'invalid_argument',
+          `content is required to accept the question of task ${taskId}: an object shaped by its schema ` +
+            '(pending_question.schema), or action "decline" / "cancel" to answer without content',
+        );
+      }
+      const schema = s.pending.schema as Parameters<typeof answerObject>[1];
+      const answer = answerObject(content, schema);
+      const problem = answerProblem(answer, schema);
+      if (problem) {
+        throw new PlannerError(
+          'invalid_argument',
+          `content does not match the schema of the question of task ${taskId}: ${problem}. Nothing was ` +
+            'sent; the task is still waiting_input: answer again with respond_to_worker',
+        );
+      }
+      answerJson = JSON.stringify(answer);
+    }
     this.#answering.add(taskId);
     try {
       let files: LocalFile[];
@@ -437,7 +530,7 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
       } catch (err) {
         throw new PlannerError('invalid_argument', `${(err as Error).message}; the answer was not sent`);
       }
-      const answer: QueuedAnswer = { content_json: JSON.stringify(content), action, files: artifactFiles };
+      const answer: QueuedAnswer = { content_json: answerJson, action, files: artifactFiles };
       this.#store.setAnswer(taskId, s.pending.seq, answer);
       const stored = this.#store.synced();
       const sent =
@@ -1113,14 +1206,35 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
     return `not connected to the relay at ${tried}${last ? `: ${last}` : ''}`;
   }
 
-  #requireLink(): void {
+  /**
+   * A call that needs the relay while the link is (re)dialling waits for it a moment: an MCP client
+   * calls right after the handshake, which is usually before the first dial is through. Then it fails,
+   * naming the address redialled.
+   */
+  async #requireLink(): Promise<void> {
     if (this.#closed) throw new PlannerError('relay_unreachable', 'the planner is shutting down');
+    if (!this.#agent.connected) await this.#linkWithin(this.#opts.linkWaitMs ?? 3_000);
     if (!this.#agent.connected) {
       throw new PlannerError(
         'relay_unreachable',
         `relay unreachable: ${this.#linkProblem()}. nfltr mcp keeps redialling; retry in a few seconds`,
       );
     }
+  }
+
+  #linkWithin(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.#agent.off('status', onStatus);
+        resolve();
+      };
+      const onStatus = (s: { type: string }) => {
+        if (s.type === 'connected' || s.type === 'fatal' || s.type === 'closed') done();
+      };
+      const timer = setTimeout(done, ms);
+      this.#agent.on('status', onStatus);
+    });
   }
 
   #sendError(err: Error, agentId: string): Error {

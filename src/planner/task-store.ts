@@ -63,7 +63,8 @@ CREATE TABLE IF NOT EXISTS tasks (
   message        TEXT,
   answered_seq   INTEGER NOT NULL DEFAULT 0,
   answer_json    TEXT,
-  cancel_pending INTEGER NOT NULL DEFAULT 0
+  cancel_pending INTEGER NOT NULL DEFAULT 0,
+  delivered      TEXT
 );
 CREATE INDEX IF NOT EXISTS tasks_state ON tasks (state, updated_at);
 CREATE TABLE IF NOT EXISTS events (
@@ -93,13 +94,22 @@ interface TaskRow {
   answered_seq: number;
   answer_json: string | null;
   cancel_pending: number;
+  delivered: string | null;
 }
 
 /** Columns added after the first release, with their definitions, for stores created before them. */
 const ADDED_COLUMNS: Record<string, string> = {
   answer_json: 'TEXT',
   cancel_pending: 'INTEGER NOT NULL DEFAULT 0',
+  delivered: 'TEXT',
 };
+
+/**
+ * The wait_for_tasks event a task's row stands for now: `final` once terminal, `waiting_input:<seq>`
+ * for each question (a second question is a new event). SQL, so the store picks the undelivered ones.
+ */
+const EVENT_KEY = `CASE WHEN state = 'waiting_input' THEN 'waiting_input:' || json_extract(pending_json, '$.seq')
+  ELSE 'final' END`;
 
 const parse = <T>(json: string | null): T | undefined =>
   json === null ? undefined : (JSON.parse(json) as T);
@@ -152,6 +162,12 @@ export class TaskStore {
     for (const [name, def] of Object.entries(ADDED_COLUMNS)) {
       if (!columns.has(name)) this.#db.exec(`ALTER TABLE tasks ADD COLUMN ${name} ${def}`);
     }
+    // Tasks that ended before wait_for_tasks existed were seen through get_task_status: not news.
+    if (!columns.has('delivered')) {
+      this.#db.exec(
+        "UPDATE tasks SET delivered = 'final' WHERE state IN ('completed', 'failed', 'cancelled')",
+      );
+    }
     const db = this.#db;
     this.#stmt = {
       get: db.prepare<[string], TaskRow>('SELECT * FROM tasks WHERE task_id = ?'),
@@ -188,6 +204,14 @@ export class TaskStore {
       ),
       recent: db.prepare<[number], TaskRow>('SELECT * FROM tasks ORDER BY updated_at DESC LIMIT ?'),
       ids: db.prepare<[], { task_id: string }>('SELECT task_id FROM tasks'),
+      // A question this planner already answered is no longer news either.
+      undelivered: db.prepare<[], TaskRow>(
+        `SELECT * FROM tasks WHERE state IN ('waiting_input', 'completed', 'failed', 'cancelled')
+           AND COALESCE(delivered, '') != ${EVENT_KEY}
+           AND NOT (state = 'waiting_input' AND answered_seq = json_extract(pending_json, '$.seq'))
+         ORDER BY updated_at`,
+      ),
+      setDelivered: db.prepare(`UPDATE tasks SET delivered = ${EVENT_KEY} WHERE task_id = ?`),
     };
   }
 
@@ -303,6 +327,21 @@ export class TaskStore {
    */
   owed(): StoredTask[] {
     return this.#stmt.owed.all().map(fromRow);
+  }
+
+  /**
+   * Takes the wait_for_tasks events not delivered yet (a task that ended, or asks a question), among
+   * `taskIds` (all when undefined) and `states`, and marks them delivered in the same transaction: each
+   * is returned once, whoever asks. Callers wait for {@link synced} before handing them out.
+   */
+  takeUndelivered(states: ReadonlySet<TaskStateName>, taskIds?: ReadonlySet<string>): StoredTask[] {
+    return this.#db.transaction(() => {
+      const taken = this.#stmt.undelivered
+        .all()
+        .filter((r) => states.has(r.state as TaskStateName) && (!taskIds || taskIds.has(r.task_id)));
+      for (const r of taken) this.#stmt.setDelivered.run(r.task_id);
+      return taken.map(fromRow);
+    })();
   }
 
   /** Tasks not in a terminal state, oldest first. */

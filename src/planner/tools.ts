@@ -1,13 +1,12 @@
 /**
- * @module The planner's MCP tools, names exactly as the product documents give them. Discovery
- * (`list_my_peers`, `list_worker_peers`) needs only the relay's HTTP API; `probe_worker` and the
- * orchestration tools need the A2A link. Every tool returns JSON (text and structuredContent) or an
- * `isError` result whose text says what to do next.
+ * @module The planner's MCP tools, names exactly as the product documents give them, as plain
+ * definitions that neither MCP SDK owns: a strict input schema (unknown arguments refused), an output
+ * schema, what the tool needs to run, and the function. {@link ./surface.ts} lists and calls them for
+ * both protocol eras. Discovery (`list_my_peers`, `list_worker_peers`) needs the relay's HTTP API;
+ * `probe_worker` and the orchestration tools need the A2A link.
  */
-import type { McpServer, RegisteredTool } from '@modelcontextprotocol/sdk/server/mcp.js';
-import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import type { ToolAnnotations } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
-import { type Logger, silentLogger } from '../util/log.js';
 import { PlannerError } from './errors.js';
 import { matchesSelector, type Peer, type PeerDirectory, parseSelector } from './peers.js';
 import type { TaskManager } from './task-manager.js';
@@ -114,23 +113,6 @@ const taskStatusShape = {
 
 const iso = (ms: number) => new Date(ms).toISOString();
 
-function ok(out: Record<string, unknown>): CallToolResult {
-  return { content: [{ type: 'text', text: JSON.stringify(out, null, 2) }], structuredContent: out };
-}
-
-function wrap<A>(log: Logger, tool: string, fn: (args: A) => Promise<Record<string, unknown>>) {
-  return async (args: A): Promise<CallToolResult> => {
-    try {
-      return ok(await fn(args));
-    } catch (err) {
-      const e = err as Error;
-      if (!(e instanceof PlannerError))
-        log.error('tool failed unexpectedly', { tool, error: e.stack ?? e.message });
-      return { content: [{ type: 'text', text: e.message }], isError: true };
-    }
-  };
-}
-
 function eventView(e: TaskEventRecord) {
   return {
     seq: e.seq,
@@ -150,11 +132,11 @@ function nextStep(t: StoredTask): string {
   switch (s.state) {
     case 'accepted':
     case 'running':
-      return 'The worker is on it: call get_task_status again (with after_seq = last_seq) in a few seconds.';
+      return 'The worker is on it: call wait_for_tasks to learn when it needs an answer or is done.';
     case 'waiting_input':
       return t.answered_seq === s.pending?.seq
-        ? 'Your answer was given (it is delivered, or queued until the worker is reachable); call get_task_status again shortly to see the worker continue.'
-        : 'The worker asks a question: answer it with respond_to_worker {task_id, content} shaped by the schema.';
+        ? 'Your answer was given (it is delivered, or queued until the worker is reachable); call wait_for_tasks to learn what comes next.'
+        : 'The worker asks a question: answer it with respond_to_worker {task_id, content} shaped by the schema (or action decline).';
     case 'completed':
       return 'Done: read result and the files listed in artifacts (verified, on this machine).';
     case 'failed':
@@ -162,7 +144,7 @@ function nextStep(t: StoredTask): string {
     case 'cancelled':
       return 'The task was cancelled; its worker slot is free.';
     default:
-      return 'Call get_task_status again shortly.';
+      return 'Call wait_for_tasks.';
   }
 }
 
@@ -212,15 +194,6 @@ function statusView(t: StoredTask, events: TaskEventRecord[], more: boolean) {
   };
 }
 
-// ── discovery ──────────────────────────────────────────────────────────────────────────────────────────
-
-export interface ToolContext {
-  directory: PeerDirectory;
-  /** This planner's agent id, when it is on the relay. */
-  selfId?: string;
-  logger?: Logger;
-}
-
 function peerView(p: Peer, selfId?: string) {
   return {
     agent_id: p.agent_id,
@@ -232,67 +205,466 @@ function peerView(p: Peer, selfId?: string) {
   };
 }
 
-/** Registers the tools that need only the relay's HTTP API. */
-export function registerDiscoveryTools(server: McpServer, ctx: ToolContext): RegisteredTool[] {
-  const log = ctx.logger ?? silentLogger;
+// ── definitions ────────────────────────────────────────────────────────────────────────────────────────
+
+/** How a call runs: aborted when the client cancels it; `task` when the client asked for an MCP task. */
+export interface RunContext {
+  signal: AbortSignal;
+  task: boolean;
+  /** Reports progress of a task-augmented call (its MCP task status message). */
+  status?: (message: string) => void;
+}
+
+export interface PlannerTool {
+  name: string;
+  title: string;
+  description: string;
+  /** Strict: an argument the schema does not name is refused. */
+  input: z.AnyZodObject;
+  output: z.ZodRawShape;
+  annotations: ToolAnnotations;
+  /** `discovery`: the relay's HTTP API (--proxy-url); `a2a`: the control link (--server). */
+  needs: 'discovery' | 'a2a';
+  /** Long work: the call may be task-augmented (MCP tasks, both protocol eras). */
+  long?: true;
+  run: (args: never, ctx: RunContext) => Promise<Record<string, unknown>>;
+}
+
+export interface ToolContext {
+  directory: PeerDirectory;
+  /** With --server: the task manager; undefined without it (its tools then say why they cannot run). */
+  manager?: TaskManager;
+  /** This planner's agent id, when it is on the relay. */
+  selfId?: string;
+}
+
+/** A definition whose `run` is typed by its own input schema. */
+function tool<I extends z.AnyZodObject>(
+  t: Omit<PlannerTool, 'input' | 'run'> & {
+    input: I;
+    run: (args: z.infer<I>, ctx: RunContext) => Promise<Record<string, unknown>>;
+  },
+): PlannerTool {
+  return t as unknown as PlannerTool;
+}
+
+const strict = <S extends z.ZodRawShape>(shape: S) => z.object(shape).strict();
+
+/** Terminal states and waiting_input: what wait_for_tasks reports. */
+export const NOTABLE_STATES = ['waiting_input', 'completed', 'failed', 'cancelled'] as const;
+/** Longest wait_for_tasks wait: a plain call returns well inside MCP clients' usual 60 s timeout. */
+export const MAX_WAIT_MS = 50_000;
+const DEFAULT_WAIT_MS = 25_000;
+
+/** Every tool of the planner, always the same set whatever the link state. */
+export function plannerTools(ctx: ToolContext): PlannerTool[] {
+  const m = () => ctx.manager!; // `needs: 'a2a'` tools run only with a manager (see surface.ts)
   return [
-    server.registerTool(
-      'list_my_peers',
-      {
-        title: 'List peers',
-        description:
-          'List every peer (workers, planners, tunnels) connected to the relay under this API key, with its ' +
-          'id, kind, labels, connected_since and last_seen. Use it to see what is online; for choosing ' +
-          'where to run a task, prefer list_worker_peers (workers only, with a label selector), then ' +
-          'probe_worker to check live capacity.',
-        inputSchema: {},
-        outputSchema: { peers: z.array(peerShape), count: z.number().int() },
-        annotations: { readOnlyHint: true, openWorldHint: true },
-      },
-      wrap(log, 'list_my_peers', async () => {
+    tool({
+      name: 'list_my_peers',
+      title: 'List peers',
+      description:
+        'List every peer (workers, planners, tunnels) connected to the relay under this API key, with its ' +
+        'id, kind, labels, connected_since and last_seen. Use it to see what is online; for choosing ' +
+        'where to run a task, prefer list_worker_peers (workers only, with a label selector), then ' +
+        'probe_worker to check live capacity.',
+      input: strict({}),
+      output: { peers: z.array(peerShape), count: z.number().int() },
+      annotations: { readOnlyHint: true, openWorldHint: true },
+      needs: 'discovery',
+      run: async () => {
         const peers = (await ctx.directory.list()).map((p) => peerView(p, ctx.selfId));
         return { peers, count: peers.length };
-      }),
-    ),
-    server.registerTool(
-      'list_worker_peers',
-      {
-        title: 'List worker peers',
-        description:
-          'List the worker peers (machines running `nfltr worker`) under this API key, optionally filtered ' +
-          'by a label selector such as "zone=eu,gpu!=none" (every term must hold; k!=v also matches workers ' +
-          'without k). Each worker has its user labels plus automatic ones: coord.cpu_cores, ' +
-          'coord.memory_mb, coord.load_pct, coord.transfer, nfltr.worker.protocol, nfltr.worker.tool, ' +
-          'nfltr.worker.max_tasks. Next: probe_worker the candidates for live free slots, then ' +
-          'orchestrate_task on one of them.',
-        inputSchema: {
-          selector: z
-            .string()
-            .max(1000)
-            .optional()
-            .describe(
-              'Label selector: comma-separated key=value or key!=value terms, e.g. "zone=eu,role=build"',
-            ),
-        },
-        outputSchema: {
-          workers: z.array(peerShape),
-          count: z.number().int(),
-          selector: z.string().optional(),
-        },
-        annotations: { readOnlyHint: true, openWorldHint: true },
       },
-      wrap(log, 'list_worker_peers', async ({ selector }: { selector?: string }) => {
+    }),
+    tool({
+      name: 'list_worker_peers',
+      title: 'List worker peers',
+      description:
+        'List the worker peers (machines running `nfltr worker`) under this API key, optionally filtered ' +
+        'by a label selector such as "zone=eu,gpu!=none" (every term must hold; k!=v also matches workers ' +
+        'without k). Each worker has its user labels plus automatic ones: coord.cpu_cores, ' +
+        'coord.memory_mb, coord.load_pct, coord.transfer, nfltr.worker.protocol, nfltr.worker.tool, ' +
+        'nfltr.worker.max_tasks. Next: probe_worker the candidates for live free slots, then ' +
+        'orchestrate_task on one of them.',
+      input: strict({
+        selector: z
+          .string()
+          .max(1000)
+          .optional()
+          .describe(
+            'Label selector: comma-separated key=value or key!=value terms, e.g. "zone=eu,role=build"',
+          ),
+      }),
+      output: {
+        workers: z.array(peerShape),
+        count: z.number().int(),
+        selector: z.string().optional(),
+      },
+      annotations: { readOnlyHint: true, openWorldHint: true },
+      needs: 'discovery',
+      run: async ({ selector }) => {
         const terms = parseSelector(selector ?? '');
         const workers = (await ctx.directory.list())
           .filter((p) => p.kind === 'worker' && matchesSelector(p.labels, terms))
           .map((p) => peerView(p, ctx.selfId));
         return { workers, count: workers.length, ...(selector ? { selector } : {}) };
+      },
+    }),
+    tool({
+      name: 'probe_worker',
+      title: 'Probe a worker',
+      description:
+        'Ask one worker, live over the encrypted A2A channel, whether it can take a task now. Returns ' +
+        'available, free_slots, max_tasks, protocol, tool, labels, executor health and round_trip_ms. A ' +
+        'worker that does not answer within a few seconds is reported available: false with a reason. ' +
+        'Next: orchestrate_task on an available worker with free_slots > 0.',
+      input: strict({ agent_id: agentId }),
+      output: {
+        agent_id: z.string(),
+        available: z.boolean(),
+        free_slots: z.number().int().optional(),
+        max_tasks: z.number().int().optional(),
+        protocol: z.string().optional(),
+        tool: z.string().optional(),
+        labels: z.record(z.string()).optional(),
+        executor_healthy: z.boolean().optional(),
+        executor_error: z.string().optional(),
+        executor_ready: z.boolean().optional(),
+        executor_reason: z.string().optional(),
+        executor_fix: z.string().optional(),
+        draining: z.boolean().optional(),
+        round_trip_ms: z.number().nullable(),
+        reason: z.string().optional(),
+      },
+      annotations: { readOnlyHint: true, openWorldHint: true },
+      needs: 'a2a',
+      run: async ({ agent_id }) => {
+        await assertWorker(ctx.directory, agent_id);
+        const r = await m().probe(agent_id);
+        return {
+          ...r,
+          round_trip_ms: r.round_trip_ms === null ? null : Math.round(r.round_trip_ms * 10) / 10,
+        };
+      },
+    }),
+    tool({
+      name: 'orchestrate_task',
+      title: 'Dispatch a task to a worker',
+      description:
+        'Send one task to a worker: an objective, optional structured context and constraints, optional ' +
+        'local files (artifact_files, streamed over the encrypted task channel into the task input folder) ' +
+        'and an optional timeout_ms. A plain call returns as soon as the worker accepted it, with the ' +
+        'task_id (generated when you omit it; a task_id this planner already used is refused) and state ' +
+        'accepted; a task-augmented call (MCP tasks) runs until the task is completed, failed or cancelled ' +
+        'and its result is the final get_task_status. A refusal (e.g. no_free_slots) is an error with its ' +
+        'reason: probe_worker and pick another worker. Then: wait_for_tasks to learn when it needs an ' +
+        'answer (respond_to_worker) or is done; cancel_task stops it. For fan-out, call this once per worker.',
+      input: strict({
+        agent_id: agentId,
+        task_id: z
+          .string()
+          .min(1)
+          .max(128)
+          .optional()
+          .describe('Your id for the task (letters, digits, . _ : -); generated when omitted'),
+        objective: z
+          .string({ required_error: 'objective is required: say what the worker should do' })
+          .min(1, 'objective is empty: say what the worker should do')
+          .describe('What the worker should do, in plain words'),
+        context: z
+          .record(z.unknown())
+          .optional()
+          .describe('Structured context passed to the executor untouched'),
+        constraints: z
+          .record(z.unknown())
+          .optional()
+          .describe(
+            'Limits and executor options, passed untouched (e.g. {"max_minutes": 15}; for nfltr shell-mcp ' +
+              'workers {"commands": ["npm test"]})',
+          ),
+        artifact_files: localPaths.optional(),
+        timeout_ms: z
+          .number()
+          .int()
+          .positive()
+          .max(7 * 24 * 3_600_000)
+          .optional()
+          .describe('Time limit; the worker fails the task with reason timeout, waiting_input included'),
       }),
-    ),
+      output: {
+        task_id: z.string(),
+        agent_id: z.string(),
+        state: z.enum(STATES),
+        last_seq: z.number().int(),
+        input_files: z.array(inputFileShape),
+        timeout_ms: z.number().int().optional(),
+        next_step: z.string(),
+        final: z
+          .object(taskStatusShape)
+          .optional()
+          .describe('task-augmented calls only: the task once completed, failed or cancelled'),
+      },
+      annotations: { destructiveHint: false, openWorldHint: true },
+      needs: 'a2a',
+      long: true,
+      run: async (args, run) => {
+        await assertWorker(ctx.directory, args.agent_id);
+        const { snapshot, request } = await m().dispatch(args);
+        const out = {
+          task_id: snapshot.task_id,
+          agent_id: snapshot.agent_id,
+          state: snapshot.state ?? 'accepted',
+          last_seq: snapshot.last_seq,
+          input_files: request.input_files ?? [],
+          ...(request.timeout_ms ? { timeout_ms: request.timeout_ms } : {}),
+          next_step: `Call wait_for_tasks {"task_ids": ["${snapshot.task_id}"]} to learn when it needs an answer or is done.`,
+        };
+        if (!run.task) return out;
+        // An MCP task follows the whole task: its status message tracks the worker's events.
+        const final = await m().untilFinal(snapshot.task_id, run.signal, (t) =>
+          run.status?.(
+            t.snapshot.state === 'waiting_input' && t.snapshot.pending
+              ? `waiting_input: ${t.snapshot.pending.question} (answer with respond_to_worker)`
+              : `${t.snapshot.state}`,
+          ),
+        );
+        const { task, events, more } = m().status(final.snapshot.task_id);
+        return { ...out, state: task.snapshot.state, final: statusView(task, events, more) };
+      },
+    }),
+    tool({
+      name: 'wait_for_tasks',
+      title: 'Wait for tasks to need you',
+      description:
+        "Block until one of this planner's tasks reaches a final state (completed, failed, cancelled) or " +
+        'waiting_input, or until wait_ms passes; return those events. Each event is returned once per ' +
+        'planner, even across restarts: what this call returns is not returned again. Filter with ' +
+        'task_ids and states. An empty events list means nothing happened in time: call again. The ' +
+        'planner loop is orchestrate_task → wait_for_tasks → respond_to_worker or read the result; never poll.',
+      input: strict({
+        task_ids: z
+          .array(taskId)
+          .max(1000)
+          .optional()
+          .describe('Only these tasks (default: every task of this planner)'),
+        wait_ms: z
+          .number()
+          .int()
+          .min(0)
+          .max(MAX_WAIT_MS)
+          .optional()
+          .describe(`Longest wait in ms, at most ${MAX_WAIT_MS} (default ${DEFAULT_WAIT_MS})`),
+        states: z
+          .array(z.enum(NOTABLE_STATES))
+          .min(1)
+          .optional()
+          .describe('Only events into these states (default: all four)'),
+      }),
+      output: {
+        events: z.array(
+          taskSummaryShape.extend({
+            schema: z.unknown().optional().describe('waiting_input: JSON schema of the expected answer'),
+            message: z.string().optional(),
+            result: z.object({ text: z.string(), structured: z.unknown().optional() }).optional(),
+            artifacts: z.array(artifactShape).optional(),
+            next_step: z.string(),
+          }),
+        ),
+        count: z.number().int(),
+        open_tasks: z.number().int().describe('tasks of this planner not final yet'),
+        next_step: z.string(),
+      },
+      annotations: { readOnlyHint: false, idempotentHint: false },
+      needs: 'a2a',
+      long: true,
+      run: async ({ task_ids, wait_ms, states }, run) => {
+        const tasks = await m().waitForTasks({
+          taskIds: task_ids,
+          states: states ?? [...NOTABLE_STATES],
+          waitMs: wait_ms ?? DEFAULT_WAIT_MS,
+          signal: run.signal,
+        });
+        const events = tasks.map((t) => {
+          const s = t.snapshot;
+          return {
+            ...summaryView(t),
+            ...(s.state === 'waiting_input' && s.pending ? { schema: s.pending.schema ?? null } : {}),
+            ...(s.message && (s.state === 'failed' || s.state === 'cancelled') ? { message: s.message } : {}),
+            ...(s.result ? { result: s.result } : {}),
+            ...(s.state === 'completed' ? { artifacts: s.artifacts } : {}),
+            next_step: nextStep(t),
+          };
+        });
+        const open = m().list(false).length;
+        return {
+          events,
+          count: events.length,
+          open_tasks: open,
+          next_step: events.length
+            ? 'Handle each event (respond_to_worker for waiting_input; read result and artifacts when completed), then call wait_for_tasks again while open_tasks > 0.'
+            : open > 0
+              ? 'Nothing new yet: call wait_for_tasks again.'
+              : 'No open task: dispatch one with orchestrate_task.',
+        };
+      },
+    }),
+    tool({
+      name: 'get_task_status',
+      title: 'Get task status',
+      description:
+        'Read a task from the local durable store: state (accepted, running, waiting_input, completed, ' +
+        'failed, cancelled), the numbered events after after_seq (progress messages), the pending question ' +
+        'and its answer schema when waiting_input, and when completed the result (text and structured) and ' +
+        'artifacts: files already verified (SHA-256) on this machine, with their local paths. Pass the ' +
+        'returned last_seq as after_seq next time to get only new events. next_step says what to do. To ' +
+        'wait for several tasks at once, use wait_for_tasks.',
+      input: strict({
+        task_id: taskId,
+        after_seq: z
+          .number()
+          .int()
+          .min(0)
+          .optional()
+          .describe('Only events with a higher seq are returned (default 0: all)'),
+        wait_ms: z
+          .number()
+          .int()
+          .min(0)
+          .max(MAX_STATUS_WAIT_MS)
+          .optional()
+          .describe(
+            `Wait up to this long (at most ${MAX_STATUS_WAIT_MS} ms) for an event after after_seq before ` +
+              'answering; answers at once when there is one or the task is final (default 0: no wait)',
+          ),
+      }),
+      output: taskStatusShape,
+      annotations: { readOnlyHint: true },
+      needs: 'a2a',
+      run: async ({ task_id, after_seq, wait_ms }) => {
+        await m().waitForEvent(task_id, after_seq ?? 0, wait_ms ?? 0);
+        const { task, events, more } = m().status(task_id, after_seq ?? 0);
+        return statusView(task, events, more);
+      },
+    }),
+    tool({
+      name: 'respond_to_worker',
+      title: 'Answer a waiting worker',
+      description:
+        'Answer the pending question of a task in waiting_input (see pending_question in get_task_status ' +
+        'or the waiting_input event of wait_for_tasks), as MCP elicitation does: action accept (default) ' +
+        'sends content, an object shaped by the question schema (e.g. {"approve": true}; a bare string or ' +
+        'value fills its first required field); decline refuses to answer and cancel dismisses the ' +
+        'question, both without content. content is checked against the schema before it leaves: a ' +
+        'mismatch is an error naming the field and the expected type, and the task stays waiting_input so ' +
+        'you can answer again. artifact_files are local files placed in the task input folder before the ' +
+        'worker resumes. answer_state "answer sent" means it is on its way, "answer queued" that the ' +
+        'worker or relay is unreachable right now and it is delivered once the worker is back.',
+      input: strict({
+        task_id: taskId,
+        content: z
+          .union([z.string(), z.number(), z.boolean(), z.record(z.unknown())])
+          .optional()
+          .describe(
+            'The answer (action accept): an object matching pending_question.schema, or a bare value for its first field',
+          ),
+        artifact_files: localPaths.optional(),
+        action: z
+          .enum(['accept', 'decline', 'cancel'])
+          .optional()
+          .describe(
+            'accept (default) sends content; decline refuses the question; cancel dismisses it (no content)',
+          ),
+      }),
+      output: {
+        task_id: z.string(),
+        agent_id: z.string(),
+        state: z.enum(STATES),
+        answered_seq: z.number().int(),
+        answer_state: z
+          .enum(['answer sent', 'answer queued'])
+          .describe('queued: kept here and delivered when the worker is reachable again'),
+        files: z.array(inputFileShape),
+        next_step: z.string(),
+      },
+      annotations: { destructiveHint: false, openWorldHint: true },
+      needs: 'a2a',
+      run: async (args) => {
+        const { task, files, delivery } = await m().respond(
+          args.task_id,
+          args.content,
+          args.artifact_files,
+          args.action,
+        );
+        return {
+          task_id: task.snapshot.task_id,
+          agent_id: task.snapshot.agent_id,
+          state: task.snapshot.state ?? 'waiting_input',
+          answered_seq: task.answered_seq,
+          answer_state: delivery === 'sent' ? 'answer sent' : 'answer queued',
+          files,
+          next_step:
+            (delivery === 'sent'
+              ? 'Answer sent.'
+              : `Answer queued: worker ${task.snapshot.agent_id} cannot be reached right now; it gets the answer when it is back (do not answer again).`) +
+            ` Call wait_for_tasks {"task_ids": ["${task.snapshot.task_id}"]}.`,
+        };
+      },
+    }),
+    tool({
+      name: 'cancel_task',
+      title: 'Cancel a task',
+      description:
+        'Stop a task that is not finished: the worker cancels it (its executor is killed) and the state ' +
+        'becomes cancelled. Waits a few seconds for the worker to confirm; if the worker is gone or silent ' +
+        'the task is marked cancelled locally and the note says so. Refused for tasks already completed, ' +
+        'failed or cancelled.',
+      input: strict({
+        task_id: taskId,
+        reason: z.string().max(1000).optional().describe('Why; recorded and passed to the worker'),
+      }),
+      output: {
+        task_id: z.string(),
+        agent_id: z.string(),
+        state: z.enum(STATES),
+        confirmed_by_worker: z.boolean(),
+        note: z.string(),
+      },
+      annotations: { destructiveHint: true, openWorldHint: true },
+      needs: 'a2a',
+      run: async ({ task_id, reason }) => {
+        const r = await m().cancel(task_id, reason);
+        return {
+          task_id: r.snapshot.task_id,
+          agent_id: r.snapshot.agent_id,
+          state: r.snapshot.state ?? 'cancelled',
+          confirmed_by_worker: r.confirmed,
+          note: r.note,
+        };
+      },
+    }),
+    tool({
+      name: 'list_active_tasks',
+      title: 'List tracked tasks',
+      description:
+        'List every task this planner tracks that is not finished (accepted, running, waiting_input), ' +
+        'oldest first, with its worker, state and pending question. With all: true, also the most recent ' +
+        'finished ones (completed, failed, cancelled). Use get_task_status for one task in detail.',
+      input: strict({
+        all: z.boolean().optional().describe('Also list recent completed, failed and cancelled tasks'),
+      }),
+      output: { tasks: z.array(taskSummaryShape), count: z.number().int() },
+      annotations: { readOnlyHint: true },
+      needs: 'a2a',
+      run: async ({ all }) => {
+        const tasks = m()
+          .list(all ?? false)
+          .map(summaryView);
+        return { tasks, count: tasks.length };
+      },
+    }),
   ];
 }
-
-// ── A2A tools ──────────────────────────────────────────────────────────────────────────────────────────
 
 /** Checks with the relay's peer list that `id` is a connected worker; skipped if the HTTP API fails. */
 async function assertWorker(directory: PeerDirectory, id: string): Promise<void> {
@@ -322,305 +694,4 @@ async function assertWorker(directory: PeerDirectory, id: string): Promise<void>
       `agent ${JSON.stringify(id)} is a ${peer.kind}, not a worker, and cannot run tasks (${known})`,
     );
   }
-}
-
-/** Registers probe_worker and the orchestration tools; returns their handles. */
-export function registerA2aTools(
-  server: McpServer,
-  ctx: ToolContext & { manager: TaskManager },
-): RegisteredTool[] {
-  const log = ctx.logger ?? silentLogger;
-  const m = ctx.manager;
-  return [
-    server.registerTool(
-      'probe_worker',
-      {
-        title: 'Probe a worker',
-        description:
-          'Ask one worker, live over the encrypted A2A channel, whether it can take a task now. Returns ' +
-          'available, free_slots, max_tasks, protocol, tool, labels, executor health and round_trip_ms. A ' +
-          'worker that does not answer within a few seconds is reported available: false with a reason. ' +
-          'Next: orchestrate_task on an available worker with free_slots > 0.',
-        inputSchema: { agent_id: agentId },
-        outputSchema: {
-          agent_id: z.string(),
-          available: z.boolean(),
-          free_slots: z.number().int().optional(),
-          max_tasks: z.number().int().optional(),
-          protocol: z.string().optional(),
-          tool: z.string().optional(),
-          labels: z.record(z.string()).optional(),
-          executor_healthy: z.boolean().optional(),
-          executor_error: z.string().optional(),
-          executor_ready: z.boolean().optional(),
-          executor_reason: z.string().optional(),
-          executor_fix: z.string().optional(),
-          draining: z.boolean().optional(),
-          round_trip_ms: z.number().nullable(),
-          reason: z.string().optional(),
-        },
-        annotations: { readOnlyHint: true, openWorldHint: true },
-      },
-      wrap(log, 'probe_worker', async ({ agent_id }: { agent_id: string }) => {
-        await assertWorker(ctx.directory, agent_id);
-        const r = await m.probe(agent_id);
-        return {
-          ...r,
-          round_trip_ms: r.round_trip_ms === null ? null : Math.round(r.round_trip_ms * 10) / 10,
-        };
-      }),
-    ),
-    server.registerTool(
-      'orchestrate_task',
-      {
-        title: 'Dispatch a task to a worker',
-        description:
-          'Send one task to a worker: an objective, optional structured context and constraints, optional ' +
-          'local files (artifact_files, streamed over the encrypted task channel into the task input folder) ' +
-          'and an optional timeout_ms. Returns as soon as the worker accepted it, with the task_id ' +
-          '(generated when you omit it; a task_id this planner already used is refused) and state accepted. ' +
-          'A refusal (e.g. no_free_slots) is an error with its reason: probe_worker and pick another worker. ' +
-          'The task then runs on its own: poll get_task_status, answer questions (waiting_input) with ' +
-          'respond_to_worker, stop it with cancel_task. For fan-out, call this once per worker.',
-        inputSchema: {
-          agent_id: agentId,
-          task_id: z
-            .string()
-            .min(1)
-            .max(128)
-            .optional()
-            .describe('Your id for the task (letters, digits, . _ : -); generated when omitted'),
-          objective: z
-            .string({ required_error: 'objective is required: say what the worker should do' })
-            .min(1, 'objective is empty: say what the worker should do')
-            .describe('What the worker should do, in plain words'),
-          context: z
-            .record(z.unknown())
-            .optional()
-            .describe('Structured context passed to the executor untouched'),
-          constraints: z
-            .record(z.unknown())
-            .optional()
-            .describe(
-              'Limits and executor options, passed untouched (e.g. {"max_minutes": 15}; for nfltr shell-mcp ' +
-                'workers {"commands": ["npm test"]})',
-            ),
-          artifact_files: localPaths.optional(),
-          timeout_ms: z
-            .number()
-            .int()
-            .positive()
-            .max(7 * 24 * 3_600_000)
-            .optional()
-            .describe('Time limit; the worker fails the task with reason timeout, waiting_input included'),
-        },
-        outputSchema: {
-          task_id: z.string(),
-          agent_id: z.string(),
-          state: z.enum(STATES),
-          last_seq: z.number().int(),
-          input_files: z.array(inputFileShape),
-          timeout_ms: z.number().int().optional(),
-          next_step: z.string(),
-        },
-        annotations: { destructiveHint: false, openWorldHint: true },
-      },
-      wrap(
-        log,
-        'orchestrate_task',
-        async (args: {
-          agent_id: string;
-          task_id?: string;
-          objective: string;
-          context?: Record<string, unknown>;
-          constraints?: Record<string, unknown>;
-          artifact_files?: string[];
-          timeout_ms?: number;
-        }) => {
-          await assertWorker(ctx.directory, args.agent_id);
-          const { snapshot, request } = await m.dispatch(args);
-          return {
-            task_id: snapshot.task_id,
-            agent_id: snapshot.agent_id,
-            state: snapshot.state ?? 'accepted',
-            last_seq: snapshot.last_seq,
-            input_files: request.input_files ?? [],
-            ...(request.timeout_ms ? { timeout_ms: request.timeout_ms } : {}),
-            next_step: `Call get_task_status {"task_id": "${snapshot.task_id}"} to follow it.`,
-          };
-        },
-      ),
-    ),
-    server.registerTool(
-      'get_task_status',
-      {
-        title: 'Get task status',
-        description:
-          'Read a task from the local durable store: state (accepted, running, waiting_input, completed, ' +
-          'failed, cancelled), the numbered events after after_seq (progress messages), the pending question ' +
-          'and its answer schema when waiting_input, and when completed the result (text and structured) and ' +
-          'artifacts: files already verified (SHA-256) on this machine, with their local paths. Pass the ' +
-          'returned last_seq as after_seq next time to get only new events. next_step says what to do.',
-        inputSchema: {
-          task_id: taskId,
-          after_seq: z
-            .number()
-            .int()
-            .min(0)
-            .optional()
-            .describe('Only events with a higher seq are returned (default 0: all)'),
-          wait_ms: z
-            .number()
-            .int()
-            .min(0)
-            .max(MAX_STATUS_WAIT_MS)
-            .optional()
-            .describe(
-              `Wait up to this long (at most ${MAX_STATUS_WAIT_MS} ms) for an event after after_seq before ` +
-                'answering; answers at once when there is one or the task is final (default 0: no wait)',
-            ),
-        },
-        outputSchema: taskStatusShape,
-        annotations: { readOnlyHint: true },
-      },
-      wrap(
-        log,
-        'get_task_status',
-        async ({
-          task_id,
-          after_seq,
-          wait_ms,
-        }: {
-          task_id: string;
-          after_seq?: number;
-          wait_ms?: number;
-        }) => {
-          await m.waitForEvent(task_id, after_seq ?? 0, wait_ms ?? 0);
-          const { task, events, more } = m.status(task_id, after_seq ?? 0);
-          return statusView(task, events, more);
-        },
-      ),
-    ),
-    server.registerTool(
-      'respond_to_worker',
-      {
-        title: 'Answer a waiting worker',
-        description:
-          'Answer the pending question of a task in waiting_input (see pending_question in get_task_status): ' +
-          'content is an object shaped by the question schema (e.g. {"approve": true}) or a string; ' +
-          'artifact_files are local files placed in the task input folder before the worker resumes. ' +
-          'action decline refuses to answer. Refused with an error in any other state. The answer is kept ' +
-          'by the planner: answer_state "answer sent" means it is on its way, "answer queued" that the worker ' +
-          'or relay is unreachable right now and it is delivered once the worker is back. Next: get_task_status.',
-        inputSchema: {
-          task_id: taskId,
-          content: z
-            .union([z.string(), z.record(z.unknown())], {
-              required_error:
-                'content is required: the answer, an object shaped by the question schema or a string',
-            })
-            .describe('The answer: an object matching pending_question.schema, or a string'),
-          artifact_files: localPaths.optional(),
-          action: z
-            .enum(['accept', 'decline', 'cancel'])
-            .optional()
-            .describe('accept (default) sends content; decline refuses the question; cancel dismisses it'),
-        },
-        outputSchema: {
-          task_id: z.string(),
-          agent_id: z.string(),
-          state: z.enum(STATES),
-          answered_seq: z.number().int(),
-          answer_state: z
-            .enum(['answer sent', 'answer queued'])
-            .describe('queued: kept here and delivered when the worker is reachable again'),
-          files: z.array(inputFileShape),
-          next_step: z.string(),
-        },
-        annotations: { destructiveHint: false, openWorldHint: true },
-      },
-      wrap(
-        log,
-        'respond_to_worker',
-        async (args: {
-          task_id: string;
-          content: string | Record<string, unknown>;
-          artifact_files?: string[];
-          action?: 'accept' | 'decline' | 'cancel';
-        }) => {
-          const { task, files, delivery } = await m.respond(
-            args.task_id,
-            args.content,
-            args.artifact_files,
-            args.action,
-          );
-          return {
-            task_id: task.snapshot.task_id,
-            agent_id: task.snapshot.agent_id,
-            state: task.snapshot.state ?? 'waiting_input',
-            answered_seq: task.answered_seq,
-            answer_state: delivery === 'sent' ? 'answer sent' : 'answer queued',
-            files,
-            next_step:
-              (delivery === 'sent'
-                ? 'Answer sent.'
-                : `Answer queued: worker ${task.snapshot.agent_id} cannot be reached right now; it gets the answer when it is back (do not answer again).`) +
-              ` Call get_task_status {"task_id": "${task.snapshot.task_id}", "after_seq": ${task.snapshot.last_seq}}.`,
-          };
-        },
-      ),
-    ),
-    server.registerTool(
-      'cancel_task',
-      {
-        title: 'Cancel a task',
-        description:
-          'Stop a task that is not finished: the worker cancels it (its executor is killed) and the state ' +
-          'becomes cancelled. Waits a few seconds for the worker to confirm; if the worker is gone or silent ' +
-          'the task is marked cancelled locally and the note says so. Refused for tasks already completed, ' +
-          'failed or cancelled.',
-        inputSchema: {
-          task_id: taskId,
-          reason: z.string().max(1000).optional().describe('Why; recorded and passed to the worker'),
-        },
-        outputSchema: {
-          task_id: z.string(),
-          agent_id: z.string(),
-          state: z.enum(STATES),
-          confirmed_by_worker: z.boolean(),
-          note: z.string(),
-        },
-        annotations: { destructiveHint: true, openWorldHint: true },
-      },
-      wrap(log, 'cancel_task', async ({ task_id, reason }: { task_id: string; reason?: string }) => {
-        const r = await m.cancel(task_id, reason);
-        return {
-          task_id: r.snapshot.task_id,
-          agent_id: r.snapshot.agent_id,
-          state: r.snapshot.state ?? 'cancelled',
-          confirmed_by_worker: r.confirmed,
-          note: r.note,
-        };
-      }),
-    ),
-    server.registerTool(
-      'list_active_tasks',
-      {
-        title: 'List tracked tasks',
-        description:
-          'List every task this planner tracks that is not finished (accepted, running, waiting_input), ' +
-          'oldest first, with its worker, state and pending question. With all: true, also the most recent ' +
-          'finished ones (completed, failed, cancelled). Use get_task_status for one task in detail.',
-        inputSchema: {
-          all: z.boolean().optional().describe('Also list recent completed, failed and cancelled tasks'),
-        },
-        outputSchema: { tasks: z.array(taskSummaryShape), count: z.number().int() },
-        annotations: { readOnlyHint: true },
-      },
-      wrap(log, 'list_active_tasks', async ({ all }: { all?: boolean }) => {
-        const tasks = m.list(all ?? false).map(summaryView);
-        return { tasks, count: tasks.length };
-      }),
-    ),
-  ];
 }

@@ -42,6 +42,22 @@ export function taskStateName(state: TaskState): TaskStateName | undefined {
 
 export const TERMINAL_STATES: ReadonlySet<TaskStateName> = new Set(['completed', 'failed', 'cancelled']);
 
+/**
+ * An answer (Respond `content_json`, parsed) as the elicitation `content` object its question wants: an
+ * object is used as it is; a bare value goes into the schema's first required property (else its first
+ * property, else `answer`). The planner checks the result against the schema; the worker hands it on.
+ */
+export function answerObject(
+  value: unknown,
+  schema: { required?: string[]; properties?: Record<string, unknown> } | undefined,
+): Record<string, unknown> {
+  if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
+    return value as Record<string, unknown>;
+  }
+  const key = schema?.required?.[0] ?? Object.keys(schema?.properties ?? {})[0] ?? 'answer';
+  return { [key]: value };
+}
+
 /** A2aMessage.artifact_chunk (a2a.proto). */
 const ARTIFACT_CHUNK_FIELD = 10;
 

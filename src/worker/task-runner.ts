@@ -26,6 +26,7 @@ import type {
   TaskEvent,
   TaskStateName,
 } from '../protocol/a2a.js';
+import { answerObject } from '../protocol/a2a.js';
 import { formatDuration } from '../util/duration.js';
 import type { Logger } from '../util/log.js';
 import {
@@ -625,11 +626,8 @@ export function answerContent(contentJson: string, params: ElicitRequest['params
     value = contentJson;
   }
   // The SDK checks the shape (primitive values) against MCP's result schema before it goes out.
-  if (value !== null && typeof value === 'object' && !Array.isArray(value)) return value as ElicitContent;
   const schema = 'requestedSchema' in params ? params.requestedSchema : undefined;
-  const required = schema?.required ?? [];
-  const key = required[0] ?? Object.keys(schema?.properties ?? {})[0] ?? 'answer';
-  return { [key]: value } as ElicitContent;
+  return answerObject(value, schema) as ElicitContent;
 }
 
 type ElicitContent = NonNullable<ElicitResult['content']>;

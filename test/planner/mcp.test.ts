@@ -24,7 +24,6 @@ import {
   type WorkerProcess,
 } from './helpers.js';
 
-const DISCOVERY = ['list_my_peers', 'list_worker_peers'];
 const ALL_TOOLS = [
   'cancel_task',
   'get_task_status',
@@ -34,6 +33,7 @@ const ALL_TOOLS = [
   'orchestrate_task',
   'probe_worker',
   'respond_to_worker',
+  'wait_for_tasks',
 ];
 
 const sha256 = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex');
@@ -123,14 +123,9 @@ describe('nfltr mcp', () => {
       );
     });
 
-    it('tools - discovery first, then the orchestration tools once the A2A link is up', async () => {
-      await eventually(
-        async () => (await planner.toolNames()).length === ALL_TOOLS.length,
-        10_000,
-        'all tools',
-      );
+    it('tools - every tool from the first tools/list, and no list_changed', async () => {
       expect(await planner.toolNames()).toEqual(ALL_TOOLS);
-      expect(planner.listChanged()).toBeGreaterThanOrEqual(1);
+      expect(planner.listChanged()).toBe(0);
       const tools = (await planner.client.listTools()).tools;
       const orchestrate = tools.find((t) => t.name === 'orchestrate_task')!;
       expect(orchestrate.inputSchema.required).toEqual(['agent_id', 'objective']);
@@ -146,6 +141,7 @@ describe('nfltr mcp', () => {
       for (const t of tools) {
         expect(t.description?.length).toBeGreaterThan(100);
         expect(t.outputSchema).toBeDefined();
+        expect(t.inputSchema.additionalProperties).toBe(false);
       }
     });
 
@@ -175,7 +171,14 @@ describe('nfltr mcp', () => {
       expect(await workers('zone!=eu,nfltr.worker.protocol=a2a-mcp-v1')).toEqual(['w-shell']);
       expect(await workers('zone=mars')).toEqual([]);
       expect(await planner.fails('list_worker_peers', { selector: 'zone=eu,,role' })).toMatch(
-        /bad selector term "" in "zone=eu,,role": expected key=value or key!=value/,
+        /bad selector term "" in "zone=eu,,role": no = or != in it; expected key=value or key!=value/,
+      );
+      // An argument the schema does not name is refused, not ignored (it used to list every worker).
+      expect(await planner.fails('list_worker_peers', { labels: 'role=build' })).toBe(
+        'invalid arguments for list_worker_peers: unknown argument "labels": list_worker_peers takes selector',
+      );
+      expect(await planner.fails('probe_worker', { agent_id: 'w-build', verbose: true })).toMatch(
+        /unknown argument "verbose": probe_worker takes agent_id/,
       );
     });
 
@@ -369,6 +372,25 @@ describe('nfltr mcp', () => {
       expect(done.artifacts?.map((a) => a.name)).toEqual(['command-1.log', 'command-2.log', 'summary.json']);
     });
 
+    it('respond - decline needs no content; accept without content is refused and the task keeps waiting', async () => {
+      await planner.ok('orchestrate_task', {
+        agent_id: 'w-build',
+        task_id: 'declined',
+        objective: 'ask, then finish',
+        constraints: { ask: true },
+      });
+      await waitState(planner, 'declined', ['waiting_input']);
+      expect(await planner.fails('respond_to_worker', { task_id: 'declined' })).toMatch(
+        /content is required to accept the question of task declined.*action "decline"/,
+      );
+      expect(
+        await planner.fails('respond_to_worker', { task_id: 'declined', content: { answer: 3 } }),
+      ).toMatch(/answer must be string \(got number 3\).*still waiting_input/);
+      await planner.ok('respond_to_worker', { task_id: 'declined', action: 'decline' });
+      const done = await waitState(planner, 'declined', ['completed', 'failed']);
+      expect(done).toMatchObject({ state: 'completed', result: { structured: { answer: '(decline)' } } });
+    });
+
     it('timeout_ms - an unanswered task fails with reason timeout and frees its slot', async () => {
       await planner.ok('orchestrate_task', {
         agent_id: 'w-build',
@@ -456,6 +478,13 @@ describe('nfltr mcp', () => {
     });
 
     it('restart - a planner restarted on the same state dir still has every task', async () => {
+      type Waited = { events: { task_id: string; state: string }[]; open_tasks: number };
+      const before = await planner.ok<Waited>('wait_for_tasks', { wait_ms: 0 });
+      expect(Object.fromEntries(before.events.map((e) => [e.task_id, e.state]))).toMatchObject({
+        'release-report-20260414': 'completed',
+        'to-cancel': 'cancelled',
+        'too-slow': 'failed',
+      });
       await planner.close();
       planner = await startPlanner(plannerArgs(), key);
       await eventually(
@@ -475,14 +504,21 @@ describe('nfltr mcp', () => {
       });
       const s = await planner.ok<Status>('get_task_status', { task_id: 'release-report-20260414' });
       expect(s.artifacts).toHaveLength(2);
+      // What wait_for_tasks returned before the restart is not returned again.
+      expect(await planner.ok<Waited>('wait_for_tasks', { wait_ms: 300 })).toMatchObject({ events: [] });
+      expect(await planner.fails('wait_for_tasks', { task_ids: ['nope'] })).toMatch(/unknown task "nope"/);
+      expect(await planner.fails('wait_for_tasks', { wait_ms: 60_000 })).toMatch(/wait_ms/);
     });
   });
 
   describe('without --server', () => {
-    it('lists the discovery tools only, and they work over the HTTP API', async () => {
+    it('lists every tool; discovery works over the HTTP API, the A2A tools name --server', async () => {
       const p = await startPlanner(['--proxy-url', relay.httpUrl], key);
       cleanup.push(() => p.close());
-      expect(await p.toolNames()).toEqual(DISCOVERY);
+      expect(await p.toolNames()).toEqual(ALL_TOOLS);
+      expect(await p.fails('orchestrate_task', { agent_id: 'w', objective: 'x' })).toMatch(
+        /orchestrate_task cannot run now: no relay control address: start nfltr mcp with --server HOST:PORT \(or set NFLTR_SERVER\)/,
+      );
       expect(await p.ok('list_my_peers')).toHaveProperty('peers');
       expect(await p.ok('list_worker_peers', { selector: 'role=none' })).toMatchObject({
         workers: [],
@@ -495,7 +531,7 @@ describe('nfltr mcp', () => {
   });
 
   describe('relay unreachable at start', () => {
-    it('answers with the address tried, keeps redialling, and announces the tools when the link comes up', async () => {
+    it('answers with the address tried, keeps redialling, and the tools work once the link comes up', async () => {
       const [grpcPort, httpPort] = [await freePort(), await freePort()];
       const dataDir = tempDir();
       const lateKey = await createKey(dataDir, 'late');
@@ -513,15 +549,24 @@ describe('nfltr mcp', () => {
         lateKey,
       );
       cleanup.push(() => p.close());
-      expect(await p.toolNames()).toEqual(DISCOVERY);
+      expect(await p.toolNames()).toEqual(ALL_TOOLS);
       expect(await p.fails('list_my_peers')).toContain(
         `relay HTTP API unreachable at http://127.0.0.1:${httpPort}/api/v1/peers: ECONNREFUSED`,
       );
+      expect(await p.fails('probe_worker', { agent_id: 'w' })).toMatch(
+        new RegExp(
+          `relay unreachable: not connected to the relay at 127\\.0\\.0\\.1:${grpcPort}.*keeps redialling`,
+        ),
+      );
       const late = await startRelayProcess({ dataDir, grpcPort, httpPort });
       cleanup.push(() => late.stop());
-      await eventually(() => p.listChanged() > 0, 15_000, 'tools/list_changed');
-      expect(await p.toolNames()).toEqual(ALL_TOOLS);
-      expect(await p.ok('list_my_peers')).toMatchObject({ count: 1 });
+      await eventually(
+        async () => (await p.ok<{ count: number }>('list_my_peers')).count === 1,
+        15_000,
+        'the planner on the relay',
+      );
+      expect(await p.fails('probe_worker', { agent_id: 'w' })).toMatch(/unknown agent "w"/);
+      expect(p.listChanged()).toBe(0);
 
       // The link going away for a while keeps the tools; they say the relay is unreachable.
       await late.stop();
@@ -538,7 +583,7 @@ describe('nfltr mcp', () => {
   });
 
   describe('link gone for good', () => {
-    it('a revoked key removes probe_worker and the orchestration tools, announced with list_changed', async () => {
+    it('a revoked key keeps every tool listed; the A2A tools name the key to fix', async () => {
       const revocable = await createKey(relay.dataDir, 'acct');
       const p = await startPlanner(
         [
@@ -554,13 +599,46 @@ describe('nfltr mcp', () => {
         revocable,
       );
       cleanup.push(() => p.close());
-      await eventually(async () => (await p.toolNames()).length === ALL_TOOLS.length, 10_000, 'all tools');
-      const before = p.listChanged();
+      await eventually(
+        async () => /unknown agent/.test(await p.fails('probe_worker', { agent_id: 'w' })),
+        10_000,
+        'the link up',
+      );
       const keyId = revocable.split('_')[1]!;
       expect((await nfltr(['keys', 'revoke', keyId, '--data-dir', relay.dataDir])).code).toBe(0);
-      await eventually(() => p.listChanged() > before, 10_000, 'list_changed after the revocation');
-      expect(await p.toolNames()).toEqual(DISCOVERY);
-      expect(p.stderr()).toMatch(/orchestration tools are gone/);
+      await eventually(
+        async () => /the relay refused this planner/.test(await p.fails('list_active_tasks')),
+        10_000,
+        'a refused-key error',
+      );
+      expect(await p.fails('orchestrate_task', { agent_id: 'w', objective: 'x' })).toMatch(
+        /fix the API key \(--api-key or NFLTR_API_KEY/,
+      );
+      expect(await p.toolNames()).toEqual(ALL_TOOLS);
+      expect(p.listChanged()).toBe(0);
+    });
+  });
+
+  describe('unusable key at start', () => {
+    it('an empty or unexpanded key still answers initialize; every tool says what to fix', async () => {
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: the placeholder a client failed to expand
+      for (const bad of ['', '${env:NFLTR_API_KEY}']) {
+        const p = await startPlanner(
+          ['--proxy-url', relay.httpUrl, '--server', relay.grpcAddr, '--state-dir', tempDir()],
+          bad,
+        );
+        cleanup.push(() => p.close());
+        expect(await p.toolNames()).toEqual(ALL_TOOLS);
+        const why = await p.fails('list_my_peers');
+        expect(why).toMatch(
+          bad
+            ? /literal text "\$\{env:NFLTR_API_KEY\}".*NFLTR_API_KEY/
+            : /no API key: pass --api-key or set NFLTR_API_KEY/,
+        );
+        expect(await p.fails('orchestrate_task', { agent_id: 'w', objective: 'x' })).toBe(
+          `orchestrate_task cannot run now: ${why.replace(/^list_my_peers cannot run now: /, '')}`,
+        );
+      }
     });
   });
 

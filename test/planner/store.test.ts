@@ -4,6 +4,7 @@ import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import {
   acquireStateLock,
+  answerProblem,
   applyEvent,
   generateTaskId,
   LockError,
@@ -136,6 +137,85 @@ describe('task store', () => {
   });
 });
 
+describe('wait_for_tasks events', () => {
+  const task = (id: string) => ({
+    task_id: id,
+    agent_id: 'w1',
+    objective: 'x',
+    created_at: 1_000,
+    request: {},
+  });
+  const all = new Set(['waiting_input', 'completed', 'failed', 'cancelled'] as const);
+
+  it('each event is taken once, and stays taken across a reopen (a restarted planner)', () => {
+    const path = join(tempDir(), 'tasks.db');
+    let store = new TaskStore(path);
+    store.create(task('a'), ev(1, 'accepted'));
+    store.create(task('b'), ev(1, 'accepted'));
+    store.append('a', ev(2, 'waiting_input', { question: 'q?', schema: { type: 'object' } }));
+    expect(store.takeUndelivered(all).map((t) => t.snapshot.task_id)).toEqual(['a']);
+    expect(store.takeUndelivered(all)).toEqual([]);
+    store.append('a', ev(3, 'running'));
+    store.append('a', ev(4, 'waiting_input', { question: 'again?' })); // a second question is news
+    store.append('b', ev(2, 'completed'));
+    // Filters leave what they do not take for later.
+    expect(store.takeUndelivered(new Set(['completed'] as const), new Set(['a']))).toEqual([]);
+    expect(store.takeUndelivered(all, new Set(['b'])).map((t) => t.snapshot.state)).toEqual(['completed']);
+    store.close();
+    store = new TaskStore(path);
+    expect(store.takeUndelivered(all).map((t) => [t.snapshot.task_id, t.snapshot.pending?.seq])).toEqual([
+      ['a', 4],
+    ]);
+    store.append('a', ev(5, 'failed'));
+    store.close();
+    store = new TaskStore(path);
+    expect(store.takeUndelivered(all).map((t) => t.snapshot.state)).toEqual(['failed']);
+    expect(store.takeUndelivered(all)).toEqual([]);
+    store.close();
+  });
+
+  it('an answered question is not news; tasks that ended before the column existed are not either', () => {
+    const path = join(tempDir(), 'tasks.db');
+    let store = new TaskStore(path);
+    store.create(task('old'), ev(1, 'accepted'));
+    store.append('old', ev(2, 'completed'));
+    store.create(task('q'), ev(1, 'accepted'));
+    store.append('q', ev(2, 'waiting_input', { question: 'q?' }));
+    store.setAnswer('q', 2, { content_json: '{}', action: 'accept', files: [] });
+    store.close();
+    const db = new Database(path);
+    db.exec('ALTER TABLE tasks DROP COLUMN delivered'); // a store written by an older planner
+    db.close();
+    store = new TaskStore(path);
+    expect(store.takeUndelivered(all)).toEqual([]);
+    store.close();
+  });
+});
+
+describe('answers - checked against the question schema', () => {
+  const schema = {
+    type: 'object',
+    properties: { approve: { type: 'boolean' }, env: { type: 'string', enum: ['staging', 'prod'] } },
+    required: ['approve'],
+  };
+  it('names each wrong field and the type it wants', () => {
+    expect(answerProblem({ approve: true, env: 'prod' }, schema)).toBeUndefined();
+    expect(answerProblem({ approve: 'yes' }, schema)).toBe('approve must be boolean (got string "yes")');
+    expect(answerProblem({ env: 'qa' }, schema)).toBe(
+      'approve is required (boolean); env must be one of ["staging","prod"] (got string "qa")',
+    );
+    expect(answerProblem({ approve: 1 }, { ...schema, additionalProperties: false })).toBe(
+      'approve must be boolean (got number 1)',
+    );
+    expect(answerProblem({ approve: true, x: 1 }, { ...schema, additionalProperties: false })).toBe(
+      'unknown field "x" (the schema has approve, env)',
+    );
+  });
+  it('lets anything through when the question set no schema', () => {
+    expect(answerProblem({ anything: 1 }, null)).toBeUndefined();
+  });
+});
+
 describe('selectors', () => {
   it('parses k=v and k!=v terms and matches labels', () => {
     const terms = parseSelector('zone=eu, gpu!=none');
@@ -151,7 +231,13 @@ describe('selectors', () => {
 
   it('refuses a malformed term, quoting it', () => {
     expect(() => parseSelector('zone=eu,gpu')).toThrow(/bad selector term "gpu"/);
-    expect(() => parseSelector('=x')).toThrow(/expected key=value or key!=value/);
+    expect(() => parseSelector('=x')).toThrow(
+      /bad selector term "=x".*label key "" must be 1-128 characters/,
+    );
+    expect(() => parseSelector('zone=eu,')).toThrow(/bad selector term ""/);
+    expect(() => parseSelector('zone==eu')).toThrow(/"zone==eu".*the value "=eu" has a second = in it/);
+    expect(() => parseSelector('zo ne=eu')).toThrow(/label key "zo ne" must be/);
+    expect(() => parseSelector('gpu')).toThrow(/"gpu".*no = or != in it/);
   });
 });
 
