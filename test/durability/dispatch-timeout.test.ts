@@ -65,7 +65,11 @@ describe('durability - dispatch timeout', () => {
       /task dt-frozen was withdrawn: worker dt-worker did not answer its dispatch in time/,
     );
     expect(
-      await planner.fails('orchestrate_task', { agent_id: 'dt-worker', task_id: 'dt-frozen', objective: 'x' }),
+      await planner.fails('orchestrate_task', {
+        agent_id: 'dt-worker',
+        task_id: 'dt-frozen',
+        objective: 'x',
+      }),
     ).toMatch(/already used by this planner/);
 
     const before = replayLines(worker);
@@ -97,7 +101,9 @@ describe('durability - dispatch timeout', () => {
       constraints: { steps: 3, step_ms: 20, files: false },
     });
     expect(next.state).toBe('accepted');
-    expect((await waitState(planner, 'dt-next', ['completed', 'failed', 'cancelled'])).state).toBe('completed');
+    expect((await waitState(planner, 'dt-next', ['completed', 'failed', 'cancelled'])).state).toBe(
+      'completed',
+    );
     const active = await planner.ok<{ tasks: { task_id: string }[] }>('list_active_tasks', {});
     expect(active.tasks.map((t) => t.task_id)).toEqual([]);
   }, 60_000);

@@ -258,7 +258,9 @@ describe('task manager over A2A', () => {
       /did not accept or refuse task late within 0\.4 s\. The dispatch is withdrawn: should task late reach/,
     );
     // The id is neither unknown nor reusable while the worker may still have it.
-    expect(() => manager.status('late')).toThrow(/task late was withdrawn: worker fake-worker-\d+ did not answer/);
+    expect(() => manager.status('late')).toThrow(
+      /task late was withdrawn: worker fake-worker-\d+ did not answer/,
+    );
     await expect(manager.dispatch({ agent_id: id, task_id: 'late', objective: 'x' })).rejects.toThrow(
       /already used by this planner/,
     );
