@@ -144,7 +144,10 @@ export function register(program: Command): void {
         .env('NFLTR_PROXY_URL'),
     );
   addE2eeOptions(addAgentOptions(cmd, { serverRequired: false }))
-    .option('--state-dir <dir>', 'task store and artifacts (default ~/.nfltr/planner/<name>)')
+    .option(
+      '--state-dir <dir>',
+      'task store and artifacts (default ~/.nfltr/planner/<name>/<hash of the working folder>)',
+    )
     .addOption(
       new Option('--max-artifact-bytes <n>', 'per task: largest file and total of files sent or received')
         .argParser(parsePositiveInt)
