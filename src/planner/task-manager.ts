@@ -1060,14 +1060,13 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
     const now = Date.now();
     if (now - (this.#cancelResent.get(taskId) ?? 0) < 1_000) return;
     this.#cancelResent.set(taskId, now);
-    const withdrawn = this.#store.get(taskId)?.snapshot.state === undefined;
-    this.#trySend(peer, taskId, {
-      case: 'cancel',
-      value: create(CancelSchema, {
-        taskId,
-        reason: withdrawn ? 'withdrawn by the planner: not accepted in time' : 'cancelled by the planner',
-      }),
-    });
+    const t = this.#store.get(taskId);
+    const reason = !t
+      ? 'the planner has no such task'
+      : t.snapshot.state === undefined
+        ? 'withdrawn by the planner: not accepted in time'
+        : 'cancelled by the planner';
+    this.#trySend(peer, taskId, { case: 'cancel', value: create(CancelSchema, { taskId, reason }) });
   }
 
   /**
