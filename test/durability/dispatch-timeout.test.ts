@@ -1,7 +1,8 @@
 /**
  * A dispatch the planner gives up on: the worker is frozen (SIGSTOP) past orchestrate_task's wait for
  * its answer, then resumed. One task results, known on both sides and cleanly cancelled, with no
- * replay storm in the worker's log.
+ * replay storm in the worker's log. Frozen before any encrypted session, the handshake times out
+ * instead; the id is then forgotten on both sides and usable again.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -23,10 +24,11 @@ describe('durability - dispatch timeout', () => {
   let planner: Planner;
   let worker: WorkerProcess;
   let workerDir: string;
+  let key: string;
 
   beforeAll(async () => {
     const dataDir = tempDir();
-    const key = await createKey(dataDir, 'acct');
+    key = await createKey(dataDir, 'acct');
     relay = await startRelayProcess({ dataDir });
     workerDir = tempDir('nfltr-worker-');
     worker = await startWorker({
@@ -106,5 +108,48 @@ describe('durability - dispatch timeout', () => {
     );
     const active = await planner.ok<{ tasks: { task_id: string }[] }>('list_active_tasks', {});
     expect(active.tasks.map((t) => t.task_id)).toEqual([]);
+  }, 60_000);
+
+  it('worker frozen before any encrypted session - the handshake times out; afterwards the id is usable on both sides', async () => {
+    const other = await startWorker({
+      server: relay.grpcAddr,
+      apiKey: key,
+      name: 'dt-worker-2',
+      stateDir: tempDir('nfltr-worker-'),
+      mcpCommand: steadyExecutor(),
+    });
+    try {
+      other.child.kill('SIGSTOP');
+      const gaveUp = await planner.fails('orchestrate_task', {
+        agent_id: 'dt-worker-2',
+        task_id: 'dt-handshake',
+        objective: 'count',
+        constraints: { steps: 3, step_ms: 20, files: false },
+      });
+      expect(gaveUp).toMatch(/handshake.*The dispatch is withdrawn/s);
+      expect(await planner.fails('get_task_status', { task_id: 'dt-handshake' })).toMatch(/was withdrawn/);
+      other.child.kill('SIGCONT');
+      // Reconciled: the TaskStart never left the planner (it waited for the session), so the worker
+      // answers "unknown task" and both sides forget the id; it can be used again.
+      await eventually(
+        async () => /unknown task/.test(await planner.fails('get_task_status', { task_id: 'dt-handshake' })),
+        20_000,
+        'the withdrawn dispatch to be dropped',
+      );
+      await waitLinked(planner, 'dt-worker-2');
+      await planner.ok('orchestrate_task', {
+        agent_id: 'dt-worker-2',
+        task_id: 'dt-handshake',
+        objective: 'count',
+        constraints: { steps: 3, step_ms: 20, files: false },
+      });
+      expect((await waitState(planner, 'dt-handshake', ['completed', 'failed', 'cancelled'])).state).toBe(
+        'completed',
+      );
+      expect(replayLines(other)).toBeLessThanOrEqual(5);
+    } finally {
+      other.child.kill('SIGCONT');
+      await other.stop();
+    }
   }, 60_000);
 });
