@@ -298,6 +298,11 @@ describe('task manager over A2A', () => {
       5_000,
       'lost forgotten',
     );
+
+    // A task this planner has no row for at all is stopped rather than left running for nobody.
+    worker.event('ghost', 2, 'running');
+    await eventually(() => worker.of('cancel', 'ghost').length > 0, 5_000, 'a Cancel for ghost');
+    expect(worker.of('cancel', 'ghost')[0]!.reason).toBe('the planner has no such task');
   });
 
   it('timeout - no terminal event by timeout_ms + grace marks the task failed with reason timeout', async () => {
