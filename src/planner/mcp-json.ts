@@ -2,8 +2,10 @@
  * @module `--write-mcp-json`: adds (or replaces) the entry that starts this planner in the MCP
  * configuration of VS Code, Claude Code or Claude Desktop. The file is JSON with comments; every byte
  * outside the entry (comments, other servers, their formatting) is kept: the entry is inserted as text
- * at a place found with `jsonc-parser`, never by rewriting the document. The API key is never written:
- * the entry names where the client gets it.
+ * at a place found with `jsonc-parser` (its parse tree and scanner), never by rewriting the document.
+ * Not with its `modify()`: that formats the whole lines around its edit, so a neighbour's one-line
+ * object would come back spread over several lines. The API key is never written: the entry names where
+ * the client gets it.
  */
 import {
   existsSync,
@@ -49,9 +51,13 @@ export const CLIENT_FORMATS: Record<ClientFormat, FormatSpec> = {
 export const DEFAULT_MCP_NAME = 'nfltr';
 const KEY_ENV = 'NFLTR_API_KEY';
 
-/** The format a file is for, from its name; undefined when the name says nothing. */
+/**
+ * The format a file is for, from its name; undefined when the name says nothing. Cursor's
+ * `.cursor/mcp.json` shares VS Code's file name but not its shape (`mcpServers`), so it is not guessed.
+ */
 export function formatFromPath(path: string): ClientFormat | undefined {
   const name = basename(path);
+  if (basename(dirname(path)) === '.cursor') return undefined;
   return (Object.keys(CLIENT_FORMATS) as ClientFormat[]).find((f) => CLIENT_FORMATS[f].fileName === name);
 }
 

@@ -296,6 +296,11 @@ describe('nfltr mcp --write-mcp-json', () => {
       /cannot tell which client the file is for from its name; pass --format vscode .*--format claude-code .*--format claude-desktop/,
     );
     expect(() => readFileSync(join(dir, 'servers.json'))).toThrow();
+    // Cursor's mcp.json is not VS Code's, whatever its name.
+    mkdirSync(join(dir, '.cursor'));
+    const cursor = await nfltr([...base, '--write-mcp-json', join(dir, '.cursor', 'mcp.json')]);
+    expect(cursor.code).toBe(2);
+    expect(cursor.stderr).toMatch(/cannot tell which client the file is for from its name; pass --format/);
     const badName = await nfltr([
       ...base,
       '--mcp-name',
