@@ -2,21 +2,36 @@
  * @module `nfltr mcp`: the planner, an MCP server over stdio. stdout is the MCP channel; every log and
  * error goes to stderr.
  */
-import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { createHash, randomBytes } from 'node:crypto';
+import {
+  accessSync,
+  constants,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  realpathSync,
+  writeFileSync,
+} from 'node:fs';
+import { delimiter, join, resolve, sep } from 'node:path';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { DEFAULT_MAX_ARTIFACT_BYTES } from '../agent/artifacts.js';
 import { A2aEndpoint, AgentClient } from '../agent/index.js';
 import {
   acquireStateLock,
-  MCP_JSON_SERVER_NAME,
+  CLIENT_FORMATS,
+  type ClientFormat,
+  ConfigFileError,
+  DEFAULT_MCP_NAME,
+  formatFromPath,
+  LockError,
   PeerDirectory,
+  type PlannerLaunch,
   type PlannerServer,
   servePlanner,
   TaskManager,
   TaskStore,
-  writeMcpJson,
+  vscodeKeyInputId,
+  writeClientConfig,
 } from '../planner/index.js';
 import { createLogger } from '../util/log.js';
 import {
@@ -24,9 +39,12 @@ import {
   addAgentOptions,
   addE2eeOptions,
   agentOptionsFrom,
+  apiKeyFrom,
+  defaultAgentId,
   type E2eeFlags,
   pairingKeyFrom,
 } from './agent-options.js';
+import { serveRefusal } from './mcp-refusal.js';
 import { die, nfltrHome, parseDuration, parsePositiveInt } from './options.js';
 
 export interface McpCommandOptions extends AgentFlags, E2eeFlags {
@@ -35,7 +53,13 @@ export interface McpCommandOptions extends AgentFlags, E2eeFlags {
   maxArtifactBytes: number;
   workerLostGrace: number;
   writeMcpJson?: string;
+  format?: ClientFormat;
+  mcpName?: string;
+  mcpLaunch?: LaunchHow;
 }
+
+/** How the written entry starts the planner (`--mcp-launch`). */
+type LaunchHow = 'npx' | 'nfltr' | 'path';
 
 function positiveDuration(value: string): number {
   const ms = parseDuration(value);
@@ -68,14 +92,48 @@ orchestrate_task and wait_for_tasks accept task-augmented calls in both (docs/pl
 Tasks, their events and their artifacts are kept in --state-dir (tasks.db, artifacts/<task_id>/); a
 planner restarted on the same --name and --state-dir resumes every open task (docs/durability.md).
 
+Several planners on one machine (one per MCP client or project): without --name the agent id is
+<host>-planner-<6 hex of the working folder>, and without --state-dir the state is kept in
+~/.nfltr/planner/<name>/<12 hex of the working folder>, so clients started in different folders never
+share either. A planner whose state dir is held by another answers its client's initialize with an error
+naming the holder (pid, folder) and the flags to change.
+
+--write-mcp-json FILE writes the entry that starts this planner (with the flags given here) into the MCP
+config of one client, keeping every other byte of the file (comments included), then exits. The client
+is told by the file name, or by --format:
+  vscode          mcp.json (.vscode/ or the user profile): "servers"; the key is an input VS Code asks
+                  for once (a password field) and keeps in its secret storage
+  claude-code     .mcp.json (project root): "mcpServers"; the key is \${NFLTR_API_KEY}, which Claude
+                  Code expands from its environment; the equivalent \`claude mcp add\` line is printed
+  claude-desktop  claude_desktop_config.json: "mcpServers"; Claude Desktop passes no shell environment
+                  and expands no variables, so give the key with --api-key-file FILE
+The key itself is never written. The entry runs \`npx -y nfltr mcp …\` when this nfltr is an installed
+package, \`nfltr mcp …\` (the nfltr on PATH) when it runs from a clone; --mcp-launch path writes this
+node and the absolute path of this nfltr instead.
+
 Examples:
   nfltr mcp --proxy-url https://nfltr.xyz --server grpc.nfltr.xyz:443 --api-key "$NFLTR_API_KEY"
   nfltr mcp --proxy-url https://nfltr.xyz --server grpc.nfltr.xyz:443 --write-mcp-json .vscode/mcp.json
+  nfltr mcp --proxy-url https://nfltr.xyz --server grpc.nfltr.xyz:443 --write-mcp-json .mcp.json \\
+    --mcp-name nfltr-eu
 `;
 
 /** Flags whose values are paths: written absolute into mcp.json, which the client runs from anywhere. */
-const PATH_FLAGS = new Set(['--state-dir', '--e2ee-key-file', '--tls-ca']);
-const NOT_WRITTEN = new Set(['--write-mcp-json', '--api-key']);
+const PATH_FLAGS = new Set(['--state-dir', '--e2ee-key-file', '--tls-ca', '--api-key-file']);
+/** Flags about writing the config, and the key itself: never part of the entry. */
+const NOT_WRITTEN = new Set(['--write-mcp-json', '--format', '--mcp-name', '--mcp-launch', '--api-key']);
+const MCP_NAME_RE = /^[A-Za-z][A-Za-z0-9_-]{0,63}$/;
+// biome-ignore lint/suspicious/noTemplateCurlyInString: Claude Code's variable syntax, written literally
+const CLAUDE_KEY_REF = '${NFLTR_API_KEY}';
+
+function parseMcpName(value: string): string {
+  if (!MCP_NAME_RE.test(value)) {
+    throw new InvalidArgumentError(
+      `expected 1-64 letters, digits, '-' or '_', starting with a letter (the clients' rule for server names), got ${JSON.stringify(value)}`,
+    );
+  }
+  return value;
+}
 
 export function register(program: Command): void {
   const cmd = program
@@ -90,7 +148,10 @@ export function register(program: Command): void {
         .env('NFLTR_PROXY_URL'),
     );
   addE2eeOptions(addAgentOptions(cmd, { serverRequired: false }))
-    .option('--state-dir <dir>', 'task store and artifacts (default ~/.nfltr/planner/<name>)')
+    .option(
+      '--state-dir <dir>',
+      'task store and artifacts (default ~/.nfltr/planner/<name>/<hash of the working folder>)',
+    )
     .addOption(
       new Option('--max-artifact-bytes <n>', 'per task: largest file and total of files sent or received')
         .argParser(parsePositiveInt)
@@ -105,13 +166,37 @@ export function register(program: Command): void {
         .default(30_000, '30s'),
     )
     .option(
-      '--write-mcp-json <path>',
-      'write (or merge into) a VS Code mcp.json entry for this planner, then exit',
+      '--write-mcp-json <file>',
+      'add this planner to the MCP config of VS Code (mcp.json), Claude Code (.mcp.json) or Claude Desktop ' +
+        '(claude_desktop_config.json), keeping the rest of the file, then exit',
+    )
+    .addOption(
+      new Option('--format <client>', 'client of --write-mcp-json (default: from the file name)').choices(
+        Object.keys(CLIENT_FORMATS),
+      ),
+    )
+    .addOption(
+      new Option('--mcp-name <name>', 'name of the entry --write-mcp-json writes')
+        .argParser(parseMcpName)
+        .default(DEFAULT_MCP_NAME),
+    )
+    .addOption(
+      new Option(
+        '--mcp-launch <how>',
+        'how the entry starts nfltr: npx (npx -y nfltr), nfltr (the nfltr on PATH), path (this node and nfltr.js)',
+      ).choices(['npx', 'nfltr', 'path']),
     )
     .addHelpText('after', HELP_AFTER)
-    .action((opts: McpCommandOptions, command: Command) =>
-      opts.writeMcpJson ? writeConfig(opts.writeMcpJson, command) : runMcp(opts),
-    );
+    .action((opts: McpCommandOptions, command: Command) => {
+      if (opts.writeMcpJson) return writeConfig(opts.writeMcpJson, opts, command);
+      const stray = ['--format', '--mcp-name', '--mcp-launch'].find(
+        (f) =>
+          command.getOptionValueSource(f.slice(2).replace(/-(.)/g, (_, c: string) => c.toUpperCase())) ===
+          'cli',
+      );
+      if (stray) die(`${stray} only applies with --write-mcp-json FILE`, 2);
+      return runMcp(opts);
+    });
 }
 
 /** The flags given on the command line, minus --write-mcp-json and --api-key, paths made absolute. */
@@ -131,26 +216,144 @@ export function mcpArgsFrom(command: Command): string[] {
   return args;
 }
 
-function writeConfig(path: string, command: Command): void {
-  const bin = process.argv[1] ? resolve(process.argv[1]) : undefined;
-  const entry = {
-    type: 'stdio' as const,
-    command: bin ? process.execPath : 'nfltr',
-    args: [...(bin ? [bin] : []), 'mcp', ...mcpArgsFrom(command)],
-    // biome-ignore lint/suspicious/noTemplateCurlyInString: VS Code expands ${env:…} itself
-    env: { NFLTR_API_KEY: '${env:NFLTR_API_KEY}' },
-  };
+/** This nfltr's entry script, through any symlink (npx and global installs link bin/ to it). */
+function selfScript(): string | undefined {
   try {
-    const { created } = writeMcpJson(resolve(path), entry);
-    process.stderr.write(
-      `nfltr: ${created ? 'wrote' : 'updated'} server "${MCP_JSON_SERVER_NAME}" in ${resolve(path)}; ` +
-        'it reads the API key from NFLTR_API_KEY in your environment (never stored in the file)\n',
-    );
-    process.exit(0);
-  } catch (err) {
-    die((err as Error).message);
+    return process.argv[1] ? realpathSync(process.argv[1]) : undefined;
+  } catch {
+    return undefined;
   }
 }
+
+/** An installed package (npx, `npm i -g`, a dependency) lives in a node_modules folder; a clone does not. */
+const installedAsPackage = (script: string | undefined) => !!script?.split(sep).includes('node_modules');
+
+function onPath(name: string): boolean {
+  return (process.env.PATH ?? '').split(delimiter).some((dir) => {
+    try {
+      accessSync(join(dir, name), constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
+export function plannerLaunch(how: LaunchHow, args: string[], script = selfScript()): PlannerLaunch {
+  switch (how) {
+    case 'npx':
+      return { command: 'npx', args: ['-y', 'nfltr', 'mcp', ...args] };
+    case 'nfltr':
+      return { command: 'nfltr', args: ['mcp', ...args] };
+    case 'path':
+      if (!script) die('--mcp-launch path: cannot tell where this nfltr is installed');
+      return { command: process.execPath, args: [script, 'mcp', ...args] };
+  }
+}
+
+function strictJson(text: string): boolean {
+  try {
+    JSON.parse(text);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** One argument for a POSIX shell: bare when safe, else in single quotes. */
+const shellWord = (a: string) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`);
+
+function writeConfig(file: string, o: McpCommandOptions, command: Command): void {
+  const path = resolve(file);
+  const format = o.format ?? formatFromPath(path);
+  if (!format) {
+    die(
+      `--write-mcp-json ${file}: cannot tell which client the file is for from its name; pass --format ` +
+        'vscode (VS Code, mcp.json), --format claude-code (Claude Code, .mcp.json) or --format claude-desktop ' +
+        '(Claude Desktop, claude_desktop_config.json)',
+      2,
+    );
+  }
+  const script = selfScript();
+  const how: LaunchHow = o.mcpLaunch ?? (installedAsPackage(script) ? 'npx' : 'nfltr');
+  const launch = plannerLaunch(how, mcpArgsFrom(command), script);
+  const name = o.mcpName ?? DEFAULT_MCP_NAME;
+  const spec = CLIENT_FORMATS[format];
+  let r: ReturnType<typeof writeClientConfig>;
+  try {
+    r = writeClientConfig(path, format, name, launch);
+  } catch (err) {
+    if (err instanceof ConfigFileError) die(`--write-mcp-json: ${err.message}`);
+    die(`--write-mcp-json ${file}: ${(err as Error).message}`);
+  }
+  const lines = [
+    `nfltr: ${r.replaced ? 'replaced' : 'added'} server "${name}" (${spec.serversKey}.${name}) in ${r.path}, ` +
+      `${spec.client} format${r.created ? ' (new file)' : ''}`,
+    `  runs: ${[launch.command, ...launch.args].map(shellWord).join(' ')}`,
+  ];
+  if (how === 'nfltr' && !onPath('nfltr')) {
+    lines.push(
+      '  note: nfltr is not on PATH here: install it (npm i -g nfltr, or npm link in this clone), or write ' +
+        'the entry again with --mcp-launch npx or --mcp-launch path',
+    );
+  }
+  switch (format) {
+    case 'vscode':
+      lines.push(
+        `  key: VS Code asks for it once (input "${vscodeKeyInputId(name)}", a password field` +
+          `${r.inputAdded ? ', added to "inputs"' : ', already in "inputs"'}) and keeps it in its secret storage`,
+      );
+      break;
+    case 'claude-code': {
+      const add = [
+        'claude',
+        'mcp',
+        'add',
+        '--scope',
+        'project',
+        name,
+        '-e',
+        `NFLTR_API_KEY=${CLAUDE_KEY_REF}`,
+      ];
+      lines.push(
+        `  key: Claude Code passes NFLTR_API_KEY from its own environment (${CLAUDE_KEY_REF} in the file)`,
+        '  the same with the claude CLI, from the project folder:',
+        `    ${[...add, '--', launch.command, ...launch.args].map(shellWord).join(' ')}`,
+      );
+      break;
+    }
+    case 'claude-desktop':
+      lines.push(
+        o.apiKeyFile
+          ? `  key: read from ${resolve(o.apiKeyFile)} (--api-key-file); restart Claude Desktop to load the entry`
+          : `  note: Claude Desktop passes no shell environment and expands no \${…}: unless NFLTR_API_KEY is set ` +
+              'for it, write the entry again with --api-key-file FILE (the key alone in a file only you can read)',
+      );
+      break;
+  }
+  if (format !== 'vscode' && !strictJson(r.text)) {
+    // Checked with Claude Code 2.1.197: a comment makes it reject the whole .mcp.json.
+    lines.push(
+      `  note: ${spec.client} reads this file as plain JSON, and it holds comments or trailing commas ` +
+        `(kept as they were): ${spec.client} will refuse the file until they are removed`,
+    );
+  }
+  lines.push('  the API key itself is not in the file');
+  process.stderr.write(`${lines.join('\n')}\n`);
+  process.exit(0);
+}
+
+/** The default planner id: the host's, plus the working folder, so two clients' planners never clash. */
+export function defaultPlannerName(cwd = process.cwd()): string {
+  return `${defaultAgentId('planner').slice(0, 120)}-${folderHash(cwd).slice(0, 6)}`;
+}
+
+/** The default state dir: per planner name and working folder. */
+export function defaultPlannerStateDir(name: string, cwd = process.cwd()): string {
+  return nfltrHome('planner', name, folderHash(cwd).slice(0, 12));
+}
+
+const folderHash = (cwd: string) => createHash('sha256').update(resolve(cwd)).digest('hex');
 
 function loadSessionToken(stateDir: string): string {
   const file = join(stateDir, 'session-token');
@@ -170,7 +373,7 @@ function loadSessionToken(stateDir: string): string {
 export function apiKeyProblem(key: string | undefined): string | undefined {
   if (!key?.trim()) {
     return (
-      'no API key: pass --api-key or set NFLTR_API_KEY (in an MCP client configuration, in the env of ' +
+      'no API key: pass --api-key, set NFLTR_API_KEY or pass --api-key-file (in an MCP client configuration, in the env of ' +
       'the nfltr server entry), then restart nfltr mcp'
     );
   }
@@ -186,7 +389,13 @@ export function apiKeyProblem(key: string | undefined): string | undefined {
 
 export async function runMcp(o: McpCommandOptions): Promise<void> {
   const log = createLogger('planner');
-  const keyProblem = apiKeyProblem(o.apiKey);
+  let keyProblem: string | undefined;
+  try {
+    o.apiKey = apiKeyFrom(o);
+    keyProblem = apiKeyProblem(o.apiKey);
+  } catch (err) {
+    keyProblem = `${(err as Error).message}, then restart nfltr mcp`;
+  }
   if (keyProblem) log.error(`every tool will answer: ${keyProblem}`);
   if (!o.server && !o.proxyUrl) {
     log.warn(
@@ -203,7 +412,7 @@ export async function runMcp(o: McpCommandOptions): Promise<void> {
   if (o.server && !keyProblem) {
     let agentOpts: ReturnType<typeof agentOptionsFrom>;
     try {
-      agentOpts = agentOptionsFrom(o, 'planner');
+      agentOpts = agentOptionsFrom({ ...o, name: o.name ?? defaultPlannerName() }, 'planner');
     } catch (err) {
       die((err as Error).message, 2);
     }
@@ -213,12 +422,18 @@ export async function runMcp(o: McpCommandOptions): Promise<void> {
     } catch (err) {
       die((err as Error).message, 2);
     }
-    const stateDir = resolve(o.stateDir ?? nfltrHome('planner', agentOpts.agentId));
+    const stateDir = resolve(o.stateDir ?? defaultPlannerStateDir(agentOpts.agentId));
     try {
       mkdirSync(stateDir, { recursive: true, mode: 0o700 });
       release = acquireStateLock(stateDir);
     } catch (err) {
-      die((err as Error).message);
+      if (!(err instanceof LockError)) die((err as Error).message);
+      // The client sees why (its initialize is refused with this), not "Connection closed".
+      return serveRefusal(`nfltr mcp cannot start: ${err.message}`, {
+        state_dir: stateDir,
+        holder_pid: err.holderPid,
+        fix: ['--state-dir', '--name'],
+      });
     }
     process.on('exit', () => release());
     store = new TaskStore(join(stateDir, 'tasks.db'));

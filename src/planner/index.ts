@@ -14,7 +14,19 @@ export {
 } from './demo.js';
 export { PlannerError, type PlannerErrorCode } from './errors.js';
 export { acquireStateLock, LockError } from './lock.js';
-export { MCP_JSON_SERVER_NAME, type McpServerEntry, stripJsonc, writeMcpJson } from './mcp-json.js';
+export {
+  CLIENT_FORMATS,
+  type ClientFormat,
+  ConfigFileError,
+  clientEntry,
+  DEFAULT_MCP_NAME,
+  formatFromPath,
+  type MergeResult,
+  mergeClientConfig,
+  type PlannerLaunch,
+  vscodeKeyInputId,
+  writeClientConfig,
+} from './mcp-json.js';
 export { matchesSelector, type Peer, PeerDirectory, parseSelector, type SelectorTerm } from './peers.js';
 export { INSTRUCTIONS, type PlannerServer, type PlannerServerOptions, servePlanner } from './server.js';
 export { type ListedTool, ToolSurface } from './surface.js';

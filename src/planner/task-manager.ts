@@ -160,6 +160,26 @@ export function taskIdProblem(id: string): string | undefined {
 
 const plural = (n: number, one: string) => `${n} ${one}${n === 1 ? '' : 's'}`;
 
+/**
+ * Whether a dispatch that failed with `cause` certainly left nothing at the worker, so its row can go:
+ * the worker refused it, the relay had no such peer, the send never reached the relay's queue, or the
+ * encrypted channel was refused. Anything else (no answer in time, a handshake that timed out, the
+ * planner shutting down) may have left the TaskStart on its way: the dispatch is withdrawn instead.
+ */
+function neverDelivered(cause: Error): boolean {
+  if (cause instanceof AgentError) return true;
+  if (cause instanceof A2aError) return cause.code !== 'handshake_timeout' && cause.code !== 'reset';
+  return (
+    cause instanceof PlannerError &&
+    (cause.code === 'refused' || cause.code === 'unknown_agent' || cause.code === 'a2a')
+  );
+}
+
+const withdrawnNote = (taskId: string, agentId: string) =>
+  `The dispatch is withdrawn: should task ${taskId} reach ${agentId} late, ${agentId} is told to cancel ` +
+  `it, and get_task_status ${taskId} then shows it cancelled. probe_worker ${agentId}, or dispatch the ` +
+  'objective again (with a new task_id, or to another worker)';
+
 export class TaskManager extends EventEmitter<ManagerEvents> {
   readonly #agent: AgentClient;
   readonly #a2a: A2aEndpoint;
@@ -178,8 +198,6 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
   readonly #eventWaiters = new Map<string, Set<() => void>>();
   /** Last seq for which a Resume was asked, per task, so one gap asks once. */
   readonly #resumeAsked = new Map<string, number>();
-  /** Tasks given up before acceptance; a late acceptance is cancelled. */
-  readonly #abandoned = new Set<string>();
   readonly #answering = new Set<string>();
   readonly #watch: PeerWatch;
   /** Last time a Cancel was resent per task, so a chatty worker does not get one per event. */
@@ -329,8 +347,7 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
           pending.reject(
             new PlannerError(
               'timeout',
-              `worker ${req.agent_id} did not accept or refuse task ${taskId} within ${timeoutMs / 1000} s; ` +
-                'probe_worker it, or dispatch to another worker',
+              `worker ${req.agent_id} did not accept or refuse task ${taskId} within ${timeoutMs / 1000} s`,
             ),
           ),
         timeoutMs,
@@ -343,15 +360,19 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
       return { snapshot, request };
     } catch (err) {
       if (this.#pending.get(taskId) === pending) this.#pending.delete(taskId);
-      this.#store.remove(taskId);
-      if (err instanceof PlannerError && err.code === 'timeout') {
-        this.#abandoned.add(taskId);
-        this.#trySend(req.agent_id, taskId, {
-          case: 'cancel',
-          value: create(CancelSchema, { taskId, reason: 'not accepted in time' }),
-        });
+      const cause = pending.failed ?? (err as Error);
+      const failure = this.#sendError(cause, req.agent_id);
+      if (neverDelivered(cause)) {
+        this.#store.remove(taskId);
+        throw failure;
       }
-      throw pending.failed ?? this.#sendError(err as Error, req.agent_id);
+      // Accepted after all (the store's flush failed): the task is the worker's and stays.
+      if (this.#store.get(taskId)?.snapshot.state !== undefined) throw failure;
+      this.#withdraw(req.agent_id, taskId, failure.message);
+      throw new PlannerError(
+        failure instanceof PlannerError ? failure.code : 'timeout',
+        `${failure.message.replace(/[.;]?\s*$/, '')}. ${withdrawnNote(taskId, req.agent_id)}`,
+      );
     } finally {
       clearTimeout(timer);
     }
@@ -735,18 +756,21 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
     }
     const t = this.#store.get(v.taskId);
     if (!t || t.snapshot.agent_id !== peer || v.reason !== 'unknown_task') return;
+    if (t.snapshot.state === undefined) {
+      // A dispatch withdrawn (#withdraw) or interrupted by a planner restart whose TaskStart never
+      // reached the worker: this was sent after it, so it never will. Both sides forget the id.
+      this.#log.info('a dispatch never reached the worker; its id is dropped', {
+        peer,
+        task: v.taskId,
+        withdrawn: t.cancel_pending,
+      });
+      this.#store.remove(v.taskId);
+      this.#cancelResent.delete(v.taskId);
+      return;
+    }
     if (t.cancel_pending) {
       // A cancel resent for a task the worker no longer has: nothing left to stop.
       this.#store.setCancelPending(v.taskId, false);
-      return;
-    }
-    if (t.snapshot.state === undefined) {
-      // Dispatched by an earlier run of this planner that died before the worker got the TaskStart.
-      this.#log.info('a dispatch interrupted by a planner restart never reached the worker; dropped', {
-        peer,
-        task: v.taskId,
-      });
-      this.#store.remove(v.taskId);
       return;
     }
     // A Resume for a task the worker no longer knows (it lost its state): the task cannot finish.
@@ -774,11 +798,11 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
     this.#resume(peer, taskId, last);
   }
 
-  #owner(taskId: string): { agentId: string; snapshot?: TaskSnapshot } | undefined {
+  #owner(taskId: string): { agentId: string; snapshot?: TaskSnapshot; cancelPending?: boolean } | undefined {
     const p = this.#pending.get(taskId);
     if (p) return { agentId: p.agent_id };
     const t = this.#store.get(taskId);
-    return t && { agentId: t.snapshot.agent_id, snapshot: t.snapshot };
+    return t && { agentId: t.snapshot.agent_id, snapshot: t.snapshot, cancelPending: t.cancel_pending };
   }
 
   async #onChunk(peer: string, chunk: ArtifactChunk): Promise<void> {
@@ -871,12 +895,11 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
     const seq = Number(ev.seq);
     const owner = this.#owner(taskId);
     if (!owner) {
-      if (this.#abandoned.has(taskId)) {
-        this.#trySend(peer, taskId, {
-          case: 'cancel',
-          value: create(CancelSchema, { taskId, reason: 'not accepted in time' }),
-        });
-      } else this.#log.warn('event for an unknown task', { peer, task: taskId, seq });
+      // Not this planner's (a store it no longer has): a task still running there is stopped, since
+      // nobody will read its result; a final event is left unacknowledged.
+      this.#log.debug('event for an unknown task', { peer, task: taskId, seq });
+      const state = taskStateName(ev.state);
+      if (state && !isTerminal(state)) this.#sendCancel(peer, taskId);
       return;
     }
     if (owner.agentId !== peer) {
@@ -946,6 +969,8 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
     } else snapshot = this.#store.append(taskId, record);
     if (!snapshot) return this.#ack(peer, taskId, seq);
     this.#ack(peer, taskId, seq);
+    // A withdrawn dispatch the worker did take: its events are kept until the Cancel takes effect.
+    if (owner.cancelPending && !isTerminal(snapshot.state)) this.#sendCancel(peer, taskId);
     if (pending) {
       pending.resolve(snapshot);
       this.#armTimeout(this.#store.get(taskId)!);
@@ -1044,6 +1069,8 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
         if (p.phase === 'sent') p.phase = 'probing';
       }
       this.#resume(peer, s.task_id, s.last_seq);
+      // A withdrawn dispatch (#withdraw): whatever the worker has of it is stopped.
+      if (t.cancel_pending) this.#sendCancel(peer, s.task_id);
       resumed++;
       const answer = t.answer;
       if (why !== 'check' && answer && s.state === 'waiting_input' && t.answered_seq === s.pending?.seq) {
@@ -1113,14 +1140,35 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
     }
   }
 
+  /**
+   * Gives up a dispatch whose answer did not come in time. Its row stays (state NULL: dispatching) with
+   * the cancel pending, so the id is neither reused nor forgotten while the TaskStart may still arrive:
+   * a Cancel follows it now, and again whenever the worker is heard from (#recover). The worker's
+   * events, if it took the task, are stored as usual up to its `cancelled`; if it never got the task,
+   * its `unknown_task` answer lets the row go (#onRefused).
+   */
+  #withdraw(peer: string, taskId: string, why: string): void {
+    this.#store.setCancelPending(taskId, true);
+    this.#log.info('dispatch withdrawn; the worker is told to cancel it if it has it', {
+      peer,
+      task: taskId,
+      why,
+    });
+    this.#sendCancel(peer, taskId);
+  }
+
+  /** Sends a Cancel, at most once a second per task: a chatty worker does not get one per event. */
   #sendCancel(peer: string, taskId: string): void {
     const now = Date.now();
     if (now - (this.#cancelResent.get(taskId) ?? 0) < 1_000) return;
     this.#cancelResent.set(taskId, now);
-    this.#trySend(peer, taskId, {
-      case: 'cancel',
-      value: create(CancelSchema, { taskId, reason: 'cancelled by the planner' }),
-    });
+    const t = this.#store.get(taskId);
+    const reason = !t
+      ? 'the planner has no such task'
+      : t.snapshot.state === undefined
+        ? 'withdrawn by the planner: not accepted in time'
+        : 'cancelled by the planner';
+    this.#trySend(peer, taskId, { case: 'cancel', value: create(CancelSchema, { taskId, reason }) });
   }
 
   /**
@@ -1156,10 +1204,9 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
         if (t.cancel_pending) this.#store.setCancelPending(s.task_id, false);
         continue;
       }
-      if (s.state === undefined) {
-        if (!this.#pending.has(s.task_id)) this.#store.remove(s.task_id);
-        continue;
-      }
+      // A dispatch not in flight (withdrawn, or left by an earlier run) may have reached the worker:
+      // it ends like an open task, so the id stays known and a late TaskStart is still cancelled.
+      if (s.state === undefined && this.#pending.has(s.task_id)) continue;
       // Should the worker come back after all, it is told to stop this task.
       this.#store.setCancelPending(s.task_id, true);
       void this.#localEvent(s.task_id, { state: 'failed', reason: 'worker_lost', message });
@@ -1173,6 +1220,14 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
   #task(taskId: string): StoredTask {
     const task = this.#store.get(taskId);
     if (task && task.snapshot.state !== undefined) return task;
+    if (task?.cancel_pending) {
+      throw new PlannerError(
+        'wrong_state',
+        `task ${taskId} was withdrawn: worker ${task.snapshot.agent_id} did not answer its dispatch in ` +
+          'time, and has not been heard from since. It is told to cancel the task as soon as it is; then ' +
+          'this shows the task cancelled (or, if the task never reached it, the id is dropped)',
+      );
+    }
     if (task || this.#pending.has(taskId)) {
       throw new PlannerError(
         'wrong_state',

@@ -42,6 +42,7 @@ import {
 } from './executor.js';
 import { checkUserLabels, LabelKeeper } from './labels.js';
 import { ExecutorReaper, killRecordedExecutor } from './reaper.js';
+import { ReplayPacer } from './replay-pacer.js';
 import { EVENTS_FILE, TaskEventLog } from './task-events.js';
 import { EXECUTOR_PID_FILE, TaskRunner, type TaskSpec } from './task-runner.js';
 
@@ -69,6 +70,10 @@ interface OwedTask {
   dir: string;
   log: TaskEventLog;
   chain: Promise<void>;
+  /** Spaces replays the planner keeps asking for without acknowledging anything. */
+  pacer: ReplayPacer;
+  /** A replay waiting for its turn; later requests merge into it. */
+  queued?: { afterSeq: bigint; why: string };
 }
 
 export type RefusalReason =
@@ -531,7 +536,14 @@ export class Worker {
       reaper: this.#reaper,
     });
     this.#active.set(id, runner);
-    this.#owed.set(id, { id, owner: peer, dir, log: runner.events, chain: Promise.resolve() });
+    this.#owed.set(id, {
+      id,
+      owner: peer,
+      dir,
+      log: runner.events,
+      chain: Promise.resolve(),
+      pacer: new ReplayPacer(),
+    });
     this.#log.info('task accepted', { peer, task: id, slots_free: this.freeSlots });
     runner.start().then(() => {
       // A channel that carried a forged or replayed frame is not used again in this session.
@@ -566,29 +578,45 @@ export class Worker {
 
   /**
    * Sends the task's events after `afterSeq` in order, then a ReplayComplete. Replays of one task never
-   * interleave: a second waits for the first.
+   * interleave: a second waits for the first. Requests that come faster than the pacer allows (the
+   * planner acknowledges nothing in between) merge into one waiting replay, sent after a growing pause.
    */
   #replay(t: OwedTask, afterSeq: bigint, why: string): void {
-    t.chain = t.chain.then(async () => {
-      const events: TaskEvent[] = t.log.after(afterSeq);
-      this.#log.info('replaying task events', {
-        peer: t.owner,
-        task: t.id,
-        why,
-        after_seq: String(afterSeq),
-        count: events.length,
-      });
-      try {
-        for (const e of events) await this.#send(t.owner, t.id, { case: 'taskEvent', value: e });
-        await this.#send(t.owner, t.id, {
-          case: 'replayComplete',
-          value: create(ReplayCompleteSchema, { taskId: t.id, lastSeq: t.log.lastSeq }),
-        });
-      } catch (err) {
-        // The link went away again; the planner resumes once more on the next resync.
-        this.#log.debug('replay interrupted', { task: t.id, error: (err as Error).message });
-      }
+    if (t.queued) {
+      if (afterSeq < t.queued.afterSeq) t.queued.afterSeq = afterSeq;
+      return;
+    }
+    t.queued = { afterSeq, why };
+    const waitMs = t.pacer.schedule(Date.now(), t.log.acked);
+    const go = () => {
+      const q = t.queued;
+      t.queued = undefined;
+      if (q && this.#owed.get(t.id) === t) t.chain = t.chain.then(() => this.#sendReplay(t, q, waitMs));
+    };
+    if (waitMs === 0) return go();
+    setTimeout(go, waitMs).unref();
+  }
+
+  async #sendReplay(t: OwedTask, q: { afterSeq: bigint; why: string }, deferredMs: number): Promise<void> {
+    const events: TaskEvent[] = t.log.after(q.afterSeq);
+    this.#log.info('replaying task events', {
+      peer: t.owner,
+      task: t.id,
+      why: q.why,
+      after_seq: String(q.afterSeq),
+      count: events.length,
+      ...(deferredMs > 0 ? { deferred_ms: deferredMs } : {}),
     });
+    try {
+      for (const e of events) await this.#send(t.owner, t.id, { case: 'taskEvent', value: e });
+      await this.#send(t.owner, t.id, {
+        case: 'replayComplete',
+        value: create(ReplayCompleteSchema, { taskId: t.id, lastSeq: t.log.lastSeq }),
+      });
+    } catch (err) {
+      // The link went away again; the planner resumes once more on the next resync.
+      this.#log.debug('replay interrupted', { task: t.id, error: (err as Error).message });
+    }
   }
 
   /**
@@ -747,7 +775,16 @@ function recoverTasks(tasksDir: string, log: Logger): { known: Set<string>; owed
       log.info('closed the log of a task interrupted by a restart', { task: id });
     }
     events.unload();
-    if (info.peer) owed.set(id, { id, owner: info.peer, dir, log: events, chain: Promise.resolve() });
+    if (info.peer) {
+      owed.set(id, {
+        id,
+        owner: info.peer,
+        dir,
+        log: events,
+        chain: Promise.resolve(),
+        pacer: new ReplayPacer(),
+      });
+    }
   }
   return { known, owed };
 }

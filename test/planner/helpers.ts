@@ -29,11 +29,17 @@ export interface Planner {
   close: () => Promise<void>;
 }
 
-export async function startPlanner(args: string[], apiKey: string): Promise<Planner> {
+/** `nfltr mcp ARGS` under the official MCP client; `opts` sets its working folder and adds to its env. */
+export async function startPlanner(
+  args: string[],
+  apiKey: string,
+  opts: { cwd?: string; env?: Record<string, string> } = {},
+): Promise<Planner> {
   const transport = new StdioClientTransport({
     command: process.execPath,
     args: [NFLTR_BIN, 'mcp', ...args],
-    env: { ...(process.env as Record<string, string>), NFLTR_API_KEY: apiKey },
+    env: { ...(process.env as Record<string, string>), NFLTR_API_KEY: apiKey, ...opts.env },
+    cwd: opts.cwd,
     stderr: 'pipe',
   });
   let err = '';

@@ -11,11 +11,9 @@ import {
   matchesSelector,
   newSnapshot,
   parseSelector,
-  stripJsonc,
   type TaskEventRecord,
   TaskStore,
   taskIdProblem,
-  writeMcpJson,
 } from '../../src/planner/index.js';
 import { tempDir } from '../helpers/processes.js';
 
@@ -264,40 +262,5 @@ describe('state dir lock', () => {
     expect(readFileSync(join(dir, 'planner.lock'), 'utf8').trim()).toBe(String(process.pid));
     release();
     expect(existsSync(join(dir, 'planner.lock'))).toBe(false);
-  });
-});
-
-describe('mcp.json', () => {
-  const entry = {
-    type: 'stdio' as const,
-    command: 'node',
-    args: ['nfltr', 'mcp'],
-    // biome-ignore lint/suspicious/noTemplateCurlyInString: the VS Code variable, written literally
-    env: { NFLTR_API_KEY: '${env:NFLTR_API_KEY}' },
-  };
-
-  it('merges into a JSONC file, keeping other servers and keys', () => {
-    const path = join(tempDir(), '.vscode', 'mcp.json');
-    expect(writeMcpJson(path, entry).created).toBe(true);
-    writeFileSync(
-      path,
-      '{\n  // my servers\n  "inputs": [],\n  "servers": {\n    "other": {"command": "x", "url": "http://a//b"}, /* c */\n  },\n}\n',
-    );
-    expect(writeMcpJson(path, entry).created).toBe(false);
-    const doc = JSON.parse(readFileSync(path, 'utf8'));
-    expect(doc).toEqual({
-      inputs: [],
-      servers: { other: { command: 'x', url: 'http://a//b' }, nfltr: entry },
-    });
-  });
-
-  it('refuses a file it cannot parse instead of overwriting it', () => {
-    const path = join(tempDir(), 'mcp.json');
-    writeFileSync(path, '{ not json');
-    expect(() => writeMcpJson(path, entry)).toThrow(/is not valid JSON/);
-    expect(readFileSync(path, 'utf8')).toBe('{ not json');
-    expect(stripJsonc('{"a": "// not a comment", /* x */ "b": [1,],}')).toBe(
-      '{"a": "// not a comment",  "b": [1]}',
-    );
   });
 });

@@ -246,15 +246,63 @@ describe('task manager over A2A', () => {
       /no_free_slots/,
     );
     await expect(manager.dispatch({ agent_id: id, task_id: 'silent', objective: 'x' })).rejects.toThrow(
-      `worker ${id} did not accept or refuse task silent within 0.4 s`,
+      `worker ${id} did not accept or refuse task silent within 0.4 s. The dispatch is withdrawn`,
     );
-    // Accepting after the planner gave up gets a Cancel.
-    worker.event('silent', 1, 'accepted');
+  });
+
+  it('withdrawn dispatch - kept and cancelled when the worker takes it late; dropped when it never got it', async () => {
+    const { worker, manager } = await setup({}, { acceptTimeoutMs: 400 });
+    worker.onStart = () => {};
+    const id = worker.agent.agentId;
+    await expect(manager.dispatch({ agent_id: id, task_id: 'late', objective: 'x' })).rejects.toThrow(
+      /did not accept or refuse task late within 0\.4 s\. The dispatch is withdrawn: should task late reach/,
+    );
+    // The id is neither unknown nor reusable while the worker may still have it.
+    expect(() => manager.status('late')).toThrow(
+      /task late was withdrawn: worker fake-worker-\d+ did not answer/,
+    );
+    await expect(manager.dispatch({ agent_id: id, task_id: 'late', objective: 'x' })).rejects.toThrow(
+      /already used by this planner/,
+    );
+    // The Cancel follows the TaskStart at once; the worker's late events are kept, and it is told again.
+    await eventually(() => worker.of('cancel', 'late').length > 0, 5_000, 'a Cancel after the TaskStart');
+    expect(worker.of('cancel', 'late')[0]!.reason).toMatch(/withdrawn/);
+    worker.event('late', 1, 'accepted');
+    await eventually(() => manager.status('late').task.snapshot.state === 'accepted', 5_000, 'adopted');
+    worker.event('late', 2, 'cancelled', { reason: 'cancelled', message: 'withdrawn by the planner' });
+    await eventually(() => manager.status('late').task.snapshot.state === 'cancelled', 5_000, 'cancelled');
+    expect(manager.status('late').events.map((e) => [e.seq, e.state, e.origin])).toEqual([
+      [1, 'accepted', 'worker'],
+      [2, 'cancelled', 'worker'],
+    ]);
+    expect(manager.status('late').task.cancel_pending).toBe(false);
+
+    // A TaskStart that never arrived: the worker's "unknown task" lets the id go on both sides.
+    await expect(manager.dispatch({ agent_id: id, task_id: 'lost', objective: 'x' })).rejects.toThrow(
+      /withdrawn/,
+    );
+    await eventually(() => worker.of('cancel', 'lost').length > 0, 5_000, 'a Cancel for lost');
+    worker.send('lost', {
+      case: 'taskRefused',
+      value: create(TaskRefusedSchema, { taskId: 'lost', reason: 'unknown_task', message: 'no task lost' }),
+    });
     await eventually(
-      () => worker.of('cancel', 'silent').length > 0,
+      () => {
+        try {
+          manager.status('lost');
+          return false;
+        } catch (err) {
+          return (err as PlannerError).code === 'unknown_task';
+        }
+      },
       5_000,
-      'a Cancel for the late acceptance',
+      'lost forgotten',
     );
+
+    // A task this planner has no row for at all is stopped rather than left running for nobody.
+    worker.event('ghost', 2, 'running');
+    await eventually(() => worker.of('cancel', 'ghost').length > 0, 5_000, 'a Cancel for ghost');
+    expect(worker.of('cancel', 'ghost')[0]!.reason).toBe('the planner has no such task');
   });
 
   it('timeout - no terminal event by timeout_ms + grace marks the task failed with reason timeout', async () => {
