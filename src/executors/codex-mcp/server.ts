@@ -23,8 +23,9 @@ import {
   runTaskInputSchema,
   spawnAgentProcess,
 } from '../common/index.js';
-import { JsonRpcPeer, RpcError } from '../copilot-mcp/index.js';
+import { type JsonRpcPeer, RpcError } from '../copilot-mcp/index.js';
 import { type Readiness, registerCheckReady } from '../readiness.js';
+import { withRpcProcess } from '../rpc-process.js';
 import { formatDuration } from '../shell-mcp/index.js';
 import { type CodexSettings, initialize, runCodexTurn, threadSettings } from './app-server.js';
 
@@ -105,37 +106,13 @@ async function withAppServer<T>(
   env: NodeJS.ProcessEnv,
   fn: (peer: JsonRpcPeer) => Promise<T>,
 ): Promise<T> {
-  let peer: JsonRpcPeer | undefined;
-  const proc = spawnAgentProcess({ argv, cwd, env, onStdoutLine: (l) => peer?.line(l) });
-  peer = new JsonRpcPeer(
-    (line) => {
-      if (!proc.child.stdin.destroyed) proc.child.stdin.write(line);
-    },
-    {
-      request: async (method) => {
-        throw new RpcError(-32601, `method not found: ${method}`);
-      },
-      notification: () => {},
-    },
-  );
-  const p = peer;
-  void proc.exited.then((exit) => p.close(new Error(exitText(exit, proc.stderrTail()))));
-  const timer = setTimeout(() => {
-    p.close(new Error(`codex app-server did not answer within ${formatDuration(CHECK_TIMEOUT_MS)}`));
-  }, CHECK_TIMEOUT_MS);
   try {
-    await initialize(p);
-    return await fn(p);
+    return await withRpcProcess({ argv, cwd, env, timeoutMs: CHECK_TIMEOUT_MS, exitText }, async (peer) => {
+      await initialize(peer);
+      return fn(peer);
+    });
   } catch (err) {
-    // A connection that failed because codex exited: wait for its exit so that its stderr is complete.
-    if (!(err instanceof RpcError))
-      await Promise.race([proc.exited, new Promise((r) => setTimeout(r, 1000))]);
     throw err instanceof RpcError ? new Error(`codex answered with an error: ${err.describe()}`) : err;
-  } finally {
-    clearTimeout(timer);
-    proc.child.stdin.end();
-    proc.kill();
-    await proc.exited;
   }
 }
 

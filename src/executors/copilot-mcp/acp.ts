@@ -55,6 +55,28 @@ interface PermissionOption {
   kind?: string;
 }
 
+/** ACP's error code for "authentication required" (session/new before the agent has credentials). */
+export const AUTH_REQUIRED = -32000;
+
+/** The env vars Copilot CLI reads credentials from (its `copilot help environment`). */
+export const COPILOT_TOKEN_ENV = ['COPILOT_GITHUB_TOKEN', 'GH_TOKEN', 'GITHUB_TOKEN'] as const;
+
+/** What the fix for missing Copilot credentials is, on a worker. */
+export const COPILOT_AUTH_FIX = `run \`copilot login\` as the worker's user, or set a token in ${COPILOT_TOKEN_ENV.join(' / ')} (or your own model provider in COPILOT_PROVIDER_BASE_URL, COPILOT_PROVIDER_API_KEY, COPILOT_MODEL) and pass it to the executor with \`nfltr worker --executor-env NAME\` (the worker passes only PATH, HOME, locale and NFLTR_* unless told)`;
+
+export interface InitializeResponse {
+  protocolVersion?: number;
+  authMethods?: { id?: string; name?: string; description?: string }[];
+}
+
+/** Copilot's refusal of session/new for lack of credentials, with its own advice (from initialize). */
+export function authRequiredText(err: RpcError, init: InitializeResponse | undefined): string {
+  const advice = (init?.authMethods ?? [])
+    .map((m) => [m.name, m.description].filter(Boolean).join(': '))
+    .filter(Boolean);
+  return `copilot refused to start a session: ${err.describe()}${advice.length ? `. Copilot says: ${advice.join('; ')}` : ''}`;
+}
+
 /** True when an offered id/name means `wanted` (`plan` matches id `…#plan` or name `Plan`). */
 export function offerMatches(wanted: string, id: string, name?: string): boolean {
   const w = wanted.toLowerCase();
@@ -297,7 +319,7 @@ export async function runAcpTask(ctx: AgentRunContext, io: AcpIo, started: numbe
   });
   io.attach(peer);
 
-  const init = await peer.request<{ protocolVersion?: number }>('initialize', {
+  const init = await peer.request<InitializeResponse>('initialize', {
     protocolVersion: ACP_PROTOCOL_VERSION,
     clientCapabilities: { fs: { readTextFile: false, writeTextFile: false }, terminal: false },
     clientInfo: { name: 'nfltr-copilot-mcp', title: 'nfltr copilot-mcp', version: VERSION },
@@ -307,7 +329,15 @@ export async function runAcpTask(ctx: AgentRunContext, io: AcpIo, started: numbe
       `copilot speaks ACP protocol version ${init?.protocolVersion ?? '(none)'} and nfltr speaks ${ACP_PROTOCOL_VERSION}; install a matching Copilot CLI`,
     );
   }
-  const session = await peer.request<NewSessionResponse>('session/new', { cwd: ctx.cwd, mcpServers: [] });
+  let session: NewSessionResponse;
+  try {
+    session = await peer.request<NewSessionResponse>('session/new', { cwd: ctx.cwd, mcpServers: [] });
+  } catch (err) {
+    if (err instanceof RpcError && err.code === AUTH_REQUIRED) {
+      throw new Error(`${authRequiredText(err, init)}. On a worker: ${COPILOT_AUTH_FIX}`);
+    }
+    throw err;
+  }
   if (!session || typeof session.sessionId !== 'string')
     throw new Error('copilot answered session/new without a sessionId');
   sessionId = session.sessionId;
