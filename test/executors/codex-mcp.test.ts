@@ -18,6 +18,10 @@ type Msg = { id?: number | string; method?: string; params?: Record<string, unkn
  */
 function scriptedServer(turn: (s: ScriptedServer) => Promise<void>) {
   let peer: JsonRpcPeer | undefined;
+  let exit: (why: string) => void = () => {};
+  const exited = new Promise<string>((r) => {
+    exit = r;
+  });
   const sent: Msg[] = [];
   const waiters: { match: (m: Msg) => boolean; resolve: (m: Msg) => void }[] = [];
   const send = (m: Msg) => setImmediate(() => peer!.line(JSON.stringify(m))); // no `jsonrpc`, as codex
@@ -34,6 +38,7 @@ function scriptedServer(turn: (s: ScriptedServer) => Promise<void>) {
     },
     complete: (status, error = null) =>
       server.notify('turn/completed', { turn: { id: 'tu1', status, error } }),
+    exit: (why) => exit(why),
   };
   const write = (line: string) => {
     const m = JSON.parse(line) as Msg;
@@ -53,6 +58,7 @@ function scriptedServer(turn: (s: ScriptedServer) => Promise<void>) {
       write,
       settings: { sandbox: 'workspace-write', approvalPolicy: 'untrusted' },
       unreachableAfterMs,
+      exited,
       attach: (p: JsonRpcPeer) => {
         peer = p;
       },
@@ -65,6 +71,8 @@ interface ScriptedServer {
   request(id: number, method: string, params: Record<string, unknown>): Promise<unknown>;
   next(match: (m: Msg) => boolean): Promise<Msg>;
   complete(status: string, error?: unknown): void;
+  /** The process exits (the caller's `exited` resolves with `why`). */
+  exit(why: string): void;
 }
 
 function context(answer: (message: string) => ElicitResult | undefined) {
@@ -194,6 +202,7 @@ describe('codex-mcp - app-server client', () => {
       s.notify('error', {
         error: {
           message: 'Reconnecting... waiting for network',
+          codexErrorInfo: { responseStreamDisconnected: { httpStatusCode: null } },
           additionalDetails: 'Connection failed: error sending request',
         },
         willRetry: true,
@@ -208,16 +217,30 @@ describe('codex-mcp - app-server client', () => {
     );
     expect(r.ok).toBe(false);
     expect(r.text).toMatch(
-      /^Codex failed: the model API did not work for .* \(--unreachable-after\), so the turn was stopped; Codex's last error: Reconnecting\.\.\. waiting for network \(Connection failed: error sending request\)$/,
+      /^Codex failed: the model API did not work for .* \(--unreachable-after\), so the turn was stopped; Codex's last error: Reconnecting\.\.\. waiting for network \[responseStreamDisconnected\] \(Connection failed: error sending request\)$/,
     );
   });
 
   it('reports a failed turn in codex’s words', async () => {
     const server = scriptedServer(async (s) =>
-      s.complete('failed', { message: 'stream disconnected', additionalDetails: '500' }),
+      s.complete('failed', {
+        message: 'busy',
+        codexErrorInfo: 'internalServerError',
+        additionalDetails: null,
+      }),
     );
     const r = await runCodexTurn(context(() => undefined).ctx, server.io(), Date.now());
-    expect(r).toMatchObject({ ok: false, text: 'Codex failed: stream disconnected (500)' });
+    expect(r).toMatchObject({ ok: false, text: 'Codex failed: busy [internalServerError]' });
+  });
+
+  it('fails at once, in codex’s words, when codex dies mid-turn', async () => {
+    const server = scriptedServer(async (s) => {
+      s.notify('item/started', { item: { type: 'commandExecution', id: 'c1', command: 'ls' } });
+      s.exit('codex was killed by SIGKILL');
+    });
+    await expect(runCodexTurn(context(() => undefined).ctx, server.io(), Date.now())).rejects.toThrow(
+      'codex was killed by SIGKILL before the turn ended',
+    );
   });
 });
 

@@ -121,13 +121,15 @@ describe('codex-mcp with the real Codex CLI behind nfltr worker', () => {
     const dataDir = tempDir();
     const key = await createKey(dataDir, 'acct');
     relay = await startRelayProcess({ dataDir });
-    const [ok, down] = await Promise.all([
+    const [ok, down, failing] = await Promise.all([
       startStandIn('script', ['--slow-ms', '60000']),
       startStandIn('unreachable'),
+      startStandIn('error'),
     ]);
-    standins.push(ok.child, down.child);
+    standins.push(ok.child, down.child, failing.child);
     home = codexHome(ok.url);
     const downHome = codexHome(down.url);
+    const failingHome = codexHome(failing.url);
     repo = tempDir('nfltr-codex-repo-');
     gitIn(repo, 'init', '-q', '-b', 'main');
     gitIn(repo, 'config', 'user.email', 't@example.com');
@@ -151,6 +153,13 @@ describe('codex-mcp with the real Codex CLI behind nfltr worker', () => {
         stateDir: tempDir(),
         mcpCommand: `nfltr codex-mcp --cwd ${repo} ${settings} --unreachable-after 8s --codex-command "${codexCommand({ CODEX_HOME: downHome, STANDIN_KEY: 'k' })}"`,
       }),
+      startWorker({
+        server: relay.grpcAddr,
+        apiKey: key,
+        name: 'w-codex-5xx',
+        stateDir: tempDir(),
+        mcpCommand: `nfltr codex-mcp --cwd ${repo} ${settings} --codex-command "${codexCommand({ CODEX_HOME: failingHome, STANDIN_KEY: 'k' })}"`,
+      }),
       startPlanner(
         [
           '--proxy-url',
@@ -165,8 +174,8 @@ describe('codex-mcp with the real Codex CLI behind nfltr worker', () => {
         key,
       ),
     ]);
-    workers.push(started[0], started[1]);
-    planner = started[2];
+    workers.push(started[0], started[1], started[2]);
+    planner = started[3];
     await eventually(
       async () => (await planner.toolNames()).includes('orchestrate_task'),
       15_000,
@@ -281,6 +290,21 @@ describe('codex-mcp with the real Codex CLI behind nfltr worker', () => {
       done.events.some((e) => e.state === 'running' && /Reconnecting|retrying/i.test(e.message ?? '')),
     ).toBe(true);
     expect(Date.now() - t0).toBeLessThan(40_000);
+  }, 60_000);
+
+  it('codex - a model API answering 500 fails the task with Codex’s error once its retries are spent', async () => {
+    const taskId = 'codex-5xx';
+    await planner.ok('orchestrate_task', {
+      agent_id: 'w-codex-5xx',
+      task_id: taskId,
+      objective: 'Say hello',
+    });
+    const done = await waitState(taskId, ['completed', 'failed']);
+    expect(done.state).toBe('failed');
+    expect(done.message).toMatch(/FAILED: Codex failed: .*\[internalServerError\]/);
+    expect(done.events.some((e) => /Codex: Reconnecting\.\.\. 1\/1 \(retrying\)/.test(e.message ?? ''))).toBe(
+      true,
+    );
   }, 60_000);
 });
 

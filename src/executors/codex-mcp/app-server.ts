@@ -59,7 +59,17 @@ interface ThreadItem {
 }
 interface TurnError {
   message: string;
+  /** A kind (`internalServerError`), or an object keyed by it (`{responseStreamDisconnected: …}`). */
+  codexErrorInfo?: unknown;
   additionalDetails?: string | null;
+}
+
+/** Codex's words for an error: its message, its kind, and the details (an HTTP body, a cause). */
+function describeError(e: TurnError): string {
+  const info = e.codexErrorInfo;
+  const kind =
+    typeof info === 'string' ? info : info && typeof info === 'object' ? Object.keys(info)[0] : undefined;
+  return `${e.message}${kind ? ` [${kind}]` : ''}${e.additionalDetails ? ` (${clip(oneLine(e.additionalDetails), 500)})` : ''}`;
 }
 interface Turn {
   id: string;
@@ -197,6 +207,9 @@ class TurnFollower {
         this.flush();
         this.#done(p.turn as Turn);
         return;
+      case 'warning':
+        if (typeof p.message === 'string') this.report(`Codex warning: ${p.message}`);
+        return;
       default:
         return; // thread/started, turn/started, deltas of commands, rate limits, warnings…
     }
@@ -296,6 +309,8 @@ export interface CodexIo {
   unreachableAfterMs: number;
   /** Given the peer once created, so that the caller can feed it stdout lines. */
   attach(peer: JsonRpcPeer): void;
+  /** Resolves with what happened when codex exits (it may die mid-turn, with no turn/completed). */
+  exited: Promise<string>;
 }
 
 /**
@@ -363,7 +378,12 @@ export async function runCodexTurn(
   }, 250);
   let ended: Turn;
   try {
-    ended = await follower.done;
+    ended = await Promise.race([
+      follower.done,
+      io.exited.then((why) => {
+        throw new Error(`${why} before the turn ended`);
+      }),
+    ]);
   } finally {
     clearInterval(watch);
     ctx.signal.removeEventListener('abort', interrupt);
@@ -399,9 +419,7 @@ export async function runCodexTurn(
     };
   }
   const err = ended.error ?? follower.lastError;
-  const cause = err
-    ? `${err.message}${err.additionalDetails ? ` (${clip(oneLine(err.additionalDetails), 500)})` : ''}`
-    : '';
+  const cause = err ? describeError(err) : '';
   const why =
     gaveUp !== undefined
       ? `Codex failed: the model API did not work for ${formatDuration(gaveUp)} (--unreachable-after), so the turn was stopped; Codex's last error: ${cause}`

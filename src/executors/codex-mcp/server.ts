@@ -263,9 +263,10 @@ async function runCodex(opts: CodexMcpOptions, ctx: AgentRunContext): Promise<Ag
     },
   });
   let exitInfo: string | undefined;
-  void proc.exited.then((exit) => {
+  const exited = proc.exited.then((exit) => {
     exitInfo = exitText(exit, proc.stderrTail());
     peer?.close(new Error(exitInfo));
+    return exitInfo;
   });
   let killTimer: NodeJS.Timeout | undefined;
   const onAbort = () => {
@@ -283,6 +284,7 @@ async function runCodex(opts: CodexMcpOptions, ctx: AgentRunContext): Promise<Ag
         },
         settings: opts.settings,
         unreachableAfterMs: opts.unreachableAfterMs ?? DEFAULT_UNREACHABLE_AFTER_MS,
+        exited,
         attach: (p) => {
           peer = p;
           if (exitInfo) p.close(new Error(exitInfo));
