@@ -270,6 +270,17 @@ describe('nfltr copilot-mcp (ACP)', () => {
     expect(crash.text).toContain('copilot exited with code 3: Error: fake-copilot crashed mid-prompt');
   });
 
+  it('a model provider that cannot be reached fails the task with Copilot’s words, retries as progress', async () => {
+    const cwd = await newDir('down');
+    const { client } = await start({ cwd });
+    const r = await runTask(client, 'Say hello #provider-down');
+    expect(r.result.isError).toBe(true);
+    expect(r.text).toContain(
+      'Copilot could not get an answer: Could not connect to local model provider at http://127.0.0.1:9/v1. Check that the service is running and the port is correct.',
+    );
+    expect(r.progress).toContain('Copilot Info: Response was interrupted due to a server error. Retrying...');
+  });
+
   it("without credentials: the task fails with Copilot's advice and the fix; check_ready says so", async () => {
     const cwd = await newDir('noauth');
     const { client } = await start({ cwd, command: `${FAKE_COMMAND} --fake-no-auth` });

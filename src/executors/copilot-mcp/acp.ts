@@ -21,6 +21,9 @@ import { JsonRpcPeer, METHOD_NOT_FOUND, RpcError } from './json-rpc.js';
 
 export const ACP_PROTOCOL_VERSION = 1;
 
+/** A message chunk that is Copilot's own status line rather than the model's text. */
+const STATUS_CHUNK = /^(Info|Warning|Error): \S/;
+
 /** Reported message text is flushed at this length even before the message ends. */
 const FLUSH_CHARS = 300;
 
@@ -192,6 +195,8 @@ export function pickOption(
 /** Follows the session's updates: progress, the answer text, usage. */
 class SessionUpdates {
   answer = '';
+  /** The last `Error: …` status line Copilot sent as a message chunk (e.g. its model provider is down). */
+  statusError?: string;
   #pendingText = '';
   readonly #titles = new Map<string, string>();
   cost?: { amount: number; currency: string };
@@ -210,6 +215,14 @@ class SessionUpdates {
     if (kind === 'agent_message_chunk') {
       const c = u.content as { type?: string; text?: string } | undefined;
       if (c?.type === 'text' && typeof c.text === 'string') {
+        // Copilot sends its own status ("Info: … Retrying...", "Error: Could not connect …") as whole
+        // message chunks: progress, not part of the answer.
+        if (STATUS_CHUNK.test(c.text)) {
+          this.flush();
+          this.report(`Copilot ${c.text.trim()}`);
+          if (c.text.startsWith('Error: ')) this.statusError = c.text.slice('Error: '.length).trim();
+          return;
+        }
         this.answer += c.text;
         this.#pendingText += c.text;
         if (this.#pendingText.length >= FLUSH_CHARS) this.flush();
@@ -392,6 +405,14 @@ export async function runAcpTask(ctx: AgentRunContext, io: AcpIo, started: numbe
     ...(permissions.length ? { permission_requests: permissions } : {}),
   };
   const base = { usage, session_id: sessionId, details };
+  if (stop === 'end_turn' && updates.statusError && updates.answer.trim() === '') {
+    // Copilot ends the turn "normally" when it gave up on its model provider; that is no answer.
+    return {
+      ok: false,
+      text: `Copilot could not get an answer: ${updates.statusError.replace(/\s+/g, ' ')}`,
+      ...base,
+    };
+  }
   if (stop === 'end_turn') return { ok: true, text: updates.answer.trim(), ...base };
   const why: Record<string, string> = {
     cancelled: 'Copilot cancelled the turn',
