@@ -233,6 +233,23 @@ describe('codex-mcp - app-server client', () => {
     expect(r).toMatchObject({ ok: false, text: 'Codex failed: busy [internalServerError]' });
   });
 
+  it('streams a long agent message as progress once, and answers with the whole of it', async () => {
+    const text = `${'a'.repeat(310)} tail`;
+    const server = scriptedServer(async (s) => {
+      s.notify('item/agentMessage/delta', { itemId: 'm1', delta: text.slice(0, 310) });
+      s.notify('item/agentMessage/delta', { itemId: 'm1', delta: text.slice(310) });
+      s.notify('item/completed', { item: { type: 'agentMessage', id: 'm1', text } });
+      s.complete('completed');
+    });
+    const { ctx, progress } = context(() => undefined);
+    const r = await runCodexTurn(ctx, server.io(), Date.now());
+    expect(r).toMatchObject({ ok: true, text });
+    expect(progress.filter((p) => p.startsWith('Codex: '))).toEqual([
+      `Codex: ${'a'.repeat(310)}`,
+      'Codex:  tail',
+    ]);
+  });
+
   it('fails at once, in codex’s words, when codex dies mid-turn', async () => {
     const server = scriptedServer(async (s) => {
       s.notify('item/started', { item: { type: 'commandExecution', id: 'c1', command: 'ls' } });

@@ -64,13 +64,6 @@ interface TurnError {
   additionalDetails?: string | null;
 }
 
-/** Codex's words for an error: its message, its kind, and the details (an HTTP body, a cause). */
-function describeError(e: TurnError): string {
-  const info = e.codexErrorInfo;
-  const kind =
-    typeof info === 'string' ? info : info && typeof info === 'object' ? Object.keys(info)[0] : undefined;
-  return `${e.message}${kind ? ` [${kind}]` : ''}${e.additionalDetails ? ` (${clip(oneLine(e.additionalDetails), 500)})` : ''}`;
-}
 interface Turn {
   id: string;
   status: 'completed' | 'interrupted' | 'failed' | 'inProgress';
@@ -105,6 +98,14 @@ export async function initialize(peer: JsonRpcPeer): Promise<{ userAgent?: strin
 const clip = (s: string, n: number) => (s.length > n ? `${s.slice(0, n - 1)}…` : s);
 const oneLine = (s: string) => s.replace(/\s+/g, ' ').trim();
 
+/** Codex's words for an error: its message, its kind, and the details (an HTTP body, a cause). */
+function describeError(e: TurnError): string {
+  const info = e.codexErrorInfo;
+  const kind =
+    typeof info === 'string' ? info : info && typeof info === 'object' ? Object.keys(info)[0] : undefined;
+  return `${e.message}${kind ? ` [${kind}]` : ''}${e.additionalDetails ? ` (${clip(oneLine(e.additionalDetails), 500)})` : ''}`;
+}
+
 /** A short human description of a thread item for progress. */
 export function describeItem(item: ThreadItem): string | undefined {
   switch (item.type) {
@@ -128,7 +129,9 @@ export function describeItem(item: ThreadItem): string | undefined {
 /** Follows the thread's notifications: progress, the answer text, usage, the end of the turn. */
 class TurnFollower {
   answer = '';
+  /** Streamed text of the current agent message not yet reported, and how much of it was. */
   #pending = '';
+  #reported = 0;
   total?: TokenBreakdown;
   modelResponses = 0;
   lastError?: TurnError;
@@ -143,6 +146,7 @@ class TurnFollower {
 
   flush(): void {
     if (this.#pending.trim()) this.report(`Codex: ${this.#pending}`);
+    this.#reported += this.#pending.length;
     this.#pending = '';
   }
 
@@ -171,11 +175,12 @@ class TurnFollower {
       case 'item/completed': {
         const item = p.item as ThreadItem;
         if (item.type === 'agentMessage') {
+          // Report what the deltas did not already; the last message of the turn is the answer.
+          const rest = (item.text ?? '').slice(this.#reported);
+          if (rest.trim()) this.report(`Codex: ${rest}`);
           this.#pending = '';
-          if (item.text) {
-            this.answer = item.text; // the last message of the turn is the answer
-            this.report(`Codex: ${item.text}`);
-          }
+          this.#reported = 0;
+          if (item.text) this.answer = item.text;
         } else if (item.type === 'commandExecution') {
           const out = item.aggregatedOutput ? `: ${clip(oneLine(item.aggregatedOutput), 200)}` : '';
           this.report(
