@@ -218,7 +218,14 @@ describe('codex-mcp with the real Codex CLI behind nfltr worker', () => {
       executor: 'codex-mcp',
       model: 'standin-model',
       settings: { sandbox: 'workspace-write', approval_policy: 'untrusted' },
-      usage: { input_tokens: 240, output_tokens: 60, cache_read_tokens: 40, reasoning_tokens: 10, turns: 2 },
+      usage: {
+        model: 'standin-model',
+        input_tokens: 240,
+        output_tokens: 60,
+        cache_read_tokens: 40,
+        reasoning_tokens: 10,
+        turns: 2,
+      },
       details: { turn_status: 'completed', approvals: [{ decision: 'accepted' }] },
       git: { changed_paths: [{ path: 'standin.txt', status: 'added' }] },
     });

@@ -404,6 +404,7 @@ export async function runCodexTurn(
     usage.total_tokens = t.totalTokens;
   }
   if (follower.modelResponses > 0) usage.turns = follower.modelResponses;
+  if (thread.model) usage.model = thread.model; // also here, so that usage alone says what it counts
   const refused = approvals.filter((a) => a.decision !== 'accepted');
   const details = {
     turn_status: ended.status,
