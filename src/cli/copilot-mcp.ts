@@ -24,8 +24,15 @@ output lines stream as progress, and tools run without asking.
 
 --model, --mode and --reasoning-effort are fixed for the life of this process; a task cannot change
 them. They are checked against \`copilot --help\` at start: a flag the installed CLI lacks, or a value it
-does not accept, stops the executor with a message saying so. When a session offers modes or config
+does not accept (its "[possible values: …]"), stops the executor with a message saying so. When a session offers modes or config
 options, the pinned values are also set there (session/set_mode, session/set_config_option).
+
+Credentials are Copilot's own: \`copilot login\`, a token in COPILOT_GITHUB_TOKEN / GH_TOKEN /
+GITHUB_TOKEN, or your own model provider (COPILOT_PROVIDER_BASE_URL, COPILOT_PROVIDER_API_KEY,
+COPILOT_MODEL; see \`copilot help environment\`). Behind a worker, pass env vars through with
+\`nfltr worker --executor-env GH_TOKEN\`. Without credentials Copilot refuses session/new ("Authentication
+required"); the task fails with Copilot's own advice and that fix, and the check_ready tool (no model
+call: initialize and session/new) reports it to the worker.
 
 --git-code-result: each task runs in its own git worktree of --cwd, from context.base_ref or HEAD; the
 diff (new files included) comes back as changes.patch with the changed paths; constraints.allowed_paths,

@@ -4,6 +4,7 @@
 import { Command } from 'commander';
 import { VERSION } from '../version.js';
 import { register as registerClaudeMcp } from './claude-mcp.js';
+import { register as registerCodexMcp } from './codex-mcp.js';
 import { register as registerCopilotMcp } from './copilot-mcp.js';
 import { register as registerDemo } from './demo.js';
 import { register as registerKeys } from './keys.js';
@@ -24,6 +25,7 @@ for (const register of [
   registerShellMcp,
   registerClaudeMcp,
   registerCopilotMcp,
+  registerCodexMcp,
   registerMcp,
   registerWorker,
   registerDemo,

@@ -19,7 +19,7 @@ import {
   type ElicitResult,
 } from '@modelcontextprotocol/sdk/types.js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { JsonRpcPeer, planSettings } from '../../src/executors/copilot-mcp/index.js';
+import { JsonRpcPeer, planSettings, possibleValues } from '../../src/executors/copilot-mcp/index.js';
 
 const BIN = join(import.meta.dirname, '../../bin/nfltr.js');
 const FAKE = join(import.meta.dirname, '../fixtures/fake-copilot.mjs');
@@ -268,6 +268,47 @@ describe('nfltr copilot-mcp (ACP)', () => {
     const crash = await runTask(client, 'Do it #crash');
     expect(crash.result.isError).toBe(true);
     expect(crash.text).toContain('copilot exited with code 3: Error: fake-copilot crashed mid-prompt');
+  });
+
+  it('a model provider that cannot be reached fails the task with Copilot’s words, retries as progress', async () => {
+    const cwd = await newDir('down');
+    const { client } = await start({ cwd });
+    const r = await runTask(client, 'Say hello #provider-down');
+    expect(r.result.isError).toBe(true);
+    expect(r.text).toContain(
+      'Copilot could not get an answer: Could not connect to local model provider at http://127.0.0.1:9/v1. Check that the service is running and the port is correct.',
+    );
+    expect(r.progress).toContain('Copilot Info: Response was interrupted due to a server error. Retrying...');
+  });
+
+  it("without credentials: the task fails with Copilot's advice and the fix; check_ready says so", async () => {
+    const cwd = await newDir('noauth');
+    const { client } = await start({ cwd, command: `${FAKE_COMMAND} --fake-no-auth` });
+    const r = await runTask(client, 'Say hello');
+    expect(r.result.isError).toBe(true);
+    expect(r.text).toContain(
+      'copilot refused to start a session: Authentication required (JSON-RPC error -32000). Copilot says: Log in with Copilot CLI: Run `copilot login` in the terminal. On a worker: run `copilot login`',
+    );
+    expect(r.text).toContain('`nfltr worker --executor-env NAME`');
+    const ready = await client.callTool({ name: 'check_ready', arguments: {} });
+    expect(ready.structuredContent).toMatchObject({
+      ready: false,
+      reason: expect.stringContaining('Authentication required'),
+      fix: expect.stringContaining('COPILOT_GITHUB_TOKEN / GH_TOKEN / GITHUB_TOKEN'),
+    });
+    const { client: good } = await start({ cwd });
+    expect((await good.callTool({ name: 'check_ready', arguments: {} })).structuredContent).toEqual({
+      ready: true,
+    });
+  });
+
+  it('reads option choices from clap-style help ([possible values: …]) as Copilot CLI 1.0 prints them', () => {
+    expect(
+      possibleValues(
+        '--mode <mode>  Set the initial agent mode [possible values: interactive, plan, autopilot]',
+      ),
+    ).toEqual(['interactive', 'plan', 'autopilot']);
+    expect(possibleValues('--model <model>  Set the AI model to use')).toBeUndefined();
   });
 
   it('kills the CLI process group on cancel, even when the agent ignores session/cancel', async () => {

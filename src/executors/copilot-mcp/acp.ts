@@ -21,6 +21,9 @@ import { JsonRpcPeer, METHOD_NOT_FOUND, RpcError } from './json-rpc.js';
 
 export const ACP_PROTOCOL_VERSION = 1;
 
+/** A message chunk that is Copilot's own status line rather than the model's text. */
+const STATUS_CHUNK = /^(Info|Warning|Error): \S/;
+
 /** Reported message text is flushed at this length even before the message ends. */
 const FLUSH_CHARS = 300;
 
@@ -53,6 +56,28 @@ interface PermissionOption {
   optionId: string;
   name?: string;
   kind?: string;
+}
+
+/** ACP's error code for "authentication required" (session/new before the agent has credentials). */
+export const AUTH_REQUIRED = -32000;
+
+/** The env vars Copilot CLI reads credentials from (its `copilot help environment`). */
+export const COPILOT_TOKEN_ENV = ['COPILOT_GITHUB_TOKEN', 'GH_TOKEN', 'GITHUB_TOKEN'] as const;
+
+/** What the fix for missing Copilot credentials is, on a worker. */
+export const COPILOT_AUTH_FIX = `run \`copilot login\` as the worker's user, or set a token in ${COPILOT_TOKEN_ENV.join(' / ')} (or your own model provider in COPILOT_PROVIDER_BASE_URL, COPILOT_PROVIDER_API_KEY, COPILOT_MODEL) and pass it to the executor with \`nfltr worker --executor-env NAME\` (the worker passes only PATH, HOME, locale and NFLTR_* unless told)`;
+
+export interface InitializeResponse {
+  protocolVersion?: number;
+  authMethods?: { id?: string; name?: string; description?: string }[];
+}
+
+/** Copilot's refusal of session/new for lack of credentials, with its own advice (from initialize). */
+export function authRequiredText(err: RpcError, init: InitializeResponse | undefined): string {
+  const advice = (init?.authMethods ?? [])
+    .map((m) => [m.name, m.description].filter(Boolean).join(': '))
+    .filter(Boolean);
+  return `copilot refused to start a session: ${err.describe()}${advice.length ? `. Copilot says: ${advice.join('; ')}` : ''}`;
 }
 
 /** True when an offered id/name means `wanted` (`plan` matches id `…#plan` or name `Plan`). */
@@ -170,6 +195,8 @@ export function pickOption(
 /** Follows the session's updates: progress, the answer text, usage. */
 class SessionUpdates {
   answer = '';
+  /** The last `Error: …` status line Copilot sent as a message chunk (e.g. its model provider is down). */
+  statusError?: string;
   #pendingText = '';
   readonly #titles = new Map<string, string>();
   cost?: { amount: number; currency: string };
@@ -188,6 +215,14 @@ class SessionUpdates {
     if (kind === 'agent_message_chunk') {
       const c = u.content as { type?: string; text?: string } | undefined;
       if (c?.type === 'text' && typeof c.text === 'string') {
+        // Copilot sends its own status ("Info: … Retrying...", "Error: Could not connect …") as whole
+        // message chunks: progress, not part of the answer.
+        if (STATUS_CHUNK.test(c.text)) {
+          this.flush();
+          this.report(`Copilot ${c.text.trim()}`);
+          if (c.text.startsWith('Error: ')) this.statusError = c.text.slice('Error: '.length).trim();
+          return;
+        }
         this.answer += c.text;
         this.#pendingText += c.text;
         if (this.#pendingText.length >= FLUSH_CHARS) this.flush();
@@ -297,7 +332,7 @@ export async function runAcpTask(ctx: AgentRunContext, io: AcpIo, started: numbe
   });
   io.attach(peer);
 
-  const init = await peer.request<{ protocolVersion?: number }>('initialize', {
+  const init = await peer.request<InitializeResponse>('initialize', {
     protocolVersion: ACP_PROTOCOL_VERSION,
     clientCapabilities: { fs: { readTextFile: false, writeTextFile: false }, terminal: false },
     clientInfo: { name: 'nfltr-copilot-mcp', title: 'nfltr copilot-mcp', version: VERSION },
@@ -307,7 +342,15 @@ export async function runAcpTask(ctx: AgentRunContext, io: AcpIo, started: numbe
       `copilot speaks ACP protocol version ${init?.protocolVersion ?? '(none)'} and nfltr speaks ${ACP_PROTOCOL_VERSION}; install a matching Copilot CLI`,
     );
   }
-  const session = await peer.request<NewSessionResponse>('session/new', { cwd: ctx.cwd, mcpServers: [] });
+  let session: NewSessionResponse;
+  try {
+    session = await peer.request<NewSessionResponse>('session/new', { cwd: ctx.cwd, mcpServers: [] });
+  } catch (err) {
+    if (err instanceof RpcError && err.code === AUTH_REQUIRED) {
+      throw new Error(`${authRequiredText(err, init)}. On a worker: ${COPILOT_AUTH_FIX}`);
+    }
+    throw err;
+  }
   if (!session || typeof session.sessionId !== 'string')
     throw new Error('copilot answered session/new without a sessionId');
   sessionId = session.sessionId;
@@ -362,6 +405,14 @@ export async function runAcpTask(ctx: AgentRunContext, io: AcpIo, started: numbe
     ...(permissions.length ? { permission_requests: permissions } : {}),
   };
   const base = { usage, session_id: sessionId, details };
+  if (stop === 'end_turn' && updates.statusError && updates.answer.trim() === '') {
+    // Copilot ends the turn "normally" when it gave up on its model provider; that is no answer.
+    return {
+      ok: false,
+      text: `Copilot could not get an answer: ${updates.statusError.replace(/\s+/g, ' ')}`,
+      ...base,
+    };
+  }
   if (stop === 'end_turn') return { ok: true, text: updates.answer.trim(), ...base };
   const why: Record<string, string> = {
     cancelled: 'Copilot cancelled the turn',

@@ -4,6 +4,10 @@
  */
 export {
   ACP_PROTOCOL_VERSION,
+  AUTH_REQUIRED,
+  authRequiredText,
+  COPILOT_AUTH_FIX,
+  COPILOT_TOKEN_ENV,
   offerMatches,
   pickOption,
   planSettings,
@@ -15,8 +19,10 @@ export {
   type CopilotCli,
   type CopilotMcpOptions,
   checkCopilotCli,
+  checkCopilotReady,
   copilotAcpArgv,
   copilotPromptArgv,
   createCopilotMcpServer,
   DEFAULT_COPILOT_TIMEOUT_MS,
+  possibleValues,
 } from './server.js';

@@ -1,8 +1,8 @@
 /**
  * @module JSON-RPC 2.0 over newline-delimited JSON, both directions on one pipe pair: what the Agent
- * Client Protocol (ACP) runs on (https://agentclientprotocol.com/protocol/v1/overview). Framing and
- * correlation only; the ACP methods live in acp.ts. The peer does no I/O itself: it is fed lines and
- * given a `write` function, so it can be tested without a process.
+ * Client Protocol (ACP) runs on (https://agentclientprotocol.com/protocol/v1/overview), and Codex's
+ * app-server too. Framing and correlation only; the ACP methods live in acp.ts. The peer does no I/O
+ * itself: it is fed lines and given a `write` function, so it can be tested without a process.
  */
 
 /** An error response from the other side (`code`, `message`, `data` as sent). */
@@ -83,7 +83,8 @@ export class JsonRpcPeer {
       this.handlers.stray?.(line);
       return;
     }
-    if (!msg || typeof msg !== 'object' || msg.jsonrpc !== '2.0') {
+    // Codex's app-server leaves out the `jsonrpc` member; a message that names another version is stray.
+    if (!msg || typeof msg !== 'object' || (msg.jsonrpc !== undefined && msg.jsonrpc !== '2.0')) {
       this.handlers.stray?.(line);
       return;
     }

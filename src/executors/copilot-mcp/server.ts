@@ -28,8 +28,18 @@ import {
   runTaskInputSchema,
   spawnAgentProcess,
 } from '../common/index.js';
+import { type Readiness, registerCheckReady } from '../common/ready.js';
+import { withRpcProcess } from '../rpc-process.js';
 import { formatDuration } from '../shell-mcp/index.js';
-import { runAcpTask } from './acp.js';
+import {
+  ACP_PROTOCOL_VERSION,
+  AUTH_REQUIRED,
+  authRequiredText,
+  COPILOT_AUTH_FIX,
+  COPILOT_TOKEN_ENV,
+  type InitializeResponse,
+  runAcpTask,
+} from './acp.js';
 import { type JsonRpcPeer, RpcError } from './json-rpc.js';
 
 /** Default time limit of one task (`--timeout`). */
@@ -107,7 +117,8 @@ export async function checkCopilotCli(
         `${ours} ${value} needs \`${shown}\` to support ${flag}${alias ? ` (or ${alias})` : ''}, and its --help lists no such option; upgrade GitHub Copilot CLI or drop ${ours}`,
       );
     }
-    const choices = findHelpOption(help, found)?.choices;
+    const option = findHelpOption(help, found);
+    const choices = option?.choices ?? possibleValues(option?.text ?? '');
     if (choices && !choices.includes(value)) {
       throw new Error(
         `${ours} ${JSON.stringify(value)} is not accepted by \`${shown}\` ${found}; it accepts: ${choices.join(', ')}`,
@@ -121,6 +132,17 @@ export async function checkCopilotCli(
     | '--reasoning-effort'
     | '--effort';
   return { acp, effortFlag, noColor: findHelpOption(help, '--no-color') !== undefined };
+}
+
+/** The choices of an option whose help says `[possible values: a, b]` (Copilot CLI 1.0's own help format). */
+export function possibleValues(text: string): string[] | undefined {
+  const m = /\[possible values:\s*([^\]]*)\]/.exec(text);
+  return m
+    ? m[1]!
+        .split(',')
+        .map((v) => v.trim())
+        .filter(Boolean)
+    : undefined;
 }
 
 /** The pinned settings as the CLI's own options. */
@@ -154,6 +176,59 @@ function exitText(exit: AgentExit, stderr: string): string {
       ? `exited with code ${exit.code}`
       : `was killed by ${exit.signal}`;
   return `copilot ${how}${stderr ? `: ${stderr}` : ''}`;
+}
+
+/** How long the readiness check may take (initialize and session/new; no prompt, no model call). */
+const CHECK_TIMEOUT_MS = 30_000;
+
+/**
+ * Whether Copilot could run a task now, without a model call: over ACP, whether it accepts session/new
+ * (it refuses with "Authentication required" when it has no login, token or own model provider).
+ */
+export async function checkCopilotReady(
+  opts: CopilotMcpOptions,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<Readiness> {
+  if (!opts.cli.acp) {
+    const named = [...COPILOT_TOKEN_ENV, 'COPILOT_PROVIDER_BASE_URL'].filter((n) => env[n]);
+    return named.length > 0
+      ? { ready: true }
+      : {
+          ready: true,
+          reason: `not checked: this Copilot CLI has no --acp to ask, and none of ${[...COPILOT_TOKEN_ENV, 'COPILOT_PROVIDER_BASE_URL'].join(', ')} is set (a stored \`copilot login\` may still work)`,
+        };
+  }
+  let init: InitializeResponse | undefined;
+  try {
+    await withRpcProcess(
+      { argv: copilotAcpArgv(opts), cwd: opts.cwd, env, timeoutMs: CHECK_TIMEOUT_MS, exitText },
+      async (peer) => {
+        init = await peer.request('initialize', {
+          protocolVersion: ACP_PROTOCOL_VERSION,
+          clientCapabilities: { fs: { readTextFile: false, writeTextFile: false }, terminal: false },
+          clientInfo: {
+            name: 'nfltr-copilot-mcp',
+            title: 'nfltr copilot-mcp (check_ready)',
+            version: VERSION,
+          },
+        });
+        await peer.request('session/new', { cwd: opts.cwd, mcpServers: [] });
+      },
+    );
+    return { ready: true };
+  } catch (err) {
+    if (err instanceof RpcError && err.code === AUTH_REQUIRED) {
+      return { ready: false, reason: authRequiredText(err, init), fix: COPILOT_AUTH_FIX };
+    }
+    return {
+      ready: false,
+      reason:
+        err instanceof RpcError
+          ? `copilot answered with an error: ${err.describe()}`
+          : String(err instanceof Error ? err.message : err),
+      fix: 'install GitHub Copilot CLI or point --copilot-command at it; run it by hand in --cwd to see what it needs',
+    };
+  }
 }
 
 /** One task over ACP. */
@@ -341,5 +416,6 @@ export function createCopilotMcpServer(opts: CopilotMcpOptions): McpServer {
         extra,
       ),
   );
+  registerCheckReady(server, 'Copilot CLI', () => checkCopilotReady(opts));
   return server;
 }
