@@ -29,7 +29,7 @@ if (mode === 'tcp') {
 } else if (mode === 'agent') {
   const [grpcAddr, key, e2ee] = args;
   const { AgentClient, A2aEndpoint } = await import('../dist/agent/index.js');
-  const { ArtifactReceiver } = await import('../dist/agent/artifacts.js');
+  const { ArtifactReceiver } = await import('../dist/agent/artifacts/index.js');
   const agent = new AgentClient({
     servers: [grpcAddr],
     apiKey: key,

@@ -63,7 +63,7 @@ async function nfltrOnce(ctx, file, info) {
 
 async function nfltrEndpoint(relay, e2ee) {
   const { AgentClient, A2aEndpoint } = await import('../dist/agent/index.js');
-  const mod = await import('../dist/agent/artifacts.js');
+  const mod = await import('../dist/agent/artifacts/index.js');
   const { create } = await import('@bufbuild/protobuf');
   const { TaskStartSchema } = await import('../dist/protocol/a2a.js');
   const recv = await spawnReady([AGENT, 'agent', relay.grpcAddr, relay.key, String(e2ee)]);
@@ -90,7 +90,7 @@ export async function benchArtifacts({ mib = 1024, repeats = 3 } = {}) {
     const size = statSync(path).size;
     const mb = size / 1e6;
     const { describeFiles, ARTIFACT_CHUNK_BYTES, ARTIFACT_WINDOW_BYTES } = await import(
-      '../dist/agent/artifacts.js'
+      '../dist/agent/artifacts/index.js'
     );
     const file = { name: 'artifact.bin', path, size };
     const hashStart = performance.now();

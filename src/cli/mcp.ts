@@ -14,7 +14,7 @@ import {
 } from 'node:fs';
 import { delimiter, join, resolve, sep } from 'node:path';
 import { type Command, InvalidArgumentError, Option } from 'commander';
-import { DEFAULT_MAX_ARTIFACT_BYTES } from '../agent/artifacts.js';
+import { DEFAULT_MAX_ARTIFACT_BYTES, parseChunkRef } from '../agent/artifacts/index.js';
 import { A2aEndpoint, AgentClient } from '../agent/index.js';
 import {
   acquireStateLock,
@@ -457,6 +457,7 @@ export async function runMcp(o: McpCommandOptions): Promise<void> {
       stateDir,
       servers: agentOpts.servers,
       maxArtifactBytes: o.maxArtifactBytes,
+      testCorruptChunk: parseChunkRef(process.env.NFLTR_TEST_CORRUPT_CHUNK),
       workerLostGraceMs: o.workerLostGrace,
       logger: log.child('tasks'),
     });

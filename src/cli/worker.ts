@@ -1,6 +1,6 @@
 import { resolve } from 'node:path';
 import { type Command, InvalidArgumentError, Option } from 'commander';
-import { DEFAULT_MAX_ARTIFACT_BYTES } from '../agent/artifacts.js';
+import { DEFAULT_MAX_ARTIFACT_BYTES, parseChunkRef } from '../agent/artifacts/index.js';
 import { createLogger } from '../util/log.js';
 import { DEFAULT_STALL_AFTER_MS, runWorker, WorkerConfigError } from '../worker/index.js';
 import {
@@ -145,6 +145,7 @@ export async function workerCommand(o: WorkerCommandOptions): Promise<number> {
       e2ee: o.a2aE2ee,
       pairingKey,
       maxArtifactBytes: o.maxArtifactBytes,
+      testCorruptChunk: parseChunkRef(process.env.NFLTR_TEST_CORRUPT_CHUNK),
       shutdownGraceMs: o.shutdownGrace,
       executorEnv: o.executorEnv,
       stallAfterMs: o.stallAfter,

@@ -10,12 +10,13 @@ import { create } from '@bufbuild/protobuf';
 import {
   ArtifactReceiver,
   ArtifactSender,
+  type ChunkRef,
   checkArtifactLimit,
   DEFAULT_MAX_ARTIFACT_BYTES,
   describeFiles,
   type LocalFile,
   resolveLocalPaths,
-} from '../agent/artifacts.js';
+} from '../agent/artifacts/index.js';
 import type { A2aBody, A2aEndpoint, A2aFailure, A2aInbound, AgentClient } from '../agent/index.js';
 import { A2aError, AgentError } from '../agent/index.js';
 import {
@@ -56,6 +57,8 @@ export interface TaskManagerOptions {
   /** Relay control addresses, named in errors while disconnected. */
   servers: string[];
   maxArtifactBytes?: number;
+  /** For tests (`NFLTR_TEST_CORRUPT_CHUNK`): the artifact sender corrupts this chunk once. */
+  testCorruptChunk?: ChunkRef;
   logger?: Logger;
   /** How long orchestrate_task waits for accepted/refused (default 15 s). */
   acceptTimeoutMs?: number;
@@ -841,6 +844,7 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
       send: (msg) => this.#send(peer, taskId, msg),
       whenWritable: (signal) => this.#agent.whenWritable(MAX_QUEUED_BYTES, signal),
       signal: abort.signal,
+      corruptChunk: this.#opts.testCorruptChunk,
       logger: this.#log,
     });
     const entry = { sender, abort };

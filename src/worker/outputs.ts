@@ -4,10 +4,10 @@
  * `output_dir` are neither followed nor returned (docs/executor-contract.md §6), and a linked file
  * whose real path leaves the task folder is refused, so nothing outside it can leak.
  */
-import { lstat, readdir, realpath, stat } from 'node:fs/promises';
-import { join, relative, sep } from 'node:path';
+import { realpath, stat } from 'node:fs/promises';
+import { relative, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ArtifactError, type LocalFile, sanitizeArtifactName } from '../agent/artifacts.js';
+import { ArtifactError, type LocalFile, sanitizeArtifactName, walkFiles } from '../agent/artifacts/index.js';
 
 export interface OutputListing {
   files: LocalFile[];
@@ -15,35 +15,13 @@ export interface OutputListing {
   skipped: string[];
 }
 
+/** `output_dir`'s regular files; symlinks, unusable names and special files are skipped, saying why. */
 export async function listOutputFiles(root: string): Promise<OutputListing> {
-  const files: LocalFile[] = [];
   const skipped: string[] = [];
-  const walk = async (dir: string, prefix: string) => {
-    const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
-    entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-    for (const e of entries) {
-      const rel = prefix + e.name;
-      const path = join(dir, e.name);
-      if (e.isSymbolicLink()) {
-        skipped.push(`${rel} (symbolic link)`);
-      } else if (e.isDirectory()) {
-        await walk(path, `${rel}/`);
-      } else if (e.isFile()) {
-        let name: string;
-        try {
-          name = sanitizeArtifactName(rel);
-        } catch (err) {
-          skipped.push(`${rel} (${(err as Error).message})`);
-          continue;
-        }
-        const st = await lstat(path);
-        files.push({ name, path, size: st.size });
-      } else {
-        skipped.push(`${rel} (not a regular file)`);
-      }
-    }
-  };
-  await walk(root, '');
+  const files = await walkFiles(root, {
+    followLinks: false,
+    skip: (entry, why) => skipped.push(`${entry} (${why})`),
+  });
   return { files, skipped };
 }
 

@@ -13,11 +13,12 @@ import {
   ArtifactReceiver,
   ArtifactSender,
   type ArtifactSenderOptions,
+  type ChunkRef,
   checkArtifactLimit,
   describeFiles,
   ProgressThrottle,
   progressText,
-} from '../agent/artifacts.js';
+} from '../agent/artifacts/index.js';
 import type {
   ArtifactAck,
   ArtifactChunk,
@@ -69,6 +70,8 @@ export interface TaskRunnerDeps {
   send: (msg: A2aBody) => Promise<void>;
   whenWritable: ArtifactSenderOptions['whenWritable'];
   maxArtifactBytes: number;
+  /** For tests (`NFLTR_TEST_CORRUPT_CHUNK`): the artifact sender corrupts this chunk once. */
+  testCorruptChunk?: ChunkRef;
   /** From stdin closed to SIGTERM when the executor must go (cancel, timeout, shutdown). */
   killGraceMs: number;
   /** After this long without an event (a question aside), a `running` event says so; 0: never. */
@@ -461,6 +464,7 @@ export class TaskRunner {
       },
       whenWritable: this.#deps.whenWritable,
       signal: this.#abort.signal,
+      corruptChunk: this.#deps.testCorruptChunk,
       logger: this.#log,
       onProgress: (acked) => progress.update(acked),
     });

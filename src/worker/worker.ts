@@ -14,7 +14,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFile
 import { join } from 'node:path';
 import { create } from '@bufbuild/protobuf';
 import { type A2aBody, A2aEndpoint, type A2aFailure, type A2aInbound } from '../agent/a2a.js';
-import { sanitizeArtifactName } from '../agent/artifacts.js';
+import { type ChunkRef, sanitizeArtifactName } from '../agent/artifacts/index.js';
 import { AgentClient, type AgentOptions } from '../agent/client.js';
 import {
   A2A_PROTOCOL,
@@ -96,6 +96,8 @@ export interface WorkerOptions {
   e2ee: boolean;
   pairingKey?: Uint8Array;
   maxArtifactBytes: number;
+  /** For tests (`NFLTR_TEST_CORRUPT_CHUNK`): the artifact sender corrupts this chunk once. */
+  testCorruptChunk?: ChunkRef;
   shutdownGraceMs: number;
   /** From stdin closed to SIGTERM when an executor must go. */
   killGraceMs?: number;
@@ -526,6 +528,7 @@ export class Worker {
       send: (msg) => this.#send(peer, id, msg),
       whenWritable: (signal) => this.agent.whenWritable(WRITABLE_QUEUE_BYTES, signal),
       maxArtifactBytes: this.#opts.maxArtifactBytes,
+      testCorruptChunk: this.#opts.testCorruptChunk,
       killGraceMs: this.#opts.killGraceMs ?? 2_000,
       stallAfterMs: this.#opts.stallAfterMs ?? DEFAULT_STALL_AFTER_MS,
       logger: this.#log.child(`task.${id}`),

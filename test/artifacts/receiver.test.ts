@@ -20,7 +20,7 @@ import {
   ProgressThrottle,
   resolveLocalPaths,
   sanitizeArtifactName,
-} from '../../src/agent/artifacts.js';
+} from '../../src/agent/artifacts/index.js';
 import { AgentError } from '../../src/agent/client.js';
 import {
   type ArtifactAck,
