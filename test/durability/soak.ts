@@ -4,6 +4,7 @@
  * after a random number of events, starts it again on the same ports, and checks the finished task:
  * events gapless with no duplicate, every step once, the result and the file once. It prints how many of
  * the runs lost or duplicated anything; the answer must be 0. `SOAK_RUNS` sets the number of runs (20).
+ * Then the planner-kill case of result files (result-kill.ts), with as many kills.
  */
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -16,6 +17,7 @@ import {
 } from '../helpers/processes.js';
 import { freePort, type Planner, startPlanner, startWorker, type WorkerProcess } from '../planner/helpers.js';
 import { expectExactlyOnce, steadyExecutor, waitEvents, waitLinked, waitState } from './helpers.js';
+import { resultKillSuite } from './result-kill.js';
 
 const RUNS = Number(process.env.SOAK_RUNS ?? 20);
 const STEPS = 30;
@@ -89,3 +91,5 @@ describe('soak - relay kill', () => {
     expect(bad).toEqual([]);
   });
 });
+
+resultKillSuite(RUNS);
