@@ -350,6 +350,47 @@ describe('artifact receiver - chunks first, listed later (results)', () => {
     expect(readdirSync(join(root, '.partial'))).toEqual([]);
   });
 
+  it('receiver restart - a new receiver on the same folders resumes partial files and takes whole or placed ones', async () => {
+    const { r, root, dir } = receiver({ acceptUnannounced: true });
+    const whole = bytes(300_000, 3);
+    const partial = bytes(300_000, 4);
+    const placed = Buffer.from('placed before the kill');
+    await r.accept(chunk('placed.txt', 0, placed, true));
+    expect((await r.verify([info('placed.txt', placed)])).problems).toEqual([]);
+    await r.accept(chunk('whole.bin', 0, whole.subarray(0, 100_000), false));
+    await r.accept(chunk('whole.bin', 100_000, whole.subarray(100_000), true));
+    await r.accept(chunk('part.bin', 0, partial.subarray(0, 100_000), false));
+    // The process dies here: nothing is aborted. A new one starts on the same folders.
+    const acks: ArtifactAck[] = [];
+    const again = new ArtifactReceiver({
+      taskId: 't',
+      dir,
+      partialDir: join(root, '.partial'),
+      acceptUnannounced: true,
+      sendAck: (a) => acks.push(a),
+    });
+    // The sender resends from its acknowledged offset (here past what the disk has): asked for 100000.
+    await again.accept(chunk('part.bin', 150_000, partial.subarray(150_000), true));
+    expect(acks.at(-1)).toMatchObject({ name: 'part.bin', offset: 100_000n, resend: true });
+    await again.accept(chunk('part.bin', 50_000, partial.subarray(50_000), true));
+    expect(acks.at(-1)).toMatchObject({ name: 'part.bin', offset: 300_000n, done: true });
+    expect(again.stats.duplicateBytes).toBe(50_000);
+    const out = await again.verify([
+      info('whole.bin', whole),
+      info('part.bin', partial),
+      info('placed.txt', placed),
+    ]);
+    expect(out.problems).toEqual([]);
+    expect(out.files.map((f) => f.name)).toEqual(['whole.bin', 'part.bin', 'placed.txt']);
+    for (const [f, data] of [
+      [out.files[0]!, whole],
+      [out.files[1]!, partial],
+      [out.files[2]!, placed],
+    ] as const)
+      expect(sha(readFileSync(f.path))).toBe(sha(data));
+    expect(readdirSync(join(root, '.partial'))).toEqual([]);
+  });
+
   it('limit - more bytes than --max-artifact-bytes discard the file, naming the flag', async () => {
     const { r } = receiver({
       acceptUnannounced: true,
