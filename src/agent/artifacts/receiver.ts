@@ -155,10 +155,9 @@ export class ArtifactReceiver {
     const done = new Promise<ReceivedFile[]>((resolve, reject) => {
       round = { files: [], total: 0, opts, resolve, reject, settled: false };
     });
+    for (const e of fresh) this.#incoming(e).round = round;
     for (const e of [...fresh, ...again]) {
-      const f = this.#incoming(e);
-      if (fresh.includes(e)) f.round = round;
-      round.files.push(f);
+      round.files.push(this.#incoming(e));
       round.total += e.info!.size;
     }
     // Files whose chunks came first (or are empty) are checked now, in order with the chunks.
@@ -325,8 +324,8 @@ export class ArtifactReceiver {
   /**
    * Picks up a file a receiver before this one (a process since killed) had written: the partial
    * file's bytes count as received (they were written in order, each chunk checked), and the hash
-   * goes on from them. A listed file found whole is complete; one found already placed in `dir`
-   * (the process died after placing it) is taken if it matches.
+   * goes on from them. Without a partial file, a listed file already placed in `dir` (the process
+   * died after placing it) is taken if it matches.
    */
   async #recover(f: Incoming): Promise<void> {
     const e = f.entry;
