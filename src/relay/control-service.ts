@@ -27,6 +27,7 @@ import type { Cluster } from './cluster.js';
 import { AgentConnection, type ConnectionLimits, type ControlCall, overflowStatus } from './connection.js';
 import type { HoldQueue } from './hold.js';
 import type { Accounting } from './limits.js';
+import type { Revocations } from './revocation.js';
 import type { Store } from './store/store.js';
 
 export interface ControlServiceOptions extends ConnectionLimits {
@@ -42,6 +43,8 @@ export interface ControlServiceOptions extends ConnectionLimits {
   /** Holds envelopes for agents that are reconnecting. */
   hold: HoldQueue;
   accounting: Accounting;
+  /** Ends the streams of revoked keys. */
+  revocations: Revocations;
 }
 
 /** Reads the API key from `authorization: Bearer <key>` metadata. */
@@ -94,6 +97,7 @@ export function createControlHandler(
     let admitting = false;
     const early: Buffer[] = [];
     let ended = false;
+    let unregister = () => {};
     const peer = call.getPeer();
 
     /** Ends the stream once: with an error status, or cleanly when `status` is absent. */
@@ -284,6 +288,7 @@ export function createControlHandler(
     call.on('close', () => {
       clearTimeout(helloTimer);
       ended = true;
+      unregister();
       if (conn && cluster.leave(conn)) {
         logger.info('agent disconnected', { agent: conn.identity.agentId, account: conn.identity.account });
       }
@@ -295,6 +300,7 @@ export function createControlHandler(
     if (!key) {
       return end(fail(grpc.status.UNAUTHENTICATED, 'missing API key: pass --api-key or set NFLTR_API_KEY'));
     }
+    const generation = opts.revocations.generation;
     store.authenticate(key).then(
       (auth) => {
         if (ended) return;
@@ -304,6 +310,18 @@ export function createControlHandler(
         }
         keyId = auth.keyId;
         account = auth.account;
+        const revoked = (details: string) => {
+          if (conn) cluster.leave(conn);
+          end(fail(grpc.status.UNAUTHENTICATED, details));
+        };
+        unregister = opts.revocations.add(auth.keyId, revoked);
+        // A revocation acted on while this key was being checked may have missed this stream.
+        if (opts.revocations.generation !== generation) {
+          opts.revocations.isRevoked(auth.keyId).then(
+            (yes) => yes && revoked(`API key ${auth.keyId} was revoked`),
+            () => {},
+          );
+        }
         for (const b of early.splice(0)) onData(b);
       },
       (err: Error) => {

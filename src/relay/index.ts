@@ -14,6 +14,7 @@ export {
   splitHostPort,
   startRelay,
 } from './relay.js';
+export { awaitRevocation, Revocations } from './revocation.js';
 export {
   type ApiKeyInfo,
   type AuthResult,

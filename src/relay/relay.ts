@@ -23,6 +23,7 @@ import { HoldQueue } from './hold.js';
 import { createHttpHandler } from './http-api.js';
 import { Accounting } from './limits.js';
 import type { Presence } from './presence.js';
+import { Revocations } from './revocation.js';
 import type { Store } from './store/store.js';
 
 /**
@@ -84,7 +85,7 @@ export interface RelayOptions {
   keepaliveIntervalMs?: number;
   /** A connection silent this long (its PING unanswered) is dropped from presence; above the interval. */
   keepaliveTimeoutMs?: number;
-  /** How often live streams are checked against revoked keys. */
+  /** How often the store's revocation count is checked (a revocation waits for it: keep it short). */
   revocationPollMs?: number;
   /** Memory bounds; see {@link DEFAULT_LIMITS}. */
   limits?: Partial<RelayLimits>;
@@ -166,6 +167,16 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   });
   await cluster.start();
   const presence = cluster.local;
+  // Alone, replica rows in the store are left over from earlier runs of this relay: none is alive.
+  if (!bus.shared) await store.forgetReplicas();
+  const revocationPollMs = opts.revocationPollMs ?? 250;
+  const revocations = new Revocations({
+    store,
+    relayId,
+    logger: logger.child('revocation'),
+    pollMs: revocationPollMs,
+  });
+  await revocations.poll();
   let accepting = true;
 
   const tls = opts.tls && { cert: readFileSync(opts.tls.certFile), key: readFileSync(opts.tls.keyFile) };
@@ -196,6 +207,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       accepting: () => accepting,
       hold,
       accounting,
+      revocations,
     }),
   });
   const g = splitHostPort(opts.grpcAddr, '--grpc-addr');
@@ -245,27 +257,13 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     if (polling) return;
     polling = true;
     try {
-      // Asks about the few keys held, not every agent: an idle fleet's poll is one small query.
-      const revoked = new Set(await store.revokedAmong(presence.keyIds()));
-      if (revoked.size === 0) return;
-      for (const conn of presence.all()) {
-        if (!revoked.has(conn.identity.keyId)) continue;
-        logger.info('closing stream of revoked key', {
-          agent: conn.identity.agentId,
-          key: conn.identity.keyId,
-        });
-        cluster.leave(conn);
-        conn.close({
-          code: grpc.status.UNAUTHENTICATED,
-          details: `API key ${conn.identity.keyId} was revoked`,
-        });
-      }
+      await revocations.poll();
     } catch (err) {
       logger.warn('revocation check failed', { error: (err as Error).message });
     } finally {
       polling = false;
     }
-  }, opts.revocationPollMs ?? 1_000);
+  }, revocationPollMs);
   revocation.unref();
 
   let beating = false;
@@ -306,6 +304,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       }
       logger.info('draining', { agents: conns.length, reason });
       await cluster.goodbye(conns);
+      await store.forgetReplicas(relayId).catch(() => {});
       await new Promise<void>((resolve) => {
         const force = setTimeout(() => {
           grpcServer.forceShutdown();
