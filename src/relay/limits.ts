@@ -53,14 +53,39 @@ export interface AccountStats {
   drops: Partial<Record<DropReason, number>>;
 }
 
+/** A drain from at least this many buffered bytes (all accounts) counts as one for {@link Accounting}'s `onDrained`. */
+const DRAINED_FROM_BYTES = 64 * 1024 * 1024;
+
 /** Byte budgets and drop counters per account. The counters live as long as the relay. */
 export class Accounting {
   readonly limits: AccountLimits;
   readonly #accounts = new Map<string, AccountUse>();
   readonly #totals: Partial<Record<DropReason, number>> = {};
+  readonly #onDrained: (() => void) | undefined;
+  /** Buffered and held bytes, all accounts; and their peak since the last drain. */
+  #total = 0;
+  #peak = 0;
 
-  constructor(limits: AccountLimits) {
+  /**
+   * `onDrained` is called when what is buffered falls to a quarter of a peak of at least 64 MiB: an
+   * offender has left, and the memory it made the relay hold can be given back.
+   */
+  constructor(limits: AccountLimits, onDrained?: () => void) {
     this.limits = limits;
+    this.#onDrained = onDrained;
+  }
+
+  #grew(bytes: number): void {
+    this.#total += bytes;
+    if (this.#total > this.#peak) this.#peak = this.#total;
+  }
+
+  #shrank(bytes: number): void {
+    this.#total = Math.max(0, this.#total - bytes);
+    if (this.#peak >= DRAINED_FROM_BYTES && this.#total <= this.#peak / 4) {
+      this.#peak = this.#total;
+      this.#onDrained?.();
+    }
   }
 
   #use(account: string): AccountUse {
@@ -77,12 +102,16 @@ export class Accounting {
     const use = this.#use(account);
     if (use.buffered + bytes > this.limits.bufferBytes) return false;
     use.buffered += bytes;
+    this.#grew(bytes);
     return true;
   }
 
   release(account: string, bytes: number): void {
     const use = this.#accounts.get(account);
-    if (use) use.buffered = Math.max(0, use.buffered - bytes);
+    if (!use) return;
+    const freed = Math.min(use.buffered, bytes);
+    use.buffered -= freed;
+    this.#shrank(freed);
   }
 
   /** Reserves `bytes` of the account's hold budget; false when that would pass `--hold-bytes`. */
@@ -90,12 +119,16 @@ export class Accounting {
     const use = this.#use(account);
     if (use.held + bytes > this.limits.holdBytes) return false;
     use.held += bytes;
+    this.#grew(bytes);
     return true;
   }
 
   releaseHold(account: string, bytes: number): void {
     const use = this.#accounts.get(account);
-    if (use) use.held = Math.max(0, use.held - bytes);
+    if (!use) return;
+    const freed = Math.min(use.held, bytes);
+    use.held -= freed;
+    this.#shrank(freed);
   }
 
   /** Counts a drop, for the account and for the relay. */

@@ -23,6 +23,7 @@ import { HoldQueue } from './hold.js';
 import { createHttpHandler } from './http-api.js';
 import { Accounting } from './limits.js';
 import type { Presence } from './presence.js';
+import { memoryReclaimer } from './reclaim.js';
 import { Revocations } from './revocation.js';
 import type { Store } from './store/store.js';
 
@@ -153,7 +154,10 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       `--http-request-timeout (${limits.httpRequestTimeoutMs} ms) must not be shorter than --http-headers-timeout (${limits.httpHeadersTimeoutMs} ms)`,
     );
   }
-  const accounting = new Accounting({ bufferBytes: limits.accountBufferBytes, holdBytes: limits.holdBytes });
+  const accounting = new Accounting(
+    { bufferBytes: limits.accountBufferBytes, holdBytes: limits.holdBytes },
+    memoryReclaimer(logger),
+  );
   const hold = new HoldQueue({ windowMs: opts.holdWindowMs ?? 10_000, accounting });
   const cluster = new Cluster({
     relayId,
