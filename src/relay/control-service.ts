@@ -96,6 +96,8 @@ export function createControlHandler(
     /** True while the hello is being admitted (a store round trip): frames wait in `early`. */
     let admitting = false;
     const early: Buffer[] = [];
+    /** Bytes in `early`: bounded, as a real agent sends nothing but its hello before the welcome. */
+    let earlyBytes = 0;
     let ended = false;
     let unregister = () => {};
     const peer = call.getPeer();
@@ -198,6 +200,7 @@ export function createControlHandler(
               kind: AgentKind[hello.kind],
               peer,
             });
+            earlyBytes = 0;
             for (const b of early.splice(0)) onData(b);
           },
           (err: Error) => {
@@ -260,6 +263,15 @@ export function createControlHandler(
     const onData = (bytes: Buffer) => {
       if (ended) return;
       if (account === undefined || admitting) {
+        earlyBytes += bytes.byteLength;
+        if (earlyBytes > opts.maxFrameBytes) {
+          return end(
+            fail(
+              grpc.status.RESOURCE_EXHAUSTED,
+              `${earlyBytes} bytes sent before the relay welcomed this stream (limit ${opts.maxFrameBytes}); send hello, then wait for the welcome`,
+            ),
+          );
+        }
         early.push(bytes);
         return;
       }
@@ -322,6 +334,7 @@ export function createControlHandler(
             () => {},
           );
         }
+        earlyBytes = 0;
         for (const b of early.splice(0)) onData(b);
       },
       (err: Error) => {
