@@ -72,7 +72,7 @@ function kindProblem(kind: AgentKind): string | undefined {
  * in a queue.
  */
 function knownFields(env: Envelope, frameBytes: number): Envelope {
-  const payload = frameBytes > 2 * env.payload.byteLength + 4096 ? new Uint8Array(env.payload) : env.payload;
+  const payload = frameBytes > 2 * env.payload.byteLength + 4096 ? Buffer.from(env.payload) : env.payload;
   return {
     $typeName: env.$typeName,
     to: env.to,

@@ -242,6 +242,11 @@ describe.skipIf(skip !== undefined)('cluster: three replicas on PostgreSQL + NAT
     expect(fatal.code).toBe('ALREADY_EXISTS');
     expect(fatal.message).toMatch(/--name/);
     expect(first.connected).toBe(true);
+    // Another key of the account, even with the holder's session token, never displaces it.
+    const otherKey = await keysCreate('acct-a');
+    const leaked = agent([relays[2]!], otherKey, 'only-one', { sessionToken: first.sessionToken });
+    expect((await fatalOf(leaked)).code).toBe('ALREADY_EXISTS');
+    expect(first.connected).toBe(true);
 
     // The same session token (a redial of the same agent) takes the id over on another replica, and
     // the replica holding the older stream closes it.
