@@ -174,6 +174,10 @@ export function register(program: Command): void {
       '--capture-envelopes <file>',
       'append every routed envelope (header and payload, base64) to FILE: an audit of what the relay sees',
     )
+    .addHelpText(
+      'after',
+      '\nThe bounds, timeouts and what a client is told past them: docs/security.md, "The relay under abuse".',
+    )
     .action((opts: RelayCommandOptions) => runRelay(opts));
 
   relay
