@@ -129,11 +129,12 @@ export function createControlHandler(
       const problem =
         agentIdProblem(hello.agentId) ??
         labelsProblem(hello.labels) ??
-        kindProblem(hello.kind) ??
         (hello.sessionToken.length === 0 || hello.sessionToken.length > 128
           ? 'hello carries no valid session token'
           : undefined);
       if (problem) return end(fail(grpc.status.INVALID_ARGUMENT, `${problem} (check --name and --labels)`));
+      const kind = kindProblem(hello.kind);
+      if (kind) return end(fail(grpc.status.INVALID_ARGUMENT, kind));
       if (hello.protocolVersion !== PROTOCOL_VERSION) {
         return end(
           fail(

@@ -54,7 +54,7 @@ export interface AccountStats {
 }
 
 /** A drain from at least this many buffered bytes (all accounts) counts as one for {@link Accounting}'s `onDrained`. */
-const DRAINED_FROM_BYTES = 64 * 1024 * 1024;
+const DRAINED_FROM_BYTES = 32 * 1024 * 1024;
 
 /** Byte budgets and drop counters per account. The counters live as long as the relay. */
 export class Accounting {
@@ -67,7 +67,7 @@ export class Accounting {
   #peak = 0;
 
   /**
-   * `onDrained` is called when what is buffered falls to a quarter of a peak of at least 64 MiB: an
+   * `onDrained` is called when what is buffered falls to a quarter of a peak of at least 32 MiB: an
    * offender has left, and the memory it made the relay hold can be given back.
    */
   constructor(limits: AccountLimits, onDrained?: () => void) {
