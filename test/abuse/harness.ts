@@ -4,6 +4,7 @@
  * Loopback only: every case targets a relay process started by the suite.
  */
 import { readFileSync } from 'node:fs';
+import { connect as http2Connect } from 'node:http2';
 import { create } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import {
@@ -185,3 +186,49 @@ export const envelopesFrame = (envs: { to: string; channel?: string; seq?: bigin
       }),
     ),
   );
+
+/**
+ * A control stream spoken over plain HTTP/2 that never reads what the relay sends, not even into its
+ * transport: nothing is consumed, so no flow-control window is given back and the relay's writes stop.
+ * (A gRPC client keeps taking messages off the connection into its own memory.)
+ */
+export async function stalledAgent(relay: RelayProcess, key: string, agentId: string) {
+  const session = http2Connect(`http://127.0.0.1:${relay.grpcPort}`);
+  session.on('error', () => {});
+  const req = session.request({
+    ':method': 'POST',
+    ':path': CONNECT_METHOD_PATH,
+    'content-type': 'application/grpc',
+    te: 'trailers',
+    authorization: `Bearer ${key}`,
+  });
+  req.on('error', () => {});
+  req.pause();
+  let gone = false;
+  req.on('close', () => {
+    gone = true;
+  });
+  const write = async (frame: Buffer): Promise<boolean> => {
+    if (gone) return false;
+    const prefix = Buffer.alloc(5);
+    prefix.writeUInt32BE(frame.byteLength, 1);
+    if (!req.write(Buffer.concat([prefix, frame]))) {
+      await Promise.race([new Promise((r) => req.once('drain', r)), sleep(2_000)]);
+    }
+    return !gone;
+  };
+  await write(helloFrame(agentId));
+  const deadline = Date.now() + 10_000;
+  while (!(await peerIds(relay, key)).includes(agentId)) {
+    if (Date.now() > deadline) throw new Error(`stalled agent ${agentId} was not admitted`);
+    await sleep(20);
+  }
+  return {
+    write,
+    /** True once the relay ended or reset the stream. */
+    get ended() {
+      return gone;
+    },
+    close: () => session.destroy(),
+  };
+}

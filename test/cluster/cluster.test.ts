@@ -282,9 +282,32 @@ describe.skipIf(skip !== undefined)('cluster: three replicas on PostgreSQL + NAT
       keys: { id: string }[];
     };
     const doomedKey = list.keys.find((k) => key.startsWith(`nfk_${k.id}_`))!.id;
+    // Envelopes flow from the doomed key to an agent on another replica while it is revoked.
+    const recv = agent([relays[2]!], witness, 'revoke-witness');
+    await recv.waitConnected();
+    const arrivals: number[] = [];
+    recv.on('envelope', () => arrivals.push(Date.now()));
+    let pumping = true;
+    const pump = (async () => {
+      for (let seq = 0n; pumping; seq++) {
+        try {
+          a.send({ to: 'revoke-witness', channel: 'c', seq, kind: 'k', payload: Buffer.alloc(64) });
+        } catch {
+          return; // closed once refused
+        }
+        if (seq % 20n === 0n) await new Promise((r) => setTimeout(r, 1));
+      }
+    })();
+    await eventually(() => arrivals.length > 20, 5_000, 'envelopes across replicas');
     expect((await nfltr(['keys', 'revoke', doomedKey, '--store', schema.url])).code).toBe(0);
-    // Effective before the command returned: the replica that held the stream holds it no more.
+    const returnedAt = Date.now();
+    // Effective before the command returned: the replica that held the stream holds it no more, and
+    // nothing of the key arrives afterwards (beyond what was already on the wire for a moment).
     expect((await peers(relays[1]!, witness)).peers.map((p) => p.agent_id)).not.toContain('doomed');
+    await new Promise((r) => setTimeout(r, 500));
+    pumping = false;
+    await pump;
+    expect(arrivals.filter((t) => t > returnedAt + 150)).toEqual([]);
     expect((await fatal).message).toMatch(/revoked/);
     for (const r of relays) expect((await peers(r, key)).status).toBe(401);
   });
