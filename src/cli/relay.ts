@@ -7,6 +7,7 @@ import { type Command, Option } from 'commander';
 import { DEFAULT_MAX_FRAME_BYTES } from '../protocol/control.js';
 import {
   type Bus,
+  DEFAULT_HOLD_WINDOW_MS,
   DEFAULT_KEEPALIVE_INTERVAL_MS,
   DEFAULT_KEEPALIVE_TIMEOUT_MS,
   DEFAULT_LIMITS,
@@ -110,7 +111,7 @@ export function register(program: Command): void {
         'hold envelopes for an agent that is reconnecting this long before reporting it not found (0 = never)',
       )
         .argParser(parseDuration)
-        .default(10_000, '10s'),
+        .default(DEFAULT_HOLD_WINDOW_MS, `${DEFAULT_HOLD_WINDOW_MS / 1000}s`),
     )
     .addOption(
       new Option(

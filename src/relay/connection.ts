@@ -5,13 +5,16 @@
  * most its bounds, never more.
  */
 import { constants as http2 } from 'node:http2';
+import { create } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import { EnvelopeBatcher } from '../protocol/batcher.js';
 import {
   type AgentKind,
   type Envelope,
+  ErrorCode,
   encodeRelayFrame,
   envelopeWireSize,
+  FrameErrorSchema,
   type RelayFrame,
 } from '../protocol/control.js';
 import { encodeRelayEnvelopes } from '../protocol/envelope-frame.js';
@@ -41,6 +44,8 @@ export interface ConnectionLimits {
   controlBacklogBytes: number;
 }
 
+const TELL_DROPS_EVERY_MS = 5_000;
+
 /** How long a stream ended with a status may take to deliver it before it is reset. */
 const RESET_AFTER_MS = 1_000;
 
@@ -68,6 +73,8 @@ export class AgentConnection {
   #paused = false;
   /** Cost of control frames written and not yet taken. */
   #controlCost = 0;
+  /** When this agent was last told that envelopes for it are dropped: at most every few seconds. */
+  #toldDropsAt = 0;
   #closed = false;
 
   constructor(
@@ -126,12 +133,33 @@ export class AgentConnection {
     },
   };
 
-  /** Queues an envelope; returns why it was dropped, or undefined once queued. */
+  /**
+   * Queues an envelope; returns why it was dropped, or undefined once queued. The sender of a dropped
+   * envelope is told by the caller; this agent is told here, with a FrameError every few seconds.
+   */
   enqueue(env: Envelope): DropReason | undefined {
     if (this.#closed) return 'peer_not_found';
     const cost = itemCost(envelopeWireSize(env));
-    if (this.#envelopeCost + cost > this.#limits.agentBufferBytes) return 'agent_buffer_full';
-    if (!this.#accounting.reserve(this.identity.account, cost)) return 'account_buffer_full';
+    const dropped =
+      this.#envelopeCost + cost > this.#limits.agentBufferBytes
+        ? 'agent_buffer_full'
+        : !this.#accounting.reserve(this.identity.account, cost)
+          ? 'account_buffer_full'
+          : undefined;
+    if (dropped) {
+      const now = Date.now();
+      if (now - this.#toldDropsAt > TELL_DROPS_EVERY_MS) {
+        this.#toldDropsAt = now;
+        this.sendControl({
+          case: 'error',
+          value: create(FrameErrorSchema, {
+            code: ErrorCode.PEER_BUSY,
+            message: `the relay is dropping envelopes for ${this.identity.agentId}: it reads slower than it is sent to (${dropped}; relay flags --agent-buffer, --account-buffer)`,
+          }),
+        });
+      }
+      return dropped;
+    }
     this.#envelopeCost += cost;
     this.#out.enqueue(env);
     return undefined;

@@ -5,6 +5,7 @@ export { LocalBus, LocalHub, openBus } from './bus/index.js';
 export { Cluster, type PeerView } from './cluster.js';
 export { Accounting, type AccountStats, type DropReason } from './limits.js';
 export {
+  DEFAULT_HOLD_WINDOW_MS,
   DEFAULT_KEEPALIVE_INTERVAL_MS,
   DEFAULT_KEEPALIVE_TIMEOUT_MS,
   DEFAULT_LIMITS,

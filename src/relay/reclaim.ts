@@ -1,8 +1,8 @@
 /**
  * @module Gives memory back after an offender leaves. The payloads a relay buffers are external
  * memory that V8 frees only at its next full collection, and an idle relay may not run one for a
- * long time: its RSS would stay at the offender's peak. So after a large drain the relay asks for one
- * collection, at most every few seconds. The collector is reached through `--expose-gc`, set at run
+ * long time: its RSS would stay at the offender's peak. So after a large drain the relay asks for
+ * collections, at most one every few seconds. The collector is reached through `--expose-gc`, set at run
  * time: Node offers no other way, and where it fails the relay only frees memory later.
  */
 import { setFlagsFromString } from 'node:v8';
@@ -11,7 +11,10 @@ import type { Logger } from '../util/log.js';
 
 const MIN_INTERVAL_MS = 5_000;
 
-/** Returns a function that schedules one full collection soon (coalescing calls), or a no-op. */
+/**
+ * Returns a function that schedules two full collections, the first soon and the second at least 5 s
+ * later (calls meanwhile are coalesced), or a no-op when the collector cannot be reached.
+ */
 export function memoryReclaimer(logger: Logger): () => void {
   let gc: (() => void) | undefined;
   try {

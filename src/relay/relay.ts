@@ -35,6 +35,8 @@ import type { Store } from './store/store.js';
  */
 export const DEFAULT_KEEPALIVE_INTERVAL_MS = 60_000;
 export const DEFAULT_KEEPALIVE_TIMEOUT_MS = 90_000;
+/** How long envelopes for a reconnecting agent are held: a relay restart takes about a second. */
+export const DEFAULT_HOLD_WINDOW_MS = 10_000;
 /** What one agent, one account and one client address may cost this relay. */
 export interface RelayLimits {
   /** Bytes of envelopes buffered for one agent that reads slowly (`--agent-buffer`). */
@@ -158,7 +160,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     { bufferBytes: limits.accountBufferBytes, holdBytes: limits.holdBytes },
     memoryReclaimer(logger),
   );
-  const hold = new HoldQueue({ windowMs: opts.holdWindowMs ?? 10_000, accounting });
+  const hold = new HoldQueue({ windowMs: opts.holdWindowMs ?? DEFAULT_HOLD_WINDOW_MS, accounting });
   const cluster = new Cluster({
     relayId,
     store,

@@ -180,13 +180,18 @@ export const holdFlood: AbuseCase = async ({ relay, key, limits, holdWindowMs, s
   await gone(relay, key, 'abuse-leaver');
   const count = Math.ceil((limits.holdBytes / MiB) * 1.5) * scale;
   const payload = Buffer.alloc(MiB - 1024, 3);
+  const leftAt = Date.now();
+  let sentAt = 0;
   const { maxHeld } = await watchBuffers(relay, key, async () => {
     for (let i = 0; i < count; i++) {
       await sender.whenWritable(8 * MiB);
       sender.send({ to: 'abuse-leaver', channel: 'held', seq: BigInt(i), kind: 'k', payload });
     }
+    sentAt = Date.now();
     await eventually(() => busy + notFound > 0, 10_000, 'a refusal');
   });
+  // A flood sent within the window must have met the bound; a loaded machine may send it slower.
+  const metBound = busy > 0 || sentAt - leftAt > holdWindowMs;
   // Everything held expires with the window and is reported.
   await eventually(
     () => busy + notFound >= count,
@@ -196,7 +201,7 @@ export const holdFlood: AbuseCase = async ({ relay, key, limits, holdWindowMs, s
   const held = (await health(relay, key)).held_bytes;
   return {
     tried: count,
-    bypasses: (maxHeld > limits.holdBytes ? 1 : 0) + (busy === 0 ? 1 : 0) + (held !== 0 ? 1 : 0),
+    bypasses: (maxHeld > limits.holdBytes ? 1 : 0) + (metBound ? 0 : 1) + (held !== 0 ? 1 : 0),
     detail: `max held ${(maxHeld / MiB).toFixed(1)} MiB of ${limits.holdBytes / MiB}; ${busy} PEER_BUSY, ${notFound} expired`,
   };
 };

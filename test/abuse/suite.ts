@@ -1,17 +1,16 @@
 /**
  * `npm run abuse` (not part of `npm test`): every abuse case, larger than in `npm test`, against one
- * relay process with its default bounds (only --hold-window is shortened, so held envelopes expire
- * within the run). Loopback only, bounded in count and time. Prints one table: cases tried, crashes,
+ * relay process with its default bounds. Loopback only, bounded in count and time. Prints one table: cases tried, crashes,
  * relay RSS before / peak / after, bypasses. `ABUSE_SCALE` multiplies the counts (default 4).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEFAULT_LIMITS } from '../../src/relay/index.js';
+import { DEFAULT_HOLD_WINDOW_MS, DEFAULT_LIMITS } from '../../src/relay/index.js';
 import { createKey, type RelayProcess, startRelayProcess, tempDir } from '../helpers/processes.js';
 import { type AbuseContext, CASES, type CaseResult, closeAgents } from './cases.js';
 import { MiB, rssMiB, rssSampler, sleep } from './harness.js';
 
 const SCALE = Number(process.env.ABUSE_SCALE ?? 4);
-const HOLD_WINDOW_MS = 3_000;
+const HOLD_WINDOW_MS = DEFAULT_HOLD_WINDOW_MS;
 
 interface Row extends CaseResult {
   name: string;
@@ -51,7 +50,7 @@ describe('abuse suite', () => {
     await closeAgents();
     const fmt = (n: number) => n.toFixed(0);
     const lines = [
-      `relay abuse suite (ABUSE_SCALE=${SCALE}, default bounds, --hold-window ${HOLD_WINDOW_MS / 1000}s)`,
+      `relay abuse suite (ABUSE_SCALE=${SCALE}, default bounds)`,
       '',
       '| case | tried | crashes | relay RSS MiB before / peak / after | bypasses | s | what held |',
       '| --- | ---: | ---: | --- | ---: | ---: | --- |',
