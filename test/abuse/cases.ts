@@ -131,7 +131,7 @@ export const unknownPeerFlood: AbuseCase = async ({ relay, key, scale }) => {
 /** Eight receivers that never read, sent 1 MiB envelopes: buffers stay within the account's bound. */
 export const slowReceivers: AbuseCase = async ({ relay, key, limits, scale }) => {
   const receivers = await Promise.all(
-    Array.from({ length: 8 }, (_, i) => rawAgent(relay, key, `abuse-slow-${i}`, { read: false })),
+    Array.from({ length: 8 }, (_, i) => stalledAgent(relay, key, `abuse-slow-${i}`)),
   );
   const sender = agent(relay, key, 'abuse-fast');
   await sender.waitConnected();
@@ -149,6 +149,15 @@ export const slowReceivers: AbuseCase = async ({ relay, key, limits, scale }) =>
     await eventually(() => sender.queuedBytes === 0, 20_000, 'the sender to flush');
     await sleep(300);
   });
+  // A receiver that starts reading learns that envelopes for it were dropped, and why.
+  const frames = receivers[0]!.read();
+  const told = await eventually(
+    () => frames.some((f) => f.frame.case === 'error' && f.frame.value.code === ErrorCode.PEER_BUSY),
+    20_000,
+    'the slow receiver to be told',
+  )
+    .then(() => true)
+    .catch(() => false);
   for (const r of receivers) r.close();
   const drained = await eventually(
     async () => (await health(relay, key)).buffered_bytes === 0,
@@ -160,8 +169,8 @@ export const slowReceivers: AbuseCase = async ({ relay, key, limits, scale }) =>
   const over = maxBuffered > limits.accountBuffer;
   return {
     tried: count,
-    bypasses: (over ? 1 : 0) + (busy === 0 ? 1 : 0) + (drained ? 0 : 1),
-    detail: `max buffered ${(maxBuffered / MiB).toFixed(1)} MiB of ${limits.accountBuffer / MiB}; ${busy} PEER_BUSY`,
+    bypasses: (over ? 1 : 0) + (busy === 0 ? 1 : 0) + (drained ? 0 : 1) + (told ? 0 : 1),
+    detail: `max buffered ${(maxBuffered / MiB).toFixed(1)} MiB of ${limits.accountBuffer / MiB}; ${busy} PEER_BUSY; receivers ${told ? 'told' : 'not told'}`,
   };
 };
 

@@ -97,7 +97,7 @@ export async function peerIds(relay: RelayProcess, key: string): Promise<string[
 
 export interface RawStream {
   call: grpc.ClientDuplexStream<Buffer, Buffer>;
-  /** Frames read (none when opened with `read: false`). */
+  /** Frames read. */
   frames: RelayFrame[];
   /** The stream's end as the client saw it: a status, or an error when reset. */
   ended: Promise<{ code: number; details: string }>;
@@ -106,11 +106,8 @@ export interface RawStream {
   close(): void;
 }
 
-/**
- * A control stream on its own connection, for frames the real agent never sends. With `read: false`
- * nothing is read: the relay's writes pile up behind HTTP/2 flow control, as with a client that stopped.
- */
-export function rawStream(relay: RelayProcess, key: string, opts: { read?: boolean } = {}): RawStream {
+/** A control stream on its own connection, for frames the real agent never sends. */
+export function rawStream(relay: RelayProcess, key: string): RawStream {
   const client = new grpc.Client(relay.grpcAddr, grpc.credentials.createInsecure(), {
     'grpc.max_send_message_length': 64 * MiB,
     'grpc.max_receive_message_length': 64 * MiB,
@@ -129,7 +126,7 @@ export function rawStream(relay: RelayProcess, key: string, opts: { read?: boole
   void ended.then(() => {
     gone = true;
   });
-  if (opts.read !== false) call.on('data', (b: Buffer) => frames.push(decodeRelayFrame(b, 64 * MiB)));
+  call.on('data', (b: Buffer) => frames.push(decodeRelayFrame(b, 64 * MiB)));
   return {
     call,
     frames,
@@ -154,14 +151,9 @@ export const helloFrame = (agentId: string, kind: AgentKind = AgentKind.WORKER, 
     value: create(HelloSchema, { agentId, kind, protocolVersion: PROTOCOL_VERSION, sessionToken: token }),
   });
 
-/** Opens a raw stream and waits for its welcome (or its end, when refused). */
-export async function rawAgent(
-  relay: RelayProcess,
-  key: string,
-  agentId: string,
-  opts: { read?: boolean } = {},
-): Promise<RawStream> {
-  const s = rawStream(relay, key, opts);
+/** Opens a raw stream, sends hello and waits until the relay lists the agent. */
+export async function rawAgent(relay: RelayProcess, key: string, agentId: string): Promise<RawStream> {
+  const s = rawStream(relay, key);
   await s.write(helloFrame(agentId));
   const deadline = Date.now() + 10_000;
   for (;;) {
@@ -228,6 +220,21 @@ export async function stalledAgent(relay: RelayProcess, key: string, agentId: st
     /** True once the relay ended or reset the stream. */
     get ended() {
       return gone;
+    },
+    /** Starts reading at last; frames read so far are decoded into the returned array as they come. */
+    read(): RelayFrame[] {
+      const frames: RelayFrame[] = [];
+      let buf = Buffer.alloc(0);
+      req.on('data', (chunk: Buffer) => {
+        buf = Buffer.concat([buf, chunk]);
+        while (buf.length >= 5 && buf.length >= 5 + buf.readUInt32BE(1)) {
+          const len = buf.readUInt32BE(1);
+          frames.push(decodeRelayFrame(buf.subarray(5, 5 + len), 64 * MiB));
+          buf = buf.subarray(5 + len);
+        }
+      });
+      req.resume();
+      return frames;
     },
     close: () => session.destroy(),
   };
