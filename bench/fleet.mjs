@@ -15,7 +15,7 @@ const rssMiB = (pid) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/
 
 async function presenceCount(relay) {
   try {
-    const res = await fetch(`${relay.httpUrl}/healthz`);
+    const res = await fetch(`${relay.httpUrl}/healthz`, { headers: { 'x-api-key': relay.key } });
     return (await res.json()).agents;
   } catch {
     return -1;

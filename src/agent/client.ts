@@ -81,7 +81,10 @@ export type AgentStatus =
   | { type: 'connecting'; server: string; attempt: number }
   | { type: 'connected'; server: string; relayId: string; account: string }
   | { type: 'disconnected'; server: string; reason: string; retryInMs: number }
-  /** The relay refused us for a reason redialling cannot fix (bad key, id taken, bad hello). */
+  /**
+   * The relay refused us for a reason redialling cannot fix (bad key, bad hello, or an id taken before
+   * we ever held it; an id taken while we redial is waited for instead).
+   */
   | { type: 'fatal'; code: keyof typeof grpc.status; message: string }
   | { type: 'closed' };
 
@@ -135,6 +138,8 @@ export class AgentClient extends EventEmitter<AgentEvents> {
   #wake: (() => void) | undefined;
   #maxFrameBytes = DEFAULT_MAX_FRAME_BYTES;
   #lastError = '';
+  /** Welcomed at least once: the id is ours, and a relay that finds it taken is asked again. */
+  #everConnected = false;
   /** Callers of {@link whenWritable} waiting for the queue to shrink. */
   readonly #writers = new Set<{ limit: number; wake: () => void }>();
 
@@ -306,6 +311,16 @@ export class AgentClient extends EventEmitter<AgentEvents> {
       this.emit('status', { type: 'connecting', server, attempt });
       const outcome = await this.#runStream(server);
       if (this.#closing) break;
+      if (outcome.fatal === 'ALREADY_EXISTS' && this.#everConnected) {
+        // We held this id: another connection took it while ours was down (a relay restart lets anyone
+        // claim a free id). It is ours to take back once that one leaves, so we wait rather than exit.
+        this.#log.warn('agent id is held by another connection; redialling until it leaves', {
+          agent: this.agentId,
+          server,
+          holder: outcome.reason,
+        });
+        outcome.fatal = undefined;
+      }
       if (outcome.fatal) {
         this.#lastError = outcome.reason;
         this.#log.error('relay refused this agent', { server, error: outcome.reason });
@@ -384,6 +399,7 @@ export class AgentClient extends EventEmitter<AgentEvents> {
         switch (f.case) {
           case 'welcome':
             wasConnected = true;
+            this.#everConnected = true;
             this.#connected = true;
             this.#maxFrameBytes = f.value.maxFrameBytes || DEFAULT_MAX_FRAME_BYTES;
             this.#lastError = '';

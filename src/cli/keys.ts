@@ -1,10 +1,10 @@
 /**
  * @module `nfltr keys`: API keys for relay accounts, and E2EE pairing keys.
  */
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
 import { generatePairingKey } from '../protocol/e2ee.js';
-import { openStoreFrom, type Store } from '../relay/index.js';
-import { die, nfltrHome } from './options.js';
+import { awaitRevocation, openStoreFrom, type Store } from '../relay/index.js';
+import { die, nfltrHome, parseDuration } from './options.js';
 
 interface StoreOptions {
   dataDir: string;
@@ -82,16 +82,33 @@ export function register(program: Command): void {
 
   keys
     .command('revoke')
-    .description('Revoke an API key by id: refused at once, and its live streams are closed')
+    .description(
+      'Revoke an API key by id: refused at once; returns once every running relay has closed its streams',
+    )
     .argument('<id>', 'key id, as `nfltr keys list` shows it')
     .option(...dataDirFlag)
     .option(...storeFlag)
-    .action(async (id: string, opts: StoreOptions) => {
+    .addOption(
+      new Option('--wait <duration>', 'how long to wait for running relays to close the key’s streams')
+        .argParser(parseDuration)
+        .default(10_000, '10s'),
+    )
+    .action(async (id: string, opts: StoreOptions & { wait: number }) => {
       const store = await open(opts);
       const found = await store.revokeKey(id);
+      if (!found) {
+        await store.close();
+        die(`keys: no API key with id ${JSON.stringify(id)} (see nfltr keys list)`);
+      }
+      const pending = await awaitRevocation(store, await store.revocationCount(), opts.wait);
       await store.close();
-      if (!found) die(`keys: no API key with id ${JSON.stringify(id)} (see nfltr keys list)`);
-      process.stderr.write(`revoked ${id}\n`);
+      if (pending.length > 0) {
+        die(
+          `keys: revoked ${id}, but relay ${pending.join(', ')} did not confirm within ${opts.wait} ms (stalled, or its store is unreachable); it closes the key's streams at its next check`,
+          3,
+        );
+      }
+      process.stderr.write(`revoked ${id}; no relay holds a stream of it\n`);
     });
 
   keys

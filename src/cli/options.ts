@@ -18,6 +18,27 @@ export function parseDuration(value: string): number {
   return Math.round(Number(m[1]) * UNITS[m[2] ?? 'ms']!);
 }
 
+const BYTE_UNITS: Record<string, number> = {
+  '': 1,
+  k: 1024,
+  ki: 1024,
+  m: 1024 ** 2,
+  mi: 1024 ** 2,
+  g: 1024 ** 3,
+  gi: 1024 ** 3,
+};
+
+/** Parses a positive size in bytes: `65536`, `512KiB`, `64MiB`, `1GiB` (`k`, `m`, `g` and a trailing `B` are accepted). */
+export function parseBytes(value: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*(k|ki|m|mi|g|gi)?b?$/i.exec(value.trim());
+  const n = m ? Math.round(Number(m[1]) * BYTE_UNITS[(m[2] ?? '').toLowerCase()]!) : 0;
+  if (!m || n <= 0)
+    throw new InvalidArgumentError(
+      `expected a size like 65536, 512KiB or 64MiB, got ${JSON.stringify(value)}`,
+    );
+  return n;
+}
+
 export function parsePositiveInt(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n <= 0)

@@ -7,8 +7,10 @@ import { type Command, Option } from 'commander';
 import { DEFAULT_MAX_FRAME_BYTES } from '../protocol/control.js';
 import {
   type Bus,
+  DEFAULT_HOLD_WINDOW_MS,
   DEFAULT_KEEPALIVE_INTERVAL_MS,
   DEFAULT_KEEPALIVE_TIMEOUT_MS,
+  DEFAULT_LIMITS,
   openBus,
   openStoreFrom,
   redactUrl,
@@ -16,7 +18,7 @@ import {
   startRelay,
 } from '../relay/index.js';
 import { createLogger } from '../util/log.js';
-import { die, nfltrHome, parseDuration, parsePositiveInt } from './options.js';
+import { die, nfltrHome, parseBytes, parseDuration, parsePositiveInt } from './options.js';
 
 export interface RelayCommandOptions {
   grpcAddr: string;
@@ -34,7 +36,18 @@ export interface RelayCommandOptions {
   keepaliveTimeout: number;
   captureEnvelopes?: string;
   holdWindow: number;
+  agentBuffer: number;
+  accountBuffer: number;
+  controlBacklog: number;
+  holdBytes: number;
+  httpHeadersTimeout: number;
+  httpRequestTimeout: number;
+  httpIdleTimeout: number;
+  httpMaxConnsPerIp: number;
 }
+
+const mib = (n: number) => `${n / (1024 * 1024)}MiB`;
+const sec = (ms: number) => `${ms / 1000}s`;
 
 const storeFlag = [
   '--store <url>',
@@ -98,11 +111,73 @@ export function register(program: Command): void {
         'hold envelopes for an agent that is reconnecting this long before reporting it not found (0 = never)',
       )
         .argParser(parseDuration)
-        .default(10_000, '10s'),
+        .default(DEFAULT_HOLD_WINDOW_MS, `${DEFAULT_HOLD_WINDOW_MS / 1000}s`),
+    )
+    .addOption(
+      new Option(
+        '--hold-bytes <size>',
+        'bytes held for one account’s reconnecting agents; past it envelopes are dropped (PEER_BUSY)',
+      )
+        .argParser(parseBytes)
+        .default(DEFAULT_LIMITS.holdBytes, mib(DEFAULT_LIMITS.holdBytes)),
+    )
+    .addOption(
+      new Option(
+        '--agent-buffer <size>',
+        'bytes buffered for one agent that reads slowly; past it envelopes to it are dropped and senders get PEER_BUSY',
+      )
+        .argParser(parseBytes)
+        .default(DEFAULT_LIMITS.agentBufferBytes, mib(DEFAULT_LIMITS.agentBufferBytes)),
+    )
+    .addOption(
+      new Option(
+        '--account-buffer <size>',
+        'bytes buffered for all agents of one account on this relay; past it envelopes are dropped (PEER_BUSY)',
+      )
+        .argParser(parseBytes)
+        .default(DEFAULT_LIMITS.accountBufferBytes, mib(DEFAULT_LIMITS.accountBufferBytes)),
+    )
+    .addOption(
+      new Option(
+        '--control-backlog <size>',
+        'bytes of pongs and delivery errors an agent may leave unread; past it its stream ends (RESOURCE_EXHAUSTED)',
+      )
+        .argParser(parseBytes)
+        .default(DEFAULT_LIMITS.controlBacklogBytes, mib(DEFAULT_LIMITS.controlBacklogBytes)),
+    )
+    .addOption(
+      new Option(
+        '--http-headers-timeout <duration>',
+        'HTTP API: close a connection whose request headers take longer',
+      )
+        .argParser(parseDuration)
+        .default(DEFAULT_LIMITS.httpHeadersTimeoutMs, sec(DEFAULT_LIMITS.httpHeadersTimeoutMs)),
+    )
+    .addOption(
+      new Option(
+        '--http-request-timeout <duration>',
+        'HTTP API: close a connection whose request (headers and body) takes longer, or that stalls this long',
+      )
+        .argParser(parseDuration)
+        .default(DEFAULT_LIMITS.httpRequestTimeoutMs, sec(DEFAULT_LIMITS.httpRequestTimeoutMs)),
+    )
+    .addOption(
+      new Option('--http-idle-timeout <duration>', 'HTTP API: close a keep-alive connection idle this long')
+        .argParser(parseDuration)
+        .default(DEFAULT_LIMITS.httpIdleTimeoutMs, sec(DEFAULT_LIMITS.httpIdleTimeoutMs)),
+    )
+    .addOption(
+      new Option('--http-max-conns-per-ip <n>', 'HTTP API: open connections allowed from one client address')
+        .argParser(parsePositiveInt)
+        .default(DEFAULT_LIMITS.httpConnsPerIp),
     )
     .option(
       '--capture-envelopes <file>',
       'append every routed envelope (header and payload, base64) to FILE: an audit of what the relay sees',
+    )
+    .addHelpText(
+      'after',
+      '\nThe bounds, timeouts and what a client is told past them: docs/security.md, "The relay under abuse".',
     )
     .action((opts: RelayCommandOptions) => runRelay(opts));
 
@@ -165,6 +240,16 @@ export async function runRelay(opts: RelayCommandOptions): Promise<void> {
       keepaliveTimeoutMs: opts.keepaliveTimeout,
       captureFile: opts.captureEnvelopes,
       holdWindowMs: opts.holdWindow,
+      limits: {
+        agentBufferBytes: opts.agentBuffer,
+        accountBufferBytes: opts.accountBuffer,
+        controlBacklogBytes: opts.controlBacklog,
+        holdBytes: opts.holdBytes,
+        httpHeadersTimeoutMs: opts.httpHeadersTimeout,
+        httpRequestTimeoutMs: opts.httpRequestTimeout,
+        httpIdleTimeoutMs: opts.httpIdleTimeout,
+        httpConnsPerIp: opts.httpMaxConnsPerIp,
+      },
       presenceHeartbeatMs: opts.presenceHeartbeat,
       presenceTtlMs: opts.presenceTtl,
     });

@@ -10,7 +10,8 @@
  * PEER_NOT_FOUND, exactly as on one relay.
  *
  * Agent ids are claimed in the store, atomically across replicas: a live holder with another session
- * token is refused (ALREADY_EXISTS); the same token takes over, wherever the old stream is. The
+ * token or API key is refused (ALREADY_EXISTS); the same token under the same key takes over, wherever
+ * the old stream is. A live agent is never displaced by another key. The
  * claim's epoch orders everything after: the replica holding an older claim closes its stream when
  * it hears of a newer one.
  */
@@ -22,6 +23,7 @@ import type { Logger } from '../util/log.js';
 import { type Bus, notFoundMessage, type PresenceEvent, type Refusal } from './bus/bus.js';
 import type { AgentConnection } from './connection.js';
 import type { HoldQueue } from './hold.js';
+import type { Accounting, DropReason } from './limits.js';
 import { Presence } from './presence.js';
 import { RemotePresence } from './remote-presence.js';
 import type { Store } from './store/store.js';
@@ -31,6 +33,7 @@ export interface ClusterOptions {
   store: Store;
   bus: Bus;
   hold: HoldQueue;
+  accounting: Accounting;
   logger: Logger;
   /** A presence row (or a replica) not refreshed for this long is dead. */
   presenceTtlMs: number;
@@ -52,6 +55,29 @@ export type AdmitResult =
   | { ok: true; replaced?: AgentConnection }
   | { ok: false; code: grpc.status; message: string };
 
+/** What the sender of an envelope dropped for `reason` is told. */
+function refusalFor(reason: DropReason, to: string, accounting: Accounting): Refusal {
+  switch (reason) {
+    case 'agent_buffer_full':
+      return {
+        code: ErrorCode.PEER_BUSY,
+        message: `agent ${to} is not reading fast enough; envelope dropped`,
+      };
+    case 'account_buffer_full':
+      return {
+        code: ErrorCode.PEER_BUSY,
+        message: `this account has ${accounting.limits.bufferBytes} bytes buffered on the relay for agents that read slowly (limit --account-buffer); envelope for ${to} dropped`,
+      };
+    case 'hold_full':
+      return {
+        code: ErrorCode.PEER_BUSY,
+        message: `the relay already holds what it may for this account's reconnecting agents (limit --hold-bytes); envelope for ${to} dropped`,
+      };
+    default:
+      return { code: ErrorCode.PEER_NOT_FOUND, message: notFoundMessage(to) };
+  }
+}
+
 const alreadyConnected = (agentId: string, since: Date, relayId: string) =>
   `agent id ${agentId} is already connected under this account (since ${since.toISOString()}, on relay ${relayId}); give this agent another --name or stop the other one`;
 
@@ -64,6 +90,7 @@ export class Cluster {
   readonly #store: Store;
   readonly #bus: Bus;
   readonly #hold: HoldQueue;
+  readonly #accounting: Accounting;
   /** Connections whose labels changed since the last heartbeat wrote them to the store. */
   readonly #dirty = new Set<AgentConnection>();
   #beats = 0;
@@ -77,6 +104,7 @@ export class Cluster {
     this.#store = opts.store;
     this.#bus = opts.bus;
     this.#hold = opts.hold;
+    this.#accounting = opts.accounting;
   }
 
   /** Connects the bus and loads presence: of nobody when alone (leftovers are dead), else the store's. */
@@ -110,9 +138,14 @@ export class Cluster {
    * `ended` says whether the stream went away meanwhile; the claim is then given back.
    */
   async admit(conn: AgentConnection, ended: () => boolean): Promise<AdmitResult> {
-    const { account, agentId, sessionToken } = conn.identity;
+    const { account, agentId, sessionToken, keyId } = conn.identity;
     const live = this.local.lookup(account, agentId);
-    if (live && !live.closed && live.identity.sessionToken !== sessionToken) {
+    // Only the holder itself (its session, under its key) takes over a live id; anyone else waits.
+    if (
+      live &&
+      !live.closed &&
+      (live.identity.sessionToken !== sessionToken || live.identity.keyId !== keyId)
+    ) {
       return {
         ok: false,
         code: grpc.status.ALREADY_EXISTS,
@@ -131,7 +164,8 @@ export class Cluster {
             labels: conn.labels,
             connectedSince: conn.connectedAt,
             relayId: this.relayId,
-            sessionHash: createHash('sha256').update(sessionToken).digest(),
+            // The key is in the hash: a session token seen under another key takes nothing over.
+            sessionHash: createHash('sha256').update(`${keyId}\u0000${sessionToken}`).digest(),
           },
           this.#opts.presenceTtlMs,
         );
@@ -231,14 +265,8 @@ export class Cluster {
     const dest = this.local.lookup(account, env.to);
     if (dest !== undefined && !dest.closed) {
       this.#opts.onRouted?.(env);
-      if (!dest.enqueue(env)) {
-        this.#refuse(
-          from,
-          env,
-          ErrorCode.PEER_BUSY,
-          `agent ${env.to} is not reading fast enough; envelope dropped`,
-        );
-      }
+      const dropped = dest.enqueue(env);
+      if (dropped) this.#refuseTo(account, env, dropped);
       return;
     }
     this.#elsewhere(account, env);
@@ -246,7 +274,9 @@ export class Cluster {
 
   /** An envelope for an agent not held here: behind what is held for it, or onto the bus. */
   #elsewhere(account: string, env: Envelope): void {
-    if (this.#hold.append(account, env, () => this.#refuseTo(account, env, ErrorCode.PEER_NOT_FOUND))) return;
+    const held = this.#hold.append(account, env, () => this.#refuseTo(account, env, 'hold_expired'));
+    if (held === 'full') return this.#refuseTo(account, env, 'hold_full');
+    if (held) return;
     if (this.#bus.shared) this.#opts.onRouted?.(env);
     this.#bus.deliver(account, env);
   }
@@ -257,30 +287,34 @@ export class Cluster {
     if (dest === undefined || dest.closed)
       return { code: ErrorCode.PEER_NOT_FOUND, message: notFoundMessage(agentId) };
     this.#opts.onRouted?.(env);
-    if (!dest.enqueue(env)) {
-      return {
-        code: ErrorCode.PEER_BUSY,
-        message: `agent ${agentId} is not reading fast enough; envelope dropped`,
-      };
-    }
-    return undefined;
+    const dropped = dest.enqueue(env);
+    if (!dropped) return undefined;
+    this.#accounting.dropped(account, dropped);
+    return refusalFor(dropped, env.to, this.#accounting);
   }
 
   #undeliverable(account: string, env: Envelope, refusal: Refusal): void {
     if (refusal.code === ErrorCode.PEER_NOT_FOUND) {
       // The view still lists it: its replica died or it is moving. Treat it as redialling.
       if (this.remote.lookup(account, env.to)) this.#hold.markGone(account, env.to, true);
-      if (this.#hold.hold(account, env, () => this.#refuseTo(account, env, ErrorCode.PEER_NOT_FOUND))) return;
+      const held = this.#hold.hold(account, env, () => this.#refuseTo(account, env, 'hold_expired'));
+      if (held === 'full') return this.#refuseTo(account, env, 'hold_full');
+      if (held) return;
+      this.#accounting.dropped(account, 'peer_not_found');
     }
-    this.#refuseTo(account, env, refusal.code, refusal.message);
+    this.#tell(account, env, refusal);
   }
 
-  #refuseTo(account: string, env: Envelope, code: ErrorCode, message = notFoundMessage(env.to)): void {
+  /** Tells the sender, if held here, why its envelope was dropped here; counts the drop. */
+  #refuseTo(account: string, env: Envelope, reason: DropReason): void {
+    // Expired and full holds are counted by the hold queue.
+    if (reason !== 'hold_expired' && reason !== 'hold_full') this.#accounting.dropped(account, reason);
+    this.#tell(account, env, refusalFor(reason, env.to, this.#accounting));
+  }
+
+  #tell(account: string, env: Envelope, refusal: Refusal): void {
     const sender = this.local.lookup(account, env.from);
-    if (sender && !sender.closed) this.#refuse(sender, env, code, message);
-  }
-
-  #refuse(sender: AgentConnection, env: Envelope, code: ErrorCode, message: string): void {
+    if (!sender || sender.closed) return;
     sender.sendControl({
       case: 'deliveryError',
       value: create(DeliveryErrorSchema, {
@@ -288,8 +322,8 @@ export class Cluster {
         channel: env.channel,
         seq: env.seq,
         kind: env.kind,
-        code,
-        message,
+        code: refusal.code,
+        message: refusal.message,
       }),
     });
   }

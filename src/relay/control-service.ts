@@ -8,11 +8,11 @@ import {
   type AgentFrame,
   AgentKind,
   agentIdProblem,
+  agentKindName,
   DeliveryErrorSchema,
   decodeAgentFrame,
   type Envelope,
   ErrorCode,
-  encodeRelayFrame,
   envelopeProblem,
   FrameErrorSchema,
   type Hello,
@@ -24,11 +24,13 @@ import {
 } from '../protocol/control.js';
 import type { Logger } from '../util/log.js';
 import type { Cluster } from './cluster.js';
-import { AgentConnection, type ControlCall, type QueueLimits } from './connection.js';
+import { AgentConnection, type ConnectionLimits, type ControlCall, overflowStatus } from './connection.js';
 import type { HoldQueue } from './hold.js';
+import type { Accounting } from './limits.js';
+import type { Revocations } from './revocation.js';
 import type { Store } from './store/store.js';
 
-export interface ControlServiceOptions extends QueueLimits {
+export interface ControlServiceOptions extends ConnectionLimits {
   store: Store;
   cluster: Cluster;
   logger: Logger;
@@ -40,6 +42,9 @@ export interface ControlServiceOptions extends QueueLimits {
   accepting: () => boolean;
   /** Holds envelopes for agents that are reconnecting. */
   hold: HoldQueue;
+  accounting: Accounting;
+  /** Ends the streams of revoked keys. */
+  revocations: Revocations;
 }
 
 /** Reads the API key from `authorization: Bearer <key>` metadata. */
@@ -51,6 +56,33 @@ function bearerKey(call: ControlCall): string | undefined {
 }
 
 const fail = (code: grpc.status, details: string) => ({ code, details });
+
+function kindProblem(kind: AgentKind): string | undefined {
+  if (kind === AgentKind.UNSPECIFIED) return 'hello names no agent kind';
+  if (agentKindName(kind) === undefined) {
+    return `hello names agent kind ${kind}, which this relay does not know (expected worker, planner or tunnel)`;
+  }
+  return undefined;
+}
+
+/**
+ * The envelope as the relay routes it: the known fields only, so fields a sender added (which the
+ * relay cannot vouch for, and which could make the frames it builds grow past its bounds) never
+ * travel; and a payload of its own when it would otherwise keep a much larger received frame alive
+ * in a queue.
+ */
+function knownFields(env: Envelope, frameBytes: number): Envelope {
+  const payload = frameBytes > 2 * env.payload.byteLength + 4096 ? Buffer.from(env.payload) : env.payload;
+  return {
+    $typeName: env.$typeName,
+    to: env.to,
+    from: '',
+    channel: env.channel,
+    seq: env.seq,
+    kind: env.kind,
+    payload,
+  };
+}
 
 export function createControlHandler(
   opts: ControlServiceOptions,
@@ -64,7 +96,10 @@ export function createControlHandler(
     /** True while the hello is being admitted (a store round trip): frames wait in `early`. */
     let admitting = false;
     const early: Buffer[] = [];
+    /** Bytes in `early`: bounded, as a real agent sends nothing but its hello before the welcome. */
+    let earlyBytes = 0;
     let ended = false;
+    let unregister = () => {};
     const peer = call.getPeer();
 
     /** Ends the stream once: with an error status, or cleanly when `status` is absent. */
@@ -83,23 +118,23 @@ export function createControlHandler(
     );
     helloTimer.unref();
 
+    /** Only once admitted: before, a refused frame ends the stream. */
     const frameError = (err: WireError) =>
-      call.write(
-        encodeRelayFrame({
-          case: 'error',
-          value: create(FrameErrorSchema, { code: err.code, message: err.message }),
-        }),
-      );
+      conn?.sendControl({
+        case: 'error',
+        value: create(FrameErrorSchema, { code: err.code, message: err.message }),
+      });
 
     const onHello = (hello: Hello) => {
       const problem =
         agentIdProblem(hello.agentId) ??
         labelsProblem(hello.labels) ??
-        (hello.kind === AgentKind.UNSPECIFIED ? 'hello names no agent kind' : undefined) ??
         (hello.sessionToken.length === 0 || hello.sessionToken.length > 128
           ? 'hello carries no valid session token'
           : undefined);
       if (problem) return end(fail(grpc.status.INVALID_ARGUMENT, `${problem} (check --name and --labels)`));
+      const kind = kindProblem(hello.kind);
+      if (kind) return end(fail(grpc.status.INVALID_ARGUMENT, kind));
       if (hello.protocolVersion !== PROTOCOL_VERSION) {
         return end(
           fail(
@@ -119,6 +154,16 @@ export function createControlHandler(
         },
         { ...hello.labels },
         opts,
+        opts.accounting,
+        (details) => {
+          logger.warn('ending the stream of an agent that does not read it', {
+            agent: hello.agentId,
+            account,
+            peer,
+          });
+          cluster.leave(candidate);
+          end(overflowStatus(details));
+        },
       );
       admitting = true;
       cluster
@@ -156,6 +201,7 @@ export function createControlHandler(
               kind: AgentKind[hello.kind],
               peer,
             });
+            earlyBytes = 0;
             for (const b of early.splice(0)) onData(b);
           },
           (err: Error) => {
@@ -169,9 +215,11 @@ export function createControlHandler(
         );
     };
 
-    const route = (from: AgentConnection, env: Envelope) => {
+    const route = (from: AgentConnection, env: Envelope, frameBytes: number) => {
+      // A closed stream (revoked, replaced) routes nothing more, even from frames already read.
+      if (from.closed) return opts.accounting.dropped(from.identity.account, 'sender_closed');
       const problem = envelopeProblem(env);
-      if (!problem) return cluster.route(from, env);
+      if (!problem) return cluster.route(from, knownFields(env, frameBytes));
       from.sendControl({
         case: 'deliveryError',
         value: create(DeliveryErrorSchema, {
@@ -185,7 +233,7 @@ export function createControlHandler(
       });
     };
 
-    const handle = (frame: AgentFrame) => {
+    const handle = (frame: AgentFrame, frameBytes: number) => {
       const f = frame.frame;
       if (!conn) {
         if (f.case === 'hello' && !admitting) return onHello(f.value);
@@ -204,7 +252,7 @@ export function createControlHandler(
           return;
         }
         case 'envelopes':
-          for (const env of f.value.envelopes) route(conn, env);
+          for (const env of f.value.envelopes) route(conn, env, frameBytes);
           return;
         case 'ping':
           return conn.sendControl({ case: 'pong', value: create(PongSchema, { nonce: f.value.nonce }) });
@@ -216,11 +264,20 @@ export function createControlHandler(
     const onData = (bytes: Buffer) => {
       if (ended) return;
       if (account === undefined || admitting) {
+        earlyBytes += bytes.byteLength;
+        if (earlyBytes > opts.maxFrameBytes) {
+          return end(
+            fail(
+              grpc.status.RESOURCE_EXHAUSTED,
+              `${earlyBytes} bytes sent before the relay welcomed this stream (limit ${opts.maxFrameBytes}); send hello, then wait for the welcome`,
+            ),
+          );
+        }
         early.push(bytes);
         return;
       }
       try {
-        handle(decodeAgentFrame(bytes, opts.maxFrameBytes));
+        handle(decodeAgentFrame(bytes, opts.maxFrameBytes), bytes.byteLength);
       } catch (err) {
         // A frame never takes the relay down: wire errors go back to the sender, anything else is ours.
         const wire =
@@ -244,6 +301,7 @@ export function createControlHandler(
     call.on('close', () => {
       clearTimeout(helloTimer);
       ended = true;
+      unregister();
       if (conn && cluster.leave(conn)) {
         logger.info('agent disconnected', { agent: conn.identity.agentId, account: conn.identity.account });
       }
@@ -255,6 +313,7 @@ export function createControlHandler(
     if (!key) {
       return end(fail(grpc.status.UNAUTHENTICATED, 'missing API key: pass --api-key or set NFLTR_API_KEY'));
     }
+    const generation = opts.revocations.generation;
     store.authenticate(key).then(
       (auth) => {
         if (ended) return;
@@ -264,6 +323,19 @@ export function createControlHandler(
         }
         keyId = auth.keyId;
         account = auth.account;
+        const revoked = (details: string) => {
+          if (conn) cluster.leave(conn);
+          end(fail(grpc.status.UNAUTHENTICATED, details));
+        };
+        unregister = opts.revocations.add(auth.keyId, revoked);
+        // A revocation acted on while this key was being checked may have missed this stream.
+        if (opts.revocations.generation !== generation) {
+          opts.revocations.isRevoked(auth.keyId).then(
+            (yes) => yes && revoked(`API key ${auth.keyId} was revoked`),
+            () => {},
+          );
+        }
+        earlyBytes = 0;
         for (const b of early.splice(0)) onData(b);
       },
       (err: Error) => {

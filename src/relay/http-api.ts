@@ -5,6 +5,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from '../util/log.js';
 import type { Cluster, PeerView } from './cluster.js';
+import type { Accounting } from './limits.js';
 import type { Store } from './store/store.js';
 
 /** An error that knows its HTTP status; thrown by handlers, rendered by the boundary. */
@@ -56,7 +57,12 @@ export interface HttpApiOptions {
   relayId: string;
   storeKind?: string;
   busKind?: string;
+  accounting: Accounting;
 }
+
+/** Said with every peers list: what the relay vouches for and what it only passes on. */
+export const PEER_CLAIMS =
+  'agent_id is unique in the account and held by one authenticated stream; kind is checked to be worker, planner or tunnel; labels (coord.* included) are the agent’s own claims, passed on unchecked';
 
 export function createHttpHandler(opts: HttpApiOptions) {
   const { store, cluster, logger } = opts;
@@ -76,18 +82,25 @@ export function createHttpHandler(opts: HttpApiOptions) {
   };
 
   const routes: Record<string, (req: IncomingMessage) => Promise<unknown>> = {
-    'GET /healthz': async () => ({
-      status: 'ok',
-      relay_id: opts.relayId,
-      agents: cluster.local.size,
-      remote_agents: cluster.remote.size,
-      store: opts.storeKind,
-      bus: opts.busKind,
-    }),
+    // Without a key, only liveness: who runs here and how many agents it holds is not for everyone.
+    'GET /healthz': async (req) => {
+      if (!presentedKey(req)) return { status: 'ok' };
+      const acct = await account(req);
+      const peers = cluster.peers(acct);
+      return {
+        status: 'ok',
+        relay_id: opts.relayId,
+        agents: peers.filter((p) => p.relayId === opts.relayId).length,
+        remote_agents: peers.filter((p) => p.relayId !== opts.relayId).length,
+        store: opts.storeKind,
+        bus: opts.busKind,
+        ...opts.accounting.stats(acct),
+      };
+    },
     'GET /api/v1/peers': async (req) => {
       const peers = cluster.peers(await account(req)).map(peerJson);
       peers.sort((a, b) => a.agent_id.localeCompare(b.agent_id));
-      return { peers };
+      return { peers, claims: PEER_CLAIMS };
     },
   };
 

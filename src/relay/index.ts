@@ -3,14 +3,19 @@ export type { Bus, BusHandlers, PresenceEvent, Refusal } from './bus/index.js';
 // store/postgres and bus/nats directly when needed by name.
 export { LocalBus, LocalHub, openBus } from './bus/index.js';
 export { Cluster, type PeerView } from './cluster.js';
+export { Accounting, type AccountStats, type DropReason } from './limits.js';
 export {
+  DEFAULT_HOLD_WINDOW_MS,
   DEFAULT_KEEPALIVE_INTERVAL_MS,
   DEFAULT_KEEPALIVE_TIMEOUT_MS,
+  DEFAULT_LIMITS,
   type Relay,
+  type RelayLimits,
   type RelayOptions,
   splitHostPort,
   startRelay,
 } from './relay.js';
+export { awaitRevocation, Revocations } from './revocation.js';
 export {
   type ApiKeyInfo,
   type AuthResult,

@@ -10,8 +10,6 @@ export type RegisterResult =
 
 export class Presence {
   readonly #byAccount = new Map<string, Map<string, AgentConnection>>();
-  /** Connections held per API key: the revocation check asks about these few keys, not every agent. */
-  readonly #byKey = new Map<string, number>();
 
   /**
    * Adds a connection whose claim the store granted. A holder with a later claim (larger epoch) wins;
@@ -28,10 +26,6 @@ export class Presence {
     if (holder && holder !== conn && !holder.closed && holder.epoch > conn.epoch)
       return { ok: false, holder };
     agents.set(agentId, conn);
-    if (holder !== conn) {
-      if (holder) this.#countKey(holder, -1);
-      this.#countKey(conn, 1);
-    }
     return holder && holder !== conn && !holder.closed ? { ok: true, replaced: holder } : { ok: true };
   }
 
@@ -41,13 +35,7 @@ export class Presence {
     if (agents?.get(conn.identity.agentId) !== conn) return false;
     agents.delete(conn.identity.agentId);
     if (agents.size === 0) this.#byAccount.delete(conn.identity.account);
-    this.#countKey(conn, -1);
     return true;
-  }
-
-  /** The API keys of the connections held, each once. */
-  keyIds(): string[] {
-    return [...this.#byKey.keys()];
   }
 
   lookup(account: string, agentId: string): AgentConnection | undefined {
@@ -66,11 +54,5 @@ export class Presence {
     let n = 0;
     for (const m of this.#byAccount.values()) n += m.size;
     return n;
-  }
-
-  #countKey(conn: AgentConnection, delta: 1 | -1): void {
-    const n = (this.#byKey.get(conn.identity.keyId) ?? 0) + delta;
-    if (n > 0) this.#byKey.set(conn.identity.keyId, n);
-    else this.#byKey.delete(conn.identity.keyId);
   }
 }

@@ -8,7 +8,7 @@ import { appendFileSync, readFileSync } from 'node:fs';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import type { Http2Session } from 'node:http2';
 import { createServer as createHttpsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { hostname } from 'node:os';
 import { create } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
@@ -21,7 +21,10 @@ import { Cluster } from './cluster.js';
 import { createControlHandler } from './control-service.js';
 import { HoldQueue } from './hold.js';
 import { createHttpHandler } from './http-api.js';
+import { Accounting } from './limits.js';
 import type { Presence } from './presence.js';
+import { memoryReclaimer } from './reclaim.js';
+import { Revocations } from './revocation.js';
 import type { Store } from './store/store.js';
 
 /**
@@ -32,6 +35,46 @@ import type { Store } from './store/store.js';
  */
 export const DEFAULT_KEEPALIVE_INTERVAL_MS = 60_000;
 export const DEFAULT_KEEPALIVE_TIMEOUT_MS = 90_000;
+/** How long envelopes for a reconnecting agent are held: a relay restart takes about a second. */
+export const DEFAULT_HOLD_WINDOW_MS = 10_000;
+/** What one agent, one account and one client address may cost this relay. */
+export interface RelayLimits {
+  /** Bytes of envelopes buffered for one agent that reads slowly (`--agent-buffer`). */
+  agentBufferBytes: number;
+  /** Bytes of pongs and delivery errors unread by one agent before its stream is ended (`--control-backlog`). */
+  controlBacklogBytes: number;
+  /** Bytes buffered for all of one account's agents on this replica (`--account-buffer`). */
+  accountBufferBytes: number;
+  /** Bytes held for one account's reconnecting agents (`--hold-bytes`). */
+  holdBytes: number;
+  /** Open HTTP connections from one client address (`--http-max-conns-per-ip`). */
+  httpConnsPerIp: number;
+  /** Time a client has to send a request's headers (`--http-headers-timeout`). */
+  httpHeadersTimeoutMs: number;
+  /** Time a client has to send a whole request (`--http-request-timeout`). */
+  httpRequestTimeoutMs: number;
+  /** An idle keep-alive connection is closed after this (`--http-idle-timeout`). */
+  httpIdleTimeoutMs: number;
+}
+
+const MiB = 1024 * 1024;
+
+/**
+ * An agent's buffer covers the artifact window of several transfers at once (8 MiB each); an account's
+ * covers several slow agents; both are far below what the relay's host has, so one account cannot
+ * starve the others.
+ */
+export const DEFAULT_LIMITS: RelayLimits = {
+  agentBufferBytes: 64 * MiB,
+  controlBacklogBytes: 1 * MiB,
+  accountBufferBytes: 256 * MiB,
+  holdBytes: 64 * MiB,
+  httpConnsPerIp: 128,
+  httpHeadersTimeoutMs: 5_000,
+  httpRequestTimeoutMs: 30_000,
+  httpIdleTimeoutMs: 5_000,
+};
+
 export interface RelayOptions {
   store: Store;
   /** How replicas reach each other; the in-process bus (a relay alone) by default. The caller closes it. */
@@ -45,9 +88,10 @@ export interface RelayOptions {
   keepaliveIntervalMs?: number;
   /** A connection silent this long (its PING unanswered) is dropped from presence; above the interval. */
   keepaliveTimeoutMs?: number;
-  /** How often live streams are checked against revoked keys. */
+  /** How often the store's revocation count is checked (a revocation waits for it: keep it short). */
   revocationPollMs?: number;
-  maxQueuedBytesPerAgent?: number;
+  /** Memory bounds; see {@link DEFAULT_LIMITS}. */
+  limits?: Partial<RelayLimits>;
   /** Appends every routed envelope (header and base64 payload) to this file as JSON lines. */
   captureFile?: string;
   /** How long envelopes for a reconnecting agent are held before PEER_NOT_FOUND (0: never). */
@@ -65,6 +109,7 @@ export interface Relay {
   /** The agents this replica holds. */
   readonly presence: Presence;
   readonly cluster: Cluster;
+  readonly accounting: Accounting;
   /** Stops accepting, tells every agent to redial elsewhere, closes listeners. */
   drain(reason?: string): Promise<void>;
 }
@@ -105,18 +150,39 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       `--presence-ttl (${presenceTtlMs} ms) must be at least twice --presence-heartbeat (${presenceHeartbeatMs} ms)`,
     );
   }
-  const hold = new HoldQueue({ windowMs: opts.holdWindowMs ?? 10_000 });
+  const limits = { ...DEFAULT_LIMITS, ...opts.limits };
+  if (limits.httpRequestTimeoutMs < limits.httpHeadersTimeoutMs) {
+    throw new Error(
+      `--http-request-timeout (${limits.httpRequestTimeoutMs} ms) must not be shorter than --http-headers-timeout (${limits.httpHeadersTimeoutMs} ms)`,
+    );
+  }
+  const accounting = new Accounting(
+    { bufferBytes: limits.accountBufferBytes, holdBytes: limits.holdBytes },
+    memoryReclaimer(logger),
+  );
+  const hold = new HoldQueue({ windowMs: opts.holdWindowMs ?? DEFAULT_HOLD_WINDOW_MS, accounting });
   const cluster = new Cluster({
     relayId,
     store,
     bus,
     hold,
+    accounting,
     logger: logger.child('cluster'),
     presenceTtlMs,
     onRouted: opts.captureFile ? captureTo(opts.captureFile) : undefined,
   });
   await cluster.start();
   const presence = cluster.local;
+  // Alone, replica rows in the store are left over from earlier runs of this relay: none is alive.
+  if (!bus.shared) await store.forgetReplicas();
+  const revocationPollMs = opts.revocationPollMs ?? 250;
+  const revocations = new Revocations({
+    store,
+    relayId,
+    logger: logger.child('revocation'),
+    pollMs: revocationPollMs,
+  });
+  await revocations.poll();
   let accepting = true;
 
   const tls = opts.tls && { cert: readFileSync(opts.tls.certFile), key: readFileSync(opts.tls.keyFile) };
@@ -142,9 +208,12 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       keepaliveIntervalMs,
       helloTimeoutMs: 10_000,
       maxFrameBytes,
-      maxQueuedBytes: opts.maxQueuedBytesPerAgent ?? 64 * 1024 * 1024,
+      agentBufferBytes: limits.agentBufferBytes,
+      controlBacklogBytes: limits.controlBacklogBytes,
       accepting: () => accepting,
       hold,
+      accounting,
+      revocations,
     }),
   });
   const g = splitHostPort(opts.grpcAddr, '--grpc-addr');
@@ -166,8 +235,22 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     relayId,
     storeKind: store.kind,
     busKind: bus.kind,
+    accounting,
   });
-  const httpServer: HttpServer = tls ? createHttpsServer(tls, httpHandler) : createHttpServer(httpHandler);
+  // Node checks the headers and request timeouts only every connectionsCheckingInterval (30 s by
+  // default): a client trickling headers would hold its socket that long.
+  const httpOptions = {
+    headersTimeout: limits.httpHeadersTimeoutMs,
+    requestTimeout: limits.httpRequestTimeoutMs,
+    keepAliveTimeout: limits.httpIdleTimeoutMs,
+    connectionsCheckingInterval: Math.min(1_000, limits.httpHeadersTimeoutMs),
+  };
+  const httpServer: HttpServer = tls
+    ? createHttpsServer({ ...tls, ...httpOptions }, httpHandler)
+    : createHttpServer(httpOptions, httpHandler);
+  // A socket idle this long (no request, or a request that stalls mid-body) is closed.
+  httpServer.setTimeout(limits.httpRequestTimeoutMs, (socket) => socket.destroy());
+  capConnectionsPerIp(httpServer, limits.httpConnsPerIp, logger);
   const h = splitHostPort(opts.httpAddr, '--http-addr');
   await new Promise<void>((resolve, reject) => {
     httpServer.once('error', (err) => reject(new Error(`--http-addr ${opts.httpAddr}: ${err.message}`)));
@@ -180,27 +263,13 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     if (polling) return;
     polling = true;
     try {
-      // Asks about the few keys held, not every agent: an idle fleet's poll is one small query.
-      const revoked = new Set(await store.revokedAmong(presence.keyIds()));
-      if (revoked.size === 0) return;
-      for (const conn of presence.all()) {
-        if (!revoked.has(conn.identity.keyId)) continue;
-        logger.info('closing stream of revoked key', {
-          agent: conn.identity.agentId,
-          key: conn.identity.keyId,
-        });
-        cluster.leave(conn);
-        conn.close({
-          code: grpc.status.UNAUTHENTICATED,
-          details: `API key ${conn.identity.keyId} was revoked`,
-        });
-      }
+      await revocations.poll();
     } catch (err) {
       logger.warn('revocation check failed', { error: (err as Error).message });
     } finally {
       polling = false;
     }
-  }, opts.revocationPollMs ?? 1_000);
+  }, revocationPollMs);
   revocation.unref();
 
   let beating = false;
@@ -241,6 +310,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       }
       logger.info('draining', { agents: conns.length, reason });
       await cluster.goodbye(conns);
+      await store.forgetReplicas(relayId).catch(() => {});
       await new Promise<void>((resolve) => {
         const force = setTimeout(() => {
           grpcServer.forceShutdown();
@@ -257,7 +327,30 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       if (!opts.bus) await bus.close();
     })());
 
-  return { relayId, grpcPort, httpPort, presence, cluster, drain };
+  return { relayId, grpcPort, httpPort, presence, cluster, accounting, drain };
+}
+
+/** Refuses a client address its connection past `max` (closed at once, before any request is read). */
+function capConnectionsPerIp(server: HttpServer, max: number, logger: Logger): void {
+  const open = new Map<string, number>();
+  let refused = 0;
+  server.on('connection', (socket: Socket) => {
+    const ip = socket.remoteAddress ?? '?';
+    const n = open.get(ip) ?? 0;
+    if (n >= max) {
+      // Logged once per burst, not per socket: the flood must not turn into a log flood.
+      if (refused++ % 1000 === 0)
+        logger.warn('refusing HTTP connections over the per-address cap', { ip, max, refused });
+      socket.destroy();
+      return;
+    }
+    open.set(ip, n + 1);
+    socket.once('close', () => {
+      const left = (open.get(ip) ?? 1) - 1;
+      if (left > 0) open.set(ip, left);
+      else open.delete(ip);
+    });
+  });
 }
 
 /**

@@ -49,12 +49,10 @@ describe.skipIf(skip !== undefined)('cluster: three replicas on PostgreSQL + NAT
         '3s',
       ],
     });
-    const health = (await (await fetch(`${r.httpUrl}/healthz`)).json()) as {
-      relay_id: string;
-      store: string;
-    };
-    expect(health).toMatchObject({ store: 'postgres', bus: 'nats' });
-    return { r, id: health.relay_id };
+    // /healthz tells a relay's id only to a key holder; its start line tells it to its operator.
+    const started = /relay listening relay_id=(\S+) .* store=(\S+) bus=(\S+)/.exec(r.stderr());
+    expect(started?.slice(2)).toEqual(['postgres', 'nats']);
+    return { r, id: started![1]! };
   };
 
   const keysCreate = async (account: string) => {
@@ -132,10 +130,10 @@ describe.skipIf(skip !== undefined)('cluster: three replicas on PostgreSQL + NAT
       'SELECT version FROM nfltr_migrations ORDER BY version',
     );
     await c.end();
-    expect(rows.map((r) => r.version)).toEqual([1, 2]);
+    expect(rows.map((r) => r.version)).toEqual([1, 2, 3]);
     const again = await nfltr(['relay', 'migrate', '--store', schema.url]);
     expect(again.code).toBe(0);
-    expect(again.stderr).toMatch(/postgres store .* is at schema version 2; nothing to do/);
+    expect(again.stderr).toMatch(/postgres store .* is at schema version 3; nothing to do/);
     expect(again.stderr).not.toContain('password');
   });
 
@@ -244,6 +242,11 @@ describe.skipIf(skip !== undefined)('cluster: three replicas on PostgreSQL + NAT
     expect(fatal.code).toBe('ALREADY_EXISTS');
     expect(fatal.message).toMatch(/--name/);
     expect(first.connected).toBe(true);
+    // Another key of the account, even with the holder's session token, never displaces it.
+    const otherKey = await keysCreate('acct-a');
+    const leaked = agent([relays[2]!], otherKey, 'only-one', { sessionToken: first.sessionToken });
+    expect((await fatalOf(leaked)).code).toBe('ALREADY_EXISTS');
+    expect(first.connected).toBe(true);
 
     // The same session token (a redial of the same agent) takes the id over on another replica, and
     // the replica holding the older stream closes it.
@@ -269,6 +272,7 @@ describe.skipIf(skip !== undefined)('cluster: three replicas on PostgreSQL + NAT
 
   it('keys - a revocation through nfltr keys closes streams on every replica and is refused at once', async () => {
     const key = await keysCreate('acct-r');
+    const witness = await keysCreate('acct-r');
     const a = agent([relays[1]!], key, 'doomed');
     await a.waitConnected();
     const fatal = fatalOf(a);
@@ -277,7 +281,33 @@ describe.skipIf(skip !== undefined)('cluster: three replicas on PostgreSQL + NAT
     ) as {
       keys: { id: string }[];
     };
-    expect((await nfltr(['keys', 'revoke', list.keys[0]!.id, '--store', schema.url])).code).toBe(0);
+    const doomedKey = list.keys.find((k) => key.startsWith(`nfk_${k.id}_`))!.id;
+    // Envelopes flow from the doomed key to an agent on another replica while it is revoked.
+    const recv = agent([relays[2]!], witness, 'revoke-witness');
+    await recv.waitConnected();
+    const arrivals: number[] = [];
+    recv.on('envelope', () => arrivals.push(Date.now()));
+    let pumping = true;
+    const pump = (async () => {
+      for (let seq = 0n; pumping; seq++) {
+        try {
+          a.send({ to: 'revoke-witness', channel: 'c', seq, kind: 'k', payload: Buffer.alloc(64) });
+        } catch {
+          return; // closed once refused
+        }
+        if (seq % 20n === 0n) await new Promise((r) => setTimeout(r, 1));
+      }
+    })();
+    await eventually(() => arrivals.length > 20, 5_000, 'envelopes across replicas');
+    expect((await nfltr(['keys', 'revoke', doomedKey, '--store', schema.url])).code).toBe(0);
+    const returnedAt = Date.now();
+    // Effective before the command returned: the replica that held the stream holds it no more, and
+    // nothing of the key arrives afterwards (beyond what was already on the wire for a moment).
+    expect((await peers(relays[1]!, witness)).peers.map((p) => p.agent_id)).not.toContain('doomed');
+    await new Promise((r) => setTimeout(r, 500));
+    pumping = false;
+    await pump;
+    expect(arrivals.filter((t) => t > returnedAt + 150)).toEqual([]);
     expect((await fatal).message).toMatch(/revoked/);
     for (const r of relays) expect((await peers(r, key)).status).toBe(401);
   });

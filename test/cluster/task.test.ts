@@ -117,8 +117,11 @@ describe.skipIf(skip !== undefined)(
       expect(done.events.filter((e) => e.state === 'accepted')).toHaveLength(1);
       expect(done.events.filter((e) => e.state === 'completed')).toHaveLength(1);
       // And it is now held by replica 1, listed once on every surviving replica.
-      const r1 = ((await (await fetch(`${relays[0]!.httpUrl}/healthz`)).json()) as { relay_id: string })
-        .relay_id;
+      const r1 = (
+        (await (await fetch(`${relays[0]!.httpUrl}/healthz`, { headers: { 'x-api-key': key } })).json()) as {
+          relay_id: string;
+        }
+      ).relay_id;
       for (const r of relays.slice(0, 2)) {
         const res = await fetch(`${r.httpUrl}/api/v1/peers`, { headers: { authorization: `ApiKey ${key}` } });
         const list = ((await res.json()) as { peers: { agent_id: string; relay_id: string }[] }).peers;

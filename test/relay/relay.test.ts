@@ -164,10 +164,24 @@ describe('relay', () => {
     expect(text.stdout).toMatch(/^ID\s+ACCOUNT\s+CREATED\s+LAST USED\s+REVOKED/);
   });
 
-  it('healthz - answers without a key', async () => {
+  it('healthz - says only ok without a key; details of the caller’s account with one', async () => {
     const res = await fetch(`${relay.httpUrl}/healthz`);
     expect(res.status).toBe(200);
-    expect(await res.json()).toMatchObject({ status: 'ok' });
+    expect(await res.json()).toEqual({ status: 'ok' });
+    const a = agent(relay, keyB, 'health-b');
+    await a.waitConnected();
+    const withKey = await fetch(`${relay.httpUrl}/healthz`, { headers: { authorization: `ApiKey ${keyB}` } });
+    expect(await withKey.json()).toMatchObject({
+      status: 'ok',
+      relay_id: expect.any(String),
+      agents: 1,
+      store: 'sqlite',
+      buffered_bytes: 0,
+      held_bytes: 0,
+    });
+    const wrong = await fetch(`${relay.httpUrl}/healthz`, { headers: { authorization: 'ApiKey nope' } });
+    expect(wrong.status).toBe(401);
+    await a.close();
   });
 
   it('routing - two agents of one account exchange envelopes both ways, with from stamped', async () => {
@@ -251,8 +265,11 @@ describe('relay', () => {
       expect(p).toMatchObject({ kind: 'planner', labels: { gpu: 'a100', repo: 'payments' } });
       expect(Date.parse(p!.connected_since)).toBeGreaterThan(0);
       expect(Date.parse(p!.last_seen)).toBeGreaterThan(0);
-      const health = (await (await fetch(`${relay.httpUrl}/healthz`)).json()) as { relay_id: string };
+      const health = (await (
+        await fetch(`${relay.httpUrl}/healthz`, { headers: { 'x-api-key': keyA } })
+      ).json()) as { relay_id: string };
       expect(p!.relay_id).toBe(health.relay_id);
+      expect((body as unknown as { claims: string }).claims).toMatch(/coord\.\* included.*own claims/);
     }
   });
 

@@ -87,6 +87,29 @@ export function runStoreContract(opts: StoreContractOptions): void {
       expect(await b.revokedAmong([])).toEqual([]);
     });
 
+    it('keys - replicas confirm the revocations they acted on; a silent one stops counting', async () => {
+      const before = await a.revocationCount();
+      const { id } = await a.createKey(uniq('acct'));
+      const r1 = uniq('relay');
+      const r2 = uniq('relay');
+      await a.confirmRevocations(r1, before, 10_000);
+      await b.confirmRevocations(r2, before, 10_000);
+      await a.revokeKey(id);
+      const n = await b.revocationCount();
+      expect(n).toBe(before + 1);
+      expect((await a.unconfirmedReplicas(n)).filter((r) => r === r1 || r === r2)).toEqual([r1, r2].sort());
+      await a.confirmRevocations(r1, n, 10_000);
+      expect(await b.unconfirmedReplicas(n)).not.toContain(r1);
+      await b.confirmRevocations(r2, before, 1);
+      await new Promise((r) => setTimeout(r, 20));
+      expect(await a.unconfirmedReplicas(n)).not.toContain(r2);
+      await a.forgetReplicas(r1);
+      await a.confirmRevocations(r2, 0, 10_000);
+      expect(await b.unconfirmedReplicas(n)).toContain(r2);
+      await b.forgetReplicas(r2);
+      expect(await a.unconfirmedReplicas(n)).not.toContain(r2);
+    });
+
     it('presence - a claim is visible to every handle, with its replica and labels', async () => {
       const account = uniq('acct');
       const r = await a.claimPresence(claim(account, 'w1', 'relay-1', 't1'), 10_000);

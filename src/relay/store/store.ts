@@ -68,6 +68,20 @@ export interface Store {
   authenticate(key: string): Promise<AuthResult>;
   /** Ids among `keyIds` that are revoked now; every replica polls this to close revoked streams. */
   revokedAmong(keyIds: string[]): Promise<string[]>;
+  /**
+   * How many keys are revoked. It only grows, so a replica that has acted on N revocations has closed
+   * the streams of every key revoked before the Nth: `nfltr keys revoke` waits for that.
+   */
+  revocationCount(): Promise<number>;
+  /**
+   * A replica has closed the streams of the first `revocations` revoked keys. Also its sign of life:
+   * the row counts as live for `liveMs`.
+   */
+  confirmRevocations(relayId: string, revocations: number, liveMs: number): Promise<void>;
+  /** Live replicas (see {@link confirmRevocations}) that have not yet acted on `revocations` revocations. */
+  unconfirmedReplicas(revocations: number): Promise<string[]>;
+  /** Forgets a replica that is going away; without an id, every replica (a relay alone starting). */
+  forgetReplicas(relayId?: string): Promise<void>;
 
   /**
    * Claims an agent id for a replica, atomically across replicas. Succeeds when the id is free, when

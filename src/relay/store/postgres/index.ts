@@ -225,6 +225,35 @@ export class PostgresStore implements Store {
     return rows.map((r) => r.id);
   }
 
+  async revocationCount(): Promise<number> {
+    const { rows } = await this.#pool.query<{ n: string }>(
+      'SELECT count(*) AS n FROM api_keys WHERE revoked_at IS NOT NULL',
+    );
+    return Number(rows[0]!.n);
+  }
+
+  async confirmRevocations(relayId: string, revocations: number, liveMs: number): Promise<void> {
+    await this.#pool.query(
+      `INSERT INTO relay_replicas (relay_id, revocations, live_until)
+       VALUES ($1, $2, now() + make_interval(secs => $3::float8 / 1000))
+       ON CONFLICT (relay_id) DO UPDATE SET revocations = EXCLUDED.revocations, live_until = EXCLUDED.live_until`,
+      [relayId, revocations, liveMs],
+    );
+  }
+
+  async unconfirmedReplicas(revocations: number): Promise<string[]> {
+    const { rows } = await this.#pool.query<{ relay_id: string }>(
+      'SELECT relay_id FROM relay_replicas WHERE revocations < $1 AND live_until >= now() ORDER BY relay_id',
+      [revocations],
+    );
+    return rows.map((r) => r.relay_id);
+  }
+
+  async forgetReplicas(relayId?: string): Promise<void> {
+    if (relayId === undefined) await this.#pool.query('DELETE FROM relay_replicas');
+    else await this.#pool.query('DELETE FROM relay_replicas WHERE relay_id = $1', [relayId]);
+  }
+
   async claimPresence(claim: PresenceClaim, ttlMs: number): Promise<ClaimResult> {
     // The upsert takes the row lock, so two replicas claiming one id at once are serialised and the
     // loser re-checks its condition against the winner's row.

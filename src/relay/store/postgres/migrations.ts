@@ -48,4 +48,14 @@ export const MIGRATIONS: Migration[] = [
       CREATE INDEX presence_relay ON presence (relay_id);
       CREATE INDEX presence_updated ON presence (updated_at);`,
   },
+  {
+    version: 3,
+    name: 'replicas confirm revocations',
+    sql: `
+      CREATE TABLE relay_replicas (
+        relay_id TEXT PRIMARY KEY,
+        revocations BIGINT NOT NULL,
+        live_until TIMESTAMPTZ NOT NULL
+      );`,
+  },
 ];

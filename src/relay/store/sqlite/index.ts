@@ -43,6 +43,11 @@ const MIGRATIONS = [
    CREATE INDEX presence_updated ON presence (updated_at);
    CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
    INSERT INTO counters (name, value) VALUES ('presence_epoch', 0);`,
+  `CREATE TABLE relay_replicas (
+     relay_id TEXT PRIMARY KEY,
+     revocations INTEGER NOT NULL,
+     live_until INTEGER NOT NULL
+   );`,
 ];
 
 interface KeyRow {
@@ -184,6 +189,37 @@ export class SqliteStore implements Store {
       )
       .all(...keyIds) as { id: string }[];
     return rows.map((r) => r.id);
+  }
+
+  async revocationCount(): Promise<number> {
+    return (
+      this.#db.prepare('SELECT count(*) AS n FROM api_keys WHERE revoked_at IS NOT NULL').get() as {
+        n: number;
+      }
+    ).n;
+  }
+
+  async confirmRevocations(relayId: string, revocations: number, liveMs: number): Promise<void> {
+    this.#db
+      .prepare(
+        `INSERT INTO relay_replicas (relay_id, revocations, live_until) VALUES (?, ?, ?)
+         ON CONFLICT (relay_id) DO UPDATE SET revocations = excluded.revocations, live_until = excluded.live_until`,
+      )
+      .run(relayId, revocations, Date.now() + liveMs);
+  }
+
+  async unconfirmedReplicas(revocations: number): Promise<string[]> {
+    const rows = this.#db
+      .prepare(
+        'SELECT relay_id FROM relay_replicas WHERE revocations < ? AND live_until >= ? ORDER BY relay_id',
+      )
+      .all(revocations, Date.now()) as { relay_id: string }[];
+    return rows.map((r) => r.relay_id);
+  }
+
+  async forgetReplicas(relayId?: string): Promise<void> {
+    if (relayId === undefined) this.#db.prepare('DELETE FROM relay_replicas').run();
+    else this.#db.prepare('DELETE FROM relay_replicas WHERE relay_id = ?').run(relayId);
   }
 
   async claimPresence(claim: PresenceClaim, ttlMs: number): Promise<ClaimResult> {
