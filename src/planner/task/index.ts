@@ -1,0 +1,15 @@
+/** @module The planner's task transitions: one pure `step`, and the writer of its store changes. */
+export {
+  type Action,
+  applyChange,
+  CANCEL_RESEND_MS,
+  eventRecord,
+  failureError,
+  type Input,
+  type RecoverWhy,
+  type Step,
+  type StoreChange,
+  step,
+  type Task,
+} from './step.js';
+export { writeChange } from './write.js';
