@@ -1,51 +1,38 @@
 /**
- * @module The planner's task manager: probes, dispatch, the numbered event stream of every task (stored,
- * acknowledged, gaps resumed), answers, cancels, timeouts and result artifacts. It speaks A2A through an
- * {@link A2aEndpoint} and keeps every task in a {@link TaskStore}.
+ * @module The planner's task manager: a router between the tools, the A2A endpoint and the task store.
+ * Every decision about a task is {@link step}'s (src/planner/task/); this class feeds it what happened,
+ * one task at a time, and executes the actions it returns. Probes and files live in their own modules.
  */
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { join } from 'node:path';
 import { create } from '@bufbuild/protobuf';
-import {
-  ArtifactReceiver,
-  ArtifactSender,
-  checkArtifactLimit,
-  DEFAULT_MAX_ARTIFACT_BYTES,
-  describeFiles,
-  type LocalFile,
-  resolveLocalPaths,
-} from '../agent/artifacts.js';
+import { checkArtifactLimit, describeFiles, type LocalFile, resolveLocalPaths } from '../agent/artifacts.js';
 import type { A2aBody, A2aEndpoint, A2aFailure, A2aInbound, AgentClient } from '../agent/index.js';
 import { A2aError, AgentError } from '../agent/index.js';
 import {
   AckSchema,
-  type ArtifactAck,
-  type ArtifactChunk,
   answerObject,
   CancelSchema,
-  ProbeSchema,
   RespondSchema,
   ResumeSchema,
-  type TaskEvent,
-  type TaskRefused,
   TaskStartSchema,
-  taskStateName,
 } from '../protocol/a2a.js';
 import { type Logger, silentLogger } from '../util/log.js';
 import { answerProblem } from './answer-schema.js';
 import { PlannerError } from './errors.js';
 import { PeerWatch } from './peer-watch.js';
+import { PROBE_CHANNEL, type ProbeReport, Probes } from './probes.js';
+import { type Action, failureError, type Input, type RecoverWhy, step, writeChange } from './task/index.js';
+import { LIMIT_FLAG, TaskFiles } from './task-files.js';
 import { isTerminal, type TaskEventRecord, type TaskSnapshot, type TaskStateName } from './task-state.js';
 import type { QueuedAnswer, StoredTask, TaskRequest, TaskStore } from './task-store.js';
 
-/** Probes travel on this channel; task messages on the task id. */
-export const PROBE_CHANNEL = 'probe';
+export { PROBE_CHANNEL, type ProbeReport } from './probes.js';
+
 const RESERVED_CHANNELS = new Set([PROBE_CHANNEL, 'handshake']);
 const TASK_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
 /** Flow control for files: wait while this much is queued for the relay. */
 const MAX_QUEUED_BYTES = 8 * 1024 * 1024;
-const LIMIT_FLAG = '--max-artifact-bytes of nfltr mcp';
 
 export interface TaskManagerOptions {
   agent: AgentClient;
@@ -84,26 +71,6 @@ export interface DispatchRequest {
   timeout_ms?: number;
 }
 
-export interface ProbeReport {
-  agent_id: string;
-  available: boolean;
-  free_slots?: number;
-  max_tasks?: number;
-  protocol?: string;
-  tool?: string;
-  labels?: Record<string, string>;
-  executor_healthy?: boolean;
-  executor_error?: string;
-  /** The executor's own check_ready (credentials…); reason and fix when false. */
-  executor_ready?: boolean;
-  executor_reason?: string;
-  executor_fix?: string;
-  draining?: boolean;
-  round_trip_ms: number | null;
-  /** Why the worker is reported unavailable, when it is. */
-  reason?: string;
-}
-
 export interface CancelOutcome {
   snapshot: TaskSnapshot;
   /** True when the worker itself reported the terminal state. */
@@ -111,28 +78,13 @@ export interface CancelOutcome {
   note: string;
 }
 
-interface PendingDispatch {
-  task_id: string;
-  agent_id: string;
-  objective: string;
-  created_at: number;
-  request: TaskRequest;
+/** The orchestrate_task call waiting for a dispatch's answer; where the dispatch stands is in the store. */
+interface Waiter {
   resolve: (s: TaskSnapshot) => void;
   reject: (err: Error) => void;
   failed?: Error;
   /** The TaskStart, kept to send again if it was lost in a reconnect. */
   start: A2aBody;
-  /**
-   * `sent`: as dispatched. `probing`: after a resync, a Resume(0) asks the worker whether it has the
-   * task. `resent`: it had not, so the TaskStart went again.
-   */
-  phase: 'sent' | 'probing' | 'resent';
-}
-
-interface PendingProbe {
-  peer: string;
-  resolve: (r: ProbeReport) => void;
-  reject: (err: Error) => void;
 }
 
 interface ManagerEvents {
@@ -140,6 +92,7 @@ interface ManagerEvents {
   task: [TaskSnapshot, TaskEventRecord];
   /** The relay said a peer is not connected. */
   peerGone: [string];
+  closed: [];
 }
 
 /** `task-20260414T101112Z-3f9a1c`: sortable, unique enough, and valid as a channel and folder name. */
@@ -157,8 +110,6 @@ export function taskIdProblem(id: string): string | undefined {
   }
   return undefined;
 }
-
-const plural = (n: number, one: string) => `${n} ${one}${n === 1 ? '' : 's'}`;
 
 /**
  * Whether a dispatch that failed with `cause` certainly left nothing at the worker, so its row can go:
@@ -186,22 +137,18 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
   readonly #store: TaskStore;
   readonly #opts: TaskManagerOptions;
   readonly #log: Logger;
-  readonly #pending = new Map<string, PendingDispatch>();
-  readonly #probes = new Map<string, PendingProbe>();
-  readonly #chains = new Map<string, Promise<void>>();
-  /** Result files of a task, received before the event that lists them. */
-  readonly #receivers = new Map<string, ArtifactReceiver>();
-  /** Input and answer files going out, per task. */
-  readonly #transfers = new Map<string, Set<{ sender: ArtifactSender; abort: AbortController }>>();
-  readonly #timers = new Map<string, NodeJS.Timeout>();
-  /** get_task_status calls waiting (wait_ms) for a task's next event. */
-  readonly #eventWaiters = new Map<string, Set<() => void>>();
-  /** Last seq for which a Resume was asked, per task, so one gap asks once. */
-  readonly #resumeAsked = new Map<string, number>();
-  readonly #answering = new Set<string>();
+  readonly #probes = new Probes();
+  readonly #files: TaskFiles;
   readonly #watch: PeerWatch;
-  /** Last time a Cancel was resent per task, so a chatty worker does not get one per event. */
-  readonly #cancelResent = new Map<string, number>();
+  /** Dispatching calls of this process, by task id. */
+  readonly #waiters = new Map<string, Waiter>();
+  /** What `step` remembers of a task in memory only (see {@link Task}). */
+  readonly #memo = new Map<string, { resumeAsked?: number; cancelSentAt?: number }>();
+  /** Each task's inputs run one after another. */
+  readonly #chains = new Map<string, Promise<unknown>>();
+  readonly #timers = new Map<string, NodeJS.Timeout>();
+  /** respond_to_worker calls still reading their files. */
+  readonly #answering = new Set<string>();
   #closed = false;
 
   constructor(opts: TaskManagerOptions) {
@@ -212,14 +159,21 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
     this.#a2a = opts.a2a;
     this.#store = opts.store;
     this.#log = opts.logger ?? silentLogger;
+    this.#files = new TaskFiles({
+      stateDir: opts.stateDir,
+      maxArtifactBytes: opts.maxArtifactBytes,
+      send: (peer, taskId, msg) => this.#send(peer, taskId, msg),
+      whenWritable: (signal) => this.#agent.whenWritable(MAX_QUEUED_BYTES, signal),
+      logger: this.#log,
+    });
     this.#a2a.on('message', (m) => this.#onMessage(m));
     this.#a2a.on('failure', (f) => this.#onFailure(f));
     this.#a2a.on('resync', ({ peer }) => {
-      this.#resyncTransfers(peer);
+      this.#files.resync((taskId) => this.#store.get(taskId)?.snapshot.agent_id === peer);
       this.#recover(peer, 'resync');
     });
     this.#agent.on('status', (s) => {
-      if (s.type === 'connected') this.#onConnected();
+      if (s.type === 'connected') for (const peer of this.#owedPeers()) this.#recover(peer, 'connected');
       else if (s.type === 'disconnected') this.#watch.linkDown();
     });
     this.#watch = new PeerWatch({
@@ -231,7 +185,7 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
       logger: this.#log,
     });
     this.#watch.start();
-    for (const t of this.#store.active()) this.#armTimeout(t);
+    for (const t of this.#store.active()) this.#now(t.snapshot.task_id, { type: 'planner_started' });
   }
 
   get connected(): boolean {
@@ -243,33 +197,12 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
   /** Asks a worker for its live capacity. A worker that does not answer in time is reported unavailable. */
   async probe(agentId: string): Promise<ProbeReport> {
     await this.#requireLink();
-    const timeoutMs = this.#opts.probeTimeoutMs ?? 4_000;
-    const probeId = randomUUID();
-    const started = performance.now();
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      return await new Promise<ProbeReport>((resolve, reject) => {
-        this.#probes.set(probeId, { peer: agentId, resolve, reject });
-        timer = setTimeout(
-          () =>
-            resolve({
-              agent_id: agentId,
-              available: false,
-              round_trip_ms: null,
-              reason: `no probe answer within ${timeoutMs / 1000} s: the worker is overloaded, stuck or gone`,
-            }),
-          timeoutMs,
-        );
-        this.#send(agentId, PROBE_CHANNEL, { case: 'probe', value: create(ProbeSchema, { probeId }) }).catch(
-          (err: Error) => reject(this.#sendError(err, agentId)),
-        );
-      }).then((r) =>
-        r.round_trip_ms === null && r.available ? { ...r, round_trip_ms: performance.now() - started } : r,
-      );
-    } finally {
-      clearTimeout(timer);
-      this.#probes.delete(probeId);
-    }
+    return this.#probes.probe(
+      agentId,
+      this.#opts.probeTimeoutMs ?? 4_000,
+      (msg) => this.#send(agentId, PROBE_CHANNEL, msg),
+      (err) => this.#sendError(err, agentId),
+    );
   }
 
   /** Sends a task; resolves once the worker accepted it (with the stored snapshot), rejects if refused. */
@@ -286,7 +219,7 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
     let inputs: Awaited<ReturnType<typeof describeFiles>> = [];
     try {
       files = req.artifact_files?.length ? await resolveLocalPaths(req.artifact_files) : [];
-      checkArtifactLimit(files, this.#maxArtifactBytes, LIMIT_FLAG);
+      checkArtifactLimit(files, this.#files.maxBytes, LIMIT_FLAG);
       inputs = await describeFiles(files);
     } catch (err) {
       throw new PlannerError(
@@ -313,28 +246,29 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
         inputFiles: inputs,
       }),
     };
-    let pending!: PendingDispatch;
+    let waiter!: Waiter;
     const accepted = new Promise<TaskSnapshot>((resolve, reject) => {
-      pending = {
-        task_id: taskId,
-        agent_id: req.agent_id,
-        objective: req.objective,
-        created_at: Date.now(),
-        request,
+      waiter = {
+        start,
         resolve,
         reject: (err) => {
-          pending.failed ??= err;
+          waiter.failed ??= err;
           reject(err);
         },
-        start,
-        phase: 'sent',
       };
     });
     accepted.catch(() => {}); // awaited below; a refusal may come while files are still streaming
-    this.#pending.set(taskId, pending);
+    this.#waiters.set(taskId, waiter);
     // The id is taken durably before anything goes out: a planner restarted from here on still asks
     // the worker about it (Resume) instead of losing a task that may be running.
-    this.#store.begin(pending);
+    const row = {
+      task_id: taskId,
+      agent_id: req.agent_id,
+      objective: req.objective,
+      created_at: Date.now(),
+      request,
+    };
+    this.#now(taskId, { type: 'dispatch', row });
     // On disk while the TaskStart travels: the answer waits for both, not one after the other.
     const stored = this.#store.synced();
     stored.catch(() => {}); // awaited below, after the worker's answer
@@ -344,7 +278,7 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
       const timeoutMs = this.#opts.acceptTimeoutMs ?? 15_000;
       timer = setTimeout(
         () =>
-          pending.reject(
+          waiter.reject(
             new PlannerError(
               'timeout',
               `worker ${req.agent_id} did not accept or refuse task ${taskId} within ${timeoutMs / 1000} s`,
@@ -356,19 +290,17 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
       await stored;
       // Accepted: the worker waits for the files before its executor sees the task; they stream on
       // their own, with progress as task events.
-      if (files.length) this.#startTransfer(req.agent_id, taskId, files, 'input files');
+      if (files.length) this.#files.send(req.agent_id, taskId, files, 'input files');
       return { snapshot, request };
     } catch (err) {
-      if (this.#pending.get(taskId) === pending) this.#pending.delete(taskId);
-      const cause = pending.failed ?? (err as Error);
+      if (this.#waiters.get(taskId) === waiter) this.#waiters.delete(taskId);
+      const cause = waiter.failed ?? (err as Error);
       const failure = this.#sendError(cause, req.agent_id);
-      if (neverDelivered(cause)) {
-        this.#store.remove(taskId);
-        throw failure;
-      }
+      const never = neverDelivered(cause);
       // Accepted after all (the store's flush failed): the task is the worker's and stays.
-      if (this.#store.get(taskId)?.snapshot.state !== undefined) throw failure;
-      this.#withdraw(req.agent_id, taskId, failure.message);
+      const started = this.#store.get(taskId)?.snapshot.state !== undefined;
+      this.#now(taskId, { type: 'dispatch_failed', neverDelivered: never, message: failure.message });
+      if (never || started) throw failure;
       throw new PlannerError(
         failure instanceof PlannerError ? failure.code : 'timeout',
         `${failure.message.replace(/[.;]?\s*$/, '')}. ${withdrawnNote(taskId, req.agent_id)}`,
@@ -385,21 +317,7 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
   async waitForEvent(taskId: string, afterSeq: number, ms: number, signal?: AbortSignal): Promise<void> {
     const s = this.#task(taskId).snapshot;
     if (ms <= 0 || this.#closed || s.last_seq > afterSeq || isTerminal(s.state) || signal?.aborted) return;
-    const waiters = this.#eventWaiters.get(taskId) ?? new Set();
-    this.#eventWaiters.set(taskId, waiters);
-    await new Promise<void>((resolve) => {
-      const wake = () => {
-        clearTimeout(timer);
-        signal?.removeEventListener('abort', wake);
-        waiters.delete(wake);
-        if (waiters.size === 0 && this.#eventWaiters.get(taskId) === waiters)
-          this.#eventWaiters.delete(taskId);
-        resolve();
-      };
-      const timer = setTimeout(wake, ms);
-      signal?.addEventListener('abort', wake);
-      waiters.add(wake);
-    });
+    await this.#nextEvent(ms, signal, taskId);
   }
 
   /**
@@ -415,7 +333,7 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
   }): Promise<StoredTask[]> {
     const ids = opts.taskIds && new Set(opts.taskIds);
     // An unknown id is an error, not an endless wait; one still being dispatched is waited for.
-    for (const id of ids ?? []) if (!this.#store.has(id) && !this.#pending.has(id)) this.#task(id);
+    for (const id of ids ?? []) this.#task(id, true);
     const states = new Set(opts.states);
     const deadline = Date.now() + opts.waitMs;
     for (;;) {
@@ -426,23 +344,8 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
       }
       const left = deadline - Date.now();
       if (left <= 0 || this.#closed || opts.signal?.aborted) return [];
-      await this.#nextTaskEvent(left, opts.signal);
+      await this.#nextEvent(left, opts.signal);
     }
-  }
-
-  /** Resolves once any task event is stored, after `ms`, or when `signal` aborts. */
-  #nextTaskEvent(ms: number, signal?: AbortSignal): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.off('task', done);
-        signal?.removeEventListener('abort', done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      this.on('task', done);
-      signal?.addEventListener('abort', done);
-    });
   }
 
   /**
@@ -539,7 +442,7 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
       let infos: Awaited<ReturnType<typeof describeFiles>>;
       try {
         files = await resolveLocalPaths(artifactFiles);
-        checkArtifactLimit(files, this.#maxArtifactBytes, LIMIT_FLAG);
+        checkArtifactLimit(files, this.#files.maxBytes, LIMIT_FLAG);
         const taken = new Set((task.request.input_files ?? []).map((f) => f.name));
         const clash = files.find((f) => taken.has(f.name));
         if (clash) {
@@ -552,7 +455,7 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
         throw new PlannerError('invalid_argument', `${(err as Error).message}; the answer was not sent`);
       }
       const answer: QueuedAnswer = { content_json: answerJson, action, files: artifactFiles };
-      this.#store.setAnswer(taskId, s.pending.seq, answer);
+      this.#now(taskId, { type: 'answer', seq: s.pending.seq, answer });
       const stored = this.#store.synced();
       const sent =
         this.#reachable(s.agent_id) &&
@@ -578,17 +481,10 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
         `task ${taskId} is already ${s.state}${s.reason ? ` (${s.reason})` : ''}; there is nothing to cancel`,
       );
     }
-    // Ended here without the worker's word: the Cancel is kept and sent again whenever the worker is
-    // back, until it confirms (its final event, or "unknown task").
     const local = async (note: string): Promise<CancelOutcome> => {
-      this.#store.setCancelPending(taskId, true);
-      const snapshot = await this.#localEvent(taskId, {
-        state: 'cancelled',
-        reason: 'cancelled',
-        message: note,
-      });
+      await this.#apply(taskId, { type: 'local_cancel', note });
       await this.#store.synced();
-      return { snapshot, confirmed: false, note };
+      return { snapshot: this.#store.get(taskId)!.snapshot, confirmed: false, note };
     };
     if (!this.#agent.connected) {
       return local(
@@ -651,11 +547,10 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
     for (const t of this.#timers.values()) clearTimeout(t);
     this.#timers.clear();
     const err = new PlannerError('relay_unreachable', 'the planner is shutting down');
-    for (const set of this.#transfers.values())
-      for (const t of set) t.abort.abort('the planner is shutting down');
-    for (const p of this.#pending.values()) p.reject(err);
-    for (const p of this.#probes.values()) p.reject(err);
-    for (const set of this.#eventWaiters.values()) for (const wake of [...set]) wake();
+    this.#files.close('the planner is shutting down');
+    for (const w of this.#waiters.values()) w.reject(err);
+    this.#probes.fail(undefined, err);
+    this.emit('closed');
   }
 
   // ── inbound ────────────────────────────────────────────────────────────────────────────────────────
@@ -664,337 +559,47 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
     // A worker that was unreachable is back: whatever was queued for it goes out now.
     if (this.#watch.heard(peer)) this.#recover(peer, 'back');
     switch (msg.case) {
-      case 'probeResult': {
-        const p = this.#probes.get(msg.value.probeId);
-        if (!p || p.peer !== peer) return;
-        const v = msg.value;
-        p.resolve({
-          agent_id: peer,
-          available: v.available,
-          free_slots: v.freeSlots,
-          max_tasks: v.maxTasks,
-          protocol: v.protocol,
-          tool: v.tool,
-          labels: { ...v.labels },
-          executor_healthy: v.executorHealthy,
-          executor_error: v.executorError || undefined,
-          executor_ready: v.executorReady,
-          executor_reason: v.executorReason || undefined,
-          executor_fix: v.executorFix || undefined,
-          draining: v.draining,
-          round_trip_ms: null,
-          reason: v.available
-            ? undefined
-            : v.draining
-              ? 'the worker is draining (shutting down)'
-              : !v.executorHealthy
-                ? `the executor is unhealthy${v.executorError ? `: ${v.executorError}` : ''}`
-                : !v.executorReady
-                  ? `the executor is not ready: ${v.executorReason || 'no reason given'}${v.executorFix ? ` (fix: ${v.executorFix})` : ''}`
-                  : v.freeSlots === 0
-                    ? `all ${plural(v.maxTasks, 'slot')} busy`
-                    : 'the worker reports it is unavailable',
-        });
+      case 'probeResult':
+        return this.#probes.onResult(peer, msg.value);
+      case 'taskRefused': {
+        const { taskId, reason, message } = msg.value;
+        void this.#apply(taskId, { type: 'refused', peer, reason, message });
         return;
       }
-      case 'taskRefused':
-        return this.#onRefused(peer, msg.value);
       case 'replayComplete': {
         const v = msg.value;
         if (v.taskId !== channel) return;
-        this.#enqueue(v.taskId, async () => this.#onReplayComplete(peer, v.taskId, Number(v.lastSeq)));
+        void this.#apply(v.taskId, { type: 'replay_complete', peer, lastSeq: Number(v.lastSeq) });
         return;
       }
       case 'taskEvent': {
-        const ev = msg.value;
-        if (ev.taskId !== channel)
+        const event = msg.value;
+        if (event.taskId !== channel)
           return this.#log.warn('task event on the wrong channel', { peer, channel });
-        this.#enqueue(ev.taskId, () => this.#onEvent(peer, ev));
+        // Whether files arrived is asked when the event's turn comes: chunks before it are in the queue.
+        void this.#apply(event.taskId, () => ({
+          type: 'event',
+          peer,
+          event,
+          filesReceived: this.#files.receiving(event.taskId),
+        }));
         return;
       }
       case 'artifactChunk': {
         const chunk = msg.value;
         if (chunk.taskId !== channel) return;
-        this.#enqueue(chunk.taskId, () => this.#onChunk(peer, chunk));
+        void this.#enqueue(chunk.taskId, async () => {
+          const s = this.#store.get(chunk.taskId)?.snapshot;
+          if (s?.agent_id === peer && !isTerminal(s.state)) await this.#files.accept(peer, chunk);
+        });
         return;
       }
       case 'artifactAck':
-        return this.#onArtifactAck(peer, channel, msg.value);
+        if (this.#store.get(channel)?.snapshot.agent_id === peer) this.#files.onAck(channel, msg.value);
+        return;
       default:
         this.#log.debug('ignoring A2A message', { peer, channel, kind: msg.case });
     }
-  }
-
-  #onRefused(peer: string, v: TaskRefused): void {
-    const p = this.#pending.get(v.taskId);
-    if (p) {
-      if (p.agent_id !== peer) return;
-      // Answers to the Resume(0) a resync sends for a dispatch not yet accepted (see #recover).
-      if (v.reason === 'unknown_task') {
-        if (p.phase === 'resent') return;
-        p.phase = 'resent';
-        this.#log.info('the TaskStart was lost in a reconnect; sending it again', { peer, task: v.taskId });
-        this.#trySend(peer, v.taskId, p.start);
-        return;
-      }
-      if (v.reason === 'duplicate_task_id' && p.phase !== 'sent') {
-        // It did arrive after all: ask for its events instead.
-        p.phase = 'probing';
-        this.#resume(peer, v.taskId, 0);
-        return;
-      }
-      p.reject(
-        new PlannerError(
-          'refused',
-          `worker ${peer} refused task ${v.taskId}: ${v.reason || 'refused'}${v.message ? ` (${v.message})` : ''}` +
-            (v.reason === 'no_free_slots'
-              ? '; probe_worker for free slots, wait, or pick another worker'
-              : ''),
-        ),
-      );
-      return;
-    }
-    const t = this.#store.get(v.taskId);
-    if (!t || t.snapshot.agent_id !== peer || v.reason !== 'unknown_task') return;
-    if (t.snapshot.state === undefined) {
-      // A dispatch withdrawn (#withdraw) or interrupted by a planner restart whose TaskStart never
-      // reached the worker: this was sent after it, so it never will. Both sides forget the id.
-      this.#log.info('a dispatch never reached the worker; its id is dropped', {
-        peer,
-        task: v.taskId,
-        withdrawn: t.cancel_pending,
-      });
-      this.#store.remove(v.taskId);
-      this.#cancelResent.delete(v.taskId);
-      return;
-    }
-    if (t.cancel_pending) {
-      // A cancel resent for a task the worker no longer has: nothing left to stop.
-      this.#store.setCancelPending(v.taskId, false);
-      return;
-    }
-    // A Resume for a task the worker no longer knows (it lost its state): the task cannot finish.
-    if (!isTerminal(t.snapshot.state)) {
-      void this.#localEvent(v.taskId, {
-        state: 'failed',
-        reason: 'worker_lost',
-        message: `worker ${peer} no longer knows this task: ${v.message || 'unknown task'}`,
-      });
-    }
-  }
-
-  /** The worker replayed what a Resume asked for; `lastSeq` is its newest event. */
-  #onReplayComplete(peer: string, taskId: string, lastSeq: number): void {
-    const t = this.#store.get(taskId);
-    if (!t || t.snapshot.agent_id !== peer || isTerminal(t.snapshot.state)) return;
-    const last = t.snapshot.last_seq;
-    if (lastSeq <= last) {
-      this.#resumeAsked.delete(taskId);
-      return;
-    }
-    // Some of the replay was lost on the way as well: ask once more for what is still missing.
-    if (this.#resumeAsked.get(taskId) === last) return;
-    this.#resumeAsked.set(taskId, last);
-    this.#resume(peer, taskId, last);
-  }
-
-  #owner(taskId: string): { agentId: string; snapshot?: TaskSnapshot; cancelPending?: boolean } | undefined {
-    const p = this.#pending.get(taskId);
-    if (p) return { agentId: p.agent_id };
-    const t = this.#store.get(taskId);
-    return t && { agentId: t.snapshot.agent_id, snapshot: t.snapshot, cancelPending: t.cancel_pending };
-  }
-
-  async #onChunk(peer: string, chunk: ArtifactChunk): Promise<void> {
-    const owner = this.#owner(chunk.taskId);
-    if (!owner || owner.agentId !== peer || isTerminal(owner.snapshot?.state)) return;
-    await this.#receiver(chunk.taskId, peer).accept(chunk);
-  }
-
-  #receiver(taskId: string, peer: string): ArtifactReceiver {
-    let r = this.#receivers.get(taskId);
-    if (!r) {
-      r = new ArtifactReceiver({
-        taskId,
-        dir: join(this.#opts.stateDir, 'artifacts', taskId),
-        partialDir: join(this.#opts.stateDir, 'artifacts', '.partial', taskId),
-        maxBytes: this.#maxArtifactBytes,
-        limitFlag: LIMIT_FLAG,
-        acceptUnannounced: true,
-        logger: this.#log,
-        sendAck: (ack) => this.#trySend(peer, taskId, { case: 'artifactAck', value: ack }),
-      });
-      this.#receivers.set(taskId, r);
-    }
-    return r;
-  }
-
-  get #maxArtifactBytes(): number {
-    return this.#opts.maxArtifactBytes ?? DEFAULT_MAX_ARTIFACT_BYTES;
-  }
-
-  /** Streams files to a task's worker in the background; one that cannot be sent cancels the task. */
-  #startTransfer(peer: string, taskId: string, files: LocalFile[], what: string): void {
-    const abort = new AbortController();
-    const sender = new ArtifactSender(files, {
-      taskId,
-      send: (msg) => this.#send(peer, taskId, msg),
-      whenWritable: (signal) => this.#agent.whenWritable(MAX_QUEUED_BYTES, signal),
-      signal: abort.signal,
-      logger: this.#log,
-    });
-    const entry = { sender, abort };
-    const set = this.#transfers.get(taskId) ?? new Set();
-    set.add(entry);
-    this.#transfers.set(taskId, set);
-    sender
-      .run()
-      .then(
-        (r) =>
-          this.#log.info(`${what} sent`, {
-            task: taskId,
-            files: r.files,
-            bytes: r.bytes,
-            bytes_sent: r.bytesSent,
-            bytes_resent: r.bytesResent,
-            discarded: r.failed.length ? r.failed : undefined,
-          }),
-        (err: Error) => {
-          if (abort.signal.aborted) return;
-          this.#log.warn(`${what} could not be sent; cancelling the task`, {
-            task: taskId,
-            error: err.message,
-          });
-          this.#trySend(peer, taskId, {
-            case: 'cancel',
-            value: create(CancelSchema, { taskId, reason: `${what} could not be sent: ${err.message}` }),
-          });
-        },
-      )
-      .finally(() => {
-        set.delete(entry);
-        if (set.size === 0 && this.#transfers.get(taskId) === set) this.#transfers.delete(taskId);
-      });
-  }
-
-  #onArtifactAck(peer: string, taskId: string, ack: ArtifactAck): void {
-    if (this.#owner(taskId)?.agentId !== peer) return;
-    for (const t of this.#transfers.get(taskId) ?? []) t.sender.onAck(ack);
-  }
-
-  /** A new session with `peer`: its transfers go on from the acknowledged offsets. */
-  #resyncTransfers(peer: string): void {
-    for (const [taskId, set] of this.#transfers) {
-      if (this.#owner(taskId)?.agentId === peer) for (const t of set) t.sender.resync();
-    }
-    for (const [taskId, r] of this.#receivers) if (this.#owner(taskId)?.agentId === peer) r.resync();
-  }
-
-  async #onEvent(peer: string, ev: TaskEvent): Promise<void> {
-    const taskId = ev.taskId;
-    const seq = Number(ev.seq);
-    const owner = this.#owner(taskId);
-    if (!owner) {
-      // Not this planner's (a store it no longer has): a task still running there is stopped, since
-      // nobody will read its result; a final event is left unacknowledged.
-      this.#log.debug('event for an unknown task', { peer, task: taskId, seq });
-      const state = taskStateName(ev.state);
-      if (state && !isTerminal(state)) this.#sendCancel(peer, taskId);
-      return;
-    }
-    if (owner.agentId !== peer) {
-      return this.#log.warn('event for a task of another worker ignored', { peer, task: taskId });
-    }
-    const last = owner.snapshot?.last_seq ?? 0;
-    if (isTerminal(owner.snapshot?.state)) {
-      this.#settleCancel(peer, taskId, ev);
-      return this.#ack(peer, taskId, seq);
-    }
-    if (seq <= last) return this.#ack(peer, taskId, seq);
-    if (seq > last + 1) {
-      if (this.#resumeAsked.get(taskId) !== last) {
-        this.#resumeAsked.set(taskId, last);
-        this.#log.info('gap in task events; asking to resume', { task: taskId, after_seq: last, got: seq });
-        this.#resume(peer, taskId, last);
-      }
-      return;
-    }
-    this.#resumeAsked.delete(taskId);
-
-    const state = taskStateName(ev.state);
-    const record: TaskEventRecord = {
-      seq,
-      state: state ?? 'failed',
-      time: Number(ev.timeUnixMs) || Date.now(),
-      origin: 'worker',
-    };
-    if (ev.message) record.message = ev.message;
-    if (ev.reason) record.reason = ev.reason;
-    if (ev.progress || ev.total) {
-      record.progress = ev.progress;
-      if (ev.total) record.total = ev.total;
-    }
-    if (state === 'waiting_input') {
-      record.question = ev.question;
-      record.schema = parseJson(ev.requestedSchemaJson);
-    }
-    if (ev.resultText) record.result_text = ev.resultText;
-    if (ev.structuredJson) record.structured = parseJson(ev.structuredJson);
-    if (!state) {
-      record.reason = 'protocol_error';
-      record.message = `worker sent an event with unknown state ${ev.state}`;
-    }
-
-    if (record.state === 'completed' || record.state === 'failed') {
-      const receiver = this.#receivers.get(taskId);
-      if (ev.artifacts.length || receiver) {
-        const { files, problems } = await this.#receiver(taskId, peer).verify(ev.artifacts);
-        if (files.length) record.artifacts = files;
-        if (problems.length) {
-          this.#log.warn('artifact verification failed', { task: taskId, problems });
-          if (record.state === 'completed') {
-            record.state = 'failed';
-            record.reason = 'artifact_integrity';
-            record.message = problems.join('; ');
-          } else record.message = [record.message, ...problems].filter(Boolean).join('; ');
-        }
-      }
-    }
-
-    let snapshot: TaskSnapshot | undefined;
-    const pending = this.#pending.get(taskId);
-    if (pending) {
-      snapshot = this.#store.create(pending, record);
-      this.#pending.delete(taskId);
-    } else snapshot = this.#store.append(taskId, record);
-    if (!snapshot) return this.#ack(peer, taskId, seq);
-    this.#ack(peer, taskId, seq);
-    // A withdrawn dispatch the worker did take: its events are kept until the Cancel takes effect.
-    if (owner.cancelPending && !isTerminal(snapshot.state)) this.#sendCancel(peer, taskId);
-    if (pending) {
-      pending.resolve(snapshot);
-      this.#armTimeout(this.#store.get(taskId)!);
-    }
-    this.#afterEvent(snapshot, record);
-  }
-
-  #afterEvent(snapshot: TaskSnapshot, record: TaskEventRecord): void {
-    if (isTerminal(snapshot.state)) {
-      // The worker's own final word confirms any cancel this planner was still re-sending.
-      if (record.origin === 'worker' && this.#store.get(snapshot.task_id)?.cancel_pending) {
-        this.#store.setCancelPending(snapshot.task_id, false);
-      }
-      clearTimeout(this.#timers.get(snapshot.task_id));
-      this.#timers.delete(snapshot.task_id);
-      this.#resumeAsked.delete(snapshot.task_id);
-      const r = this.#receivers.get(snapshot.task_id);
-      this.#receivers.delete(snapshot.task_id);
-      void r?.abort();
-      for (const t of this.#transfers.get(snapshot.task_id) ?? [])
-        t.abort.abort(`the task is ${snapshot.state}`);
-    }
-    this.emit('task', snapshot, record);
-    for (const wake of [...(this.#eventWaiters.get(snapshot.task_id) ?? [])]) wake();
   }
 
   #onFailure(f: A2aFailure): void {
@@ -1002,40 +607,27 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
       this.emit('peerGone', f.peer);
       if (this.#owedPeers().has(f.peer)) this.#watch.notFound(f.peer);
     }
+    const failure = { type: 'failure', peer: f.peer, code: f.code, message: f.message } as const;
     if (f.channel && f.channel !== PROBE_CHANNEL) {
-      const taskId = f.channel;
-      const pending = this.#pending.get(taskId);
-      if (pending?.agent_id === f.peer) {
-        if (f.code === 'peer_not_found' || f.code === 'e2ee_violation') pending.reject(this.#failureError(f));
-        return;
-      }
-      const owner = this.#owner(taskId);
-      if (owner?.agentId !== f.peer) return;
-      if (f.code === 'e2ee_violation') {
-        void this.#localEvent(taskId, { state: 'failed', reason: 'e2ee_violation', message: f.message });
-      }
-      // Other channel-level failures (a frame sealed under a session that a reconnect replaced, an answer
-      // to a worker that is away) heal by resuming: the answer stays queued, see #recover.
+      void this.#apply(f.channel, { ...failure, scope: 'task' });
       return;
     }
-    const err = this.#failureError(f);
-    for (const p of this.#probes.values()) if (p.peer === f.peer) p.reject(err);
+    const err = failureError(f.peer, f.code, f.message);
+    this.#probes.fail(f.peer, new PlannerError(err.code, err.message));
     if (f.channel === PROBE_CHANNEL) return;
-    for (const p of this.#pending.values()) if (p.agent_id === f.peer) p.reject(err);
-  }
-
-  /** On every (re)connect to the relay, and at start: frames may have been lost; bring every worker up to date. */
-  #onConnected(): void {
-    for (const peer of this.#owedPeers()) this.#recover(peer, 'connected');
+    for (const t of this.#peerTasks(f.peer))
+      void this.#apply(t.snapshot.task_id, { ...failure, scope: 'peer' });
   }
 
   // ── durability (docs/durability.md) ────────────────────────────────────────────────────────────────
 
   /** Workers that still owe this planner events, or are owed a dispatch or a cancel. */
   #owedPeers(): Set<string> {
-    const peers = new Set(this.#store.owed().map((t) => t.snapshot.agent_id));
-    for (const p of this.#pending.values()) peers.add(p.agent_id);
-    return peers;
+    return new Set(this.#store.owed().map((t) => t.snapshot.agent_id));
+  }
+
+  #peerTasks(peer: string): StoredTask[] {
+    return this.#store.owed().filter((t) => t.snapshot.agent_id === peer);
   }
 
   /** Whether a send to `peer` can get through now (we are on the relay, and it has not been reported gone). */
@@ -1046,38 +638,221 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
   /**
    * Brings one worker up to date after anything that may have lost frames in flight: our reconnect or
    * start (`connected`), a new session with it (`resync`), its return after the relay said it was gone
-   * (`back`), and the periodic check (`check`). Every open task is resumed after its last stored seq; a
-   * dispatch not yet accepted is asked about (Resume 0: the worker replays `accepted`, or says it never
-   * got the TaskStart, which then goes again); cancels not yet confirmed go again; and, except on the
-   * periodic check, answers the worker has not moved past go again (it ignores one it already took).
-   * Every message here is idempotent at the worker.
+   * (`back`), and the periodic check (`check`). What each task needs is `step`'s `recover`.
    */
-  #recover(peer: string, why: 'connected' | 'resync' | 'back' | 'check'): void {
+  #recover(peer: string, why: RecoverWhy): void {
     if (!this.#agent.connected || this.#closed) return;
     let resumed = 0;
-    for (const t of this.#store.owed()) {
-      const s = t.snapshot;
-      if (s.agent_id !== peer) continue;
-      if (isTerminal(s.state)) {
-        if (t.cancel_pending) this.#sendCancel(peer, s.task_id);
-        continue;
-      }
-      const p = this.#pending.get(s.task_id);
-      if (p) {
-        // A dispatch in flight has its own acceptance timeout; only a possible loss makes it ask.
-        if (why === 'check') continue;
-        if (p.phase === 'sent') p.phase = 'probing';
-      }
-      this.#resume(peer, s.task_id, s.last_seq);
-      // A withdrawn dispatch (#withdraw): whatever the worker has of it is stopped.
-      if (t.cancel_pending) this.#sendCancel(peer, s.task_id);
-      resumed++;
-      const answer = t.answer;
-      if (why !== 'check' && answer && s.state === 'waiting_input' && t.answered_seq === s.pending?.seq) {
-        void this.#sendAnswer(peer, s.task_id, t.answered_seq, answer);
-      }
+    for (const t of this.#peerTasks(peer)) {
+      const actions = this.#now(t.snapshot.task_id, { type: 'recover', peer, why });
+      if (actions.some((a) => a.type === 'resume')) resumed++;
     }
     if (why !== 'check' && resumed > 0) this.#log.info('resuming tasks', { peer, why, tasks: resumed });
+  }
+
+  /** The worker has been unreachable for the grace period: its open tasks end as `failed/worker_lost`. */
+  #declareLost(peer: string, unreachableMs: number): void {
+    const grace = this.#opts.workerLostGraceMs ?? 30_000;
+    const message =
+      `worker ${peer} has not been connected to the relay for ${Math.round(unreachableMs / 1000)} s ` +
+      `(the grace period is ${grace / 1000} s, --worker-lost-grace); the task cannot finish`;
+    const steps = this.#peerTasks(peer).map((t) =>
+      this.#apply(t.snapshot.task_id, { type: 'worker_lost', message }),
+    );
+    void Promise.all(steps).then((done) => {
+      const failed = done.filter((actions) => actions.some((a) => a.type === 'wake')).length;
+      if (failed > 0) this.#log.warn('worker lost; its tasks failed', { peer, tasks: failed });
+    });
+  }
+
+  // ── executing steps ────────────────────────────────────────────────────────────────────────────────
+
+  /** Runs one input of a task after those before it. */
+  #apply(taskId: string, input: Input | (() => Input)): Promise<Action[]> {
+    return this.#enqueue(taskId, () => this.#run(taskId, typeof input === 'function' ? input() : input));
+  }
+
+  /**
+   * Runs an input that appends no event (a dispatch taken, failed or recovered, an answer) at once:
+   * its callers need the row written before they go on.
+   */
+  #now(taskId: string, input: Input): Action[] {
+    let actions: Action[] = [];
+    void this.#run(taskId, input, (a) => {
+      actions = a;
+    });
+    return actions;
+  }
+
+  /** One step and its actions. Synchronous up to a `verify`, which waits for the files, then steps on. */
+  async #run(taskId: string, input: Input, decided?: (a: Action[]) => void): Promise<Action[]> {
+    const before = this.#store.get(taskId);
+    const { task, actions } = step({ stored: before, ...this.#memo.get(taskId) }, input, Date.now());
+    decided?.(actions);
+    if (task.resumeAsked === undefined && task.cancelSentAt === undefined) this.#memo.delete(taskId);
+    else this.#memo.set(taskId, { resumeAsked: task.resumeAsked, cancelSentAt: task.cancelSentAt });
+    const peer = 'peer' in input ? input.peer : (before?.snapshot.agent_id ?? '');
+    let snapshot: TaskSnapshot | undefined;
+    for (const a of actions) {
+      switch (a.type) {
+        case 'store':
+          if (a.change.op === 'append') {
+            snapshot = writeChange(this.#store, taskId, a.change);
+            // Stored already (cannot happen while each task's inputs run in turn): nothing follows.
+            if (!snapshot) return actions;
+          } else writeChange(this.#store, taskId, a.change);
+          break;
+        case 'ack':
+          this.#ack(peer, taskId, a.seq);
+          break;
+        case 'resume':
+          this.#resume(peer, taskId, a.afterSeq);
+          break;
+        case 'cancel':
+          this.#trySend(peer, taskId, {
+            case: 'cancel',
+            value: create(CancelSchema, { taskId, reason: a.reason }),
+          });
+          break;
+        case 'resend_start': {
+          const start = this.#waiters.get(taskId)?.start;
+          if (start) this.#trySend(peer, taskId, start);
+          break;
+        }
+        case 'resend_answer':
+          void this.#sendAnswer(peer, taskId, a.questionSeq, a.answer);
+          break;
+        case 'verify': {
+          if (input.type !== 'event') break;
+          const { files, problems } = await this.#files.verify(peer, taskId, input.event.artifacts);
+          return [
+            ...actions,
+            ...(await this.#run(taskId, { type: 'artifacts_verified', record: a.record, files, problems })),
+          ];
+        }
+        case 'resolve_dispatch':
+          this.#waiters.get(taskId)?.resolve(snapshot ?? this.#store.get(taskId)!.snapshot);
+          this.#waiters.delete(taskId);
+          break;
+        case 'reject_dispatch':
+          this.#waiters.get(taskId)?.reject(new PlannerError(a.code, a.message));
+          break;
+        case 'arm_timeout':
+          this.#armTimeout(this.#store.get(taskId));
+          break;
+        case 'wake': {
+          const s = snapshot ?? a.snapshot;
+          if (isTerminal(s.state)) {
+            clearTimeout(this.#timers.get(taskId));
+            this.#timers.delete(taskId);
+            this.#files.end(taskId, `the task is ${s.state}`);
+          }
+          this.emit('task', s, a.record);
+          break;
+        }
+        case 'log':
+          this.#log[a.level](a.message, a.fields);
+          break;
+      }
+    }
+    return actions;
+  }
+
+  #enqueue<T>(taskId: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.#chains.get(taskId);
+    // An idle task runs its input at once (synchronously up to its first wait).
+    const next = prev ? prev.then(fn) : fn();
+    const settled = next.catch((err: Error) => {
+      this.#log.error('task message handling failed', { task: taskId, error: err.stack ?? err.message });
+    });
+    this.#chains.set(taskId, settled);
+    void settled.then(() => {
+      if (this.#chains.get(taskId) === settled) this.#chains.delete(taskId);
+    });
+    return next.catch(() => [] as unknown as T);
+  }
+
+  #armTimeout(t: StoredTask | undefined): void {
+    const timeoutMs = t?.request.timeout_ms;
+    if (!t || !timeoutMs || isTerminal(t.snapshot.state)) return;
+    const grace = this.#opts.timeoutGraceMs ?? 10_000;
+    const due = t.snapshot.created_at + timeoutMs + grace - Date.now();
+    const taskId = t.snapshot.task_id;
+    clearTimeout(this.#timers.get(taskId));
+    const message = `no final event from worker ${t.snapshot.agent_id} within timeout_ms (${timeoutMs} ms) plus ${grace / 1000} s grace`;
+    const timer = setTimeout(
+      () => {
+        this.#timers.delete(taskId);
+        void this.#apply(taskId, { type: 'timeout', message });
+      },
+      Math.max(0, due),
+    );
+    timer.unref();
+    this.#timers.set(taskId, timer);
+  }
+
+  // ── helpers ────────────────────────────────────────────────────────────────────────────────────────
+
+  /**
+   * The task for a tool call; a dispatch not answered yet or withdrawn is an error that says so (or,
+   * with `dispatching`, is returned for wait_for_tasks to wait on).
+   */
+  #task(taskId: string, dispatching = false): StoredTask {
+    const task = this.#store.get(taskId);
+    if (task && (task.snapshot.state !== undefined || dispatching)) return task;
+    if (task?.dispatch === 'withdrawn') {
+      throw new PlannerError(
+        'wrong_state',
+        `task ${taskId} was withdrawn: worker ${task.snapshot.agent_id} did not answer its dispatch in ` +
+          'time, and has not been heard from since. It is told to cancel the task as soon as it is; then ' +
+          'this shows the task cancelled (or, if the task never reached it, the id is dropped)',
+      );
+    }
+    if (task) {
+      throw new PlannerError(
+        'wrong_state',
+        `task ${taskId} is still being dispatched: orchestrate_task has not returned yet`,
+      );
+    }
+    throw new PlannerError(
+      'unknown_task',
+      `unknown task ${JSON.stringify(taskId)}: this planner has no task with that id. Call list_active_tasks ` +
+        '(with all: true for finished ones) to see the task ids it tracks',
+    );
+  }
+
+  #assertNewTaskId(taskId: string): void {
+    const existing = this.#store.get(taskId)?.snapshot;
+    if (existing) {
+      throw new PlannerError(
+        'duplicate_task_id',
+        `task_id ${JSON.stringify(taskId)} is already used by this planner` +
+          (existing.state
+            ? ` (worker ${existing.agent_id}, state ${existing.state})`
+            : ' (being dispatched)') +
+          '; choose another task_id, or omit it to get a generated one',
+      );
+    }
+  }
+
+  /** Resolves once a task event is stored (of `taskId`, when given), after `ms`, on close, or when `signal` aborts. */
+  #nextEvent(ms: number, signal?: AbortSignal, taskId?: string): Promise<void> {
+    return new Promise((resolve) => {
+      const onTask = (s: TaskSnapshot) => {
+        if (taskId === undefined || s.task_id === taskId) done();
+      };
+      const done = () => {
+        clearTimeout(timer);
+        this.off('task', onTask);
+        this.off('closed', done);
+        signal?.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.on('task', onTask);
+      this.on('closed', done);
+      signal?.addEventListener('abort', done);
+    });
   }
 
   /**
@@ -1119,8 +894,8 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
     }).then(
       () => {
         // A resend after a reconnect leaves a transfer still running to resume on its own.
-        if (files.length > 0 && (prepared || !this.#transfers.has(taskId))) {
-          this.#startTransfer(peer, taskId, files, 'answer files');
+        if (files.length > 0 && (prepared || !this.#files.sending(taskId))) {
+          this.#files.send(peer, taskId, files, 'answer files');
         }
         return true;
       },
@@ -1137,121 +912,6 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
       return await Promise.race([sending, waited]);
     } finally {
       clearTimeout(timer);
-    }
-  }
-
-  /**
-   * Gives up a dispatch whose answer did not come in time. Its row stays (state NULL: dispatching) with
-   * the cancel pending, so the id is neither reused nor forgotten while the TaskStart may still arrive:
-   * a Cancel follows it now, and again whenever the worker is heard from (#recover). The worker's
-   * events, if it took the task, are stored as usual up to its `cancelled`; if it never got the task,
-   * its `unknown_task` answer lets the row go (#onRefused).
-   */
-  #withdraw(peer: string, taskId: string, why: string): void {
-    this.#store.setCancelPending(taskId, true);
-    this.#log.info('dispatch withdrawn; the worker is told to cancel it if it has it', {
-      peer,
-      task: taskId,
-      why,
-    });
-    this.#sendCancel(peer, taskId);
-  }
-
-  /** Sends a Cancel, at most once a second per task: a chatty worker does not get one per event. */
-  #sendCancel(peer: string, taskId: string): void {
-    const now = Date.now();
-    if (now - (this.#cancelResent.get(taskId) ?? 0) < 1_000) return;
-    this.#cancelResent.set(taskId, now);
-    const t = this.#store.get(taskId);
-    const reason = !t
-      ? 'the planner has no such task'
-      : t.snapshot.state === undefined
-        ? 'withdrawn by the planner: not accepted in time'
-        : 'cancelled by the planner';
-    this.#trySend(peer, taskId, { case: 'cancel', value: create(CancelSchema, { taskId, reason }) });
-  }
-
-  /**
-   * An event for a task that already ended here. If it ended here without the worker's word (a local
-   * cancel, worker_lost), the worker's own final event settles it; anything else means the task still
-   * runs there, so it is told again to stop.
-   */
-  #settleCancel(peer: string, taskId: string, ev: TaskEvent): void {
-    const t = this.#store.get(taskId);
-    if (!t?.cancel_pending) return;
-    const state = taskStateName(ev.state);
-    if (state && isTerminal(state)) {
-      this.#store.setCancelPending(taskId, false);
-      this.#cancelResent.delete(taskId);
-    } else this.#sendCancel(peer, taskId);
-  }
-
-  /** The worker has been unreachable for the grace period: its open tasks end as `failed/worker_lost`. */
-  #declareLost(peer: string, unreachableMs: number): void {
-    const grace = this.#opts.workerLostGraceMs ?? 30_000;
-    const message =
-      `worker ${peer} has not been connected to the relay for ${Math.round(unreachableMs / 1000)} s ` +
-      `(the grace period is ${grace / 1000} s, --worker-lost-grace); the task cannot finish`;
-    for (const p of [...this.#pending.values()]) {
-      if (p.agent_id === peer) p.reject(new PlannerError('unknown_agent', message));
-    }
-    let failed = 0;
-    for (const t of this.#store.owed()) {
-      const s = t.snapshot;
-      if (s.agent_id !== peer) continue;
-      if (isTerminal(s.state)) {
-        // Told for one more grace period; then given up.
-        if (t.cancel_pending) this.#store.setCancelPending(s.task_id, false);
-        continue;
-      }
-      // A dispatch not in flight (withdrawn, or left by an earlier run) may have reached the worker:
-      // it ends like an open task, so the id stays known and a late TaskStart is still cancelled.
-      if (s.state === undefined && this.#pending.has(s.task_id)) continue;
-      // Should the worker come back after all, it is told to stop this task.
-      this.#store.setCancelPending(s.task_id, true);
-      void this.#localEvent(s.task_id, { state: 'failed', reason: 'worker_lost', message });
-      failed++;
-    }
-    if (failed > 0) this.#log.warn('worker lost; its tasks failed', { peer, tasks: failed });
-  }
-
-  // ── helpers ────────────────────────────────────────────────────────────────────────────────────────
-
-  #task(taskId: string): StoredTask {
-    const task = this.#store.get(taskId);
-    if (task && task.snapshot.state !== undefined) return task;
-    if (task?.cancel_pending) {
-      throw new PlannerError(
-        'wrong_state',
-        `task ${taskId} was withdrawn: worker ${task.snapshot.agent_id} did not answer its dispatch in ` +
-          'time, and has not been heard from since. It is told to cancel the task as soon as it is; then ' +
-          'this shows the task cancelled (or, if the task never reached it, the id is dropped)',
-      );
-    }
-    if (task || this.#pending.has(taskId)) {
-      throw new PlannerError(
-        'wrong_state',
-        `task ${taskId} is still being dispatched: orchestrate_task has not returned yet`,
-      );
-    }
-    throw new PlannerError(
-      'unknown_task',
-      `unknown task ${JSON.stringify(taskId)}: this planner has no task with that id. Call list_active_tasks ` +
-        '(with all: true for finished ones) to see the task ids it tracks',
-    );
-  }
-
-  #assertNewTaskId(taskId: string): void {
-    const existing = this.#store.get(taskId)?.snapshot;
-    if (existing || this.#pending.has(taskId)) {
-      throw new PlannerError(
-        'duplicate_task_id',
-        `task_id ${JSON.stringify(taskId)} is already used by this planner` +
-          (existing?.state
-            ? ` (worker ${existing.agent_id}, state ${existing.state})`
-            : ' (being dispatched)') +
-          '; choose another task_id, or omit it to get a generated one',
-      );
     }
   }
 
@@ -1294,89 +954,14 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
 
   #sendError(err: Error, agentId: string): Error {
     if (err instanceof PlannerError) return err;
-    if (err instanceof A2aError)
-      return this.#failureError({ peer: agentId, code: err.code, message: err.message });
+    if (err instanceof A2aError) {
+      const f = failureError(agentId, err.code, err.message);
+      return new PlannerError(f.code, f.message);
+    }
     if (err instanceof AgentError) {
       return new PlannerError('relay_unreachable', `could not send to the relay: ${err.message}`);
     }
     return err;
-  }
-
-  #failureError(f: A2aFailure): PlannerError {
-    if (f.code === 'peer_not_found') {
-      return new PlannerError(
-        'unknown_agent',
-        `unknown agent ${JSON.stringify(f.peer)}: no such peer is connected under this API key. ` +
-          'Call list_worker_peers to see the workers you can use',
-      );
-    }
-    return new PlannerError('a2a', `A2A channel to ${f.peer} failed (${f.code}): ${f.message}`);
-  }
-
-  #enqueue(taskId: string, fn: () => Promise<void>): Promise<void> {
-    const prev = this.#chains.get(taskId) ?? Promise.resolve();
-    const next = prev.then(fn).catch((err: Error) => {
-      this.#log.error('task message handling failed', { task: taskId, error: err.stack ?? err.message });
-    });
-    this.#chains.set(taskId, next);
-    void next.then(() => {
-      if (this.#chains.get(taskId) === next) this.#chains.delete(taskId);
-    });
-    return next;
-  }
-
-  /** Stores an event this planner decides (timeout, local cancel, e2ee violation) after the worker's. */
-  #localEvent(
-    taskId: string,
-    e: { state: TaskStateName; reason: string; message: string },
-  ): Promise<TaskSnapshot> {
-    let result: TaskSnapshot | undefined;
-    return this.#enqueue(taskId, async () => {
-      const t = this.#store.get(taskId);
-      if (!t) return;
-      if (isTerminal(t.snapshot.state)) {
-        result = t.snapshot;
-        return;
-      }
-      const record: TaskEventRecord = {
-        seq: t.snapshot.last_seq + 1,
-        time: Date.now(),
-        origin: 'planner',
-        ...e,
-      };
-      const snapshot = this.#store.append(taskId, record)!;
-      result = snapshot;
-      this.#afterEvent(snapshot, record);
-    }).then(() => result ?? this.#store.get(taskId)!.snapshot);
-  }
-
-  #armTimeout(t: StoredTask): void {
-    const timeoutMs = t.request.timeout_ms;
-    if (!timeoutMs || isTerminal(t.snapshot.state)) return;
-    const grace = this.#opts.timeoutGraceMs ?? 10_000;
-    const due = t.snapshot.created_at + timeoutMs + grace - Date.now();
-    const taskId = t.snapshot.task_id;
-    clearTimeout(this.#timers.get(taskId));
-    const timer = setTimeout(
-      () => {
-        this.#timers.delete(taskId);
-        // Until the worker confirms, the cancel is sent again whenever it is back (see #recover).
-        const state = this.#store.get(taskId)?.snapshot.state;
-        if (state !== undefined && !isTerminal(state)) this.#store.setCancelPending(taskId, true);
-        this.#trySend(t.snapshot.agent_id, taskId, {
-          case: 'cancel',
-          value: create(CancelSchema, { taskId, reason: 'timeout' }),
-        });
-        void this.#localEvent(taskId, {
-          state: 'failed',
-          reason: 'timeout',
-          message: `no final event from worker ${t.snapshot.agent_id} within timeout_ms (${timeoutMs} ms) plus ${grace / 1000} s grace`,
-        });
-      },
-      Math.max(0, due),
-    );
-    timer.unref();
-    this.#timers.set(taskId, timer);
   }
 
   #waitTerminal(
@@ -1444,14 +1029,5 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
     this.#send(peer, channel, msg).catch((err: Error) => {
       this.#log.debug('A2A send failed', { peer, channel, kind: msg.case, error: err.message });
     });
-  }
-}
-
-function parseJson(text: string): unknown {
-  if (!text) return undefined;
-  try {
-    return JSON.parse(text);
-  } catch {
-    return text;
   }
 }
