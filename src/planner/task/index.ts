@@ -1,13 +1,9 @@
 /** @module The planner's task transitions: one pure `step`, and the writer of its store changes. */
 export {
   type Action,
-  applyChange,
-  CANCEL_RESEND_MS,
-  eventRecord,
   failureError,
   type Input,
   type RecoverWhy,
-  type Step,
   type StoreChange,
   step,
   type Task,
