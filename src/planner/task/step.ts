@@ -1,9 +1,10 @@
 /**
  * @module Every decision about one task, as one pure function: `step(task, input, now) → {task, actions}`.
- * The task manager feeds it what happened (a worker's event or refusal, a timer, a tool call, a lost
- * worker, a reconnect) and executes the actions it returns (store, acknowledge, resume, cancel, resend,
- * settle the dispatching call, wake waiters). Nothing here sends, stores or waits, so the table test in
- * test/planner/step.test.ts covers every transition, and what is stored is all a restarted planner needs.
+ * The task router (src/planner/task-router.ts) feeds it what happened (a worker's event or refusal, a
+ * timer, a tool call, a lost worker, a reconnect) and executes the actions it returns (store,
+ * acknowledge, resume, cancel, resend, settle the dispatching call, wake waiters). Nothing here sends,
+ * stores or waits, so the table test in test/planner/step.test.ts covers every transition, and what is
+ * stored is all a restarted planner needs.
  */
 import type { TaskEvent } from '../../protocol/a2a.js';
 import { taskStateName } from '../../protocol/a2a.js';
