@@ -12,6 +12,7 @@ export {
   type EmbeddedRelay,
   runDemo,
 } from './demo.js';
+export { type DispatchRequest, generateTaskId, taskIdProblem } from './dispatch.js';
 export { PlannerError, type PlannerErrorCode } from './errors.js';
 export { acquireStateLock, LockError } from './lock.js';
 export {
@@ -28,18 +29,10 @@ export {
   writeClientConfig,
 } from './mcp-json.js';
 export { matchesSelector, type Peer, PeerDirectory, parseSelector, type SelectorTerm } from './peers.js';
+export { PROBE_CHANNEL, type ProbeReport } from './probes.js';
 export { INSTRUCTIONS, type PlannerServer, type PlannerServerOptions, servePlanner } from './server.js';
 export { type ListedTool, ToolSurface } from './surface.js';
-export {
-  type CancelOutcome,
-  type DispatchRequest,
-  generateTaskId,
-  PROBE_CHANNEL,
-  type ProbeReport,
-  TaskManager,
-  type TaskManagerOptions,
-  taskIdProblem,
-} from './task-manager.js';
+export { type CancelOutcome, TaskManager, type TaskManagerOptions } from './task-manager.js';
 export {
   type ArtifactRecord,
   applyEvent,

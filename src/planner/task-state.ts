@@ -56,6 +56,26 @@ export interface TaskSnapshot {
   message?: string;
 }
 
+/**
+ * Where a dispatch stands while its task has no event yet (state undefined), kept in the store so that a
+ * restarted planner knows what each such row is.
+ */
+export type DispatchPhase =
+  /** The TaskStart went out; the dispatching call waits for the worker's `accepted` or refusal. */
+  | 'sent'
+  /** After a possible loss, a Resume(0) asks the worker whether it has the task. */
+  | 'probing'
+  /** The worker had not got it: the TaskStart went again. */
+  | 'resent'
+  /** The dispatching call gave up waiting; a Cancel follows the TaskStart (docs/durability.md). */
+  | 'withdrawn'
+  /** Left by an earlier run of the planner: nobody waits for it, a late `accepted` is adopted. */
+  | 'adopted';
+
+/** Whether a dispatching call of this process still waits for the worker's answer. */
+export const inFlight = (phase: DispatchPhase | undefined): boolean =>
+  phase === 'sent' || phase === 'probing' || phase === 'resent';
+
 export const isTerminal = (state: TaskStateName | undefined): boolean =>
   state !== undefined && TERMINAL_STATES.has(state);
 

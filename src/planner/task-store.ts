@@ -12,6 +12,7 @@ import Database from 'better-sqlite3';
 import {
   type ArtifactRecord,
   applyEvent,
+  type DispatchPhase,
   newSnapshot,
   type PendingQuestion,
   type TaskEventRecord,
@@ -44,6 +45,8 @@ export interface StoredTask {
   answer?: QueuedAnswer;
   /** cancel_task ended the task here before the worker confirmed: the Cancel is resent until it does. */
   cancel_pending: boolean;
+  /** Where the dispatch stands; read while the task has no event yet (state undefined). */
+  dispatch?: DispatchPhase;
 }
 
 const SCHEMA = `
@@ -64,7 +67,8 @@ CREATE TABLE IF NOT EXISTS tasks (
   answered_seq   INTEGER NOT NULL DEFAULT 0,
   answer_json    TEXT,
   cancel_pending INTEGER NOT NULL DEFAULT 0,
-  delivered      TEXT
+  delivered      TEXT,
+  dispatch       TEXT
 );
 CREATE INDEX IF NOT EXISTS tasks_state ON tasks (state, updated_at);
 CREATE TABLE IF NOT EXISTS events (
@@ -95,6 +99,7 @@ interface TaskRow {
   answer_json: string | null;
   cancel_pending: number;
   delivered: string | null;
+  dispatch: string | null;
 }
 
 /** Columns added after the first release, with their definitions, for stores created before them. */
@@ -102,6 +107,7 @@ const ADDED_COLUMNS: Record<string, string> = {
   answer_json: 'TEXT',
   cancel_pending: 'INTEGER NOT NULL DEFAULT 0',
   delivered: 'TEXT',
+  dispatch: 'TEXT',
 };
 
 /**
@@ -135,6 +141,7 @@ function fromRow(r: TaskRow): StoredTask {
     answered_seq: r.answered_seq,
     answer: parse<QueuedAnswer>(r.answer_json),
     cancel_pending: r.cancel_pending === 1,
+    dispatch: (r.dispatch ?? undefined) as DispatchPhase | undefined,
   };
 }
 
@@ -168,16 +175,23 @@ export class TaskStore {
         "UPDATE tasks SET delivered = 'final' WHERE state IN ('completed', 'failed', 'cancelled')",
       );
     }
+    // Dispatch rows of a store without phases: a withdrawn one had its cancel pending.
+    if (!columns.has('dispatch')) {
+      this.#db.exec(
+        "UPDATE tasks SET dispatch = CASE cancel_pending WHEN 1 THEN 'withdrawn' ELSE 'adopted' END WHERE state IS NULL",
+      );
+    }
     const db = this.#db;
     this.#stmt = {
       get: db.prepare<[string], TaskRow>('SELECT * FROM tasks WHERE task_id = ?'),
       insertTask: db.prepare(
-        `INSERT OR IGNORE INTO tasks (task_id, agent_id, state, objective, request_json, created_at, updated_at)
-         VALUES (@task_id, @agent_id, NULL, @objective, @request_json, @created_at, @created_at)`,
+        `INSERT OR IGNORE INTO tasks (task_id, agent_id, state, objective, request_json, created_at, updated_at, dispatch)
+         VALUES (@task_id, @agent_id, NULL, @objective, @request_json, @created_at, @created_at, 'sent')`,
       ),
       removeUnstarted: db.prepare('DELETE FROM tasks WHERE task_id = ? AND state IS NULL AND last_seq = 0'),
       setAnswer: db.prepare('UPDATE tasks SET answered_seq = ?, answer_json = ? WHERE task_id = ?'),
       setCancelPending: db.prepare('UPDATE tasks SET cancel_pending = ? WHERE task_id = ?'),
+      setDispatch: db.prepare('UPDATE tasks SET dispatch = ? WHERE task_id = ?'),
       owed: db.prepare<[], TaskRow>(
         `SELECT * FROM tasks WHERE state IS NULL OR state NOT IN ('completed', 'failed', 'cancelled')
            OR cancel_pending = 1 ORDER BY created_at`,
@@ -225,8 +239,8 @@ export class TaskStore {
   }
 
   /**
-   * Records a task being dispatched, before its TaskStart goes out (state NULL): the id is taken, and a
-   * planner restarted before the worker's answer still knows to ask for it.
+   * Records a task being dispatched, before its TaskStart goes out (state NULL, phase `sent`): the id is
+   * taken, and a planner restarted before the worker's answer still knows to ask for it.
    */
   begin(t: {
     task_id: string;
@@ -319,6 +333,11 @@ export class TaskStore {
 
   setCancelPending(taskId: string, pending: boolean): void {
     this.#stmt.setCancelPending.run(pending ? 1 : 0, taskId);
+  }
+
+  /** Records where a dispatch stands (see {@link DispatchPhase}). */
+  setDispatch(taskId: string, phase: DispatchPhase): void {
+    this.#stmt.setDispatch.run(phase, taskId);
   }
 
   /**

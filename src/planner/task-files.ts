@@ -1,0 +1,169 @@
+/**
+ * @module The files of the planner's tasks: result files received (one {@link ArtifactReceiver} per task,
+ * verified when the final event lists them) and input or answer files sent (one {@link ArtifactSender}
+ * per transfer, in the background, resumed after a new session). Which task owns which peer is the task
+ * manager's to say.
+ */
+import { join } from 'node:path';
+import { create } from '@bufbuild/protobuf';
+import {
+  ArtifactReceiver,
+  ArtifactSender,
+  type ChunkRef,
+  DEFAULT_MAX_ARTIFACT_BYTES,
+  type LocalFile,
+  type VerifyOutcome,
+} from '../agent/artifacts/index.js';
+import type { A2aBody } from '../agent/index.js';
+import { type ArtifactAck, type ArtifactChunk, type ArtifactInfo, CancelSchema } from '../protocol/a2a.js';
+import { type Logger, silentLogger } from '../util/log.js';
+
+/** Named in the error of a file over the limit. */
+export const LIMIT_FLAG = '--max-artifact-bytes of nfltr mcp';
+
+export interface TaskFilesOptions {
+  /** Result files go to `<stateDir>/artifacts/<task_id>/`. */
+  stateDir: string;
+  maxArtifactBytes?: number;
+  /** For tests: the artifact sender corrupts this chunk once. */
+  testCorruptChunk?: ChunkRef;
+  /** Sends one message on a task's channel. */
+  send: (peer: string, taskId: string, msg: A2aBody) => Promise<void>;
+  /** Resolves once the relay link has room again (flow control for files). */
+  whenWritable: (signal?: AbortSignal) => Promise<void>;
+  logger?: Logger;
+}
+
+interface Transfer {
+  sender: ArtifactSender;
+  abort: AbortController;
+}
+
+export class TaskFiles {
+  readonly #opts: TaskFilesOptions;
+  readonly #log: Logger;
+  /** Result files of a task, received before the event that lists them. */
+  readonly #receivers = new Map<string, ArtifactReceiver>();
+  /** Input and answer files going out, per task. */
+  readonly #transfers = new Map<string, Set<Transfer>>();
+
+  constructor(opts: TaskFilesOptions) {
+    this.#opts = opts;
+    this.#log = opts.logger ?? silentLogger;
+  }
+
+  get maxBytes(): number {
+    return this.#opts.maxArtifactBytes ?? DEFAULT_MAX_ARTIFACT_BYTES;
+  }
+
+  /** Whether result files of the task have arrived (then its final event is checked against them). */
+  receiving(taskId: string): boolean {
+    return this.#receivers.has(taskId);
+  }
+
+  /** Whether files are still going out to the task's worker. */
+  sending(taskId: string): boolean {
+    return this.#transfers.has(taskId);
+  }
+
+  accept(peer: string, chunk: ArtifactChunk): Promise<void> {
+    return this.#receiver(chunk.taskId, peer).accept(chunk);
+  }
+
+  /** Checks the files a final event lists against what arrived. */
+  verify(peer: string, taskId: string, listed: ArtifactInfo[]): Promise<VerifyOutcome> {
+    return this.#receiver(taskId, peer).verify(listed);
+  }
+
+  #receiver(taskId: string, peer: string): ArtifactReceiver {
+    let r = this.#receivers.get(taskId);
+    if (!r) {
+      r = new ArtifactReceiver({
+        taskId,
+        dir: join(this.#opts.stateDir, 'artifacts', taskId),
+        partialDir: join(this.#opts.stateDir, 'artifacts', '.partial', taskId),
+        maxBytes: this.maxBytes,
+        limitFlag: LIMIT_FLAG,
+        acceptUnannounced: true,
+        logger: this.#log,
+        sendAck: (ack) => this.#trySend(peer, taskId, { case: 'artifactAck', value: ack }),
+      });
+      this.#receivers.set(taskId, r);
+    }
+    return r;
+  }
+
+  /** Streams files to a task's worker in the background; one that cannot be sent cancels the task. */
+  send(peer: string, taskId: string, files: LocalFile[], what: string): void {
+    const abort = new AbortController();
+    const sender = new ArtifactSender(files, {
+      taskId,
+      send: (msg) => this.#opts.send(peer, taskId, msg),
+      whenWritable: (signal) => this.#opts.whenWritable(signal),
+      signal: abort.signal,
+      corruptChunk: this.#opts.testCorruptChunk,
+      logger: this.#log,
+    });
+    const entry = { sender, abort };
+    const set = this.#transfers.get(taskId) ?? new Set();
+    set.add(entry);
+    this.#transfers.set(taskId, set);
+    sender
+      .run()
+      .then(
+        (r) =>
+          this.#log.info(`${what} sent`, {
+            task: taskId,
+            files: r.files,
+            bytes: r.bytes,
+            bytes_sent: r.bytesSent,
+            bytes_resent: r.bytesResent,
+            discarded: r.failed.length ? r.failed : undefined,
+          }),
+        (err: Error) => {
+          if (abort.signal.aborted) return;
+          this.#log.warn(`${what} could not be sent; cancelling the task`, {
+            task: taskId,
+            error: err.message,
+          });
+          this.#trySend(peer, taskId, {
+            case: 'cancel',
+            value: create(CancelSchema, { taskId, reason: `${what} could not be sent: ${err.message}` }),
+          });
+        },
+      )
+      .finally(() => {
+        set.delete(entry);
+        if (set.size === 0 && this.#transfers.get(taskId) === set) this.#transfers.delete(taskId);
+      });
+  }
+
+  onAck(taskId: string, ack: ArtifactAck): void {
+    for (const t of this.#transfers.get(taskId) ?? []) t.sender.onAck(ack);
+  }
+
+  /** A new session with a worker: the transfers of its tasks go on from the acknowledged offsets. */
+  resync(ownedByPeer: (taskId: string) => boolean): void {
+    for (const [taskId, set] of this.#transfers)
+      if (ownedByPeer(taskId)) for (const t of set) t.sender.resync();
+    for (const [taskId, r] of this.#receivers) if (ownedByPeer(taskId)) r.resync();
+  }
+
+  /** The task ended: what it still receives or sends is dropped. */
+  end(taskId: string, why: string): void {
+    const r = this.#receivers.get(taskId);
+    this.#receivers.delete(taskId);
+    void r?.abort();
+    for (const t of this.#transfers.get(taskId) ?? []) t.abort.abort(why);
+  }
+
+  close(why: string): void {
+    for (const set of this.#transfers.values()) for (const t of set) t.abort.abort(why);
+  }
+
+  #trySend(peer: string, taskId: string, msg: A2aBody): void {
+    this.#opts.send(peer, taskId, msg).catch((err: Error) => {
+      this.#log.debug('A2A send failed', { peer, channel: taskId, kind: msg.case, error: err.message });
+    });
+  }
+}
