@@ -13,6 +13,7 @@ import { parsePairingKey } from '../protocol/e2ee.js';
 export interface AgentFlags {
   server?: string;
   apiKey?: string;
+  apiKeyFile?: string;
   name?: string;
   tls?: boolean;
   tlsCa?: string;
@@ -27,6 +28,12 @@ export function addAgentOptions(cmd: Command, opts: { serverRequired?: boolean }
       ).env('NFLTR_SERVER'),
     )
     .addOption(new Option('--api-key <key>', 'API key of your relay account').env('NFLTR_API_KEY'))
+    .addOption(
+      new Option(
+        '--api-key-file <file>',
+        'read the API key from this file instead (for clients that pass no environment, e.g. Claude Desktop)',
+      ).env('NFLTR_API_KEY_FILE'),
+    )
     .addOption(
       new Option('--name <id>', 'agent id, unique in the account (default: from the host name)').env(
         'AGENT_ID',
@@ -48,10 +55,33 @@ export function defaultAgentId(kind: AgentKindName): string {
   return `${host}-${kind}`.slice(0, 128);
 }
 
+/**
+ * The API key: `--api-key` (or NFLTR_API_KEY) when set, else the first line of `--api-key-file`.
+ * Throws an error naming the flag when the file cannot be read or is empty.
+ */
+export function apiKeyFrom(flags: AgentFlags): string | undefined {
+  if (flags.apiKey || !flags.apiKeyFile) return flags.apiKey;
+  let text: string;
+  try {
+    text = readFileSync(flags.apiKeyFile, 'utf8');
+  } catch (err) {
+    throw new Error(
+      `--api-key-file ${flags.apiKeyFile}: cannot read it (${(err as NodeJS.ErrnoException).code})`,
+    );
+  }
+  const key = text.split(/\r?\n/, 1)[0]!.trim();
+  if (!key)
+    throw new Error(
+      `--api-key-file ${flags.apiKeyFile}: the file is empty; put the API key on its first line`,
+    );
+  return key;
+}
+
 /** Validates the shared flags; returns options for the agent, or throws an error naming the flag. */
 export function agentOptionsFrom(flags: AgentFlags, kind: AgentKindName): Omit<AgentOptions, 'logger'> {
   if (!flags.server) throw new Error('no relay address: pass --server host:port or set NFLTR_SERVER');
-  if (!flags.apiKey) throw new Error('no API key: pass --api-key or set NFLTR_API_KEY');
+  const apiKey = apiKeyFrom(flags);
+  if (!apiKey) throw new Error('no API key: pass --api-key, set NFLTR_API_KEY, or pass --api-key-file');
   const servers = flags.server
     .split(',')
     .map((s) => s.trim())
@@ -64,7 +94,7 @@ export function agentOptionsFrom(flags: AgentFlags, kind: AgentKindName): Omit<A
   const agentId = flags.name ?? defaultAgentId(kind);
   const problem = agentIdProblem(agentId);
   if (problem) throw new Error(`--name: ${problem}`);
-  return { servers, apiKey: flags.apiKey, agentId, kind, tls: flags.tls, tlsCaFile: flags.tlsCa };
+  return { servers, apiKey, agentId, kind, tls: flags.tls, tlsCaFile: flags.tlsCa };
 }
 
 /** `true`/`false` (and yes/no, on/off, 1/0), so `--flag=false` and `--flag false` both work. */

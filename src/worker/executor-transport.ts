@@ -17,6 +17,9 @@ export interface ExecutorTransportOptions {
   args: string[];
   env: Record<string, string>;
   cwd?: string;
+  /** Runs the executor as this user and group (the worker must be root); no supplementary groups. */
+  uid?: number;
+  gid?: number;
   /** Called once the process exists, before any message is sent (record and watch its pid). */
   onSpawn?: (pid: number) => void;
 }
@@ -54,6 +57,7 @@ export class ExecutorTransport implements Transport {
       const child = spawn(this.#opts.command, this.#opts.args, {
         env: { ...getDefaultEnvironment(), ...this.#opts.env },
         cwd: this.#opts.cwd,
+        ...(this.#opts.uid !== undefined ? { uid: this.#opts.uid, gid: this.#opts.gid } : {}),
         stdio: ['pipe', 'pipe', 'pipe'],
         shell: false,
         detached: PROCESS_GROUPS,

@@ -61,24 +61,42 @@ export function parseExecutorCommand(
 }
 
 /** Variables passed through besides the SDK's defaults; everything else (tokens, keys) stays with us. */
-const EXTRA_ENV = ['PATH', 'HOME', 'TMPDIR', 'LANG', 'LC_ALL'];
+const EXTRA_ENV = ['PATH', 'HOME', 'TMPDIR', 'LANG', 'LC_ALL', 'NFLTR_LOG_LEVEL'];
+
+/** The worker's own secrets: never passed to an executor, not even through `--executor-env`. */
+export const WORKER_SECRETS = ['NFLTR_API_KEY', 'NFLTR_API_KEY_FILE', 'NFLTR_E2EE_KEY_FILE'];
 
 /**
- * The executor's environment: the SDK's safe defaults, PATH/HOME and a few locale variables, and
- * `NFLTR_*` except the API key (an executor has no business on the relay under our account).
+ * The executor's environment: the SDK's safe defaults, PATH/HOME, a few locale variables, the log
+ * level, and what `--executor-env` names. No other `NFLTR_*` variable: an executor has no business on
+ * the relay under our account, nor with the pairing key. Throws naming `--executor-env` when it lists
+ * one of {@link WORKER_SECRETS}.
  */
 export function executorEnvironment(
   extra: Record<string, string> = {},
   env: NodeJS.ProcessEnv = process.env,
   passThrough: readonly string[] = [],
 ): Record<string, string> {
+  const secret = passThrough.find((k) => WORKER_SECRETS.includes(k));
+  if (secret) {
+    throw new WorkerConfigError(
+      `--executor-env ${secret}: that is the worker's own secret, which tasks must not reach; give the executor credentials of its own`,
+    );
+  }
   const out = getDefaultEnvironment();
   for (const [k, v] of Object.entries(env)) {
     if (v === undefined || v.startsWith('()')) continue;
-    const nfltr = k.startsWith('NFLTR_') && k !== 'NFLTR_API_KEY';
-    if (EXTRA_ENV.includes(k) || nfltr || passThrough.includes(k)) out[k] = v;
+    if (EXTRA_ENV.includes(k) || passThrough.includes(k)) out[k] = v;
   }
   return { ...out, ...extra };
+}
+
+/** The OS user executors run as (`--executor-user`), when not the worker's own. */
+export interface ExecutorUser {
+  name: string;
+  uid: number;
+  gid: number;
+  home: string;
 }
 
 export interface ToolChoice {
@@ -261,6 +279,8 @@ export interface ExecutorStartOptions {
   reaper?: ExecutorReaper;
   /** Where to record the executor's pid while it runs (the task folder's `executor.pid`). */
   pidFile?: string;
+  /** Runs the executor as this OS user (the worker runs as root). */
+  user?: ExecutorUser;
   logger?: Logger;
 }
 
@@ -303,11 +323,13 @@ export class ExecutorSession {
     const logger = opts.logger ?? silentLogger;
     const log = createWriteStream(opts.logFile, { flags: 'a' });
     log.on('error', (err) => logger.warn('cannot write executor log', { file: opts.logFile, error: err }));
+    const u = opts.user;
     const transport = new ExecutorTransport({
       command: opts.command.command,
       args: opts.command.args,
-      env: opts.env,
+      env: u ? { ...opts.env, HOME: u.home, USER: u.name, LOGNAME: u.name } : opts.env,
       cwd: opts.cwd,
+      ...(u ? { uid: u.uid, gid: u.gid } : {}),
       onSpawn: (pid) => {
         opts.reaper?.watch(pid);
         if (opts.pidFile) recordExecutorPid(opts.pidFile, pid);

@@ -18,6 +18,7 @@ export {
   ExecutorError,
   ExecutorSession,
   type ExecutorStartOptions,
+  type ExecutorUser,
   executorEnvironment,
   isClaudeCodeServer,
   mainStringField,
@@ -27,6 +28,7 @@ export {
   RUN_TASK_TOOL,
   type TaskInput,
   type ToolChoice,
+  WORKER_SECRETS,
 } from './executor.js';
 export {
   AUTOMATIC_LABEL_PREFIXES,

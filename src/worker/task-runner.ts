@@ -5,7 +5,7 @@
  * `output/` files went out as chunks. Cancel, timeout, shutdown and channel violations halt it; every
  * path ends with the executor stopped, the slot released and exactly one terminal event.
  */
-import { mkdir } from 'node:fs/promises';
+import { chown, mkdir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { CallToolResult, ElicitRequest, ElicitResult } from '@modelcontextprotocol/sdk/types.js';
 import type { A2aBody } from '../agent/a2a.js';
@@ -32,6 +32,7 @@ import {
   buildToolArguments,
   type ExecutorCommand,
   ExecutorSession,
+  type ExecutorUser,
   isConnectionClosed,
   NO_REQUEST_TIMEOUT_MS,
   type ProgressParams,
@@ -79,6 +80,8 @@ export interface TaskRunnerDeps {
   onTerminal: () => void;
   /** Kills the executor if the worker dies; its pid is also kept in `executor.pid` while it runs. */
   reaper?: ExecutorReaper;
+  /** The executor runs as this OS user: `input/` and `output/` are handed to it. */
+  user?: ExecutorUser;
 }
 
 const LIMIT_FLAG = '--max-artifact-bytes of nfltr worker';
@@ -239,6 +242,8 @@ export class TaskRunner {
       await mkdir(this.outputDir, { recursive: true });
       await mkdir(this.inputDir, { recursive: true });
       await inputs;
+      const u = this.#deps.user;
+      if (u) await chownTree([this.outputDir, this.inputDir], u);
       this.#throwIfHalted();
       outcome = await this.#execute();
     } catch (err) {
@@ -271,6 +276,7 @@ export class TaskRunner {
         },
         logFile: join(d.dir, 'executor.log'),
         reaper: d.reaper,
+        ...(d.user ? { user: d.user } : {}),
         pidFile: join(d.dir, EXECUTOR_PID_FILE),
         onElicit: (params, signal) => this.#ask(params, signal),
         onProgress: (p) => this.#onProgress(p),
@@ -589,6 +595,14 @@ export class TaskRunner {
       }),
     );
     return event;
+  }
+}
+
+/** Hands folders and what is in them to the executor's user (input files arrive owned by the worker). */
+async function chownTree(dirs: string[], u: ExecutorUser): Promise<void> {
+  for (const dir of dirs) {
+    await chown(dir, u.uid, u.gid);
+    for (const e of await readdir(dir, { recursive: true })) await chown(join(dir, e), u.uid, u.gid);
   }
 }
 

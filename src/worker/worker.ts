@@ -34,6 +34,7 @@ import {
   type ExecutorCheck,
   type ExecutorCommand,
   type ExecutorStartOptions,
+  type ExecutorUser,
   executorEnvironment,
   parseExecutorCommand,
   probeReadiness,
@@ -102,6 +103,8 @@ export interface WorkerOptions {
   executorEnv?: string[];
   /** A task with no event for this long gets a `running` event saying so (`--stall-after`); 0: never. */
   stallAfterMs?: number;
+  /** Executors run as this OS user (`--executor-user`; the worker runs as root). */
+  executorUser?: ExecutorUser;
   logger: Logger;
 }
 
@@ -231,6 +234,7 @@ export class Worker {
         logFile: join(opts.stateDir, 'executor-check.log'),
         logger: opts.logger.child('executor'),
         reaper,
+        ...(opts.executorUser ? { user: opts.executorUser } : {}),
       });
     let check: ExecutorCheck = await checkWith(command);
     if (!check.choice) {
@@ -435,6 +439,7 @@ export class Worker {
       cwd: this.#opts.cwd,
       logFile: join(this.#opts.stateDir, logFile),
       reaper: this.#reaper,
+      ...(this.#opts.executorUser ? { user: this.#opts.executorUser } : {}),
     };
   }
 
@@ -529,6 +534,7 @@ export class Worker {
         this.#active.delete(id);
       },
       reaper: this.#reaper,
+      ...(this.#opts.executorUser ? { user: this.#opts.executorUser } : {}),
     });
     this.#active.set(id, runner);
     this.#owed.set(id, { id, owner: peer, dir, log: runner.events, chain: Promise.resolve() });

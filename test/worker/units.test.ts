@@ -32,11 +32,23 @@ const tool = (name: string, properties: Record<string, { type: string }>, requir
 
 describe('worker units', () => {
   it('executor env - keeps the relay key out and passes through only the named variables', () => {
-    const env = { PATH: '/bin', NFLTR_API_KEY: 'k', NFLTR_X: 'x', ANTHROPIC_API_KEY: 'a', SECRET: 's' };
+    const env = {
+      PATH: '/bin',
+      NFLTR_API_KEY: 'k',
+      NFLTR_API_KEY_FILE: '/k',
+      NFLTR_E2EE_KEY_FILE: '/p',
+      NFLTR_SERVER: 'relay:1',
+      NFLTR_LOG_LEVEL: 'debug',
+      ANTHROPIC_API_KEY: 'a',
+      SECRET: 's',
+    };
     const out = executorEnvironment({}, env, ['ANTHROPIC_API_KEY']);
-    expect(out).toMatchObject({ PATH: '/bin', NFLTR_X: 'x', ANTHROPIC_API_KEY: 'a' });
-    expect(out.NFLTR_API_KEY).toBeUndefined();
+    expect(out).toMatchObject({ PATH: '/bin', NFLTR_LOG_LEVEL: 'debug', ANTHROPIC_API_KEY: 'a' });
+    expect(Object.keys(out).filter((k) => k.startsWith('NFLTR_'))).toEqual(['NFLTR_LOG_LEVEL']);
     expect(out.SECRET).toBeUndefined();
+    expect(() => executorEnvironment({}, env, ['NFLTR_API_KEY'])).toThrow(
+      /--executor-env NFLTR_API_KEY: that is the worker's own secret/,
+    );
   });
 
   it('command line - quotes, escapes and ~ like a shell, no shell features', () => {
