@@ -187,13 +187,11 @@ export async function workerCommand(o: WorkerCommandOptions): Promise<number> {
  * (/proc/<pid>/cmdline, ps): Node rewrites the argv area when the process title is set.
  */
 export function hideApiKeyInArgv(argv: string[] = process.argv): void {
-  let hidden = false;
   const shown = argv.map((a, i) => {
-    if (argv[i - 1] === '--api-key') return ((hidden = true), '[hidden]');
-    if (a.startsWith('--api-key=')) return ((hidden = true), '--api-key=[hidden]');
-    return a;
+    if (argv[i - 1] === '--api-key') return '[hidden]';
+    return a.startsWith('--api-key=') ? '--api-key=[hidden]' : a;
   });
-  if (!hidden) return;
+  if (shown.every((a, i) => a === argv[i])) return;
   process.title = shown.join(' ');
   process.stderr.write(
     'nfltr worker: warning: --api-key on the command line was visible to every local user until now; pass it in NFLTR_API_KEY or --api-key-file\n',
