@@ -20,6 +20,7 @@ import {
 import { type CommandLineError, joinCommandLine, splitCommandLine } from '../util/command-line.js';
 import { type Logger, silentLogger } from '../util/log.js';
 import { VERSION } from '../version.js';
+import type { ExecutorCgroup } from './cgroup.js';
 import { WorkerConfigError } from './errors.js';
 import { ExecutorTransport } from './executor-transport.js';
 import { descendantPids, isAlive, signalAll, signalGroup } from './process-tree.js';
@@ -301,6 +302,8 @@ export class ExecutorSession {
   #exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
   readonly #closedPromise: Promise<void>;
   #stopPromise: Promise<void> | undefined;
+  /** Kills what is left in the executor's cgroup; resolves with how many processes that was. */
+  #release: () => Promise<number> = async () => 0;
 
   private constructor(
     client: Client,
@@ -324,6 +327,7 @@ export class ExecutorSession {
     const log = createWriteStream(opts.logFile, { flags: 'a' });
     log.on('error', (err) => logger.warn('cannot write executor log', { file: opts.logFile, error: err }));
     const u = opts.user;
+    let cgroup: ExecutorCgroup | undefined;
     const transport = new ExecutorTransport({
       command: opts.command.command,
       args: opts.command.args,
@@ -331,8 +335,8 @@ export class ExecutorSession {
       cwd: opts.cwd,
       ...(u ? { uid: u.uid, gid: u.gid } : {}),
       onSpawn: (pid) => {
-        opts.reaper?.watch(pid);
-        if (opts.pidFile) recordExecutorPid(opts.pidFile, pid);
+        cgroup = opts.reaper?.watch(pid);
+        if (opts.pidFile) recordExecutorPid(opts.pidFile, pid, cgroup);
       },
     });
     // The same capabilities in every session (start-up check, probes, tasks): servers list tools by them.
@@ -385,6 +389,7 @@ export class ExecutorSession {
     } catch (err) {
       const what = `${[opts.command.command, ...opts.command.args].join(' ')}`;
       await transport.close().catch(() => {});
+      await opts.reaper?.release(cgroup);
       await new Promise<void>((r) => log.end(r));
       const e = err as NodeJS.ErrnoException;
       if (e.code === 'ENOENT' || e.code === 'EACCES' || e.syscall?.startsWith('spawn')) {
@@ -399,6 +404,7 @@ export class ExecutorSession {
       );
     }
     session = new ExecutorSession(client, transport, log, closed, logger);
+    session.#release = () => opts.reaper?.release(cgroup) ?? Promise.resolve(0);
     session.#tail = tail;
     session.#exit = early;
     return session;
@@ -471,8 +477,16 @@ export class ExecutorSession {
       signalAll(tree.filter(isAlive), 'SIGKILL');
       await waitFor(allGone, TERM_GRACE_MS);
     }
-    // Whatever is left of its group (a grandchild that left the tree) goes with it.
+    // Whatever is left of its group (a grandchild that left the tree) goes with it, and of its cgroup
+    // (a process that left the group with setsid).
     signalGroup(this.pid, 'SIGKILL');
+    const leftovers = await this.#release();
+    if (leftovers > 0) {
+      this.#logger.info('killed processes the executor left behind (they had left its process group)', {
+        pid: this.pid,
+        killed: leftovers,
+      });
+    }
     await Promise.race([closing, sleep(500)]);
     // The stderr pipe may still hold the executor's last words (a crash message): let them reach the log.
     await Promise.race([this.#stderrEnded, sleep(200)]);

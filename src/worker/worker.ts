@@ -225,6 +225,7 @@ export class Worker {
     const env = executorEnvironment({}, process.env, opts.executorEnv);
     mkdirSync(join(opts.stateDir, 'tasks'), { recursive: true });
     const reaper = new ExecutorReaper(opts.logger.child('reaper'));
+    await reaper.sweep();
     const checkWith = (cmd: ExecutorCommand) =>
       checkExecutor({
         command: cmd,

@@ -2,17 +2,26 @@
  * Worker hardening against its own tasks, end to end (real relay, real `nfltr worker`, `nfltr shell-mcp`
  * as the executor): the relay key out of a task's reach, a task's processes gone with the task.
  */
-import { chmodSync } from 'node:fs';
+import { chmodSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { taskStateName } from '../../src/protocol/a2a.js';
-import { createKey, type RelayProcess, startRelayProcess, tempDir } from '../helpers/processes.js';
+import { isAlive } from '../../src/worker/index.js';
+import {
+  createKey,
+  eventually,
+  type RelayProcess,
+  startRelayProcess,
+  tempDir,
+} from '../helpers/processes.js';
 import { startWorker, TestPlanner, type WorkerProcess } from './helpers.js';
 
 let relay: RelayProcess;
 let key: string;
 let planner: TestPlanner;
 const workers: WorkerProcess[] = [];
+/** Closed last, after the workers: nothing is in flight then. */
+const planners: TestPlanner[] = [];
 
 beforeAll(async () => {
   relay = await startRelayProcess();
@@ -23,6 +32,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await planner?.close();
   await Promise.all(workers.map((w) => w.stop()));
+  await Promise.all(planners.map((p) => p.close()));
   await relay?.stop();
 });
 
@@ -58,7 +68,81 @@ const scan = () => {
   ];
 };
 
+/** Pids of live processes whose command line is exactly `argv`. */
+function pidsOf(...argv: string[]): number[] {
+  const want = `${argv.join('\0')}\0`;
+  const out: number[] = [];
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      if (readFileSync(`/proc/${e}/cmdline`, 'utf8') === want && isAlive(Number(e))) out.push(Number(e));
+    } catch {}
+  }
+  return out;
+}
+
+/** The executor watchdog of a worker (reaper.ts): the sh whose script lists process groups. */
+function watchdogOf(workerPid: number): number | undefined {
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const stat = readFileSync(`/proc/${e}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === workerPid && readFileSync(`/proc/${e}/cmdline`, 'utf8').includes('cgroups='))
+        return Number(e);
+    } catch {}
+  }
+  return undefined;
+}
+
+/** A command that starts `sleep <marker>` in a session of its own, escaping the task's process group. */
+const escape = (marker: string) => `setsid sleep ${marker} >/dev/null 2>&1 </dev/null &`;
+
 describe('worker hardening', () => {
+  it("setsid - a process that left the task's process group dies when the task ends", async () => {
+    const w = await shellWorker('w-setsid');
+    const marker = `${1000 + (process.pid % 1000)}.1`;
+    const r = await run(w.name, [escape(marker), 'sleep 0.3']);
+    expect(r.state, r.log).toBe('completed');
+    await eventually(() => pidsOf('sleep', marker).length === 0 || undefined, 10_000, `sleep ${marker} gone`);
+  }, 60_000);
+
+  it('setsid - a SIGKILLed worker takes them along (watchdog), or its next start does', async () => {
+    const stateDir = tempDir('nfltr-worker-');
+    let w = await shellWorker('w-kill9', { name: 'w-kill9', stateDir });
+    const one = `${2000 + (process.pid % 1000)}.2`;
+    const id = await planner.startTask(w.name, {
+      objective: 'x',
+      constraints: { commands: [escape(one), 'sleep 60'] },
+    });
+    await eventually(() => pidsOf('sleep', one).length === 1 || undefined, 15_000, `sleep ${one} started`);
+    await w.stop('SIGKILL');
+    await eventually(
+      () => pidsOf('sleep', one).length === 0 || undefined,
+      10_000,
+      `sleep ${one} killed by the watchdog`,
+    );
+    await planner.waitFor(id, 'running');
+
+    // The watchdog killed too: what the task left is found on the worker's next start.
+    w = await shellWorker('w-kill9', { name: 'w-kill9', stateDir });
+    const two = `${3000 + (process.pid % 1000)}.3`;
+    // A new planner: the old one's session with the killed worker is not what is tested here.
+    const second = await new TestPlanner(relay, key).start();
+    await second.startTask(w.name, { objective: 'x', constraints: { commands: [escape(two), 'sleep 60'] } });
+    await eventually(() => pidsOf('sleep', two).length === 1 || undefined, 15_000, `sleep ${two} started`);
+    const dog = watchdogOf(w.child.pid!);
+    expect(dog).toBeDefined();
+    process.kill(dog!, 'SIGKILL');
+    await w.stop('SIGKILL');
+    await new Promise((r) => setTimeout(r, 1_500));
+    expect(pidsOf('sleep', two)).toHaveLength(1);
+    w = await shellWorker('w-kill9', { name: 'w-kill9', stateDir });
+    expect(pidsOf('sleep', two)).toHaveLength(0);
+    expect(w.stderr()).toMatch(/killed processes left by the executors of a worker that is gone/);
+    planners.push(second);
+  }, 90_000);
+
   it('secrets - a task sees no NFLTR_ secret, and the key is in no command line, however it was passed', async () => {
     const viaArgv = await shellWorker('w-key-argv');
     const viaFile = await shellWorker('w-key-file', { name: 'w-key-file', apiKeyVia: 'file' });

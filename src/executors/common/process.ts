@@ -1,7 +1,8 @@
 /**
  * @module Runs an AI CLI (claude, copilot) in its own process group with piped stdio, hands its stdout
  * over line by line, and kills the whole group when asked to stop or when the CLI exits: the tools a CLI
- * starts (shells, test runners, background jobs) never outlive the task.
+ * starts (shells, test runners, background jobs) never outlive the task; one that left the group with
+ * `setsid` dies with the task's cgroup under a worker (src/worker/cgroup.ts).
  */
 
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';

@@ -81,7 +81,8 @@ function lineSplitter(emit: (line: string) => void): { push(chunk: string): void
 /**
  * Runs `command` with `/bin/sh -c` in a new process group (`detached`), so that a kill reaches every
  * process it started. When the shell itself exits, leftover members of its group (background jobs) are
- * killed too: a command's processes never outlive it.
+ * killed too. A process that left the group (`setsid`, a daemon) is not reached here; under a worker
+ * it dies with the task's cgroup (src/worker/cgroup.ts, docs/security.md).
  */
 export function runCommand(opts: RunCommandOptions): Promise<CommandOutcome> {
   const started = Date.now();
