@@ -96,13 +96,13 @@ function watchdogOf(workerPid: number): number | undefined {
 }
 
 /** A command that starts `sleep <marker>` in a session of its own, escaping the task's process group. */
-const escape = (marker: string) => `setsid sleep ${marker} >/dev/null 2>&1 </dev/null &`;
+const detached = (marker: string) => `setsid sleep ${marker} >/dev/null 2>&1 </dev/null &`;
 
 describe('worker hardening', () => {
   it("setsid - a process that left the task's process group dies when the task ends", async () => {
     const w = await shellWorker('w-setsid');
     const marker = `${1000 + (process.pid % 1000)}.1`;
-    const r = await run(w.name, [escape(marker), 'sleep 0.3']);
+    const r = await run(w.name, [detached(marker), 'sleep 0.3']);
     expect(r.state, r.log).toBe('completed');
     await eventually(() => pidsOf('sleep', marker).length === 0 || undefined, 10_000, `sleep ${marker} gone`);
   }, 60_000);
@@ -113,7 +113,7 @@ describe('worker hardening', () => {
     const one = `${2000 + (process.pid % 1000)}.2`;
     const id = await planner.startTask(w.name, {
       objective: 'x',
-      constraints: { commands: [escape(one), 'sleep 60'] },
+      constraints: { commands: [detached(one), 'sleep 60'] },
     });
     await eventually(() => pidsOf('sleep', one).length === 1 || undefined, 15_000, `sleep ${one} started`);
     await w.stop('SIGKILL');
@@ -129,7 +129,7 @@ describe('worker hardening', () => {
     const two = `${3000 + (process.pid % 1000)}.3`;
     // A new planner: the old one's session with the killed worker is not what is tested here.
     const second = await new TestPlanner(relay, key).start();
-    await second.startTask(w.name, { objective: 'x', constraints: { commands: [escape(two), 'sleep 60'] } });
+    await second.startTask(w.name, { objective: 'x', constraints: { commands: [detached(two), 'sleep 60'] } });
     await eventually(() => pidsOf('sleep', two).length === 1 || undefined, 15_000, `sleep ${two} started`);
     const dog = watchdogOf(w.child.pid!);
     expect(dog).toBeDefined();
