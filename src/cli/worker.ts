@@ -4,7 +4,13 @@ import { dirname, resolve } from 'node:path';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { DEFAULT_MAX_ARTIFACT_BYTES } from '../agent/artifacts.js';
 import { createLogger } from '../util/log.js';
-import { DEFAULT_STALL_AFTER_MS, type ExecutorUser, runWorker, WorkerConfigError } from '../worker/index.js';
+import {
+  DEFAULT_SLOT_LEASE_MS,
+  DEFAULT_STALL_AFTER_MS,
+  type ExecutorUser,
+  runWorker,
+  WorkerConfigError,
+} from '../worker/index.js';
 import {
   type AgentFlags,
   addAgentOptions,
@@ -26,6 +32,7 @@ export interface WorkerCommandOptions extends AgentFlags, E2eeFlags {
   shutdownGrace: number;
   executorEnv: string[];
   stallAfter: number;
+  slotLease: number;
   executorUser?: string;
 }
 
@@ -127,6 +134,15 @@ export function register(program: Command): void {
     )
     .addOption(
       new Option(
+        '--slot-lease <duration>',
+        'a finished task whose result files the planner acknowledges none of for this long fails (lease_expired) and frees its slot (0: never)',
+      )
+        .argParser(parseDuration)
+        .env('NFLTR_SLOT_LEASE')
+        .default(DEFAULT_SLOT_LEASE_MS, '60s'),
+    )
+    .addOption(
+      new Option(
         '--executor-user <user>',
         "run executors as this OS user (name or uid[:gid]; the worker must run as root), so tasks cannot read the worker's key",
       ).env('NFLTR_EXECUTOR_USER'),
@@ -172,6 +188,7 @@ export async function workerCommand(o: WorkerCommandOptions): Promise<number> {
       shutdownGraceMs: o.shutdownGrace,
       executorEnv: o.executorEnv,
       stallAfterMs: o.stallAfter,
+      slotLeaseMs: o.slotLease,
       ...(executorUser ? { executorUser } : {}),
       self: { execPath: process.execPath, script: process.argv[1] ?? '' },
       logger,

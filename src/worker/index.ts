@@ -45,6 +45,7 @@ export { descendantPids, isAlive } from './process-tree.js';
 export { EVENTS_FILE, TaskEventLog } from './task-events.js';
 export { answerContent, type HaltReason, resultTextOf, TaskRunner, type TaskSpec } from './task-runner.js';
 export {
+  DEFAULT_SLOT_LEASE_MS,
   DEFAULT_STALL_AFTER_MS,
   PROBE_CHANNEL,
   parseTaskStart,

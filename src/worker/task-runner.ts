@@ -73,6 +73,11 @@ export interface TaskRunnerDeps {
   killGraceMs: number;
   /** After this long without an event (a question aside), a `running` event says so; 0: never. */
   stallAfterMs?: number;
+  /**
+   * Once the executor has returned, how long delivering the output files may go without the planner
+   * acknowledging a byte before the task fails (`lease_expired`) and frees its slot; 0: never.
+   */
+  slotLeaseMs?: number;
   logger: Logger;
   /** Reports whether the executor could be started, for the probe's `executor_healthy`. */
   onSpawn: (ok: boolean, error?: string) => void;
@@ -89,7 +94,10 @@ const LIMIT_FLAG = '--max-artifact-bytes of nfltr worker';
 /** Why a task was stopped from outside its tool call. */
 export type HaltReason =
   | { kind: 'cancelled'; message: string }
-  | { kind: 'timeout' | 'worker_shutdown' | 'e2ee_violation' | 'artifact_error'; message: string };
+  | {
+      kind: 'timeout' | 'worker_shutdown' | 'e2ee_violation' | 'artifact_error' | 'lease_expired';
+      message: string;
+    };
 
 type Outcome =
   | { kind: 'result'; result: CallToolResult }
@@ -458,6 +466,7 @@ export class TaskRunner {
     }
     const infos = await describeFiles(files);
     if (files.length === 0) return infos;
+    let acked = 0;
     const sender = new ArtifactSender(files, {
       taskId: this.spec.taskId,
       send: (msg) => {
@@ -467,7 +476,10 @@ export class TaskRunner {
       whenWritable: this.#deps.whenWritable,
       signal: this.#abort.signal,
       logger: this.#log,
-      onProgress: (acked) => progress.update(acked),
+      onProgress: (bytes) => {
+        acked = bytes;
+        progress.update(bytes);
+      },
     });
     const progress = new ProgressThrottle(sender.total, (done, total) => {
       const resent = sender.counters.bytesResent;
@@ -481,6 +493,10 @@ export class TaskRunner {
       });
     });
     this.#sender = sender;
+    const lease = this.#leaseOnDelivery(
+      () => sender.counters.bytesSent,
+      () => acked,
+    );
     try {
       const report = await sender.run();
       this.#log.info('output files sent', {
@@ -492,9 +508,38 @@ export class TaskRunner {
         discarded: report.failed.length ? report.failed : undefined,
       });
     } finally {
+      clearInterval(lease);
       this.#sender = undefined;
     }
     return infos;
+  }
+
+  /**
+   * The slot lease while the result is delivered: when the planner has acknowledged nothing for
+   * `slotLeaseMs` (gone, frozen, or its link down), the task fails with `lease_expired`, which frees
+   * the slot; the event waits in the log for the planner's resume, so both sides end the same.
+   */
+  #leaseOnDelivery(sent: () => number, acked: () => number): NodeJS.Timeout | undefined {
+    const ms = this.#deps.slotLeaseMs ?? 0;
+    if (ms <= 0) return undefined;
+    let last = { at: Date.now(), acked: acked() };
+    const timer = setInterval(
+      () => {
+        const now = Date.now();
+        if (acked() !== last.acked) last = { at: now, acked: acked() };
+        if (now - last.at < ms) return;
+        clearInterval(timer);
+        this.halt({
+          kind: 'lease_expired',
+          message:
+            `the executor finished but its result could not be delivered: the planner acknowledged none of the output files for ${formatDuration(ms)} ` +
+            `(${sent()} bytes sent, ${acked()} acknowledged); the worker's slot was reclaimed (--slot-lease). The files stay on the worker in ${this.outputDir}`,
+        });
+      },
+      Math.min(1_000, ms),
+    );
+    timer.unref();
+    return timer;
   }
 
   #ask(params: ElicitRequest['params'], signal: AbortSignal): Promise<ElicitResult> {

@@ -58,6 +58,8 @@ const READY_CACHE_MS = 5_000;
 const READY_PROBE_WAIT_MS = 2_500;
 /** Default of `--stall-after`. */
 export const DEFAULT_STALL_AFTER_MS = 60_000;
+/** Default of `--slot-lease`. */
+export const DEFAULT_SLOT_LEASE_MS = 60_000;
 
 /**
  * A task whose events the planner has not all acknowledged: running, finished, or recovered from an
@@ -103,6 +105,8 @@ export interface WorkerOptions {
   executorEnv?: string[];
   /** A task with no event for this long gets a `running` event saying so (`--stall-after`); 0: never. */
   stallAfterMs?: number;
+  /** Delivering a finished task's files may go this long unacknowledged before its slot is reclaimed. */
+  slotLeaseMs?: number;
   /** Executors run as this OS user (`--executor-user`; the worker runs as root). */
   executorUser?: ExecutorUser;
   logger: Logger;
@@ -529,6 +533,7 @@ export class Worker {
       maxArtifactBytes: this.#opts.maxArtifactBytes,
       killGraceMs: this.#opts.killGraceMs ?? 2_000,
       stallAfterMs: this.#opts.stallAfterMs ?? DEFAULT_STALL_AFTER_MS,
+      slotLeaseMs: this.#opts.slotLeaseMs ?? DEFAULT_SLOT_LEASE_MS,
       logger: this.#log.child(`task.${id}`),
       onSpawn: (ok, error) => this.#setHealth(ok, error),
       onTerminal: () => {

@@ -129,7 +129,10 @@ describe('worker hardening', () => {
     const two = `${3000 + (process.pid % 1000)}.3`;
     // A new planner: the old one's session with the killed worker is not what is tested here.
     const second = await new TestPlanner(relay, key).start();
-    await second.startTask(w.name, { objective: 'x', constraints: { commands: [detached(two), 'sleep 60'] } });
+    await second.startTask(w.name, {
+      objective: 'x',
+      constraints: { commands: [detached(two), 'sleep 60'] },
+    });
     await eventually(() => pidsOf('sleep', two).length === 1 || undefined, 15_000, `sleep ${two} started`);
     const dog = watchdogOf(w.child.pid!);
     expect(dog).toBeDefined();
@@ -142,6 +145,30 @@ describe('worker hardening', () => {
     expect(w.stderr()).toMatch(/killed processes left by the executors of a worker that is gone/);
     planners.push(second);
   }, 90_000);
+
+  it('slot lease - a finished task whose files the planner never acknowledges fails and frees its slot', async () => {
+    const w = await shellWorker('w-lease', { name: 'w-lease', args: ['--slot-lease', '3s'] });
+    const deaf = await new TestPlanner(relay, key).start();
+    planners.push(deaf);
+    deaf.ackArtifacts = false;
+    const id = await deaf.startTask(w.name, {
+      objective: 'a result nobody takes',
+      constraints: { commands: ['head -c 100000 /dev/zero > "$NFLTR_TASK_OUTPUT_DIR/result.bin"'] },
+    });
+    // The executor is done, the files are going out unacknowledged: the slot is held meanwhile.
+    await eventually(() => deaf.chunks.get(id)?.length || undefined, 15_000, 'output chunks');
+    expect((await deaf.probe(w.name)).freeSlots).toBe(0);
+    const end = await deaf.waitEnd(id, 20_000);
+    expect(taskStateName(end.state)).toBe('failed');
+    expect(end.reason).toBe('lease_expired');
+    expect(end.message).toMatch(/acknowledged none of the output files for 3s .*--slot-lease/);
+    expect((await deaf.probe(w.name)).freeSlots).toBe(1);
+    // The worker's log holds the same end for a planner that resumes.
+    deaf.events.delete(id);
+    await deaf.resume(w.name, id, 0);
+    const again = await deaf.waitEnd(id);
+    expect([taskStateName(again.state), again.reason]).toEqual(['failed', 'lease_expired']);
+  }, 60_000);
 
   it('secrets - a task sees no NFLTR_ secret, and the key is in no command line, however it was passed', async () => {
     const viaArgv = await shellWorker('w-key-argv');
