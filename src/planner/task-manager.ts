@@ -31,6 +31,7 @@ import {
   TaskStartSchema,
   taskStateName,
 } from '../protocol/a2a.js';
+import { DEFAULT_MAX_FRAME_BYTES } from '../protocol/control.js';
 import { type Logger, silentLogger } from '../util/log.js';
 import { PlannerError } from './errors.js';
 import { PeerWatch } from './peer-watch.js';
@@ -155,6 +156,9 @@ export function taskIdProblem(id: string): string | undefined {
 }
 
 const plural = (n: number, one: string) => `${n} ${one}${n === 1 ? '' : 's'}`;
+
+/** The largest `content` of one answer: a relay frame, less room for the envelope and encryption. */
+export const MAX_ANSWER_BYTES = DEFAULT_MAX_FRAME_BYTES - 64 * 1024;
 
 export class TaskManager extends EventEmitter<ManagerEvents> {
   readonly #agent: AgentClient;
@@ -438,6 +442,15 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
         throw new PlannerError('invalid_argument', `${(err as Error).message}; the answer was not sent`);
       }
       const answer: QueuedAnswer = { content_json: JSON.stringify(content), action, files: artifactFiles };
+      // Refused before it is stored: one Respond must fit one relay frame, and the question stays open.
+      const size = Buffer.byteLength(answer.content_json ?? '');
+      if (size > MAX_ANSWER_BYTES) {
+        throw new PlannerError(
+          'invalid_argument',
+          `the answer's content is ${size} bytes, over the ${MAX_ANSWER_BYTES} bytes one answer can carry (one relay frame); ` +
+            'put large data in a file and pass it in artifact_files instead. The answer was not sent; the question is still open',
+        );
+      }
       this.#store.setAnswer(taskId, s.pending.seq, answer);
       const stored = this.#store.synced();
       const sent =
