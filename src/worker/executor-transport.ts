@@ -22,9 +22,16 @@ export interface ExecutorTransportOptions {
   gid?: number;
   /** Called once the process exists, before any message is sent (record and watch its pid). */
   onSpawn?: (pid: number) => void;
+  /** Default {@link EXECUTOR_MAX_MESSAGE_BYTES}. */
+  maxMessageBytes?: number;
 }
 
 const CLOSE_STEP_MS = 2_000;
+/**
+ * The largest MCP message read from an executor (the SDK's own default is 10 MiB). A larger one ends the
+ * executor: its session could not go on (the message is lost), and a call waiting for it would wait forever.
+ */
+export const EXECUTOR_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 
 export class ExecutorTransport implements Transport {
   onclose?: () => void;
@@ -33,12 +40,19 @@ export class ExecutorTransport implements Transport {
   /** The executor's stderr; available before `start()`, so early output is never lost. */
   readonly stderr = new PassThrough();
   readonly #opts: ExecutorTransportOptions;
-  readonly #read = new ReadBuffer();
+  readonly #read: ReadBuffer;
   #child: ChildProcess | undefined;
   #pid: number | undefined;
+  #fatal: Error | undefined;
 
   constructor(opts: ExecutorTransportOptions) {
     this.#opts = opts;
+    this.#read = new ReadBuffer({ maxBufferSize: opts.maxMessageBytes ?? EXECUTOR_MAX_MESSAGE_BYTES });
+  }
+
+  /** Why this transport killed its executor (a message over the size limit), if it did. */
+  get fatal(): Error | undefined {
+    return this.#fatal;
   }
 
   /** The executor's pid (and process group id), once started. */
@@ -79,8 +93,19 @@ export class ExecutorTransport implements Transport {
       });
       child.stdin?.on('error', (err) => this.onerror?.(err));
       child.stdout?.on('data', (chunk: Buffer) => {
+        if (this.#fatal) return;
         try {
           this.#read.append(chunk);
+        } catch {
+          const max = this.#opts.maxMessageBytes ?? EXECUTOR_MAX_MESSAGE_BYTES;
+          this.#fatal = new Error(
+            `the executor sent an MCP message of more than ${max} bytes, which the worker does not read; it was stopped. Write large results to output_dir as files (they travel as artifacts)`,
+          );
+          this.onerror?.(this.#fatal);
+          this.#signal(child, 'SIGKILL');
+          return;
+        }
+        try {
           for (let m = this.#read.readMessage(); m !== null; m = this.#read.readMessage()) {
             this.onmessage?.(m);
           }

@@ -292,6 +292,7 @@ export interface ExecutorStartOptions {
 export class ExecutorSession {
   readonly client: Client;
   readonly pid: number;
+  readonly #transport: ExecutorTransport;
   readonly #stderrEnded: Promise<void>;
   readonly #log: WriteStream;
   readonly #logger: Logger;
@@ -313,6 +314,7 @@ export class ExecutorSession {
     logger: Logger,
   ) {
     this.client = client;
+    this.#transport = transport;
     const stderr = transport.stderr;
     this.#stderrEnded = new Promise((r) => stderr.once('end', () => r()));
     this.pid = transport.pid ?? 0;
@@ -413,6 +415,11 @@ export class ExecutorSession {
   /** True once the process went away without {@link stop} being called. */
   get crashed(): boolean {
     return this.#crashed;
+  }
+
+  /** Why the worker ended the executor itself (an oversized message), if it did. */
+  get fatal(): Error | undefined {
+    return this.#transport.fatal;
   }
 
   /** "exited with code 3", "killed by SIGKILL", or "exited". */

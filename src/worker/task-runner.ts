@@ -5,7 +5,7 @@
  * `output/` files went out as chunks. Cancel, timeout, shutdown and channel violations halt it; every
  * path ends with the executor stopped, the slot released and exactly one terminal event.
  */
-import { chown, mkdir, readdir } from 'node:fs/promises';
+import { chown, mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { CallToolResult, ElicitRequest, ElicitResult } from '@modelcontextprotocol/sdk/types.js';
 import type { A2aBody } from '../agent/a2a.js';
@@ -90,6 +90,13 @@ export interface TaskRunnerDeps {
 }
 
 const LIMIT_FLAG = '--max-artifact-bytes of nfltr worker';
+/** Result text or structured content above this travels as a file among the result's artifacts. */
+export const INLINE_RESULT_BYTES = 1024 * 1024;
+/** Event texts (messages, questions, the preview of a result sent as a file) are cut to this. */
+export const EVENT_TEXT_BYTES = 64 * 1024;
+/** The files a too-large result text and structured content travel in. */
+export const RESULT_TEXT_FILE = 'nfltr-result-text.txt';
+export const RESULT_STRUCTURED_FILE = 'nfltr-structured-content.json';
 
 /** Why a task was stopped from outside its tool call. */
 export type HaltReason =
@@ -322,6 +329,10 @@ export class TaskRunner {
       return { kind: 'result', result };
     } catch (err) {
       this.#throwIfHalted();
+      if (isConnectionClosed(err) && session.fatal) {
+        await session.stop(0);
+        return { kind: 'failed', reason: 'executor_failed', message: session.fatal.message };
+      }
       if (isConnectionClosed(err) && session.crashed) {
         await session.stop(0);
         const tail = session.logTail(10);
@@ -414,10 +425,11 @@ export class TaskRunner {
     let final: TaskEventInit;
     if (outcome.kind === 'result') {
       const r = outcome.result;
-      const resultText = resultTextOf(r);
-      const structuredJson = r.structuredContent !== undefined ? JSON.stringify(r.structuredContent) : '';
+      let resultText = resultTextOf(r);
+      let structuredJson = r.structuredContent !== undefined ? JSON.stringify(r.structuredContent) : '';
       let artifacts: ArtifactInfo[] = [];
       try {
+        ({ resultText, structuredJson } = await this.#spillLargeResult(resultText, structuredJson));
         artifacts = await this.#sendOutputs(r);
         final = r.isError
           ? {
@@ -448,6 +460,34 @@ export class TaskRunner {
       state: final.state,
       reason: final.reason || undefined,
     });
+  }
+
+  /**
+   * A result text or structured content too large for one relay frame goes into `output/` as a file (so
+   * it travels as an artifact, verified); the event keeps the text's beginning and says where the rest is.
+   */
+  async #spillLargeResult(
+    resultText: string,
+    structuredJson: string,
+  ): Promise<{ resultText: string; structuredJson: string }> {
+    const notes: string[] = [];
+    const textBytes = Buffer.byteLength(resultText);
+    if (textBytes > INLINE_RESULT_BYTES) {
+      await writeFile(join(this.outputDir, RESULT_TEXT_FILE), resultText);
+      notes.push(`the result text is ${textBytes} bytes; the whole text is the artifact ${RESULT_TEXT_FILE}`);
+      resultText = cutText(resultText, EVENT_TEXT_BYTES);
+    }
+    const jsonBytes = Buffer.byteLength(structuredJson);
+    if (jsonBytes > INLINE_RESULT_BYTES) {
+      await writeFile(join(this.outputDir, RESULT_STRUCTURED_FILE), structuredJson);
+      notes.push(
+        `the structured content is ${jsonBytes} bytes of JSON, in the artifact ${RESULT_STRUCTURED_FILE}`,
+      );
+      structuredJson = '';
+    }
+    if (notes.length === 0) return { resultText, structuredJson };
+    this.#log.info('result too large to travel inline; sent as files', { task: this.spec.taskId, notes });
+    return { resultText: `${resultText}\n\n[nfltr: ${notes.join('; ')}]`, structuredJson };
   }
 
   /** Streams the result files; resolves once the planner acknowledged every one (or discarded it). */
@@ -629,6 +669,13 @@ export class TaskRunner {
       const what = init.state === 'waiting_input' ? `a question: ${init.question}` : init.message;
       this.#lastSign = { at: Date.now(), what: what ? `${init.state} "${what}"` : init.state };
     }
+    // One event must fit one relay frame: long texts are cut (a result's are sent as files beforehand).
+    if (init.message) init = { ...init, message: cutText(init.message, EVENT_TEXT_BYTES) };
+    if (init.question) init = { ...init, question: cutText(init.question, EVENT_TEXT_BYTES) };
+    if (init.resultText && Buffer.byteLength(init.resultText) > INLINE_RESULT_BYTES)
+      init = { ...init, resultText: cutText(init.resultText, EVENT_TEXT_BYTES) };
+    if (init.structuredJson && Buffer.byteLength(init.structuredJson) > INLINE_RESULT_BYTES)
+      init = { ...init, structuredJson: '' };
     // Stored (and flushed) before it is sent: the planner never sees an event the log could lose.
     const event = this.events.append(init, flush);
     this.#armStall();
@@ -655,6 +702,17 @@ function haltEvent(h: HaltReason): TaskEventInit {
   return h.kind === 'cancelled'
     ? { state: 'cancelled', reason: 'cancelled', message: h.message }
     : { state: 'failed', reason: h.kind, message: h.message };
+}
+
+/** `text` cut to at most `maxBytes` of UTF-8, saying how much was left out. */
+export function cutText(text: string, maxBytes: number): string {
+  const bytes = Buffer.byteLength(text);
+  if (bytes <= maxBytes) return text;
+  const head = Buffer.from(text)
+    .subarray(0, maxBytes)
+    .toString('utf8')
+    .replace(/\uFFFD$/, '');
+  return `${head}… [${bytes - Buffer.byteLength(head)} more bytes cut]`;
 }
 
 /** The text of a tool result; other content kinds are named, since only text crosses as result_text. */

@@ -170,6 +170,25 @@ describe('worker hardening', () => {
     expect([taskStateName(again.state), again.reason]).toEqual(['failed', 'lease_expired']);
   }, 60_000);
 
+  it('sizes - a 12 MB result text travels as a file; the event keeps its start; the slot is freed', async () => {
+    const w = await shellWorker('w-big');
+    const bytes = 12_000_000;
+    const id = await planner.startTask(w.name, {
+      objective: 'a huge result',
+      constraints: { commands: [`head -c ${bytes} /dev/zero | tr '\\0' a; echo`] },
+    });
+    const end = await planner.waitEnd(id, 60_000);
+    expect(taskStateName(end.state), end.message).toBe('completed');
+    expect(Buffer.byteLength(end.resultText)).toBeLessThan(100_000);
+    expect(end.resultText).toMatch(
+      /\[nfltr: the result text is \d+ bytes; the whole text is the artifact nfltr-result-text\.txt\]$/,
+    );
+    const text = planner.artifact(id, 'nfltr-result-text.txt').toString('utf8');
+    expect(text).toContain('a'.repeat(bytes));
+    expect(end.artifacts.map((a) => a.name)).toContain('nfltr-result-text.txt');
+    expect((await planner.probe(w.name)).freeSlots).toBe(1);
+  }, 90_000);
+
   it('secrets - a task sees no NFLTR_ secret, and the key is in no command line, however it was passed', async () => {
     const viaArgv = await shellWorker('w-key-argv');
     const viaFile = await shellWorker('w-key-file', { name: 'w-key-file', apiKeyVia: 'file' });

@@ -9,6 +9,7 @@ import { Command } from 'commander';
 import { describe, expect, it } from 'vitest';
 import { register, type WorkerCommandOptions } from '../../src/cli/worker.js';
 import { TaskStartSchema } from '../../src/protocol/a2a.js';
+import { ExecutorTransport } from '../../src/worker/executor-transport.js';
 import {
   answerContent,
   buildToolArguments,
@@ -24,6 +25,7 @@ import {
   parseTaskStart,
   splitCommandLine,
 } from '../../src/worker/index.js';
+import { cutText } from '../../src/worker/task-runner.js';
 
 const tool = (name: string, properties: Record<string, { type: string }>, required: string[] = []): Tool => ({
   name,
@@ -204,6 +206,28 @@ describe('worker units', () => {
     expect(answerContent('', params)).toEqual({});
   });
 
+  it('sizes - event texts are cut to a byte budget, whole characters, saying how much went', () => {
+    expect(cutText('short', 10)).toBe('short');
+    const cut = cutText('é'.repeat(100), 11);
+    expect(cut).toBe(`${'é'.repeat(5)}… [190 more bytes cut]`);
+  });
+
+  it('sizes - an executor message over the limit stops the executor, saying why', async () => {
+    const t = new ExecutorTransport({
+      command: process.execPath,
+      args: ['-e', "process.stdout.write('x'.repeat(2 * 1024 * 1024)); setInterval(() => {}, 1000)"],
+      env: {},
+      maxMessageBytes: 1024 * 1024,
+    });
+    const closed = new Promise<void>((r) => {
+      t.onclose = r;
+    });
+    t.onerror = () => {};
+    await t.start();
+    await closed;
+    expect(t.fatal?.message).toMatch(/an MCP message of more than 1048576 bytes.*output_dir/);
+  });
+
   it('cli - --a2a-e2ee=false and --a2a-e2ee false both turn encryption off; defaults apply', async () => {
     const parse = async (...argv: string[]) => {
       const program = new Command().exitOverride();
@@ -229,6 +253,9 @@ describe('worker units', () => {
     expect(o.maxArtifactBytes).toBe(1024 * 1024 * 1024);
     expect(o.stallAfter).toBe(60_000);
     expect((await parse('--stall-after', '90s')).stallAfter).toBe(90_000);
+    expect(o.slotLease).toBe(60_000);
+    expect((await parse('--slot-lease', '0')).slotLease).toBe(0);
+    expect((await parse('--executor-user', 'builder')).executorUser).toBe('builder');
     process.env.NFLTR_STALL_AFTER = '2m';
     try {
       expect((await parse()).stallAfter).toBe(120_000);
