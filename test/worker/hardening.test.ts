@@ -6,6 +6,7 @@ import { chmodSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { taskStateName } from '../../src/protocol/a2a.js';
+import { cgroupParent } from '../../src/worker/cgroup.js';
 import { isAlive } from '../../src/worker/index.js';
 import {
   createKey,
@@ -95,11 +96,18 @@ function watchdogOf(workerPid: number): number | undefined {
   return undefined;
 }
 
+/** The setsid checks rely on cgroup v2 (docs/security.md); without it they fail saying so. */
+function needCgroups(): void {
+  const parent = cgroupParent();
+  if (parent instanceof Error) throw new Error(`cgroup v2 is not usable here (${parent.message}); these checks need it`);
+}
+
 /** A command that starts `sleep <marker>` in a session of its own, escaping the task's process group. */
 const detached = (marker: string) => `setsid sleep ${marker} >/dev/null 2>&1 </dev/null &`;
 
 describe('worker hardening', () => {
   it("setsid - a process that left the task's process group dies when the task ends", async () => {
+    needCgroups();
     const w = await shellWorker('w-setsid');
     const marker = `${1000 + (process.pid % 1000)}.1`;
     const r = await run(w.name, [detached(marker), 'sleep 0.3']);
@@ -108,6 +116,7 @@ describe('worker hardening', () => {
   }, 60_000);
 
   it('setsid - a SIGKILLed worker takes them along (watchdog), or its next start does', async () => {
+    needCgroups();
     const stateDir = tempDir('nfltr-worker-');
     let w = await shellWorker('w-kill9', { name: 'w-kill9', stateDir });
     const one = `${2000 + (process.pid % 1000)}.2`;
