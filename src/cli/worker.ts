@@ -113,7 +113,7 @@ export function register(program: Command): void {
     .addOption(
       new Option(
         '--executor-env <NAMES>',
-        'environment variables passed through to executors besides PATH, HOME, locale and NFLTR_* (e.g. ANTHROPIC_API_KEY,GH_TOKEN)',
+        "environment variables passed through to executors besides PATH, HOME, locale and NFLTR_LOG_LEVEL (e.g. ANTHROPIC_API_KEY,GH_TOKEN); never the worker's own secrets",
       )
         .argParser((v: string) =>
           v
