@@ -7,7 +7,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { PassThrough } from 'node:stream';
 import { getDefaultEnvironment } from '@modelcontextprotocol/sdk/client/stdio.js';
-import { ReadBuffer, serializeMessage } from '@modelcontextprotocol/sdk/shared/stdio.js';
+import { deserializeMessage, serializeMessage } from '@modelcontextprotocol/sdk/shared/stdio.js';
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
 import { PROCESS_GROUPS } from './reaper.js';
@@ -40,14 +40,14 @@ export class ExecutorTransport implements Transport {
   /** The executor's stderr; available before `start()`, so early output is never lost. */
   readonly stderr = new PassThrough();
   readonly #opts: ExecutorTransportOptions;
-  readonly #read: ReadBuffer;
+  readonly #read: LineReader;
   #child: ChildProcess | undefined;
   #pid: number | undefined;
   #fatal: Error | undefined;
 
   constructor(opts: ExecutorTransportOptions) {
     this.#opts = opts;
-    this.#read = new ReadBuffer({ maxBufferSize: opts.maxMessageBytes ?? EXECUTOR_MAX_MESSAGE_BYTES });
+    this.#read = new LineReader(opts.maxMessageBytes ?? EXECUTOR_MAX_MESSAGE_BYTES);
   }
 
   /** Why this transport killed its executor (a message over the size limit), if it did. */
@@ -94,23 +94,23 @@ export class ExecutorTransport implements Transport {
       child.stdin?.on('error', (err) => this.onerror?.(err));
       child.stdout?.on('data', (chunk: Buffer) => {
         if (this.#fatal) return;
-        try {
-          this.#read.append(chunk);
-        } catch {
-          const max = this.#opts.maxMessageBytes ?? EXECUTOR_MAX_MESSAGE_BYTES;
+        const lines = this.#read.push(chunk);
+        for (const line of lines) {
+          let m: JSONRPCMessage;
+          try {
+            m = deserializeMessage(line);
+          } catch (err) {
+            this.onerror?.(err as Error);
+            continue;
+          }
+          this.onmessage?.(m);
+        }
+        if (this.#read.overflow) {
           this.#fatal = new Error(
-            `the executor sent an MCP message of more than ${max} bytes, which the worker does not read; it was stopped. Write large results to output_dir as files (they travel as artifacts)`,
+            `the executor sent an MCP message of more than ${this.#read.max} bytes, which the worker does not read; it was stopped. Write large results to output_dir as files (they travel as artifacts)`,
           );
           this.onerror?.(this.#fatal);
           this.#signal(child, 'SIGKILL');
-          return;
-        }
-        try {
-          for (let m = this.#read.readMessage(); m !== null; m = this.#read.readMessage()) {
-            this.onmessage?.(m);
-          }
-        } catch (err) {
-          this.onerror?.(err as Error);
         }
       });
       child.stdout?.on('error', (err) => this.onerror?.(err));
@@ -156,5 +156,59 @@ export class ExecutorTransport implements Transport {
         child.kill(signal);
       } catch {}
     }
+  }
+}
+
+/**
+ * Newline-delimited messages out of a byte stream, bounded: a partial line is kept as a list of chunks
+ * and joined once it is complete (the SDK's ReadBuffer concatenates on every chunk, quadratic for a
+ * message of tens of MiB). A line longer than `max` sets {@link overflow} and nothing more is read.
+ */
+export class LineReader {
+  readonly max: number;
+  #chunks: Buffer[] = [];
+  #size = 0;
+  #overflow = false;
+
+  constructor(max: number) {
+    this.max = max;
+  }
+
+  get overflow(): boolean {
+    return this.#overflow;
+  }
+
+  /** Appends bytes; returns the lines they completed (without their line break). */
+  push(chunk: Buffer): string[] {
+    const out: string[] = [];
+    if (this.#overflow) return out;
+    let start = 0;
+    for (let nl = chunk.indexOf(10); nl !== -1; nl = chunk.indexOf(10, start)) {
+      const part = chunk.subarray(start, nl);
+      start = nl + 1;
+      const line = this.#size > 0 ? Buffer.concat([...this.#chunks, part]) : part;
+      this.#chunks = [];
+      this.#size = 0;
+      if (line.length > this.max) return this.#overflowed(out);
+      out.push(line.toString('utf8').replace(/\r$/, ''));
+    }
+    const rest = chunk.subarray(start);
+    if (rest.length > 0) {
+      this.#size += rest.length;
+      if (this.#size > this.max) return this.#overflowed(out);
+      this.#chunks.push(rest);
+    }
+    return out;
+  }
+
+  clear(): void {
+    this.#chunks = [];
+    this.#size = 0;
+  }
+
+  #overflowed(out: string[]): string[] {
+    this.#overflow = true;
+    this.clear();
+    return out;
   }
 }

@@ -99,7 +99,8 @@ function watchdogOf(workerPid: number): number | undefined {
 /** The setsid checks rely on cgroup v2 (docs/security.md); without it they fail saying so. */
 function needCgroups(): void {
   const parent = cgroupParent();
-  if (parent instanceof Error) throw new Error(`cgroup v2 is not usable here (${parent.message}); these checks need it`);
+  if (parent instanceof Error)
+    throw new Error(`cgroup v2 is not usable here (${parent.message}); these checks need it`);
 }
 
 /** A command that starts `sleep <marker>` in a session of its own, escaping the task's process group. */
@@ -180,23 +181,33 @@ describe('worker hardening', () => {
   }, 60_000);
 
   it('sizes - a 12 MB result text travels as a file; the event keeps its start; the slot is freed', async () => {
-    const w = await shellWorker('w-big');
+    const w = await startWorker(relay, key, { name: 'w-big' });
+    workers.push(w);
     const bytes = 12_000_000;
     const id = await planner.startTask(w.name, {
       objective: 'a huge result',
-      constraints: { commands: [`head -c ${bytes} /dev/zero | tr '\\0' a; echo`] },
+      constraints: { result_bytes: bytes },
     });
     const end = await planner.waitEnd(id, 60_000);
     expect(taskStateName(end.state), end.message).toBe('completed');
     expect(Buffer.byteLength(end.resultText)).toBeLessThan(100_000);
     expect(end.resultText).toMatch(
-      /\[nfltr: the result text is \d+ bytes; the whole text is the artifact nfltr-result-text\.txt\]$/,
+      /^done: a huge resulta+… \[\d+ more bytes cut\]\n\n\[nfltr: the result text is 12000000 bytes; the whole text is the artifact nfltr-result-text\.txt\]$/,
     );
     const text = planner.artifact(id, 'nfltr-result-text.txt').toString('utf8');
-    expect(text).toContain('a'.repeat(bytes));
+    expect(text.length).toBe(bytes);
     expect(end.artifacts.map((a) => a.name)).toContain('nfltr-result-text.txt');
+
+    // Over the 64 MiB an executor message may have: the executor is stopped, the task fails saying why.
+    const over = await planner.startTask(w.name, {
+      objective: 'too big',
+      constraints: { result_bytes: 70_000_000 },
+    });
+    const failed = await planner.waitEnd(over, 60_000);
+    expect([taskStateName(failed.state), failed.reason]).toEqual(['failed', 'executor_failed']);
+    expect(failed.message).toMatch(/an MCP message of more than 67108864 bytes.*output_dir/);
     expect((await planner.probe(w.name)).freeSlots).toBe(1);
-  }, 90_000);
+  }, 120_000);
 
   it('secrets - a task sees no NFLTR_ secret, and the key is in no command line, however it was passed', async () => {
     const viaArgv = await shellWorker('w-key-argv');

@@ -9,7 +9,7 @@ import { Command } from 'commander';
 import { describe, expect, it } from 'vitest';
 import { register, type WorkerCommandOptions } from '../../src/cli/worker.js';
 import { TaskStartSchema } from '../../src/protocol/a2a.js';
-import { ExecutorTransport } from '../../src/worker/executor-transport.js';
+import { ExecutorTransport, LineReader } from '../../src/worker/executor-transport.js';
 import {
   answerContent,
   buildToolArguments,
@@ -210,6 +210,17 @@ describe('worker units', () => {
     expect(cutText('short', 10)).toBe('short');
     const cut = cutText('é'.repeat(100), 11);
     expect(cut).toBe(`${'é'.repeat(5)}… [190 more bytes cut]`);
+  });
+
+  it('sizes - lines across chunks, CRLF, and a line over the limit stops the reader', () => {
+    const r = new LineReader(10);
+    expect(r.push(Buffer.from('{"a":'))).toEqual([]);
+    expect(r.push(Buffer.from('1}\r\n{"b"'))).toEqual(['{"a":1}']);
+    expect(r.push(Buffer.from(':2}\n\n'))).toEqual(['{"b":2}', '']);
+    expect(r.overflow).toBe(false);
+    expect(r.push(Buffer.from('x'.repeat(11)))).toEqual([]);
+    expect(r.overflow).toBe(true);
+    expect(r.push(Buffer.from('\n{}\n'))).toEqual([]);
   });
 
   it('sizes - an executor message over the limit stops the executor, saying why', async () => {

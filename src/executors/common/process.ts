@@ -6,6 +6,7 @@
  */
 
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
+import { lineSplitter } from '../../util/line-splitter.js';
 import { killGroup, terminateGroup } from '../../util/process-group.js';
 
 /** How long a process group gets between SIGTERM and SIGKILL. */
@@ -75,22 +76,10 @@ export function spawnAgentProcess(opts: AgentProcessOptions): AgentProcess {
   // The CLI may exit before reading its stdin (bad flag, crash); that EPIPE is not our error.
   child.stdin.on('error', () => {});
 
-  let pending = '';
+  const lines = lineSplitter(opts.onStdoutLine);
   child.stdout.setEncoding('utf8');
-  child.stdout.on('data', (chunk: string) => {
-    pending += chunk;
-    let nl = pending.indexOf('\n');
-    while (nl !== -1) {
-      const line = pending.slice(0, nl).replace(/\r$/, '');
-      pending = pending.slice(nl + 1);
-      opts.onStdoutLine(line);
-      nl = pending.indexOf('\n');
-    }
-  });
-  child.stdout.on('end', () => {
-    if (pending !== '') opts.onStdoutLine(pending);
-    pending = '';
-  });
+  child.stdout.on('data', (chunk: string) => lines.push(chunk));
+  child.stdout.on('end', () => lines.end());
   child.stderr.setEncoding('utf8');
   child.stderr.on('data', (chunk: string) => {
     stderr = (stderr + chunk).slice(-STDERR_TAIL_BYTES);

@@ -5,6 +5,7 @@
 
 import { spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
+import { lineSplitter } from '../../util/line-splitter.js';
 import { killGroup, terminateGroup } from '../../util/process-group.js';
 
 /** How long a process group gets between SIGTERM and SIGKILL. */
@@ -46,7 +47,6 @@ export interface CommandOutcome {
   logError?: string;
 }
 
-/** Sends `sig` to the whole process group led by `pid`; a group that is already gone is fine. */
 /** Process groups started here that may still have members: running, or within their kill grace. */
 const liveGroups = new Set<number>();
 
@@ -56,26 +56,6 @@ const liveGroups = new Set<number>();
  */
 export function activeProcessGroups(): number {
   return liveGroups.size;
-}
-
-/** Splits a byte stream into lines, keeping a partial last line until more data or the end. */
-function lineSplitter(emit: (line: string) => void): { push(chunk: string): void; end(): void } {
-  let pending = '';
-  return {
-    push(chunk) {
-      pending += chunk;
-      let nl = pending.indexOf('\n');
-      while (nl !== -1) {
-        emit(pending.slice(0, nl).replace(/\r$/, ''));
-        pending = pending.slice(nl + 1);
-        nl = pending.indexOf('\n');
-      }
-    },
-    end() {
-      if (pending !== '') emit(pending.replace(/\r$/, ''));
-      pending = '';
-    },
-  };
 }
 
 /**

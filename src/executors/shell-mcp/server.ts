@@ -27,6 +27,9 @@ const TAIL_LINES = 10;
 /** Progress messages carry at most this many characters of one output line. */
 const MAX_PROGRESS_LINE = 1000;
 
+/** The result's output tails carry at most this many characters of one line (the log has it whole). */
+const MAX_TAIL_LINE = 4000;
+
 export interface ShellMcpOptions {
   /** Directory the commands run in. */
   cwd: string;
@@ -217,7 +220,11 @@ export function createShellMcpServer(opts: ShellMcpOptions): McpServer {
           signal,
           logPath: join(args.output_dir, logName),
           onLine: (line) => {
-            tail.push(line);
+            tail.push(
+              line.length > MAX_TAIL_LINE
+                ? `${line.slice(0, MAX_TAIL_LINE)}… [${line.length - MAX_TAIL_LINE} more characters in ${logName}]`
+                : line,
+            );
             if (tail.length > TAIL_LINES) tail.shift();
             report(
               `${tag}: ${line.length > MAX_PROGRESS_LINE ? `${line.slice(0, MAX_PROGRESS_LINE)}…` : line}`,
