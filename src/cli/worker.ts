@@ -135,7 +135,7 @@ export function register(program: Command): void {
     .addOption(
       new Option(
         '--slot-lease <duration>',
-        'a finished task whose result files the planner acknowledges none of for this long fails (lease_expired) and frees its slot (0: never)',
+        'a task whose files make no progress for this long (result files unacknowledged, input files not arriving) fails as lease_expired and frees its slot (0: never)',
       )
         .argParser(parseDuration)
         .env('NFLTR_SLOT_LEASE')

@@ -533,9 +533,11 @@ export class TaskRunner {
       });
     });
     this.#sender = sender;
-    const lease = this.#leaseOnDelivery(
-      () => sender.counters.bytesSent,
+    const lease = this.#lease(
       () => acked,
+      (ms) =>
+        `the executor finished but its result could not be delivered: the planner acknowledged none of the output files for ${ms} ` +
+        `(${sender.counters.bytesSent} bytes sent, ${acked} acknowledged). The files stay on the worker in ${this.outputDir}`,
     );
     try {
       const report = await sender.run();
@@ -555,25 +557,24 @@ export class TaskRunner {
   }
 
   /**
-   * The slot lease while the result is delivered: when the planner has acknowledged nothing for
-   * `slotLeaseMs` (gone, frozen, or its link down), the task fails with `lease_expired`, which frees
-   * the slot; the event waits in the log for the planner's resume, so both sides end the same.
+   * The slot lease while files move between planner and worker: when no byte has made progress for
+   * `slotLeaseMs` (the planner gone, frozen, or its link down), the task fails with `lease_expired`,
+   * which frees the slot; the event waits in the log for the planner's resume, so both sides end the
+   * same. `progress` counts the bytes acknowledged (output) or received (input); `why` says what stalled.
    */
-  #leaseOnDelivery(sent: () => number, acked: () => number): NodeJS.Timeout | undefined {
+  #lease(progress: () => number, why: (ms: string) => string): NodeJS.Timeout | undefined {
     const ms = this.#deps.slotLeaseMs ?? 0;
     if (ms <= 0) return undefined;
-    let last = { at: Date.now(), acked: acked() };
+    let last = { at: Date.now(), bytes: progress() };
     const timer = setInterval(
       () => {
         const now = Date.now();
-        if (acked() !== last.acked) last = { at: now, acked: acked() };
+        if (progress() !== last.bytes) last = { at: now, bytes: progress() };
         if (now - last.at < ms) return;
         clearInterval(timer);
         this.halt({
           kind: 'lease_expired',
-          message:
-            `the executor finished but its result could not be delivered: the planner acknowledged none of the output files for ${formatDuration(ms)} ` +
-            `(${sent()} bytes sent, ${acked()} acknowledged); the worker's slot was reclaimed (--slot-lease). The files stay on the worker in ${this.outputDir}`,
+          message: `${why(formatDuration(ms))}; the worker's slot was reclaimed (--slot-lease)`,
         });
       },
       Math.min(1_000, ms),
@@ -637,11 +638,13 @@ export class TaskRunner {
       }),
     );
     let done: Promise<unknown>;
+    let received = 0;
     try {
       done = this.#receiver.expect(files, {
-        onProgress: (received, _total, dup) => {
+        onProgress: (bytes, _total, dup) => {
+          received = bytes;
           duplicates = dup;
-          progress.update(received);
+          progress.update(bytes);
         },
       });
     } catch (err) {
@@ -650,6 +653,13 @@ export class TaskRunner {
       );
       return Promise.reject(err);
     }
+    const lease = this.#lease(
+      () => received,
+      (ms) =>
+        `${what} stopped arriving: no byte came from the planner for ${ms} (${received} of ${total} bytes received)`,
+    );
+    done.finally(() => clearInterval(lease)).catch(() => {});
+    this.#onHalt.push(() => clearInterval(lease));
     return new Promise<void>((resolve, reject) => {
       done.then(
         () => resolve(),

@@ -4,8 +4,9 @@
  */
 import { chmodSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { create } from '@bufbuild/protobuf';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { taskStateName } from '../../src/protocol/a2a.js';
+import { ArtifactInfoSchema, TaskStartSchema, taskStateName } from '../../src/protocol/a2a.js';
 import { cgroupParent } from '../../src/worker/cgroup.js';
 import { isAlive } from '../../src/worker/index.js';
 import {
@@ -178,6 +179,24 @@ describe('worker hardening', () => {
     await deaf.resume(w.name, id, 0);
     const again = await deaf.waitEnd(id);
     expect([taskStateName(again.state), again.reason]).toEqual(['failed', 'lease_expired']);
+
+    // The other way: input files announced, never sent. The executor never starts; the slot comes back.
+    const starved = 't-starved';
+    await deaf.endpoint.send(w.name, starved, {
+      case: 'taskStart',
+      value: create(TaskStartSchema, {
+        taskId: starved,
+        objective: 'wait for files that never come',
+        constraintsJson: JSON.stringify({ commands: ['true'] }),
+        inputFiles: [create(ArtifactInfoSchema, { name: 'data.bin', size: 1000n, sha256: '0'.repeat(64) })],
+      }),
+    });
+    const starvedEnd = await deaf.waitEnd(starved, 20_000);
+    expect([taskStateName(starvedEnd.state), starvedEnd.reason]).toEqual(['failed', 'lease_expired']);
+    expect(starvedEnd.message).toMatch(
+      /input files stopped arriving: no byte came from the planner for 3s \(0 of 1000 bytes/,
+    );
+    expect((await deaf.probe(w.name)).freeSlots).toBe(1);
   }, 60_000);
 
   it('sizes - a 12 MB result text travels as a file; the event keeps its start; the slot is freed', async () => {
