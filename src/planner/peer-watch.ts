@@ -9,7 +9,8 @@
  * A worker the relay still holds but that answers none of the checks for `silentMs` (frozen: SIGSTOP,
  * a hung event loop, a dead link the relay's keepalive has not noticed yet) is reported lost at once:
  * a live worker answers every check (a ReplayComplete at least), so that is at least two unanswered
- * checks. A late tick (this planner was frozen itself) restarts the count.
+ * checks. A late tick (this planner was frozen itself) restarts the count. Only workers holding an
+ * accepted open task are judged so; a dispatch not yet answered has its own timeout.
  */
 import { type Logger, silentLogger } from '../util/log.js';
 
@@ -20,6 +21,11 @@ export interface PeerWatchOptions {
   intervalMs?: number;
   /** Connected but silent this long: lost (default {@link WORKER_SILENT_MS}; 0: never). */
   silentMs?: number;
+  /**
+   * Whether silence counts for `peer`: it has accepted a task that is still open (a dispatch not yet
+   * answered has its own timeout). Default: always.
+   */
+  silenceCounts?: (peer: string) => boolean;
   /** Peers with open tasks now. */
   peers: () => Iterable<string>;
   /** Sends one peer the periodic check. */
@@ -108,8 +114,10 @@ export class PeerWatch {
     for (const peer of this.#heardAt.keys()) if (!open.has(peer)) this.#heardAt.delete(peer);
     for (const peer of open) {
       const since = this.#unreachable.get(peer);
-      const heard = this.#heardAt.get(peer);
-      if (heard === undefined) this.#heardAt.set(peer, now);
+      const counts = this.#opts.silenceCounts?.(peer) ?? true;
+      if (!counts) this.#heardAt.delete(peer);
+      const heard = counts ? this.#heardAt.get(peer) : undefined;
+      if (counts && heard === undefined) this.#heardAt.set(peer, now);
       if (since !== undefined && now - since >= this.#opts.graceMs) {
         this.#unreachable.delete(peer);
         this.#heardAt.delete(peer);

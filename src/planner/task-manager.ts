@@ -209,6 +209,13 @@ export class TaskManager extends EventEmitter<ManagerEvents> {
       peers: () => this.#owedPeers(),
       check: (peer) => this.#recover(peer, 'check'),
       lost: (peer, ms, why) => this.#declareLost(peer, ms, why),
+      silenceCounts: (peer) =>
+        this.#store
+          .owed()
+          .some(
+            (t) =>
+              t.snapshot.agent_id === peer && t.snapshot.state !== undefined && !isTerminal(t.snapshot.state),
+          ),
       connected: () => this.#agent.connected && !this.#closed,
       logger: this.#log,
     });
