@@ -585,16 +585,22 @@ export class TaskRunner {
 
   #ask(params: ElicitRequest['params'], signal: AbortSignal): Promise<ElicitResult> {
     if (this.#halt) return Promise.resolve({ action: 'cancel' });
+    const requestedSchema = 'requestedSchema' in params ? params.requestedSchema : undefined;
+    const requestedSchemaJson = JSON.stringify(requestedSchema ?? {});
+    const schemaBytes = Buffer.byteLength(requestedSchemaJson);
+    if (schemaBytes > INLINE_RESULT_BYTES) {
+      // A question must fit one event; the executor hears "decline" and may ask a smaller one.
+      this.#emit({
+        state: 'running',
+        message: `the executor asked a question whose schema is ${schemaBytes} bytes, over the ${INLINE_RESULT_BYTES} a question can carry; it was declined`,
+      });
+      return Promise.resolve({ action: 'decline' });
+    }
     return new Promise((resolve) => {
       const q: Question = { params, resolve, answering: false, seq: 0n };
       this.#questions.push(q);
-      const requestedSchema = 'requestedSchema' in params ? params.requestedSchema : undefined;
       q.seq =
-        this.#emit({
-          state: 'waiting_input',
-          question: params.message,
-          requestedSchemaJson: JSON.stringify(requestedSchema ?? {}),
-        })?.seq ?? 0n;
+        this.#emit({ state: 'waiting_input', question: params.message, requestedSchemaJson })?.seq ?? 0n;
       signal.addEventListener(
         'abort',
         () => {

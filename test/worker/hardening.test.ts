@@ -226,6 +226,18 @@ describe('worker hardening', () => {
     expect([taskStateName(failed.state), failed.reason]).toEqual(['failed', 'executor_failed']);
     expect(failed.message).toMatch(/an MCP message of more than 67108864 bytes.*output_dir/);
     expect((await planner.probe(w.name)).freeSlots).toBe(1);
+
+    // A question too large for one event is declined at once, saying so; the task goes on.
+    const asks = await planner.startTask(w.name, {
+      objective: 'ask hugely',
+      constraints: { ask: true, schema_bytes: 2_000_000 },
+    });
+    const asked = await planner.waitEnd(asks, 30_000);
+    expect(taskStateName(asked.state)).toBe('completed');
+    expect(JSON.parse(asked.structuredJson).answer).toBe('(decline)');
+    expect(planner.events.get(asks)!.map((e) => e.message).join('\n')).toMatch(
+      /a question whose schema is \d+ bytes, over the 1048576 a question can carry; it was declined/,
+    );
   }, 120_000);
 
   it('secrets - a task sees no NFLTR_ secret, and the key is in no command line, however it was passed', async () => {
