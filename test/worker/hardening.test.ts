@@ -235,9 +235,12 @@ describe('worker hardening', () => {
     const asked = await planner.waitEnd(asks, 30_000);
     expect(taskStateName(asked.state)).toBe('completed');
     expect(JSON.parse(asked.structuredJson).answer).toBe('(decline)');
-    expect(planner.events.get(asks)!.map((e) => e.message).join('\n')).toMatch(
-      /a question whose schema is \d+ bytes, over the 1048576 a question can carry; it was declined/,
-    );
+    expect(
+      planner.events
+        .get(asks)!
+        .map((e) => e.message)
+        .join('\n'),
+    ).toMatch(/a question whose schema is \d+ bytes, over the 1048576 a question can carry; it was declined/);
   }, 120_000);
 
   it('secrets - a task sees no NFLTR_ secret, and the key is in no command line, however it was passed', async () => {
