@@ -148,11 +148,10 @@ describe('worker hardening', () => {
     expect(dog).toBeDefined();
     process.kill(dog!, 'SIGKILL');
     await w.stop('SIGKILL');
-    await new Promise((r) => setTimeout(r, 1_500));
-    expect(pidsOf('sleep', two)).toHaveLength(1);
+    // Any worker that starts on this machine sweeps the cgroups of gone workers (tests of other files
+    // may start one meanwhile); at the latest, the restart does.
     w = await shellWorker('w-kill9', { name: 'w-kill9', stateDir });
     expect(pidsOf('sleep', two)).toHaveLength(0);
-    expect(w.stderr()).toMatch(/killed processes left by the executors of a worker that is gone/);
     planners.push(second);
   }, 90_000);
 

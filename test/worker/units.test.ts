@@ -2,13 +2,18 @@
  * The worker's pure parts: command-line splitting, label classes, tool choice and argument building,
  * TaskStart validation, answers to elicitations, and the CLI flags.
  */
+
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
+import { join } from 'node:path';
 import { create } from '@bufbuild/protobuf';
 import type { Tool } from '@modelcontextprotocol/sdk/types.js';
 import { Command } from 'commander';
 import { describe, expect, it } from 'vitest';
 import { register, type WorkerCommandOptions } from '../../src/cli/worker.js';
 import { TaskStartSchema } from '../../src/protocol/a2a.js';
+import { cgroupParent, sweepStaleCgroups } from '../../src/worker/cgroup.js';
 import { ExecutorTransport, LineReader } from '../../src/worker/executor-transport.js';
 import {
   answerContent,
@@ -210,6 +215,23 @@ describe('worker units', () => {
     expect(cutText('short', 10)).toBe('short');
     const cut = cutText('é'.repeat(100), 11);
     expect(cut).toBe(`${'é'.repeat(5)}… [190 more bytes cut]`);
+  });
+
+  it("cgroups - a gone worker's executor cgroup is swept: what is in it killed, the folder removed", async () => {
+    const parent = cgroupParent();
+    if (parent instanceof Error)
+      throw new Error(`cgroup v2 is not usable here (${parent.message}); this check needs it`);
+    // A worker pid that is surely gone: a process that has exited.
+    const gone = spawn('true');
+    await new Promise((r) => gone.once('exit', r));
+    const dir = join(parent, `nfltr-exec-${gone.pid}-1`);
+    mkdirSync(dir);
+    const orphan = spawn('sleep', ['30'], { detached: true, stdio: 'ignore' });
+    writeFileSync(join(dir, 'cgroup.procs'), String(orphan.pid));
+    const died = new Promise((r) => orphan.once('exit', (_c, sig) => r(sig)));
+    expect(await sweepStaleCgroups(parent)).toBe(1);
+    expect(await died).toBe('SIGKILL');
+    expect(existsSync(dir)).toBe(false);
   });
 
   it('sizes - lines across chunks, CRLF, and a line over the limit stops the reader', () => {
