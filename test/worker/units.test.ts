@@ -229,7 +229,8 @@ describe('worker units', () => {
     const orphan = spawn('sleep', ['30'], { detached: true, stdio: 'ignore' });
     writeFileSync(join(dir, 'cgroup.procs'), String(orphan.pid));
     const died = new Promise((r) => orphan.once('exit', (_c, sig) => r(sig)));
-    expect(await sweepStaleCgroups(parent)).toBe(1);
+    // 1, unless a worker of a test running alongside swept it first.
+    expect([0, 1]).toContain(await sweepStaleCgroups(parent));
     expect(await died).toBe('SIGKILL');
     expect(existsSync(dir)).toBe(false);
   });
