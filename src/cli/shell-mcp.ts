@@ -29,14 +29,21 @@ whitespace ignored), case-sensitively:
   **   any run of characters, control characters included (--allow '**' allows every command)
   any other character matches itself (control characters written in the pattern match literally)
 Examples: 'npm test' allows exactly "npm test"; 'npm test *' also allows "npm test -- --grep x" but
-not "npm test; rm -rf ~"; 'git *' allows "git status" but not "git log | head" (write 'git log | head'
-or 'git **' for that).
+not "npm test; rm -rf ~"; 'git status *' allows "git status -s" but not "git log | head" (write
+'git log | head' for that).
+A wildcard cannot widen a pattern through a program's own options: when the words a * or ** matched
+make a program run other code (git -c alias.x='!cmd', -C, --exec-path, git config; find -exec; awk,
+sed and inline-code interpreter programs (python -c, node -e, perl -e); make -f or VAR=; npm
+--script-shell or exec; tar --to-command; env, xargs, sh, sudo, timeout and other runners; a program
+name itself, e.g. after a pipe), the command is asked like an unmatched one. Write such words
+literally in the pattern to allow them. A pattern of stars only ('**') allows every command.
+See docs/security.md for the full list.
 A command that matches no pattern is put to the planner as a yes/no question (MCP elicitation) and
 runs only if approved; if the MCP client cannot be asked, the task fails.
 
 Examples:
   nfltr worker --mcp-command "nfltr shell-mcp --cwd ~/src/app --allow 'npm test *' --allow 'npm ci'"
-  nfltr shell-mcp --cwd . --allow 'make *' --timeout 30m
+  nfltr shell-mcp --cwd . --allow 'make test' --allow 'git status *' --timeout 30m
 `;
 
 const collect = (value: string, previous: string[]): string[] => {

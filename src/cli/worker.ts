@@ -1,8 +1,16 @@
-import { resolve } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, statSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { DEFAULT_MAX_ARTIFACT_BYTES, parseChunkRef } from '../agent/artifacts/index.js';
 import { createLogger } from '../util/log.js';
-import { DEFAULT_STALL_AFTER_MS, runWorker, WorkerConfigError } from '../worker/index.js';
+import {
+  DEFAULT_SLOT_LEASE_MS,
+  DEFAULT_STALL_AFTER_MS,
+  type ExecutorUser,
+  runWorker,
+  WorkerConfigError,
+} from '../worker/index.js';
 import {
   type AgentFlags,
   addAgentOptions,
@@ -24,6 +32,8 @@ export interface WorkerCommandOptions extends AgentFlags, E2eeFlags {
   shutdownGrace: number;
   executorEnv: string[];
   stallAfter: number;
+  slotLease: number;
+  executorUser?: string;
 }
 
 const positiveDuration = (value: string): number => {
@@ -48,10 +58,19 @@ the executor only through --executor-env (e.g. --executor-env ANTHROPIC_API_KEY)
 nothing for --stall-after gets a running event saying so and what its last sign of life was.
 See docs/executor-contract.md and docs/executors.md.
 
+The relay key stays with the worker: executors get no NFLTR_* variable (but NFLTR_LOG_LEVEL and the
+task's own), and a key given with --api-key is blanked from the worker's command line at start. Pass it
+in NFLTR_API_KEY or --api-key-file, never on the command line (ps shows it to every user until then).
+A task runs as the worker's OS user and can still read what that user can (the key file,
+/proc/<worker pid>/environ); --executor-user runs executors as another user (see docs/security.md).
+
 Examples:
-  nfltr worker --server relay.example:443 --api-key "$NFLTR_API_KEY" --labels repo=payments \\
+  NFLTR_API_KEY=… nfltr worker --server relay.example:443 --labels repo=payments \\
     --max-tasks 2 --mcp-command "claude mcp serve"
-  nfltr worker --server 127.0.0.1:9090 --mcp-command "nfltr shell-mcp --cwd . --allow 'npm test'"
+  nfltr worker --server 127.0.0.1:9090 --api-key-file ~/.nfltr/key \\
+    --mcp-command "nfltr shell-mcp --cwd . --allow 'npm test'"
+  sudo nfltr worker --api-key-file /etc/nfltr/key --executor-user builder --state-dir /var/lib/nfltr \\
+    --mcp-command "nfltr shell-mcp --cwd /srv/app --allow 'make test'"
 `;
 
 export function register(program: Command): void {
@@ -94,7 +113,7 @@ export function register(program: Command): void {
     .addOption(
       new Option(
         '--executor-env <NAMES>',
-        'environment variables passed through to executors besides PATH, HOME, locale and NFLTR_* (e.g. ANTHROPIC_API_KEY,GH_TOKEN)',
+        "environment variables passed through to executors besides PATH, HOME, locale and NFLTR_LOG_LEVEL (e.g. ANTHROPIC_API_KEY,GH_TOKEN); never the worker's own secrets",
       )
         .argParser((v: string) =>
           v
@@ -113,6 +132,21 @@ export function register(program: Command): void {
         .env('NFLTR_STALL_AFTER')
         .default(DEFAULT_STALL_AFTER_MS, '60s'),
     )
+    .addOption(
+      new Option(
+        '--slot-lease <duration>',
+        'a task whose files make no progress for this long (result files unacknowledged, input files not arriving) fails as lease_expired and frees its slot (0: never)',
+      )
+        .argParser(parseDuration)
+        .env('NFLTR_SLOT_LEASE')
+        .default(DEFAULT_SLOT_LEASE_MS, '60s'),
+    )
+    .addOption(
+      new Option(
+        '--executor-user <user>',
+        "run executors as this OS user (name or uid[:gid]; the worker must run as root), so tasks cannot read the worker's key",
+      ).env('NFLTR_EXECUTOR_USER'),
+    )
     .addHelpText('after', HELP_AFTER)
     .action(async (o: WorkerCommandOptions) => process.exit(await workerCommand(o)));
 }
@@ -127,9 +161,15 @@ export async function workerCommand(o: WorkerCommandOptions): Promise<number> {
     return die((err as Error).message, 2);
   }
   if (!o.mcpCommand) return die('--mcp-command is required: the command that starts the MCP executor', 2);
+  hideApiKeyInArgv();
+  // Children the worker starts other than executors (the watchdog) inherit process.env.
+  delete process.env.NFLTR_API_KEY;
   let pairingKey: Uint8Array | undefined;
+  let executorUser: ExecutorUser | undefined;
+  const stateDir = resolve(o.stateDir ?? nfltrHome('worker', agent.agentId));
   try {
     pairingKey = pairingKeyFrom(o);
+    if (o.executorUser) executorUser = resolveExecutorUser(o.executorUser, stateDir);
   } catch (err) {
     return die((err as Error).message, 2);
   }
@@ -140,7 +180,7 @@ export async function workerCommand(o: WorkerCommandOptions): Promise<number> {
       maxTasks: o.maxTasks,
       mcpCommand: o.mcpCommand,
       mcpTool: o.mcpTool,
-      stateDir: resolve(o.stateDir ?? nfltrHome('worker', agent.agentId)),
+      stateDir,
       heartbeatIntervalMs: o.heartbeatInterval,
       e2ee: o.a2aE2ee,
       pairingKey,
@@ -149,6 +189,8 @@ export async function workerCommand(o: WorkerCommandOptions): Promise<number> {
       shutdownGraceMs: o.shutdownGrace,
       executorEnv: o.executorEnv,
       stallAfterMs: o.stallAfter,
+      slotLeaseMs: o.slotLease,
+      ...(executorUser ? { executorUser } : {}),
       self: { execPath: process.execPath, script: process.argv[1] ?? '' },
       logger,
     });
@@ -156,4 +198,58 @@ export async function workerCommand(o: WorkerCommandOptions): Promise<number> {
     if (err instanceof WorkerConfigError) return die(err.message, 2);
     return die((err as Error).message, 1);
   }
+}
+
+/**
+ * Blanks the value of `--api-key` in the worker's command line as other processes see it
+ * (/proc/<pid>/cmdline, ps): Node rewrites the argv area when the process title is set.
+ */
+export function hideApiKeyInArgv(argv: string[] = process.argv): void {
+  const shown = argv.map((a, i) => {
+    if (argv[i - 1] === '--api-key') return '[hidden]';
+    return a.startsWith('--api-key=') ? '--api-key=[hidden]' : a;
+  });
+  if (shown.every((a, i) => a === argv[i])) return;
+  process.title = shown.join(' ');
+  process.stderr.write(
+    'nfltr worker: warning: --api-key on the command line was visible to every local user until now; pass it in NFLTR_API_KEY or --api-key-file\n',
+  );
+}
+
+/**
+ * `--executor-user`: a user name (looked up with getent) or `uid[:gid]`. The worker must be root, and
+ * the state dir reachable by that user (task folders live there). Throws naming the flag.
+ */
+export function resolveExecutorUser(spec: string, stateDir: string): ExecutorUser {
+  const flag = `--executor-user ${spec}`;
+  if (process.getuid?.() !== 0) {
+    throw new Error(`${flag}: the worker must run as root to start executors as another user`);
+  }
+  let user: ExecutorUser;
+  const numeric = /^(\d+)(?::(\d+))?$/.exec(spec);
+  if (numeric) {
+    const uid = Number(numeric[1]);
+    user = { name: spec, uid, gid: Number(numeric[2] ?? uid), home: '/' };
+  } else {
+    let line = '';
+    try {
+      line = execFileSync('getent', ['passwd', spec], { encoding: 'utf8' }).trim();
+    } catch {}
+    const f = line.split(':');
+    if (f.length < 7) throw new Error(`${flag}: no such user (getent passwd ${spec} found nothing)`);
+    user = { name: spec, uid: Number(f[2]), gid: Number(f[3]), home: f[5] || '/' };
+  }
+  if (user.uid === 0) throw new Error(`${flag}: that is root; name an unprivileged user`);
+  mkdirSync(stateDir, { recursive: true });
+  for (let d = stateDir; ; d = dirname(d)) {
+    const st = statSync(d);
+    const x = st.uid === user.uid ? 0o100 : st.gid === user.gid ? 0o010 : 0o001;
+    if (!(st.mode & x)) {
+      throw new Error(
+        `${flag}: ${d} cannot be entered by that user, so it could not reach its task folders under ${stateDir}; choose --state-dir elsewhere (e.g. /var/lib/nfltr) or open ${d} (chmod o+x)`,
+      );
+    }
+    if (d === dirname(d)) break;
+  }
+  return user;
 }

@@ -12,10 +12,14 @@ import {
 } from '../agent/artifacts/index.js';
 import type { A2aBody } from '../agent/index.js';
 import { answerObject, RespondSchema } from '../protocol/a2a.js';
+import { DEFAULT_MAX_FRAME_BYTES } from '../protocol/control.js';
 import { answerProblem } from './answer-schema.js';
 import { PlannerError } from './errors.js';
 import { LIMIT_FLAG } from './task-files.js';
 import type { QueuedAnswer, StoredTask } from './task-store.js';
+
+/** The largest `content` of one answer: a relay frame, less room for the envelope and encryption. */
+export const MAX_ANSWER_BYTES = DEFAULT_MAX_FRAME_BYTES - 64 * 1024;
 
 export type AnswerAction = 'accept' | 'decline' | 'cancel';
 export type FileInfos = Awaited<ReturnType<typeof describeFiles>>;
@@ -64,7 +68,17 @@ export function checkAnswer(
         'sent; the task is still waiting_input: answer again with respond_to_worker',
     );
   }
-  return { seq: s.pending.seq, json: JSON.stringify(answer) };
+  const json = JSON.stringify(answer);
+  // One Respond must fit one relay frame: refused before it is stored, so the question stays open.
+  const size = Buffer.byteLength(json);
+  if (size > MAX_ANSWER_BYTES) {
+    throw new PlannerError(
+      'invalid_argument',
+      `the answer's content is ${size} bytes, over the ${MAX_ANSWER_BYTES} bytes one answer can carry (one relay frame); ` +
+        'put large data in a file and pass it in artifact_files instead. The answer was not sent; the question is still open',
+    );
+  }
+  return { seq: s.pending.seq, json };
 }
 
 /** Reads and hashes an answer's files; input files of the task are never replaced. */

@@ -97,7 +97,9 @@ export class TaskRouter extends EventEmitter<RouterEvents> {
       graceMs: opts.workerLostGraceMs ?? 30_000,
       peers: () => this.#owedPeers(),
       check: (peer) => this.#recover(peer, 'check'),
-      lost: (peer, ms) => this.#declareLost(peer, ms),
+      lost: (peer, ms, why) => this.#declareLost(peer, ms, why),
+      silenceCounts: (peer) =>
+        this.#peerTasks(peer).some((t) => t.snapshot.state !== undefined && !isTerminal(t.snapshot.state)),
       connected: () => this.#agent.connected && !this.#closed,
       logger: this.#log,
     });
@@ -242,11 +244,14 @@ export class TaskRouter extends EventEmitter<RouterEvents> {
   }
 
   /** The worker has been unreachable for the grace period: its open tasks end as `failed/worker_lost`. */
-  #declareLost(peer: string, unreachableMs: number): void {
+  #declareLost(peer: string, unreachableMs: number, why: 'unreachable' | 'silent'): void {
     const grace = this.#opts.workerLostGraceMs ?? 30_000;
     const message =
-      `worker ${peer} has not been connected to the relay for ${Math.round(unreachableMs / 1000)} s ` +
-      `(the grace period is ${grace / 1000} s, --worker-lost-grace); the task cannot finish`;
+      why === 'silent'
+        ? `worker ${peer} is connected to the relay but has answered nothing for ${Math.round(unreachableMs / 1000)} s ` +
+          '(frozen, or its link is dead); the task cannot finish'
+        : `worker ${peer} has not been connected to the relay for ${Math.round(unreachableMs / 1000)} s ` +
+          `(the grace period is ${grace / 1000} s, --worker-lost-grace); the task cannot finish`;
     const steps = this.#peerTasks(peer).map((t) =>
       this.apply(t.snapshot.task_id, { type: 'worker_lost', message }),
     );

@@ -20,6 +20,7 @@ import {
 import { type CommandLineError, joinCommandLine, splitCommandLine } from '../util/command-line.js';
 import { type Logger, silentLogger } from '../util/log.js';
 import { VERSION } from '../version.js';
+import type { ExecutorCgroup } from './cgroup.js';
 import { WorkerConfigError } from './errors.js';
 import { ExecutorTransport } from './executor-transport.js';
 import { descendantPids, isAlive, signalAll, signalGroup } from './process-tree.js';
@@ -61,24 +62,42 @@ export function parseExecutorCommand(
 }
 
 /** Variables passed through besides the SDK's defaults; everything else (tokens, keys) stays with us. */
-const EXTRA_ENV = ['PATH', 'HOME', 'TMPDIR', 'LANG', 'LC_ALL'];
+const EXTRA_ENV = ['PATH', 'HOME', 'TMPDIR', 'LANG', 'LC_ALL', 'NFLTR_LOG_LEVEL'];
+
+/** The worker's own secrets: never passed to an executor, not even through `--executor-env`. */
+export const WORKER_SECRETS = ['NFLTR_API_KEY', 'NFLTR_API_KEY_FILE', 'NFLTR_E2EE_KEY_FILE'];
 
 /**
- * The executor's environment: the SDK's safe defaults, PATH/HOME and a few locale variables, and
- * `NFLTR_*` except the API key (an executor has no business on the relay under our account).
+ * The executor's environment: the SDK's safe defaults, PATH/HOME, a few locale variables, the log
+ * level, and what `--executor-env` names. No other `NFLTR_*` variable: an executor has no business on
+ * the relay under our account, nor with the pairing key. Throws naming `--executor-env` when it lists
+ * one of {@link WORKER_SECRETS}.
  */
 export function executorEnvironment(
   extra: Record<string, string> = {},
   env: NodeJS.ProcessEnv = process.env,
   passThrough: readonly string[] = [],
 ): Record<string, string> {
+  const secret = passThrough.find((k) => WORKER_SECRETS.includes(k));
+  if (secret) {
+    throw new WorkerConfigError(
+      `--executor-env ${secret}: that is the worker's own secret, which tasks must not reach; give the executor credentials of its own`,
+    );
+  }
   const out = getDefaultEnvironment();
   for (const [k, v] of Object.entries(env)) {
     if (v === undefined || v.startsWith('()')) continue;
-    const nfltr = k.startsWith('NFLTR_') && k !== 'NFLTR_API_KEY';
-    if (EXTRA_ENV.includes(k) || nfltr || passThrough.includes(k)) out[k] = v;
+    if (EXTRA_ENV.includes(k) || passThrough.includes(k)) out[k] = v;
   }
   return { ...out, ...extra };
+}
+
+/** The OS user executors run as (`--executor-user`), when not the worker's own. */
+export interface ExecutorUser {
+  name: string;
+  uid: number;
+  gid: number;
+  home: string;
 }
 
 export interface ToolChoice {
@@ -261,6 +280,8 @@ export interface ExecutorStartOptions {
   reaper?: ExecutorReaper;
   /** Where to record the executor's pid while it runs (the task folder's `executor.pid`). */
   pidFile?: string;
+  /** Runs the executor as this OS user (the worker runs as root). */
+  user?: ExecutorUser;
   logger?: Logger;
 }
 
@@ -271,6 +292,7 @@ export interface ExecutorStartOptions {
 export class ExecutorSession {
   readonly client: Client;
   readonly pid: number;
+  readonly #transport: ExecutorTransport;
   readonly #stderrEnded: Promise<void>;
   readonly #log: WriteStream;
   readonly #logger: Logger;
@@ -281,6 +303,8 @@ export class ExecutorSession {
   #exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
   readonly #closedPromise: Promise<void>;
   #stopPromise: Promise<void> | undefined;
+  /** Kills what is left in the executor's cgroup; resolves with how many processes that was. */
+  #release: () => Promise<number> = async () => 0;
 
   private constructor(
     client: Client,
@@ -290,6 +314,7 @@ export class ExecutorSession {
     logger: Logger,
   ) {
     this.client = client;
+    this.#transport = transport;
     const stderr = transport.stderr;
     this.#stderrEnded = new Promise((r) => stderr.once('end', () => r()));
     this.pid = transport.pid ?? 0;
@@ -303,14 +328,17 @@ export class ExecutorSession {
     const logger = opts.logger ?? silentLogger;
     const log = createWriteStream(opts.logFile, { flags: 'a' });
     log.on('error', (err) => logger.warn('cannot write executor log', { file: opts.logFile, error: err }));
+    const u = opts.user;
+    let cgroup: ExecutorCgroup | undefined;
     const transport = new ExecutorTransport({
       command: opts.command.command,
       args: opts.command.args,
-      env: opts.env,
+      env: u ? { ...opts.env, HOME: u.home, USER: u.name, LOGNAME: u.name } : opts.env,
       cwd: opts.cwd,
+      ...(u ? { uid: u.uid, gid: u.gid } : {}),
       onSpawn: (pid) => {
-        opts.reaper?.watch(pid);
-        if (opts.pidFile) recordExecutorPid(opts.pidFile, pid);
+        cgroup = opts.reaper?.watch(pid);
+        if (opts.pidFile) recordExecutorPid(opts.pidFile, pid, cgroup);
       },
     });
     // The same capabilities in every session (start-up check, probes, tasks): servers list tools by them.
@@ -363,6 +391,7 @@ export class ExecutorSession {
     } catch (err) {
       const what = `${[opts.command.command, ...opts.command.args].join(' ')}`;
       await transport.close().catch(() => {});
+      await opts.reaper?.release(cgroup);
       await new Promise<void>((r) => log.end(r));
       const e = err as NodeJS.ErrnoException;
       if (e.code === 'ENOENT' || e.code === 'EACCES' || e.syscall?.startsWith('spawn')) {
@@ -377,6 +406,7 @@ export class ExecutorSession {
       );
     }
     session = new ExecutorSession(client, transport, log, closed, logger);
+    session.#release = () => opts.reaper?.release(cgroup) ?? Promise.resolve(0);
     session.#tail = tail;
     session.#exit = early;
     return session;
@@ -385,6 +415,11 @@ export class ExecutorSession {
   /** True once the process went away without {@link stop} being called. */
   get crashed(): boolean {
     return this.#crashed;
+  }
+
+  /** Why the worker ended the executor itself (an oversized message), if it did. */
+  get fatal(): Error | undefined {
+    return this.#transport.fatal;
   }
 
   /** "exited with code 3", "killed by SIGKILL", or "exited". */
@@ -449,8 +484,16 @@ export class ExecutorSession {
       signalAll(tree.filter(isAlive), 'SIGKILL');
       await waitFor(allGone, TERM_GRACE_MS);
     }
-    // Whatever is left of its group (a grandchild that left the tree) goes with it.
+    // Whatever is left of its group (a grandchild that left the tree) goes with it, and of its cgroup
+    // (a process that left the group with setsid).
     signalGroup(this.pid, 'SIGKILL');
+    const leftovers = await this.#release();
+    if (leftovers > 0) {
+      this.#logger.info('killed processes the executor left behind (they had left its process group)', {
+        pid: this.pid,
+        killed: leftovers,
+      });
+    }
     await Promise.race([closing, sleep(500)]);
     // The stderr pipe may still hold the executor's last words (a crash message): let them reach the log.
     await Promise.race([this.#stderrEnded, sleep(200)]);

@@ -18,6 +18,7 @@ export {
   ExecutorError,
   ExecutorSession,
   type ExecutorStartOptions,
+  type ExecutorUser,
   executorEnvironment,
   isClaudeCodeServer,
   mainStringField,
@@ -27,6 +28,7 @@ export {
   RUN_TASK_TOOL,
   type TaskInput,
   type ToolChoice,
+  WORKER_SECRETS,
 } from './executor.js';
 export {
   AUTOMATIC_LABEL_PREFIXES,
@@ -43,6 +45,7 @@ export { descendantPids, isAlive } from './process-tree.js';
 export { EVENTS_FILE, TaskEventLog } from './task-events.js';
 export { answerContent, type HaltReason, resultTextOf, TaskRunner, type TaskSpec } from './task-runner.js';
 export {
+  DEFAULT_SLOT_LEASE_MS,
   DEFAULT_STALL_AFTER_MS,
   PROBE_CHANNEL,
   parseTaskStart,

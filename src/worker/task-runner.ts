@@ -5,7 +5,7 @@
  * `output/` files went out as chunks. Cancel, timeout, shutdown and channel violations halt it; every
  * path ends with the executor stopped, the slot released and exactly one terminal event.
  */
-import { mkdir } from 'node:fs/promises';
+import { chown, mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { CallToolResult, ElicitRequest, ElicitResult } from '@modelcontextprotocol/sdk/types.js';
 import type { A2aBody } from '../agent/a2a.js';
@@ -34,6 +34,7 @@ import {
   buildToolArguments,
   type ExecutorCommand,
   ExecutorSession,
+  type ExecutorUser,
   isConnectionClosed,
   NO_REQUEST_TIMEOUT_MS,
   type ProgressParams,
@@ -76,6 +77,11 @@ export interface TaskRunnerDeps {
   killGraceMs: number;
   /** After this long without an event (a question aside), a `running` event says so; 0: never. */
   stallAfterMs?: number;
+  /**
+   * Once the executor has returned, how long delivering the output files may go without the planner
+   * acknowledging a byte before the task fails (`lease_expired`) and frees its slot; 0: never.
+   */
+  slotLeaseMs?: number;
   logger: Logger;
   /** Reports whether the executor could be started, for the probe's `executor_healthy`. */
   onSpawn: (ok: boolean, error?: string) => void;
@@ -83,14 +89,26 @@ export interface TaskRunnerDeps {
   onTerminal: () => void;
   /** Kills the executor if the worker dies; its pid is also kept in `executor.pid` while it runs. */
   reaper?: ExecutorReaper;
+  /** The executor runs as this OS user: `input/` and `output/` are handed to it. */
+  user?: ExecutorUser;
 }
 
 const LIMIT_FLAG = '--max-artifact-bytes of nfltr worker';
+/** Result text or structured content above this travels as a file among the result's artifacts. */
+export const INLINE_RESULT_BYTES = 1024 * 1024;
+/** Event texts (messages, questions, the preview of a result sent as a file) are cut to this. */
+export const EVENT_TEXT_BYTES = 64 * 1024;
+/** The files a too-large result text and structured content travel in. */
+export const RESULT_TEXT_FILE = 'nfltr-result-text.txt';
+export const RESULT_STRUCTURED_FILE = 'nfltr-structured-content.json';
 
 /** Why a task was stopped from outside its tool call. */
 export type HaltReason =
   | { kind: 'cancelled'; message: string }
-  | { kind: 'timeout' | 'worker_shutdown' | 'e2ee_violation' | 'artifact_error'; message: string };
+  | {
+      kind: 'timeout' | 'worker_shutdown' | 'e2ee_violation' | 'artifact_error' | 'lease_expired';
+      message: string;
+    };
 
 type Outcome =
   | { kind: 'result'; result: CallToolResult }
@@ -243,6 +261,8 @@ export class TaskRunner {
       await mkdir(this.outputDir, { recursive: true });
       await mkdir(this.inputDir, { recursive: true });
       await inputs;
+      const u = this.#deps.user;
+      if (u) await chownTree([this.outputDir, this.inputDir], u);
       this.#throwIfHalted();
       outcome = await this.#execute();
     } catch (err) {
@@ -275,6 +295,7 @@ export class TaskRunner {
         },
         logFile: join(d.dir, 'executor.log'),
         reaper: d.reaper,
+        ...(d.user ? { user: d.user } : {}),
         pidFile: join(d.dir, EXECUTOR_PID_FILE),
         onElicit: (params, signal) => this.#ask(params, signal),
         onProgress: (p) => this.#onProgress(p),
@@ -312,6 +333,10 @@ export class TaskRunner {
       return { kind: 'result', result };
     } catch (err) {
       this.#throwIfHalted();
+      if (isConnectionClosed(err) && session.fatal) {
+        await session.stop(0);
+        return { kind: 'failed', reason: 'executor_failed', message: session.fatal.message };
+      }
       if (isConnectionClosed(err) && session.crashed) {
         await session.stop(0);
         const tail = session.logTail(10);
@@ -404,10 +429,11 @@ export class TaskRunner {
     let final: TaskEventInit;
     if (outcome.kind === 'result') {
       const r = outcome.result;
-      const resultText = resultTextOf(r);
-      const structuredJson = r.structuredContent !== undefined ? JSON.stringify(r.structuredContent) : '';
+      let resultText = resultTextOf(r);
+      let structuredJson = r.structuredContent !== undefined ? JSON.stringify(r.structuredContent) : '';
       let artifacts: ArtifactInfo[] = [];
       try {
+        ({ resultText, structuredJson } = await this.#spillLargeResult(resultText, structuredJson));
         artifacts = await this.#sendOutputs(r);
         final = r.isError
           ? {
@@ -440,6 +466,34 @@ export class TaskRunner {
     });
   }
 
+  /**
+   * A result text or structured content too large for one relay frame goes into `output/` as a file (so
+   * it travels as an artifact, verified); the event keeps the text's beginning and says where the rest is.
+   */
+  async #spillLargeResult(
+    resultText: string,
+    structuredJson: string,
+  ): Promise<{ resultText: string; structuredJson: string }> {
+    const notes: string[] = [];
+    const textBytes = Buffer.byteLength(resultText);
+    if (textBytes > INLINE_RESULT_BYTES) {
+      await writeFile(join(this.outputDir, RESULT_TEXT_FILE), resultText);
+      notes.push(`the result text is ${textBytes} bytes; the whole text is the artifact ${RESULT_TEXT_FILE}`);
+      resultText = cutText(resultText, EVENT_TEXT_BYTES);
+    }
+    const jsonBytes = Buffer.byteLength(structuredJson);
+    if (jsonBytes > INLINE_RESULT_BYTES) {
+      await writeFile(join(this.outputDir, RESULT_STRUCTURED_FILE), structuredJson);
+      notes.push(
+        `the structured content is ${jsonBytes} bytes of JSON, in the artifact ${RESULT_STRUCTURED_FILE}`,
+      );
+      structuredJson = '';
+    }
+    if (notes.length === 0) return { resultText, structuredJson };
+    this.#log.info('result too large to travel inline; sent as files', { task: this.spec.taskId, notes });
+    return { resultText: `${resultText}\n\n[nfltr: ${notes.join('; ')}]`, structuredJson };
+  }
+
   /** Streams the result files; resolves once the planner acknowledged every one (or discarded it). */
   async #sendOutputs(result: CallToolResult): Promise<ArtifactInfo[]> {
     const { files, skipped } = await collectResultFiles({
@@ -456,6 +510,7 @@ export class TaskRunner {
     }
     const infos = await describeFiles(files);
     if (files.length === 0) return infos;
+    let acked = 0;
     const sender = new ArtifactSender(files, {
       taskId: this.spec.taskId,
       send: (msg) => {
@@ -466,7 +521,10 @@ export class TaskRunner {
       signal: this.#abort.signal,
       corruptChunk: this.#deps.testCorruptChunk,
       logger: this.#log,
-      onProgress: (acked) => progress.update(acked),
+      onProgress: (bytes) => {
+        acked = bytes;
+        progress.update(bytes);
+      },
     });
     const progress = new ProgressThrottle(sender.total, (done, total) => {
       const resent = sender.counters.bytesResent;
@@ -480,6 +538,12 @@ export class TaskRunner {
       });
     });
     this.#sender = sender;
+    const lease = this.#lease(
+      () => acked,
+      (ms) =>
+        `the executor finished but its result could not be delivered: the planner acknowledged none of the output files for ${ms} ` +
+        `(${sender.counters.bytesSent} bytes sent, ${acked} acknowledged). The files stay on the worker in ${this.outputDir}`,
+    );
     try {
       const report = await sender.run();
       this.#log.info('output files sent', {
@@ -491,23 +555,57 @@ export class TaskRunner {
         discarded: report.failed.length ? report.failed : undefined,
       });
     } finally {
+      clearInterval(lease);
       this.#sender = undefined;
     }
     return infos;
   }
 
+  /**
+   * The slot lease while files move between planner and worker: when no byte has made progress for
+   * `slotLeaseMs` (the planner gone, frozen, or its link down), the task fails with `lease_expired`,
+   * which frees the slot; the event waits in the log for the planner's resume, so both sides end the
+   * same. `progress` counts the bytes acknowledged (output) or received (input); `why` says what stalled.
+   */
+  #lease(progress: () => number, why: (ms: string) => string): NodeJS.Timeout | undefined {
+    const ms = this.#deps.slotLeaseMs ?? 0;
+    if (ms <= 0) return undefined;
+    let last = { at: Date.now(), bytes: progress() };
+    const timer = setInterval(
+      () => {
+        const now = Date.now();
+        if (progress() !== last.bytes) last = { at: now, bytes: progress() };
+        if (now - last.at < ms) return;
+        clearInterval(timer);
+        this.halt({
+          kind: 'lease_expired',
+          message: `${why(formatDuration(ms))}; the worker's slot was reclaimed (--slot-lease)`,
+        });
+      },
+      Math.min(1_000, ms),
+    );
+    timer.unref();
+    return timer;
+  }
+
   #ask(params: ElicitRequest['params'], signal: AbortSignal): Promise<ElicitResult> {
     if (this.#halt) return Promise.resolve({ action: 'cancel' });
+    const requestedSchema = 'requestedSchema' in params ? params.requestedSchema : undefined;
+    const requestedSchemaJson = JSON.stringify(requestedSchema ?? {});
+    const schemaBytes = Buffer.byteLength(requestedSchemaJson);
+    if (schemaBytes > INLINE_RESULT_BYTES) {
+      // A question must fit one event; the executor hears "decline" and may ask a smaller one.
+      this.#emit({
+        state: 'running',
+        message: `the executor asked a question whose schema is ${schemaBytes} bytes, over the ${INLINE_RESULT_BYTES} a question can carry; it was declined`,
+      });
+      return Promise.resolve({ action: 'decline' });
+    }
     return new Promise((resolve) => {
       const q: Question = { params, resolve, answering: false, seq: 0n };
       this.#questions.push(q);
-      const requestedSchema = 'requestedSchema' in params ? params.requestedSchema : undefined;
       q.seq =
-        this.#emit({
-          state: 'waiting_input',
-          question: params.message,
-          requestedSchemaJson: JSON.stringify(requestedSchema ?? {}),
-        })?.seq ?? 0n;
+        this.#emit({ state: 'waiting_input', question: params.message, requestedSchemaJson })?.seq ?? 0n;
       signal.addEventListener(
         'abort',
         () => {
@@ -551,11 +649,13 @@ export class TaskRunner {
       }),
     );
     let done: Promise<unknown>;
+    let received = 0;
     try {
       done = this.#receiver.expect(files, {
-        onProgress: (received, _total, dup) => {
+        onProgress: (bytes, _total, dup) => {
+          received = bytes;
           duplicates = dup;
-          progress.update(received);
+          progress.update(bytes);
         },
       });
     } catch (err) {
@@ -564,6 +664,13 @@ export class TaskRunner {
       );
       return Promise.reject(err);
     }
+    const lease = this.#lease(
+      () => received,
+      (ms) =>
+        `${what} stopped arriving: no byte came from the planner for ${ms} (${received} of ${total} bytes received)`,
+    );
+    done.finally(() => clearInterval(lease)).catch(() => {});
+    this.#onHalt.push(() => clearInterval(lease));
     return new Promise<void>((resolve, reject) => {
       done.then(
         () => resolve(),
@@ -583,6 +690,13 @@ export class TaskRunner {
       const what = init.state === 'waiting_input' ? `a question: ${init.question}` : init.message;
       this.#lastSign = { at: Date.now(), what: what ? `${init.state} "${what}"` : init.state };
     }
+    // One event must fit one relay frame: long texts are cut (a result's are sent as files beforehand).
+    if (init.message) init = { ...init, message: cutText(init.message, EVENT_TEXT_BYTES) };
+    if (init.question) init = { ...init, question: cutText(init.question, EVENT_TEXT_BYTES) };
+    if (init.resultText && Buffer.byteLength(init.resultText) > INLINE_RESULT_BYTES)
+      init = { ...init, resultText: cutText(init.resultText, EVENT_TEXT_BYTES) };
+    if (init.structuredJson && Buffer.byteLength(init.structuredJson) > INLINE_RESULT_BYTES)
+      init = { ...init, structuredJson: '' };
     // Stored (and flushed) before it is sent: the planner never sees an event the log could lose.
     const event = this.events.append(init, flush);
     this.#armStall();
@@ -597,10 +711,29 @@ export class TaskRunner {
   }
 }
 
+/** Hands folders and what is in them to the executor's user (input files arrive owned by the worker). */
+async function chownTree(dirs: string[], u: ExecutorUser): Promise<void> {
+  for (const dir of dirs) {
+    await chown(dir, u.uid, u.gid);
+    for (const e of await readdir(dir, { recursive: true })) await chown(join(dir, e), u.uid, u.gid);
+  }
+}
+
 function haltEvent(h: HaltReason): TaskEventInit {
   return h.kind === 'cancelled'
     ? { state: 'cancelled', reason: 'cancelled', message: h.message }
     : { state: 'failed', reason: h.kind, message: h.message };
+}
+
+/** `text` cut to at most `maxBytes` of UTF-8, saying how much was left out. */
+export function cutText(text: string, maxBytes: number): string {
+  const bytes = Buffer.byteLength(text);
+  if (bytes <= maxBytes) return text;
+  const head = Buffer.from(text)
+    .subarray(0, maxBytes)
+    .toString('utf8')
+    .replace(/\uFFFD$/, '');
+  return `${head}… [${bytes - Buffer.byteLength(head)} more bytes cut]`;
 }
 
 /** The text of a tool result; other content kinds are named, since only text crosses as result_text. */

@@ -34,6 +34,7 @@ import {
   type ExecutorCheck,
   type ExecutorCommand,
   type ExecutorStartOptions,
+  type ExecutorUser,
   executorEnvironment,
   parseExecutorCommand,
   probeReadiness,
@@ -58,6 +59,8 @@ const READY_CACHE_MS = 5_000;
 const READY_PROBE_WAIT_MS = 2_500;
 /** Default of `--stall-after`. */
 export const DEFAULT_STALL_AFTER_MS = 60_000;
+/** Default of `--slot-lease`. */
+export const DEFAULT_SLOT_LEASE_MS = 60_000;
 
 /**
  * A task whose events the planner has not all acknowledged: running, finished, or recovered from an
@@ -109,6 +112,10 @@ export interface WorkerOptions {
   executorEnv?: string[];
   /** A task with no event for this long gets a `running` event saying so (`--stall-after`); 0: never. */
   stallAfterMs?: number;
+  /** Delivering a finished task's files may go this long unacknowledged before its slot is reclaimed. */
+  slotLeaseMs?: number;
+  /** Executors run as this OS user (`--executor-user`; the worker runs as root). */
+  executorUser?: ExecutorUser;
   logger: Logger;
 }
 
@@ -229,6 +236,7 @@ export class Worker {
     const env = executorEnvironment({}, process.env, opts.executorEnv);
     mkdirSync(join(opts.stateDir, 'tasks'), { recursive: true });
     const reaper = new ExecutorReaper(opts.logger.child('reaper'));
+    await reaper.sweep();
     const checkWith = (cmd: ExecutorCommand) =>
       checkExecutor({
         command: cmd,
@@ -238,6 +246,7 @@ export class Worker {
         logFile: join(opts.stateDir, 'executor-check.log'),
         logger: opts.logger.child('executor'),
         reaper,
+        ...(opts.executorUser ? { user: opts.executorUser } : {}),
       });
     let check: ExecutorCheck = await checkWith(command);
     if (!check.choice) {
@@ -442,6 +451,7 @@ export class Worker {
       cwd: this.#opts.cwd,
       logFile: join(this.#opts.stateDir, logFile),
       reaper: this.#reaper,
+      ...(this.#opts.executorUser ? { user: this.#opts.executorUser } : {}),
     };
   }
 
@@ -531,12 +541,14 @@ export class Worker {
       testCorruptChunk: this.#opts.testCorruptChunk,
       killGraceMs: this.#opts.killGraceMs ?? 2_000,
       stallAfterMs: this.#opts.stallAfterMs ?? DEFAULT_STALL_AFTER_MS,
+      slotLeaseMs: this.#opts.slotLeaseMs ?? DEFAULT_SLOT_LEASE_MS,
       logger: this.#log.child(`task.${id}`),
       onSpawn: (ok, error) => this.#setHealth(ok, error),
       onTerminal: () => {
         this.#active.delete(id);
       },
       reaper: this.#reaper,
+      ...(this.#opts.executorUser ? { user: this.#opts.executorUser } : {}),
     });
     this.#active.set(id, runner);
     this.#owed.set(id, {

@@ -156,6 +156,45 @@ describe('durability - peer watch', () => {
     expect(watch.isUnreachable('b')).toBe(false);
     watch.stop();
   });
+
+  it('watch - a connected peer silent for silentMs is lost; answering keeps it; a late tick restarts the count', () => {
+    vi.useFakeTimers();
+    const lost: string[] = [];
+    const watch = new PeerWatch({
+      graceMs: 30_000,
+      silentMs: 15_000,
+      peers: () => ['live', 'frozen'],
+      check: () => {},
+      lost: (p, ms, why) => lost.push(`${p} ${why} ${ms}`),
+      connected: () => true,
+    });
+    expect(watch.intervalMs).toBe(5_000);
+    watch.start();
+    for (let t = 0; t < 4; t++) {
+      vi.advanceTimersByTime(5_000);
+      watch.heard('live');
+    }
+    // Watched from the first tick (5 s): silent at 20 s.
+    expect(lost).toEqual(['frozen silent 15000']);
+    watch.stop();
+
+    // This planner frozen for 40 s: nobody is judged on that.
+    lost.length = 0;
+    const late = new PeerWatch({
+      graceMs: 30_000,
+      peers: () => ['w'],
+      check: () => {},
+      lost: (p) => lost.push(p),
+      connected: () => true,
+    });
+    late.start();
+    vi.advanceTimersByTime(5_000);
+    const now = Date.now();
+    vi.setSystemTime(now + 40_000);
+    vi.advanceTimersByTime(5_000);
+    expect(lost).toEqual([]);
+    late.stop();
+  });
 });
 
 describe('durability - recorded executors', () => {

@@ -95,6 +95,32 @@ describe('durability - worker restart', () => {
     expect(done.events.at(-1)).toMatchObject({ origin: 'planner', reason: 'worker_lost' });
   });
 
+  it('worker frozen (SIGSTOP) - still connected, answering nothing: its task fails as worker_lost in about 20 s', async () => {
+    const w = await worker('wr-frozen', tempDir('nfltr-worker-'));
+    cleanup.push(async () => {
+      w.child.kill('SIGCONT');
+      await w.stop();
+    });
+    await planner.ok('orchestrate_task', {
+      agent_id: 'wr-frozen',
+      task_id: 'wr-frozen-task',
+      objective: 'freeze under me',
+      constraints: { steps: 1_000, step_ms: 50 },
+    });
+    await waitEvents(planner, 'wr-frozen-task', 2);
+    w.child.kill('SIGSTOP');
+    const frozenAt = Date.now();
+    const done = await waitState(planner, 'wr-frozen-task', ['completed', 'failed', 'cancelled'], 45_000);
+    const ms = Date.now() - frozenAt;
+    process.stderr.write(`frozen worker declared lost after ${ms} ms\n`);
+    expect(done).toMatchObject({ state: 'failed', reason: 'worker_lost' });
+    expect(done.message).toMatch(
+      /worker wr-frozen is connected to the relay but has answered nothing for \d+ s/,
+    );
+    // 15 s of silence at checks every 5 s: ≤ 20 s, plus room for a loaded machine.
+    expect(ms).toBeLessThan(35_000);
+  }, 60_000);
+
   it('worker cut off the relay - waiting_input survives, and an answer given meanwhile is delivered once it is back', async () => {
     const proxy = new LinkProxy(await freePort(), relay.grpcAddr);
     await proxy.restore();

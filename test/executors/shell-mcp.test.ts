@@ -179,6 +179,20 @@ describe('nfltr shell-mcp', () => {
     );
   });
 
+  it("asks before git -c alias.x='!…' x under --allow 'git *', and runs it only on yes", async () => {
+    const pwned = join(root, 'pwned-by-alias');
+    const { client, questions } = await start({ allow: ['git *'], ask: () => ({ action: 'decline' }) });
+    const status = await runTask(client, { commands: ['git --version'] });
+    expect(questions).toHaveLength(0);
+    expect(status.result.isError).toBeFalsy();
+    const { result, text } = await runTask(client, { commands: [`git -c alias.x='!touch ${pwned}' x`] });
+    expect(result.isError).toBe(true);
+    expect(questions).toHaveLength(1);
+    expect(questions[0]).toContain(`it matches --allow "git *", but \`-c\`: git takes code or a program`);
+    expect(text).toContain('was not approved');
+    await expect(readFile(pwned)).rejects.toThrow();
+  });
+
   it('treats a declined question as not approved', async () => {
     const { client } = await start({ ask: () => ({ action: 'decline' }) });
     const { result, text } = await runTask(client, { commands: ['ls'] });

@@ -338,6 +338,11 @@ describe('task manager over A2A', () => {
       5_000,
       'waiting_input',
     );
+    // Over one frame: refused up front, the question still open, and a corrected answer accepted.
+    await expect(manager.respond('ask', 'x'.repeat(5 * 1024 * 1024))).rejects.toThrow(
+      /over the \d+ bytes one answer can carry .*artifact_files.*the question is still open/,
+    );
+    expect(manager.status('ask').task.snapshot.state).toBe('waiting_input');
     await manager.respond('ask', { environment: 'staging' });
     await expect(manager.respond('ask', 'again')).rejects.toThrow(/already answered/);
     await eventually(() => worker.of('respond', 'ask').length === 1, 5_000, 'the Respond');

@@ -4,6 +4,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { create } from '@bufbuild/protobuf';
 import { type A2aBody, A2aEndpoint, type A2aFailure, AgentClient } from '../../src/agent/index.js';
@@ -47,6 +48,8 @@ export interface WorkerStartOptions {
   /** The worker's environment (default: this process's) and working folder. */
   env?: NodeJS.ProcessEnv;
   cwd?: string;
+  /** How the worker gets its API key: `--api-key` (default), NFLTR_API_KEY, or `--api-key-file`. */
+  apiKeyVia?: 'argv' | 'env' | 'file';
 }
 
 /** Starts `nfltr worker` and resolves once it printed its ready line. */
@@ -56,6 +59,15 @@ export async function startWorker(
   opts: WorkerStartOptions,
 ): Promise<WorkerProcess> {
   const stateDir = opts.stateDir ?? tempDir('nfltr-worker-');
+  const via = opts.apiKeyVia ?? 'argv';
+  let keyArgs = ['--api-key', apiKey];
+  let env = opts.env ?? process.env;
+  if (via === 'env') [keyArgs, env] = [[], { ...env, NFLTR_API_KEY: apiKey }];
+  if (via === 'file') {
+    const file = join(tempDir('nfltr-key-'), 'key');
+    writeFileSync(file, `${apiKey}\n`, { mode: 0o600 });
+    keyArgs = ['--api-key-file', file];
+  }
   const child = spawn(
     process.execPath,
     [
@@ -63,8 +75,7 @@ export async function startWorker(
       'worker',
       '--server',
       relay.grpcAddr,
-      '--api-key',
-      apiKey,
+      ...keyArgs,
       '--name',
       opts.name,
       '--state-dir',
@@ -73,7 +84,7 @@ export async function startWorker(
       opts.mcpCommand ?? fixtureCommand('scripted-executor.mjs'),
       ...(opts.args ?? []),
     ],
-    { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env, cwd: opts.cwd },
+    { stdio: ['ignore', 'pipe', 'pipe'], env, cwd: opts.cwd },
   );
   let err = '';
   let out = '';
@@ -154,6 +165,8 @@ export class TestPlanner {
   readonly probes = new Map<string, ProbeResult>();
   readonly chunks = new Map<string, ArtifactChunk[]>();
   readonly failures: A2aFailure[] = [];
+  /** Whether artifact chunks are acknowledged (a planner that cannot take them does not). */
+  ackArtifacts = true;
 
   constructor(relay: RelayProcess, apiKey: string, opts: { id?: string; e2ee?: boolean } = {}) {
     this.agent = new AgentClient({
@@ -184,6 +197,7 @@ export class TestPlanner {
           list.push(c);
           this.chunks.set(c.taskId, list);
           // The worker waits for every file to be acknowledged before its final event.
+          if (!this.ackArtifacts) return;
           const offset = c.offset + BigInt(c.data.length);
           void this.endpoint.send(peer, channel, {
             case: 'artifactAck',

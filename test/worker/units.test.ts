@@ -2,13 +2,19 @@
  * The worker's pure parts: command-line splitting, label classes, tool choice and argument building,
  * TaskStart validation, answers to elicitations, and the CLI flags.
  */
+
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
+import { join } from 'node:path';
 import { create } from '@bufbuild/protobuf';
 import type { Tool } from '@modelcontextprotocol/sdk/types.js';
 import { Command } from 'commander';
 import { describe, expect, it } from 'vitest';
 import { register, type WorkerCommandOptions } from '../../src/cli/worker.js';
 import { TaskStartSchema } from '../../src/protocol/a2a.js';
+import { cgroupParent, sweepStaleCgroups } from '../../src/worker/cgroup.js';
+import { ExecutorTransport, LineReader } from '../../src/worker/executor-transport.js';
 import {
   answerContent,
   buildToolArguments,
@@ -24,6 +30,7 @@ import {
   parseTaskStart,
   splitCommandLine,
 } from '../../src/worker/index.js';
+import { cutText } from '../../src/worker/task-runner.js';
 
 const tool = (name: string, properties: Record<string, { type: string }>, required: string[] = []): Tool => ({
   name,
@@ -32,11 +39,23 @@ const tool = (name: string, properties: Record<string, { type: string }>, requir
 
 describe('worker units', () => {
   it('executor env - keeps the relay key out and passes through only the named variables', () => {
-    const env = { PATH: '/bin', NFLTR_API_KEY: 'k', NFLTR_X: 'x', ANTHROPIC_API_KEY: 'a', SECRET: 's' };
+    const env = {
+      PATH: '/bin',
+      NFLTR_API_KEY: 'k',
+      NFLTR_API_KEY_FILE: '/k',
+      NFLTR_E2EE_KEY_FILE: '/p',
+      NFLTR_SERVER: 'relay:1',
+      NFLTR_LOG_LEVEL: 'debug',
+      ANTHROPIC_API_KEY: 'a',
+      SECRET: 's',
+    };
     const out = executorEnvironment({}, env, ['ANTHROPIC_API_KEY']);
-    expect(out).toMatchObject({ PATH: '/bin', NFLTR_X: 'x', ANTHROPIC_API_KEY: 'a' });
-    expect(out.NFLTR_API_KEY).toBeUndefined();
+    expect(out).toMatchObject({ PATH: '/bin', NFLTR_LOG_LEVEL: 'debug', ANTHROPIC_API_KEY: 'a' });
+    expect(Object.keys(out).filter((k) => k.startsWith('NFLTR_'))).toEqual(['NFLTR_LOG_LEVEL']);
     expect(out.SECRET).toBeUndefined();
+    expect(() => executorEnvironment({}, env, ['NFLTR_API_KEY'])).toThrow(
+      /--executor-env NFLTR_API_KEY: that is the worker's own secret/,
+    );
   });
 
   it('command line - quotes, escapes and ~ like a shell, no shell features', () => {
@@ -192,6 +211,57 @@ describe('worker units', () => {
     expect(answerContent('', params)).toEqual({});
   });
 
+  it('sizes - event texts are cut to a byte budget, whole characters, saying how much went', () => {
+    expect(cutText('short', 10)).toBe('short');
+    const cut = cutText('é'.repeat(100), 11);
+    expect(cut).toBe(`${'é'.repeat(5)}… [190 more bytes cut]`);
+  });
+
+  it("cgroups - a gone worker's executor cgroup is swept: what is in it killed, the folder removed", async () => {
+    const parent = cgroupParent();
+    if (parent instanceof Error)
+      throw new Error(`cgroup v2 is not usable here (${parent.message}); this check needs it`);
+    // A worker pid that is surely gone: a process that has exited.
+    const gone = spawn('true');
+    await new Promise((r) => gone.once('exit', r));
+    const dir = join(parent, `nfltr-exec-${gone.pid}-1`);
+    mkdirSync(dir);
+    const orphan = spawn('sleep', ['30'], { detached: true, stdio: 'ignore' });
+    writeFileSync(join(dir, 'cgroup.procs'), String(orphan.pid));
+    const died = new Promise((r) => orphan.once('exit', (_c, sig) => r(sig)));
+    // 1, unless a worker of a test running alongside swept it first.
+    expect([0, 1]).toContain(await sweepStaleCgroups(parent));
+    expect(await died).toBe('SIGKILL');
+    expect(existsSync(dir)).toBe(false);
+  });
+
+  it('sizes - lines across chunks, CRLF, and a line over the limit stops the reader', () => {
+    const r = new LineReader(10);
+    expect(r.push(Buffer.from('{"a":'))).toEqual([]);
+    expect(r.push(Buffer.from('1}\r\n{"b"'))).toEqual(['{"a":1}']);
+    expect(r.push(Buffer.from(':2}\n\n'))).toEqual(['{"b":2}', '']);
+    expect(r.overflow).toBe(false);
+    expect(r.push(Buffer.from('x'.repeat(11)))).toEqual([]);
+    expect(r.overflow).toBe(true);
+    expect(r.push(Buffer.from('\n{}\n'))).toEqual([]);
+  });
+
+  it('sizes - an executor message over the limit stops the executor, saying why', async () => {
+    const t = new ExecutorTransport({
+      command: process.execPath,
+      args: ['-e', "process.stdout.write('x'.repeat(2 * 1024 * 1024)); setInterval(() => {}, 1000)"],
+      env: {},
+      maxMessageBytes: 1024 * 1024,
+    });
+    const closed = new Promise<void>((r) => {
+      t.onclose = r;
+    });
+    t.onerror = () => {};
+    await t.start();
+    await closed;
+    expect(t.fatal?.message).toMatch(/an MCP message of more than 1048576 bytes.*output_dir/);
+  });
+
   it('cli - --a2a-e2ee=false and --a2a-e2ee false both turn encryption off; defaults apply', async () => {
     const parse = async (...argv: string[]) => {
       const program = new Command().exitOverride();
@@ -217,6 +287,9 @@ describe('worker units', () => {
     expect(o.maxArtifactBytes).toBe(1024 * 1024 * 1024);
     expect(o.stallAfter).toBe(60_000);
     expect((await parse('--stall-after', '90s')).stallAfter).toBe(90_000);
+    expect(o.slotLease).toBe(60_000);
+    expect((await parse('--slot-lease', '0')).slotLease).toBe(0);
+    expect((await parse('--executor-user', 'builder')).executorUser).toBe('builder');
     process.env.NFLTR_STALL_AFTER = '2m';
     try {
       expect((await parse()).stallAfter).toBe(120_000);

@@ -1,10 +1,12 @@
 /**
  * @module Runs an AI CLI (claude, copilot) in its own process group with piped stdio, hands its stdout
  * over line by line, and kills the whole group when asked to stop or when the CLI exits: the tools a CLI
- * starts (shells, test runners, background jobs) never outlive the task.
+ * starts (shells, test runners, background jobs) never outlive the task; one that left the group with
+ * `setsid` dies with the task's cgroup under a worker (src/worker/cgroup.ts).
  */
 
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
+import { lineSplitter } from '../../util/line-splitter.js';
 import { killGroup, terminateGroup } from '../../util/process-group.js';
 
 /** How long a process group gets between SIGTERM and SIGKILL. */
@@ -74,22 +76,10 @@ export function spawnAgentProcess(opts: AgentProcessOptions): AgentProcess {
   // The CLI may exit before reading its stdin (bad flag, crash); that EPIPE is not our error.
   child.stdin.on('error', () => {});
 
-  let pending = '';
+  const lines = lineSplitter(opts.onStdoutLine);
   child.stdout.setEncoding('utf8');
-  child.stdout.on('data', (chunk: string) => {
-    pending += chunk;
-    let nl = pending.indexOf('\n');
-    while (nl !== -1) {
-      const line = pending.slice(0, nl).replace(/\r$/, '');
-      pending = pending.slice(nl + 1);
-      opts.onStdoutLine(line);
-      nl = pending.indexOf('\n');
-    }
-  });
-  child.stdout.on('end', () => {
-    if (pending !== '') opts.onStdoutLine(pending);
-    pending = '';
-  });
+  child.stdout.on('data', (chunk: string) => lines.push(chunk));
+  child.stdout.on('end', () => lines.end());
   child.stderr.setEncoding('utf8');
   child.stderr.on('data', (chunk: string) => {
     stderr = (stderr + chunk).slice(-STDERR_TAIL_BYTES);

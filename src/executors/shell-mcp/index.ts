@@ -3,7 +3,15 @@
  */
 
 export { formatDuration } from '../../util/duration.js';
-export { type AllowRule, compileAllowPattern, isAllowed, SHELL_CONTROL_CHARS } from './allow.js';
+export {
+  type AllowRule,
+  type AllowVerdict,
+  checkAllowed,
+  compileAllowPattern,
+  isAllowed,
+  SHELL_CONTROL_CHARS,
+} from './allow.js';
+export { CODE_RUNNING_PROGRAMS, codeRisk, splitCommands } from './code-flags.js';
 export {
   activeProcessGroups,
   type CommandOutcome,

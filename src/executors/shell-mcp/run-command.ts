@@ -5,6 +5,7 @@
 
 import { spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
+import { lineSplitter } from '../../util/line-splitter.js';
 import { killGroup, terminateGroup } from '../../util/process-group.js';
 
 /** How long a process group gets between SIGTERM and SIGKILL. */
@@ -46,7 +47,6 @@ export interface CommandOutcome {
   logError?: string;
 }
 
-/** Sends `sig` to the whole process group led by `pid`; a group that is already gone is fine. */
 /** Process groups started here that may still have members: running, or within their kill grace. */
 const liveGroups = new Set<number>();
 
@@ -58,30 +58,11 @@ export function activeProcessGroups(): number {
   return liveGroups.size;
 }
 
-/** Splits a byte stream into lines, keeping a partial last line until more data or the end. */
-function lineSplitter(emit: (line: string) => void): { push(chunk: string): void; end(): void } {
-  let pending = '';
-  return {
-    push(chunk) {
-      pending += chunk;
-      let nl = pending.indexOf('\n');
-      while (nl !== -1) {
-        emit(pending.slice(0, nl).replace(/\r$/, ''));
-        pending = pending.slice(nl + 1);
-        nl = pending.indexOf('\n');
-      }
-    },
-    end() {
-      if (pending !== '') emit(pending.replace(/\r$/, ''));
-      pending = '';
-    },
-  };
-}
-
 /**
  * Runs `command` with `/bin/sh -c` in a new process group (`detached`), so that a kill reaches every
  * process it started. When the shell itself exits, leftover members of its group (background jobs) are
- * killed too: a command's processes never outlive it.
+ * killed too. A process that left the group (`setsid`, a daemon) is not reached here; under a worker
+ * it dies with the task's cgroup (src/worker/cgroup.ts, docs/security.md).
  */
 export function runCommand(opts: RunCommandOptions): Promise<CommandOutcome> {
   const started = Date.now();

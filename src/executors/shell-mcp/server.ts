@@ -12,7 +12,7 @@ import { z } from 'zod';
 import { formatDuration } from '../../util/duration.js';
 import { type Logger, silentLogger } from '../../util/log.js';
 import { VERSION } from '../../version.js';
-import { type AllowRule, compileAllowPattern, isAllowed } from './allow.js';
+import { type AllowRule, checkAllowed, compileAllowPattern } from './allow.js';
 import { commandStatus, runCommand } from './run-command.js';
 
 /** Default per-command time limit (`--timeout`). */
@@ -26,6 +26,9 @@ const TAIL_LINES = 10;
 
 /** Progress messages carry at most this many characters of one output line. */
 const MAX_PROGRESS_LINE = 1000;
+
+/** The result's output tails carry at most this many characters of one line (the log has it whole). */
+const MAX_TAIL_LINE = 4000;
 
 export interface ShellMcpOptions {
   /** Directory the commands run in. */
@@ -95,7 +98,7 @@ const inputSchema = {
 
 function describeTool(cwd: string, rules: readonly AllowRule[], timeoutMs: number): string {
   const allowed = rules.length
-    ? `Commands matching one of these patterns run without asking: ${rules.map((r) => `\`${r.pattern}\``).join(', ')} (\`*\` matches anything except the shell characters ; & | < > $ \` ( ) and line breaks; \`**\` matches anything). Any other command is first put to you as a yes/no question and runs only if approved.`
+    ? `Commands matching one of these patterns run without asking: ${rules.map((r) => `\`${r.pattern}\``).join(', ')} (\`*\` matches anything except the shell characters ; & | < > $ \` ( ) and line breaks; \`**\` matches anything), unless a wildcard supplied code to a program that runs code through its options (git -c, find -exec, awk programs, env, sh -c…). Any other command is first put to you as a yes/no question and runs only if approved.`
     : 'No command is pre-approved: each one is first put to you as a yes/no question and runs only if approved.';
   return [
     `Run shell commands on this worker machine, in ${cwd}, one after another.`,
@@ -179,8 +182,17 @@ export function createShellMcpServer(opts: ShellMcpOptions): McpServer {
 
       for (const [i, command] of commands.entries()) {
         const tag = `[${i + 1}/${commands.length}] $ ${command}`;
-        if (!isAllowed(command, rules)) {
-          const refusal = await askApproval(server, command, args.task_id, i, commands.length, signal, extra);
+        const verdict = checkAllowed(command, rules);
+        if (!verdict.allowed) {
+          const why =
+            verdict.pattern !== undefined
+              ? `it matches --allow ${JSON.stringify(verdict.pattern)}, but ${verdict.risk}`
+              : 'it matches no --allow pattern of this worker';
+          const refusal = await askApproval(server, command, why, signal, extra, {
+            taskId: args.task_id,
+            index: i,
+            total: commands.length,
+          });
           if (refusal !== undefined) {
             results.push({
               command,
@@ -208,7 +220,11 @@ export function createShellMcpServer(opts: ShellMcpOptions): McpServer {
           signal,
           logPath: join(args.output_dir, logName),
           onLine: (line) => {
-            tail.push(line);
+            tail.push(
+              line.length > MAX_TAIL_LINE
+                ? `${line.slice(0, MAX_TAIL_LINE)}… [${line.length - MAX_TAIL_LINE} more characters in ${logName}]`
+                : line,
+            );
             if (tail.length > TAIL_LINES) tail.shift();
             report(
               `${tag}: ${line.length > MAX_PROGRESS_LINE ? `${line.slice(0, MAX_PROGRESS_LINE)}…` : line}`,
@@ -269,23 +285,23 @@ export function createShellMcpServer(opts: ShellMcpOptions): McpServer {
 async function askApproval(
   server: McpServer,
   command: string,
-  taskId: string,
-  index: number,
-  total: number,
+  why: string,
   signal: AbortSignal,
   extra: { requestId: string | number },
+  at: { taskId: string; index: number; total: number },
 ): Promise<string | undefined> {
+  const { taskId, index, total } = at;
   if (!server.server.getClientCapabilities()?.elicitation?.form) {
     return (
-      `command \`${command}\` matches no --allow pattern and the MCP client cannot be asked to approve it ` +
-      '(no elicitation support); restart shell-mcp with an --allow pattern that matches it'
+      `command \`${command}\` needs approval (${why}) and the MCP client cannot be asked to approve it ` +
+      '(no elicitation support); restart shell-mcp with an --allow pattern that matches it literally'
     );
   }
   try {
     const answer = await server.server.elicitInput(
       {
         mode: 'form',
-        message: `run \`${command}\`? yes/no (task ${taskId}, command ${index + 1} of ${total}; it matches no --allow pattern of this worker)`,
+        message: `run \`${command}\`? yes/no (task ${taskId}, command ${index + 1} of ${total}; ${why})`,
         requestedSchema: {
           type: 'object',
           properties: {
