@@ -79,6 +79,7 @@ export function runCommand(opts: RunCommandOptions): Promise<CommandOutcome> {
     let exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
     let spawnError: string | undefined;
     let settled = false;
+    let lastOutputAt = Date.now();
 
     const child = spawn('/bin/sh', ['-c', opts.command], {
       cwd: opts.cwd,
@@ -112,6 +113,7 @@ export function runCommand(opts: RunCommandOptions): Promise<CommandOutcome> {
       const lines = lineSplitter((line) => opts.onLine?.(line, name));
       stream.setEncoding('utf8');
       stream.on('data', (chunk: string) => {
+        lastOutputAt = Date.now();
         if (logError === undefined) log.write(chunk);
         lines.push(chunk);
       });
@@ -152,13 +154,22 @@ export function runCommand(opts: RunCommandOptions): Promise<CommandOutcome> {
     });
     child.on('exit', (code, signal) => {
       exit = { code, signal };
-      // Normally 'close' follows at once; if a background job holds the pipes, stop waiting for it.
-      setTimeout(() => {
-        if (settled) return;
-        child.stdout.destroy();
-        child.stderr.destroy();
-        finish();
-      }, DRAIN_MS).unref();
+      // Normally 'close' follows at once; if a background job holds the pipes, stop waiting for it once
+      // they have been quiet for DRAIN_MS. The check runs after one poll phase (setImmediate), so output
+      // already in the pipe is read first even when a loaded event loop fires the timer late.
+      const drain = () =>
+        setTimeout(
+          () =>
+            setImmediate(() => {
+              if (settled) return;
+              if (Date.now() - lastOutputAt < DRAIN_MS) return drain();
+              child.stdout.destroy();
+              child.stderr.destroy();
+              finish();
+            }),
+          DRAIN_MS,
+        ).unref();
+      drain();
     });
     child.on('close', finish);
   });
