@@ -41,7 +41,7 @@
     try {
       k = b64url(params.get('k') || '');
     } catch {}
-    if (!k || k.length !== 32)
+    if (k?.length !== 32)
       return banner('This link has no session key (#k=…): open the full link nfltr ai printed.');
     const salt = crypto.getRandomValues(new Uint8Array(16));
     const token = toB64url(await hkdf(k, new Uint8Array(0), 'nfltr-ai access'));
@@ -76,7 +76,7 @@
     // Frames are sealed in order: counters must reach the agent increasing.
     const send = (type, body) => {
       sendChain = sendChain.then(async () => {
-        if (!ws || ws.readyState !== 1) return;
+        if (ws?.readyState !== 1) return;
         const plain = new Uint8Array(1 + (body ? body.length : 0));
         plain[0] = type;
         if (body) plain.set(body, 1);

@@ -67,7 +67,6 @@ export function register(program: Command): void {
         .argParser(parseDuration)
         .default(8 * 3_600_000, '8h'),
     )
-    .passThroughOptions()
     .addHelpText(
       'after',
       `
