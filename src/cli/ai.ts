@@ -7,6 +7,7 @@ import { accessSync, constants } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { type Command, Option } from 'commander';
 import { createLogger } from '../util/log.js';
+import { killSession, sessionPids } from '../util/terminal-session.js';
 import {
   type AgentFlags,
   addAgentOptions,
@@ -156,12 +157,8 @@ async function runAi(command: string[], flags: AiFlags): Promise<void> {
     ending = true;
     process.stderr.write(`\r\nnfltr: ${why}; ending the session\r\n`);
     // SIGHUP is what a terminal closing sends; the group kill catches children that ignore it.
-    term.kill('SIGHUP');
-    setTimeout(() => {
-      try {
-        process.kill(-term.pid, 'SIGKILL');
-      } catch {}
-    }, 2_000).unref();
+    killSession(term.pid, 'SIGHUP');
+    setTimeout(() => killSession(term.pid, 'SIGKILL'), 2_000).unref();
   };
   const host = new AiHost({
     client,
@@ -194,6 +191,13 @@ async function runAi(command: string[], flags: AiFlags): Promise<void> {
   );
   if (tty) process.stdin.setRawMode(false);
   process.stdin.pause();
+  // What COMMAND left running in its terminal (background jobs) goes with it: SIGHUP, as a closing
+  // terminal would send, then SIGKILL for what ignores it.
+  killSession(term.pid, 'SIGHUP');
+  const settled = Date.now() + 2_000;
+  while (sessionPids(term.pid).length > 0 && Date.now() < settled)
+    await new Promise((r) => setTimeout(r, 50));
+  killSession(term.pid, 'SIGKILL');
   await host.exited(exitCode, signal);
   process.stderr.write(
     `nfltr ai: ${command[0]} exited with code ${exitCode}${signal ? ` (signal ${signal})` : ''}\n`,

@@ -41,11 +41,47 @@ const screen = (page: Page) =>
     return lines.join('\n');
   });
 
+/** Starts `nfltr ai --name NAME -- bash`; resolves with the process, its output so far and the link. */
+async function startAi(relay: RelayProcess, key: string, name: string, extra: string[] = []) {
+  const child = spawn(
+    process.execPath,
+    [
+      NFLTR_BIN,
+      'ai',
+      '--server',
+      relay.grpcAddr,
+      '--proxy-url',
+      relay.httpUrl,
+      '--name',
+      name,
+      ...extra,
+      '--',
+      'bash',
+      '--norc',
+      '--noprofile',
+    ],
+    { env: { ...process.env, NFLTR_API_KEY: key, PS1: '$ ' }, stdio: ['pipe', 'pipe', 'pipe'] },
+  );
+  const out = { text: '' };
+  const add = (d: string) => {
+    out.text += d;
+  };
+  child.stdout!.setEncoding('utf8').on('data', add);
+  child.stderr!.setEncoding('utf8').on('data', add);
+  const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
+  const link = await eventually(
+    () => new RegExp(`(http://\\S+/ai/${name}#k=[\\w-]+)`).exec(out.text)?.[1] ?? '',
+    20_000,
+    `share link of ${name}`,
+  );
+  return { child, out, link, exited };
+}
+
 describe.skipIf(!existsSync(CHROMIUM))('nfltr ai - browser', () => {
   let relay: RelayProcess;
   let key: string;
   let ai: ChildProcess;
-  let aiOut = '';
+  let aiOut = { text: '' };
   let link = '';
   let browser: Browser;
   let capture: string;
@@ -54,35 +90,10 @@ describe.skipIf(!existsSync(CHROMIUM))('nfltr ai - browser', () => {
     capture = join(tempDir('nfltr-ai-cap-'), 'capture.jsonl');
     relay = await startRelayProcess({ args: ['--capture-envelopes', capture] });
     key = await createKey(relay.dataDir, 'acme');
-    ai = spawn(
-      process.execPath,
-      [
-        NFLTR_BIN,
-        'ai',
-        '--server',
-        relay.grpcAddr,
-        '--proxy-url',
-        relay.httpUrl,
-        '--name',
-        'lap-ai',
-        '--',
-        'bash',
-        '--norc',
-        '--noprofile',
-      ],
-      { env: { ...process.env, NFLTR_API_KEY: key, PS1: '$ ' }, stdio: ['pipe', 'pipe', 'pipe'] },
-    );
-    ai.stdout!.setEncoding('utf8').on('data', (d: string) => {
-      aiOut += d;
-    });
-    ai.stderr!.setEncoding('utf8').on('data', (d: string) => {
-      aiOut += d;
-    });
-    link = await eventually(
-      () => /(http:\/\/\S+\/ai\/lap-ai#k=[\w-]+)/.exec(aiOut)?.[1] ?? '',
-      20_000,
-      `share link in:\n${aiOut}`,
-    );
+    const started = await startAi(relay, key, 'lap-ai');
+    ai = started.child;
+    aiOut = started.out;
+    link = started.link;
     browser = await chromium.launch({
       executablePath: CHROMIUM,
       args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
@@ -168,7 +179,7 @@ describe.skipIf(!existsSync(CHROMIUM))('nfltr ai - browser', () => {
     });
     expect(r.status).toBe(200);
     await page.waitForSelector('#banner:has-text("link revoked")', { timeout: 20_000 });
-        const wsUrl = `${relay.httpUrl.replace('http', 'ws')}/ai/lap-ai/ws?t=anything`;
+    const wsUrl = `${relay.httpUrl.replace('http', 'ws')}/ai/lap-ai/ws?t=anything`;
     const refused = await new Promise<string>((res) => {
       const ws = new WebSocket(wsUrl);
       ws.on('unexpected-response', (_req, resp) => res(String(resp.statusCode)));
@@ -177,6 +188,37 @@ describe.skipIf(!existsSync(CHROMIUM))('nfltr ai - browser', () => {
     });
     expect(refused).toBe('403');
     await eventually(() => ai.exitCode !== null, 20_000, 'nfltr ai to exit after revoke');
-    expect(aiOut).toMatch(/link revoked/);
+    expect(aiOut.text).toMatch(/link revoked/);
   }, 120_000);
+
+  it('shows the exit code in the page and locally, and leaves no process behind', async () => {
+    const other = await startAi(relay, key, 'exit-ai', ['--expires', '10m']);
+    const page = await browser.newPage();
+    await page.goto(other.link);
+    await page.waitForSelector('#role[data-role="writer"]', { timeout: 20_000 });
+    await page.locator('#term').click();
+    await page.keyboard.type('echo pid=$$\n');
+    const pid = Number(
+      await eventually(async () => /^pid=(\d+)$/m.exec(await screen(page))?.[1], 20_000, 'the shell pid'),
+    );
+    // A background job has a process group of its own: it must still go with the session.
+    await page.keyboard.type('sleep 300 & echo job=$!\n');
+    const job = Number(
+      await eventually(async () => /^job=(\d+)$/m.exec(await screen(page))?.[1], 20_000, 'the job pid'),
+    );
+    await page.keyboard.type('exit 3\n');
+    await page.waitForSelector('#banner:has-text("exited with code 3")', { timeout: 20_000 });
+    expect(await other.exited).toBe(3);
+    expect(other.out.text).toMatch(/bash exited with code 3/);
+    const alive = (p: number) => {
+      try {
+        process.kill(p, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    await eventually(() => !alive(pid), 10_000, `shell ${pid} gone`);
+    await eventually(() => !alive(job), 10_000, `background job ${job} gone`);
+  }, 90_000);
 });
