@@ -60,7 +60,7 @@ export function register(program: Command): void {
     .description(
       'Run COMMAND (default: claude, copilot or codex from PATH, else $SHELL) in a terminal shared with browsers, end-to-end encrypted',
     )
-    .argument('[command...]', 'command and arguments, after --')
+    .argument('[COMMAND...]', 'the command and its arguments, after --')
     .addOption(proxyOption())
     .option('--read-only', 'viewers watch only; nobody but the local terminal types')
     .addOption(
@@ -93,7 +93,10 @@ Examples:
       .command('revoke [id]')
       .description('End the link of your nfltr ai session ID (every session of the account when omitted)')
       .addOption(proxyOption()),
-  ).action(async (id: string | undefined, flags: AiFlags) => {
+  ).action(async (id: string | undefined, own: AiFlags, cmd: Command) => {
+    // Flags given after `revoke` are its own; those before it were parsed by `ai`.
+    const defined = (o: object) => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
+    const flags = { ...defined(cmd.parent?.opts() ?? {}), ...defined(own) } as AiFlags;
     try {
       await revoke(id, flags);
     } catch (err) {
@@ -107,10 +110,12 @@ async function revoke(id: string | undefined, flags: AiFlags): Promise<void> {
   const apiKey = apiKeyFrom(flags);
   if (!apiKey) throw new Error('no API key: pass --api-key, set NFLTR_API_KEY, or pass --api-key-file');
   const path = id ? `/api/v1/ai/${encodeURIComponent(id)}/revoke` : '/api/v1/ai/revoke';
-  const res = await fetch(`${parseUrl(flags.proxyUrl)}${path}`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${apiKey}` },
-  });
+  const url = `${parseUrl(flags.proxyUrl)}${path}`;
+  const res = await fetch(url, { method: 'POST', headers: { authorization: `Bearer ${apiKey}` } }).catch(
+    (err: Error & { cause?: Error }) => {
+      throw new Error(`cannot reach --proxy-url ${flags.proxyUrl}: ${err.cause?.message ?? err.message}`);
+    },
+  );
   const body = (await res.json()) as { revoked?: string[]; error?: { message: string } };
   if (!res.ok) throw new Error(`revoke: ${body.error?.message ?? res.statusText}`);
   process.stdout.write(`revoked: ${body.revoked?.join(', ') || '(no session)'}\n`);

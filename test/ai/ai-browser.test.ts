@@ -8,10 +8,12 @@ import { join } from 'node:path';
 import { type Browser, chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
+import { accessToken } from '../../src/protocol/ai-session.js';
 import {
   createKey,
   eventually,
   NFLTR_BIN,
+  nfltr,
   type RelayProcess,
   startRelayProcess,
   tempDir,
@@ -173,20 +175,25 @@ describe.skipIf(!existsSync(CHROMIUM))('nfltr ai - browser', () => {
     for (const plain of ['echo', '6*7', 'writer-7', 'stty']) expect(payloads).not.toContain(plain);
 
     // Revoke: open pages are closed, the link refused, the local session ends.
-    const r = await fetch(`${relay.httpUrl}/api/v1/ai/lap-ai/revoke`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${key}` },
+    const wsUrl = `${relay.httpUrl.replace('http', 'ws')}/ai/lap-ai/ws?t=${accessToken(Buffer.from(link.split('#k=')[1]!, 'base64url'))}`;
+    const tryLink = () =>
+      new Promise<string>((res) => {
+        const ws = new WebSocket(wsUrl);
+        ws.on('unexpected-response', (_req, resp) => res(String(resp.statusCode)));
+        ws.on('open', () => {
+          res('open');
+          ws.close();
+        });
+        ws.on('error', (e) => res(e.message));
+      });
+    expect(await tryLink()).toBe('open');
+    const r = await nfltr(['ai', 'revoke', 'lap-ai', '--proxy-url', relay.httpUrl], {
+      env: { NFLTR_API_KEY: key },
     });
-    expect(r.status).toBe(200);
+    expect(r.stdout).toBe('revoked: lap-ai\n');
+    expect(r.code).toBe(0);
     await page.waitForSelector('#banner:has-text("link revoked")', { timeout: 20_000 });
-    const wsUrl = `${relay.httpUrl.replace('http', 'ws')}/ai/lap-ai/ws?t=anything`;
-    const refused = await new Promise<string>((res) => {
-      const ws = new WebSocket(wsUrl);
-      ws.on('unexpected-response', (_req, resp) => res(String(resp.statusCode)));
-      ws.on('open', () => res('open'));
-      ws.on('error', (e) => res(e.message));
-    });
-    expect(refused).toBe('403');
+    expect(await tryLink()).toBe('403');
     await eventually(() => ai.exitCode !== null, 20_000, 'nfltr ai to exit after revoke');
     expect(aiOut.text).toMatch(/link revoked/);
   }, 120_000);
