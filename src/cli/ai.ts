@@ -124,6 +124,7 @@ async function revoke(id: string | undefined, flags: AiFlags): Promise<void> {
 async function runAi(command: string[], flags: AiFlags): Promise<void> {
   if (!flags.proxyUrl) throw new Error('no relay HTTP address: pass --proxy-url or set NFLTR_PROXY_URL');
   const relayUrl = parseUrl(flags.proxyUrl);
+  if (!(flags.expires > 0)) throw new Error('--expires: give a duration above zero, like 30m or 8h');
   const name = flags.name ?? defaultAgentId('tunnel').replace(/-tunnel$/, '-ai');
   const agentOpts = agentOptionsFrom({ ...flags, name }, 'tunnel');
   const [{ AgentClient }, { AiHost }, { newSessionKey, shareLink }, pty] = await Promise.all([

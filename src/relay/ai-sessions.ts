@@ -193,8 +193,8 @@ export class AiSessions {
         const s = this.#byToken.get(h);
         return s && s.agentId === agentId ? s : 'unknown or ended link';
       }
-      const account = await this.#account(req);
-      if (!account) return 'send the link token (?t=) or an API key';
+      const account = await this.#account(req, url.searchParams.get('key') ?? undefined);
+      if (!account) return 'send the link token (?t=) or an API key of the account';
       return (
         this.#byAgent.get(sessionKey(account, agentId)) ?? `no nfltr ai session ${agentId} in this account`
       );
@@ -270,8 +270,9 @@ export class AiSessions {
     for (const [h, until] of this.#revoked) if (until <= now) this.#revoked.delete(h);
   }
 
-  async #account(req: IncomingMessage): Promise<string | undefined> {
-    const key = presentedKey(req);
+  /** The account of the API key in the headers, or in `?key=` where a browser cannot set headers. */
+  async #account(req: IncomingMessage, queryKey?: string): Promise<string | undefined> {
+    const key = presentedKey(req) ?? queryKey;
     if (!key) return undefined;
     const auth = await this.#opts.store.authenticate(key);
     return auth.ok ? auth.account : undefined;

@@ -201,7 +201,8 @@ describe.skipIf(!existsSync(CHROMIUM))('nfltr ai - browser', () => {
   it('shows the exit code in the page and locally, and leaves no process behind', async () => {
     const other = await startAi(relay, key, 'exit-ai', ['--expires', '10m']);
     const page = await browser.newPage();
-    await page.goto(other.link);
+    // The account's API key instead of the link's token (the key k is still needed to read anything).
+    await page.goto(`${other.link}&key=${encodeURIComponent(key)}`);
     await page.waitForSelector('#role[data-role="writer"]', { timeout: 20_000 });
     await page.locator('#term').click();
     await page.keyboard.type('echo pid=$$\n');
