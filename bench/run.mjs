@@ -1,5 +1,5 @@
 // `npm run bench`: every figure next to a baseline measured in the same run, and the ratio.
-// Flags: --only routing,dispatch,artifacts,fleet,cluster  --workers N  --artifact-mib N  --tasks N  --repeats N
+// Flags: --only routing,dispatch,artifacts,fleet,cluster,ai  --workers N  --artifact-mib N  --tasks N  --repeats N
 //        --cluster adds the cluster section, which needs PostgreSQL and NATS (bench/cluster.mjs)
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -177,6 +177,31 @@ if (wanted('cluster')) {
       3,
     );
   }
+}
+
+if (wanted('ai')) {
+  process.stderr.write(
+    'ai: keystroke to echo, browser-side viewer through relay and nfltr ai, vs a local PTY …\n',
+  );
+  const { benchAi } = await import('./ai.mjs');
+  const a = await benchAi();
+  results.sections.ai = a;
+  row(
+    'nfltr ai keystroke→echo p50 ms',
+    one(a.relayed.p50_ms),
+    'local PTY echo p50',
+    one(a.local.p50_ms),
+    '',
+    2,
+  );
+  row(
+    'nfltr ai keystroke→echo p99 ms',
+    one(a.relayed.p99_ms),
+    'local PTY echo p99',
+    one(a.local.p99_ms),
+    '',
+    2,
+  );
 }
 
 const table = [['figure', 'nfltr median (min–max)', 'baseline median (min–max)', 'ratio', 'target']].concat(

@@ -3,6 +3,7 @@
  */
 import { Command } from 'commander';
 import { VERSION } from '../version.js';
+import { register as registerAi } from './ai.js';
 import { register as registerClaudeMcp } from './claude-mcp.js';
 import { register as registerCodexMcp } from './codex-mcp.js';
 import { register as registerCopilotMcp } from './copilot-mcp.js';
@@ -29,6 +30,7 @@ for (const register of [
   registerMcp,
   registerWorker,
   registerDemo,
+  registerAi,
 ])
   register(program);
 

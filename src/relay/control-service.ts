@@ -2,8 +2,10 @@
  * @module The relay side of `Relay.Connect`: authenticate, take the hello, then route envelopes by
  * header only. Payloads are carried, never parsed.
  */
+
 import { create } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
+import { AI_CHANNEL } from '../protocol/ai-session.js';
 import {
   type AgentFrame,
   AgentKind,
@@ -45,6 +47,8 @@ export interface ControlServiceOptions extends ConnectionLimits {
   accounting: Accounting;
   /** Ends the streams of revoked keys. */
   revocations: Revocations;
+  /** Takes envelopes on the `nfltr ai` channel (relay/ai-sessions.ts) instead of routing them. */
+  ai?: { fromAgent(conn: AgentConnection, env: Envelope): void };
 }
 
 /** Reads the API key from `authorization: Bearer <key>` metadata. */
@@ -219,6 +223,7 @@ export function createControlHandler(
       // A closed stream (revoked, replaced) routes nothing more, even from frames already read.
       if (from.closed) return opts.accounting.dropped(from.identity.account, 'sender_closed');
       const problem = envelopeProblem(env);
+      if (!problem && opts.ai && env.channel === AI_CHANNEL) return opts.ai.fromAgent(from, env);
       if (!problem) return cluster.route(from, knownFields(env, frameBytes));
       from.sendControl({
         case: 'deliveryError',

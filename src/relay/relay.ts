@@ -15,6 +15,7 @@ import * as grpc from '@grpc/grpc-js';
 import { DEFAULT_MAX_FRAME_BYTES, type Envelope, GoawaySchema } from '../protocol/control.js';
 import { HTTP2_WINDOW_BYTES, relayServiceDefinition } from '../protocol/grpc.js';
 import type { Logger } from '../util/log.js';
+import { AiSessions } from './ai-sessions.js';
 import type { Bus } from './bus/bus.js';
 import { LocalBus } from './bus/local/index.js';
 import { Cluster } from './cluster.js';
@@ -185,6 +186,12 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   await revocations.poll();
   let accepting = true;
 
+  const ai = new AiSessions({
+    cluster,
+    store,
+    logger: logger.child('ai'),
+    capture: opts.captureFile ? captureTo(opts.captureFile) : undefined,
+  });
   const tls = opts.tls && { cert: readFileSync(opts.tls.certFile), key: readFileSync(opts.tls.keyFile) };
 
   const grpcServer = new grpc.Server({
@@ -214,6 +221,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       hold,
       accounting,
       revocations,
+      ai,
     }),
   });
   const g = splitHostPort(opts.grpcAddr, '--grpc-addr');
@@ -228,7 +236,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
 
   widenHttp2Windows(grpcServer, logger);
 
-  const httpHandler = createHttpHandler({
+  const apiHandler = createHttpHandler({
     store,
     cluster,
     logger: logger.child('http'),
@@ -237,6 +245,9 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     busKind: bus.kind,
     accounting,
   });
+  const httpHandler: typeof apiHandler = (req, res) => {
+    if (!ai.handle(req, res)) apiHandler(req, res);
+  };
   // Node checks the headers and request timeouts only every connectionsCheckingInterval (30 s by
   // default): a client trickling headers would hold its socket that long.
   const httpOptions = {
@@ -251,6 +262,9 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   // A socket idle this long (no request, or a request that stalls mid-body) is closed.
   httpServer.setTimeout(limits.httpRequestTimeoutMs, (socket) => socket.destroy());
   capConnectionsPerIp(httpServer, limits.httpConnsPerIp, logger);
+  httpServer.on('upgrade', (req, socket, head) => {
+    if (!ai.upgrade(req, socket, head)) socket.destroy();
+  });
   const h = splitHostPort(opts.httpAddr, '--http-addr');
   await new Promise<void>((resolve, reject) => {
     httpServer.once('error', (err) => reject(new Error(`--http-addr ${opts.httpAddr}: ${err.message}`)));
@@ -322,6 +336,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
           resolve();
         });
       });
+      ai.close();
       httpServer.closeAllConnections();
       await new Promise<void>((resolve) => httpServer.close(() => resolve()));
       if (!opts.bus) await bus.close();
