@@ -88,6 +88,10 @@ export const encodeAgentFrame = (frame: AgentFrame['frame']): Buffer =>
 export const encodeRelayFrame = (frame: RelayFrame['frame']): Buffer =>
   asBuffer(toBinary(RelayFrameSchema, create(RelayFrameSchema, { frame })));
 
+/** The message every relay (and the in-memory one) uses for "nobody holds this agent". */
+export const notFoundMessage = (agentId: string): string =>
+  `no agent ${agentId} is connected under this account`;
+
 /** Checks an agent id; returns the problem in words, or undefined when it is fine. */
 export function agentIdProblem(id: string): string | undefined {
   if (id.length === 0) return 'agent id is empty';
