@@ -8,7 +8,6 @@
  */
 import { create } from '@bufbuild/protobuf';
 import {
-  agentIdProblem,
   DEFAULT_MAX_FRAME_BYTES,
   DeliveryErrorSchema,
   decodeAgentFrame,
@@ -18,7 +17,7 @@ import {
   envelopeProblem,
   FrameErrorSchema,
   type Hello,
-  labelsProblem,
+  helloProblem,
   notFoundMessage,
   PROTOCOL_VERSION,
   type RelayFrame,
@@ -155,10 +154,7 @@ export class MemoryRelay {
   }
 
   #onHello(conn: Conn, hello: Hello): void {
-    const problem =
-      agentIdProblem(hello.agentId) ??
-      labelsProblem(hello.labels) ??
-      (hello.sessionToken ? undefined : 'hello carries no valid session token');
+    const problem = helloProblem(hello);
     if (problem) return conn.end({ reason: `INVALID_ARGUMENT: ${problem}`, fatal: 'INVALID_ARGUMENT' });
     if (hello.protocolVersion !== PROTOCOL_VERSION) {
       return conn.end({

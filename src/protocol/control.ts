@@ -9,6 +9,7 @@ import {
   AgentKind,
   type Envelope,
   ErrorCode,
+  type Hello,
   type RelayFrame,
   RelayFrameSchema,
 } from './gen/nfltr/v1/control_pb.js';
@@ -115,6 +116,16 @@ export function labelsProblem(labels: Record<string, string>): string | undefine
     }
   }
   return undefined;
+}
+
+/** Checks a hello's identity fields; returns the first problem in words, or undefined. */
+export function helloProblem(hello: Pick<Hello, 'agentId' | 'labels' | 'sessionToken'>): string | undefined {
+  const token = hello.sessionToken.length;
+  return (
+    agentIdProblem(hello.agentId) ??
+    labelsProblem(hello.labels) ??
+    (token === 0 || token > LIMITS.sessionTokenChars ? 'hello carries no valid session token' : undefined)
+  );
 }
 
 /** Checks an envelope header (never its payload); returns the problem in words, or undefined. */

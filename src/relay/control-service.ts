@@ -7,7 +7,6 @@ import * as grpc from '@grpc/grpc-js';
 import {
   type AgentFrame,
   AgentKind,
-  agentIdProblem,
   agentKindName,
   DeliveryErrorSchema,
   decodeAgentFrame,
@@ -16,6 +15,7 @@ import {
   envelopeProblem,
   FrameErrorSchema,
   type Hello,
+  helloProblem,
   labelsProblem,
   PongSchema,
   PROTOCOL_VERSION,
@@ -126,12 +126,7 @@ export function createControlHandler(
       });
 
     const onHello = (hello: Hello) => {
-      const problem =
-        agentIdProblem(hello.agentId) ??
-        labelsProblem(hello.labels) ??
-        (hello.sessionToken.length === 0 || hello.sessionToken.length > 128
-          ? 'hello carries no valid session token'
-          : undefined);
+      const problem = helloProblem(hello);
       if (problem) return end(fail(grpc.status.INVALID_ARGUMENT, `${problem} (check --name and --labels)`));
       const kind = kindProblem(hello.kind);
       if (kind) return end(fail(grpc.status.INVALID_ARGUMENT, kind));

@@ -249,7 +249,7 @@ export function buildToolArguments(choice: ToolChoice, t: TaskInput): Record<str
 /** A local failure of an executor session; `spawn` and `handshake` mean the executor is unusable. */
 export class ExecutorError extends Error {
   constructor(
-    readonly code: 'spawn' | 'handshake' | 'no_tool',
+    readonly code: 'spawn' | 'handshake',
     message: string,
     options?: { cause?: unknown },
   ) {
