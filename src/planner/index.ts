@@ -4,14 +4,6 @@
  */
 
 export { answerProblem } from './answer-schema.js';
-export {
-  buildReport,
-  DemoError,
-  type DemoOptions,
-  type DemoResult,
-  type EmbeddedRelay,
-  runDemo,
-} from './demo.js';
 export { type DispatchRequest, generateTaskId, taskIdProblem } from './dispatch.js';
 export { PlannerError, type PlannerErrorCode } from './errors.js';
 export { acquireStateLock, LockError } from './lock.js';
