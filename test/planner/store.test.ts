@@ -13,8 +13,8 @@ import {
   parseSelector,
   type TaskEventRecord,
   TaskStore,
-  taskIdProblem,
 } from '../../src/planner/index.js';
+import { taskIdProblem } from '../../src/protocol/a2a.js';
 import { tempDir } from '../helpers/processes.js';
 
 const ev = (
