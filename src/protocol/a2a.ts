@@ -59,6 +59,23 @@ export function taskIdProblem(id: string): string | undefined {
   return `task_id ${JSON.stringify(id)} is not usable: 1-128 characters of letters, digits, '.', '_', ':' or '-', starting with a letter or digit, and not ${PROBE_CHANNEL} or ${HANDSHAKE_CHANNEL}`;
 }
 
+/** Why a task failed (TaskEvent.reason of a `failed` event). */
+export type FailureReason =
+  // Written by the worker.
+  | 'executor_unavailable'
+  | 'executor_failed'
+  | 'executor_crashed'
+  | 'worker_error'
+  | 'worker_restarted'
+  | 'worker_shutdown'
+  | 'timeout'
+  | 'e2ee_violation'
+  | 'artifact_error'
+  | 'lease_expired'
+  // Decided by the planner itself.
+  | 'worker_lost'
+  | 'artifact_integrity';
+
 /** Why a worker refuses a TaskStart or another task message (TaskRefused.reason). */
 export type RefusalReason =
   | 'no_free_slots'
