@@ -60,7 +60,7 @@ export class MemoryRelay {
 
   /** A dialer for `AgentOptions.dialer`; the server addresses it is given are ignored. */
   dialer(): ControlDialer {
-    return { open: () => this.#open1(), close: () => {} };
+    return { open: () => this.#connect(), close: () => {} };
   }
 
   /** Ids of the agents admitted now, across accounts. */
@@ -78,7 +78,7 @@ export class MemoryRelay {
     for (const c of [...this.#agents.values()]) if (c.hello!.agentId === agentId) c.end({ reason });
   }
 
-  #open1(): ControlTransport {
+  #connect(): ControlTransport {
     let ended = false;
     const conn: Conn = {
       account: '',
