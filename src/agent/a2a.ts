@@ -6,7 +6,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { fromBinary } from '@bufbuild/protobuf';
-import { type A2aMessage, A2aMessageSchema, encodeA2aMessage } from '../protocol/a2a.js';
+import { type A2aMessage, A2aMessageSchema, encodeA2aMessage, HANDSHAKE_CHANNEL } from '../protocol/a2a.js';
 import { ErrorCode } from '../protocol/control.js';
 import {
   E2eeError,
@@ -28,9 +28,6 @@ export const A2A_KIND = {
   sealed: 'a2a.sealed',
   plain: 'a2a.plain',
 } as const;
-
-/** Channel of the handshake envelopes; task channels are task ids. */
-const HANDSHAKE_CHANNEL = 'handshake';
 
 export type A2aBody = A2aMessage['msg'];
 

@@ -5,14 +5,11 @@
  */
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { readFileSync } from 'node:fs';
 import { create } from '@bufbuild/protobuf';
-import * as grpc from '@grpc/grpc-js';
 import { EnvelopeBatcher } from '../protocol/batcher.js';
 import {
   type AgentKindName,
   agentKindFromName,
-  CONNECT_METHOD_PATH,
   DEFAULT_MAX_FRAME_BYTES,
   type DeliveryError,
   decodeRelayFrame,
@@ -28,9 +25,9 @@ import {
   type WireError,
 } from '../protocol/control.js';
 import { encodeAgentEnvelopes } from '../protocol/envelope-frame.js';
-import { HTTP2_WINDOW_BYTES } from '../protocol/grpc.js';
 import { type Logger, silentLogger } from '../util/log.js';
 import { VERSION } from '../version.js';
+import { type ControlDialer, type ControlTransport, type FatalCode, GrpcDialer } from './transport.js';
 
 export interface AgentOptions {
   /** Relay control addresses (`host:port`), tried in turn. */
@@ -57,6 +54,8 @@ export interface AgentOptions {
    * so this only catches a lost machine or network, and a fleet's pings are what an idle relay pays for.
    */
   keepaliveMs?: number;
+  /** Opens control streams; gRPC to `servers` by default, a `MemoryRelay` in unit tests. */
+  dialer?: ControlDialer;
 }
 
 export const DEFAULT_AGENT_KEEPALIVE_MS = 30_000;
@@ -85,7 +84,7 @@ export type AgentStatus =
    * The relay refused us for a reason redialling cannot fix (bad key, bad hello, or an id taken before
    * we ever held it; an id taken while we redial is waited for instead).
    */
-  | { type: 'fatal'; code: keyof typeof grpc.status; message: string }
+  | { type: 'fatal'; code: FatalCode; message: string }
   | { type: 'closed' };
 
 interface AgentEvents {
@@ -110,28 +109,19 @@ export class AgentError extends Error {
  * has backed off to several seconds by then comes back late.
  */
 export const DEFAULT_BACKOFF_MS = [200, 250, 400, 600, 800, 1000, 1500, 2500, 5000];
-const FATAL = new Set([
-  grpc.status.UNAUTHENTICATED,
-  grpc.status.ALREADY_EXISTS,
-  grpc.status.INVALID_ARGUMENT,
-  grpc.status.FAILED_PRECONDITION,
-  grpc.status.PERMISSION_DENIED,
-]);
 
 /** Half to full of the table's delay, so a fleet redialling after a relay restart spreads out. */
 const jittered = (ms: number) => Math.round(ms * (0.5 + Math.random() * 0.5));
-
-const identity = (b: Buffer) => b;
 
 export class AgentClient extends EventEmitter<AgentEvents> {
   readonly agentId: string;
   readonly sessionToken: string;
   readonly #opts: AgentOptions;
   readonly #log: Logger;
-  readonly #clients = new Map<string, grpc.Client>();
+  readonly #dialer: ControlDialer;
   readonly #out: EnvelopeBatcher;
   #labels: Record<string, string>;
-  #call: grpc.ClientDuplexStream<Buffer, Buffer> | undefined;
+  #call: ControlTransport | undefined;
   #connected = false;
   #closing = false;
   #loop: Promise<void> | undefined;
@@ -151,6 +141,13 @@ export class AgentClient extends EventEmitter<AgentEvents> {
     this.sessionToken = opts.sessionToken ?? randomBytes(16).toString('base64url');
     this.#log = opts.logger ?? silentLogger;
     this.#labels = { ...opts.labels };
+    this.#dialer =
+      opts.dialer ??
+      new GrpcDialer({
+        tls: opts.tls,
+        tlsCaFile: opts.tlsCaFile,
+        keepaliveMs: opts.keepaliveMs ?? DEFAULT_AGENT_KEEPALIVE_MS,
+      });
     this.#out = new EnvelopeBatcher({
       maxFrameBytes: DEFAULT_MAX_FRAME_BYTES,
       maxQueuedBytes: opts.maxQueuedBytes ?? 64 * 1024 * 1024,
@@ -265,41 +262,14 @@ export class AgentClient extends EventEmitter<AgentEvents> {
     this.#closing = true;
     this.#out.clear();
     this.#wakeWriters();
-    this.#call?.end();
+    this.#call?.close();
     this.#wake?.();
     await this.#loop;
-    for (const c of this.#clients.values()) c.close();
+    this.#dialer.close();
   }
 
   #write(frame: Parameters<typeof encodeAgentFrame>[0]): boolean {
-    return this.#call?.write(encodeAgentFrame(frame)) ?? false;
-  }
-
-  #client(server: string): grpc.Client {
-    let client = this.#clients.get(server);
-    if (!client) {
-      const tls = this.#opts.tls ?? server.endsWith(':443');
-      const creds = tls
-        ? grpc.credentials.createSsl(this.#opts.tlsCaFile ? readFileSync(this.#opts.tlsCaFile) : null)
-        : grpc.credentials.createInsecure();
-      client = new grpc.Client(server, creds, {
-        'grpc.max_receive_message_length': DEFAULT_MAX_FRAME_BYTES * 4,
-        'grpc.max_send_message_length': DEFAULT_MAX_FRAME_BYTES * 4,
-        // The channel's own reconnect must not be slower than our loop's first retry.
-        'grpc.initial_reconnect_backoff_ms': 100,
-        'grpc.max_reconnect_backoff_ms': 5_000,
-        'grpc-node.flow_control_window': HTTP2_WINDOW_BYTES,
-        // The relay sends no keepalive frame of its own (see the relay's keepalive); the transport's
-        // PING tells a dead relay from a quiet one, and a lost PING fails the stream so we redial.
-        'grpc.keepalive_time_ms': this.#opts.keepaliveMs ?? DEFAULT_AGENT_KEEPALIVE_MS,
-        'grpc.keepalive_timeout_ms': this.#opts.keepaliveMs ?? DEFAULT_AGENT_KEEPALIVE_MS,
-        // Our own connection, not one shared by every client in the process: keepalive and reconnect
-        // state are this agent's, and a fleet held in one process opens a connection per agent.
-        'grpc.use_local_subchannel_pool': 1,
-      });
-      this.#clients.set(server, client);
-    }
-    return client;
+    return this.#call?.send(encodeAgentFrame(frame)) ?? false;
   }
 
   async #dialLoop(): Promise<void> {
@@ -357,28 +327,20 @@ export class AgentClient extends EventEmitter<AgentEvents> {
   #runStream(server: string): Promise<{
     wasConnected: boolean;
     reason: string;
-    fatal?: keyof typeof grpc.status;
+    fatal?: FatalCode;
     redialAfterMs?: number;
   }> {
     return new Promise((resolve) => {
-      const md = new grpc.Metadata();
-      md.set('authorization', `Bearer ${this.#opts.apiKey}`);
-      const call = this.#client(server).makeBidiStreamRequest(
-        CONNECT_METHOD_PATH,
-        identity,
-        identity,
-        md,
-        {},
-      );
+      const call = this.#dialer.open(server);
       this.#call = call;
       let wasConnected = false;
       let redialAfterMs: number | undefined;
       const batchSink = {
-        write: (envelopes: Envelope[]) => call.write(encodeAgentEnvelopes(envelopes)),
+        write: (envelopes: Envelope[]) => call.send(encodeAgentEnvelopes(envelopes)),
       };
 
       let settled = false;
-      const finish = (reason: string, fatal?: keyof typeof grpc.status) => {
+      const finish = (reason: string, fatal?: FatalCode) => {
         if (settled) return;
         settled = true;
         this.#out.pause();
@@ -387,7 +349,7 @@ export class AgentClient extends EventEmitter<AgentEvents> {
         resolve({ wasConnected, reason, fatal, redialAfterMs });
       };
 
-      call.on('data', (bytes: Buffer) => {
+      call.onframe = (bytes) => {
         let frame: ReturnType<typeof decodeRelayFrame>;
         try {
           frame = decodeRelayFrame(bytes, this.#maxFrameBytes * 4);
@@ -440,16 +402,12 @@ export class AgentClient extends EventEmitter<AgentEvents> {
             this.#log.info('relay going away', { server, reason: f.value.reason });
             return;
         }
-      });
-      call.on('drain', () => {
+      };
+      call.ondrain = () => {
         if (this.#connected) this.#out.resume(batchSink);
-      });
-      call.on('error', (err: grpc.ServiceError) => {
-        const name = grpc.status[err.code] as keyof typeof grpc.status;
-        finish(`${name}: ${err.details || err.message}`, FATAL.has(err.code) ? name : undefined);
-      });
-      call.on('end', () => finish('stream ended by relay'));
-      call.on('close', () => finish('stream closed'));
+      };
+      call.onclose = (end) => finish(end.reason, end.fatal);
+      call.start(this.#opts.apiKey);
 
       this.#write({
         case: 'hello',

@@ -16,3 +16,11 @@ export {
   type InboundEnvelope,
   type OutboundEnvelope,
 } from './client.js';
+export { MemoryRelay, type MemoryRelayOptions } from './memory-relay.js';
+export {
+  type ControlDialer,
+  type ControlTransport,
+  type FatalCode,
+  GrpcDialer,
+  type TransportEnd,
+} from './transport.js';

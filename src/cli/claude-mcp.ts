@@ -16,14 +16,13 @@ import {
   runPermissionBridge,
 } from '../executors/claude-mcp/index.js';
 import {
-  AGENT_KILL_GRACE_MS,
-  activeAgentProcessGroups,
   activeAgentTasks,
+  GROUP_KILL_GRACE_MS,
+  liveProcessGroups,
   runPendingCleanups,
   splitCommand,
 } from '../executors/common/index.js';
 import { git } from '../executors/git-result/index.js';
-import { activeProcessGroups } from '../executors/shell-mcp/index.js';
 import { createLogger, type Logger } from '../util/log.js';
 import { die, parseDuration } from './options.js';
 
@@ -102,9 +101,8 @@ export async function serveOverStdio(server: McpServer, stop: AbortController, l
     void server.close().catch(() => {});
     // Exit once every task has wound down (its cleanup included) and every process group is gone, or
     // when the kill grace has passed, whatever else still holds the event loop.
-    const deadline = Date.now() + AGENT_KILL_GRACE_MS + 1500;
-    const idle = () =>
-      activeAgentTasks() === 0 && activeAgentProcessGroups() === 0 && activeProcessGroups() === 0;
+    const deadline = Date.now() + GROUP_KILL_GRACE_MS + 1500;
+    const idle = () => activeAgentTasks() === 0 && liveProcessGroups() === 0;
     setInterval(() => {
       if (idle() || Date.now() > deadline) process.exit(0);
     }, 50);

@@ -4,7 +4,7 @@
  */
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { type EmbeddedRelay, runDemo } from '../planner/index.js';
+import { type EmbeddedRelay, runDemo } from '../demo/demo.js';
 import { openStore, startRelay } from '../relay/index.js';
 import { createLogger } from '../util/log.js';
 import { die } from './options.js';

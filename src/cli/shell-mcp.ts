@@ -7,13 +7,12 @@ import { resolve } from 'node:path';
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import {
-  activeProcessGroups,
   compileAllowPattern,
   createShellMcpServer,
   DEFAULT_COMMAND_TIMEOUT_MS,
-  KILL_GRACE_MS,
 } from '../executors/shell-mcp/index.js';
 import { createLogger } from '../util/log.js';
+import { GROUP_KILL_GRACE_MS, liveProcessGroups } from '../util/process-group.js';
 import { die, parseDuration } from './options.js';
 
 const HELP_AFTER = `
@@ -100,9 +99,9 @@ export function register(program: Command): void {
         void server.close().catch(() => {});
         // Exit once every command group is gone (or its kill grace has passed), whatever else still
         // holds the event loop.
-        const deadline = Date.now() + KILL_GRACE_MS + 300;
+        const deadline = Date.now() + GROUP_KILL_GRACE_MS + 300;
         setInterval(() => {
-          if (activeProcessGroups() === 0 || Date.now() > deadline) process.exit(0);
+          if (liveProcessGroups() === 0 || Date.now() > deadline) process.exit(0);
         }, 50);
       };
       process.stdin.on('end', () => shutdown('stdin closed'));

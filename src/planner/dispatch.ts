@@ -13,14 +13,10 @@ import {
 } from '../agent/artifacts/index.js';
 import type { A2aBody } from '../agent/index.js';
 import { A2aError, AgentError } from '../agent/index.js';
-import { TaskStartSchema } from '../protocol/a2a.js';
+import { TaskStartSchema, taskIdProblem } from '../protocol/a2a.js';
 import { PlannerError } from './errors.js';
-import { PROBE_CHANNEL } from './probes.js';
 import { LIMIT_FLAG } from './task-files.js';
 import type { TaskRequest } from './task-store.js';
-
-const RESERVED_CHANNELS = new Set([PROBE_CHANNEL, 'handshake']);
-const TASK_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
 
 export interface DispatchRequest {
   agent_id: string;
@@ -41,18 +37,12 @@ export function generateTaskId(now = new Date()): string {
   return `task-${stamp}-${randomBytes(3).toString('hex')}`;
 }
 
-export function taskIdProblem(id: string): string | undefined {
-  if (!TASK_ID_RE.test(id) || RESERVED_CHANNELS.has(id)) {
-    return `task_id ${JSON.stringify(id)} is not usable: 1-128 characters of letters, digits, '.', '_', ':' or '-', starting with a letter or digit (or omit task_id to get one generated)`;
-  }
-  return undefined;
-}
-
 /** The id a request dispatches under, once its id and objective are usable. */
 export function checkDispatch(req: DispatchRequest): string {
   const taskId = req.task_id ?? generateTaskId();
   const problem = taskIdProblem(taskId);
-  if (problem) throw new PlannerError('invalid_argument', problem);
+  if (problem)
+    throw new PlannerError('invalid_argument', `${problem} (or omit task_id to get one generated)`);
   if (!req.objective.trim()) {
     throw new PlannerError('invalid_argument', 'objective is empty: say what the worker should do');
   }

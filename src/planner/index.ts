@@ -4,15 +4,7 @@
  */
 
 export { answerProblem } from './answer-schema.js';
-export {
-  buildReport,
-  DemoError,
-  type DemoOptions,
-  type DemoResult,
-  type EmbeddedRelay,
-  runDemo,
-} from './demo.js';
-export { type DispatchRequest, generateTaskId, taskIdProblem } from './dispatch.js';
+export { type DispatchRequest, generateTaskId } from './dispatch.js';
 export { PlannerError, type PlannerErrorCode } from './errors.js';
 export { acquireStateLock, LockError } from './lock.js';
 export {
@@ -29,7 +21,7 @@ export {
   writeClientConfig,
 } from './mcp-json.js';
 export { matchesSelector, type Peer, PeerDirectory, parseSelector, type SelectorTerm } from './peers.js';
-export { PROBE_CHANNEL, type ProbeReport } from './probes.js';
+export type { ProbeReport } from './probes.js';
 export { INSTRUCTIONS, type PlannerServer, type PlannerServerOptions, servePlanner } from './server.js';
 export { type ListedTool, ToolSurface } from './surface.js';
 export { type CancelOutcome, TaskManager, type TaskManagerOptions } from './task-manager.js';

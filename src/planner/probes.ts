@@ -7,9 +7,6 @@ import { create } from '@bufbuild/protobuf';
 import type { A2aBody } from '../agent/index.js';
 import { type ProbeResult, ProbeSchema } from '../protocol/a2a.js';
 
-/** Probes travel on this channel; task messages on the task id. */
-export const PROBE_CHANNEL = 'probe';
-
 export interface ProbeReport {
   agent_id: string;
   available: boolean;

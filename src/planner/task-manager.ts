@@ -6,7 +6,7 @@
 import { create } from '@bufbuild/protobuf';
 import type { ChunkRef } from '../agent/artifacts/index.js';
 import type { A2aEndpoint, AgentClient } from '../agent/index.js';
-import { CancelSchema } from '../protocol/a2a.js';
+import { CancelSchema, PROBE_CHANNEL } from '../protocol/a2a.js';
 import { type Logger, silentLogger } from '../util/log.js';
 import { type AnswerAction, checkAnswer, readAnswerFiles } from './answers.js';
 import {
@@ -18,7 +18,7 @@ import {
 } from './dispatch.js';
 import { PlannerError } from './errors.js';
 import { RelayLink } from './link.js';
-import { PROBE_CHANNEL, type ProbeReport, Probes } from './probes.js';
+import { type ProbeReport, Probes } from './probes.js';
 import { TaskFiles } from './task-files.js';
 import { assertNewTaskId, findTask } from './task-lookup.js';
 import { TaskRouter } from './task-router.js';

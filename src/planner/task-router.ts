@@ -7,12 +7,12 @@
 import { EventEmitter } from 'node:events';
 import { create } from '@bufbuild/protobuf';
 import type { A2aBody, A2aEndpoint, A2aFailure, A2aInbound, AgentClient } from '../agent/index.js';
-import { AckSchema, CancelSchema, ResumeSchema } from '../protocol/a2a.js';
+import { AckSchema, CancelSchema, PROBE_CHANNEL, ResumeSchema } from '../protocol/a2a.js';
 import { type Logger, silentLogger } from '../util/log.js';
 import { type FileInfos, type readAnswerFiles, rereadAnswerFiles, respondMessage } from './answers.js';
 import { PlannerError } from './errors.js';
 import { PeerWatch } from './peer-watch.js';
-import { PROBE_CHANNEL, type Probes } from './probes.js';
+import type { Probes } from './probes.js';
 import { type Action, failureError, type Input, type RecoverWhy, step, writeChange } from './task/index.js';
 import type { TaskFiles } from './task-files.js';
 import { isTerminal, type TaskEventRecord, type TaskSnapshot } from './task-state.js';

@@ -211,7 +211,6 @@ export class TaskStore {
       allEvents: db.prepare<[string], { json: string }>(
         'SELECT json FROM events WHERE task_id = ? ORDER BY seq',
       ),
-      setAnswered: db.prepare('UPDATE tasks SET answered_seq = ? WHERE task_id = ?'),
       active: db.prepare<[], TaskRow>(
         `SELECT * FROM tasks WHERE state IS NULL OR state NOT IN ('completed', 'failed', 'cancelled')
          ORDER BY created_at`,
@@ -227,10 +226,6 @@ export class TaskStore {
       ),
       setDelivered: db.prepare(`UPDATE tasks SET delivered = ${EVENT_KEY} WHERE task_id = ?`),
     };
-  }
-
-  has(taskId: string): boolean {
-    return this.#stmt.get.get(taskId) !== undefined;
   }
 
   get(taskId: string): StoredTask | undefined {
@@ -320,10 +315,6 @@ export class TaskStore {
   /** Events after `afterSeq`, oldest first, at most `limit`. */
   events(taskId: string, afterSeq = 0, limit = 1000): TaskEventRecord[] {
     return this.#stmt.events.all(taskId, afterSeq, limit).map((r) => JSON.parse(r.json) as TaskEventRecord);
-  }
-
-  setAnswered(taskId: string, seq: number): void {
-    this.#stmt.setAnswered.run(seq, taskId);
   }
 
   /** Records the answer to the question at `seq`, so it can be sent again until the worker takes it. */

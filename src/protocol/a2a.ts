@@ -42,6 +42,49 @@ export function taskStateName(state: TaskState): TaskStateName | undefined {
 
 export const TERMINAL_STATES: ReadonlySet<TaskStateName> = new Set(['completed', 'failed', 'cancelled']);
 
+/** Probes and their results travel on this channel; task messages on the task id. */
+export const PROBE_CHANNEL = 'probe';
+/** The A2A handshake, its refusals and re-keys travel on this channel. */
+export const HANDSHAKE_CHANNEL = 'handshake';
+
+/**
+ * The one task-id rule, on both ends: a task id is its channel and the worker's folder name, so a
+ * conservative alphabet, no leading dot or dash, and never a channel the protocol reserves.
+ */
+const TASK_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
+
+/** Checks a task id; returns the problem in words, or undefined when it is fine. */
+export function taskIdProblem(id: string): string | undefined {
+  if (TASK_ID_RE.test(id) && id !== PROBE_CHANNEL && id !== HANDSHAKE_CHANNEL) return undefined;
+  return `task_id ${JSON.stringify(id)} is not usable: 1-128 characters of letters, digits, '.', '_', ':' or '-', starting with a letter or digit, and not ${PROBE_CHANNEL} or ${HANDSHAKE_CHANNEL}`;
+}
+
+/** Why a task failed (TaskEvent.reason of a `failed` event). */
+export type FailureReason =
+  // Written by the worker.
+  | 'executor_unavailable'
+  | 'executor_failed'
+  | 'executor_crashed'
+  | 'worker_error'
+  | 'worker_restarted'
+  | 'worker_shutdown'
+  | 'timeout'
+  | 'e2ee_violation'
+  | 'artifact_error'
+  | 'lease_expired'
+  // Decided by the planner itself.
+  | 'worker_lost'
+  | 'artifact_integrity';
+
+/** Why a worker refuses a TaskStart or another task message (TaskRefused.reason). */
+export type RefusalReason =
+  | 'no_free_slots'
+  | 'duplicate_task_id'
+  | 'draining'
+  | 'invalid_task'
+  | 'executor_unavailable'
+  | 'unknown_task';
+
 /**
  * An answer (Respond `content_json`, parsed) as the elicitation `content` object its question wants: an
  * object is used as it is; a bare value goes into the schema's first required property (else its first

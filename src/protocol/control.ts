@@ -9,6 +9,7 @@ import {
   AgentKind,
   type Envelope,
   ErrorCode,
+  type Hello,
   type RelayFrame,
   RelayFrameSchema,
 } from './gen/nfltr/v1/control_pb.js';
@@ -88,6 +89,10 @@ export const encodeAgentFrame = (frame: AgentFrame['frame']): Buffer =>
 export const encodeRelayFrame = (frame: RelayFrame['frame']): Buffer =>
   asBuffer(toBinary(RelayFrameSchema, create(RelayFrameSchema, { frame })));
 
+/** The message every relay (and the in-memory one) uses for "nobody holds this agent". */
+export const notFoundMessage = (agentId: string): string =>
+  `no agent ${agentId} is connected under this account`;
+
 /** Checks an agent id; returns the problem in words, or undefined when it is fine. */
 export function agentIdProblem(id: string): string | undefined {
   if (id.length === 0) return 'agent id is empty';
@@ -111,6 +116,16 @@ export function labelsProblem(labels: Record<string, string>): string | undefine
     }
   }
   return undefined;
+}
+
+/** Checks a hello's identity fields; returns the first problem in words, or undefined. */
+export function helloProblem(hello: Pick<Hello, 'agentId' | 'labels' | 'sessionToken'>): string | undefined {
+  const token = hello.sessionToken.length;
+  return (
+    agentIdProblem(hello.agentId) ??
+    labelsProblem(hello.labels) ??
+    (token === 0 || token > LIMITS.sessionTokenChars ? 'hello carries no valid session token' : undefined)
+  );
 }
 
 /** Checks an envelope header (never its payload); returns the problem in words, or undefined. */

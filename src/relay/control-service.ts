@@ -9,7 +9,6 @@ import { AI_CHANNEL } from '../protocol/ai-session.js';
 import {
   type AgentFrame,
   AgentKind,
-  agentIdProblem,
   agentKindName,
   DeliveryErrorSchema,
   decodeAgentFrame,
@@ -18,6 +17,7 @@ import {
   envelopeProblem,
   FrameErrorSchema,
   type Hello,
+  helloProblem,
   labelsProblem,
   PongSchema,
   PROTOCOL_VERSION,
@@ -130,12 +130,7 @@ export function createControlHandler(
       });
 
     const onHello = (hello: Hello) => {
-      const problem =
-        agentIdProblem(hello.agentId) ??
-        labelsProblem(hello.labels) ??
-        (hello.sessionToken.length === 0 || hello.sessionToken.length > 128
-          ? 'hello carries no valid session token'
-          : undefined);
+      const problem = helloProblem(hello);
       if (problem) return end(fail(grpc.status.INVALID_ARGUMENT, `${problem} (check --name and --labels)`));
       const kind = kindProblem(hello.kind);
       if (kind) return end(fail(grpc.status.INVALID_ARGUMENT, kind));

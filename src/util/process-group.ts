@@ -1,8 +1,11 @@
 /**
- * @module Whether a process group still has live members: the executors kill whole groups and wait for
- * them to be gone.
+ * @module Process groups: the executors start every program they run (an AI CLI, a shell command) as
+ * the leader of a group of its own, kill the whole group, and wait for it to be gone. One lifecycle
+ * ({@link spawnGroup}) and one count of groups still alive, for every executor in this process.
  */
+import { type ChildProcess, spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
+import type { Readable } from 'node:stream';
 
 /**
  * True while a live (non-zombie) process is left in the group led by `pid`. Orphaned members that died
@@ -61,4 +64,128 @@ export function terminateGroup(pid: number, graceMs: number, onDone: () => void)
     }
   }, 100).unref();
   return timer;
+}
+
+/** How long a process group gets between SIGTERM and SIGKILL. */
+export const GROUP_KILL_GRACE_MS = 2000;
+
+/** After the leader exits, how long its output pipes may stay open (held by leftover members). */
+const DRAIN_MS = 500;
+
+/** Groups started by {@link spawnGroup} that may still have members: running, or within their grace. */
+const liveGroups = new Set<number>();
+
+/**
+ * How many process groups started here are running or still being killed. A shutting-down executor
+ * waits for zero (bounded by {@link GROUP_KILL_GRACE_MS}) before it exits.
+ */
+export const liveProcessGroups = (): number => liveGroups.size;
+
+export interface GroupExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  /** Set when the program could not be started at all (e.g. not found). */
+  spawnError?: string;
+}
+
+/** A group leader with piped output (stdin as asked). */
+export type GroupLeader = ChildProcess & { stdout: Readable; stderr: Readable };
+
+export interface GroupChild {
+  readonly child: GroupLeader;
+  /** Resolves once the leader has exited and its pipes are closed (or left after a drain). Never rejects. */
+  readonly exited: Promise<GroupExit>;
+  /** SIGTERM to the whole group now, SIGKILL to what is left after the grace. Idempotent. */
+  terminate(): void;
+  /** True once {@link terminate} was called. */
+  readonly terminating: boolean;
+}
+
+/**
+ * Starts `file` as the leader of a new process group (`detached`), so that a kill reaches every process
+ * it started. When the leader exits on its own, members left in its group (background jobs, orphaned
+ * tools) are killed at once; after {@link GroupChild.terminate} they get the grace. A process that left
+ * the group (`setsid`) is not reached here; under a worker it dies with the task's cgroup
+ * (src/worker/cgroup.ts).
+ */
+export function spawnGroup(
+  file: string,
+  args: readonly string[],
+  opts: { cwd: string; env: NodeJS.ProcessEnv; stdin: 'pipe' | 'ignore' },
+): GroupChild {
+  const child = spawn(file, args, {
+    cwd: opts.cwd,
+    env: opts.env,
+    detached: true,
+    stdio: [opts.stdin, 'pipe', 'pipe'],
+  }) as GroupLeader;
+  const pid = child.pid;
+  if (pid !== undefined) liveGroups.add(pid);
+  let killTimer: NodeJS.Timeout | undefined;
+  let killDone = false;
+  let settled = false;
+
+  const terminate = () => {
+    if (pid === undefined || killTimer) return;
+    killTimer = terminateGroup(pid, GROUP_KILL_GRACE_MS, () => {
+      killDone = true;
+      if (settled) liveGroups.delete(pid);
+    });
+  };
+
+  const exited = new Promise<GroupExit>((resolve) => {
+    let exit: GroupExit | undefined;
+    const finish = () => {
+      if (settled) return;
+      settled = true;
+      if (pid !== undefined && !killTimer) {
+        // The leader is gone; whatever is left in its group is an orphan.
+        killGroup(pid, 'SIGKILL');
+        liveGroups.delete(pid);
+      } else if (pid !== undefined && killDone) {
+        liveGroups.delete(pid);
+      }
+      resolve(exit ?? { code: null, signal: null });
+    };
+    child.on('error', (err) => {
+      exit = { code: null, signal: null, spawnError: err.message };
+      finish();
+    });
+    // Output read last, so that the pipes are given up only once they have been quiet for DRAIN_MS.
+    let lastOutputAt = Date.now();
+    const heard = () => {
+      lastOutputAt = Date.now();
+    };
+    child.stdout.on('data', heard);
+    child.stderr.on('data', heard);
+    child.on('exit', (code, signal) => {
+      exit = { code, signal };
+      // 'close' normally follows at once; if a leftover member holds the pipes, stop waiting for it once
+      // they are quiet. The check runs after one poll phase (setImmediate), so output already in the pipes
+      // is read first even when a loaded event loop fires the timer late.
+      const drain = () =>
+        setTimeout(
+          () =>
+            setImmediate(() => {
+              if (settled) return;
+              if (Date.now() - lastOutputAt < DRAIN_MS) return drain();
+              child.stdout.destroy();
+              child.stderr.destroy();
+              finish();
+            }),
+          DRAIN_MS,
+        ).unref();
+      drain();
+    });
+    child.on('close', finish);
+  });
+
+  return {
+    child,
+    exited,
+    terminate,
+    get terminating() {
+      return killTimer !== undefined;
+    },
+  };
 }

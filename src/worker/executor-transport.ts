@@ -10,6 +10,7 @@ import { getDefaultEnvironment } from '@modelcontextprotocol/sdk/client/stdio.js
 import { deserializeMessage, serializeMessage } from '@modelcontextprotocol/sdk/shared/stdio.js';
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
+import { descendantPids, isAlive, signalAll } from './process-tree.js';
 import { PROCESS_GROUPS } from './reaper.js';
 
 export interface ExecutorTransportOptions {
@@ -26,7 +27,10 @@ export interface ExecutorTransportOptions {
   maxMessageBytes?: number;
 }
 
+/** How long a closed stdin gets to end the executor when the SDK closes the transport. */
 const CLOSE_STEP_MS = 2_000;
+/** Time from SIGTERM to SIGKILL, and from SIGKILL to giving up, once the stdin grace has passed. */
+const TERM_GRACE_MS = 1_000;
 /**
  * The largest MCP message read from an executor (the SDK's own default is 10 MiB). A larger one ends the
  * executor: its session could not go on (the message is lost), and a call waiting for it would wait forever.
@@ -44,6 +48,7 @@ export class ExecutorTransport implements Transport {
   #child: ChildProcess | undefined;
   #pid: number | undefined;
   #fatal: Error | undefined;
+  #stopping: Promise<void> | undefined;
 
   constructor(opts: ExecutorTransportOptions) {
     this.#opts = opts;
@@ -127,22 +132,42 @@ export class ExecutorTransport implements Transport {
     });
   }
 
-  /** Ends stdin (the MCP way to ask a server to exit), then SIGTERM, then SIGKILL, to the whole group. */
-  async close(): Promise<void> {
+  /** The SDK's close (Client.close): the kill ladder of {@link stop}, with the default grace. */
+  close(): Promise<void> {
+    return this.stop(CLOSE_STEP_MS);
+  }
+
+  /**
+   * The one kill ladder of an executor: close stdin (the MCP way to ask it to exit), wait `graceMs`,
+   * SIGTERM its group and its descendants, wait, SIGKILL what is left, and its group once more (a
+   * grandchild that left the tree). Descendants are collected first, since once the executor is gone
+   * they are re-parented and cannot be found. Runs once: the SDK's close and ExecutorSession.stop share
+   * it. `onEscalate` hears each signal sent because the executor had not gone by then.
+   */
+  stop(graceMs: number, onEscalate?: (signal: NodeJS.Signals) => void): Promise<void> {
+    this.#stopping ??= this.#ladder(graceMs, onEscalate);
+    return this.#stopping;
+  }
+
+  async #ladder(graceMs: number, onEscalate?: (signal: NodeJS.Signals) => void): Promise<void> {
     const child = this.#child;
     if (child) {
+      const tree = child.pid ? [child.pid, ...descendantPids(child.pid)] : [];
       const closed = new Promise<void>((r) => child.once('close', () => r()));
-      const wait = () =>
-        Promise.race([closed, new Promise<void>((r) => setTimeout(r, CLOSE_STEP_MS).unref())]);
       try {
         child.stdin?.end();
       } catch {}
-      await wait();
+      await Promise.race([closed, sleep(graceMs)]);
+      const allGone = () => tree.every((p) => !isAlive(p));
       for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
-        if (child.exitCode !== null || child.signalCode !== null) break;
+        if (allGone()) break;
+        onEscalate?.(signal);
         this.#signal(child, signal);
-        await wait();
+        signalAll(tree.filter(isAlive), signal);
+        await waitFor(allGone, TERM_GRACE_MS);
       }
+      if (PROCESS_GROUPS && child.pid) this.#signal(child, 'SIGKILL');
+      await Promise.race([closed, sleep(500)]);
     }
     this.#read.clear();
   }
@@ -157,6 +182,14 @@ export class ExecutorTransport implements Transport {
       } catch {}
     }
   }
+}
+
+// Not unref'd: a worker awaiting an executor's exit must not end because nothing else keeps it alive.
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+async function waitFor(done: () => boolean, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!done() && Date.now() < deadline) await sleep(20);
 }
 
 /**

@@ -23,14 +23,11 @@ import { VERSION } from '../version.js';
 import type { ExecutorCgroup } from './cgroup.js';
 import { WorkerConfigError } from './errors.js';
 import { ExecutorTransport } from './executor-transport.js';
-import { descendantPids, isAlive, signalAll, signalGroup } from './process-tree.js';
 import { clearExecutorPid, type ExecutorReaper, recordExecutorPid } from './reaper.js';
 
 export const RUN_TASK_TOOL = 'run_task';
 /** The contract's readiness tool (docs/executor-contract.md). */
 export const CHECK_READY_TOOL = 'check_ready';
-/** Time from SIGTERM to SIGKILL once the stdin-close grace has passed. */
-const TERM_GRACE_MS = 1_000;
 /** The largest timer Node accepts; MCP's customary 60 s request limit must not end long tasks. */
 export const NO_REQUEST_TIMEOUT_MS = 2_147_483_647;
 const TAIL_BYTES = 8 * 1024;
@@ -249,7 +246,7 @@ export function buildToolArguments(choice: ToolChoice, t: TaskInput): Record<str
 /** A local failure of an executor session; `spawn` and `handshake` mean the executor is unusable. */
 export class ExecutorError extends Error {
   constructor(
-    readonly code: 'spawn' | 'handshake' | 'no_tool',
+    readonly code: 'spawn' | 'handshake',
     message: string,
     options?: { cause?: unknown },
   ) {
@@ -455,9 +452,8 @@ export class ExecutorSession {
   }
 
   /**
-   * Ends the session in stages: close stdin (the MCP way to ask an executor to exit), wait `graceMs`,
-   * SIGTERM the executor and its descendants, wait, SIGKILL what is left. Descendants are collected
-   * first, since once the executor is gone they are re-parented and cannot be found.
+   * Ends the session in stages (ExecutorTransport.stop): close stdin, wait `graceMs`, SIGTERM the
+   * executor's group and descendants, wait, SIGKILL what is left; then kill what is left of its cgroup.
    */
   stop(graceMs = 2_000): Promise<void> {
     this.#stopPromise ??= this.#stop(graceMs);
@@ -466,27 +462,15 @@ export class ExecutorSession {
 
   async #stop(graceMs: number): Promise<void> {
     this.#stopping = true;
-    const tree = this.pid ? [this.pid, ...descendantPids(this.pid)] : [];
-    // The SDK's close ends stdin, then escalates on its own timers; ours below are shorter and also
-    // reach the descendants.
+    // The transport's ladder is the one kill ladder; the SDK's close (below) joins the same run.
+    const stopped = this.#transport.stop(graceMs, (signal) => {
+      if (signal === 'SIGTERM') {
+        this.#logger.debug('executor still running after stdin closed; sending SIGTERM', { pid: this.pid });
+      } else this.#logger.warn('executor ignored SIGTERM; killing it', { pid: this.pid });
+    });
     const closing = this.client.close().catch(() => {});
-    await Promise.race([this.#closedPromise, sleep(graceMs)]);
-    const allGone = () => tree.every((p) => !isAlive(p));
-    if (!allGone()) {
-      this.#logger.debug('executor still running after stdin closed; sending SIGTERM', { pid: this.pid });
-      signalGroup(this.pid, 'SIGTERM');
-      signalAll(tree.filter(isAlive), 'SIGTERM');
-      await waitFor(allGone, TERM_GRACE_MS);
-    }
-    if (!allGone()) {
-      this.#logger.warn('executor ignored SIGTERM; killing it', { pid: this.pid });
-      signalGroup(this.pid, 'SIGKILL');
-      signalAll(tree.filter(isAlive), 'SIGKILL');
-      await waitFor(allGone, TERM_GRACE_MS);
-    }
-    // Whatever is left of its group (a grandchild that left the tree) goes with it, and of its cgroup
-    // (a process that left the group with setsid).
-    signalGroup(this.pid, 'SIGKILL');
+    await stopped;
+    // What is left of its cgroup (a process that left the group with setsid) goes with it.
     const leftovers = await this.#release();
     if (leftovers > 0) {
       this.#logger.info('killed processes the executor left behind (they had left its process group)', {
@@ -527,11 +511,6 @@ function tailLines(text: string, lines: number): string {
 
 // Not unref'd: a worker awaiting an executor's exit must not end because nothing else keeps it alive.
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-async function waitFor(done: () => boolean, ms: number): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!done() && Date.now() < deadline) await sleep(20);
-}
 
 /** The `check_ready` contract (docs/executor-contract.md): can the executor do AI work right now? */
 export interface Readiness {

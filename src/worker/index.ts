@@ -47,11 +47,8 @@ export { answerContent, type HaltReason, resultTextOf, TaskRunner, type TaskSpec
 export {
   DEFAULT_SLOT_LEASE_MS,
   DEFAULT_STALL_AFTER_MS,
-  PROBE_CHANNEL,
   parseTaskStart,
-  type RefusalReason,
   runWorker,
-  TASK_ID_PATTERN,
   Worker,
   type WorkerExit,
   type WorkerOptions,

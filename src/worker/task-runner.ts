@@ -23,6 +23,7 @@ import type {
   ArtifactAck,
   ArtifactChunk,
   ArtifactInfo,
+  FailureReason,
   Respond,
   TaskEvent,
   TaskStateName,
@@ -106,13 +107,16 @@ export const RESULT_STRUCTURED_FILE = 'nfltr-structured-content.json';
 export type HaltReason =
   | { kind: 'cancelled'; message: string }
   | {
-      kind: 'timeout' | 'worker_shutdown' | 'e2ee_violation' | 'artifact_error' | 'lease_expired';
+      kind: Extract<
+        FailureReason,
+        'timeout' | 'worker_shutdown' | 'e2ee_violation' | 'artifact_error' | 'lease_expired'
+      >;
       message: string;
     };
 
 type Outcome =
   | { kind: 'result'; result: CallToolResult }
-  | { kind: 'failed'; reason: string; message: string; withArtifacts?: CallToolResult }
+  | { kind: 'failed'; reason: FailureReason; message: string; withArtifacts?: CallToolResult }
   | { kind: 'cancelled'; message: string };
 
 interface Question {

@@ -18,13 +18,16 @@ import { type ChunkRef, sanitizeArtifactName } from '../agent/artifacts/index.js
 import { AgentClient, type AgentOptions } from '../agent/client.js';
 import {
   A2A_PROTOCOL,
+  PROBE_CHANNEL,
   type Probe,
   ProbeResultSchema,
+  type RefusalReason,
   ReplayCompleteSchema,
   type Resume,
   type TaskEvent,
   TaskRefusedSchema,
   type TaskStart,
+  taskIdProblem,
 } from '../protocol/a2a.js';
 import type { Logger } from '../util/log.js';
 import { WorkerConfigError } from './errors.js';
@@ -47,9 +50,6 @@ import { ReplayPacer } from './replay-pacer.js';
 import { EVENTS_FILE, TaskEventLog } from './task-events.js';
 import { EXECUTOR_PID_FILE, TaskRunner, type TaskSpec } from './task-runner.js';
 
-export const PROBE_CHANNEL = 'probe';
-/** Task ids become folder names: a conservative alphabet, no leading dot. */
-export const TASK_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,127}$/;
 /** Above this many bytes waiting for the relay, artifact streaming pauses. */
 const WRITABLE_QUEUE_BYTES = 8 * 1024 * 1024;
 const TASK_FILE = 'task.json';
@@ -78,14 +78,6 @@ interface OwedTask {
   /** A replay waiting for its turn; later requests merge into it. */
   queued?: { afterSeq: bigint; why: string };
 }
-
-export type RefusalReason =
-  | 'no_free_slots'
-  | 'duplicate_task_id'
-  | 'draining'
-  | 'invalid_task'
-  | 'executor_unavailable'
-  | 'unknown_task';
 
 export interface WorkerOptions {
   agent: Omit<AgentOptions, 'logger' | 'labels' | 'sessionToken' | 'kind'>;
@@ -496,12 +488,8 @@ export class Worker {
       this.#refuse(peer, channel, id || channel, reason, message);
     if (!id) return refuse('invalid_task', 'task_id is empty');
     if (id !== channel) return refuse('invalid_task', `task_id ${id} does not match its channel ${channel}`);
-    if (!TASK_ID_PATTERN.test(id)) {
-      return refuse(
-        'invalid_task',
-        `task_id ${JSON.stringify(id)} must be 1-128 characters of letters, digits and . _ : @ + = -, not starting with a dot or dash`,
-      );
-    }
+    const idProblem = taskIdProblem(id);
+    if (idProblem) return refuse('invalid_task', idProblem);
     if (this.#draining)
       return refuse('draining', `${this.agentId} is shutting down; send the task to another worker`);
     if (this.#known.has(id)) {
@@ -773,7 +761,7 @@ function recoverTasks(tasksDir: string, log: Logger): { known: Set<string>; owed
     if (killed) log.warn('killed the executor of an interrupted task', { task: id, pid: killed });
     const info = readTaskFile(dir);
     const file = join(dir, EVENTS_FILE);
-    if (!info || info.delivered_at || !TASK_ID_PATTERN.test(id)) continue;
+    if (!info || info.delivered_at || taskIdProblem(id)) continue;
     if (!existsSync(file) && !info.peer) continue;
     const events = TaskEventLog.load(id, file);
     // `accepted` is written unflushed (TaskEventLog.append): a power cut may have taken it, yet the

@@ -1,41 +1,25 @@
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { create } from '@bufbuild/protobuf';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import {
   A2aEndpoint,
   type A2aEndpoint as A2aEndpointT,
   type A2aFailure,
   type A2aInbound,
   AgentClient,
+  MemoryRelay,
 } from '../../src/agent/index.js';
 import { ProbeSchema, TaskEventSchema, TaskState } from '../../src/protocol/a2a.js';
 import { generatePairingKey, parsePairingKey } from '../../src/protocol/e2ee.js';
-import {
-  createKey,
-  eventually,
-  type RelayProcess,
-  startRelayProcess,
-  tempDir,
-} from '../helpers/processes.js';
 
 const SECRET = 'objective-7f3a-do-not-leak';
 
+// A2A logic over the in-memory relay; the wire between real processes is the end-to-end suites' part.
 describe('a2a channels', () => {
-  let relay: RelayProcess;
-  let key: string;
-  let capture: string;
+  const relay = new MemoryRelay({ capture: true });
   const clients: AgentClient[] = [];
 
-  beforeAll(async () => {
-    const dir = tempDir();
-    capture = join(dir, 'capture.jsonl');
-    key = await createKey(dir, 'acct');
-    relay = await startRelayProcess({ dataDir: dir, args: ['--capture-envelopes', capture] });
-  });
   afterAll(async () => {
     await Promise.all(clients.map((c) => c.close()));
-    await relay.stop();
   });
 
   async function pair(id: string, opts: { planner?: Partial<EndOpts>; worker?: Partial<EndOpts> } = {}) {
@@ -49,10 +33,11 @@ describe('a2a channels', () => {
   }
   async function end(agentId: string, role: 'initiator' | 'responder', o: Partial<EndOpts> = {}) {
     const agent = new AgentClient({
-      servers: [relay.grpcAddr],
-      apiKey: key,
+      servers: ['memory'],
+      apiKey: 'key',
       agentId,
       kind: role === 'initiator' ? 'planner' : 'worker',
+      dialer: relay.dialer(),
     });
     clients.push(agent);
     await agent.start().waitConnected();
@@ -82,13 +67,8 @@ describe('a2a channels', () => {
     await worker.send('sealed-p', 't1', event('t1', `${SECRET}-reply`));
     const r = await atPlanner;
     expect(r.msg.case === 'taskEvent' && r.msg.value.message).toBe(`${SECRET}-reply`);
-    const lines = readFileSync(capture, 'utf8');
-    expect(lines).toContain('"kind":"a2a.sealed"');
-    const decoded = lines
-      .trim()
-      .split('\n')
-      .map((l) => Buffer.from(JSON.parse(l).payload, 'base64').toString('latin1'))
-      .join('\n');
+    expect(relay.captured.some((e) => e.kind === 'a2a.sealed')).toBe(true);
+    const decoded = relay.captured.map((e) => Buffer.from(e.payload).toString('latin1')).join('\n');
     expect(decoded).not.toContain(SECRET);
   });
 
@@ -150,39 +130,33 @@ describe('a2a channels', () => {
     await planner.send('replay-w', 'c', { case: 'probe', value: create(ProbeSchema, { probeId: 'x' }) });
     await got;
     // Replay the recorded ciphertext through the relay, as a hostile relay or peer would.
-    const sealed = readFileSync(capture, 'utf8')
-      .trim()
-      .split('\n')
-      .map((l) => JSON.parse(l))
-      .filter((e) => e.to === 'replay-w' && e.kind === 'a2a.sealed');
+    const sealed = relay.captured.filter((e) => e.to === 'replay-w' && e.kind === 'a2a.sealed');
     const raw = clients.find((c) => c.agentId === 'replay-p')!;
     const violation = failure(worker);
     raw.send({
       to: 'replay-w',
       channel: 'c',
-      seq: BigInt(sealed[0].seq),
+      seq: sealed[0]!.seq,
       kind: 'a2a.sealed',
-      payload: Buffer.from(sealed[0].payload, 'base64'),
+      payload: sealed[0]!.payload,
     });
     const v = await violation;
     expect(v).toMatchObject({ channel: 'c', code: 'e2ee_violation' });
     expect(v.message).toMatch(/replay/);
-    await eventually(() => true);
   });
 });
 
 describe('a2a resync', () => {
   it('resync - after a relay restart both ends re-key and messages flow again', async () => {
-    const dir = tempDir();
-    const key = await createKey(dir, 'acct');
-    let relay = await startRelayProcess({ dataDir: dir });
-    const { grpcPort, httpPort } = relay;
+    const relay = new MemoryRelay();
     const mk = (agentId: string, role: 'initiator' | 'responder') => {
       const agent = new AgentClient({
-        servers: [relay.grpcAddr],
-        apiKey: key,
+        servers: ['memory'],
+        apiKey: 'key',
         agentId,
         kind: role === 'initiator' ? 'planner' : 'worker',
+        dialer: relay.dialer(),
+        backoffMs: [50],
       });
       return { agent: agent.start(), ep: new A2aEndpoint({ agent, role, e2ee: true }) };
     };
@@ -197,8 +171,7 @@ describe('a2a resync', () => {
       new Promise((res) => p.ep.once('resync', res)),
       new Promise((res) => w.ep.once('resync', res)),
     ]);
-    await relay.stop('SIGKILL');
-    relay = await startRelayProcess({ dataDir: dir, grpcPort, httpPort });
+    relay.restart();
     await resynced;
     const atWorker = new Promise<A2aInbound>((res) => w.ep.once('message', res));
     await p.ep.send('rs-w', 't', { case: 'probe', value: create(ProbeSchema, { probeId: 'after' }) });
@@ -208,6 +181,5 @@ describe('a2a resync', () => {
     await w.ep.send('rs-p', 't', { case: 'probe', value: create(ProbeSchema, { probeId: 'back' }) });
     expect((await atPlanner).msg.case).toBe('probe');
     await Promise.all([p.agent.close(), w.agent.close()]);
-    await relay.stop();
   });
 });

@@ -1,20 +1,18 @@
 /** AgentClient's send queue as bulk senders see it: whenWritable wakes on writes, close and abort. */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AgentClient } from '../../src/agent/index.js';
-import { createKey, type RelayProcess, startRelayProcess, tempDir } from '../helpers/processes.js';
+import { describe, expect, it } from 'vitest';
+import { AgentClient, MemoryRelay } from '../../src/agent/index.js';
 
 describe('agent send queue', () => {
-  let relay: RelayProcess;
-  let key: string;
-  beforeAll(async () => {
-    const dir = tempDir();
-    key = await createKey(dir, 'acct');
-    relay = await startRelayProcess({ dataDir: dir });
-  });
-  afterAll(() => relay.stop());
-
-  const agent = (agentId: string, servers = [relay.grpcAddr]) =>
-    new AgentClient({ servers, apiKey: key, agentId, kind: 'planner', backoffMs: [50] });
+  const relay = new MemoryRelay();
+  const agent = (agentId: string) =>
+    new AgentClient({
+      servers: ['memory'],
+      apiKey: 'key',
+      agentId,
+      kind: 'planner',
+      backoffMs: [50],
+      dialer: relay.dialer(),
+    });
   const payload = new Uint8Array(1024 * 1024);
   const state = (p: Promise<void>) =>
     Promise.race([p.then(() => 'resolved'), new Promise((r) => setTimeout(() => r('pending'), 50))]);
@@ -36,8 +34,14 @@ describe('agent send queue', () => {
   });
 
   it('whenWritable - never hangs: an abort or close wakes a writer the queue does not', async () => {
-    // No relay at this address: the queue never drains.
-    const a = agent('ww-stuck', ['127.0.0.1:1']).start();
+    // No relay at this address (the gRPC adapter, dialling in vain): the queue never drains.
+    const a = new AgentClient({
+      servers: ['127.0.0.1:1'],
+      apiKey: 'key',
+      agentId: 'ww-stuck',
+      kind: 'planner',
+      backoffMs: [50],
+    }).start();
     a.send({ to: 'nobody', channel: 'c', kind: 'k', payload });
     const abort = new AbortController();
     const aborted = a.whenWritable(0, abort.signal);

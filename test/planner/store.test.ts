@@ -13,8 +13,8 @@ import {
   parseSelector,
   type TaskEventRecord,
   TaskStore,
-  taskIdProblem,
 } from '../../src/planner/index.js';
+import { taskIdProblem } from '../../src/protocol/a2a.js';
 import { tempDir } from '../helpers/processes.js';
 
 const ev = (
@@ -74,7 +74,7 @@ describe('task store', () => {
       request: { timeout_ms: 5 },
     };
     store.create(t, ev(1, 'accepted'));
-    expect(store.has('t1')).toBe(true);
+    expect(store.get('t1')).toBeDefined();
     expect(store.append('t1', ev(2, 'running', { message: 'a' }))?.state).toBe('running');
     expect(store.append('t1', ev(2, 'running', { message: 'dup' }))).toBeUndefined();
     expect(store.append('nope', ev(1, 'accepted'))).toBeUndefined();
@@ -87,7 +87,7 @@ describe('task store', () => {
     expect(store.events('t1', 2).map((e) => e.seq)).toEqual([3]);
     expect(store.active().map((x) => x.snapshot.task_id)).toEqual(['t1']);
     expect(store.get('t1')?.request).toEqual({ timeout_ms: 5 });
-    store.setAnswered('t1', 3);
+    store.setAnswer('t1', 3, { content_json: '{}', action: 'accept', files: [] });
     store.close();
 
     // A snapshot row that went wrong is rebuilt from the events.
@@ -130,7 +130,7 @@ describe('task store', () => {
     store.close();
     await third;
     const reopened = new TaskStore(join(dir, 'tasks.db'));
-    expect(['a', 'b'].map((id) => reopened.has(id))).toEqual([true, true]);
+    expect(['a', 'b'].map((id) => reopened.get(id) !== undefined)).toEqual([true, true]);
     reopened.close();
   });
 });

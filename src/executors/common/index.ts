@@ -3,14 +3,12 @@
  * splitting and `--help` probing.
  */
 
-export { processGroupAlive } from '../../util/process-group.js';
+export { GROUP_KILL_GRACE_MS, liveProcessGroups, processGroupAlive } from '../../util/process-group.js';
 export { findHelpOption, formatArgv, type HelpOption, readHelp, splitCommand } from './cli-command.js';
 export {
-  AGENT_KILL_GRACE_MS,
   type AgentExit,
   type AgentProcess,
   type AgentProcessOptions,
-  activeAgentProcessGroups,
   spawnAgentProcess,
 } from './process.js';
 export { CHECK_READY_TOOL, type Readiness, registerCheckReady } from './ready.js';

@@ -5,26 +5,12 @@
  * `setsid` dies with the task's cgroup under a worker (src/worker/cgroup.ts).
  */
 
-import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
+import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { lineSplitter } from '../../util/line-splitter.js';
-import { killGroup, terminateGroup } from '../../util/process-group.js';
-
-/** How long a process group gets between SIGTERM and SIGKILL. */
-export const AGENT_KILL_GRACE_MS = 2000;
+import { type GroupExit, spawnGroup } from '../../util/process-group.js';
 
 /** Bytes of stderr kept for error messages. */
 const STDERR_TAIL_BYTES = 8192;
-
-/** Process groups started here that may still have members: running, or within their kill grace. */
-const liveGroups = new Set<number>();
-
-/**
- * How many AI CLI process groups are running or still being killed in this process. A shutting-down
- * executor waits for zero (bounded by the kill grace) before it exits.
- */
-export function activeAgentProcessGroups(): number {
-  return liveGroups.size;
-}
 
 export interface AgentProcessOptions {
   argv: readonly string[];
@@ -36,12 +22,7 @@ export interface AgentProcessOptions {
   onStderr?: (chunk: string) => void;
 }
 
-export interface AgentExit {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  /** Set when the program could not be started at all (e.g. not found). */
-  spawnError?: string;
-}
+export type AgentExit = GroupExit;
 
 export interface AgentProcess {
   readonly child: ChildProcessWithoutNullStreams;
@@ -49,29 +30,25 @@ export interface AgentProcess {
   readonly exited: Promise<AgentExit>;
   /** The last few KB of stderr, trimmed. */
   stderrTail(): string;
-  /** SIGTERM to the whole group now, SIGKILL to what is left after {@link AGENT_KILL_GRACE_MS}. Idempotent. */
+  /** SIGTERM to the whole group now, SIGKILL to what is left after the grace. Idempotent. */
   kill(): void;
   /** True once {@link kill} was called. */
   readonly killed: boolean;
 }
 
 /**
- * Starts `argv` (no shell) as the leader of a new process group (`detached`). When the leader exits,
- * members left in its group are killed at once; after {@link AgentProcess.kill} they get the grace.
+ * Starts `argv` (no shell) as the leader of a new process group (util/process-group.ts's lifecycle).
+ * When the leader exits, members left in its group are killed at once; after
+ * {@link AgentProcess.kill} they get the grace.
  */
 export function spawnAgentProcess(opts: AgentProcessOptions): AgentProcess {
-  const child = spawn(opts.argv[0]!, opts.argv.slice(1), {
+  const group = spawnGroup(opts.argv[0]!, opts.argv.slice(1), {
     cwd: opts.cwd,
     env: opts.env,
-    detached: true,
-    stdio: ['pipe', 'pipe', 'pipe'],
+    stdin: 'pipe',
   });
-  const pid = child.pid;
-  if (pid !== undefined) liveGroups.add(pid);
+  const child = group.child as ChildProcessWithoutNullStreams;
   let stderr = '';
-  let killTimer: NodeJS.Timeout | undefined;
-  let killDone = false;
-  let settled = false;
 
   // The CLI may exit before reading its stdin (bad flag, crash); that EPIPE is not our error.
   child.stdin.on('error', () => {});
@@ -86,52 +63,13 @@ export function spawnAgentProcess(opts: AgentProcessOptions): AgentProcess {
     opts.onStderr?.(chunk);
   });
 
-  const kill = () => {
-    if (pid === undefined || killTimer) return;
-    killTimer = terminateGroup(pid, AGENT_KILL_GRACE_MS, () => {
-      killDone = true;
-      if (settled) liveGroups.delete(pid);
-    });
-  };
-
-  const exited = new Promise<AgentExit>((resolve) => {
-    let exit: AgentExit | undefined;
-    const finish = () => {
-      if (settled) return;
-      settled = true;
-      if (pid !== undefined && !killTimer) {
-        // The CLI is gone; whatever is left in its group is an orphaned tool process.
-        killGroup(pid, 'SIGKILL');
-        liveGroups.delete(pid);
-      } else if (pid !== undefined && killDone) {
-        liveGroups.delete(pid);
-      }
-      resolve(exit ?? { code: null, signal: null });
-    };
-    child.on('error', (err) => {
-      exit = { code: null, signal: null, spawnError: err.message };
-      finish();
-    });
-    child.on('exit', (code, signal) => {
-      exit = { code, signal };
-      // 'close' normally follows at once; if a leftover process holds the pipes, stop waiting for it.
-      setTimeout(() => {
-        if (settled) return;
-        child.stdout.destroy();
-        child.stderr.destroy();
-        finish();
-      }, 500).unref();
-    });
-    child.on('close', finish);
-  });
-
   return {
     child,
-    exited,
+    exited: group.exited,
     stderrTail: () => stderr.trim(),
-    kill,
+    kill: group.terminate,
     get killed() {
-      return killTimer !== undefined;
+      return group.terminating;
     },
   };
 }

@@ -13,10 +13,8 @@ export {
 } from './allow.js';
 export { CODE_RUNNING_PROGRAMS, codeRisk, splitCommands } from './code-flags.js';
 export {
-  activeProcessGroups,
   type CommandOutcome,
   commandStatus,
-  KILL_GRACE_MS,
   type RunCommandOptions,
   runCommand,
 } from './run-command.js';

@@ -3,23 +3,16 @@
  * callback and a log file, and killing the whole group on abort or timeout.
  */
 
-import { spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import { lineSplitter } from '../../util/line-splitter.js';
-import { killGroup, terminateGroup } from '../../util/process-group.js';
-
-/** How long a process group gets between SIGTERM and SIGKILL. */
-export const KILL_GRACE_MS = 2000;
-
-/** After the shell exits, how long its output pipes may stay open (held by leftover background jobs). */
-const DRAIN_MS = 500;
+import { spawnGroup } from '../../util/process-group.js';
 
 export interface RunCommandOptions {
   command: string;
   cwd: string;
   env: NodeJS.ProcessEnv;
   timeoutMs: number;
-  /** Aborting kills the process group (SIGTERM, then SIGKILL after {@link KILL_GRACE_MS}). */
+  /** Aborting kills the process group (SIGTERM, then SIGKILL after its grace). */
   signal?: AbortSignal;
   /** Combined stdout + stderr go here, as they arrive. */
   logPath: string;
@@ -47,22 +40,11 @@ export interface CommandOutcome {
   logError?: string;
 }
 
-/** Process groups started here that may still have members: running, or within their kill grace. */
-const liveGroups = new Set<number>();
-
 /**
- * How many command process groups are running or still being killed, across every server in this
- * process. A shutting-down CLI waits for zero (bounded by the kill grace) before exiting.
- */
-export function activeProcessGroups(): number {
-  return liveGroups.size;
-}
-
-/**
- * Runs `command` with `/bin/sh -c` in a new process group (`detached`), so that a kill reaches every
- * process it started. When the shell itself exits, leftover members of its group (background jobs) are
- * killed too. A process that left the group (`setsid`, a daemon) is not reached here; under a worker
- * it dies with the task's cgroup (src/worker/cgroup.ts, docs/security.md).
+ * Runs `command` with `/bin/sh -c` as the leader of a new process group (util/process-group.ts's
+ * lifecycle), so that a kill reaches every process it started, and background jobs left when the shell
+ * exits are killed too. A process that left the group (`setsid`, a daemon) is not reached here; under a
+ * worker it dies with the task's cgroup (src/worker/cgroup.ts, docs/security.md).
  */
 export function runCommand(opts: RunCommandOptions): Promise<CommandOutcome> {
   const started = Date.now();
@@ -71,106 +53,51 @@ export function runCommand(opts: RunCommandOptions): Promise<CommandOutcome> {
   log.on('error', (err) => {
     logError = err.message; // the command still runs; its output only streams as progress
   });
-  return new Promise<CommandOutcome>((resolve) => {
-    let timedOut = false;
-    let aborted = false;
-    let killTimer: NodeJS.Timeout | undefined;
-    let killDone = false;
-    let exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
-    let spawnError: string | undefined;
-    let settled = false;
-    let lastOutputAt = Date.now();
+  let timedOut = false;
+  let aborted = false;
+  const group = spawnGroup('/bin/sh', ['-c', opts.command], {
+    cwd: opts.cwd,
+    env: opts.env,
+    stdin: 'ignore',
+  });
+  const timeout = setTimeout(() => {
+    timedOut = true;
+    group.terminate();
+  }, opts.timeoutMs);
+  const onAbort = () => {
+    aborted = true;
+    group.terminate();
+  };
+  if (opts.signal?.aborted) onAbort();
+  else opts.signal?.addEventListener('abort', onAbort, { once: true });
 
-    const child = spawn('/bin/sh', ['-c', opts.command], {
-      cwd: opts.cwd,
-      env: opts.env,
-      detached: true,
-      stdio: ['ignore', 'pipe', 'pipe'],
+  const wire = (stream: NodeJS.ReadableStream, name: 'stdout' | 'stderr') => {
+    const lines = lineSplitter((line) => opts.onLine?.(line, name));
+    stream.setEncoding('utf8');
+    stream.on('data', (chunk: string) => {
+      if (logError === undefined) log.write(chunk);
+      lines.push(chunk);
     });
+    stream.on('end', () => lines.end());
+  };
+  wire(group.child.stdout, 'stdout');
+  wire(group.child.stderr, 'stderr');
 
-    if (child.pid !== undefined) liveGroups.add(child.pid);
-
-    const terminate = () => {
-      if (child.pid === undefined || killTimer) return;
-      const pid = child.pid;
-      killTimer = terminateGroup(pid, KILL_GRACE_MS, () => {
-        killDone = true;
-        if (settled) liveGroups.delete(pid);
-      });
-    };
-    const timeout = setTimeout(() => {
-      timedOut = true;
-      terminate();
-    }, opts.timeoutMs);
-    const onAbort = () => {
-      aborted = true;
-      terminate();
-    };
-    if (opts.signal?.aborted) onAbort();
-    else opts.signal?.addEventListener('abort', onAbort, { once: true });
-
-    const wire = (stream: NodeJS.ReadableStream, name: 'stdout' | 'stderr') => {
-      const lines = lineSplitter((line) => opts.onLine?.(line, name));
-      stream.setEncoding('utf8');
-      stream.on('data', (chunk: string) => {
-        lastOutputAt = Date.now();
-        if (logError === undefined) log.write(chunk);
-        lines.push(chunk);
-      });
-      stream.on('end', () => lines.end());
-    };
-    wire(child.stdout, 'stdout');
-    wire(child.stderr, 'stderr');
-
-    const finish = () => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timeout);
-      opts.signal?.removeEventListener('abort', onAbort);
-      // The shell is gone; anything left in its group is an orphaned background job. When we are already
-      // terminating, the pending SIGKILL still gives those processes their grace period.
-      if (child.pid !== undefined && !killTimer) {
-        killGroup(child.pid, 'SIGKILL');
-        liveGroups.delete(child.pid);
-      } else if (child.pid !== undefined && killDone) {
-        liveGroups.delete(child.pid);
-      }
+  return group.exited.then((exit) => {
+    clearTimeout(timeout);
+    opts.signal?.removeEventListener('abort', onAbort);
+    return new Promise<CommandOutcome>((resolve) =>
       log.end(() =>
         resolve({
-          exitCode: exit?.code ?? null,
-          signal: exit?.signal ?? null,
+          exitCode: exit.code,
+          signal: exit.signal,
           durationMs: Date.now() - started,
           timedOut,
           aborted,
-          ...(spawnError !== undefined ? { spawnError } : {}),
+          ...(exit.spawnError !== undefined ? { spawnError: exit.spawnError } : {}),
           ...(logError !== undefined ? { logError } : {}),
         }),
-      );
-    };
-
-    child.on('error', (err) => {
-      spawnError = err.message;
-      finish();
-    });
-    child.on('exit', (code, signal) => {
-      exit = { code, signal };
-      // Normally 'close' follows at once; if a background job holds the pipes, stop waiting for it once
-      // they have been quiet for DRAIN_MS. The check runs after one poll phase (setImmediate), so output
-      // already in the pipe is read first even when a loaded event loop fires the timer late.
-      const drain = () =>
-        setTimeout(
-          () =>
-            setImmediate(() => {
-              if (settled) return;
-              if (Date.now() - lastOutputAt < DRAIN_MS) return drain();
-              child.stdout.destroy();
-              child.stderr.destroy();
-              finish();
-            }),
-          DRAIN_MS,
-        ).unref();
-      drain();
-    });
-    child.on('close', finish);
+      ),
+    );
   });
 }

@@ -6,7 +6,7 @@
  * stores or waits, so the table test in test/planner/step.test.ts covers every transition, and what is
  * stored is all a restarted planner needs.
  */
-import type { TaskEvent } from '../../protocol/a2a.js';
+import type { FailureReason, TaskEvent } from '../../protocol/a2a.js';
 import { taskStateName } from '../../protocol/a2a.js';
 import type { PlannerErrorCode } from '../errors.js';
 import {
@@ -17,7 +17,6 @@ import {
   isTerminal,
   type TaskEventRecord,
   type TaskSnapshot,
-  type TaskStateName,
 } from '../task-state.js';
 import type { QueuedAnswer, StoredTask, TaskRequest } from '../task-store.js';
 
@@ -419,7 +418,12 @@ function workerEvent(b: Builder, record: TaskEventRecord): void {
 }
 
 /** Stores an event this planner decides (timeout, local cancel, worker lost, e2ee violation). */
-function localEvent(b: Builder, e: { state: TaskStateName; reason: string; message: string }): void {
+function localEvent(
+  b: Builder,
+  e:
+    | { state: 'failed'; reason: FailureReason; message: string }
+    | { state: 'cancelled'; reason: 'cancelled'; message: string },
+): void {
   const s = b.stored?.snapshot;
   if (!s || isTerminal(s.state)) return;
   const record: TaskEventRecord = { seq: s.last_seq + 1, time: b.now, origin: 'planner', ...e };

@@ -92,6 +92,4 @@ export interface Bus {
   close(): Promise<void>;
 }
 
-/** The message every replica uses for "nobody holds this agent". */
-export const notFoundMessage = (agentId: string): string =>
-  `no agent ${agentId} is connected under this account`;
+export { notFoundMessage } from '../../protocol/control.js';

@@ -1,0 +1,136 @@
+/**
+ * @module The seam between {@link AgentClient} and the wire: one control stream as encoded frames in and
+ * out, after the MCP SDK's Transport and nats.js's transport interface. gRPC is the adapter the product
+ * runs; `memory-relay.ts` is the in-memory pair that unit tests of A2A, planner and worker logic run on.
+ */
+import { readFileSync } from 'node:fs';
+import * as grpc from '@grpc/grpc-js';
+import { CONNECT_METHOD_PATH, DEFAULT_MAX_FRAME_BYTES } from '../protocol/control.js';
+import { HTTP2_WINDOW_BYTES } from '../protocol/grpc.js';
+
+/** Refusals of the relay that redialling cannot fix (named as the gRPC status names them). */
+export type FatalCode =
+  | 'UNAUTHENTICATED'
+  | 'ALREADY_EXISTS'
+  | 'INVALID_ARGUMENT'
+  | 'FAILED_PRECONDITION'
+  | 'PERMISSION_DENIED';
+
+/** How a stream ended: a reason in words, and the code when the relay refused us for good. */
+export interface TransportEnd {
+  reason: string;
+  fatal?: FatalCode;
+}
+
+/** One control stream. Callbacks are set before {@link start}; `onclose` fires once, whatever the cause. */
+export interface ControlTransport {
+  /** Opens the stream, authenticated with the bearer key. */
+  start(apiKey: string): void;
+  /** Writes one encoded agent frame; false when the stream's buffer is full (wait for `ondrain`). */
+  send(frame: Uint8Array): boolean;
+  /** Half-closes our side; the relay's end of the stream follows as `onclose`. */
+  close(): void;
+  onframe?: (frame: Uint8Array) => void;
+  ondrain?: () => void;
+  onclose?: (end: TransportEnd) => void;
+}
+
+/** Opens streams to relay addresses; an agent owns one and closes it when it closes. */
+export interface ControlDialer {
+  open(server: string): ControlTransport;
+  close(): void;
+}
+
+export interface GrpcDialerOptions {
+  /** TLS on every server; defaults to on for port 443. */
+  tls?: boolean;
+  tlsCaFile?: string;
+  keepaliveMs: number;
+}
+
+const FATAL: ReadonlySet<string> = new Set<FatalCode>([
+  'UNAUTHENTICATED',
+  'ALREADY_EXISTS',
+  'INVALID_ARGUMENT',
+  'FAILED_PRECONDITION',
+  'PERMISSION_DENIED',
+]);
+
+const identity = (b: Buffer) => b;
+/** A Buffer over the same memory: gRPC wants Buffers, and a copy per frame costs more than the codec. */
+const asBuffer = (b: Uint8Array): Buffer =>
+  Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+
+/** The control stream over grpc-js: one channel per relay address, kept across redials. */
+export class GrpcDialer implements ControlDialer {
+  readonly #opts: GrpcDialerOptions;
+  readonly #clients = new Map<string, grpc.Client>();
+
+  constructor(opts: GrpcDialerOptions) {
+    this.#opts = opts;
+  }
+
+  open(server: string): ControlTransport {
+    const client = this.#client(server);
+    let call: grpc.ClientDuplexStream<Buffer, Buffer> | undefined;
+    let ended = false;
+    const t: ControlTransport = {
+      start: (apiKey) => {
+        const md = new grpc.Metadata();
+        md.set('authorization', `Bearer ${apiKey}`);
+        call = client.makeBidiStreamRequest(CONNECT_METHOD_PATH, identity, identity, md, {});
+        const end = (e: TransportEnd) => {
+          if (ended) return;
+          ended = true;
+          t.onclose?.(e);
+        };
+        call.on('data', (bytes: Buffer) => t.onframe?.(bytes));
+        call.on('drain', () => t.ondrain?.());
+        call.on('error', (err: grpc.ServiceError) => {
+          const name = grpc.status[err.code] ?? String(err.code);
+          end({
+            reason: `${name}: ${err.details || err.message}`,
+            fatal: FATAL.has(name) ? (name as FatalCode) : undefined,
+          });
+        });
+        call.on('end', () => end({ reason: 'stream ended by relay' }));
+        call.on('close', () => end({ reason: 'stream closed' }));
+      },
+      send: (frame) => call?.write(asBuffer(frame)) ?? false,
+      close: () => call?.end(),
+    };
+    return t;
+  }
+
+  close(): void {
+    for (const c of this.#clients.values()) c.close();
+    this.#clients.clear();
+  }
+
+  #client(server: string): grpc.Client {
+    let client = this.#clients.get(server);
+    if (!client) {
+      const tls = this.#opts.tls ?? server.endsWith(':443');
+      const creds = tls
+        ? grpc.credentials.createSsl(this.#opts.tlsCaFile ? readFileSync(this.#opts.tlsCaFile) : null)
+        : grpc.credentials.createInsecure();
+      client = new grpc.Client(server, creds, {
+        'grpc.max_receive_message_length': DEFAULT_MAX_FRAME_BYTES * 4,
+        'grpc.max_send_message_length': DEFAULT_MAX_FRAME_BYTES * 4,
+        // The channel's own reconnect must not be slower than the agent's first retry.
+        'grpc.initial_reconnect_backoff_ms': 100,
+        'grpc.max_reconnect_backoff_ms': 5_000,
+        'grpc-node.flow_control_window': HTTP2_WINDOW_BYTES,
+        // The relay sends no keepalive frame of its own (see the relay's keepalive); the transport's
+        // PING tells a dead relay from a quiet one, and a lost PING fails the stream so we redial.
+        'grpc.keepalive_time_ms': this.#opts.keepaliveMs,
+        'grpc.keepalive_timeout_ms': this.#opts.keepaliveMs,
+        // Our own connection, not one shared by every client in the process: keepalive and reconnect
+        // state are this agent's, and a fleet held in one process opens a connection per agent.
+        'grpc.use_local_subchannel_pool': 1,
+      });
+      this.#clients.set(server, client);
+    }
+    return client;
+  }
+}
