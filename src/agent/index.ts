@@ -16,3 +16,13 @@ export {
   type InboundEnvelope,
   type OutboundEnvelope,
 } from './client.js';
+export {
+  DEFAULT_HTTP_TIMEOUT_MS,
+  exposeHttp,
+  HTTP_ROUTES_LABEL,
+  type HttpRoute,
+  HttpService,
+  httpLabels,
+  parseRoute,
+  parseTarget,
+} from './http-tunnel.js';

@@ -7,6 +7,7 @@ import { register as registerClaudeMcp } from './claude-mcp.js';
 import { register as registerCodexMcp } from './codex-mcp.js';
 import { register as registerCopilotMcp } from './copilot-mcp.js';
 import { register as registerDemo } from './demo.js';
+import { register as registerHttp } from './http.js';
 import { register as registerKeys } from './keys.js';
 import { register as registerMcp } from './mcp.js';
 import { register as registerRelay } from './relay.js';
@@ -28,6 +29,7 @@ for (const register of [
   registerCodexMcp,
   registerMcp,
   registerWorker,
+  registerHttp,
   registerDemo,
 ])
   register(program);

@@ -15,6 +15,7 @@ import * as grpc from '@grpc/grpc-js';
 import { DEFAULT_MAX_FRAME_BYTES, type Envelope, GoawaySchema } from '../protocol/control.js';
 import { HTTP2_WINDOW_BYTES, relayServiceDefinition } from '../protocol/grpc.js';
 import type { Logger } from '../util/log.js';
+import { Browse } from './browse.js';
 import type { Bus } from './bus/bus.js';
 import { LocalBus } from './bus/local/index.js';
 import { Cluster } from './cluster.js';
@@ -187,6 +188,11 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
 
   const tls = opts.tls && { cert: readFileSync(opts.tls.certFile), key: readFileSync(opts.tls.keyFile) };
 
+  const browse = new Browse({
+    cluster,
+    logger: logger.child('browse'),
+    timeoutMs: limits.httpRequestTimeoutMs,
+  });
   const grpcServer = new grpc.Server({
     // Frames a little over our bound still reach our decoder, which answers with a precise error.
     'grpc.max_receive_message_length': maxFrameBytes * 2,
@@ -214,6 +220,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       hold,
       accounting,
       revocations,
+      browse,
     }),
   });
   const g = splitHostPort(opts.grpcAddr, '--grpc-addr');
@@ -236,6 +243,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     storeKind: store.kind,
     busKind: bus.kind,
     accounting,
+    browse,
   });
   // Node checks the headers and request timeouts only every connectionsCheckingInterval (30 s by
   // default): a client trickling headers would hold its socket that long.
