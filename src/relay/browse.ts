@@ -93,8 +93,8 @@ export class Browse implements BrowseFrames {
         : error('agent_not_connected', `agent ${agentId} is not connected under this account`);
     }
     const streamId = randomBytes(8).toString('hex');
-    let streams = this.#streams.get(conn);
-    if (!streams) this.#streams.set(conn, (streams = new Map()));
+    const streams = this.#streams.get(conn) ?? new Map<string, Pending>();
+    this.#streams.set(conn, streams);
     const send = (f: HttpFrame['frame']) => conn.sendHttp(create(HttpFrameSchema, { streamId, frame: f }));
 
     let finished = false;
