@@ -151,6 +151,11 @@ export class HttpService {
     }
   }
 
+  /** One request whose caller cannot be answered any more. */
+  abandon(key: string, streamId: string): void {
+    this.#end(`${key}\n${streamId}`);
+  }
+
   /** The caller behind `key` is gone (relay connection, peer): its requests are abandoned. */
   dropCaller(key: string): void {
     for (const id of [...this.#streams.keys()]) if (id.startsWith(`${key}\n`)) this.#end(id);
@@ -267,11 +272,16 @@ export function exposeHttp(agent: AgentClient, service: HttpService, endpoint?: 
   };
   const onMessage = (m: A2aInbound) => {
     if (m.msg.case !== 'http') return;
-    service.onFrame(`peer:${m.peer}`, m.msg.value, (r) =>
-      endpoint
-        ?.send(m.peer, m.channel, { case: 'http', value: r })
-        .catch(() => service.dropCaller(`peer:${m.peer}`)),
-    );
+    const caller = `peer:${m.peer}`;
+    service.onFrame(caller, m.msg.value, (r) => {
+      try {
+        endpoint
+          ?.send(m.peer, m.channel, { case: 'http', value: r })
+          .catch(() => service.abandon(caller, r.streamId));
+      } catch {
+        service.abandon(caller, r.streamId); // the channel is closed: the caller is done with it
+      }
+    });
   };
   const onFailure = (f: A2aFailure) => {
     if (!f.channel) service.dropCaller(`peer:${f.peer}`);

@@ -84,10 +84,19 @@ export class HttpProxyClient {
     const streamId = randomBytes(8).toString('hex');
     const channel = `http-${streamId}`;
     const key = `${r.agentId}\n${channel}`;
-    const send = (f: HttpFrame['frame']) =>
-      this.#a2a
-        .send(r.agentId, channel, { case: 'http', value: create(HttpFrameSchema, { streamId, frame: f }) })
-        .catch((err: Error) => fail(this.#link.sendError(err, r.agentId) as PlannerError));
+    // Nothing goes out once the stream is over: its channel's keys are released then.
+    let closed = false;
+    const send = (f: HttpFrame['frame']) => {
+      if (closed) return;
+      const msg = { case: 'http', value: create(HttpFrameSchema, { streamId, frame: f }) } as const;
+      try {
+        this.#a2a
+          .send(r.agentId, channel, msg)
+          .catch((err: Error) => fail(this.#link.sendError(err, r.agentId) as PlannerError));
+      } catch (err) {
+        fail(this.#link.sendError(err as Error, r.agentId) as PlannerError);
+      }
+    };
 
     let credit = HTTP_WINDOW_BYTES;
     let wake: (() => void) | undefined;
@@ -99,6 +108,7 @@ export class HttpProxyClient {
     let file: { path: string; out: WriteStream } | undefined;
 
     const cleanup = () => {
+      closed = true;
       clearTimeout(timer);
       this.#open.delete(key);
       r.signal?.removeEventListener('abort', onAbort);
@@ -113,7 +123,7 @@ export class HttpProxyClient {
       settle?.reject(err);
     };
     const timer = setTimeout(() => {
-      void send({
+      send({
         case: 'reset',
         value: { $typeName: 'nfltr.v1.HttpReset', code: 'cancelled', message: 'timeout' },
       });
@@ -125,7 +135,7 @@ export class HttpProxyClient {
       );
     }, r.timeoutMs + 1_000);
     const onAbort = () => {
-      void send({
+      send({
         case: 'reset',
         value: { $typeName: 'nfltr.v1.HttpReset', code: 'cancelled', message: 'call cancelled' },
       });
@@ -162,10 +172,10 @@ export class HttpProxyClient {
               file = { path, out: createWriteStream(path, { mode: 0o600 }) };
               for (const c of chunks.splice(0)) file.out.write(c);
             }
-            if (file) file.out.write(data, () => void consumed(data.byteLength));
+            if (file) file.out.write(data, () => consumed(data.byteLength));
             else {
               chunks.push(data);
-              if (data.byteLength) void consumed(data.byteLength);
+              if (data.byteLength) consumed(data.byteLength);
             }
             if (!v.value.end) return;
             const trailers = v.value.trailers.length ? { trailers: headerObject(v.value.trailers) } : {};
@@ -186,7 +196,7 @@ export class HttpProxyClient {
     const body = r.body ?? new Uint8Array();
     if (body.byteLength && !r.headers['content-length'] && !r.headers['Content-Length'])
       headers.push(create(HttpHeaderSchema, { name: 'content-length', value: String(body.byteLength) }));
-    void send({
+    send({
       case: 'request',
       value: {
         $typeName: 'nfltr.v1.HttpRequestHead',
@@ -202,7 +212,7 @@ export class HttpProxyClient {
       const data = body.subarray(at, at + HTTP_CHUNK_BYTES);
       credit -= data.byteLength;
       const end = at + HTTP_CHUNK_BYTES >= body.byteLength;
-      void send({ case: 'data', value: { $typeName: 'nfltr.v1.HttpData', data, end, trailers: [] } });
+      send({ case: 'data', value: { $typeName: 'nfltr.v1.HttpData', data, end, trailers: [] } });
     }
     return done;
   }
