@@ -1,6 +1,7 @@
 import { resolve } from 'node:path';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { DEFAULT_MAX_ARTIFACT_BYTES, parseChunkRef } from '../agent/artifacts/index.js';
+import { type HttpRoute, httpLabels, parseTarget } from '../agent/index.js';
 import { createLogger } from '../util/log.js';
 import { DEFAULT_STALL_AFTER_MS, runWorker, WorkerConfigError } from '../worker/index.js';
 import {
@@ -24,6 +25,7 @@ export interface WorkerCommandOptions extends AgentFlags, E2eeFlags {
   shutdownGrace: number;
   executorEnv: string[];
   stallAfter: number;
+  expose?: string;
 }
 
 const positiveDuration = (value: string): number => {
@@ -113,6 +115,10 @@ export function register(program: Command): void {
         .env('NFLTR_STALL_AFTER')
         .default(DEFAULT_STALL_AFTER_MS, '60s'),
     )
+    .option(
+      '--expose <PORT|URL>',
+      'also offer this local HTTP service to /browse and proxy_request, like `nfltr http` (label nfltr.http.routes)',
+    )
     .addHelpText('after', HELP_AFTER)
     .action(async (o: WorkerCommandOptions) => process.exit(await workerCommand(o)));
 }
@@ -128,15 +134,19 @@ export async function workerCommand(o: WorkerCommandOptions): Promise<number> {
   }
   if (!o.mcpCommand) return die('--mcp-command is required: the command that starts the MCP executor', 2);
   let pairingKey: Uint8Array | undefined;
+  let expose: HttpRoute[] | undefined;
   try {
     pairingKey = pairingKeyFrom(o);
+    expose =
+      o.expose === undefined ? undefined : [{ prefix: '/', target: parseTarget(o.expose, '--expose') }];
   } catch (err) {
     return die((err as Error).message, 2);
   }
   try {
     return await runWorker({
       agent,
-      labels: o.labels,
+      labels: { ...o.labels, ...(expose ? httpLabels(expose) : {}) },
+      expose,
       maxTasks: o.maxTasks,
       mcpCommand: o.mcpCommand,
       mcpTool: o.mcpTool,

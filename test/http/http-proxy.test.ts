@@ -13,7 +13,7 @@ import {
   startRelayProcess,
   tempDir,
 } from '../helpers/processes.js';
-import { freePort, type Planner, startPlanner } from '../planner/helpers.js';
+import { freePort, type Planner, scriptedExecutor, startPlanner, startWorker } from '../planner/helpers.js';
 import { MiB, patternSha, startService, startTunnel, type Tunnel, upload } from './helpers.js';
 
 let relay: RelayProcess;
@@ -21,7 +21,8 @@ let key: string;
 let otherKey: string;
 let service: Awaited<ReturnType<typeof startService>>;
 let web: Tunnel;
-const cleanup: (() => Promise<unknown> | void)[] = [];
+const cleanup: (() => Promise<unknown>)[] = [];
+let planner: Planner;
 
 const browse = (path: string, init: RequestInit = {}, k = key) =>
   fetch(`${relay.httpUrl}/browse/${path}`, { ...init, headers: { 'x-api-key': k, ...init.headers } });
@@ -158,7 +159,6 @@ describe('/browse', () => {
 });
 
 describe('proxy_request', () => {
-  let planner: Planner;
   beforeAll(async () => {
     planner = await startPlanner(
       [
@@ -262,4 +262,42 @@ describe('proxy_request', () => {
       /path must start/,
     );
   }, 30_000);
+});
+
+describe('nfltr worker --expose', () => {
+  it('offers the local service to /browse and proxy_request without a second process', async () => {
+    const worker = await startWorker({
+      server: relay.grpcAddr,
+      apiKey: key,
+      name: 'exposing-worker',
+      stateDir: tempDir(),
+      mcpCommand: scriptedExecutor(),
+      args: ['--expose', String(service.port)],
+    });
+    cleanup.push(() => worker.stop());
+    const res = await eventually(
+      async () => {
+        const r = await browse('exposing-worker/echo?via=worker');
+        return r.status === 200 && r;
+      },
+      10_000,
+      'browse through the worker',
+    );
+    expect(((await (res as Response).json()) as { path: string }).path).toBe('/echo?via=worker');
+    const peers = (await (
+      await fetch(`${relay.httpUrl}/api/v1/peers`, { headers: { 'x-api-key': key } })
+    ).json()) as {
+      peers: { agent_id: string; labels: Record<string, string> }[];
+    };
+    const labels = peers.peers.find((p) => p.agent_id === 'exposing-worker')?.labels ?? {};
+    expect(labels['nfltr.http.routes']).toBe(`/=http://localhost:${service.port}`);
+    expect(labels['nfltr.worker.protocol']).toBe('a2a-mcp-v1');
+    const r = await planner.ok<{ status: number; body: string }>('proxy_request', {
+      agent_id: 'exposing-worker',
+      method: 'GET',
+      path: '/echo?via=proxy',
+    });
+    expect(r.status).toBe(200);
+    expect(JSON.parse(r.body)).toMatchObject({ path: '/echo?via=proxy' });
+  }, 40_000);
 });
