@@ -23,12 +23,14 @@ let service: Awaited<ReturnType<typeof startService>>;
 let web: Tunnel;
 const cleanup: (() => Promise<unknown>)[] = [];
 let planner: Planner;
+/** What the relay sees of every routed envelope: proxy_request must show it no content. */
+const captureFile = `${tempDir()}/capture.jsonl`;
 
 const browse = (path: string, init: RequestInit = {}, k = key) =>
   fetch(`${relay.httpUrl}/browse/${path}`, { ...init, headers: { 'x-api-key': k, ...init.headers } });
 
 beforeAll(async () => {
-  relay = await startRelayProcess();
+  relay = await startRelayProcess({ args: ['--capture-envelopes', captureFile] });
   [key, otherKey] = [await createKey(relay.dataDir, 'acme'), await createKey(relay.dataDir, 'other')];
   service = await startService();
   const closed = await freePort();
@@ -202,6 +204,12 @@ describe('proxy_request', () => {
     expect(r.status).toBe(200);
     expect(r.headers['x-echo']).toBe('yo');
     expect(JSON.parse(r.body)).toMatchObject({ method: 'POST', path: '/echo?x=1', size: 6 });
+    // End to end encrypted: the relay routed envelopes for it, and none holds the path or the body.
+    const seen = readFileSync(captureFile, 'utf8');
+    expect(seen).toContain('"to":"web"');
+    for (const secret of ['/echo?x=1', 'héllo', 'x-echo'])
+      for (const line of seen.trim().split('\n'))
+        expect(Buffer.from(JSON.parse(line).payload, 'base64').includes(Buffer.from(secret))).toBe(false);
     const s = await planner.ok<{ status: number; body: string }>('proxy_request', {
       agent_id: 'web',
       method: 'GET',
