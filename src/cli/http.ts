@@ -75,7 +75,10 @@ async function httpCommand(service: string | undefined, o: HttpCommandOptions): 
     pairingKey = pairingKeyFrom(o);
     routes = o.route.map(parseRoute);
     if (service !== undefined || routes.length === 0)
-      routes.push({ prefix: '/', target: parseTarget(service ?? 'http://localhost:8080', 'service') });
+      routes.push({
+        prefix: '/',
+        target: parseTarget(service ?? 'http://localhost:8080', 'nfltr http [PORT|URL]'),
+      });
     if (o.labels['nfltr.http.routes'] !== undefined)
       throw new Error('--labels: nfltr.http.routes is set by nfltr http from the routes');
   } catch (err) {

@@ -9,6 +9,7 @@ import { rssMiB } from '../abuse/harness.js';
 import {
   createKey,
   eventually,
+  nfltr,
   type RelayProcess,
   startRelayProcess,
   tempDir,
@@ -308,4 +309,20 @@ describe('nfltr worker --expose', () => {
     expect(r.status).toBe(200);
     expect(JSON.parse(r.body)).toMatchObject({ path: '/echo?via=proxy' });
   }, 40_000);
+});
+
+describe('nfltr http flags', () => {
+  it('names the flag that is wrong', async () => {
+    const env = { NFLTR_API_KEY: 'k' };
+    const route = await nfltr(['http', '--server', '127.0.0.1:1', '--route', 'api=x'], { env });
+    expect(route.code).toBe(2);
+    expect(route.stderr).toMatch(/--route: expected PREFIX=URL/);
+    const scheme = await nfltr(['http', 'ftp://host', '--server', '127.0.0.1:1'], { env });
+    expect(scheme.stderr).toMatch(/only http and https services/);
+    const expose = await nfltr(
+      ['worker', '--expose', 'ftp://h', '--server', '127.0.0.1:1', '--mcp-command', 'x'],
+      { env },
+    );
+    expect(expose.stderr).toMatch(/--expose: only http and https/);
+  });
 });
