@@ -10,6 +10,7 @@ import { request as httpsRequest } from 'node:https';
 import { create } from '@bufbuild/protobuf';
 import {
   HTTP_CHUNK_BYTES,
+  HTTP_ROUTES_LABEL,
   HTTP_WINDOW_BYTES,
   type HttpFrame,
   HttpFrameSchema,
@@ -27,9 +28,6 @@ export interface HttpRoute {
   prefix: string;
   target: URL;
 }
-
-/** Label listing the routes an agent serves (`prefix=url` joined by spaces); `list_my_peers` shows it. */
-export const HTTP_ROUTES_LABEL = 'nfltr.http.routes';
 
 /** Answer within this when the caller sets no timeout. */
 export const DEFAULT_HTTP_TIMEOUT_MS = 30_000;
@@ -87,6 +85,8 @@ export function routeFor(routes: readonly HttpRoute[], path: string): URL | unde
   const base = best.target.pathname.replace(/\/$/, '');
   return new URL(`${base}${rest.startsWith('/') ? rest : `/${rest}`}`, best.target.origin);
 }
+
+export { HTTP_ROUTES_LABEL };
 
 const frame = (streamId: string, f: HttpFrame['frame']): HttpFrame =>
   create(HttpFrameSchema, { streamId, frame: f });

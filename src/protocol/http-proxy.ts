@@ -7,6 +7,9 @@ import { type HttpFrame, type HttpHeader, HttpHeaderSchema } from './gen/nfltr/v
 
 export * from './gen/nfltr/v1/http_pb.js';
 
+/** Label listing the routes an agent serves (`prefix=url` joined by spaces); `list_my_peers` shows it. */
+export const HTTP_ROUTES_LABEL = 'nfltr.http.routes';
+
 /** Body bytes in one HttpData frame. */
 export const HTTP_CHUNK_BYTES = 64 * 1024;
 /**

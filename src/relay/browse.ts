@@ -10,6 +10,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { create } from '@bufbuild/protobuf';
 import {
   HTTP_CHUNK_BYTES,
+  HTTP_ROUTES_LABEL,
   HTTP_WINDOW_BYTES,
   type HttpFrame,
   HttpFrameSchema,
@@ -92,6 +93,12 @@ export class Browse implements BrowseFrames {
           )
         : error('agent_not_connected', `agent ${agentId} is not connected under this account`);
     }
+    // The agent's own claim; an agent that serves nothing would leave the request to time out.
+    if (conn.labels[HTTP_ROUTES_LABEL] === undefined)
+      return error(
+        'not_exposed',
+        `agent ${agentId} exposes no HTTP service: run \`nfltr http\` there, or start the worker with --expose`,
+      );
     const streamId = randomBytes(8).toString('hex');
     const streams = this.#streams.get(conn) ?? new Map<string, Pending>();
     this.#streams.set(conn, streams);

@@ -250,6 +250,10 @@ describe('proxy_request', () => {
   }, 60_000);
 
   it('names the cause: timeout, no HTTP service, unknown agent, strict arguments', async () => {
+    // /browse refuses an agent that serves no HTTP at once, rather than letting the request time out.
+    const notHttp = await browse('planner/x');
+    expect(notHttp.status).toBe(502);
+    expect(((await notHttp.json()) as { error: { code: string } }).error.code).toBe('not_exposed');
     expect(
       await planner.fails('proxy_request', {
         agent_id: 'web',
