@@ -19,11 +19,21 @@ import {
   headerObject,
   requestProblem,
 } from '../protocol/http-proxy.js';
-import { PlannerError } from './errors.js';
+import { PlannerError, type PlannerErrorCode } from './errors.js';
 import type { RelayLink } from './link.js';
+
+/**
+ * While a response is awaited, an empty window frame goes to the agent this often: nothing tells an
+ * agent that its peer vanished, but the relay bounces a frame for an agent that is gone (agent_gone).
+ */
+const LIVENESS_MS = 2_000;
 
 /** Response bodies up to this are returned in the tool result; larger ones go to a file. */
 export const INLINE_BODY_BYTES = 256 * 1024;
+
+/** proxy_request's errors say their code first: an MCP client sees only the text. */
+export const proxyError = (code: PlannerErrorCode, message: string): PlannerError =>
+  new PlannerError(code, `${code}: ${message}`);
 
 export interface ProxyRequest {
   agentId: string;
@@ -67,11 +77,8 @@ export class HttpProxyClient {
         if (peer !== f.peer || (f.channel && f.channel !== channel)) continue;
         o.fail(
           f.code === 'peer_not_found'
-            ? new PlannerError(
-                'agent_gone',
-                `agent ${f.peer} is not connected (or left mid-request): ${f.message}`,
-              )
-            : new PlannerError('a2a', `A2A channel to ${f.peer} failed (${f.code}): ${f.message}`),
+            ? proxyError('agent_gone', `agent ${f.peer} is not connected (or left mid-request): ${f.message}`)
+            : proxyError('a2a', `A2A channel to ${f.peer} failed (${f.code}): ${f.message}`),
         );
       }
     });
@@ -79,7 +86,7 @@ export class HttpProxyClient {
 
   async request(r: ProxyRequest): Promise<ProxyResponse> {
     const problem = requestProblem(r.method, r.path);
-    if (problem) throw new PlannerError('invalid_argument', problem);
+    if (problem) throw proxyError('invalid_argument', problem);
     await this.#link.require();
     const streamId = randomBytes(8).toString('hex');
     const channel = `http-${streamId}`;
@@ -110,6 +117,7 @@ export class HttpProxyClient {
     const cleanup = () => {
       closed = true;
       clearTimeout(timer);
+      clearInterval(liveness);
       this.#open.delete(key);
       r.signal?.removeEventListener('abort', onAbort);
       this.#a2a.closeChannel(r.agentId, channel);
@@ -128,18 +136,22 @@ export class HttpProxyClient {
         value: { $typeName: 'nfltr.v1.HttpReset', code: 'cancelled', message: 'timeout' },
       });
       fail(
-        new PlannerError(
+        proxyError(
           'timeout',
           `agent ${r.agentId} did not complete the response within ${r.timeoutMs} ms (timeout_ms)`,
         ),
       );
     }, r.timeoutMs + 1_000);
+    const liveness = setInterval(
+      () => send({ case: 'window', value: { $typeName: 'nfltr.v1.HttpWindow', bytes: 0 } }),
+      LIVENESS_MS,
+    );
     const onAbort = () => {
       send({
         case: 'reset',
         value: { $typeName: 'nfltr.v1.HttpReset', code: 'cancelled', message: 'call cancelled' },
       });
-      fail(new PlannerError('invalid_argument', 'the call was cancelled'));
+      fail(proxyError('invalid_argument', 'the call was cancelled'));
     };
     r.signal?.addEventListener('abort', onAbort, { once: true });
 
@@ -162,7 +174,7 @@ export class HttpProxyClient {
             head = { status: v.value.status, headers: headerObject(v.value.headers) };
             return;
           case 'reset':
-            return fail(new PlannerError(v.value.code as never, v.value.message));
+            return fail(proxyError(v.value.code as never, v.value.message));
           case 'data': {
             const data = Buffer.from(v.value.data);
             size += data.byteLength;

@@ -10,7 +10,7 @@ import { z } from 'zod';
 import { HTTP_ROUTES_LABEL } from '../agent/index.js';
 import { PlannerError } from './errors.js';
 import { matchesSelector, type Peer, type PeerDirectory, parseSelector } from './peers.js';
-import { INLINE_BODY_BYTES } from './proxy.js';
+import { INLINE_BODY_BYTES, proxyError } from './proxy.js';
 import type { TaskManager } from './task-manager.js';
 import type { TaskEventRecord } from './task-state.js';
 import type { StoredTask } from './task-store.js';
@@ -784,12 +784,9 @@ async function assertHttpPeer(directory: PeerDirectory, id: string): Promise<voi
   const serving = peers.filter((p) => p.labels[HTTP_ROUTES_LABEL] !== undefined).map((p) => p.agent_id);
   const known = serving.length ? `peers serving HTTP now: ${serving.join(', ')}` : 'no peer serves HTTP now';
   if (!peer)
-    throw new PlannerError(
-      'agent_not_connected',
-      `agent ${id} is not connected under this API key (${known})`,
-    );
+    throw proxyError('agent_not_connected', `agent ${id} is not connected under this API key (${known})`);
   if (peer.labels[HTTP_ROUTES_LABEL] === undefined)
-    throw new PlannerError(
+    throw proxyError(
       'not_exposed',
       `agent ${id} (${peer.kind}) exposes no HTTP service: run \`nfltr http\` there, or start the worker with --expose PORT (${known})`,
     );

@@ -237,6 +237,21 @@ describe('proxy_request', () => {
     });
   }, 60_000);
 
+  it('reports agent_gone when the agent leaves mid-request', async () => {
+    const doomed = await startTunnel([service.url, '--server', relay.grpcAddr, '--name', 'doomed-peer'], key);
+    const t0 = Date.now();
+    const pending = planner.fails('proxy_request', {
+      agent_id: 'doomed-peer',
+      method: 'GET',
+      path: '/slow',
+      timeout_ms: 20_000,
+    });
+    await new Promise((r) => setTimeout(r, 1_500));
+    doomed.child.kill('SIGKILL');
+    expect(await pending).toMatch(/agent_gone/);
+    expect(Date.now() - t0).toBeLessThan(15_000);
+  }, 40_000);
+
   it('saves a large body as a file', async () => {
     const n = 32 * MiB;
     const r = await planner.ok<{ status: number; body_file: string; body_bytes: number }>('proxy_request', {
@@ -261,12 +276,12 @@ describe('proxy_request', () => {
         path: '/slow',
         timeout_ms: 500,
       }),
-    ).toMatch(/timeout/);
+    ).toMatch(/^timeout: /);
     expect(await planner.fails('proxy_request', { agent_id: 'planner', method: 'GET', path: '/' })).toMatch(
-      /not_exposed|exposes no HTTP/,
+      /^not_exposed: .*--expose/,
     );
     expect(await planner.fails('proxy_request', { agent_id: 'nobody', method: 'GET', path: '/' })).toMatch(
-      /not connected/,
+      /^agent_not_connected: /,
     );
     expect(
       await planner.fails('proxy_request', { agent_id: 'web', method: 'GET', path: '/', extra: 1 }),
