@@ -141,6 +141,7 @@ export class HttpService {
       case 'window':
         if (!s) return;
         s.credit += f.frame.value.bytes;
+        if (s.credit > 0) clearTimeout(s.timer);
         if (s.credit > 0 && s.res?.isPaused()) s.res.resume();
         return;
       case 'reset':
@@ -235,7 +236,13 @@ export class HttpService {
           );
           s.credit -= data.byteLength;
         }
-        if (s.credit <= 0) res.pause();
+        if (s.credit > 0 || res.isPaused()) return;
+        res.pause();
+        // A caller that stops granting window (gone without a word) must not hold the request forever.
+        s.timer = setTimeout(
+          () => reset('timeout', `the caller read nothing for ${timeoutMs} ms`),
+          timeoutMs,
+        );
       });
       res.on('end', () => {
         if (s.done) return;
@@ -285,6 +292,7 @@ export function exposeHttp(agent: AgentClient, service: HttpService, endpoint?: 
   };
   const onFailure = (f: A2aFailure) => {
     if (!f.channel) service.dropCaller(`peer:${f.peer}`);
+    else if (f.channel.startsWith('http-')) service.abandon(`peer:${f.peer}`, f.channel.slice(5));
   };
   agent.on('http', onHttp);
   agent.on('status', onStatus);
