@@ -217,6 +217,12 @@ describe('proxy_request', () => {
       path: '/status/404',
     });
     expect(s).toMatchObject({ status: 404, body: 'status 404' });
+    const tr = await planner.ok<{ body: string; trailers: Record<string, string> }>('proxy_request', {
+      agent_id: 'web',
+      method: 'GET',
+      path: '/trailers',
+    });
+    expect(tr).toMatchObject({ body: 'part one;part two', trailers: { 'x-checksum': 'abc123' } });
     const bin = await planner.ok<{ body_base64: string }>('proxy_request', {
       agent_id: 'web',
       method: 'GET',
