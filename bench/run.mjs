@@ -1,5 +1,5 @@
 // `npm run bench`: every figure next to a baseline measured in the same run, and the ratio.
-// Flags: --only routing,dispatch,artifacts,fleet,cluster,ai  --workers N  --artifact-mib N  --tasks N  --repeats N
+// Flags: --only routing,dispatch,artifacts,fleet,cluster,ai,proxy  --workers N  --artifact-mib N  --tasks N  --repeats N
 //        --cluster adds the cluster section, which needs PostgreSQL and NATS (bench/cluster.mjs)
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -116,6 +116,17 @@ if (wanted('artifacts')) {
     1,
   );
   row(`artifact ${mib} MiB MB/s (e2ee off)`, a.plain.mb_s, 'raw loopback TCP', a.tcpRaw.mb_s, '', 1);
+}
+
+if (wanted('proxy')) {
+  process.stderr.write('proxy: HTTP through nfltr http + /browse, and the same server directly …\n');
+  const { benchProxy } = await import('./proxy.mjs');
+  const p = await benchProxy();
+  results.sections.proxy = p;
+  const d = 'direct to the local server';
+  row('proxy: 100 B GET p50 ms', one(p.proxied.p50_ms), d, one(p.direct.p50_ms), '', 2);
+  row('proxy: 100 B GET p99 ms', one(p.proxied.p99_ms), d, one(p.direct.p99_ms), '', 2);
+  row('proxy: 64 MiB download MB/s', one(p.proxied.mb_s), d, one(p.direct.mb_s), '', 1);
 }
 
 if (wanted('fleet')) {

@@ -25,6 +25,7 @@ import {
   type WireError,
 } from '../protocol/control.js';
 import { encodeAgentEnvelopes } from '../protocol/envelope-frame.js';
+import type { HttpFrame } from '../protocol/http-proxy.js';
 import { type Logger, silentLogger } from '../util/log.js';
 import { VERSION } from '../version.js';
 import { type ControlDialer, type ControlTransport, type FatalCode, GrpcDialer } from './transport.js';
@@ -91,6 +92,8 @@ interface AgentEvents {
   envelope: [InboundEnvelope];
   deliveryError: [DeliveryError];
   status: [AgentStatus];
+  /** A `/browse` request (or its cancellation) for the service this agent exposes. */
+  http: [HttpFrame];
 }
 
 /** Local errors of the agent API; these never cross the wire. */
@@ -250,6 +253,13 @@ export class AgentClient extends EventEmitter<AgentEvents> {
     for (const w of this.#writers) if (this.#closing || this.#out.queuedBytes <= w.limit) w.wake();
   }
 
+  /** Answers a `/browse` request; false when not connected (the relay fails the request then). */
+  sendHttp(frame: HttpFrame): boolean {
+    if (!this.#connected) return false;
+    this.#write({ case: 'http', value: frame });
+    return true;
+  }
+
   /** Replaces the advertised labels; sent at once when connected, and in every later hello. */
   setLabels(labels: Record<string, string>): void {
     this.#labels = { ...labels };
@@ -396,6 +406,9 @@ export class AgentClient extends EventEmitter<AgentEvents> {
             return;
           case 'ping':
             this.#write({ case: 'pong', value: create(PongSchema, { nonce: f.value.nonce }) });
+            return;
+          case 'http':
+            this.emit('http', f.value);
             return;
           case 'goaway':
             redialAfterMs = f.value.redialAfterMs;

@@ -16,6 +16,16 @@ export {
   type InboundEnvelope,
   type OutboundEnvelope,
 } from './client.js';
+export {
+  DEFAULT_HTTP_TIMEOUT_MS,
+  exposeHttp,
+  HTTP_ROUTES_LABEL,
+  type HttpRoute,
+  HttpService,
+  httpLabels,
+  parseRoute,
+  parseTarget,
+} from './http-tunnel.js';
 export { MemoryRelay, type MemoryRelayOptions } from './memory-relay.js';
 export {
   type ControlDialer,

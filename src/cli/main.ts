@@ -8,6 +8,7 @@ import { register as registerClaudeMcp } from './claude-mcp.js';
 import { register as registerCodexMcp } from './codex-mcp.js';
 import { register as registerCopilotMcp } from './copilot-mcp.js';
 import { register as registerDemo } from './demo.js';
+import { register as registerHttp } from './http.js';
 import { register as registerKeys } from './keys.js';
 import { register as registerMcp } from './mcp.js';
 import { register as registerRelay } from './relay.js';
@@ -29,6 +30,7 @@ for (const register of [
   registerCodexMcp,
   registerMcp,
   registerWorker,
+  registerHttp,
   registerDemo,
   registerAi,
 ])

@@ -3,6 +3,7 @@ import { mkdirSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { DEFAULT_MAX_ARTIFACT_BYTES, parseChunkRef } from '../agent/artifacts/index.js';
+import { type HttpRoute, httpLabels, parseTarget } from '../agent/index.js';
 import { createLogger } from '../util/log.js';
 import {
   DEFAULT_SLOT_LEASE_MS,
@@ -34,6 +35,7 @@ export interface WorkerCommandOptions extends AgentFlags, E2eeFlags {
   stallAfter: number;
   slotLease: number;
   executorUser?: string;
+  expose?: string;
 }
 
 const positiveDuration = (value: string): number => {
@@ -147,6 +149,10 @@ export function register(program: Command): void {
         "run executors as this OS user (name or uid[:gid]; the worker must run as root), so tasks cannot read the worker's key",
       ).env('NFLTR_EXECUTOR_USER'),
     )
+    .option(
+      '--expose <PORT|URL>',
+      'also offer this local HTTP service to /browse and proxy_request, like `nfltr http` (label nfltr.http.routes)',
+    )
     .addHelpText('after', HELP_AFTER)
     .action(async (o: WorkerCommandOptions) => process.exit(await workerCommand(o)));
 }
@@ -167,16 +173,20 @@ export async function workerCommand(o: WorkerCommandOptions): Promise<number> {
   let pairingKey: Uint8Array | undefined;
   let executorUser: ExecutorUser | undefined;
   const stateDir = resolve(o.stateDir ?? nfltrHome('worker', agent.agentId));
+  let expose: HttpRoute[] | undefined;
   try {
     pairingKey = pairingKeyFrom(o);
     if (o.executorUser) executorUser = resolveExecutorUser(o.executorUser, stateDir);
+    expose =
+      o.expose === undefined ? undefined : [{ prefix: '/', target: parseTarget(o.expose, '--expose') }];
   } catch (err) {
     return die((err as Error).message, 2);
   }
   try {
     return await runWorker({
       agent,
-      labels: o.labels,
+      labels: { ...o.labels, ...(expose ? httpLabels(expose) : {}) },
+      expose,
       maxTasks: o.maxTasks,
       mcpCommand: o.mcpCommand,
       mcpTool: o.mcpTool,

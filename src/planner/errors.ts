@@ -2,6 +2,7 @@
  * @module The planner's local errors. Each tool failure is one of these, and its message is what the
  * MCP client (an LLM) reads, so it says what went wrong and what to do next.
  */
+import type { HttpProxyErrorCode } from '../protocol/http-proxy.js';
 
 export type PlannerErrorCode =
   /** The relay's HTTP API or control stream cannot be reached; the message names the address tried. */
@@ -23,7 +24,9 @@ export type PlannerErrorCode =
   /** The worker did not answer in time. */
   | 'timeout'
   /** The encrypted A2A channel could not be set up (pairing key, plaintext refusal). */
-  | 'a2a';
+  | 'a2a'
+  /** proxy_request: the service's answer (no_route, service_refused, timeout, agent_gone, …). */
+  | HttpProxyErrorCode;
 
 export class PlannerError extends Error {
   constructor(

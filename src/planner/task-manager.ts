@@ -19,6 +19,7 @@ import {
 import { PlannerError } from './errors.js';
 import { RelayLink } from './link.js';
 import { type ProbeReport, Probes } from './probes.js';
+import { HttpProxyClient } from './proxy.js';
 import { TaskFiles } from './task-files.js';
 import { assertNewTaskId, findTask } from './task-lookup.js';
 import { TaskRouter } from './task-router.js';
@@ -72,6 +73,8 @@ export class TaskManager {
   readonly #probes = new Probes();
   readonly #files: TaskFiles;
   readonly #router: TaskRouter;
+  /** `proxy_request`: HTTP to services peers expose, over the same A2A endpoint. */
+  readonly proxy: HttpProxyClient;
   /** respond_to_worker calls still reading their files. */
   readonly #answering = new Set<string>();
 
@@ -81,6 +84,7 @@ export class TaskManager {
     this.#store = opts.store;
     const logger = opts.logger ?? silentLogger;
     this.#link = new RelayLink(opts.agent, opts.servers, opts.linkWaitMs);
+    this.proxy = new HttpProxyClient({ a2a: opts.a2a, link: this.#link, stateDir: opts.stateDir });
     this.#files = new TaskFiles({
       stateDir: opts.stateDir,
       maxArtifactBytes: opts.maxArtifactBytes,

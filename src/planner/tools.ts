@@ -7,11 +7,18 @@
  */
 import type { ToolAnnotations } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
+import { HTTP_ROUTES_LABEL } from '../agent/index.js';
 import { PlannerError } from './errors.js';
 import { matchesSelector, type Peer, type PeerDirectory, parseSelector } from './peers.js';
+import { INLINE_BODY_BYTES, proxyError } from './proxy.js';
 import type { TaskManager } from './task-manager.js';
 import type { TaskEventRecord } from './task-state.js';
 import type { StoredTask } from './task-store.js';
+
+/** proxy_request limits: inline bodies stay small (an LLM reads them); a call returns inside 60 s. */
+const MAX_PROXY_BODY_CHARS = 8 * 1024 * 1024;
+const MAX_PROXY_TIMEOUT_MS = 50_000;
+const DEFAULT_PROXY_TIMEOUT_MS = 30_000;
 
 const STATES = ['accepted', 'running', 'waiting_input', 'completed', 'failed', 'cancelled'] as const;
 /** Longest get_task_status wait: well inside MCP clients' usual 60 s request timeout. */
@@ -265,7 +272,8 @@ export function plannerTools(ctx: ToolContext): PlannerTool[] {
       title: 'List peers',
       description:
         'List every peer (workers, planners, tunnels) connected to the relay under this API key, with its ' +
-        'id, kind, labels, connected_since and last_seen. Use it to see what is online; for choosing ' +
+        'id, kind, labels, connected_since and last_seen. Peers with the label nfltr.http.routes serve HTTP ' +
+        '(call them with proxy_request). Use it to see what is online; for choosing ' +
         'where to run a task, prefer list_worker_peers (workers only, with a label selector), then ' +
         'probe_worker to check live capacity.',
       input: strict({}),
@@ -345,6 +353,102 @@ export function plannerTools(ctx: ToolContext): PlannerTool[] {
         return {
           ...r,
           round_trip_ms: r.round_trip_ms === null ? null : Math.round(r.round_trip_ms * 10) / 10,
+        };
+      },
+    }),
+    tool({
+      name: 'proxy_request',
+      title: 'HTTP request to a peer service',
+      description:
+        'Make one HTTP request to a service a peer exposes (`nfltr http`, or `nfltr worker --expose`; ' +
+        'list_my_peers shows them by the label nfltr.http.routes), end-to-end encrypted over the A2A ' +
+        'channel: the relay sees only routing. Returns status, headers and the body: as text, or ' +
+        `body_base64 when it is binary; a body over ${INLINE_BODY_BYTES / 1024} KiB is saved under the ` +
+        "planner's state folder and returned as body_file. Errors name the cause: agent_not_connected, " +
+        'not_exposed, no_route, service_refused, timeout, agent_gone, body_too_large.',
+      input: strict({
+        agent_id: z
+          .string({ required_error: 'agent_id is required: the id of a peer serving HTTP (list_my_peers)' })
+          .min(1, 'agent_id is empty: pass the id of a peer serving HTTP (list_my_peers)')
+          .describe('Id of a peer that exposes HTTP (label nfltr.http.routes)'),
+        method: z
+          .string({ required_error: 'method is required: GET, POST, PUT, PATCH, DELETE, HEAD, …' })
+          .regex(/^[A-Za-z][A-Za-z0-9-]{0,31}$/, 'method must be an HTTP method such as GET or POST')
+          .describe('HTTP method'),
+        path: z
+          .string({ required_error: "path is required: the path and query, starting with '/'" })
+          .regex(/^\/\S*$/, "path must start with '/' and hold no spaces (URL-encode them)")
+          .max(8192)
+          .describe("Path and query on the peer's service, e.g. /api/items?limit=10"),
+        headers: z.record(z.string()).optional().describe('Request headers'),
+        body: z
+          .string()
+          .max(MAX_PROXY_BODY_CHARS, `body_too_large: body is limited to ${MAX_PROXY_BODY_CHARS} characters`)
+          .optional()
+          .describe('Request body as text (UTF-8)'),
+        body_base64: z
+          .string()
+          .max(
+            MAX_PROXY_BODY_CHARS,
+            `body_too_large: body_base64 is limited to ${MAX_PROXY_BODY_CHARS} characters`,
+          )
+          .regex(/^[A-Za-z0-9+/]*={0,2}$/, 'body_base64 must be standard base64')
+          .optional()
+          .describe('Request body as base64, for binary bodies (instead of body)'),
+        timeout_ms: z
+          .number()
+          .int()
+          .min(100, 'timeout_ms must be at least 100')
+          .max(
+            MAX_PROXY_TIMEOUT_MS,
+            `timeout_ms must be at most ${MAX_PROXY_TIMEOUT_MS} (a call returns well inside MCP clients' 60 s timeout)`,
+          )
+          .optional()
+          .describe(`Time for the whole response, ms (default ${DEFAULT_PROXY_TIMEOUT_MS})`),
+      }),
+      output: {
+        agent_id: z.string(),
+        status: z.number().int(),
+        headers: z.record(z.union([z.string(), z.array(z.string())])),
+        trailers: z.record(z.union([z.string(), z.array(z.string())])).optional(),
+        body: z.string().optional().describe('the body as text, when it is UTF-8'),
+        body_base64: z.string().optional().describe('the body as base64, when it is binary'),
+        body_file: z.string().optional().describe('absolute path of the saved body, when it was large'),
+        body_bytes: z.number().int(),
+        elapsed_ms: z.number(),
+      },
+      annotations: { openWorldHint: true },
+      needs: 'a2a',
+      run: async (a, run) => {
+        if (a.body !== undefined && a.body_base64 !== undefined)
+          throw new PlannerError('invalid_argument', 'pass body or body_base64, not both');
+        await assertHttpPeer(ctx.directory, a.agent_id);
+        const started = performance.now();
+        const r = await m().proxy.request({
+          agentId: a.agent_id,
+          method: a.method.toUpperCase(),
+          path: a.path,
+          headers: a.headers ?? {},
+          body:
+            a.body_base64 !== undefined
+              ? Buffer.from(a.body_base64, 'base64')
+              : a.body !== undefined
+                ? Buffer.from(a.body, 'utf8')
+                : undefined,
+          timeoutMs: a.timeout_ms ?? DEFAULT_PROXY_TIMEOUT_MS,
+          signal: run.signal,
+        });
+        const body =
+          'file' in r.body
+            ? { body_file: r.body.file, body_bytes: r.body.size }
+            : { ...bodyView(r.body.bytes), body_bytes: r.body.bytes.byteLength };
+        return {
+          agent_id: a.agent_id,
+          status: r.status,
+          headers: r.headers,
+          ...(r.trailers ? { trailers: r.trailers } : {}),
+          ...body,
+          elapsed_ms: Math.round((performance.now() - started) * 10) / 10,
         };
       },
     }),
@@ -667,6 +771,36 @@ export function plannerTools(ctx: ToolContext): PlannerTool[] {
 }
 
 /** Checks with the relay's peer list that `id` is a connected worker; skipped if the HTTP API fails. */
+/** Refuses, naming what is connected, a peer that is absent or serves no HTTP (nfltr.http.routes). */
+async function assertHttpPeer(directory: PeerDirectory, id: string): Promise<void> {
+  if (!directory.configured) return;
+  let peers: Peer[];
+  try {
+    peers = await directory.list();
+  } catch {
+    return; // the A2A send itself reports an unknown peer
+  }
+  const peer = peers.find((p) => p.agent_id === id);
+  const serving = peers.filter((p) => p.labels[HTTP_ROUTES_LABEL] !== undefined).map((p) => p.agent_id);
+  const known = serving.length ? `peers serving HTTP now: ${serving.join(', ')}` : 'no peer serves HTTP now';
+  if (!peer)
+    throw proxyError('agent_not_connected', `agent ${id} is not connected under this API key (${known})`);
+  if (peer.labels[HTTP_ROUTES_LABEL] === undefined)
+    throw proxyError(
+      'not_exposed',
+      `agent ${id} (${peer.kind}) exposes no HTTP service: run \`nfltr http\` there, or start the worker with --expose PORT (${known})`,
+    );
+}
+
+/** A body as text when it is UTF-8, else as base64. */
+function bodyView(bytes: Buffer): { body: string } | { body_base64: string } {
+  try {
+    return { body: new TextDecoder('utf-8', { fatal: true }).decode(bytes) };
+  } catch {
+    return { body_base64: bytes.toString('base64') };
+  }
+}
+
 async function assertWorker(directory: PeerDirectory, id: string): Promise<void> {
   if (!directory.configured) return;
   let peers: Peer[];

@@ -18,6 +18,7 @@ import {
   type RelayFrame,
 } from '../protocol/control.js';
 import { encodeRelayEnvelopes } from '../protocol/envelope-frame.js';
+import type { HttpFrame } from '../protocol/http-proxy.js';
 import { type Accounting, type DropReason, itemCost } from './limits.js';
 
 export type ControlCall = grpc.ServerDuplexStream<Buffer, Buffer>;
@@ -184,6 +185,26 @@ export class AgentConnection {
     this.#call.write(bytes, () => {
       if (!this.#closed) this.#controlCost -= cost;
     });
+  }
+
+  /**
+   * Writes a `/browse` frame now, charged to the agent's and account's buffers like envelopes; false
+   * (nothing written) past them. The request's flow-control window bounds what one request adds.
+   */
+  sendHttp(frame: HttpFrame): boolean {
+    if (this.#closed) return false;
+    const bytes = encodeRelayFrame({ case: 'http', value: frame });
+    const cost = itemCost(bytes.byteLength);
+    const { account } = this.identity;
+    if (this.#envelopeCost + cost > this.#limits.agentBufferBytes || !this.#accounting.reserve(account, cost))
+      return false;
+    this.#envelopeCost += cost;
+    this.#call.write(bytes, () => {
+      if (this.#closed) return;
+      this.#envelopeCost -= cost;
+      this.#accounting.release(account, cost);
+    });
+    return true;
   }
 
   /**

@@ -25,6 +25,7 @@ import {
   WireError,
 } from '../protocol/control.js';
 import type { Logger } from '../util/log.js';
+import type { BrowseFrames } from './browse.js';
 import type { Cluster } from './cluster.js';
 import { AgentConnection, type ConnectionLimits, type ControlCall, overflowStatus } from './connection.js';
 import type { HoldQueue } from './hold.js';
@@ -49,6 +50,8 @@ export interface ControlServiceOptions extends ConnectionLimits {
   revocations: Revocations;
   /** Takes envelopes on the `nfltr ai` channel (relay/ai-sessions.ts) instead of routing them. */
   ai?: { fromAgent(conn: AgentConnection, env: Envelope): void };
+  /** Takes the agents' answers to `/browse` requests, and fails those of agents that leave. */
+  browse?: BrowseFrames;
 }
 
 /** Reads the API key from `authorization: Bearer <key>` metadata. */
@@ -258,6 +261,8 @@ export function createControlHandler(
           return conn.sendControl({ case: 'pong', value: create(PongSchema, { nonce: f.value.nonce }) });
         case 'pong':
           return;
+        case 'http':
+          return opts.browse?.onFrame(conn, f.value);
       }
     };
 
@@ -306,6 +311,7 @@ export function createControlHandler(
         logger.info('agent disconnected', { agent: conn.identity.agentId, account: conn.identity.account });
       }
       conn?.close();
+      if (conn) opts.browse?.onClosed(conn);
     });
 
     if (!opts.accepting()) return end(fail(grpc.status.UNAVAILABLE, 'relay is shutting down; redial'));

@@ -1,9 +1,10 @@
 /**
- * @module The relay's HTTP API: health and the calling account's peers. Every error is JSON with a
+ * @module The relay's HTTP API: health, the calling account's peers, and `/browse` (./browse.ts). Every error is JSON with a
  * status and a specific message, produced at one boundary.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from '../util/log.js';
+import type { Browse } from './browse.js';
 import type { Cluster, PeerView } from './cluster.js';
 import type { Accounting } from './limits.js';
 import type { Store } from './store/store.js';
@@ -58,6 +59,8 @@ export interface HttpApiOptions {
   storeKind?: string;
   busKind?: string;
   accounting: Accounting;
+  /** Serves `/browse/<agent_id>/<path>` (see ./browse.ts). */
+  browse?: Browse;
 }
 
 /** Said with every peers list: what the relay vouches for and what it only passes on. */
@@ -111,6 +114,16 @@ export function createHttpHandler(opts: HttpApiOptions) {
       res.writeHead(status, { 'content-type': 'application/json' });
       res.end(`${JSON.stringify(body)}\n`);
     };
+    const { browse } = opts;
+    if (browse && path.startsWith('/browse/')) {
+      // The key goes no further than the relay: the header that carried it is not forwarded.
+      const keyHeader = req.headers.authorization ? 'authorization' : 'x-api-key';
+      account(req).then(
+        (acct) => browse.handle(req, res, acct, keyHeader),
+        (err: HttpError) => send(err.status, { error: { code: err.code, message: err.message } }),
+      );
+      return;
+    }
     const handler =
       route ??
       (async () => {

@@ -16,6 +16,7 @@ import { DEFAULT_MAX_FRAME_BYTES, type Envelope, GoawaySchema } from '../protoco
 import { HTTP2_WINDOW_BYTES, relayServiceDefinition } from '../protocol/grpc.js';
 import type { Logger } from '../util/log.js';
 import { AiSessions } from './ai-sessions.js';
+import { Browse } from './browse.js';
 import type { Bus } from './bus/bus.js';
 import { LocalBus } from './bus/local/index.js';
 import { Cluster } from './cluster.js';
@@ -194,6 +195,11 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   });
   const tls = opts.tls && { cert: readFileSync(opts.tls.certFile), key: readFileSync(opts.tls.keyFile) };
 
+  const browse = new Browse({
+    cluster,
+    logger: logger.child('browse'),
+    timeoutMs: limits.httpRequestTimeoutMs,
+  });
   const grpcServer = new grpc.Server({
     // Frames a little over our bound still reach our decoder, which answers with a precise error.
     'grpc.max_receive_message_length': maxFrameBytes * 2,
@@ -222,6 +228,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       accounting,
       revocations,
       ai,
+      browse,
     }),
   });
   const g = splitHostPort(opts.grpcAddr, '--grpc-addr');
@@ -244,6 +251,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     storeKind: store.kind,
     busKind: bus.kind,
     accounting,
+    browse,
   });
   const httpHandler: typeof apiHandler = (req, res) => {
     if (!ai.handle(req, res)) apiHandler(req, res);

@@ -16,6 +16,7 @@ import { create } from '@bufbuild/protobuf';
 import { type A2aBody, A2aEndpoint, type A2aFailure, type A2aInbound } from '../agent/a2a.js';
 import { type ChunkRef, sanitizeArtifactName } from '../agent/artifacts/index.js';
 import { AgentClient, type AgentOptions } from '../agent/client.js';
+import { exposeHttp, type HttpRoute, HttpService } from '../agent/http-tunnel.js';
 import {
   A2A_PROTOCOL,
   PROBE_CHANNEL,
@@ -91,6 +92,8 @@ export interface WorkerOptions {
   e2ee: boolean;
   pairingKey?: Uint8Array;
   maxArtifactBytes: number;
+  /** `--expose`: local HTTP services offered to `/browse` and `proxy_request` (labels carry their routes). */
+  expose?: HttpRoute[];
   /** For tests (`NFLTR_TEST_CORRUPT_CHUNK`): the artifact sender corrupts this chunk once. */
   testCorruptChunk?: ChunkRef;
   shutdownGraceMs: number;
@@ -207,6 +210,8 @@ export class Worker {
       }
     });
     this.endpoint.on('failure', (f) => this.#onFailure(f));
+    if (opts.expose)
+      exposeHttp(this.agent, new HttpService(opts.expose, opts.logger.child('http')), this.endpoint);
     // File transfers in flight resume from their acknowledged offsets on the new session.
     this.endpoint.on('resync', ({ peer }) => {
       for (const r of this.#active.values()) if (r.spec.peer === peer) r.resync();

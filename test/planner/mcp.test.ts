@@ -31,6 +31,7 @@ const ALL_TOOLS = [
   'list_worker_peers',
   'orchestrate_task',
   'probe_worker',
+  'proxy_request',
   'respond_to_worker',
   'wait_for_tasks',
 ];

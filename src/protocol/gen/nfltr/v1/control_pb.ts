@@ -8,7 +8,8 @@
 //   3. Steady state, both ways: EnvelopeBatch (routed by header only; payloads are opaque bytes),
 //      LabelUpdate (agent → relay), Ping/Pong (a round-trip probe; the receiver answers), DeliveryError
 //      (relay → agent, an envelope that could not be delivered), FrameError (relay → agent, a frame the
-//      relay refused; the stream stays up), Goaway (relay → agent: redial, this relay is going away).
+//      relay refused; the stream stays up), Goaway (relay → agent: redial, this relay is going away),
+//      HttpFrame (both ways: a `/browse/…` request to a service the agent exposes, see http.proto).
 //   4. Keepalive is HTTP/2 PING, both ways, below these frames: an idle stream carries no frame at all.
 //
 // Protocol version changelog
@@ -20,13 +21,15 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { HttpFrame } from "./http_pb.js";
+import { file_nfltr_v1_http } from "./http_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file nfltr/v1/control.proto.
  */
 export const file_nfltr_v1_control: GenFile = /*@__PURE__*/
-  fileDesc("ChZuZmx0ci92MS9jb250cm9sLnByb3RvEghuZmx0ci52MSLOAQoKQWdlbnRGcmFtZRIgCgVoZWxsbxgBIAEoCzIPLm5mbHRyLnYxLkhlbGxvSAASJwoGbGFiZWxzGAIgASgLMhUubmZsdHIudjEuTGFiZWxVcGRhdGVIABIsCgllbnZlbG9wZXMYAyABKAsyFy5uZmx0ci52MS5FbnZlbG9wZUJhdGNoSAASHgoEcGluZxgEIAEoCzIOLm5mbHRyLnYxLlBpbmdIABIeCgRwb25nGAUgASgLMg4ubmZsdHIudjEuUG9uZ0gAQgcKBWZyYW1lIqcCCgpSZWxheUZyYW1lEiQKB3dlbGNvbWUYASABKAsyES5uZmx0ci52MS5XZWxjb21lSAASLAoJZW52ZWxvcGVzGAIgASgLMhcubmZsdHIudjEuRW52ZWxvcGVCYXRjaEgAEjEKDmRlbGl2ZXJ5X2Vycm9yGAMgASgLMhcubmZsdHIudjEuRGVsaXZlcnlFcnJvckgAEiUKBWVycm9yGAQgASgLMhQubmZsdHIudjEuRnJhbWVFcnJvckgAEh4KBHBpbmcYBSABKAsyDi5uZmx0ci52MS5QaW5nSAASHgoEcG9uZxgGIAEoCzIOLm5mbHRyLnYxLlBvbmdIABIiCgZnb2F3YXkYByABKAsyEC5uZmx0ci52MS5Hb2F3YXlIAEIHCgVmcmFtZSLhAQoFSGVsbG8SEAoIYWdlbnRfaWQYASABKAkSIQoEa2luZBgCIAEoDjITLm5mbHRyLnYxLkFnZW50S2luZBIrCgZsYWJlbHMYAyADKAsyGy5uZmx0ci52MS5IZWxsby5MYWJlbHNFbnRyeRIYChBwcm90b2NvbF92ZXJzaW9uGAQgASgNEhUKDXNlc3Npb25fdG9rZW4YBSABKAkSFgoOY2xpZW50X3ZlcnNpb24YBiABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKQAQoHV2VsY29tZRIQCghhZ2VudF9pZBgBIAEoCRIPCgdhY2NvdW50GAIgASgJEhgKEHByb3RvY29sX3ZlcnNpb24YAyABKA0SFwoPbWF4X2ZyYW1lX2J5dGVzGAQgASgNEh0KFWtlZXBhbGl2ZV9pbnRlcnZhbF9tcxgFIAEoDRIQCghyZWxheV9pZBgGIAEoCSJvCgtMYWJlbFVwZGF0ZRIxCgZsYWJlbHMYASADKAsyIS5uZmx0ci52MS5MYWJlbFVwZGF0ZS5MYWJlbHNFbnRyeRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBImEKCEVudmVsb3BlEgoKAnRvGAEgASgJEgwKBGZyb20YAiABKAkSDwoHY2hhbm5lbBgDIAEoCRILCgNzZXEYBCABKAQSDAoEa2luZBgFIAEoCRIPCgdwYXlsb2FkGAYgASgMIjYKDUVudmVsb3BlQmF0Y2gSJQoJZW52ZWxvcGVzGAEgAygLMhIubmZsdHIudjEuRW52ZWxvcGUiewoNRGVsaXZlcnlFcnJvchIKCgJ0bxgBIAEoCRIPCgdjaGFubmVsGAIgASgJEgsKA3NlcRgDIAEoBBIMCgRraW5kGAQgASgJEiEKBGNvZGUYBSABKA4yEy5uZmx0ci52MS5FcnJvckNvZGUSDwoHbWVzc2FnZRgGIAEoCSJACgpGcmFtZUVycm9yEiEKBGNvZGUYASABKA4yEy5uZmx0ci52MS5FcnJvckNvZGUSDwoHbWVzc2FnZRgCIAEoCSIVCgRQaW5nEg0KBW5vbmNlGAEgASgEIhUKBFBvbmcSDQoFbm9uY2UYASABKAQiMQoGR29hd2F5Eg4KBnJlYXNvbhgBIAEoCRIXCg9yZWRpYWxfYWZ0ZXJfbXMYAiABKA0qbQoJQWdlbnRLaW5kEhoKFkFHRU5UX0tJTkRfVU5TUEVDSUZJRUQQABIVChFBR0VOVF9LSU5EX1dPUktFUhABEhYKEkFHRU5UX0tJTkRfUExBTk5FUhACEhUKEUFHRU5UX0tJTkRfVFVOTkVMEAMqmwEKCUVycm9yQ29kZRIaChZFUlJPUl9DT0RFX1VOU1BFQ0lGSUVEEAASHwobRVJST1JfQ09ERV9JTlZBTElEX0FSR1VNRU5UEAESHQoZRVJST1JfQ09ERV9QRUVSX05PVF9GT1VORBACEhgKFEVSUk9SX0NPREVfUEVFUl9CVVNZEAMSGAoURVJST1JfQ09ERV9QRUVSX0dPTkUQBDJCCgVSZWxheRI5CgdDb25uZWN0EhQubmZsdHIudjEuQWdlbnRGcmFtZRoULm5mbHRyLnYxLlJlbGF5RnJhbWUoATABYgZwcm90bzM");
+  fileDesc("ChZuZmx0ci92MS9jb250cm9sLnByb3RvEghuZmx0ci52MSLzAQoKQWdlbnRGcmFtZRIgCgVoZWxsbxgBIAEoCzIPLm5mbHRyLnYxLkhlbGxvSAASJwoGbGFiZWxzGAIgASgLMhUubmZsdHIudjEuTGFiZWxVcGRhdGVIABIsCgllbnZlbG9wZXMYAyABKAsyFy5uZmx0ci52MS5FbnZlbG9wZUJhdGNoSAASHgoEcGluZxgEIAEoCzIOLm5mbHRyLnYxLlBpbmdIABIeCgRwb25nGAUgASgLMg4ubmZsdHIudjEuUG9uZ0gAEiMKBGh0dHAYBiABKAsyEy5uZmx0ci52MS5IdHRwRnJhbWVIAEIHCgVmcmFtZSLMAgoKUmVsYXlGcmFtZRIkCgd3ZWxjb21lGAEgASgLMhEubmZsdHIudjEuV2VsY29tZUgAEiwKCWVudmVsb3BlcxgCIAEoCzIXLm5mbHRyLnYxLkVudmVsb3BlQmF0Y2hIABIxCg5kZWxpdmVyeV9lcnJvchgDIAEoCzIXLm5mbHRyLnYxLkRlbGl2ZXJ5RXJyb3JIABIlCgVlcnJvchgEIAEoCzIULm5mbHRyLnYxLkZyYW1lRXJyb3JIABIeCgRwaW5nGAUgASgLMg4ubmZsdHIudjEuUGluZ0gAEh4KBHBvbmcYBiABKAsyDi5uZmx0ci52MS5Qb25nSAASIgoGZ29hd2F5GAcgASgLMhAubmZsdHIudjEuR29hd2F5SAASIwoEaHR0cBgIIAEoCzITLm5mbHRyLnYxLkh0dHBGcmFtZUgAQgcKBWZyYW1lIuEBCgVIZWxsbxIQCghhZ2VudF9pZBgBIAEoCRIhCgRraW5kGAIgASgOMhMubmZsdHIudjEuQWdlbnRLaW5kEisKBmxhYmVscxgDIAMoCzIbLm5mbHRyLnYxLkhlbGxvLkxhYmVsc0VudHJ5EhgKEHByb3RvY29sX3ZlcnNpb24YBCABKA0SFQoNc2Vzc2lvbl90b2tlbhgFIAEoCRIWCg5jbGllbnRfdmVyc2lvbhgGIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIpABCgdXZWxjb21lEhAKCGFnZW50X2lkGAEgASgJEg8KB2FjY291bnQYAiABKAkSGAoQcHJvdG9jb2xfdmVyc2lvbhgDIAEoDRIXCg9tYXhfZnJhbWVfYnl0ZXMYBCABKA0SHQoVa2VlcGFsaXZlX2ludGVydmFsX21zGAUgASgNEhAKCHJlbGF5X2lkGAYgASgJIm8KC0xhYmVsVXBkYXRlEjEKBmxhYmVscxgBIAMoCzIhLm5mbHRyLnYxLkxhYmVsVXBkYXRlLkxhYmVsc0VudHJ5Gi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiYQoIRW52ZWxvcGUSCgoCdG8YASABKAkSDAoEZnJvbRgCIAEoCRIPCgdjaGFubmVsGAMgASgJEgsKA3NlcRgEIAEoBBIMCgRraW5kGAUgASgJEg8KB3BheWxvYWQYBiABKAwiNgoNRW52ZWxvcGVCYXRjaBIlCgllbnZlbG9wZXMYASADKAsyEi5uZmx0ci52MS5FbnZlbG9wZSJ7Cg1EZWxpdmVyeUVycm9yEgoKAnRvGAEgASgJEg8KB2NoYW5uZWwYAiABKAkSCwoDc2VxGAMgASgEEgwKBGtpbmQYBCABKAkSIQoEY29kZRgFIAEoDjITLm5mbHRyLnYxLkVycm9yQ29kZRIPCgdtZXNzYWdlGAYgASgJIkAKCkZyYW1lRXJyb3ISIQoEY29kZRgBIAEoDjITLm5mbHRyLnYxLkVycm9yQ29kZRIPCgdtZXNzYWdlGAIgASgJIhUKBFBpbmcSDQoFbm9uY2UYASABKAQiFQoEUG9uZxINCgVub25jZRgBIAEoBCIxCgZHb2F3YXkSDgoGcmVhc29uGAEgASgJEhcKD3JlZGlhbF9hZnRlcl9tcxgCIAEoDSptCglBZ2VudEtpbmQSGgoWQUdFTlRfS0lORF9VTlNQRUNJRklFRBAAEhUKEUFHRU5UX0tJTkRfV09SS0VSEAESFgoSQUdFTlRfS0lORF9QTEFOTkVSEAISFQoRQUdFTlRfS0lORF9UVU5ORUwQAyqbAQoJRXJyb3JDb2RlEhoKFkVSUk9SX0NPREVfVU5TUEVDSUZJRUQQABIfChtFUlJPUl9DT0RFX0lOVkFMSURfQVJHVU1FTlQQARIdChlFUlJPUl9DT0RFX1BFRVJfTk9UX0ZPVU5EEAISGAoURVJST1JfQ09ERV9QRUVSX0JVU1kQAxIYChRFUlJPUl9DT0RFX1BFRVJfR09ORRAEMkIKBVJlbGF5EjkKB0Nvbm5lY3QSFC5uZmx0ci52MS5BZ2VudEZyYW1lGhQubmZsdHIudjEuUmVsYXlGcmFtZSgBMAFiBnByb3RvMw", [file_nfltr_v1_http]);
 
 /**
  * Frames an agent sends.
@@ -67,6 +70,14 @@ export type AgentFrame = Message<"nfltr.v1.AgentFrame"> & {
      */
     value: Pong;
     case: "pong";
+  } | {
+    /**
+     * The answer half of a `/browse/…` request (see http.proto).
+     *
+     * @generated from field: nfltr.v1.HttpFrame http = 6;
+     */
+    value: HttpFrame;
+    case: "http";
   } | { case: undefined; value?: undefined };
 };
 
@@ -128,6 +139,14 @@ export type RelayFrame = Message<"nfltr.v1.RelayFrame"> & {
      */
     value: Goaway;
     case: "goaway";
+  } | {
+    /**
+     * A `/browse/…` request the relay terminated, for the service this agent exposes (see http.proto).
+     *
+     * @generated from field: nfltr.v1.HttpFrame http = 8;
+     */
+    value: HttpFrame;
+    case: "http";
   } | { case: undefined; value?: undefined };
 };
 

@@ -1,0 +1,142 @@
+/**
+ * Helpers for the HTTP proxy tests: a local HTTP service with known behaviours, and `nfltr http`
+ * processes in front of it.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { createServer, request, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { NFLTR_BIN } from '../helpers/processes.js';
+
+export const MiB = 1024 * 1024;
+
+/**
+ * The service: `/echo` (method, path, headers, body size and sha256 as JSON), `/status/N`, `/slow`
+ * (never answers), `/bytes?n=N` (N bytes of a known pattern, streamed), `/trailers` (chunked, with a
+ * trailer), `/binary` (bytes that are not UTF-8). It echoes `x-echo` back.
+ */
+export async function startService(): Promise<{ port: number; url: string; server: Server }> {
+  const server = createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://svc');
+    const hash = createHash('sha256');
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.byteLength;
+      hash.update(c);
+    });
+    req.on('end', () => {
+      if (req.headers['x-echo']) res.setHeader('x-echo', req.headers['x-echo']);
+      const status = /^\/status\/(\d{3})$/.exec(url.pathname);
+      if (status)
+        return res.writeHead(Number(status[1]), { 'content-type': 'text/plain' }).end(`status ${status[1]}`);
+      if (url.pathname === '/slow') return; // never answers
+      if (url.pathname === '/bytes') return pump(res, Number(url.searchParams.get('n')));
+      if (url.pathname === '/binary') return res.end(Buffer.from([0xff, 0xfe, 0x00, 0x80, 0xc3]));
+      if (url.pathname === '/trailers') {
+        res.writeHead(200, { trailer: 'x-checksum', 'content-type': 'text/plain' });
+        res.write('part one;');
+        res.addTrailers({ 'x-checksum': 'abc123' });
+        return res.end('part two');
+      }
+      res.setHeader('content-type', 'application/json');
+      res.end(
+        JSON.stringify({
+          method: req.method,
+          path: req.url,
+          headers: req.headers,
+          size,
+          sha256: hash.digest('hex'),
+        }),
+      );
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as AddressInfo).port;
+  return { port, url: `http://127.0.0.1:${port}`, server };
+}
+
+/** The byte at offset i of every generated body. */
+export const patternByte = (i: number) => (i * 7 + 3) & 0xff;
+
+function patternChunk(offset: number, n: number): Buffer {
+  const b = Buffer.allocUnsafe(n);
+  for (let i = 0; i < n; i++) b[i] = patternByte(offset + i);
+  return b;
+}
+
+/** sha256 of n pattern bytes. */
+export function patternSha(n: number): string {
+  const h = createHash('sha256');
+  for (let at = 0; at < n; at += MiB) h.update(patternChunk(at, Math.min(MiB, n - at)));
+  return h.digest('hex');
+}
+
+/** Writes n pattern bytes to a writable, minding backpressure. */
+export function pump(out: NodeJS.WritableStream & { end(): void }, n: number): void {
+  let at = 0;
+  const next = () => {
+    while (at < n) {
+      const c = patternChunk(at, Math.min(MiB, n - at));
+      at += c.byteLength;
+      if (!out.write(c)) return void out.once('drain', next);
+    }
+    out.end();
+  };
+  next();
+}
+
+/** Uploads n pattern bytes (chunked) with node:http; resolves with status and body text. */
+export function upload(
+  url: string,
+  headers: Record<string, string>,
+  n: number,
+): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method: 'PUT', headers }, (res) => {
+      let text = '';
+      res.setEncoding('utf8').on('data', (d: string) => {
+        text += d;
+      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+    });
+    req.on('error', reject);
+    pump(req, n);
+  });
+}
+
+export interface Tunnel {
+  child: ChildProcess;
+  stderr: () => string;
+  stop: () => Promise<void>;
+}
+
+/** `nfltr http ARGS`, resolved once it is connected to the relay. */
+export async function startTunnel(args: string[], apiKey: string): Promise<Tunnel> {
+  const child = spawn(process.execPath, [NFLTR_BIN, 'http', ...args], {
+    env: { ...process.env, NFLTR_API_KEY: apiKey },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let err = '';
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+    err += d;
+  });
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`nfltr http did not connect:\n${err}`)), 15_000);
+    child.stderr!.on('data', () => {
+      if (err.includes('serving')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`nfltr http exited with ${code}:\n${err}`)));
+  });
+  return {
+    child,
+    stderr: () => err,
+    stop: async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}

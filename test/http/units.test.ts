@@ -1,0 +1,62 @@
+/** The pure parts of the HTTP proxy: routes, targets, header rules. */
+import { describe, expect, it } from 'vitest';
+import { parseRoute, parseTarget, routeFor, routesLabel } from '../../src/agent/http-tunnel.js';
+import {
+  headerList,
+  headerObject,
+  requestProblem,
+  statusOfProxyError,
+} from '../../src/protocol/http-proxy.js';
+
+describe('routes', () => {
+  const routes = [
+    parseRoute('/=http://localhost:5173'),
+    parseRoute('/api=http://localhost:3000/v1/'),
+    parseRoute('/api/admin=https://admin.local'),
+  ];
+
+  it('picks the longest prefix on whole segments and replaces it by the target path', () => {
+    expect(routeFor(routes, '/api/users?x=1')?.href).toBe('http://localhost:3000/v1/users?x=1');
+    expect(routeFor(routes, '/api')?.href).toBe('http://localhost:3000/v1/');
+    expect(routeFor(routes, '/apiary')?.href).toBe('http://localhost:5173/apiary');
+    expect(routeFor(routes, '/api/admin/x')?.href).toBe('https://admin.local/x');
+    expect(routeFor(routes.slice(1), '/other')).toBeUndefined();
+  });
+
+  it('reads ports, host:port and URLs; refuses the rest naming the flag', () => {
+    expect(parseTarget('8080', 'x').href).toBe('http://localhost:8080/');
+    expect(parseTarget('box:81', 'x').href).toBe('http://box:81/');
+    expect(() => parseTarget('ftp://h', '--expose')).toThrow(/--expose: only http and https/);
+    expect(() => parseRoute('api=x')).toThrow(/--route: expected PREFIX=URL/);
+    expect(routesLabel(routes)).toBe(
+      '/=http://localhost:5173 /api=http://localhost:3000/v1 /api/admin=https://admin.local',
+    );
+  });
+});
+
+describe('headers', () => {
+  it('drops hop-by-hop headers, those Connection names, and the ones asked', () => {
+    const list = headerList(
+      {
+        connection: 'keep-alive, x-private',
+        'x-private': '1',
+        'transfer-encoding': 'chunked',
+        host: 'relay',
+        'x-api-key': 'secret',
+        'set-cookie': ['a=1', 'b=2'],
+        'content-type': 'text/plain',
+      },
+      ['x-api-key'],
+    );
+    expect(headerObject(list)).toEqual({ 'set-cookie': ['a=1', 'b=2'], 'content-type': 'text/plain' });
+  });
+
+  it('checks request heads and maps error codes to statuses', () => {
+    expect(requestProblem('GET', '/a?b')).toBeUndefined();
+    expect(requestProblem('get', '/')).toMatch(/not an HTTP method/);
+    expect(requestProblem('GET', 'a b')).toMatch(/must start with/);
+    expect(statusOfProxyError('timeout')).toBe(504);
+    expect(statusOfProxyError('agent_not_connected')).toBe(404);
+    expect(statusOfProxyError('something_else')).toBe(502);
+  });
+});
