@@ -30,6 +30,7 @@ import type {
 import { answerObject } from '../protocol/a2a.js';
 import { formatDuration } from '../util/duration.js';
 import type { Logger } from '../util/log.js';
+import { ProgressPacer } from '../util/progress-pacer.js';
 import {
   buildToolArguments,
   type ExecutorCommand,
@@ -107,6 +108,9 @@ interface Question {
 
 class Halted extends Error {}
 
+/** Shortest time between two progress events of a task (ten a second); faster progress is coalesced. */
+const PROGRESS_INTERVAL_MS = 100;
+
 export class TaskRunner {
   readonly spec: TaskSpec;
   readonly events: TaskEventLog;
@@ -129,6 +133,12 @@ export class TaskRunner {
   /** The last event other than a stall notice: when, and what it said. */
   #lastSign = { at: Date.now(), what: 'accepted' };
   #done: Promise<void> | undefined;
+  /** The executor's progress, paced and coalesced (see ProgressPacer). */
+  readonly #progress = new ProgressPacer<TaskEventInit>({
+    intervalMs: PROGRESS_INTERVAL_MS,
+    writable: () => this.#deps.whenWritable(),
+    emit: (init) => this.#emit(init),
+  });
 
   constructor(spec: TaskSpec, deps: TaskRunnerDeps) {
     this.spec = spec;
@@ -383,7 +393,7 @@ export class TaskRunner {
   #onProgress(p: ProgressParams): void {
     if (this.#halt || p.progressToken !== this.spec.taskId) return;
     const message = p.message ?? `progress ${p.progress}${p.total !== undefined ? ` of ${p.total}` : ''}`;
-    this.#emit({ state: 'running', message, progress: p.progress, total: p.total ?? 0 });
+    this.#progress.push({ state: 'running', message, progress: p.progress, total: p.total ?? 0 });
   }
 
   #outcomeOf(err: unknown): Outcome {
@@ -578,6 +588,7 @@ export class TaskRunner {
 
   #emit(init: TaskEventInit, flush = true, stall = false): TaskEvent | undefined {
     if (this.events.finished) return undefined;
+    this.#progress.cancel(); // this event supersedes progress still held back
     this.#state = init.state;
     if (!stall) {
       const what = init.state === 'waiting_input' ? `a question: ${init.question}` : init.message;

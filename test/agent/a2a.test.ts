@@ -169,6 +169,37 @@ describe('a2a channels', () => {
     expect(v.message).toMatch(/replay/);
     await eventually(() => true);
   });
+
+  it('loss - an authentic frame after a lost one replaces the session (both ends resync), no violation', async () => {
+    const { planner, worker } = await pair('loss');
+    const agent = clients.find((c) => c.agentId === 'loss-w')!;
+    // Lose the second sealed frame between relay and worker, as a relay shedding load would.
+    const deliver = agent.listeners('envelope');
+    agent.removeAllListeners('envelope');
+    agent.on('envelope', (env) => {
+      if (env.kind === 'a2a.sealed' && env.channel === 'g' && env.seq === 1n) return;
+      for (const l of deliver) l(env);
+    });
+    const failures: A2aFailure[] = [];
+    worker.on('failure', (f) => failures.push(f));
+    planner.on('failure', (f) => failures.push(f));
+    const got: string[] = [];
+    worker.on('message', (m) => {
+      if (m.msg.case === 'probe') got.push(m.msg.value.probeId);
+    });
+    const resynced = Promise.all([
+      new Promise((res) => planner.once('resync', res)),
+      new Promise((res) => worker.once('resync', res)),
+    ]);
+    for (const id of ['m0', 'm1', 'm2'])
+      await planner.send('loss-w', 'g', { case: 'probe', value: create(ProbeSchema, { probeId: id }) });
+    await resynced;
+    // The new session carries what the application resends (the planner resumes its tasks).
+    await planner.send('loss-w', 'g', { case: 'probe', value: create(ProbeSchema, { probeId: 'm3' }) });
+    await eventually(() => got.includes('m3'));
+    expect(got).toEqual(['m0', 'm3']);
+    expect(failures.filter((f) => f.code === 'e2ee_violation')).toEqual([]);
+  });
 });
 
 describe('a2a resync', () => {
