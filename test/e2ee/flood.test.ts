@@ -59,7 +59,7 @@ describe('e2ee - flood', () => {
           reason?: string;
           artifacts?: { path: string; name?: string }[];
         }>('get_task_status', { task_id: 'flood-1' });
-        
+
         return ['completed', 'failed', 'cancelled', 'timeout'].includes(s.state) ? s : undefined;
       },
       55_000,
