@@ -30,6 +30,9 @@ export const A2A_KIND = {
   plain: 'a2a.plain',
 } as const;
 
+/** Handshake messages remembered to refuse their replay: 32 bytes each, about 200 KiB in all. */
+const SEEN_HANDSHAKES = 4096;
+
 /** How long a peer the relay calls busy gets to drain before the session is replaced. */
 const BUSY_RETRY_MS = 1_000;
 
@@ -88,7 +91,15 @@ interface Pending {
  * one, so both ends can recover what the old one lost (see the `resync` event).
  */
 type PeerState =
-  | { type: 'pending'; hs?: E2eeHandshake; queue: Pending[]; timer: NodeJS.Timeout; resync: boolean }
+  | {
+      type: 'pending';
+      hs?: E2eeHandshake;
+      queue: Pending[];
+      timer: NodeJS.Timeout;
+      resync: boolean;
+      /** Why the last reply was refused, named if no good one comes in time. */
+      refusedReply?: string;
+    }
   | { type: 'ready'; session: E2eeSession };
 type PendingState = Extract<PeerState, { type: 'pending' }>;
 
@@ -116,6 +127,8 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
    */
   readonly #resyncDue = new Set<string>();
   #everConnected = false;
+  /** Ephemeral keys of the handshakes this responder answered, oldest first (replay detection). */
+  readonly #seenHs1 = new Set<string>();
   /** Session replacements scheduled by {@link #lost}, one per peer. */
   readonly #lostDue = new Map<string, { handshakeLost: boolean }>();
 
@@ -267,7 +280,7 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
             new A2aError(
               'handshake_timeout',
               this.#opts.role === 'initiator'
-                ? `${peer} did not answer the encryption handshake within ${timeoutMs} ms`
+                ? `${peer} did not answer the encryption handshake within ${timeoutMs} ms${state.refusedReply ? ` (a reply was refused: ${state.refusedReply})` : ''}`
                 : `${peer} did not open an encrypted session within ${timeoutMs} ms`,
             ),
           ),
@@ -406,6 +419,14 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
           const message = `${this.#agent.agentId} runs with --a2a-e2ee=false and cannot take encrypted tasks: run both ends with the same --a2a-e2ee`;
           return this.#refuse(peer, 'plaintext_only', message);
         }
+        // A handshake message seen before is a replay (an initiator draws a fresh ephemeral key for
+        // each): answering it would replace the live session with one nobody else holds.
+        const ephemeral = Buffer.from(env.payload.subarray(1, 33)).toString('base64');
+        if (this.#seenHs1.has(ephemeral)) {
+          return this.#log.warn('replayed handshake message ignored', { peer });
+        }
+        this.#seenHs1.add(ephemeral);
+        if (this.#seenHs1.size > SEEN_HANDSHAKES) this.#seenHs1.delete(this.#seenHs1.values().next().value!);
         try {
           const hs = new E2eeHandshake({
             role: 'responder',
@@ -431,10 +452,19 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
         if (state?.type !== 'pending' || !state.hs)
           return this.#log.warn('unexpected handshake reply', { peer });
         try {
-          state.hs.readMessage(env.payload);
+          state.hs.readMessage(env.payload, { keepOnFailure: true });
           this.#ready(peer, state.hs.session());
         } catch (err) {
           const code = err instanceof E2eeError ? err.code : 'handshake';
+          // Perhaps a replayed or stale reply (to an earlier handshake): the handshake is intact and
+          // the genuine reply can still come. Its timeout ends a wait for one that never does.
+          if (code === 'handshake' || code === 'pairing_mismatch') {
+            state.refusedReply = (err as Error).message;
+            return this.#log.warn('handshake reply refused; waiting for another', {
+              peer,
+              error: (err as Error).message,
+            });
+          }
           this.#failPending(peer, state, new A2aError(code, (err as Error).message));
           this.#fail({ peer, code, message: (err as Error).message });
         }

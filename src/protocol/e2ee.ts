@@ -190,8 +190,12 @@ export class E2eeHandshake {
     }
   }
 
-  /** Responder: message 1. Initiator: message 2. Returns the peer's decrypted payload. */
-  readMessage(message: Uint8Array): Uint8Array {
+  /**
+   * Responder: message 1. Initiator: message 2. Returns the peer's decrypted payload. With
+   * `keepOnFailure` (an initiator awaiting its reply), a message that fails authentication is refused
+   * without spending the handshake: a replayed or stale reply must not stop the genuine one.
+   */
+  readMessage(message: Uint8Array, opts: { keepOnFailure?: boolean } = {}): Uint8Array {
     this.#guard();
     const mode = message[0];
     if (mode !== MODE_NN && mode !== MODE_NNPSK0) {
@@ -219,9 +223,10 @@ export class E2eeHandshake {
       );
     }
     try {
-      return this.#noise.readMessage(message.subarray(1));
+      return this.#noise.readMessage(message.subarray(1), opts);
     } catch (err) {
-      throw this.#fail(this.#translate(err));
+      const e = this.#translate(err);
+      throw opts.keepOnFailure ? e : this.#fail(e);
     }
   }
 

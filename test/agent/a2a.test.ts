@@ -200,6 +200,48 @@ describe('a2a channels', () => {
     expect(got).toEqual(['m0', 'm3']);
     expect(failures.filter((f) => f.code === 'e2ee_violation')).toEqual([]);
   });
+
+  it('replay - a replayed handshake message (either one) is ignored and the live pair keeps working', async () => {
+    const { planner, worker } = await pair('hsr');
+    const probe = (id: string) => ({ case: 'probe' as const, value: create(ProbeSchema, { probeId: id }) });
+    const got: string[] = [];
+    worker.on('message', (m) => m.msg.case === 'probe' && got.push(m.msg.value.probeId));
+    const trouble: string[] = [];
+    for (const e of [planner, worker]) {
+      e.on('failure', (f) => trouble.push(`failure ${f.code}`));
+      e.on('resync', () => trouble.push('resync'));
+    }
+    await planner.send('hsr-w', 't', probe('before'));
+    await eventually(() => got.includes('before'));
+    const recorded = (kind: string, to: string) =>
+      readFileSync(capture, 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l))
+        .filter((e) => e.to === to && e.kind === kind)
+        .map((e) => Buffer.from(e.payload, 'base64'));
+    const [hs1] = recorded('a2a.hs1', 'hsr-w');
+    expect(hs1!.length).toBe(33);
+    const rawPlanner = clients.find((c) => c.agentId === 'hsr-p')!;
+    const rawWorker = clients.find((c) => c.agentId === 'hsr-w')!;
+    // hs1 replayed at the worker, as a hostile relay would: ignored.
+    rawPlanner.send({ to: 'hsr-w', channel: 'handshake', kind: 'a2a.hs1', payload: hs1! });
+    await planner.send('hsr-w', 't', probe('after-hs1'));
+    await eventually(() => got.includes('after-hs1'));
+    const back = new Promise<A2aInbound>((res) => planner.once('message', res));
+    await worker.send('hsr-p', 't', probe('reply'));
+    expect((await back).msg.case).toBe('probe');
+    expect(trouble).toEqual([]);
+
+    // A stale hs2 reaching a planner in the middle of a new handshake: refused, the genuine one read.
+    const [hs2] = recorded('a2a.hs2', 'hsr-p');
+    planner.reset('hsr-w');
+    const sent = planner.send('hsr-w', 'u', probe('after-hs2'));
+    rawWorker.send({ to: 'hsr-p', channel: 'handshake', kind: 'a2a.hs2', payload: hs2! });
+    await sent;
+    await eventually(() => got.includes('after-hs2'));
+    expect(trouble.filter((t) => t.startsWith('failure'))).toEqual([]);
+  });
 });
 
 describe('a2a resync', () => {
