@@ -152,7 +152,9 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
         // The relay dropped a frame for a peer that reads slowly: a gap for the peer, or a handshake
         // that never reached it. Both heal with a new session and a resume once the peer has caught up.
         const why = `the relay dropped a frame for ${e.to}: ${e.message}`;
-        return this.#lost(e.to, why, BUSY_RETRY_MS, e.channel === HANDSHAKE_CHANNEL);
+        this.#lost(e.to, why, BUSY_RETRY_MS, e.channel === HANDSHAKE_CHANNEL);
+        // A task channel's owner hears of it (a probe fails fast; a task heals by the resume).
+        if (e.channel === HANDSHAKE_CHANNEL) return;
       }
       if (state?.type === 'pending' && e.channel === HANDSHAKE_CHANNEL) {
         this.#failPending(e.to, state, new A2aError(code, message));
