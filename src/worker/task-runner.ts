@@ -108,8 +108,12 @@ interface Question {
 
 class Halted extends Error {}
 
-/** Shortest time between two progress events of a task (ten a second); faster progress is coalesced. */
+/**
+ * A task's progress events: the first 32 as they come, then ten a second; faster progress is coalesced
+ * (the latest wins), so an executor's flood never becomes a flood of stored, flushed events.
+ */
 const PROGRESS_INTERVAL_MS = 100;
+const PROGRESS_BURST = 32;
 
 export class TaskRunner {
   readonly spec: TaskSpec;
@@ -136,6 +140,7 @@ export class TaskRunner {
   /** The executor's progress, paced and coalesced (see ProgressPacer). */
   readonly #progress = new ProgressPacer<TaskEventInit>({
     intervalMs: PROGRESS_INTERVAL_MS,
+    burst: PROGRESS_BURST,
     writable: () => this.#deps.whenWritable(),
     emit: (init) => this.#emit(init),
   });

@@ -22,8 +22,9 @@ export const DEFAULT_COMMAND_TIMEOUT_MS = 10 * 60_000;
 /** How long one approval question may wait for the planner's answer. */
 const APPROVAL_TIMEOUT_MS = 24 * 3_600_000;
 
-/** Shortest time between two progress notifications (ten a second); faster output is coalesced. */
+/** Progress notifications: the first 32 as they come, then ten a second; faster output is coalesced. */
 const PROGRESS_INTERVAL_MS = 100;
+const PROGRESS_BURST = 32;
 
 /** Lines of each command's output repeated in the text result (full output is in the log files). */
 const TAIL_LINES = 10;
@@ -162,6 +163,7 @@ export function createShellMcpServer(opts: ShellMcpOptions): McpServer {
       // Every line counts in `progress`; a flood of lines is coalesced (ProgressPacer).
       const pacer = new ProgressPacer<{ progress: number; message: string }>({
         intervalMs: PROGRESS_INTERVAL_MS,
+        burst: PROGRESS_BURST,
         emit: (params) =>
           extra
             .sendNotification({
