@@ -14,6 +14,7 @@ import {
   type E2eeRole,
   type E2eeSession,
   plaintextRefused,
+  SEAL_OVERHEAD,
 } from '../protocol/e2ee.js';
 import { type Logger, silentLogger } from '../util/log.js';
 import type { AgentClient, InboundEnvelope } from './client.js';
@@ -28,6 +29,12 @@ export const A2A_KIND = {
   sealed: 'a2a.sealed',
   plain: 'a2a.plain',
 } as const;
+
+/** Handshake messages remembered to refuse their replay: 32 bytes each, about 200 KiB in all. */
+const SEEN_HANDSHAKES = 4096;
+
+/** How long a peer the relay calls busy gets to drain before the session is replaced. */
+const BUSY_RETRY_MS = 1_000;
 
 export type A2aBody = A2aMessage['msg'];
 
@@ -81,7 +88,15 @@ interface Pending {
  * one, so both ends can recover what the old one lost (see the `resync` event).
  */
 type PeerState =
-  | { type: 'pending'; hs?: E2eeHandshake; queue: Pending[]; timer: NodeJS.Timeout; resync: boolean }
+  | {
+      type: 'pending';
+      hs?: E2eeHandshake;
+      queue: Pending[];
+      timer: NodeJS.Timeout;
+      resync: boolean;
+      /** Why the last reply was refused, named if no good one comes in time. */
+      refusedReply?: string;
+    }
   | { type: 'ready'; session: E2eeSession };
 type PendingState = Extract<PeerState, { type: 'pending' }>;
 
@@ -109,6 +124,10 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
    */
   readonly #resyncDue = new Set<string>();
   #everConnected = false;
+  /** Ephemeral keys of the handshakes this responder answered, oldest first (replay detection). */
+  readonly #seenHs1 = new Set<string>();
+  /** Session replacements scheduled by {@link #lost}, one per peer. */
+  readonly #lostDue = new Map<string, { handshakeLost: boolean }>();
 
   constructor(opts: A2aEndpointOptions) {
     super();
@@ -126,6 +145,14 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
         e.code === ErrorCode.PEER_NOT_FOUND ? `agent ${e.to} is not connected under this account` : e.message;
       const code = e.code === ErrorCode.PEER_NOT_FOUND ? 'peer_not_found' : ErrorCode[e.code].toLowerCase();
       const state = this.#peers.get(e.to);
+      if (e.code === ErrorCode.PEER_BUSY) {
+        // The relay dropped a frame for a peer that reads slowly: a gap for the peer, or a handshake
+        // that never reached it. Both heal with a new session and a resume once the peer has caught up.
+        const why = `the relay dropped a frame for ${e.to}: ${e.message}`;
+        this.#lost(e.to, why, BUSY_RETRY_MS, e.channel === HANDSHAKE_CHANNEL);
+        // A task channel's owner hears of it (a probe fails fast; a task heals by the resume).
+        if (e.channel === HANDSHAKE_CHANNEL) return;
+      }
       if (state?.type === 'pending' && e.channel === HANDSHAKE_CHANNEL) {
         this.#failPending(e.to, state, new A2aError(code, message));
       }
@@ -156,7 +183,11 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
     }
     const state = this.#peers.get(peer) ?? this.#pending(peer, false);
     if (state.type === 'ready') {
-      this.#seal(peer, state.session, channel, bytes);
+      try {
+        this.#seal(peer, state.session, channel, bytes);
+      } catch (err) {
+        return Promise.reject(err);
+      }
       return Promise.resolve();
     }
     return new Promise((resolve, reject) => state.queue.push({ channel, bytes, resolve, reject }));
@@ -248,7 +279,7 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
             new A2aError(
               'handshake_timeout',
               this.#opts.role === 'initiator'
-                ? `${peer} did not answer the encryption handshake within ${timeoutMs} ms`
+                ? `${peer} did not answer the encryption handshake within ${timeoutMs} ms${state.refusedReply ? ` (a reply was refused: ${state.refusedReply})` : ''}`
                 : `${peer} did not open an encrypted session within ${timeoutMs} ms`,
             ),
           ),
@@ -274,6 +305,39 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
     return state;
   }
 
+  /**
+   * Frames with a peer were lost in transit (a gap in what it sealed, or the relay dropped ours): the
+   * session is replaced, which makes both ends resync (the planner resumes its tasks from the last
+   * event it has and resends unconfirmed commands). `delayMs` lets a busy peer drain first;
+   * `handshakeLost` says the frame was our handshake message. One replacement at a time per peer.
+   */
+  #lost(peer: string, why: string, delayMs = 0, handshakeLost = false): void {
+    const due = this.#lostDue.get(peer);
+    if (due) {
+      due.handshakeLost ||= handshakeLost;
+      return;
+    }
+    this.#log.warn('frames lost in transit; replacing the session', { peer, error: why });
+    const next = { handshakeLost };
+    this.#lostDue.set(peer, next);
+    const replace = () => {
+      this.#lostDue.delete(peer);
+      const state = this.#peers.get(peer);
+      if (!this.#opts.e2ee) return this.requestResync(peer);
+      this.#resyncDue.add(peer);
+      if (this.#opts.role === 'responder') {
+        if (state?.type === 'ready') this.#peers.delete(peer);
+        return this.requestResync(peer);
+      }
+      // A handshake still in flight replaces the session anyway; a second one would race it.
+      if (state?.type === 'pending' && state.hs && !next.handshakeLost) return;
+      this.#pending(peer, true, state?.type === 'pending' ? state.queue : []);
+    };
+    // At once for a gap: the frames behind it must not reach the torn-down channel.
+    if (delayMs === 0) replace();
+    else setTimeout(replace, delayMs).unref();
+  }
+
   #failPending(peer: string, state: PendingState, err: A2aError): void {
     clearTimeout(state.timer);
     if (this.#peers.get(peer) === state) this.#peers.delete(peer);
@@ -286,8 +350,12 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
     if (prev?.type === 'pending') {
       clearTimeout(prev.timer);
       for (const p of prev.queue.splice(0)) {
-        this.#seal(peer, session, p.channel, p.bytes);
-        p.resolve();
+        try {
+          this.#seal(peer, session, p.channel, p.bytes);
+          p.resolve();
+        } catch (err) {
+          p.reject(err as Error);
+        }
       }
     }
     const due = this.#resyncDue.delete(peer);
@@ -297,7 +365,12 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
     }
   }
 
+  /**
+   * Seals and queues one frame. The agent's refusal (queue full, too large) is checked before sealing:
+   * once sealed, a frame's seq is spent, and one never sent would be a gap for the peer.
+   */
   #seal(peer: string, session: E2eeSession, channel: string, bytes: Uint8Array): void {
+    this.#agent.checkSend({ to: peer, channel, kind: A2A_KIND.sealed }, bytes.byteLength + SEAL_OVERHEAD);
     const { seq, ciphertext } = session.sealer(channel).seal(bytes);
     this.#agent.send({ to: peer, channel, seq, kind: A2A_KIND.sealed, payload: ciphertext });
   }
@@ -345,6 +418,14 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
           const message = `${this.#agent.agentId} runs with --a2a-e2ee=false and cannot take encrypted tasks: run both ends with the same --a2a-e2ee`;
           return this.#refuse(peer, 'plaintext_only', message);
         }
+        // A handshake message seen before is a replay (an initiator draws a fresh ephemeral key for
+        // each): answering it would replace the live session with one nobody else holds.
+        const ephemeral = Buffer.from(env.payload.subarray(1, 33)).toString('base64');
+        if (this.#seenHs1.has(ephemeral)) {
+          return this.#log.warn('replayed handshake message ignored', { peer });
+        }
+        this.#seenHs1.add(ephemeral);
+        if (this.#seenHs1.size > SEEN_HANDSHAKES) this.#seenHs1.delete(this.#seenHs1.values().next().value!);
         try {
           const hs = new E2eeHandshake({
             role: 'responder',
@@ -370,10 +451,19 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
         if (state?.type !== 'pending' || !state.hs)
           return this.#log.warn('unexpected handshake reply', { peer });
         try {
-          state.hs.readMessage(env.payload);
+          state.hs.readMessage(env.payload, { keepOnFailure: true });
           this.#ready(peer, state.hs.session());
         } catch (err) {
           const code = err instanceof E2eeError ? err.code : 'handshake';
+          // Perhaps a replayed or stale reply (to an earlier handshake): the handshake is intact and
+          // the genuine reply can still come. Its timeout ends a wait for one that never does.
+          if (code === 'handshake' || code === 'pairing_mismatch') {
+            state.refusedReply = (err as Error).message;
+            return this.#log.warn('handshake reply refused; waiting for another', {
+              peer,
+              error: (err as Error).message,
+            });
+          }
           this.#failPending(peer, state, new A2aError(code, (err as Error).message));
           this.#fail({ peer, code, message: (err as Error).message });
         }
@@ -435,6 +525,7 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
           plaintext = state.session.opener(channel).open(env.seq, env.payload);
         } catch (err) {
           const code = err instanceof E2eeError ? err.code : 'tampered';
+          if (code === 'gap') return this.#lost(peer, (err as Error).message);
           return this.#fail({
             peer,
             channel,

@@ -17,6 +17,7 @@ import {
   EnvelopeSchema,
   ErrorCode,
   encodeAgentFrame,
+  envelopeHeaderSize,
   envelopeWireSize,
   HelloSchema,
   LabelUpdateSchema,
@@ -208,14 +209,28 @@ export class AgentClient extends EventEmitter<AgentEvents> {
       kind: env.kind,
       payload: env.payload,
     };
-    const size = envelopeWireSize(e);
+    this.#admit(envelopeWireSize(e));
+    this.#out.enqueue(e);
+  }
+
+  /**
+   * Throws what {@link send} would for an envelope with a payload of `payloadBytes`, without queueing
+   * anything: a caller whose envelope spends something once built (a sealed frame spends its sequence
+   * number) checks first, so that a refusal loses nothing.
+   */
+  checkSend(env: Omit<OutboundEnvelope, 'payload' | 'seq'>, payloadBytes: number): void {
+    if (this.#closing) throw new AgentError('closed', 'agent is closed');
+    this.#admit(payloadBytes + envelopeHeaderSize(env));
+  }
+
+  #admit(size: number): void {
     if (size > this.#maxFrameBytes - 256) {
       throw new AgentError(
         'too_large',
         `envelope of ${size} bytes exceeds the relay's frame limit of ${this.#maxFrameBytes} bytes`,
       );
     }
-    if (!this.#out.enqueue(e)) {
+    if (!this.#out.fits(size)) {
       throw new AgentError(
         'queue_full',
         `send queue full (${this.#out.queuedBytes} bytes waiting for the relay)`,

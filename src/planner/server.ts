@@ -6,7 +6,7 @@
  * client, handed whole to SDK v2's `serveStdio` with the Tasks extension ({@link ./modern.ts}). Both
  * list the same tools from the same {@link ToolSurface}, whatever the state of the A2A link.
  */
-import { PassThrough, type Readable, type Writable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { StdioServerTransport as LegacyStdioTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
 import { PROTOCOL_VERSION_META_KEY } from '@modelcontextprotocol/server';
 import { StdioServerTransport, serveStdio } from '@modelcontextprotocol/server/stdio';
@@ -15,6 +15,7 @@ import { type Logger, silentLogger } from '../util/log.js';
 import { createLegacyServer } from './legacy.js';
 import { createModernServer } from './modern.js';
 import type { PeerDirectory } from './peers.js';
+import { LineLimit, MAX_MCP_MESSAGE_BYTES, oversizeError } from './stdio-guard.js';
 import { ToolSurface } from './surface.js';
 import type { TaskManager } from './task-manager.js';
 import { plannerTools } from './tools.js';
@@ -28,7 +29,7 @@ wait_for_tasks again while open_tasks > 0. Never poll. cancel_task stops a task;
 list_active_tasks show details. Ranking, retries and combining results are yours to decide. A tool that
 cannot run now (no --server, API key refused, relay unreachable) says why and what to fix.`;
 
-/** Opening lines longer than this are not worth buffering to classify: the SDK refuses them anyway. */
+/** Opening lines longer than this are not worth buffering to classify: the guard refuses them anyway. */
 const MAX_OPENING_BYTES = 4 * 1024 * 1024;
 
 export interface PlannerServerOptions {
@@ -105,7 +106,13 @@ export function servePlanner(opts: PlannerServerOptions): Promise<PlannerServer>
       if (nl < 0 && opening.length < MAX_OPENING_BYTES) return;
       stdin.off('data', onData);
       stdin.pause();
-      const input = new PassThrough();
+      const input = new LineLimit({
+        maxBytes: MAX_MCP_MESSAGE_BYTES,
+        onOversize: (head, bytes) => {
+          log.warn('oversized MCP message dropped', { bytes, limit: MAX_MCP_MESSAGE_BYTES });
+          stdout.write(oversizeError(head, bytes, MAX_MCP_MESSAGE_BYTES));
+        },
+      });
       input.write(opening);
       stdin.pipe(input);
       const modern = claimsModernEra(opening.subarray(0, nl < 0 ? opening.length : nl));

@@ -37,10 +37,15 @@ export class EnvelopeBatcher {
     return this.#queuedBytes;
   }
 
+  /** Whether an envelope of `size` wire bytes would be queued now. */
+  fits(size: number): boolean {
+    return this.#queuedBytes + size <= this.#maxQueuedBytes;
+  }
+
   /** Queues an envelope; false when the queue is full. */
   enqueue(env: Envelope): boolean {
     const size = envelopeWireSize(env);
-    if (this.#queuedBytes + size > this.#maxQueuedBytes) return false;
+    if (!this.fits(size)) return false;
     this.#queue.push(env);
     this.#queuedBytes += size;
     if (!this.#scheduled && this.#sink) {

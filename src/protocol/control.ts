@@ -157,5 +157,8 @@ export function agentKindName(kind: AgentKind): AgentKindName | undefined {
 }
 
 /** Encoded size of an envelope on the wire, close enough to bound batches without encoding twice. */
-export const envelopeWireSize = (env: Envelope): number =>
-  env.payload.byteLength + env.to.length + env.from.length + env.channel.length + env.kind.length + 24;
+export const envelopeWireSize = (env: Envelope): number => env.payload.byteLength + envelopeHeaderSize(env);
+
+/** {@link envelopeWireSize} less the payload. */
+export const envelopeHeaderSize = (env: Pick<Envelope, 'to' | 'channel' | 'kind'> & { from?: string }) =>
+  env.to.length + (env.from?.length ?? 0) + env.channel.length + env.kind.length + 24;

@@ -169,6 +169,12 @@ export class NoiseCipherState {
     return this.#key !== undefined;
   }
 
+  copy(): NoiseCipherState {
+    const c = new NoiseCipherState(this.#key);
+    c.#n = this.#n;
+    return c;
+  }
+
   encryptWithAd(ad: Uint8Array, plaintext: Uint8Array): Uint8Array {
     if (this.#key === undefined) return Uint8Array.from(plaintext);
     if (this.#n >= MAX_NONCE) throw new NoiseError('nonce', 'cipher nonce exhausted');
@@ -207,6 +213,15 @@ class SymmetricState {
 
   get handshakeHash(): Uint8Array {
     return Uint8Array.from(this.#h);
+  }
+
+  /** An independent copy (the buffers are replaced, never written in place, so they are shared). */
+  copy(): SymmetricState {
+    const c = new SymmetricState(NOISE_NN);
+    c.#ck = this.#ck;
+    c.#h = this.#h;
+    c.#cipher = this.#cipher.copy();
+    return c;
   }
 
   mixKey(ikm: Uint8Array): void {
@@ -310,10 +325,15 @@ export class NoiseNNHandshake {
     }
   }
 
-  readMessage(message: Uint8Array): Uint8Array {
+  /**
+   * Reads the peer's message. With `keepOnFailure`, a message that fails leaves this handshake as it
+   * was, so that the genuine message can still be read: a replayed or stale one must not spend it.
+   */
+  readMessage(message: Uint8Array, opts: { keepOnFailure?: boolean } = {}): Uint8Array {
     const theirs = this.initiator ? 1 : 0;
     if (this.#step !== theirs)
       throw this.#fail(new NoiseError('state', 'handshake message read out of turn'));
+    const saved = opts.keepOnFailure ? { ss: this.#ss.copy(), re: this.#re } : undefined;
     try {
       if (message.length > MAX_NOISE_MESSAGE)
         throw new NoiseError('malformed', 'handshake message too large');
@@ -328,7 +348,10 @@ export class NoiseNNHandshake {
       this.#step += 1;
       return payload;
     } catch (err) {
-      throw this.#fail(err);
+      if (!saved) throw this.#fail(err);
+      this.#ss = saved.ss;
+      this.#re = saved.re;
+      throw err instanceof NoiseError ? err : new NoiseError('state', String(err));
     }
   }
 

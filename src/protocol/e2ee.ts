@@ -5,7 +5,18 @@
 // logical channel (one per task) gets its own key per direction, derived from the Split() keys, with its
 // own counter from 0. See docs/security.md. Pure: no sockets, timers or I/O.
 import { hkdfSync, randomBytes } from 'node:crypto';
-import { aesGcmOpen, aesGcmSeal, MAX_NONCE, NOISE_NN, NoiseError, NoiseNNHandshake } from './e2ee-noise.js';
+import {
+  aesGcmOpen,
+  aesGcmSeal,
+  MAX_NONCE,
+  NOISE_NN,
+  NoiseError,
+  NoiseNNHandshake,
+  TAGLEN,
+} from './e2ee-noise.js';
+
+/** Bytes a sealed frame adds to its plaintext (the AEAD tag). */
+export const SEAL_OVERHEAD = TAGLEN;
 
 export const A2A_PROTOCOL_ID = 'a2a-mcp-v1';
 export const PAIRING_KEY_BYTES = 32;
@@ -33,7 +44,11 @@ export type E2eeErrorCode =
   | 'handshake'
   /** A frame with a sequence number already consumed. */
   | 'replay'
-  /** A frame ahead of the next expected sequence number: an earlier one was dropped or reordered. */
+  /**
+   * An authentic frame ahead of the next expected sequence number: an earlier one was dropped or
+   * reordered. The peer did seal it, so frames were lost, not forged: the A2A layer recovers with a new
+   * session and a resume.
+   */
   | 'gap'
   /** A frame that failed authentication: altered, truncated, or sealed for another channel or session. */
   | 'tampered'
@@ -175,8 +190,12 @@ export class E2eeHandshake {
     }
   }
 
-  /** Responder: message 1. Initiator: message 2. Returns the peer's decrypted payload. */
-  readMessage(message: Uint8Array): Uint8Array {
+  /**
+   * Responder: message 1. Initiator: message 2. Returns the peer's decrypted payload. With
+   * `keepOnFailure` (an initiator awaiting its reply), a message that fails authentication is refused
+   * without spending the handshake: a replayed or stale reply must not stop the genuine one.
+   */
+  readMessage(message: Uint8Array, opts: { keepOnFailure?: boolean } = {}): Uint8Array {
     this.#guard();
     const mode = message[0];
     if (mode !== MODE_NN && mode !== MODE_NNPSK0) {
@@ -204,9 +223,10 @@ export class E2eeHandshake {
       );
     }
     try {
-      return this.#noise.readMessage(message.subarray(1));
+      return this.#noise.readMessage(message.subarray(1), opts);
     } catch (err) {
-      throw this.#fail(this.#translate(err));
+      const e = this.#translate(err);
+      throw opts.keepOnFailure ? e : this.#fail(e);
     }
   }
 
@@ -436,13 +456,15 @@ export class ChannelOpener {
         `replayed frame on channel ${this.channel}: seq ${n} already received (expected ${this.#next})`,
       );
     }
-    if (n > this.#next) {
+    const plaintext = aesGcmOpen(this.#key, n, frameAd(this.#adPrefix, n), ciphertext);
+    // Authenticated first: only a frame the peer really sealed can report frames lost before it (which
+    // callers recover from), anything else is tampering.
+    if (plaintext !== undefined && n > this.#next) {
       throw this.#poison(
         'gap',
         `frame missing on channel ${this.channel}: got seq ${n}, expected ${this.#next} (dropped or reordered in transit)`,
       );
     }
-    const plaintext = aesGcmOpen(this.#key, n, frameAd(this.#adPrefix, n), ciphertext);
     if (plaintext === undefined) {
       throw this.#poison(
         'tampered',

@@ -31,6 +31,7 @@ import type {
 import { answerObject } from '../protocol/a2a.js';
 import { formatDuration } from '../util/duration.js';
 import type { Logger } from '../util/log.js';
+import { ProgressPacer } from '../util/progress-pacer.js';
 import {
   buildToolArguments,
   type ExecutorCommand,
@@ -129,6 +130,13 @@ interface Question {
 
 class Halted extends Error {}
 
+/**
+ * A task's progress events: the first 32 as they come, then ten a second; faster progress is coalesced
+ * (the latest wins), so an executor's flood never becomes a flood of stored, flushed events.
+ */
+const PROGRESS_INTERVAL_MS = 100;
+const PROGRESS_BURST = 32;
+
 export class TaskRunner {
   readonly spec: TaskSpec;
   readonly events: TaskEventLog;
@@ -151,6 +159,13 @@ export class TaskRunner {
   /** The last event other than a stall notice: when, and what it said. */
   #lastSign = { at: Date.now(), what: 'accepted' };
   #done: Promise<void> | undefined;
+  /** The executor's progress, paced and coalesced (see ProgressPacer). */
+  readonly #progress = new ProgressPacer<TaskEventInit>({
+    intervalMs: PROGRESS_INTERVAL_MS,
+    burst: PROGRESS_BURST,
+    writable: () => this.#deps.whenWritable(),
+    emit: (init) => this.#emit(init),
+  });
 
   constructor(spec: TaskSpec, deps: TaskRunnerDeps) {
     this.spec = spec;
@@ -412,7 +427,7 @@ export class TaskRunner {
   #onProgress(p: ProgressParams): void {
     if (this.#halt || p.progressToken !== this.spec.taskId) return;
     const message = p.message ?? `progress ${p.progress}${p.total !== undefined ? ` of ${p.total}` : ''}`;
-    this.#emit({ state: 'running', message, progress: p.progress, total: p.total ?? 0 });
+    this.#progress.push({ state: 'running', message, progress: p.progress, total: p.total ?? 0 });
   }
 
   #outcomeOf(err: unknown): Outcome {
@@ -689,6 +704,7 @@ export class TaskRunner {
 
   #emit(init: TaskEventInit, flush = true, stall = false): TaskEvent | undefined {
     if (this.events.finished) return undefined;
+    this.#progress.cancel(); // this event supersedes progress still held back
     this.#state = init.state;
     if (!stall) {
       const what = init.state === 'waiting_input' ? `a question: ${init.question}` : init.message;

@@ -10,6 +10,7 @@ import {
 } from '../../src/agent/index.js';
 import { ProbeSchema, TaskEventSchema, TaskState } from '../../src/protocol/a2a.js';
 import { generatePairingKey, parsePairingKey } from '../../src/protocol/e2ee.js';
+import { eventually } from '../helpers/processes.js';
 
 const SECRET = 'objective-7f3a-do-not-leak';
 
@@ -143,6 +144,74 @@ describe('a2a channels', () => {
     const v = await violation;
     expect(v).toMatchObject({ channel: 'c', code: 'e2ee_violation' });
     expect(v.message).toMatch(/replay/);
+  });
+
+  it('loss - an authentic frame after a lost one replaces the session (both ends resync), no violation', async () => {
+    const { planner, worker } = await pair('loss');
+    const agent = clients.find((c) => c.agentId === 'loss-w')!;
+    // Lose the second sealed frame between relay and worker, as a relay shedding load would.
+    const deliver = agent.listeners('envelope');
+    agent.removeAllListeners('envelope');
+    agent.on('envelope', (env) => {
+      if (env.kind === 'a2a.sealed' && env.channel === 'g' && env.seq === 1n) return;
+      for (const l of deliver) l(env);
+    });
+    const failures: A2aFailure[] = [];
+    worker.on('failure', (f) => failures.push(f));
+    planner.on('failure', (f) => failures.push(f));
+    const got: string[] = [];
+    worker.on('message', (m) => {
+      if (m.msg.case === 'probe') got.push(m.msg.value.probeId);
+    });
+    const resynced = Promise.all([
+      new Promise((res) => planner.once('resync', res)),
+      new Promise((res) => worker.once('resync', res)),
+    ]);
+    for (const id of ['m0', 'm1', 'm2'])
+      await planner.send('loss-w', 'g', { case: 'probe', value: create(ProbeSchema, { probeId: id }) });
+    await resynced;
+    // The new session carries what the application resends (the planner resumes its tasks).
+    await planner.send('loss-w', 'g', { case: 'probe', value: create(ProbeSchema, { probeId: 'm3' }) });
+    await eventually(() => got.includes('m3'));
+    expect(got).toEqual(['m0', 'm3']);
+    expect(failures.filter((f) => f.code === 'e2ee_violation')).toEqual([]);
+  });
+
+  it('replay - a replayed handshake message (either one) is ignored and the live pair keeps working', async () => {
+    const { planner, worker } = await pair('hsr');
+    const probe = (id: string) => ({ case: 'probe' as const, value: create(ProbeSchema, { probeId: id }) });
+    const got: string[] = [];
+    worker.on('message', (m) => m.msg.case === 'probe' && got.push(m.msg.value.probeId));
+    const trouble: string[] = [];
+    for (const e of [planner, worker]) {
+      e.on('failure', (f) => trouble.push(`failure ${f.code}`));
+      e.on('resync', () => trouble.push('resync'));
+    }
+    await planner.send('hsr-w', 't', probe('before'));
+    await eventually(() => got.includes('before'));
+    const recorded = (kind: string, to: string) =>
+      relay.captured.filter((e) => e.to === to && e.kind === kind).map((e) => Buffer.from(e.payload));
+    const [hs1] = recorded('a2a.hs1', 'hsr-w');
+    expect(hs1!.length).toBe(33);
+    const rawPlanner = clients.find((c) => c.agentId === 'hsr-p')!;
+    const rawWorker = clients.find((c) => c.agentId === 'hsr-w')!;
+    // hs1 replayed at the worker, as a hostile relay would: ignored.
+    rawPlanner.send({ to: 'hsr-w', channel: 'handshake', kind: 'a2a.hs1', payload: hs1! });
+    await planner.send('hsr-w', 't', probe('after-hs1'));
+    await eventually(() => got.includes('after-hs1'));
+    const back = new Promise<A2aInbound>((res) => planner.once('message', res));
+    await worker.send('hsr-p', 't', probe('reply'));
+    expect((await back).msg.case).toBe('probe');
+    expect(trouble).toEqual([]);
+
+    // A stale hs2 reaching a planner in the middle of a new handshake: refused, the genuine one read.
+    const [hs2] = recorded('a2a.hs2', 'hsr-p');
+    planner.reset('hsr-w');
+    const sent = planner.send('hsr-w', 'u', probe('after-hs2'));
+    rawWorker.send({ to: 'hsr-p', channel: 'handshake', kind: 'a2a.hs2', payload: hs2! });
+    await sent;
+    await eventually(() => got.includes('after-hs2'));
+    expect(trouble.filter((t) => t.startsWith('failure'))).toEqual([]);
   });
 });
 

@@ -11,6 +11,7 @@ import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
 import { formatDuration } from '../../util/duration.js';
 import { type Logger, silentLogger } from '../../util/log.js';
+import { ProgressPacer } from '../../util/progress-pacer.js';
 import { VERSION } from '../../version.js';
 import { type AllowRule, checkAllowed, compileAllowPattern } from './allow.js';
 import { commandStatus, runCommand } from './run-command.js';
@@ -20,6 +21,10 @@ export const DEFAULT_COMMAND_TIMEOUT_MS = 10 * 60_000;
 
 /** How long one approval question may wait for the planner's answer. */
 const APPROVAL_TIMEOUT_MS = 24 * 3_600_000;
+
+/** Progress notifications: the first 32 as they come, then ten a second; faster output is coalesced. */
+const PROGRESS_INTERVAL_MS = 100;
+const PROGRESS_BURST = 32;
 
 /** Lines of each command's output repeated in the text result (full output is in the log files). */
 const TAIL_LINES = 10;
@@ -158,15 +163,22 @@ export function createShellMcpServer(opts: ShellMcpOptions): McpServer {
       const signal = opts.signal ? AbortSignal.any([extra.signal, opts.signal]) : extra.signal;
       const progressToken = extra._meta?.progressToken;
       let progress = 0;
+      // Every line counts in `progress`; a flood of lines is coalesced (ProgressPacer).
+      const pacer = new ProgressPacer<{ progress: number; message: string }>({
+        intervalMs: PROGRESS_INTERVAL_MS,
+        burst: PROGRESS_BURST,
+        emit: (params) =>
+          extra
+            .sendNotification({
+              method: 'notifications/progress',
+              params: { progressToken: progressToken!, ...params },
+            })
+            .catch(() => {}), // the client may be gone; the result path reports that
+      });
       const report = (message: string) => {
         if (progressToken === undefined) return;
         progress += 1;
-        extra
-          .sendNotification({
-            method: 'notifications/progress',
-            params: { progressToken, progress, message },
-          })
-          .catch(() => {}); // the client may be gone; the result path reports that
+        pacer.push({ progress, message });
       };
       const env = {
         ...process.env,
@@ -231,6 +243,7 @@ export function createShellMcpServer(opts: ShellMcpOptions): McpServer {
             );
           },
         });
+        pacer.flush(); // the command's last line
         const status: CommandStatus = commandStatus(outcome);
         results.push({
           command,
@@ -256,6 +269,7 @@ export function createShellMcpServer(opts: ShellMcpOptions): McpServer {
         break;
       }
 
+      pacer.stop();
       const structured: ShellTaskResult = {
         task_id: args.task_id,
         cwd: opts.cwd,
