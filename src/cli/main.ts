@@ -1,17 +1,26 @@
 /**
  * @module The `nfltr` entry: registers one command per file and parses argv. Nothing else lives here.
+ * Only the named command's module is loaded (each pulls in its whole layer: ~0.5 s of module loading
+ * for the planner or the relay), so an executor started per task pays for its own code alone. Top-level
+ * help, and anything that names no known command (but `--version`), loads them all.
  */
 import { Command } from 'commander';
 import { VERSION } from '../version.js';
-import { register as registerClaudeMcp } from './claude-mcp.js';
-import { register as registerCodexMcp } from './codex-mcp.js';
-import { register as registerCopilotMcp } from './copilot-mcp.js';
-import { register as registerDemo } from './demo.js';
-import { register as registerKeys } from './keys.js';
-import { register as registerMcp } from './mcp.js';
-import { register as registerRelay } from './relay.js';
-import { register as registerShellMcp } from './shell-mcp.js';
-import { register as registerWorker } from './worker.js';
+
+type Register = (program: Command) => void;
+
+/** Top-level command name → its module, in the order `nfltr --help` lists them. */
+const COMMANDS: Record<string, () => Promise<{ register: Register }>> = {
+  relay: () => import('./relay.js'),
+  keys: () => import('./keys.js'),
+  'shell-mcp': () => import('./shell-mcp.js'),
+  'claude-mcp': () => import('./claude-mcp.js'),
+  'copilot-mcp': () => import('./copilot-mcp.js'),
+  'codex-mcp': () => import('./codex-mcp.js'),
+  mcp: () => import('./mcp.js'),
+  worker: () => import('./worker.js'),
+  demo: () => import('./demo.js'),
+};
 
 const program = new Command('nfltr')
   .description('Coordination transport for AI agents: relay, planner (MCP server) and workers')
@@ -19,17 +28,12 @@ const program = new Command('nfltr')
   .showHelpAfterError()
   .configureOutput({ writeOut: (s) => process.stdout.write(s), writeErr: (s) => process.stderr.write(s) });
 
-for (const register of [
-  registerRelay,
-  registerKeys,
-  registerShellMcp,
-  registerClaudeMcp,
-  registerCopilotMcp,
-  registerCodexMcp,
-  registerMcp,
-  registerWorker,
-  registerDemo,
-])
-  register(program);
+const named = process.argv[2] ?? '';
+const load = Object.hasOwn(COMMANDS, named)
+  ? [COMMANDS[named]!]
+  : named === '--version' || named === '-V'
+    ? []
+    : Object.values(COMMANDS);
+for (const { register } of await Promise.all(load.map((l) => l()))) register(program);
 
 await program.parseAsync(process.argv);
