@@ -6,6 +6,7 @@ import { DEFAULT_STALL_AFTER_MS, runWorker, WorkerConfigError } from '../worker/
 import {
   type AgentFlags,
   addAgentOptions,
+  addConnectOptions,
   addE2eeOptions,
   agentOptionsFrom,
   type E2eeFlags,
@@ -49,7 +50,7 @@ nothing for --stall-after gets a running event saying so and what its last sign 
 See docs/executor-contract.md and docs/executors.md.
 
 Examples:
-  nfltr worker --server relay.example:443 --api-key "$NFLTR_API_KEY" --labels repo=payments \\
+  nfltr worker --server relay.example:443 --api-key-file ~/.nfltr/api-key --labels repo=payments \\
     --max-tasks 2 --mcp-command "claude mcp serve"
   nfltr worker --server 127.0.0.1:9090 --mcp-command "nfltr shell-mcp --cwd . --allow 'npm test'"
 `;
@@ -58,7 +59,7 @@ export function register(program: Command): void {
   const cmd = program
     .command('worker')
     .description('Run tasks from planners through a local MCP executor, advertising labels and capacity');
-  addE2eeOptions(addAgentOptions(cmd))
+  addConnectOptions(addE2eeOptions(addAgentOptions(cmd)))
     .addOption(
       new Option('--labels <k=v,...>', 'labels planners select workers by')
         .argParser(parseLabels)
