@@ -9,7 +9,8 @@ import type { AgentOptions } from '../agent/index.js';
 import type { AgentKindName } from '../protocol/control.js';
 import { agentIdProblem } from '../protocol/control.js';
 import { parsePairingKey } from '../protocol/e2ee.js';
-import { parseDuration } from './options.js';
+import { applySavedLogin } from './credentials.js';
+import { die, parseDuration } from './options.js';
 
 export interface AgentFlags {
   server?: string;
@@ -43,10 +44,15 @@ export function addAgentOptions(cmd: Command, opts: { serverRequired?: boolean }
         'AGENT_ID',
       ),
     )
-    .option('--tls', 'dial the relay with TLS (default when the port is 443)')
-    .addOption(
-      new Option('--tls-ca <file>', 'PEM CA certificate to trust for the relay').env('NFLTR_TLS_CA'),
-    );
+    .addOption(new Option('--tls', 'dial the relay with TLS (default when the port is 443)').env('NFLTR_TLS'))
+    .addOption(new Option('--tls-ca <file>', 'PEM CA certificate to trust for the relay').env('NFLTR_TLS_CA'))
+    .hook('preAction', (c) => {
+      try {
+        applySavedLogin(c);
+      } catch (err) {
+        die((err as Error).message, 2);
+      }
+    });
 }
 
 /** `--connect-timeout` and `--wait`: how long a command that needs the relay waits for its first connection. */

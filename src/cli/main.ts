@@ -20,6 +20,8 @@ const COMMANDS: Record<string, () => Promise<{ register: Register }>> = {
   mcp: () => import('./mcp.js'),
   worker: () => import('./worker.js'),
   demo: () => import('./demo.js'),
+  login: () => import('./login.js'),
+  logout: () => import('./login.js'),
 };
 
 const program = new Command('nfltr')
@@ -34,6 +36,6 @@ const load = Object.hasOwn(COMMANDS, named)
   : named === '--version' || named === '-V'
     ? []
     : Object.values(COMMANDS);
-for (const { register } of await Promise.all(load.map((l) => l()))) register(program);
+for (const { register } of new Set(await Promise.all(load.map((l) => l())))) register(program);
 
 await program.parseAsync(process.argv);

@@ -46,7 +46,7 @@ import {
   tlsCaFrom,
 } from './agent-options.js';
 import { serveRefusal } from './mcp-refusal.js';
-import { die, nfltrHome, parseDuration, parsePositiveInt } from './options.js';
+import { die, nfltrHome, parseDuration, parsePositiveInt, parseUrl } from './options.js';
 
 export interface McpCommandOptions extends AgentFlags, E2eeFlags {
   proxyUrl?: string;
@@ -66,21 +66,6 @@ function positiveDuration(value: string): number {
   const ms = parseDuration(value);
   if (ms <= 0) throw new InvalidArgumentError(`expected a duration above zero, got ${JSON.stringify(value)}`);
   return ms;
-}
-
-function parseUrl(value: string): string {
-  let url: URL;
-  try {
-    url = new URL(value);
-  } catch {
-    throw new InvalidArgumentError(
-      `expected an http(s) URL like https://nfltr.xyz, got ${JSON.stringify(value)}`,
-    );
-  }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-    throw new InvalidArgumentError(`expected an http or https URL, got ${JSON.stringify(value)}`);
-  }
-  return value.replace(/\/+$/, '');
 }
 
 const HELP_AFTER = `

@@ -63,6 +63,22 @@ export function parseLabels(value: string): Record<string, string> {
   return labels;
 }
 
+/** An http(s) URL, e.g. the relay's HTTP API for `--proxy-url`. */
+export function parseUrl(value: string): string {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new InvalidArgumentError(
+      `expected an http(s) URL like https://nfltr.xyz, got ${JSON.stringify(value)}`,
+    );
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new InvalidArgumentError(`expected an http or https URL, got ${JSON.stringify(value)}`);
+  }
+  return value.replace(/\/+$/, '');
+}
+
 export const nfltrHome = (...parts: string[]): string => join(homedir(), '.nfltr', ...parts);
 
 /** Exits with a message on stderr: the one way commands report a fatal error. */

@@ -1,0 +1,62 @@
+/**
+ * `nfltr login`/`logout` and the precedence of the saved login: flag > environment variable > file.
+ * Real `nfltr` processes; a worker dialling an address where nothing listens names the address it used.
+ */
+
+import { execFileSync } from 'node:child_process';
+import { statSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { NFLTR_BIN, nfltr, tempDir } from '../helpers/processes.js';
+
+const config = tempDir();
+const env = { XDG_CONFIG_HOME: config, NFLTR_SERVER: '', NFLTR_API_KEY: '' };
+const file = join(config, 'nfltr', 'credentials.json');
+
+/** A worker that gives up after 1s; its last stderr line names the address it dialled. */
+async function dialled(args: string[], extraEnv: NodeJS.ProcessEnv = {}): Promise<string> {
+  const r = await nfltr(
+    [
+      'worker',
+      '--connect-timeout',
+      '1s',
+      '--state-dir',
+      tempDir(),
+      '--mcp-command',
+      'nfltr shell-mcp',
+      ...args,
+    ],
+    { env: { ...env, ...extraEnv } },
+  );
+  expect(r.code).toBe(1);
+  return /nothing listens at (\S+):/.exec(r.stderr)?.[1] ?? r.stderr;
+}
+
+describe('nfltr login', () => {
+  it('saves the key from stdin in a 0600 file, never from argv', () => {
+    const out = execFileSync(process.execPath, [NFLTR_BIN, 'login', '--server', '127.0.0.1:1', '--with-key'], {
+      input: 'key-from-stdin\n',
+      env: { ...process.env, ...env },
+      encoding: 'utf8',
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    expect(out).toBe('');
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+  });
+
+  it('precedence: flag > environment variable > saved login', async () => {
+    expect(await dialled([])).toBe('127.0.0.1:1');
+    expect(await dialled([], { NFLTR_SERVER: '127.0.0.1:2' })).toBe('127.0.0.1:2');
+    expect(await dialled(['--server', '127.0.0.1:3'], { NFLTR_SERVER: '127.0.0.1:2' })).toBe('127.0.0.1:3');
+  });
+
+  it('logout removes it; without a key login is a usage error', async () => {
+    expect((await nfltr(['logout'], { env })).stderr).toMatch(/logged out/);
+    expect((await nfltr(['logout'], { env })).stderr).toMatch(/not logged in/);
+    const r = await nfltr(['login', '--server', '127.0.0.1:1'], { env });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(
+      /no API key: pipe it with --with-key, pass --api-key-file FILE, or set NFLTR_API_KEY/,
+    );
+  });
+});
