@@ -27,7 +27,12 @@ const COMMANDS: Record<string, () => Promise<{ register: Register }>> = {
 const program = new Command('nfltr')
   .description('Coordination transport for AI agents: relay, planner (MCP server) and workers')
   .version(VERSION)
-  .showHelpAfterError()
+  // A usage error is one line, a hint, and exit 2 (runtime failures exit 1).
+  .showHelpAfterError('(add --help for usage)')
+  .exitOverride((err) => {
+    const done = err.code === 'commander.helpDisplayed' || err.code === 'commander.version';
+    process.exit(done ? err.exitCode : 2);
+  })
   .configureOutput({ writeOut: (s) => process.stdout.write(s), writeErr: (s) => process.stderr.write(s) });
 
 const named = process.argv[2] ?? '';

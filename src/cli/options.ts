@@ -8,12 +8,15 @@ import { InvalidArgumentError } from 'commander';
 
 const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 
-/** Parses `250ms`, `15s`, `20m`, `1h` (or a bare number of milliseconds) into milliseconds. */
+/**
+ * Parses `250ms`, `15s`, `20m`, `1h` into milliseconds. A bare number is refused (`--timeout 30` once
+ * meant 30 ms), except 0.
+ */
 export function parseDuration(value: string): number {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(value.trim());
-  if (!m)
+  if (!m || (!m[2] && Number(m[1]) !== 0))
     throw new InvalidArgumentError(
-      `expected a duration like 500ms, 15s or 20m, got ${JSON.stringify(value)}`,
+      `expected a duration with its unit, like 500ms, 15s or 20m, got ${JSON.stringify(value)}`,
     );
   return Math.round(Number(m[1]) * UNITS[m[2] ?? 'ms']!);
 }
