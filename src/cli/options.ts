@@ -16,7 +16,7 @@ export function parseDuration(value: string): number {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(value.trim());
   if (!m || (!m[2] && Number(m[1]) !== 0))
     throw new InvalidArgumentError(
-      `expected a duration with its unit, like 500ms, 15s or 20m, got ${JSON.stringify(value)}`,
+      `expected a duration like 500ms, 15s or 20m (a number needs its unit), got ${JSON.stringify(value)}`,
     );
   return Math.round(Number(m[1]) * UNITS[m[2] ?? 'ms']!);
 }

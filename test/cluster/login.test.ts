@@ -34,12 +34,16 @@ async function dialled(args: string[], extraEnv: NodeJS.ProcessEnv = {}): Promis
 
 describe('nfltr login', () => {
   it('saves the key from stdin in a 0600 file, never from argv', () => {
-    const out = execFileSync(process.execPath, [NFLTR_BIN, 'login', '--server', '127.0.0.1:1', '--with-key'], {
-      input: 'key-from-stdin\n',
-      env: { ...process.env, ...env },
-      encoding: 'utf8',
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
+    const out = execFileSync(
+      process.execPath,
+      [NFLTR_BIN, 'login', '--server', '127.0.0.1:1', '--with-key'],
+      {
+        input: 'key-from-stdin\n',
+        env: { ...process.env, ...env },
+        encoding: 'utf8',
+        stdio: ['pipe', 'pipe', 'pipe'],
+      },
+    );
     expect(out).toBe('');
     expect(statSync(file).mode & 0o777).toBe(0o600);
   });
@@ -58,5 +62,30 @@ describe('nfltr login', () => {
     expect(r.stderr).toMatch(
       /no API key: pipe it with --with-key, pass --api-key-file FILE, or set NFLTR_API_KEY/,
     );
+  });
+});
+
+describe('usage conventions', () => {
+  it('keys refuse a data dir without a store unless --init', async () => {
+    const dir = tempDir();
+    const list = await nfltr(['keys', 'list', '--data-dir', dir]);
+    expect(list.code).toBe(2);
+    expect(list.stderr.trim()).toBe(
+      `nfltr: keys: no relay store in ${dir} (no relay.db): pass the relay's --data-dir or --store, or --init to create one`,
+    );
+    expect((await nfltr(['keys', 'create', '--account', 'a', '--data-dir', dir])).code).toBe(2);
+    const created = await nfltr(['keys', 'create', '--account', 'a', '--data-dir', dir, '--init']);
+    expect(created.code).toBe(0);
+    expect((await nfltr(['keys', 'list', '--data-dir', dir])).code).toBe(0);
+  });
+
+  it('a bad flag value is one line and a hint, exit 2; a duration needs its unit', async () => {
+    const r = await nfltr(['shell-mcp', '--timeout', '30']);
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim().split('\n')).toEqual([
+      `error: option '--timeout <duration>' argument '30' is invalid. expected a duration like 500ms, 15s or 20m (a number needs its unit), got "30"`,
+      '(add --help for usage)',
+    ]);
+    expect((await nfltr(['worker', '--no-such-flag'])).code).toBe(2);
   });
 });
