@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { type Command, Option } from 'commander';
 import { generatePairingKey } from '../protocol/e2ee.js';
 import { awaitRevocation, openStoreFrom, type Store } from '../relay/index.js';
-import { die, nfltrHome, parseDuration } from './options.js';
+import { die, formatTable, nfltrHome, parseDuration } from './options.js';
 
 interface StoreOptions {
   dataDir: string;
@@ -84,14 +84,7 @@ export function register(program: Command): void {
       const table = [['ID', 'ACCOUNT', 'CREATED', 'LAST USED', 'REVOKED']].concat(
         rows.map((r) => [r.id, r.account, r.created_at, r.last_used_at ?? '-', r.revoked_at ?? '-']),
       );
-      const widths = table[0]!.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
-      for (const row of table)
-        process.stdout.write(
-          `${row
-            .map((c, i) => c.padEnd(widths[i]!))
-            .join('  ')
-            .trimEnd()}\n`,
-        );
+      process.stdout.write(formatTable(table));
     });
 
   keys

@@ -20,6 +20,7 @@ const COMMANDS: Record<string, () => Promise<{ register: Register }>> = {
   mcp: () => import('./mcp.js'),
   worker: () => import('./worker.js'),
   demo: () => import('./demo.js'),
+  peers: () => import('./peers.js'),
   login: () => import('./login.js'),
   logout: () => import('./login.js'),
 };

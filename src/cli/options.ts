@@ -82,6 +82,20 @@ export function parseUrl(value: string): string {
   return value.replace(/\/+$/, '');
 }
 
+/** Rows as columns padded to their widest cell, two spaces apart: the table of `keys list` and `peers`. */
+export function formatTable(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows
+    .map(
+      (r) =>
+        `${r
+          .map((c, i) => c.padEnd(widths[i]!))
+          .join('  ')
+          .trimEnd()}\n`,
+    )
+    .join('');
+}
+
 export const nfltrHome = (...parts: string[]): string => join(homedir(), '.nfltr', ...parts);
 
 /** Exits with a message on stderr: the one way commands report a fatal error. */

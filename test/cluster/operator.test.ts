@@ -1,13 +1,14 @@
 /**
- * `nfltr login`/`logout` and the precedence of the saved login: flag > environment variable > file.
+ * Operator commands and conventions: `nfltr login`/`logout` and the precedence of the saved login
+ * (flag > environment variable > file), usage errors, `keys --init`, `nfltr peers`.
  * Real `nfltr` processes; a worker dialling an address where nothing listens names the address it used.
  */
 
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { NFLTR_BIN, nfltr, tempDir } from '../helpers/processes.js';
+import { createKey, eventually, NFLTR_BIN, nfltr, startRelayProcess, tempDir } from '../helpers/processes.js';
 
 const config = tempDir();
 const env = { XDG_CONFIG_HOME: config, NFLTR_SERVER: '', NFLTR_API_KEY: '' };
@@ -87,5 +88,53 @@ describe('usage conventions', () => {
       '(add --help for usage)',
     ]);
     expect((await nfltr(['worker', '--no-such-flag'])).code).toBe(2);
+  });
+});
+
+describe('nfltr peers', () => {
+  it("lists the account's agents as a table and as JSON", async () => {
+    const relay = await startRelayProcess();
+    const apiKey = await createKey(relay.dataDir, 'acct');
+    const worker = spawn(
+      process.execPath,
+      [NFLTR_BIN, 'worker', '--server', relay.grpcAddr, '--name', 'peers-w1', '--labels', 'zone=eu'],
+      {
+        env: {
+          ...process.env,
+          ...env,
+          NFLTR_API_KEY: apiKey,
+          NFLTR_MCP_COMMAND: 'nfltr shell-mcp',
+        },
+        stdio: ['ignore', 'ignore', 'pipe'],
+      },
+    );
+    try {
+      let err = '';
+      worker.stderr!.setEncoding('utf8').on('data', (d: string) => {
+        err += d;
+      });
+      await eventually(() => err.includes('nfltr worker ready'), 30_000, 'worker ready');
+      const penv = { ...env, NFLTR_API_KEY: apiKey, NFLTR_PROXY_URL: relay.httpUrl };
+      const json = await nfltr(['peers', '--json'], { env: penv });
+      expect(json.code).toBe(0);
+      expect(JSON.parse(json.stdout).peers).toEqual([
+        expect.objectContaining({
+          agent_id: 'peers-w1',
+          kind: 'worker',
+          labels: expect.objectContaining({ zone: 'eu' }),
+        }),
+      ]);
+      const table = await nfltr(['peers'], { env: penv });
+      expect(table.stdout).toMatch(
+        /^AGENT\s+KIND\s+CONNECTED SINCE\s+LABELS\npeers-w1\s+worker\s+\S+\s+.*zone=eu/,
+      );
+      const refused = await nfltr(['peers'], { env: { ...penv, NFLTR_API_KEY: 'nope' } });
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toMatch(/refused the API key/);
+    } finally {
+      worker.kill('SIGTERM');
+      await new Promise((r) => worker.once('exit', r));
+      await relay.stop();
+    }
   });
 });
