@@ -168,4 +168,42 @@ describe('first connect', () => {
     child.kill('SIGTERM');
     await new Promise((r) => child.once('exit', r));
   });
+
+  it('--wait outlasts --connect-timeout and connects once the relay comes up', async () => {
+    const port = await freePort();
+    const dir = tempDir();
+    const waitKey = await createKey(dir, 'acct');
+    const child = spawn(
+      process.execPath,
+      [
+        NFLTR_BIN,
+        'worker',
+        '--server',
+        `127.0.0.1:${port}`,
+        '--connect-timeout',
+        '1s',
+        '--wait',
+        '--state-dir',
+        tempDir(),
+        '--mcp-command',
+        'nfltr shell-mcp --cwd .',
+      ],
+      { env: { ...process.env, NFLTR_API_KEY: waitKey }, stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    let err = '';
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+      err += d;
+    });
+    await eventually(() => err.includes('cannot connect to the relay; redialling'), 30_000, 'a failed dial');
+    await new Promise((r) => setTimeout(r, 2_000));
+    expect(child.exitCode).toBeNull();
+    const relay = await startRelayProcess({ dataDir: dir, grpcPort: port });
+    try {
+      await eventually(() => err.includes('nfltr worker ready'), 30_000, `worker ready:\n${err}`);
+    } finally {
+      child.kill('SIGTERM');
+      await new Promise((r) => child.once('exit', r));
+      await relay.stop();
+    }
+  });
 });
