@@ -63,7 +63,7 @@ export async function startRelay({ args = [], dataDir, key, grpcPort = 0, httpPo
   const { execFileSync } = await import('node:child_process');
   key ??= execFileSync(
     process.execPath,
-    [NFLTR_BIN, 'keys', 'create', '--account', 'bench', '--data-dir', dataDir],
+    [NFLTR_BIN, 'keys', 'create', '--account', 'bench', '--data-dir', dataDir, '--init'],
     {
       encoding: 'utf8',
     },

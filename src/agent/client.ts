@@ -29,6 +29,7 @@ import { encodeAgentEnvelopes } from '../protocol/envelope-frame.js';
 import type { HttpFrame } from '../protocol/http-proxy.js';
 import { type Logger, silentLogger } from '../util/log.js';
 import { VERSION } from '../version.js';
+import { describeRefusal, diagnoseDial } from './diagnose.js';
 import { type ControlDialer, type ControlTransport, type FatalCode, GrpcDialer } from './transport.js';
 
 export interface AgentOptions {
@@ -58,6 +59,11 @@ export interface AgentOptions {
   keepaliveMs?: number;
   /** Opens control streams; gRPC to `servers` by default, a `MemoryRelay` in unit tests. */
   dialer?: ControlDialer;
+  /**
+   * Give up when the first connection is not up after this long: a `fatal` status whose message says
+   * what is wrong ({@link diagnoseDial}). Unset: redial forever. Once connected, it always redials.
+   */
+  connectTimeoutMs?: number;
 }
 
 export const DEFAULT_AGENT_KEEPALIVE_MS = 30_000;
@@ -301,11 +307,26 @@ export class AgentClient extends EventEmitter<AgentEvents> {
     const table = this.#opts.backoffMs ?? DEFAULT_BACKOFF_MS;
     let attempt = 0;
     let index = 0;
+    const timeout = this.#opts.connectTimeoutMs;
+    const giveUpAt = timeout === undefined ? undefined : Date.now() + timeout;
     while (!this.#closing) {
       const server = this.#opts.servers[index % this.#opts.servers.length]!;
       this.emit('status', { type: 'connecting', server, attempt });
-      const outcome = await this.#runStream(server);
+      const outcome = await this.#runStream(server, this.#everConnected ? undefined : giveUpAt);
       if (this.#closing) break;
+      // Before the first welcome, say what is wrong rather than what gRPC saw.
+      if (!this.#everConnected && !outcome.fatal) {
+        const tls = this.#opts.tls ?? server.endsWith(':443');
+        outcome.reason =
+          (await diagnoseDial(server, { tls, tlsCaFile: this.#opts.tlsCaFile })) ?? outcome.reason;
+        if (this.#closing) break;
+        if (giveUpAt !== undefined && Date.now() >= giveUpAt) {
+          outcome.fatal = 'UNAVAILABLE';
+          outcome.reason = `no connection to the relay within ${timeout! / 1000}s (--connect-timeout; --wait redials forever): ${outcome.reason}`;
+        }
+      } else if (outcome.fatal && outcome.fatal !== 'ALREADY_EXISTS') {
+        outcome.reason = describeRefusal(server, outcome.reason);
+      }
       if (outcome.fatal === 'ALREADY_EXISTS' && this.#everConnected) {
         // We held this id: another connection took it while ours was down (a relay restart lets anyone
         // claim a free id). It is ours to take back once that one leaves, so we wait rather than exit.
@@ -318,7 +339,10 @@ export class AgentClient extends EventEmitter<AgentEvents> {
       }
       if (outcome.fatal) {
         this.#lastError = outcome.reason;
-        this.#log.error('relay refused this agent', { server, error: outcome.reason });
+        this.#log.error(this.#everConnected ? 'relay refused this agent' : 'cannot connect to the relay', {
+          server,
+          error: outcome.reason,
+        });
         this.emit('status', { type: 'fatal', code: outcome.fatal, message: outcome.reason });
         this.#closing = true;
         break;
@@ -330,11 +354,14 @@ export class AgentClient extends EventEmitter<AgentEvents> {
       const delay = jittered(outcome.redialAfterMs ?? table[Math.min(attempt, table.length - 1)]!);
       attempt++;
       this.#lastError = `${server}: ${outcome.reason}`;
-      this.#log.warn('relay connection lost; redialling', {
-        server,
-        reason: outcome.reason,
-        retry_in_ms: delay,
-      });
+      this.#log.warn(
+        this.#everConnected ? 'relay connection lost; redialling' : 'cannot connect to the relay; redialling',
+        {
+          server,
+          reason: outcome.reason,
+          retry_in_ms: delay,
+        },
+      );
       this.emit('status', { type: 'disconnected', server, reason: outcome.reason, retryInMs: delay });
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, delay);
@@ -349,7 +376,10 @@ export class AgentClient extends EventEmitter<AgentEvents> {
   }
 
   /** Runs one stream to its end and says how it ended. */
-  #runStream(server: string): Promise<{
+  #runStream(
+    server: string,
+    giveUpAt?: number,
+  ): Promise<{
     wasConnected: boolean;
     reason: string;
     fatal?: FatalCode;
@@ -358,6 +388,11 @@ export class AgentClient extends EventEmitter<AgentEvents> {
     return new Promise((resolve) => {
       const call = this.#dialer.open(server);
       this.#call = call;
+      // A dial that hangs (a host that drops packets) ends at the connect deadline.
+      const deadline =
+        giveUpAt === undefined
+          ? undefined
+          : setTimeout(() => call.abort(), Math.max(0, giveUpAt - Date.now()));
       let wasConnected = false;
       let redialAfterMs: number | undefined;
       const batchSink = {
@@ -368,6 +403,7 @@ export class AgentClient extends EventEmitter<AgentEvents> {
       const finish = (reason: string, fatal?: FatalCode) => {
         if (settled) return;
         settled = true;
+        clearTimeout(deadline);
         this.#out.pause();
         this.#connected = false;
         this.#call = undefined;
@@ -385,6 +421,7 @@ export class AgentClient extends EventEmitter<AgentEvents> {
         const f = frame.frame;
         switch (f.case) {
           case 'welcome':
+            clearTimeout(deadline);
             wasConnected = true;
             this.#everConnected = true;
             this.#connected = true;

@@ -100,6 +100,7 @@ export class MemoryRelay {
           return true;
         },
         close: () => conn.end({ reason: 'stream ended by relay' }),
+        abort: () => conn.end({ reason: 'stream cancelled' }),
       },
       end: (e) => {
         if (ended) return;

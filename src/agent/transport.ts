@@ -14,7 +14,9 @@ export type FatalCode =
   | 'ALREADY_EXISTS'
   | 'INVALID_ARGUMENT'
   | 'FAILED_PRECONDITION'
-  | 'PERMISSION_DENIED';
+  | 'PERMISSION_DENIED'
+  /** Not the relay's: the agent gave up a first connection at its `--connect-timeout`. */
+  | 'UNAVAILABLE';
 
 /** How a stream ended: a reason in words, and the code when the relay refused us for good. */
 export interface TransportEnd {
@@ -30,6 +32,8 @@ export interface ControlTransport {
   send(frame: Uint8Array): boolean;
   /** Half-closes our side; the relay's end of the stream follows as `onclose`. */
   close(): void;
+  /** Drops the stream at once (a dial that hangs); `onclose` follows. */
+  abort(): void;
   onframe?: (frame: Uint8Array) => void;
   ondrain?: () => void;
   onclose?: (end: TransportEnd) => void;
@@ -98,6 +102,7 @@ export class GrpcDialer implements ControlDialer {
       },
       send: (frame) => call?.write(asBuffer(frame)) ?? false,
       close: () => call?.end(),
+      abort: () => call?.cancel(),
     };
     return t;
   }

@@ -9,6 +9,8 @@ import type { AgentOptions } from '../agent/index.js';
 import type { AgentKindName } from '../protocol/control.js';
 import { agentIdProblem } from '../protocol/control.js';
 import { parsePairingKey } from '../protocol/e2ee.js';
+import { applySavedLogin } from './credentials.js';
+import { die, parseDuration } from './options.js';
 
 export interface AgentFlags {
   server?: string;
@@ -17,6 +19,9 @@ export interface AgentFlags {
   name?: string;
   tls?: boolean;
   tlsCa?: string;
+  /** From {@link addConnectOptions}; commands without them redial forever. */
+  connectTimeout?: number;
+  wait?: boolean;
 }
 
 export function addAgentOptions(cmd: Command, opts: { serverRequired?: boolean } = {}): Command {
@@ -39,9 +44,34 @@ export function addAgentOptions(cmd: Command, opts: { serverRequired?: boolean }
         'AGENT_ID',
       ),
     )
-    .option('--tls', 'dial the relay with TLS (default when the port is 443)')
+    .addOption(new Option('--tls', 'dial the relay with TLS (default when the port is 443)').env('NFLTR_TLS'))
+    .addOption(new Option('--tls-ca <file>', 'PEM CA certificate to trust for the relay').env('NFLTR_TLS_CA'))
+    .hook('preAction', (c) => {
+      try {
+        applySavedLogin(c);
+      } catch (err) {
+        die((err as Error).message, 2);
+      }
+    });
+}
+
+/** `--connect-timeout` and `--wait`: how long a command that needs the relay waits for its first connection. */
+export function addConnectOptions(cmd: Command): Command {
+  return cmd
     .addOption(
-      new Option('--tls-ca <file>', 'PEM CA certificate to trust for the relay').env('NFLTR_TLS_CA'),
+      new Option(
+        '--connect-timeout <duration>',
+        'exit (code 1, saying what is wrong) when the first connection to the relay is not up after this long',
+      )
+        .argParser(parseDuration)
+        .env('NFLTR_CONNECT_TIMEOUT')
+        .default(15_000, '15s'),
+    )
+    .addOption(
+      new Option(
+        '--wait',
+        'redial until the relay answers, however long (once connected it always redials)',
+      ).env('NFLTR_WAIT'),
     );
 }
 
@@ -77,6 +107,16 @@ export function apiKeyFrom(flags: AgentFlags): string | undefined {
   return key;
 }
 
+/** The `--tls-ca` certificate, or undefined; throws a one-line error naming the flag when unreadable. */
+export function tlsCaFrom(flags: AgentFlags): Buffer | undefined {
+  if (!flags.tlsCa) return undefined;
+  try {
+    return readFileSync(flags.tlsCa);
+  } catch (err) {
+    throw new Error(`--tls-ca ${flags.tlsCa}: cannot read it (${(err as NodeJS.ErrnoException).code})`);
+  }
+}
+
 /** Validates the shared flags; returns options for the agent, or throws an error naming the flag. */
 export function agentOptionsFrom(flags: AgentFlags, kind: AgentKindName): Omit<AgentOptions, 'logger'> {
   if (!flags.server) throw new Error('no relay address: pass --server host:port or set NFLTR_SERVER');
@@ -91,10 +131,12 @@ export function agentOptionsFrom(flags: AgentFlags, kind: AgentKindName): Omit<A
       throw new Error(`--server: expected host:port, got ${JSON.stringify(s)}`);
     }
   }
+  tlsCaFrom(flags);
   const agentId = flags.name ?? defaultAgentId(kind);
   const problem = agentIdProblem(agentId);
   if (problem) throw new Error(`--name: ${problem}`);
-  return { servers, apiKey, agentId, kind, tls: flags.tls, tlsCaFile: flags.tlsCa };
+  const connectTimeoutMs = flags.wait ? undefined : flags.connectTimeout;
+  return { servers, apiKey, agentId, kind, tls: flags.tls, tlsCaFile: flags.tlsCa, connectTimeoutMs };
 }
 
 /** `true`/`false` (and yes/no, on/off, 1/0), so `--flag=false` and `--flag false` both work. */

@@ -1,14 +1,17 @@
 /**
  * @module `nfltr keys`: API keys for relay accounts, and E2EE pairing keys.
  */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { type Command, Option } from 'commander';
 import { generatePairingKey } from '../protocol/e2ee.js';
 import { awaitRevocation, openStoreFrom, type Store } from '../relay/index.js';
-import { die, nfltrHome, parseDuration } from './options.js';
+import { die, formatTable, nfltrHome, parseDuration } from './options.js';
 
 interface StoreOptions {
   dataDir: string;
   store?: string;
+  init?: boolean;
 }
 
 const dataDirFlag = [
@@ -18,8 +21,18 @@ const dataDirFlag = [
 ] as const;
 const storeFlag = ['--store <url>', 'the relays’ shared store: postgres://user@host:5432/db'] as const;
 
+const initFlag = ['--init', 'create the SQLite store in --data-dir when there is none yet'] as const;
+
 /** Opens the store the flags name; exits with the reason when it cannot. */
 async function open(opts: StoreOptions): Promise<Store> {
+  // A mistyped or default --data-dir must not quietly make an empty store and print a key no relay knows.
+  const file = join(opts.dataDir, 'relay.db');
+  if (!opts.store && !opts.init && !existsSync(file)) {
+    die(
+      `keys: no relay store in ${opts.dataDir} (no relay.db): pass the relay's --data-dir or --store, or --init to create one`,
+      2,
+    );
+  }
   try {
     return await openStoreFrom(opts);
   } catch (err) {
@@ -36,6 +49,7 @@ export function register(program: Command): void {
     .requiredOption('--account <name>', 'account the key belongs to')
     .option(...dataDirFlag)
     .option(...storeFlag)
+    .option(...initFlag)
     .action(async (opts: StoreOptions & { account: string }) => {
       if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(opts.account)) {
         die(`keys: --account: ${JSON.stringify(opts.account)} must be 1-64 letters, digits, '.', '_' or '-'`);
@@ -70,14 +84,7 @@ export function register(program: Command): void {
       const table = [['ID', 'ACCOUNT', 'CREATED', 'LAST USED', 'REVOKED']].concat(
         rows.map((r) => [r.id, r.account, r.created_at, r.last_used_at ?? '-', r.revoked_at ?? '-']),
       );
-      const widths = table[0]!.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
-      for (const row of table)
-        process.stdout.write(
-          `${row
-            .map((c, i) => c.padEnd(widths[i]!))
-            .join('  ')
-            .trimEnd()}\n`,
-        );
+      process.stdout.write(formatTable(table));
     });
 
   keys

@@ -43,9 +43,10 @@ import {
   defaultAgentId,
   type E2eeFlags,
   pairingKeyFrom,
+  tlsCaFrom,
 } from './agent-options.js';
 import { serveRefusal } from './mcp-refusal.js';
-import { die, nfltrHome, parseDuration, parsePositiveInt } from './options.js';
+import { die, nfltrHome, parseDuration, parsePositiveInt, parseUrl } from './options.js';
 
 export interface McpCommandOptions extends AgentFlags, E2eeFlags {
   proxyUrl?: string;
@@ -65,21 +66,6 @@ function positiveDuration(value: string): number {
   const ms = parseDuration(value);
   if (ms <= 0) throw new InvalidArgumentError(`expected a duration above zero, got ${JSON.stringify(value)}`);
   return ms;
-}
-
-function parseUrl(value: string): string {
-  let url: URL;
-  try {
-    url = new URL(value);
-  } catch {
-    throw new InvalidArgumentError(
-      `expected an http(s) URL like https://nfltr.xyz, got ${JSON.stringify(value)}`,
-    );
-  }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-    throw new InvalidArgumentError(`expected an http or https URL, got ${JSON.stringify(value)}`);
-  }
-  return value.replace(/\/+$/, '');
 }
 
 const HELP_AFTER = `
@@ -112,7 +98,7 @@ package, \`nfltr mcp …\` (the nfltr on PATH) when it runs from a clone; --mcp-
 node and the absolute path of this nfltr instead.
 
 Examples:
-  nfltr mcp --proxy-url https://nfltr.xyz --server grpc.nfltr.xyz:443 --api-key "$NFLTR_API_KEY"
+  nfltr mcp --proxy-url https://nfltr.xyz --server grpc.nfltr.xyz:443 --api-key-file ~/.nfltr/api-key
   nfltr mcp --proxy-url https://nfltr.xyz --server grpc.nfltr.xyz:443 --write-mcp-json .vscode/mcp.json
   nfltr mcp --proxy-url https://nfltr.xyz --server grpc.nfltr.xyz:443 --write-mcp-json .mcp.json \\
     --mcp-name nfltr-eu
@@ -403,7 +389,13 @@ export async function runMcp(o: McpCommandOptions): Promise<void> {
         'control address, for tasks); every tool will say so',
     );
   }
-  const directory = new PeerDirectory({ proxyUrl: o.proxyUrl, apiKey: o.apiKey ?? '' });
+  let ca: Buffer | undefined;
+  try {
+    ca = tlsCaFrom(o);
+  } catch (err) {
+    die((err as Error).message, 2);
+  }
+  const directory = new PeerDirectory({ proxyUrl: o.proxyUrl, apiKey: o.apiKey ?? '', ca });
   let agent: AgentClient | undefined;
   let manager: TaskManager | undefined;
   let store: TaskStore | undefined;

@@ -8,12 +8,15 @@ import { InvalidArgumentError } from 'commander';
 
 const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 
-/** Parses `250ms`, `15s`, `20m`, `1h` (or a bare number of milliseconds) into milliseconds. */
+/**
+ * Parses `250ms`, `15s`, `20m`, `1h` into milliseconds. A bare number is refused (`--timeout 30` once
+ * meant 30 ms), except 0.
+ */
 export function parseDuration(value: string): number {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(value.trim());
-  if (!m)
+  if (!m || (!m[2] && Number(m[1]) !== 0))
     throw new InvalidArgumentError(
-      `expected a duration like 500ms, 15s or 20m, got ${JSON.stringify(value)}`,
+      `expected a duration like 500ms, 15s or 20m (a number needs its unit), got ${JSON.stringify(value)}`,
     );
   return Math.round(Number(m[1]) * UNITS[m[2] ?? 'ms']!);
 }
@@ -61,6 +64,36 @@ export function parseLabels(value: string): Record<string, string> {
     labels[key] = part.slice(eq + 1).trim();
   }
   return labels;
+}
+
+/** An http(s) URL, e.g. the relay's HTTP API for `--proxy-url`. */
+export function parseUrl(value: string): string {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new InvalidArgumentError(
+      `expected an http(s) URL like https://nfltr.xyz, got ${JSON.stringify(value)}`,
+    );
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new InvalidArgumentError(`expected an http or https URL, got ${JSON.stringify(value)}`);
+  }
+  return value.replace(/\/+$/, '');
+}
+
+/** Rows as columns padded to their widest cell, two spaces apart: the table of `keys list` and `peers`. */
+export function formatTable(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows
+    .map(
+      (r) =>
+        `${r
+          .map((c, i) => c.padEnd(widths[i]!))
+          .join('  ')
+          .trimEnd()}\n`,
+    )
+    .join('');
 }
 
 export const nfltrHome = (...parts: string[]): string => join(homedir(), '.nfltr', ...parts);

@@ -2,7 +2,7 @@
  * @module `nfltr relay`: the rendezvous every agent dials outbound.
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { type Command, Option } from 'commander';
 import { DEFAULT_MAX_FRAME_BYTES } from '../protocol/control.js';
 import {
@@ -255,7 +255,7 @@ export async function runRelay(opts: RelayCommandOptions): Promise<void> {
     });
     // Tests and scripts that pass port 0 read the bound ports from this line.
     process.stderr.write(`nfltr relay ready grpc_port=${relay.grpcPort} http_port=${relay.httpPort}\n`);
-    if (opts.dev) await announceDev(store, opts, relay.grpcPort, relay.httpPort, !!opts.tlsCert);
+    if (opts.dev) await announceDev(store, opts, relay.grpcPort, relay.httpPort);
     const stop = (signal: string) => {
       logger.info('signal received; draining', { signal });
       relay
@@ -279,8 +279,10 @@ async function announceDev(
   opts: RelayCommandOptions,
   grpcPort: number,
   httpPort: number,
-  tls: boolean,
 ): Promise<void> {
+  const tls = !!opts.tlsCert;
+  // A dev relay's certificate is usually self-signed: the clients trust it through --tls-ca.
+  const tlsFlags = tls ? ` --tls --tls-ca ${resolve(opts.tlsCert!)}` : '';
   const file = join(opts.dataDir, 'dev-api-key');
   let key = existsSync(file) ? readFileSync(file, 'utf8').trim() : '';
   if (!key || !(await store.authenticate(key)).ok) {
@@ -297,9 +299,9 @@ async function announceDev(
       `  ${key}`,
       '',
       'start a worker:',
-      `  NFLTR_API_KEY=$(cat ${file}) nfltr worker --server ${server}${tls ? ' --tls' : ''} --name worker-1 --labels zone=dev --max-tasks 2 --mcp-command "nfltr shell-mcp --allow 'echo *'"`,
+      `  NFLTR_API_KEY=$(cat ${file}) nfltr worker --server ${server}${tlsFlags} --name worker-1 --labels zone=dev --max-tasks 2 --mcp-command "nfltr shell-mcp --allow 'echo *'"`,
       'start a planner (an MCP server over stdio, for your MCP client):',
-      `  NFLTR_API_KEY=$(cat ${file}) nfltr mcp --proxy-url ${proxy} --server ${server}${tls ? ' --tls' : ''}`,
+      `  NFLTR_API_KEY=$(cat ${file}) nfltr mcp --proxy-url ${proxy} --server ${server}${tlsFlags}`,
       '',
     ].join('\n'),
   );

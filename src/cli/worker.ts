@@ -15,6 +15,7 @@ import {
 import {
   type AgentFlags,
   addAgentOptions,
+  addConnectOptions,
   addE2eeOptions,
   agentOptionsFrom,
   type E2eeFlags,
@@ -67,7 +68,7 @@ A task runs as the worker's OS user and can still read what that user can (the k
 /proc/<worker pid>/environ); --executor-user runs executors as another user (see docs/security.md).
 
 Examples:
-  NFLTR_API_KEY=… nfltr worker --server relay.example:443 --labels repo=payments \\
+  nfltr worker --server relay.example:443 --api-key-file ~/.nfltr/api-key --labels repo=payments \\
     --max-tasks 2 --mcp-command "claude mcp serve"
   nfltr worker --server 127.0.0.1:9090 --api-key-file ~/.nfltr/key \\
     --mcp-command "nfltr shell-mcp --cwd . --allow 'npm test'"
@@ -79,7 +80,7 @@ export function register(program: Command): void {
   const cmd = program
     .command('worker')
     .description('Run tasks from planners through a local MCP executor, advertising labels and capacity');
-  addE2eeOptions(addAgentOptions(cmd))
+  addConnectOptions(addE2eeOptions(addAgentOptions(cmd)))
     .addOption(
       new Option('--labels <k=v,...>', 'labels planners select workers by')
         .argParser(parseLabels)

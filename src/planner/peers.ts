@@ -2,6 +2,8 @@
  * @module Discovery through the relay's HTTP API (`GET /api/v1/peers`), and label selectors
  * (`k=v,k!=v`) for choosing workers.
  */
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { labelsProblem } from '../protocol/control.js';
 import { PlannerError } from './errors.js';
 
@@ -56,8 +58,12 @@ export class PeerDirectory {
   #recent: { at: number; peers: Peer[] } | undefined;
   #refreshing: Promise<Peer[]> | undefined;
 
-  constructor(opts: { proxyUrl?: string; apiKey: string }) {
+  readonly #ca: Buffer | undefined;
+
+  /** `ca`: the PEM CA to trust for an `https://` proxy URL (`--tls-ca`), besides the system's. */
+  constructor(opts: { proxyUrl?: string; apiKey: string; ca?: Buffer }) {
     this.#url = opts.proxyUrl?.replace(/\/+$/, '');
+    this.#ca = opts.ca;
     this.#apiKey = opts.apiKey;
   }
 
@@ -90,22 +96,18 @@ export class PeerDirectory {
       );
     }
     const url = `${this.#url}/api/v1/peers`;
-    let res: Response;
+    let res: { status: number; ok: boolean; text: string };
     try {
-      res = await fetch(url, {
-        headers: { authorization: `ApiKey ${this.#apiKey}` },
-        signal: AbortSignal.timeout(8_000),
-      });
+      res = await get(url, { authorization: `ApiKey ${this.#apiKey}` }, this.#ca);
     } catch (err) {
-      const e = err as Error & { cause?: { code?: string; message?: string } };
-      const why =
-        e.name === 'TimeoutError' ? 'no answer within 8 s' : (e.cause?.code ?? e.cause?.message ?? e.message);
-      throw new PlannerError(
-        'relay_unreachable',
-        `relay HTTP API unreachable at ${url}: ${why}; check --proxy-url and that the relay is running, then retry`,
-      );
+      const e = err as NodeJS.ErrnoException;
+      const why = e.code ?? e.message;
+      const fix = /CERT|SELF_SIGNED|UNABLE_TO_VERIFY/.test(why)
+        ? "the relay's certificate is not trusted here: pass --tls-ca FILE with the CA that signed it"
+        : 'check --proxy-url and that the relay is running, then retry';
+      throw new PlannerError('relay_unreachable', `relay HTTP API unreachable at ${url}: ${why}; ${fix}`);
     }
-    const text = await res.text();
+    const text = res.text;
     let body: { peers?: Peer[]; error?: { code?: string; message?: string } } = {};
     try {
       body = JSON.parse(text);
@@ -125,4 +127,34 @@ export class PeerDirectory {
     this.#recent = { at: Date.now(), peers: body.peers };
     return body.peers;
   }
+}
+
+const GET_TIMEOUT_MS = 8_000;
+
+/** One GET with node:http(s), which (unlike fetch) takes a CA for the relay's own certificate. */
+function get(
+  url: string,
+  headers: Record<string, string>,
+  ca: Buffer | undefined,
+): Promise<{ status: number; ok: boolean; text: string }> {
+  const request = url.startsWith('https:') ? httpsRequest : httpRequest;
+  return new Promise((resolve, reject) => {
+    const req = request(url, { headers, ca }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => {
+        text += d;
+      });
+      res.on('end', () => {
+        const status = res.statusCode ?? 0;
+        resolve({ status, ok: status >= 200 && status < 300, text });
+      });
+      res.on('error', reject);
+    });
+    req.setTimeout(GET_TIMEOUT_MS, () =>
+      req.destroy(new Error(`no answer within ${GET_TIMEOUT_MS / 1000} s`)),
+    );
+    req.on('error', reject);
+    req.end();
+  });
 }

@@ -98,7 +98,7 @@ export async function startRelayProcess(opts: RelayStartOptions = {}): Promise<R
 
 /** Creates an API key with `nfltr keys create`; returns the key. */
 export async function createKey(dataDir: string, account: string): Promise<string> {
-  const r = await nfltr(['keys', 'create', '--account', account, '--data-dir', dataDir]);
+  const r = await nfltr(['keys', 'create', '--account', account, '--data-dir', dataDir, '--init']);
   if (r.code !== 0) throw new Error(`keys create failed: ${r.stderr}`);
   return r.stdout.trim();
 }

@@ -1,0 +1,87 @@
+/**
+ * @module `nfltr peers`: the agents of this key's account, from the relay's HTTP API, so an operator
+ * sees the fleet without an MCP client.
+ */
+import { type Command, Option } from 'commander';
+import { apiKeyFrom, tlsCaFrom } from './agent-options.js';
+import { applySavedLogin } from './credentials.js';
+import { die, formatTable, parseDuration, parseUrl } from './options.js';
+
+interface PeersFlags {
+  proxyUrl?: string;
+  apiKey?: string;
+  apiKeyFile?: string;
+  tlsCa?: string;
+  json?: boolean;
+  watch?: number;
+}
+
+export function register(program: Command): void {
+  program
+    .command('peers')
+    .description(
+      "List this account's agents (workers and planners) with their labels, from the relay's HTTP API",
+    )
+    .addOption(
+      new Option('--proxy-url <url>', 'relay HTTP API address').argParser(parseUrl).env('NFLTR_PROXY_URL'),
+    )
+    .addOption(new Option('--api-key <key>', 'API key of your relay account').env('NFLTR_API_KEY'))
+    .addOption(
+      new Option('--api-key-file <file>', 'read the API key from this file').env('NFLTR_API_KEY_FILE'),
+    )
+    .addOption(new Option('--tls-ca <file>', 'PEM CA certificate to trust for the relay').env('NFLTR_TLS_CA'))
+    .addOption(new Option('--json', 'print {"peers": [...]} as JSON').env('NFLTR_JSON'))
+    .addOption(
+      new Option('--watch [interval]', 'print the list again every interval until interrupted')
+        .argParser(parseDuration)
+        .preset('2s'),
+    )
+    .addHelpText('after', '\nWithout flags, the relay and key saved by `nfltr login` are used.\n')
+    .hook('preAction', (c) => {
+      try {
+        applySavedLogin(c);
+      } catch (err) {
+        die((err as Error).message, 2);
+      }
+    })
+    .action(async (o: PeersFlags) => {
+      let apiKey: string | undefined;
+      let ca: Buffer | undefined;
+      try {
+        apiKey = apiKeyFrom(o);
+        ca = tlsCaFrom(o);
+      } catch (err) {
+        die((err as Error).message, 2);
+      }
+      if (!o.proxyUrl)
+        die('no relay HTTP address: pass --proxy-url URL, set NFLTR_PROXY_URL, or run nfltr login', 2);
+      if (!apiKey) die('no API key: pass --api-key-file FILE, set NFLTR_API_KEY, or run nfltr login', 2);
+      const { PeerDirectory } = await import('../planner/peers.js');
+      const directory = new PeerDirectory({ proxyUrl: o.proxyUrl, apiKey, ca });
+      for (;;) {
+        let peers: Awaited<ReturnType<typeof directory.list>>;
+        try {
+          peers = await directory.list();
+        } catch (err) {
+          die((err as Error).message);
+        }
+        if (o.json) process.stdout.write(`${JSON.stringify({ peers })}\n`);
+        else {
+          const rows = [['AGENT', 'KIND', 'CONNECTED SINCE', 'LABELS']].concat(
+            peers.map((p) => [
+              p.agent_id,
+              p.kind,
+              p.connected_since,
+              Object.entries(p.labels)
+                .map(([k, v]) => `${k}=${v}`)
+                .join(','),
+            ]),
+          );
+          process.stdout.write(formatTable(rows));
+        }
+        if (o.watch === undefined) return;
+        await new Promise((r) => setTimeout(r, o.watch));
+        if (!o.json) process.stdout.write('\n');
+      }
+    });
+}
