@@ -101,7 +101,8 @@ export function printSystemdUnit(command: UnitInput['command']): never {
   process.stdout.write(
     systemdUnit({
       command,
-      args: process.argv.slice(3), // main.ts: argv[2] is the command name
+      // After the command name; global options given before it (--log-level) are not carried.
+      args: process.argv.slice(process.argv.indexOf(command, 2) + 1),
       execPath: process.execPath,
       script: process.argv[1] ?? 'nfltr',
     }),
