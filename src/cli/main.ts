@@ -4,7 +4,7 @@
  * for the planner or the relay), so an executor started per task pays for its own code alone. Top-level
  * help, and anything that names no known command (but `--version`), loads them all.
  */
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { VERSION } from '../version.js';
 
 type Register = (program: Command) => void;
@@ -23,9 +23,43 @@ const COMMANDS: Record<string, () => Promise<{ register: Register }>> = {
   demo: () => import('./demo.js'),
   ai: () => import('./ai.js'),
   peers: () => import('./peers.js'),
+  status: () => import('./status.js'),
   login: () => import('./login.js'),
   logout: () => import('./login.js'),
 };
+
+/** Global options, accepted before or after the command name; they reach loggers (ours and executors') as env. */
+const GLOBAL: Record<string, { env: string; choices: string[] }> = {
+  '--log-level': { env: 'NFLTR_LOG_LEVEL', choices: ['debug', 'info', 'warn', 'error'] },
+  '--log-format': { env: 'NFLTR_LOG_FORMAT', choices: ['text', 'json'] },
+};
+
+/** Takes the global options out of argv into the environment; a bad value is a usage error (exit 2). */
+function takeGlobalOptions(argv: string[]): string[] {
+  const rest: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--') {
+      rest.push(...argv.slice(i)); // a command line for someone else (`nfltr ai -- CMD …`)
+      break;
+    }
+    const [flag, inline] = argv[i]!.split(/=(.*)/s, 2) as [string, string | undefined];
+    const g = Object.hasOwn(GLOBAL, flag) && i >= 2 ? GLOBAL[flag]! : undefined;
+    if (!g) {
+      rest.push(argv[i]!);
+      continue;
+    }
+    const value = inline ?? argv[++i];
+    if (value === undefined || !g.choices.includes(value)) {
+      process.stderr.write(
+        `error: option '${flag}' argument '${value ?? ''}' is invalid: choose one of ${g.choices.join(', ')}\n`,
+      );
+      process.exit(2);
+    }
+    process.env[g.env] = value;
+  }
+  return rest;
+}
+const argv = takeGlobalOptions(process.argv);
 
 const program = new Command('nfltr')
   .description('Coordination transport for AI agents: relay, planner (MCP server) and workers')
@@ -36,9 +70,23 @@ const program = new Command('nfltr')
     const done = err.code === 'commander.helpDisplayed' || err.code === 'commander.version';
     process.exit(done ? err.exitCode : 2);
   })
+  // Shown in every command's help; parsed by takeGlobalOptions.
+  .addOption(
+    new Option('--log-level <level>', 'least severe log line written to stderr (env NFLTR_LOG_LEVEL)')
+      .choices(GLOBAL['--log-level']!.choices)
+
+      .default('info'),
+  )
+  .addOption(
+    new Option('--log-format <format>', 'log lines as text or one JSON object each (env NFLTR_LOG_FORMAT)')
+      .choices(GLOBAL['--log-format']!.choices)
+
+      .default('text'),
+  )
+  .configureHelp({ showGlobalOptions: true })
   .configureOutput({ writeOut: (s) => process.stdout.write(s), writeErr: (s) => process.stderr.write(s) });
 
-const named = process.argv[2] ?? '';
+const named = argv[2] ?? '';
 const load = Object.hasOwn(COMMANDS, named)
   ? [COMMANDS[named]!]
   : named === '--version' || named === '-V'
@@ -46,4 +94,4 @@ const load = Object.hasOwn(COMMANDS, named)
     : Object.values(COMMANDS);
 for (const { register } of new Set(await Promise.all(load.map((l) => l())))) register(program);
 
-await program.parseAsync(process.argv);
+await program.parseAsync(argv);

@@ -19,6 +19,7 @@ import {
 } from '../relay/index.js';
 import { createLogger } from '../util/log.js';
 import { die, nfltrHome, parseBytes, parseDuration, parsePositiveInt } from './options.js';
+import { PRINT_UNIT_FLAG, printSystemdUnit } from './systemd.js';
 
 export interface RelayCommandOptions {
   grpcAddr: string;
@@ -44,6 +45,7 @@ export interface RelayCommandOptions {
   httpRequestTimeout: number;
   httpIdleTimeout: number;
   httpMaxConnsPerIp: number;
+  printSystemdUnit?: boolean;
 }
 
 const mib = (n: number) => `${n / (1024 * 1024)}MiB`;
@@ -177,9 +179,15 @@ export function register(program: Command): void {
     )
     .addHelpText(
       'after',
-      '\nThe bounds, timeouts and what a client is told past them: docs/security.md, "The relay under abuse".',
+      '\nThe bounds, timeouts and what a client is told past them: docs/security.md, "The relay under abuse".' +
+        '\n--print-systemd-unit: the flags typed here, state in /var/lib/nfltr/relay unless --data-dir is given;' +
+        '\nsee the README, "Running as a service".',
     )
-    .action((opts: RelayCommandOptions) => runRelay(opts));
+    .option(PRINT_UNIT_FLAG, 'print a systemd unit running this command line and exit')
+    .action((opts: RelayCommandOptions) => {
+      if (opts.printSystemdUnit) printSystemdUnit('relay');
+      return runRelay(opts);
+    });
 
   relay
     .command('migrate')

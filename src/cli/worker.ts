@@ -22,6 +22,7 @@ import {
   pairingKeyFrom,
 } from './agent-options.js';
 import { die, nfltrHome, parseDuration, parseLabels, parsePositiveInt } from './options.js';
+import { PRINT_UNIT_FLAG, printSystemdUnit } from './systemd.js';
 
 export interface WorkerCommandOptions extends AgentFlags, E2eeFlags {
   labels: Record<string, string>;
@@ -37,6 +38,7 @@ export interface WorkerCommandOptions extends AgentFlags, E2eeFlags {
   slotLease: number;
   executorUser?: string;
   expose?: string;
+  printSystemdUnit?: boolean;
 }
 
 const positiveDuration = (value: string): number => {
@@ -66,6 +68,11 @@ task's own), and a key given with --api-key is blanked from the worker's command
 in NFLTR_API_KEY or --api-key-file, never on the command line (ps shows it to every user until then).
 A task runs as the worker's OS user and can still read what that user can (the key file,
 /proc/<worker pid>/environ); --executor-user runs executors as another user (see docs/security.md).
+
+--print-systemd-unit prints a unit running this worker as a service and exits: the flags typed here
+(not those from environment variables or the saved login), the key loaded by systemd from the
+--api-key-file path (default /etc/nfltr/api-key) as a credential, never written in the unit. See the
+README, "Running as a service".
 
 Examples:
   nfltr worker --server relay.example:443 --api-key-file ~/.nfltr/api-key --labels repo=payments \\
@@ -154,8 +161,15 @@ export function register(program: Command): void {
       '--expose <PORT|URL>',
       'also offer this local HTTP service to /browse and proxy_request, like `nfltr http` (label nfltr.http.routes)',
     )
+    .option(
+      PRINT_UNIT_FLAG,
+      'print a systemd unit running this command line (key from a credential file, never in the unit) and exit',
+    )
     .addHelpText('after', HELP_AFTER)
-    .action(async (o: WorkerCommandOptions) => process.exit(await workerCommand(o)));
+    .action(async (o: WorkerCommandOptions) => {
+      if (o.printSystemdUnit) printSystemdUnit('worker');
+      process.exit(await workerCommand(o));
+    });
 }
 
 /** Runs the command; returns the exit code. */

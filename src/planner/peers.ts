@@ -88,6 +88,34 @@ export class PeerDirectory {
     return this.#recent.peers;
   }
 
+  /** The relay's `GET /healthz` as this key sees it (its agents, store, bus, usage). */
+  async health(): Promise<Record<string, unknown>> {
+    if (!this.#url) throw new PlannerError('relay_unreachable', 'no relay HTTP API address (--proxy-url)');
+    const url = `${this.#url}/healthz`;
+    let res: { status: number; ok: boolean; text: string };
+    try {
+      res = await get(url, { authorization: `ApiKey ${this.#apiKey}` }, this.#ca);
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      throw new PlannerError(
+        'relay_unreachable',
+        `relay HTTP API unreachable at ${url}: ${e.code ?? e.message}`,
+      );
+    }
+    let body: Record<string, unknown> & { error?: { message?: string } } = {};
+    try {
+      body = JSON.parse(res.text);
+    } catch {}
+    if (!res.ok) {
+      const code = res.status === 401 ? 'unauthenticated' : 'relay_unreachable';
+      throw new PlannerError(
+        code,
+        `relay at ${url} answered ${res.status}: ${body.error?.message ?? res.text.slice(0, 200)}`,
+      );
+    }
+    return body;
+  }
+
   async list(): Promise<Peer[]> {
     if (!this.#url) {
       throw new PlannerError(

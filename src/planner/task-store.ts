@@ -81,6 +81,10 @@ CREATE TABLE IF NOT EXISTS events (
 );
 `;
 
+/** Tasks not in a terminal state, oldest first. */
+const ACTIVE_SQL = `SELECT * FROM tasks WHERE state IS NULL OR state NOT IN ('completed', 'failed', 'cancelled')
+  ORDER BY created_at`;
+
 interface TaskRow {
   task_id: string;
   agent_id: string;
@@ -211,10 +215,7 @@ export class TaskStore {
       allEvents: db.prepare<[string], { json: string }>(
         'SELECT json FROM events WHERE task_id = ? ORDER BY seq',
       ),
-      active: db.prepare<[], TaskRow>(
-        `SELECT * FROM tasks WHERE state IS NULL OR state NOT IN ('completed', 'failed', 'cancelled')
-         ORDER BY created_at`,
-      ),
+      active: db.prepare<[], TaskRow>(ACTIVE_SQL),
       recent: db.prepare<[number], TaskRow>('SELECT * FROM tasks ORDER BY updated_at DESC LIMIT ?'),
       ids: db.prepare<[], { task_id: string }>('SELECT task_id FROM tasks'),
       // A question this planner already answered is no longer news either.
@@ -416,5 +417,37 @@ export class TaskStore {
     const pending = this.#nextSync ?? this.#syncing;
     if (!pending) return close();
     pending.then(close, close);
+  }
+}
+
+/** A task not yet terminal, as `nfltr status` lists it. */
+export interface ActiveTask {
+  task_id: string;
+  agent_id: string;
+  /** null until the worker accepted it. */
+  state: string | null;
+  objective: string;
+  updated_at: number;
+}
+
+/**
+ * The tasks of a planner's tasks.db that are not terminal, read-only: a running planner keeps its
+ * store open and is not disturbed (WAL readers do not block the writer).
+ */
+export function readActiveTasks(path: string): ActiveTask[] {
+  const db = new Database(path, { readonly: true, fileMustExist: true });
+  try {
+    return db
+      .prepare<[], TaskRow>(ACTIVE_SQL)
+      .all()
+      .map(({ task_id, agent_id, state, objective, updated_at }) => ({
+        task_id,
+        agent_id,
+        state,
+        objective,
+        updated_at,
+      }));
+  } finally {
+    db.close();
   }
 }
