@@ -21,9 +21,7 @@ import { registerCheckReady } from '../common/ready.js';
 import {
   type AgentRunContext,
   type AgentRunResult,
-  agentTaskOutputSchema,
-  runAgentTask,
-  runTaskInputSchema,
+  registerAgentRunTask,
   trackCleanup,
 } from '../common/task.js';
 import { claudeReadiness } from './credentials.js';
@@ -260,36 +258,24 @@ export function createClaudeMcpServer(opts: ClaudeMcpOptions): McpServer {
   const log = opts.logger ?? silentLogger;
   const timeoutMs = opts.timeoutMs ?? DEFAULT_CLAUDE_TIMEOUT_MS;
   const server = new McpServer({ name: 'nfltr-claude-mcp', version: VERSION });
-  server.registerTool(
-    'run_task',
+  registerAgentRunTask(
+    server,
+    { title: 'Run a task with Claude Code', description: describeTool(opts, timeoutMs) },
     {
-      title: 'Run a task with Claude Code',
-      description: describeTool(opts, timeoutMs),
-      inputSchema: runTaskInputSchema,
-      outputSchema: agentTaskOutputSchema,
-      annotations: { destructiveHint: true, openWorldHint: true },
+      executor: 'claude-mcp',
+      cliName: 'claude',
+      cwd: opts.cwd,
+      gitCodeResult: opts.gitCodeResult ?? false,
+      timeoutMs,
+      settings: {
+        model: opts.model,
+        reasoning_effort: opts.reasoningEffort,
+        permission_mode: opts.permissionMode,
+      },
+      ...(opts.signal ? { signal: opts.signal } : {}),
+      log,
+      run: (ctx) => runClaude(opts, ctx),
     },
-    (args, extra) =>
-      runAgentTask(
-        {
-          executor: 'claude-mcp',
-          cliName: 'claude',
-          cwd: opts.cwd,
-          gitCodeResult: opts.gitCodeResult ?? false,
-          timeoutMs,
-          settings: {
-            model: opts.model,
-            reasoning_effort: opts.reasoningEffort,
-            permission_mode: opts.permissionMode,
-          },
-          ...(opts.signal ? { signal: opts.signal } : {}),
-          log,
-          server,
-          run: (ctx) => runClaude(opts, ctx),
-        },
-        args,
-        extra,
-      ),
   );
   registerCheckReady(server, 'Claude Code', () => claudeReadiness());
   return server;

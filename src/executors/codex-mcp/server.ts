@@ -17,10 +17,8 @@ import {
   type AgentExit,
   type AgentRunContext,
   type AgentRunResult,
-  agentTaskOutputSchema,
   formatArgv,
-  runAgentTask,
-  runTaskInputSchema,
+  registerAgentRunTask,
   spawnAgentProcess,
 } from '../common/index.js';
 import { type Readiness, registerCheckReady } from '../common/ready.js';
@@ -339,37 +337,25 @@ export function createCodexMcpServer(opts: CodexMcpOptions): McpServer {
   const log = opts.logger ?? silentLogger;
   const timeoutMs = opts.timeoutMs ?? DEFAULT_CODEX_TIMEOUT_MS;
   const server = new McpServer({ name: 'nfltr-codex-mcp', version: VERSION });
-  server.registerTool(
-    'run_task',
+  registerAgentRunTask(
+    server,
+    { title: 'Run a task with OpenAI Codex CLI', description: describeTool(opts, timeoutMs) },
     {
-      title: 'Run a task with OpenAI Codex CLI',
-      description: describeTool(opts, timeoutMs),
-      inputSchema: runTaskInputSchema,
-      outputSchema: agentTaskOutputSchema,
-      annotations: { destructiveHint: true, openWorldHint: true },
+      executor: 'codex-mcp',
+      cliName: 'codex',
+      cwd: opts.cwd,
+      gitCodeResult: opts.gitCodeResult ?? false,
+      timeoutMs,
+      settings: {
+        model: opts.settings.model,
+        reasoning_effort: opts.settings.reasoningEffort,
+        sandbox: opts.settings.sandbox,
+        approval_policy: opts.settings.approvalPolicy,
+      },
+      ...(opts.signal ? { signal: opts.signal } : {}),
+      log,
+      run: (ctx) => runCodex(opts, ctx),
     },
-    (args, extra) =>
-      runAgentTask(
-        {
-          executor: 'codex-mcp',
-          cliName: 'codex',
-          cwd: opts.cwd,
-          gitCodeResult: opts.gitCodeResult ?? false,
-          timeoutMs,
-          settings: {
-            model: opts.settings.model,
-            reasoning_effort: opts.settings.reasoningEffort,
-            sandbox: opts.settings.sandbox,
-            approval_policy: opts.settings.approvalPolicy,
-          },
-          ...(opts.signal ? { signal: opts.signal } : {}),
-          log,
-          server,
-          run: (ctx) => runCodex(opts, ctx),
-        },
-        args,
-        extra,
-      ),
   );
   registerCheckReady(server, 'Codex', () => checkCodexReady(opts));
   return server;

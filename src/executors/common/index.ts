@@ -24,6 +24,7 @@ export {
   type GitCodeResultInfo,
   progressLine,
   type RunTaskArgs,
+  registerAgentRunTask,
   runAgentTask,
   runPendingCleanups,
   runTaskInputSchema,

@@ -282,6 +282,27 @@ export async function runPendingCleanups(): Promise<void> {
 }
 
 /** Runs one `run_task` call of an AI executor. Always resolves with a tool result. */
+/**
+ * Registers an AI executor's `run_task` on `server`: the contract's input and output schemas, and each
+ * call run by {@link runAgentTask} with `spec`.
+ */
+export function registerAgentRunTask(
+  server: McpServer,
+  tool: { title: string; description: string },
+  spec: Omit<AgentTaskSpec, 'server'>,
+): void {
+  server.registerTool(
+    'run_task',
+    {
+      ...tool,
+      inputSchema: runTaskInputSchema,
+      outputSchema: agentTaskOutputSchema,
+      annotations: { destructiveHint: true, openWorldHint: true },
+    },
+    (args, extra) => runAgentTask({ ...spec, server }, args, extra),
+  );
+}
+
 export async function runAgentTask(
   spec: AgentTaskSpec,
   args: RunTaskArgs,

@@ -20,12 +20,10 @@ import {
   type AgentExit,
   type AgentRunContext,
   type AgentRunResult,
-  agentTaskOutputSchema,
   findHelpOption,
   formatArgv,
   readHelp,
-  runAgentTask,
-  runTaskInputSchema,
+  registerAgentRunTask,
   spawnAgentProcess,
 } from '../common/index.js';
 import { type Readiness, registerCheckReady } from '../common/ready.js';
@@ -384,37 +382,25 @@ export function createCopilotMcpServer(opts: CopilotMcpOptions): McpServer {
   const log = opts.logger ?? silentLogger;
   const timeoutMs = opts.timeoutMs ?? DEFAULT_COPILOT_TIMEOUT_MS;
   const server = new McpServer({ name: 'nfltr-copilot-mcp', version: VERSION });
-  server.registerTool(
-    'run_task',
+  registerAgentRunTask(
+    server,
+    { title: 'Run a task with GitHub Copilot CLI', description: describeTool(opts, timeoutMs) },
     {
-      title: 'Run a task with GitHub Copilot CLI',
-      description: describeTool(opts, timeoutMs),
-      inputSchema: runTaskInputSchema,
-      outputSchema: agentTaskOutputSchema,
-      annotations: { destructiveHint: true, openWorldHint: true },
+      executor: 'copilot-mcp',
+      cliName: 'copilot',
+      cwd: opts.cwd,
+      gitCodeResult: opts.gitCodeResult ?? false,
+      timeoutMs,
+      settings: {
+        model: opts.model,
+        mode: opts.mode,
+        reasoning_effort: opts.reasoningEffort,
+        protocol: opts.cli.acp ? 'acp' : 'prompt',
+      },
+      ...(opts.signal ? { signal: opts.signal } : {}),
+      log,
+      run: (ctx) => (opts.cli.acp ? runAcp(opts, ctx) : runPrompt(opts, ctx)),
     },
-    (args, extra) =>
-      runAgentTask(
-        {
-          executor: 'copilot-mcp',
-          cliName: 'copilot',
-          cwd: opts.cwd,
-          gitCodeResult: opts.gitCodeResult ?? false,
-          timeoutMs,
-          settings: {
-            model: opts.model,
-            mode: opts.mode,
-            reasoning_effort: opts.reasoningEffort,
-            protocol: opts.cli.acp ? 'acp' : 'prompt',
-          },
-          ...(opts.signal ? { signal: opts.signal } : {}),
-          log,
-          server,
-          run: (ctx) => (opts.cli.acp ? runAcp(opts, ctx) : runPrompt(opts, ctx)),
-        },
-        args,
-        extra,
-      ),
   );
   registerCheckReady(server, 'Copilot CLI', () => checkCopilotReady(opts));
   return server;
