@@ -8,7 +8,6 @@
  * cancellation interrupts the turn. `check_ready` answers whether Codex has credentials, without a model
  * call.
  */
-import { createWriteStream } from 'node:fs';
 import { join } from 'node:path';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { type Logger, silentLogger } from '../../util/log.js';
@@ -22,6 +21,7 @@ import {
   spawnAgentProcess,
 } from '../common/index.js';
 import { type Readiness, registerCheckReady } from '../common/ready.js';
+import { openTranscript } from '../common/transcript.js';
 import { type JsonRpcPeer, RpcError } from '../copilot-mcp/index.js';
 import { withRpcProcess } from '../rpc-process.js';
 import { formatDuration } from '../shell-mcp/index.js';
@@ -235,17 +235,8 @@ export async function checkCodexReady(
 /** One task: one app-server process, one thread, one turn. */
 async function runCodex(opts: CodexMcpOptions, ctx: AgentRunContext): Promise<AgentRunResult> {
   const started = Date.now();
-  const transcript = createWriteStream(join(ctx.args.output_dir, 'codex-app-server.jsonl'));
-  transcript.on('error', () => {});
-  const record = (dir: 'sent' | 'received', line: string) => {
-    let message: unknown = line;
-    try {
-      message = JSON.parse(line);
-    } catch {
-      // keep the raw line
-    }
-    transcript.write(`${JSON.stringify({ dir, message })}\n`);
-  };
+  const transcript = openTranscript(join(ctx.args.output_dir, 'codex-app-server.jsonl'));
+  const record = transcript.record;
   let peer: JsonRpcPeer | undefined;
   const early: string[] = [];
   const argv = codexAppServerArgv(opts.codexArgv);
@@ -311,7 +302,7 @@ async function runCodex(opts: CodexMcpOptions, ctx: AgentRunContext): Promise<Ag
     if (!gone) proc.kill();
     await proc.exited;
     clearTimeout(killTimer);
-    await new Promise<void>((resolve) => transcript.end(resolve));
+    await transcript.end();
   }
 }
 

@@ -32,3 +32,4 @@ export {
   trackCleanup,
   usageLine,
 } from './task.js';
+export { openTranscript, type Transcript } from './transcript.js';

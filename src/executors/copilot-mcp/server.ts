@@ -11,7 +11,6 @@
  *
  * which streams output lines as progress but cannot route permission requests (every tool is allowed).
  */
-import { createWriteStream } from 'node:fs';
 import { join } from 'node:path';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { type Logger, silentLogger } from '../../util/log.js';
@@ -27,6 +26,7 @@ import {
   spawnAgentProcess,
 } from '../common/index.js';
 import { type Readiness, registerCheckReady } from '../common/ready.js';
+import { openTranscript } from '../common/transcript.js';
 import { withRpcProcess } from '../rpc-process.js';
 import { formatDuration } from '../shell-mcp/index.js';
 import {
@@ -232,17 +232,8 @@ export async function checkCopilotReady(
 /** One task over ACP. */
 async function runAcp(opts: CopilotMcpOptions, ctx: AgentRunContext): Promise<AgentRunResult> {
   const started = Date.now();
-  const transcript = createWriteStream(join(ctx.args.output_dir, 'copilot-acp.jsonl'));
-  transcript.on('error', () => {});
-  const record = (dir: 'sent' | 'received', line: string) => {
-    let message: unknown = line;
-    try {
-      message = JSON.parse(line);
-    } catch {
-      // keep the raw line
-    }
-    transcript.write(`${JSON.stringify({ dir, message })}\n`);
-  };
+  const transcript = openTranscript(join(ctx.args.output_dir, 'copilot-acp.jsonl'));
+  const record = transcript.record;
   let peer: JsonRpcPeer | undefined;
   const early: string[] = [];
   const argv = copilotAcpArgv(opts);
@@ -312,7 +303,7 @@ async function runAcp(opts: CopilotMcpOptions, ctx: AgentRunContext): Promise<Ag
     if (!gone) proc.kill();
     await proc.exited;
     clearTimeout(killTimer);
-    await new Promise<void>((resolve) => transcript.end(resolve));
+    await transcript.end();
   }
 }
 
