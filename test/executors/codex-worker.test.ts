@@ -13,6 +13,7 @@ import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   createKey,
+  devCli,
   eventually,
   NFLTR_BIN,
   nfltr,
@@ -23,14 +24,8 @@ import {
 import { type Planner, startPlanner, startWorker, type WorkerProcess } from '../planner/helpers.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
-const CODEX = join(ROOT, 'node_modules/.bin/codex');
+const CODEX = devCli('codex', 'the Codex CLI', '@openai/codex');
 const STANDIN = join(ROOT, 'test/fixtures/model-api/openai.mjs');
-
-if (!existsSync(CODEX)) {
-  throw new Error(
-    `the Codex CLI is not installed at ${CODEX}: run \`npm ci\` (it is a dev dependency, @openai/codex)`,
-  );
-}
 
 interface Status {
   state: string;

@@ -6,7 +6,7 @@
  * stand-in (Chat Completions), it runs a whole task: a shell call put to the planner, then an answer.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
@@ -14,6 +14,7 @@ import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   createKey,
+  devCli,
   eventually,
   NFLTR_BIN,
   nfltr,
@@ -24,14 +25,8 @@ import {
 import { type Planner, startPlanner, startWorker, type WorkerProcess } from '../planner/helpers.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
-const COPILOT = join(ROOT, 'node_modules/.bin/copilot');
+const COPILOT = devCli('copilot', 'GitHub Copilot CLI', '@github/copilot');
 const STANDIN = join(ROOT, 'test/fixtures/model-api/openai.mjs');
-
-if (!existsSync(COPILOT)) {
-  throw new Error(
-    `GitHub Copilot CLI is not installed at ${COPILOT}: run \`npm ci\` (it is a dev dependency, @github/copilot)`,
-  );
-}
 
 /** Credentials Copilot would pick up from the test's own environment; none may leak in. */
 const CREDENTIAL_ENV =

@@ -2,7 +2,7 @@
  * Test helpers that run the real `nfltr` binary as child processes on free ports.
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -121,4 +121,13 @@ export async function eventually<T>(
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${last}` : ''}`);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/** The path of a CLI the project installs as a dev dependency; fails the suite, naming the package, without it. */
+export function devCli(bin: string, what: string, pkg: string): string {
+  const path = resolve(import.meta.dirname, '../../node_modules/.bin', bin);
+  if (!existsSync(path)) {
+    throw new Error(`${what} is not installed at ${path}: run \`npm ci\` (it is a dev dependency, ${pkg})`);
+  }
+  return path;
 }

@@ -21,20 +21,8 @@ import {
 } from '@modelcontextprotocol/sdk/types.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createKey, NFLTR_BIN, type RelayProcess, startRelayProcess, tempDir } from '../helpers/processes.js';
-import { scriptedExecutor, startWorker, type WorkerProcess } from './helpers.js';
+import { ALL_TOOLS, scriptedExecutor, startWorker, type WorkerProcess } from './helpers.js';
 
-const ALL_TOOLS = [
-  'cancel_task',
-  'get_task_status',
-  'list_active_tasks',
-  'list_my_peers',
-  'list_worker_peers',
-  'orchestrate_task',
-  'probe_worker',
-  'proxy_request',
-  'respond_to_worker',
-  'wait_for_tasks',
-];
 const SCHEMA = {
   type: 'object',
   properties: { approve: { type: 'boolean', description: 'ship it?' } },

@@ -170,3 +170,17 @@ export async function freePort(): Promise<number> {
 }
 
 export const scriptedExecutor = () => `'${process.execPath}' '${SCRIPTED_EXECUTOR}'`;
+
+/** Every tool of `nfltr mcp`, sorted: listed from the first tools/list whatever the link's state. */
+export const ALL_TOOLS = [
+  'cancel_task',
+  'get_task_status',
+  'list_active_tasks',
+  'list_my_peers',
+  'list_worker_peers',
+  'orchestrate_task',
+  'probe_worker',
+  'proxy_request',
+  'respond_to_worker',
+  'wait_for_tasks',
+];

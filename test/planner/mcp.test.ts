@@ -15,6 +15,7 @@ import {
   tempDir,
 } from '../helpers/processes.js';
 import {
+  ALL_TOOLS,
   freePort,
   type Planner,
   scriptedExecutor,
@@ -22,19 +23,6 @@ import {
   startWorker,
   type WorkerProcess,
 } from './helpers.js';
-
-const ALL_TOOLS = [
-  'cancel_task',
-  'get_task_status',
-  'list_active_tasks',
-  'list_my_peers',
-  'list_worker_peers',
-  'orchestrate_task',
-  'probe_worker',
-  'proxy_request',
-  'respond_to_worker',
-  'wait_for_tasks',
-];
 
 const sha256 = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex');
 
