@@ -633,6 +633,10 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
         const ciphertext = env.payload.subarray(SESSION_TAG_BYTES);
         const candidate = this.#candidates.get(peer)?.find((c) => c.session.tag === tag);
         if (candidate) return this.#confirm(peer, candidate, channel, env.seq, ciphertext);
+        // The only sealed frame on this channel is a confirmation; one that names no candidate is a
+        // replay or a duplicate, and must not touch the live session.
+        if (channel === HANDSHAKE_CHANNEL)
+          return this.#log.debug('stale handshake confirmation ignored', { peer });
         const state = this.#peers.get(peer);
         if (state?.type !== 'ready') {
           if (this.#opts.role === 'responder') {
