@@ -80,6 +80,9 @@ MCP clients of protocol 2025-06-18/2025-11-25 (initialize) and 2026-07-28 (serve
 orchestrate_task and wait_for_tasks accept task-augmented calls in both (docs/planner.md).
 Tasks, their events and their artifacts are kept in --state-dir (tasks.db, artifacts/<task_id>/); a
 planner restarted on the same --name and --state-dir resumes every open task (docs/durability.md).
+The planner's static key (static_key) and the keys of the workers it met (known_workers, pinned on first
+contact, like SSH's known_hosts) are kept there too: a worker presenting another key is refused, naming
+both fingerprints; --accept-worker-key WORKER forgets its pin (docs/security.md).
 
 Several planners on one machine (one per MCP client or project): without --name the agent id is
 <host>-planner-<6 hex of the working folder>, and without --state-dir the state is kept in

@@ -73,6 +73,10 @@ in NFLTR_API_KEY or --api-key-file, never on the command line (ps shows it to ev
 A task runs as the worker's OS user and can still read what that user can (the key file,
 /proc/<worker pid>/environ); --executor-user runs executors as another user (see docs/security.md).
 
+The worker's static key (<state-dir>/static_key, fingerprint logged at start) is what planners pin on
+first contact; the worker pins each planner's key in <state-dir>/known_planners and refuses a changed
+one. --accept-planner-key PLANNER forgets that pin (docs/security.md).
+
 --print-systemd-unit prints a unit running this worker as a service and exits: the flags typed here
 (not those from environment variables or the saved login), the key loaded by systemd from the
 --api-key-file path (default /etc/nfltr/api-key) as a credential, never written in the unit. See the
