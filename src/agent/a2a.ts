@@ -33,7 +33,7 @@ import {
 import { generateX25519, type X25519KeyPair } from '../protocol/e2ee-noise.js';
 import { type Logger, silentLogger } from '../util/log.js';
 import type { AgentClient, InboundEnvelope } from './client.js';
-import type { PeerPins } from './peer-keys.js';
+import { fingerprint, type PeerPins } from './peer-keys.js';
 
 export const A2A_KIND = {
   hs1: 'a2a.hs1',
@@ -430,6 +430,17 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
     return pin?.status === 'changed' ? pins?.changedMessage(peer, pin.pinned, key) : undefined;
   }
 
+  /** Pins a peer's key on first contact (a no-op for a known one), saying so once. */
+  #pin(peer: string, key: Uint8Array): void {
+    const pins = this.#opts.pins;
+    if (pins?.check(peer, key).status !== 'new') return;
+    pins.remember(peer, key);
+    this.#log.info('pinned the static key of a peer met for the first time', {
+      peer,
+      fingerprint: fingerprint(key),
+    });
+  }
+
   /** Keeps an answered handshake until its initiator seals under it (bounded per peer and in all). */
   #addCandidate(peer: string, candidate: Candidate): void {
     const list = this.#candidates.get(peer) ?? [];
@@ -469,7 +480,7 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
       this.#refuse(peer, 'peer_key_changed', changed);
       return this.#fail({ peer, code: 'peer_key_changed', message: changed });
     }
-    this.#opts.pins?.remember(peer, candidate.key);
+    this.#pin(peer, candidate.key);
     this.#ready(peer, candidate.session);
     this.#deliver(peer, channel, plaintext);
   }
@@ -578,7 +589,7 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
           this.#failPending(peer, state, new A2aError('peer_key_changed', changed));
           return this.#fail({ peer, code: 'peer_key_changed', message: changed });
         }
-        this.#opts.pins?.remember(peer, key);
+        this.#pin(peer, key);
         const session = state.hs.session();
         if (live.length === SESSION_TAG_BYTES) this.#staleTags.set(peer, sessionTag(live));
         else this.#staleTags.delete(peer);
