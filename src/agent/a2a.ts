@@ -423,18 +423,36 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
     this.#agent.send({ to: peer, channel: HANDSHAKE_CHANNEL, kind: A2A_KIND.refused, payload });
   }
 
-  /** The refusal of a peer whose static key differs from its pin; undefined when it may go on. */
-  #keyChanged(peer: string, key: Uint8Array): string | undefined {
+  /**
+   * The refusal of a peer whose static key differs from its pin; undefined when it may go on. Pins that
+   * cannot be read refuse too: an unchecked key would be trusted.
+   */
+  #keyChanged(peer: string, key: Uint8Array): { code: string; message: string } | undefined {
     const pins = this.#opts.pins;
-    const pin = pins?.check(peer, key);
-    return pin?.status === 'changed' ? pins?.changedMessage(peer, pin.pinned, key) : undefined;
+    try {
+      const pin = pins?.check(peer, key);
+      if (pin?.status !== 'changed') return undefined;
+      return { code: 'peer_key_changed', message: pins!.changedMessage(peer, pin.pinned, key) };
+    } catch (err) {
+      const message = `cannot compare the key of ${peer} with its pin: ${(err as Error).message}`;
+      return { code: 'pins_unreadable', message };
+    }
   }
 
   /** Pins a peer's key on first contact (a no-op for a known one), saying so once. */
   #pin(peer: string, key: Uint8Array): void {
     const pins = this.#opts.pins;
-    if (pins?.check(peer, key).status !== 'new') return;
-    pins.remember(peer, key);
+    try {
+      if (pins?.check(peer, key).status !== 'new') return;
+      pins.remember(peer, key);
+    } catch (err) {
+      // The session is sound (the key was checked); only the record of first contact is missing.
+      return this.#log.error('could not pin the key of a peer met for the first time', {
+        peer,
+        fingerprint: fingerprint(key),
+        error: (err as Error).message,
+      });
+    }
     this.#log.info('pinned the static key of a peer met for the first time', {
       peer,
       fingerprint: fingerprint(key),
@@ -477,8 +495,8 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
     // Another handshake for this id may have been confirmed (and pinned) first.
     const changed = this.#keyChanged(peer, candidate.key);
     if (changed !== undefined) {
-      this.#refuse(peer, 'peer_key_changed', changed);
-      return this.#fail({ peer, code: 'peer_key_changed', message: changed });
+      this.#refuse(peer, changed.code, changed.message);
+      return this.#fail({ peer, ...changed });
     }
     this.#pin(peer, candidate.key);
     this.#ready(peer, candidate.session);
@@ -543,8 +561,8 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
           const key = hs.remoteStatic!;
           const changed = this.#keyChanged(peer, key);
           if (changed !== undefined) {
-            this.#refuse(peer, 'peer_key_changed', changed);
-            return this.#fail({ peer, code: 'peer_key_changed', message: changed });
+            this.#refuse(peer, changed.code, changed.message);
+            return this.#fail({ peer, ...changed });
           }
           // The live session stays until the initiator uses the new one; its tag tells the initiator
           // which of our frames to ignore meanwhile (they were sealed for a session it replaced).
@@ -586,8 +604,8 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
         const key = state.hs.remoteStatic!;
         const changed = this.#keyChanged(peer, key);
         if (changed !== undefined) {
-          this.#failPending(peer, state, new A2aError('peer_key_changed', changed));
-          return this.#fail({ peer, code: 'peer_key_changed', message: changed });
+          this.#failPending(peer, state, new A2aError(changed.code, changed.message));
+          return this.#fail({ peer, ...changed });
         }
         this.#pin(peer, key);
         const session = state.hs.session();

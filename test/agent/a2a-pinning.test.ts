@@ -150,6 +150,18 @@ describe('a2a pinned keys', () => {
     expect(w.got).toEqual(['first']);
   });
 
+  it('pinning - pins that cannot be read refuse the handshake, naming the peer and the error', async () => {
+    const relay = new MemoryRelay();
+    // A folder where the pins file should be: reading it fails (EISDIR).
+    const unreadable = new KnownPeers({ file: tempDir(), peerKind: 'worker', acceptCommand: 'x' });
+    const p = await end(relay, 'bad-p', 'initiator', { pins: unreadable });
+    const w = await end(relay, 'bad-w', 'responder');
+    const err = await rejection(p.ep.send('bad-w', 't', probe('x')));
+    expect(err.code).toBe('pins_unreadable');
+    expect(err.message).toMatch(/^cannot compare the key of bad-w with its pin: .*EISDIR/);
+    expect(w.got).toEqual([]);
+  });
+
   /**
    * A relay that, once `attack.on`, answers the planner's handshake itself with keys of its own, and
    * makes its own message 1 for the worker (`attack.toWorker`, delivered when the test says): what a
