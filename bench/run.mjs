@@ -1,5 +1,5 @@
 // `npm run bench`: every figure next to a baseline measured in the same run, and the ratio.
-// Flags: --only routing,dispatch,artifacts,fleet,cluster,ai,proxy  --workers N  --artifact-mib N  --tasks N  --repeats N
+// Flags: --only routing,dispatch,artifacts,fleet,cluster,ai,proxy,handshake  --workers N  --artifact-mib N  --tasks N  --repeats N
 //        --cluster adds the cluster section, which needs PostgreSQL and NATS (bench/cluster.mjs)
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -127,6 +127,16 @@ if (wanted('proxy')) {
   row('proxy: 100 B GET p50 ms', one(p.proxied.p50_ms), d, one(p.direct.p50_ms), '', 2);
   row('proxy: 100 B GET p99 ms', one(p.proxied.p99_ms), d, one(p.direct.p99_ms), '', 2);
   row('proxy: 64 MiB download MB/s', one(p.proxied.mb_s), d, one(p.direct.mb_s), '', 1);
+}
+
+if (wanted('handshake')) {
+  process.stderr.write(
+    'handshake: A2A handshakes with pinned static keys (Noise IX) and without (Noise NN) …\n',
+  );
+  const { benchHandshake } = await import('./handshake.mjs');
+  const h = await benchHandshake({ repeats });
+  results.sections.handshake = h;
+  row('handshakes/s, IX + pin check (both ends)', h.ix, 'NN, no static keys (before)', h.nn, '≥ 0.4×');
 }
 
 if (wanted('fleet')) {

@@ -3,10 +3,22 @@
  * every message sealed on its channel (one per task) with its own key and counter. The planner end is
  * the initiator, the worker end the responder. With encryption off, messages travel as `a2a.plain`, and
  * an encrypting end refuses those, naming the flag.
+ *
+ * Handshakes are idempotent: a responder answers a handshake but keeps sealing and opening under its live
+ * session until the initiator seals a frame under the new one (it sends an empty one at once), which
+ * only the real initiator can do. So a replayed or stale first message costs one unanswered reply and
+ * never displaces a live session. Each sealed frame starts with its session's tag, so either end can
+ * tell a frame of the live session from one of a session being confirmed or just replaced.
  */
 import { EventEmitter } from 'node:events';
-import { fromBinary } from '@bufbuild/protobuf';
-import { type A2aMessage, A2aMessageSchema, encodeA2aMessage, HANDSHAKE_CHANNEL } from '../protocol/a2a.js';
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
+import {
+  type A2aMessage,
+  A2aMessageSchema,
+  A2aRefusalSchema,
+  encodeA2aMessage,
+  HANDSHAKE_CHANNEL,
+} from '../protocol/a2a.js';
 import { ErrorCode } from '../protocol/control.js';
 import {
   E2eeError,
@@ -15,14 +27,18 @@ import {
   type E2eeSession,
   plaintextRefused,
   SEAL_OVERHEAD,
+  SESSION_TAG_BYTES,
+  sessionTag,
 } from '../protocol/e2ee.js';
+import { generateX25519, type X25519KeyPair } from '../protocol/e2ee-noise.js';
 import { type Logger, silentLogger } from '../util/log.js';
 import type { AgentClient, InboundEnvelope } from './client.js';
+import { fingerprint, type PeerPins } from './peer-keys.js';
 
 export const A2A_KIND = {
   hs1: 'a2a.hs1',
   hs2: 'a2a.hs2',
-  /** Plaintext `{code, message}`: the handshake or a frame was refused. Carries no task content. */
+  /** Plaintext A2aRefusal: the handshake or a frame was refused. Carries no task content. */
   refused: 'a2a.refused',
   /** Responder → initiator, plaintext and empty: "I redialled; handshake again, then resume". */
   rekey: 'a2a.rekey',
@@ -35,6 +51,21 @@ const SEEN_HANDSHAKES = 4096;
 
 /** How long a peer the relay calls busy gets to drain before the session is replaced. */
 const BUSY_RETRY_MS = 1_000;
+
+/** Answered handshakes awaiting their confirmation, per peer (older ones were replays or superseded). */
+const CANDIDATES_PER_PEER = 4;
+/** Peers with answered handshakes awaiting confirmation; the oldest are forgotten past this. */
+const CANDIDATE_PEERS = 1024;
+
+/** The initiator's confirmation of a new session: an empty A2aMessage sealed on the handshake channel. */
+const CONFIRM = encodeA2aMessage({ case: undefined });
+
+/** A session this responder answered but its initiator has not yet used. */
+interface Candidate {
+  session: E2eeSession;
+  /** The initiator's static key, pinned once it seals under the session (which proves it holds it). */
+  key: Uint8Array;
+}
 
 export type A2aBody = A2aMessage['msg'];
 
@@ -71,6 +102,10 @@ export interface A2aEndpointOptions {
   /** `--a2a-e2ee`: on unless turned off explicitly. */
   e2ee: boolean;
   pairingKey?: Uint8Array;
+  /** This agent's long-term static key (see loadStaticKey); a fresh one per endpoint when absent. */
+  staticKey?: X25519KeyPair;
+  /** Peers' pinned static keys (known_workers / known_planners); nothing is pinned when absent. */
+  pins?: PeerPins;
   logger?: Logger;
   handshakeTimeoutMs?: number;
 }
@@ -126,6 +161,11 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
   #everConnected = false;
   /** Ephemeral keys of the handshakes this responder answered, oldest first (replay detection). */
   readonly #seenHs1 = new Set<string>();
+  readonly #static: X25519KeyPair;
+  /** Responder: answered handshakes per peer, until the initiator uses one (see the module comment). */
+  readonly #candidates = new Map<string, Candidate[]>();
+  /** Initiator: the tag of the session a peer said it still seals under until it sees our confirmation. */
+  readonly #staleTags = new Map<string, string>();
   /** Session replacements scheduled by {@link #lost}, one per peer. */
   readonly #lostDue = new Map<string, { handshakeLost: boolean }>();
 
@@ -134,6 +174,7 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
     this.#agent = opts.agent;
     this.#opts = opts;
     this.#log = opts.logger ?? silentLogger;
+    this.#static = opts.staticKey ?? generateX25519();
     this.#agent.on('envelope', (env) => this.#onEnvelope(env));
     this.#agent.on('status', (st) => {
       if (st.type !== 'connected') return;
@@ -294,6 +335,7 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
         localId: this.#agent.agentId,
         remoteId: peer,
         pairingKey: this.#opts.pairingKey,
+        staticKey: this.#static,
       });
       this.#agent.send({
         to: peer,
@@ -372,12 +414,93 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
   #seal(peer: string, session: E2eeSession, channel: string, bytes: Uint8Array): void {
     this.#agent.checkSend({ to: peer, channel, kind: A2A_KIND.sealed }, bytes.byteLength + SEAL_OVERHEAD);
     const { seq, ciphertext } = session.sealer(channel).seal(bytes);
-    this.#agent.send({ to: peer, channel, seq, kind: A2A_KIND.sealed, payload: ciphertext });
+    const payload = Buffer.concat([Buffer.from(session.tag, 'hex'), ciphertext]);
+    this.#agent.send({ to: peer, channel, seq, kind: A2A_KIND.sealed, payload });
   }
 
   #refuse(peer: string, code: string, message: string): void {
-    const payload = Buffer.from(JSON.stringify({ code, message }));
+    const payload = toBinary(A2aRefusalSchema, create(A2aRefusalSchema, { code, message }));
     this.#agent.send({ to: peer, channel: HANDSHAKE_CHANNEL, kind: A2A_KIND.refused, payload });
+  }
+
+  /**
+   * The refusal of a peer whose static key differs from its pin; undefined when it may go on. Pins that
+   * cannot be read refuse too: an unchecked key would be trusted.
+   */
+  #keyChanged(peer: string, key: Uint8Array): { code: string; message: string } | undefined {
+    const pins = this.#opts.pins;
+    try {
+      const pin = pins?.check(peer, key);
+      if (pin?.status !== 'changed') return undefined;
+      return { code: 'peer_key_changed', message: pins!.changedMessage(peer, pin.pinned, key) };
+    } catch (err) {
+      const message = `cannot compare the key of ${peer} with its pin: ${(err as Error).message}`;
+      return { code: 'pins_unreadable', message };
+    }
+  }
+
+  /** Pins a peer's key on first contact (a no-op for a known one), saying so once. */
+  #pin(peer: string, key: Uint8Array): void {
+    const pins = this.#opts.pins;
+    try {
+      if (pins?.check(peer, key).status !== 'new') return;
+      pins.remember(peer, key);
+    } catch (err) {
+      // The session is sound (the key was checked); only the record of first contact is missing.
+      return this.#log.error('could not pin the key of a peer met for the first time', {
+        peer,
+        fingerprint: fingerprint(key),
+        error: (err as Error).message,
+      });
+    }
+    this.#log.info('pinned the static key of a peer met for the first time', {
+      peer,
+      fingerprint: fingerprint(key),
+    });
+  }
+
+  /** Keeps an answered handshake until its initiator seals under it (bounded per peer and in all). */
+  #addCandidate(peer: string, candidate: Candidate): void {
+    const list = this.#candidates.get(peer) ?? [];
+    this.#candidates.delete(peer);
+    list.push(candidate);
+    if (list.length > CANDIDATES_PER_PEER) list.shift();
+    this.#candidates.set(peer, list);
+    if (this.#candidates.size > CANDIDATE_PEERS)
+      this.#candidates.delete(this.#candidates.keys().next().value!);
+  }
+
+  /**
+   * Responder: a frame sealed under an answered handshake. Only the initiator that ran it can seal one,
+   * so it becomes the live session (and the initiator's key is pinned); a frame that does not open is
+   * a forgery under a public tag and changes nothing but its channel.
+   */
+  #confirm(peer: string, candidate: Candidate, channel: string, seq: bigint, ciphertext: Uint8Array): void {
+    let plaintext: Uint8Array;
+    try {
+      plaintext = candidate.session.opener(channel).open(seq, ciphertext);
+    } catch (err) {
+      const list = this.#candidates.get(peer)?.filter((c) => c !== candidate) ?? [];
+      if (list.length > 0) this.#candidates.set(peer, list);
+      else this.#candidates.delete(peer);
+      const code = err instanceof E2eeError ? err.code : 'tampered';
+      return this.#fail({
+        peer,
+        channel,
+        code: 'e2ee_violation',
+        message: `${code}: ${(err as Error).message}`,
+      });
+    }
+    this.#candidates.delete(peer);
+    // Another handshake for this id may have been confirmed (and pinned) first.
+    const changed = this.#keyChanged(peer, candidate.key);
+    if (changed !== undefined) {
+      this.#refuse(peer, changed.code, changed.message);
+      return this.#fail({ peer, ...changed });
+    }
+    this.#pin(peer, candidate.key);
+    this.#ready(peer, candidate.session);
+    this.#deliver(peer, channel, plaintext);
   }
 
   #fail(f: A2aFailure): void {
@@ -432,12 +555,22 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
             localId: this.#agent.agentId,
             remoteId: peer,
             pairingKey: this.#opts.pairingKey,
+            staticKey: this.#static,
           });
           hs.readMessage(env.payload);
-          const reply = hs.writeMessage();
-          // A new handshake replaces any session we had: the peer restarted or reconnected.
+          const key = hs.remoteStatic!;
+          const changed = this.#keyChanged(peer, key);
+          if (changed !== undefined) {
+            this.#refuse(peer, changed.code, changed.message);
+            return this.#fail({ peer, ...changed });
+          }
+          // The live session stays until the initiator uses the new one; its tag tells the initiator
+          // which of our frames to ignore meanwhile (they were sealed for a session it replaced).
+          const state = this.#peers.get(peer);
+          const live = state?.type === 'ready' ? Buffer.from(state.session.tag, 'hex') : new Uint8Array(0);
+          const reply = hs.writeMessage(live);
           this.#agent.send({ to: peer, channel: HANDSHAKE_CHANNEL, kind: A2A_KIND.hs2, payload: reply });
-          this.#ready(peer, hs.session());
+          this.#addCandidate(peer, { session: hs.session(), key });
         } catch (err) {
           const code = err instanceof E2eeError ? err.code : 'handshake';
           this.#refuse(peer, code, (err as Error).message);
@@ -450,9 +583,9 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
         const state = this.#peers.get(peer);
         if (state?.type !== 'pending' || !state.hs)
           return this.#log.warn('unexpected handshake reply', { peer });
+        let live: Uint8Array;
         try {
-          state.hs.readMessage(env.payload, { keepOnFailure: true });
-          this.#ready(peer, state.hs.session());
+          live = state.hs.readMessage(env.payload, { keepOnFailure: true });
         } catch (err) {
           const code = err instanceof E2eeError ? err.code : 'handshake';
           // Perhaps a replayed or stale reply (to an earlier handshake): the handshake is intact and
@@ -465,19 +598,40 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
             });
           }
           this.#failPending(peer, state, new A2aError(code, (err as Error).message));
-          this.#fail({ peer, code, message: (err as Error).message });
+          return this.#fail({ peer, code, message: (err as Error).message });
         }
+        // Message 2 authenticated the worker's static key (the es token): compare it with its pin.
+        const key = state.hs.remoteStatic!;
+        const changed = this.#keyChanged(peer, key);
+        if (changed !== undefined) {
+          this.#failPending(peer, state, new A2aError(changed.code, changed.message));
+          return this.#fail({ peer, ...changed });
+        }
+        this.#pin(peer, key);
+        const session = state.hs.session();
+        if (live.length === SESSION_TAG_BYTES) this.#staleTags.set(peer, sessionTag(live));
+        else this.#staleTags.delete(peer);
+        try {
+          this.#seal(peer, session, HANDSHAKE_CHANNEL, CONFIRM);
+        } catch (err) {
+          // Any frame sealed under the session confirms it; the queued ones will.
+          this.#log.warn('could not send the handshake confirmation', {
+            peer,
+            error: (err as Error).message,
+          });
+        }
+        this.#ready(peer, session);
         return;
       }
 
       case A2A_KIND.refused: {
-        let body: { code?: string; message?: string } = {};
+        let body: { code: string; message: string } = { code: '', message: '' };
         try {
-          body = JSON.parse(Buffer.from(env.payload).toString('utf8'));
+          body = fromBinary(A2aRefusalSchema, env.payload);
         } catch {}
         const err = new A2aError(
-          String(body.code ?? 'refused'),
-          `${peer} refused: ${String(body.message ?? 'no reason given')}`,
+          body.code || 'refused',
+          `${peer} refused: ${body.message || 'no reason given'}`,
         );
         const state = this.#peers.get(peer);
         // A session the peer no longer has (it restarted) is useless: handshake again and resume. One
@@ -504,6 +658,14 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
       }
 
       case A2A_KIND.sealed: {
+        const tag = sessionTag(env.payload.subarray(0, SESSION_TAG_BYTES));
+        const ciphertext = env.payload.subarray(SESSION_TAG_BYTES);
+        const candidate = this.#candidates.get(peer)?.find((c) => c.session.tag === tag);
+        if (candidate) return this.#confirm(peer, candidate, channel, env.seq, ciphertext);
+        // The only sealed frame on this channel is a confirmation; one that names no candidate is a
+        // replay or a duplicate, and must not touch the live session.
+        if (channel === HANDSHAKE_CHANNEL)
+          return this.#log.debug('stale handshake confirmation ignored', { peer });
         const state = this.#peers.get(peer);
         if (state?.type !== 'ready') {
           if (this.#opts.role === 'responder') {
@@ -520,9 +682,13 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
             message: `sealed frame from ${peer} without a session`,
           });
         }
+        if (tag !== state.session.tag && tag === this.#staleTags.get(peer)) {
+          // Sealed by the peer before it saw our confirmation: what it carried comes again by the resume.
+          return this.#log.debug('frame of a replaced session ignored', { peer, channel });
+        }
         let plaintext: Uint8Array;
         try {
-          plaintext = state.session.opener(channel).open(env.seq, env.payload);
+          plaintext = state.session.opener(channel).open(env.seq, ciphertext);
         } catch (err) {
           const code = err instanceof E2eeError ? err.code : 'tampered';
           if (code === 'gap') return this.#lost(peer, (err as Error).message);

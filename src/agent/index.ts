@@ -28,6 +28,15 @@ export {
 } from './http-tunnel.js';
 export { MemoryRelay, type MemoryRelayOptions } from './memory-relay.js';
 export {
+  fingerprint,
+  KnownPeers,
+  type KnownPeersOptions,
+  loadStaticKey,
+  type PeerPins,
+  type PinCheck,
+  STATIC_KEY_FILE,
+} from './peer-keys.js';
+export {
   type ControlDialer,
   type ControlTransport,
   type FatalCode,

@@ -34,6 +34,11 @@ export interface MemoryRelayOptions {
   relayId?: string;
   /** Records every routed envelope (as delivered, sender stamped) in {@link MemoryRelay.captured}. */
   capture?: boolean;
+  /**
+   * A relay in the middle, for tests of what a hostile relay can do: gets each envelope (sender stamped)
+   * and returns what to deliver instead (nothing drops it; any `from` and `to` of the same account).
+   */
+  intercept?: (env: Envelope) => Envelope[];
 }
 
 interface Conn {
@@ -205,7 +210,10 @@ export class MemoryRelay {
     if (!to) return refuse(ErrorCode.PEER_NOT_FOUND, notFoundMessage(env.to));
     const stamped: Envelope = { ...env, from: from.hello!.agentId };
     if (this.#opts.capture) this.captured.push(stamped);
-    to.deliver(encodeRelayEnvelopes([stamped]));
+    if (!this.#opts.intercept) return to.deliver(encodeRelayEnvelopes([stamped]));
+    for (const out of this.#opts.intercept(stamped)) {
+      this.#agents.get(`${from.account}/${out.to}`)?.deliver(encodeRelayEnvelopes([out]));
+    }
   }
 
   #send(conn: Conn, frame: RelayFrame['frame']): void {

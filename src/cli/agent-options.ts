@@ -4,11 +4,15 @@
  */
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { join } from 'node:path';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import type { AgentOptions } from '../agent/index.js';
+import { fingerprint, KnownPeers, loadStaticKey } from '../agent/peer-keys.js';
+
 import type { AgentKindName } from '../protocol/control.js';
 import { agentIdProblem } from '../protocol/control.js';
 import { parsePairingKey } from '../protocol/e2ee.js';
+import type { X25519KeyPair } from '../protocol/e2ee-noise.js';
 import { applySavedLogin } from './credentials.js';
 import { die, parseDuration } from './options.js';
 
@@ -181,4 +185,54 @@ export function pairingKeyFrom(flags: E2eeFlags): Uint8Array | undefined {
       `--e2ee-key-file ${flags.e2eeKeyFile}: ${e.syscall ? `cannot read it (${e.code})` : e.message}`,
     );
   }
+}
+
+/** Which peers an agent pins, and the command that accepts a new key for one (`PEER` is replaced). */
+const PIN_SIDES = {
+  planner: {
+    file: 'known_workers',
+    peerKind: 'worker',
+    accept: 'nfltr mcp --state-dir DIR --accept-worker-key PEER',
+  },
+  worker: {
+    file: 'known_planners',
+    peerKind: 'planner',
+    accept: 'nfltr worker --state-dir DIR --accept-planner-key PEER',
+  },
+} as const;
+
+/** The pins an agent of this kind keeps in its state dir. */
+export function knownPeersIn(stateDir: string, kind: keyof typeof PIN_SIDES): KnownPeers {
+  const side = PIN_SIDES[kind];
+  return new KnownPeers({
+    file: join(stateDir, side.file),
+    peerKind: side.peerKind,
+    acceptCommand: side.accept.replace('DIR', stateDir),
+  });
+}
+
+/**
+ * The agent's long-term key and its pins, from its state dir (the key is made on first run). Logs the
+ * key's fingerprint, which a peer's refusal of a changed key asks to compare with.
+ */
+export function peerKeysFrom(
+  stateDir: string,
+  kind: keyof typeof PIN_SIDES,
+  log: (fingerprint: string) => void,
+): { staticKey: X25519KeyPair; pins: KnownPeers } {
+  const staticKey = loadStaticKey(stateDir);
+  log(fingerprint(staticKey.publicKey));
+  return { staticKey, pins: knownPeersIn(stateDir, kind) };
+}
+
+/** `--accept-worker-key` / `--accept-planner-key`: forgets a pin, says so on stderr, and exits. */
+export function acceptPeerKey(stateDir: string, kind: keyof typeof PIN_SIDES, peer: string): never {
+  const pins = knownPeersIn(stateDir, kind);
+  const had = pins.forget(peer);
+  process.stderr.write(
+    had
+      ? `nfltr: forgot the pinned key of ${PIN_SIDES[kind].peerKind} ${peer} in ${pins.file}; the key it presents at its next handshake is pinned (a running ${kind} picks this up at once)\n`
+      : `nfltr: no key pinned for ${PIN_SIDES[kind].peerKind} ${peer} in ${pins.file}; nothing to do (check --state-dir and the id)\n`,
+  );
+  process.exit(had ? 0 : 1);
 }

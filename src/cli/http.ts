@@ -8,12 +8,15 @@ import {
   A2aEndpoint,
   AgentClient,
   exposeHttp,
+  fingerprint,
   type HttpRoute,
   HttpService,
   httpLabels,
+  loadStaticKey,
   parseRoute,
   parseTarget,
 } from '../agent/index.js';
+import type { X25519KeyPair } from '../protocol/e2ee-noise.js';
 import { createLogger } from '../util/log.js';
 import {
   type AgentFlags,
@@ -23,7 +26,7 @@ import {
   type E2eeFlags,
   pairingKeyFrom,
 } from './agent-options.js';
-import { die, parseLabels } from './options.js';
+import { die, nfltrHome, parseLabels } from './options.js';
 
 interface HttpCommandOptions extends AgentFlags, E2eeFlags {
   labels: Record<string, string>;
@@ -84,12 +87,22 @@ async function httpCommand(service: string | undefined, o: HttpCommandOptions): 
   } catch (err) {
     return die((err as Error).message, 2);
   }
+  let staticKey: X25519KeyPair;
+  try {
+    // A key that outlives the process, so planners that pinned this agent keep accepting it. No pins of
+    // planners: /browse, which the relay terminates, reaches the same service anyway.
+    staticKey = loadStaticKey(nfltrHome('http', options.agentId));
+  } catch (err) {
+    return die((err as Error).message, 2);
+  }
+  logger.info('static key', { fingerprint: fingerprint(staticKey.publicKey) });
   const agent = new AgentClient({ ...options, labels: { ...o.labels, ...httpLabels(routes) }, logger });
   const endpoint = new A2aEndpoint({
     agent,
     role: 'responder',
     e2ee: o.a2aE2ee,
     pairingKey,
+    staticKey,
     logger: logger.child('a2a'),
   });
   const detach = exposeHttp(agent, new HttpService(routes, logger), endpoint);

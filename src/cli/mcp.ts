@@ -36,6 +36,7 @@ import {
 import { createLogger } from '../util/log.js';
 import {
   type AgentFlags,
+  acceptPeerKey,
   addAgentOptions,
   addE2eeOptions,
   agentOptionsFrom,
@@ -43,6 +44,7 @@ import {
   defaultAgentId,
   type E2eeFlags,
   pairingKeyFrom,
+  peerKeysFrom,
   tlsCaFrom,
 } from './agent-options.js';
 import { serveRefusal } from './mcp-refusal.js';
@@ -57,6 +59,7 @@ export interface McpCommandOptions extends AgentFlags, E2eeFlags {
   format?: ClientFormat;
   mcpName?: string;
   mcpLaunch?: LaunchHow;
+  acceptWorkerKey?: string;
 }
 
 /** How the written entry starts the planner (`--mcp-launch`). */
@@ -77,6 +80,9 @@ MCP clients of protocol 2025-06-18/2025-11-25 (initialize) and 2026-07-28 (serve
 orchestrate_task and wait_for_tasks accept task-augmented calls in both (docs/planner.md).
 Tasks, their events and their artifacts are kept in --state-dir (tasks.db, artifacts/<task_id>/); a
 planner restarted on the same --name and --state-dir resumes every open task (docs/durability.md).
+The planner's static key (static_key) and the keys of the workers it met (known_workers, pinned on first
+contact, like SSH's known_hosts) are kept there too: a worker presenting another key is refused, naming
+both fingerprints; --accept-worker-key WORKER forgets its pin (docs/security.md).
 
 Several planners on one machine (one per MCP client or project): without --name the agent id is
 <host>-planner-<6 hex of the working folder>, and without --state-dir the state is kept in
@@ -107,7 +113,14 @@ Examples:
 /** Flags whose values are paths: written absolute into mcp.json, which the client runs from anywhere. */
 const PATH_FLAGS = new Set(['--state-dir', '--e2ee-key-file', '--tls-ca', '--api-key-file']);
 /** Flags about writing the config, and the key itself: never part of the entry. */
-const NOT_WRITTEN = new Set(['--write-mcp-json', '--format', '--mcp-name', '--mcp-launch', '--api-key']);
+const NOT_WRITTEN = new Set([
+  '--write-mcp-json',
+  '--format',
+  '--mcp-name',
+  '--mcp-launch',
+  '--api-key',
+  '--accept-worker-key',
+]);
 const MCP_NAME_RE = /^[A-Za-z][A-Za-z0-9_-]{0,63}$/;
 // biome-ignore lint/suspicious/noTemplateCurlyInString: Claude Code's variable syntax, written literally
 const CLAUDE_KEY_REF = '${NFLTR_API_KEY}';
@@ -172,9 +185,18 @@ export function register(program: Command): void {
         'how the entry starts nfltr: npx (npx -y nfltr), nfltr (the nfltr on PATH), path (this node and nfltr.js)',
       ).choices(['npx', 'nfltr', 'path']),
     )
+    .option(
+      '--accept-worker-key <worker>',
+      'forget the key pinned for this worker in <state dir>/known_workers (it changed on purpose), then exit; ' +
+        'the key it presents next is pinned',
+    )
     .addHelpText('after', HELP_AFTER)
     .action((opts: McpCommandOptions, command: Command) => {
       if (opts.writeMcpJson) return writeConfig(opts.writeMcpJson, opts, command);
+      if (opts.acceptWorkerKey) {
+        const stateDir = resolve(opts.stateDir ?? defaultPlannerStateDir(opts.name ?? defaultPlannerName()));
+        acceptPeerKey(stateDir, 'planner', opts.acceptWorkerKey);
+      }
       const stray = ['--format', '--mcp-name', '--mcp-launch'].find(
         (f) =>
           command.getOptionValueSource(f.slice(2).replace(/-(.)/g, (_, c: string) => c.toUpperCase())) ===
@@ -428,6 +450,12 @@ export async function runMcp(o: McpCommandOptions): Promise<void> {
       });
     }
     process.on('exit', () => release());
+    let keys: ReturnType<typeof peerKeysFrom>;
+    try {
+      keys = peerKeysFrom(stateDir, 'planner', (fp) => log.info('static key', { fingerprint: fp }));
+    } catch (err) {
+      die((err as Error).message);
+    }
     store = new TaskStore(join(stateDir, 'tasks.db'));
     store.replay();
     agent = new AgentClient({
@@ -440,6 +468,7 @@ export async function runMcp(o: McpCommandOptions): Promise<void> {
       role: 'initiator',
       e2ee: o.a2aE2ee,
       pairingKey,
+      ...keys,
       logger: log.child('a2a'),
     });
     manager = new TaskManager({

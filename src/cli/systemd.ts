@@ -56,6 +56,8 @@ export function systemdUnit(input: UnitInput): string {
   // LoadCredential= wants an absolute path.
   const keyFile = input.command !== 'worker' ? '' : given ? resolve(given) : KEY_FILE_DEFAULT;
   args = without(without(args, '--api-key', true), '--api-key-file', true);
+  // A one-shot that edits the pins and exits, not part of the service.
+  args = without(args, '--accept-planner-key', true);
   const stateFlag = input.command === 'relay' ? '--data-dir' : '--state-dir';
   if (flagValue(args, stateFlag) === undefined) args.push(stateFlag, `/var/lib/nfltr/${input.command}`);
   // `--executor-user` needs a root worker; otherwise the service runs as its own unprivileged user.

@@ -14,12 +14,15 @@ import {
 } from '../worker/index.js';
 import {
   type AgentFlags,
+  acceptPeerKey,
   addAgentOptions,
   addConnectOptions,
   addE2eeOptions,
   agentOptionsFrom,
+  defaultAgentId,
   type E2eeFlags,
   pairingKeyFrom,
+  peerKeysFrom,
 } from './agent-options.js';
 import { die, nfltrHome, parseDuration, parseLabels, parsePositiveInt } from './options.js';
 import { PRINT_UNIT_FLAG, printSystemdUnit } from './systemd.js';
@@ -30,6 +33,7 @@ export interface WorkerCommandOptions extends AgentFlags, E2eeFlags {
   mcpCommand?: string;
   mcpTool?: string;
   stateDir?: string;
+  acceptPlannerKey?: string;
   heartbeatInterval: number;
   maxArtifactBytes: number;
   shutdownGrace: number;
@@ -68,6 +72,10 @@ task's own), and a key given with --api-key is blanked from the worker's command
 in NFLTR_API_KEY or --api-key-file, never on the command line (ps shows it to every user until then).
 A task runs as the worker's OS user and can still read what that user can (the key file,
 /proc/<worker pid>/environ); --executor-user runs executors as another user (see docs/security.md).
+
+The worker's static key (<state-dir>/static_key, fingerprint logged at start) is what planners pin on
+first contact; the worker pins each planner's key in <state-dir>/known_planners and refuses a changed
+one. --accept-planner-key PLANNER forgets that pin (docs/security.md).
 
 --print-systemd-unit prints a unit running this worker as a service and exits: the flags typed here
 (not those from environment variables or the saved login), the key loaded by systemd from the
@@ -162,6 +170,11 @@ export function register(program: Command): void {
       'also offer this local HTTP service to /browse and proxy_request, like `nfltr http` (label nfltr.http.routes)',
     )
     .option(
+      '--accept-planner-key <planner>',
+      'forget the key pinned for this planner in <state dir>/known_planners (it changed on purpose), then exit; ' +
+        'the key it presents next is pinned',
+    )
+    .option(
       PRINT_UNIT_FLAG,
       'print a systemd unit running this command line (key from a credential file, never in the unit) and exit',
     )
@@ -175,6 +188,13 @@ export function register(program: Command): void {
 /** Runs the command; returns the exit code. */
 export async function workerCommand(o: WorkerCommandOptions): Promise<number> {
   const logger = createLogger('worker');
+  if (o.acceptPlannerKey) {
+    acceptPeerKey(
+      resolve(o.stateDir ?? nfltrHome('worker', o.name ?? defaultAgentId('worker'))),
+      'worker',
+      o.acceptPlannerKey,
+    );
+  }
   let agent: ReturnType<typeof agentOptionsFrom>;
   try {
     agent = agentOptionsFrom(o, 'worker');
@@ -189,8 +209,10 @@ export async function workerCommand(o: WorkerCommandOptions): Promise<number> {
   let executorUser: ExecutorUser | undefined;
   const stateDir = resolve(o.stateDir ?? nfltrHome('worker', agent.agentId));
   let expose: HttpRoute[] | undefined;
+  let keys: ReturnType<typeof peerKeysFrom>;
   try {
     pairingKey = pairingKeyFrom(o);
+    keys = peerKeysFrom(stateDir, 'worker', (fp) => logger.info('static key', { fingerprint: fp }));
     if (o.executorUser) executorUser = resolveExecutorUser(o.executorUser, stateDir);
     expose =
       o.expose === undefined ? undefined : [{ prefix: '/', target: parseTarget(o.expose, '--expose') }];
@@ -209,6 +231,7 @@ export async function workerCommand(o: WorkerCommandOptions): Promise<number> {
       heartbeatIntervalMs: o.heartbeatInterval,
       e2ee: o.a2aE2ee,
       pairingKey,
+      ...keys,
       maxArtifactBytes: o.maxArtifactBytes,
       testCorruptChunk: parseChunkRef(process.env.NFLTR_TEST_CORRUPT_CHUNK),
       shutdownGraceMs: o.shutdownGrace,

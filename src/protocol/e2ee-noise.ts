@@ -1,6 +1,9 @@
-// Noise protocol framework, revision 34, for exactly two patterns:
+// Noise protocol framework, revision 34, for exactly four two-message patterns:
 //   Noise_NN_25519_AESGCM_SHA256      (-> e; <- e, ee)
 //   Noise_NNpsk0_25519_AESGCM_SHA256  (-> psk, e; <- e, ee)
+//   Noise_IX_25519_AESGCM_SHA256      (-> e, s; <- e, ee, se, s, es)
+//   Noise_IXpsk0_25519_AESGCM_SHA256  (-> psk, e, s; <- e, ee, se, s, es)
+// nfltr runs IX (each agent has a long-term static key); NN is kept for its published test vectors.
 // Pure: node:crypto only, no I/O, no timers. e2ee.ts builds the nfltr session on top of this.
 import {
   createCipheriv,
@@ -16,7 +19,19 @@ import {
 
 export const NOISE_NN = 'Noise_NN_25519_AESGCM_SHA256';
 export const NOISE_NNPSK0 = 'Noise_NNpsk0_25519_AESGCM_SHA256';
-export type NoiseProtocolName = typeof NOISE_NN | typeof NOISE_NNPSK0;
+export const NOISE_IX = 'Noise_IX_25519_AESGCM_SHA256';
+export const NOISE_IXPSK0 = 'Noise_IXpsk0_25519_AESGCM_SHA256';
+export type NoiseProtocolName = typeof NOISE_NN | typeof NOISE_NNPSK0 | typeof NOISE_IX | typeof NOISE_IXPSK0;
+
+type Token = 'psk' | 'e' | 's' | 'ee' | 'se' | 'es';
+/** The tokens of message 1 (initiator) and message 2 (responder), before any psk modifier. */
+const PATTERNS: Record<'NN' | 'IX', [Token[], Token[]]> = {
+  NN: [['e'], ['e', 'ee']],
+  IX: [
+    ['e', 's'],
+    ['e', 'ee', 'se', 's', 'es'],
+  ],
+};
 
 const HASHLEN = 32;
 const DHLEN = 32;
@@ -121,12 +136,19 @@ function rawPublicKey(key: KeyObject): Uint8Array {
   return Buffer.from(x, 'base64url');
 }
 
+/** The raw 32-byte private scalar, to store a static key (see x25519FromPrivate). */
+export function x25519PrivateBytes(keyPair: X25519KeyPair): Uint8Array {
+  const { d } = keyPair.privateKey.export({ format: 'jwk' });
+  if (typeof d !== 'string') throw new NoiseError('dh', 'X25519 private key export failed');
+  return new Uint8Array(Buffer.from(d, 'base64url'));
+}
+
 export function generateX25519(): X25519KeyPair {
   const { privateKey, publicKey } = generateKeyPairSync('x25519');
   return { privateKey, publicKey: rawPublicKey(publicKey) };
 }
 
-/** A key pair from a raw private scalar. Only the test vectors need fixed ephemeral keys. */
+/** A key pair from a raw private scalar: a stored static key, or the test vectors' fixed keys. */
 export function x25519FromPrivate(raw: Uint8Array): X25519KeyPair {
   if (raw.length !== DHLEN) throw new NoiseError('dh', `X25519 private key must be ${DHLEN} bytes`);
   const privateKey = createPrivateKey({
@@ -146,10 +168,10 @@ function dh(keyPair: X25519KeyPair, remotePublic: Uint8Array): Buffer {
     });
     shared = diffieHellman({ privateKey: keyPair.privateKey, publicKey });
   } catch {
-    throw new NoiseError('dh', 'peer ephemeral key is not a usable X25519 public key');
+    throw new NoiseError('dh', 'peer key is not a usable X25519 public key');
   }
   // A low-order peer point yields all zeros; refuse it rather than derive keys from a constant.
-  if (shared.every((b) => b === 0)) throw new NoiseError('dh', 'peer ephemeral key is a low-order point');
+  if (shared.every((b) => b === 0)) throw new NoiseError('dh', 'peer key is a low-order point');
   return shared;
 }
 
@@ -215,6 +237,10 @@ class SymmetricState {
     return Uint8Array.from(this.#h);
   }
 
+  get hasKey(): boolean {
+    return this.#cipher.hasKey();
+  }
+
   /** An independent copy (the buffers are replaced, never written in place, so they are shared). */
   copy(): SymmetricState {
     const c = new SymmetricState(NOISE_NN);
@@ -258,13 +284,15 @@ class SymmetricState {
   }
 }
 
-// --- HandshakeState (spec 5.3) for NN and NNpsk0.
+// --- HandshakeState (spec 5.3) for NN, NNpsk0, IX and IXpsk0.
 
-export interface NoiseNNOptions {
+export interface NoiseHandshakeOptions {
   initiator: boolean;
   prologue: Uint8Array;
-  /** 32-byte pre-shared key; its presence selects NNpsk0. */
+  /** 32-byte pre-shared key; its presence adds the psk0 modifier. */
   psk?: Uint8Array;
+  /** This end's long-term static key pair; its presence selects IX (both statics exchanged), else NN. */
+  s?: X25519KeyPair;
   /** Fixed ephemeral key pair, for test vectors only; a fresh one is generated otherwise. */
   ephemeral?: X25519KeyPair;
 }
@@ -276,23 +304,31 @@ export interface NoiseSplit {
   responderToInitiator: Uint8Array;
 }
 
-export class NoiseNNHandshake {
+export class NoiseHandshake {
   readonly protocolName: NoiseProtocolName;
   readonly initiator: boolean;
   #ss: SymmetricState;
+  #messages: [Token[], Token[]];
   #psk: Uint8Array | undefined;
+  #s: X25519KeyPair | undefined;
   #e: X25519KeyPair | undefined;
   #re: Uint8Array | undefined;
+  #rs: Uint8Array | undefined;
   /** 0: message 1 pending, 1: message 2 pending, 2: finished, -1: failed. */
   #step = 0;
 
-  constructor(opts: NoiseNNOptions) {
+  constructor(opts: NoiseHandshakeOptions) {
     if (opts.psk !== undefined && opts.psk.length !== KEYLEN)
       throw new NoiseError('state', 'psk must be 32 bytes');
     this.initiator = opts.initiator;
     this.#psk = opts.psk === undefined ? undefined : Uint8Array.from(opts.psk);
+    this.#s = opts.s;
     this.#e = opts.ephemeral;
-    this.protocolName = this.#psk === undefined ? NOISE_NN : NOISE_NNPSK0;
+    const [m1, m2] = PATTERNS[this.#s === undefined ? 'NN' : 'IX'];
+    this.#messages = [this.#psk === undefined ? m1 : ['psk', ...m1], m2];
+    const psk = this.#psk !== undefined;
+    this.protocolName =
+      this.#s === undefined ? (psk ? NOISE_NNPSK0 : NOISE_NN) : psk ? NOISE_IXPSK0 : NOISE_IX;
     this.#ss = new SymmetricState(this.protocolName);
     this.#ss.mixHash(opts.prologue);
   }
@@ -305,21 +341,32 @@ export class NoiseNNHandshake {
     return this.#ss.handshakeHash;
   }
 
+  /** The peer's static public key (IX), once the message carrying it has been read. */
+  get remoteStatic(): Uint8Array | undefined {
+    return this.#rs === undefined ? undefined : Uint8Array.from(this.#rs);
+  }
+
   writeMessage(payload: Uint8Array): Uint8Array {
     const mine = this.initiator ? 0 : 1;
     if (this.#step !== mine)
       throw this.#fail(new NoiseError('state', 'handshake message written out of turn'));
     try {
-      if (32 + payload.length + TAGLEN > MAX_NOISE_MESSAGE) {
+      if (2 * (DHLEN + TAGLEN) + payload.length + TAGLEN > MAX_NOISE_MESSAGE) {
         throw new NoiseError('too_large', `handshake payload too large (${payload.length} bytes)`);
       }
-      if (this.#step === 0 && this.#psk !== undefined) this.#ss.mixKeyAndHash(this.#psk); // psk
-      this.#e ??= generateX25519();
-      this.#mixEphemeral(this.#e.publicKey); // e
-      if (this.#step === 1) this.#ss.mixKey(dh(this.#e, this.#requireRemote())); // ee
-      const body = this.#ss.encryptAndHash(payload);
+      const out: Uint8Array[] = [];
+      for (const token of this.#messages[this.#step] ?? []) {
+        if (token === 'e') {
+          this.#e ??= generateX25519();
+          out.push(this.#e.publicKey);
+          this.#mixEphemeral(this.#e.publicKey);
+        } else if (token === 's') {
+          out.push(this.#ss.encryptAndHash(this.#requireStatic().publicKey));
+        } else this.#mixToken(token);
+      }
+      out.push(this.#ss.encryptAndHash(payload));
       this.#step += 1;
-      return Buffer.concat([this.#e.publicKey, body]);
+      return Buffer.concat(out);
     } catch (err) {
       throw this.#fail(err);
     }
@@ -333,24 +380,35 @@ export class NoiseNNHandshake {
     const theirs = this.initiator ? 1 : 0;
     if (this.#step !== theirs)
       throw this.#fail(new NoiseError('state', 'handshake message read out of turn'));
-    const saved = opts.keepOnFailure ? { ss: this.#ss.copy(), re: this.#re } : undefined;
+    const saved = opts.keepOnFailure ? { ss: this.#ss.copy(), re: this.#re, rs: this.#rs } : undefined;
     try {
       if (message.length > MAX_NOISE_MESSAGE)
         throw new NoiseError('malformed', 'handshake message too large');
-      if (this.#step === 0 && this.#psk !== undefined) this.#ss.mixKeyAndHash(this.#psk); // psk
-      // After the psk token (message 1) or the e token of NNpsk0 / the ee token (message 2) a key exists.
-      const tag = this.#step === 1 || this.#psk !== undefined ? TAGLEN : 0;
-      if (message.length < DHLEN + tag) throw new NoiseError('malformed', 'handshake message too short');
-      this.#re = Uint8Array.from(message.subarray(0, DHLEN));
-      this.#mixEphemeral(this.#re); // e
-      if (this.#step === 1) this.#ss.mixKey(dh(this.#requireLocal(), this.#re)); // ee
-      const payload = this.#ss.decryptAndHash(message.subarray(DHLEN));
+      let at = 0;
+      const take = (n: number): Uint8Array => {
+        if (message.length - at < n) throw new NoiseError('malformed', 'handshake message too short');
+        at += n;
+        return message.subarray(at - n, at);
+      };
+      for (const token of this.#messages[this.#step] ?? []) {
+        if (token === 'e') {
+          this.#re = Uint8Array.from(take(DHLEN));
+          this.#mixEphemeral(this.#re);
+        } else if (token === 's') {
+          this.#rs = Uint8Array.from(this.#ss.decryptAndHash(take(DHLEN + (this.#ss.hasKey ? TAGLEN : 0))));
+        } else this.#mixToken(token);
+      }
+      // A payload is at least its tag once a key exists: a shorter message is malformed, not forged.
+      if (message.length - at < (this.#ss.hasKey ? TAGLEN : 0))
+        throw new NoiseError('malformed', 'handshake message too short');
+      const payload = this.#ss.decryptAndHash(message.subarray(at));
       this.#step += 1;
       return payload;
     } catch (err) {
       if (!saved) throw this.#fail(err);
       this.#ss = saved.ss;
       this.#re = saved.re;
+      this.#rs = saved.rs;
       throw err instanceof NoiseError ? err : new NoiseError('state', String(err));
     }
   }
@@ -361,20 +419,37 @@ export class NoiseNNHandshake {
     return { initiatorToResponder, responderToInitiator };
   }
 
+  /** psk and the DH tokens; `se` and `es` name the initiator's key first (spec 7.1). */
+  #mixToken(token: Exclude<Token, 'e' | 's'>): void {
+    if (token === 'psk') return this.#ss.mixKeyAndHash(this.#psk ?? new Uint8Array(0));
+    const e = () => this.#requireLocal();
+    const s = () => this.#requireStatic();
+    const re = () => this.#requireRemote(this.#re, 'ephemeral');
+    const rs = () => this.#requireRemote(this.#rs, 'static');
+    if (token === 'ee') this.#ss.mixKey(dh(e(), re()));
+    else if (token === 'se') this.#ss.mixKey(this.initiator ? dh(s(), re()) : dh(e(), rs()));
+    else this.#ss.mixKey(this.initiator ? dh(e(), rs()) : dh(s(), re()));
+  }
+
   #mixEphemeral(publicKey: Uint8Array): void {
     this.#ss.mixHash(publicKey);
     // Spec 9.2: in a PSK handshake every "e" token is also followed by MixKey(e.public_key).
     if (this.#psk !== undefined) this.#ss.mixKey(publicKey);
   }
 
-  #requireRemote(): Uint8Array {
-    if (this.#re === undefined) throw new NoiseError('state', 'no remote ephemeral key');
-    return this.#re;
+  #requireRemote(key: Uint8Array | undefined, what: string): Uint8Array {
+    if (key === undefined) throw new NoiseError('state', `no remote ${what} key`);
+    return key;
   }
 
   #requireLocal(): X25519KeyPair {
     if (this.#e === undefined) throw new NoiseError('state', 'no local ephemeral key');
     return this.#e;
+  }
+
+  #requireStatic(): X25519KeyPair {
+    if (this.#s === undefined) throw new NoiseError('state', 'no local static key');
+    return this.#s;
   }
 
   #fail(err: unknown): NoiseError {

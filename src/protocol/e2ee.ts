@@ -1,22 +1,28 @@
 // End-to-end encryption of A2A task frames between a planner and a worker (protocol a2a-mcp-v1).
 //
-// Handshake: Noise_NNpsk0_25519_AESGCM_SHA256 with a pairing key (--e2ee-key-file), Noise_NN_25519_AESGCM_SHA256
-// without; the prologue binds the protocol id and both agent ids. After the two handshake messages every
-// logical channel (one per task) gets its own key per direction, derived from the Split() keys, with its
-// own counter from 0. See docs/security.md. Pure: no sockets, timers or I/O.
+// Handshake: Noise_IXpsk0_25519_AESGCM_SHA256 with a pairing key (--e2ee-key-file), Noise_IX_25519_AESGCM_SHA256
+// without: both ends' long-term static keys are exchanged and authenticated, so a peer can be pinned (the
+// A2A layer compares them with known_workers / known_planners). The prologue binds the protocol id and both
+// agent ids. After the two handshake messages every logical channel (one per task) gets its own key per
+// direction, derived from the Split() keys, with its own counter from 0. See docs/security.md. Pure: no
+// sockets, timers or I/O.
 import { hkdfSync, randomBytes } from 'node:crypto';
 import {
   aesGcmOpen,
   aesGcmSeal,
+  generateX25519,
   MAX_NONCE,
-  NOISE_NN,
+  NOISE_IX,
   NoiseError,
-  NoiseNNHandshake,
+  NoiseHandshake,
   TAGLEN,
+  type X25519KeyPair,
 } from './e2ee-noise.js';
 
-/** Bytes a sealed frame adds to its plaintext (the AEAD tag). */
-export const SEAL_OVERHEAD = TAGLEN;
+/** Bytes of the session tag that precedes each sealed frame on the wire (see E2eeSession.tag). */
+export const SESSION_TAG_BYTES = 8;
+/** Bytes a sealed frame adds to its plaintext on the wire: the session tag and the AEAD tag. */
+export const SEAL_OVERHEAD = SESSION_TAG_BYTES + TAGLEN;
 
 export const A2A_PROTOCOL_ID = 'a2a-mcp-v1';
 export const PAIRING_KEY_BYTES = 32;
@@ -27,8 +33,9 @@ const KEY_FLAG = '--e2ee-key-file';
 const E2EE_FLAG = '--a2a-e2ee';
 // First byte of each handshake message: which pattern the sender runs. Both patterns' names are also mixed
 // into the transcript, so this byte only lets a mismatch be reported precisely; it cannot cause a downgrade.
-const MODE_NN = 0x01;
-const MODE_NNPSK0 = 0x02;
+// 0x01 and 0x02 were NN and NNpsk0 (no static keys), which this version no longer speaks.
+const MODE_IX = 0x03;
+const MODE_IXPSK0 = 0x04;
 const CHANNEL_INFO = 'nfltr a2a channel ';
 
 export type E2eeRole = 'initiator' | 'responder';
@@ -74,8 +81,10 @@ export interface HandshakeOptions {
   role: E2eeRole;
   localId: string;
   remoteId: string;
-  /** 32-byte pairing key (see parsePairingKey); selects Noise NNpsk0. */
+  /** 32-byte pairing key (see parsePairingKey); selects Noise IXpsk0. */
   pairingKey?: Uint8Array;
+  /** This agent's long-term static key (state dir `static_key`); a fresh one when absent (no identity to pin). */
+  staticKey?: X25519KeyPair;
 }
 
 export interface SealedFrame {
@@ -138,7 +147,7 @@ export class E2eeHandshake {
   readonly role: E2eeRole;
   readonly localId: string;
   readonly remoteId: string;
-  #noise: NoiseNNHandshake;
+  #noise: NoiseHandshake;
   #failure: E2eeError | undefined;
   #session: E2eeSession | undefined;
 
@@ -156,10 +165,11 @@ export class E2eeHandshake {
     const [initiatorId, responderId] = initiator
       ? [this.localId, this.remoteId]
       : [this.remoteId, this.localId];
-    this.#noise = new NoiseNNHandshake({
+    this.#noise = new NoiseHandshake({
       initiator,
       prologue: lengthPrefixed([A2A_PROTOCOL_ID, initiatorId, responderId]),
       psk: opts.pairingKey,
+      s: opts.staticKey ?? generateX25519(),
     });
   }
 
@@ -169,7 +179,16 @@ export class E2eeHandshake {
   }
 
   get usesPairingKey(): boolean {
-    return this.#noise.protocolName !== NOISE_NN;
+    return this.#noise.protocolName !== NOISE_IX;
+  }
+
+  /**
+   * The peer's static public key: the responder has it after message 1, the initiator after message 2.
+   * It is authenticated once the handshake is complete and the peer has sealed a frame (initiator's key,
+   * seen by the responder) or message 2 has been read (responder's key, seen by the initiator).
+   */
+  get remoteStatic(): Uint8Array | undefined {
+    return this.#noise.remoteStatic;
   }
 
   get complete(): boolean {
@@ -178,13 +197,14 @@ export class E2eeHandshake {
 
   /**
    * Initiator: message 1 (first call). Responder: message 2 (after reading message 1).
-   * The payload of message 1 is encrypted only with a pairing key; never put task content in it.
+   * The payload (and the static key) of message 1 is encrypted only with a pairing key; never put task
+   * content in it.
    */
   writeMessage(payload: Uint8Array = new Uint8Array(0)): Uint8Array {
     this.#guard();
     try {
       const body = this.#noise.writeMessage(payload);
-      return Buffer.concat([Uint8Array.of(this.usesPairingKey ? MODE_NNPSK0 : MODE_NN), body]);
+      return Buffer.concat([Uint8Array.of(this.usesPairingKey ? MODE_IXPSK0 : MODE_IX), body]);
     } catch (err) {
       throw this.#fail(this.#translate(err));
     }
@@ -198,7 +218,7 @@ export class E2eeHandshake {
   readMessage(message: Uint8Array, opts: { keepOnFailure?: boolean } = {}): Uint8Array {
     this.#guard();
     const mode = message[0];
-    if (mode !== MODE_NN && mode !== MODE_NNPSK0) {
+    if (mode !== MODE_IX && mode !== MODE_IXPSK0) {
       throw this.#fail(
         new E2eeError(
           'handshake',
@@ -206,7 +226,7 @@ export class E2eeHandshake {
         ),
       );
     }
-    if (mode === MODE_NNPSK0 && !this.usesPairingKey) {
+    if (mode === MODE_IXPSK0 && !this.usesPairingKey) {
       throw this.#fail(
         new E2eeError(
           'pairing_missing',
@@ -214,7 +234,7 @@ export class E2eeHandshake {
         ),
       );
     }
-    if (mode === MODE_NN && this.usesPairingKey) {
+    if (mode === MODE_IX && this.usesPairingKey) {
       throw this.#fail(
         new E2eeError(
           'pairing_missing',
@@ -300,6 +320,12 @@ export class E2eeSession {
   readonly remoteId: string;
   readonly protocolName: string;
   readonly handshakeHash: Uint8Array;
+  /**
+   * Names this session on the wire (the first bytes of the handshake hash, public like the hash): a
+   * receiver holding several sessions with one peer (one live, one being confirmed) picks the one to
+   * open a frame with. It authenticates nothing; the frame's AEAD does.
+   */
+  readonly tag: string;
   #sendKey: Uint8Array;
   #receiveKey: Uint8Array;
   #sealers = new Map<string, ChannelSealer>();
@@ -311,6 +337,7 @@ export class E2eeSession {
     this.remoteId = init.remoteId;
     this.protocolName = init.protocolName;
     this.handshakeHash = Uint8Array.from(init.handshakeHash);
+    this.tag = sessionTag(this.handshakeHash.subarray(0, SESSION_TAG_BYTES));
     this.#sendKey = init.sendKey;
     this.#receiveKey = init.receiveKey;
   }
@@ -362,6 +389,11 @@ export class E2eeSession {
     const info = Buffer.concat([utf8(CHANNEL_INFO), utf8(channel)]);
     return new Uint8Array(hkdfSync('sha256', directionKey, this.handshakeHash, info, 32));
   }
+}
+
+/** A session tag as a map key (hex). */
+export function sessionTag(bytes: Uint8Array): string {
+  return Buffer.from(bytes).toString('hex');
 }
 
 /** Associated data of a frame: sender, receiver and channel (length-prefixed), then the 64-bit seq. */

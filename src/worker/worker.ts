@@ -17,6 +17,7 @@ import { type A2aBody, A2aEndpoint, type A2aFailure, type A2aInbound } from '../
 import { type ChunkRef, sanitizeArtifactName } from '../agent/artifacts/index.js';
 import { AgentClient, type AgentOptions } from '../agent/client.js';
 import { exposeHttp, type HttpRoute, HttpService } from '../agent/http-tunnel.js';
+import type { PeerPins } from '../agent/peer-keys.js';
 import {
   A2A_PROTOCOL,
   PROBE_CHANNEL,
@@ -30,6 +31,7 @@ import {
   type TaskStart,
   taskIdProblem,
 } from '../protocol/a2a.js';
+import type { X25519KeyPair } from '../protocol/e2ee-noise.js';
 import type { Logger } from '../util/log.js';
 import { WorkerConfigError } from './errors.js';
 import {
@@ -91,6 +93,9 @@ export interface WorkerOptions {
   heartbeatIntervalMs: number;
   e2ee: boolean;
   pairingKey?: Uint8Array;
+  /** The worker's long-term key and its pins of planners (state dir `static_key`, `known_planners`). */
+  staticKey?: X25519KeyPair;
+  pins?: PeerPins;
   maxArtifactBytes: number;
   /** `--expose`: local HTTP services offered to `/browse` and `proxy_request` (labels carry their routes). */
   expose?: HttpRoute[];
@@ -190,6 +195,8 @@ export class Worker {
       role: 'responder',
       e2ee: opts.e2ee,
       pairingKey: opts.pairingKey,
+      staticKey: opts.staticKey,
+      pins: opts.pins,
       logger: opts.logger.child('a2a'),
     });
     this.endpoint.on('message', (m) => {

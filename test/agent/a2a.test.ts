@@ -192,7 +192,7 @@ describe('a2a channels', () => {
     const recorded = (kind: string, to: string) =>
       relay.captured.filter((e) => e.to === to && e.kind === kind).map((e) => Buffer.from(e.payload));
     const [hs1] = recorded('a2a.hs1', 'hsr-w');
-    expect(hs1!.length).toBe(33);
+    expect(hs1!.length).toBe(65);
     const rawPlanner = clients.find((c) => c.agentId === 'hsr-p')!;
     const rawWorker = clients.find((c) => c.agentId === 'hsr-w')!;
     // hs1 replayed at the worker, as a hostile relay would: ignored.

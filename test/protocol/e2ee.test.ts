@@ -11,10 +11,12 @@ import {
   plaintextRefused,
 } from '../../src/protocol/e2ee.js';
 import {
+  NOISE_IX,
+  NOISE_IXPSK0,
   NOISE_NN,
   NOISE_NNPSK0,
   NoiseCipherState,
-  NoiseNNHandshake,
+  NoiseHandshake,
   x25519FromPrivate,
 } from '../../src/protocol/e2ee-noise.js';
 
@@ -129,12 +131,12 @@ describe('Noise core against published test vectors (flynn/noise vectors.txt)', 
 
   it.each(vectors)('$name prologue=$prologue', (v) => {
     const common = { prologue: unhex(v.prologue), psk: v.name === NOISE_NNPSK0 ? unhex(psk) : undefined };
-    const init = new NoiseNNHandshake({
+    const init = new NoiseHandshake({
       ...common,
       initiator: true,
       ephemeral: x25519FromPrivate(unhex(initEphemeral)),
     });
-    const resp = new NoiseNNHandshake({
+    const resp = new NoiseHandshake({
       ...common,
       initiator: false,
       ephemeral: x25519FromPrivate(unhex(respEphemeral)),
@@ -163,8 +165,8 @@ describe('Noise core against published test vectors (flynn/noise vectors.txt)', 
 
 describe('handshake', () => {
   it.each([
-    { name: 'without a pairing key', key: undefined, protocol: NOISE_NN },
-    { name: 'with a pairing key', key: parsePairingKey(generatePairingKey()), protocol: NOISE_NNPSK0 },
+    { name: 'without a pairing key', key: undefined, protocol: NOISE_IX },
+    { name: 'with a pairing key', key: parsePairingKey(generatePairingKey()), protocol: NOISE_IXPSK0 },
   ])('$name: completes, carries payloads, both ends agree on the handshake hash', ({ key, protocol }) => {
     const { planner, worker, hello, welcome } = pair({ plannerKey: key, workerKey: key });
     expect([hello, welcome]).toEqual(['hello', 'welcome']);
