@@ -26,7 +26,8 @@ export function fingerprint(publicKey: Uint8Array): string {
  */
 export function loadStaticKey(dir: string): X25519KeyPair {
   const file = join(dir, STATIC_KEY_FILE);
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  // The key file is 0600; the folder keeps its mode (an --executor-user must be able to enter it).
+  mkdirSync(dir, { recursive: true });
   try {
     const fresh = generateX25519();
     // `wx`: two processes starting on one state dir never overwrite each other's key.
@@ -141,7 +142,7 @@ export class KnownPeers implements PeerPins {
   }
 
   #write(pins: Map<string, Uint8Array>): void {
-    mkdirSync(dirname(this.file), { recursive: true, mode: 0o700 });
+    mkdirSync(dirname(this.file), { recursive: true });
     const lines = [...pins].map(([id, key]) => `${id} ${Buffer.from(key).toString('base64url')}\n`);
     const tmp = `${this.file}.${process.pid}.tmp`;
     writeFileSync(tmp, lines.join(''), { mode: 0o600 });
