@@ -32,7 +32,7 @@ import {
 } from '../protocol/e2ee.js';
 import { generateX25519, type X25519KeyPair } from '../protocol/e2ee-noise.js';
 import { type Logger, silentLogger } from '../util/log.js';
-import type { AgentClient, InboundEnvelope } from './client.js';
+import { type AgentClient, AgentError, type InboundEnvelope } from './client.js';
 import { fingerprint, type PeerPins } from './peer-keys.js';
 
 export const A2A_KIND = {
@@ -175,7 +175,16 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
     this.#opts = opts;
     this.#log = opts.logger ?? silentLogger;
     this.#static = opts.staticKey ?? generateX25519();
-    this.#agent.on('envelope', (env) => this.#onEnvelope(env));
+    this.#agent.on('envelope', (env) => {
+      // A throw here would surface in the transport's stream handler; an envelope that arrives while
+      // the agent closes (a reply we can no longer send) is simply dropped.
+      try {
+        this.#onEnvelope(env);
+      } catch (err) {
+        if (err instanceof AgentError && err.code === 'closed') return;
+        this.#log.error('envelope handling failed', { peer: env.from, error: (err as Error).message });
+      }
+    });
     this.#agent.on('status', (st) => {
       if (st.type !== 'connected') return;
       if (this.#everConnected) this.#onReconnected();

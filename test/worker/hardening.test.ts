@@ -104,8 +104,33 @@ function needCgroups(): void {
     throw new Error(`cgroup v2 is not usable here (${parent.message}); these checks need it`);
 }
 
-/** A command that starts `sleep <marker>` in a session of its own, escaping the task's process group. */
-const detached = (marker: string) => `setsid sleep ${marker} >/dev/null 2>&1 </dev/null &`;
+/**
+ * A command that starts `sleep <marker>` in a session of its own, escaping the task's process group. It
+ * waits until the sleep leads its session (field 6 of /proc/PID/stat): the command's group is killed when
+ * its shell exits, which would otherwise race setsid() and kill the sleep before it escaped.
+ */
+const detached = (marker: string) =>
+  `setsid sleep ${marker} >/dev/null 2>&1 </dev/null & ` +
+  `until [ "$(cut -d' ' -f6 /proc/$!/stat)" = "$!" ]; do sleep 0.05; done`;
+
+/** Waits for the task's detached `sleep <marker>`; on a timeout, says what the planner heard of the task. */
+async function sleepStarted(p: TestPlanner, taskId: string, marker: string): Promise<void> {
+  try {
+    await eventually(
+      () => pidsOf('sleep', marker).length === 1 || undefined,
+      30_000,
+      `sleep ${marker} started`,
+    );
+  } catch (err) {
+    const heard = (p.events.get(taskId) ?? []).map((e) => `${taskStateName(e.state)} ${e.message}`);
+    const refused = p.refusals.get(taskId);
+    throw new Error(
+      `${(err as Error).message}; task ${taskId}: events [${heard.join('; ')}]` +
+        `${refused ? `, refused ${refused.reason}: ${refused.message}` : ''}` +
+        `, failures [${p.failures.map((f) => `${f.code}: ${f.message}`).join('; ')}]`,
+    );
+  }
+}
 
 describe('worker hardening', () => {
   it("setsid - a process that left the task's process group dies when the task ends", async () => {
@@ -122,11 +147,11 @@ describe('worker hardening', () => {
     const stateDir = tempDir('nfltr-worker-');
     let w = await shellWorker('w-kill9', { name: 'w-kill9', stateDir });
     const one = `${2000 + (process.pid % 1000)}.2`;
-    await planner.startTask(w.name, {
+    const first = await planner.startTask(w.name, {
       objective: 'x',
       constraints: { commands: [detached(one), 'sleep 60'] },
     });
-    await eventually(() => pidsOf('sleep', one).length === 1 || undefined, 15_000, `sleep ${one} started`);
+    await sleepStarted(planner, first, one);
     await w.stop('SIGKILL');
     await eventually(
       () => pidsOf('sleep', one).length === 0 || undefined,
@@ -139,11 +164,11 @@ describe('worker hardening', () => {
     const two = `${3000 + (process.pid % 1000)}.3`;
     // A new planner: the old one's session with the killed worker is not what is tested here.
     const second = await new TestPlanner(relay, key).start();
-    await second.startTask(w.name, {
+    const next = await second.startTask(w.name, {
       objective: 'x',
       constraints: { commands: [detached(two), 'sleep 60'] },
     });
-    await eventually(() => pidsOf('sleep', two).length === 1 || undefined, 15_000, `sleep ${two} started`);
+    await sleepStarted(second, next, two);
     const dog = watchdogOf(w.child.pid!);
     expect(dog).toBeDefined();
     process.kill(dog!, 'SIGKILL');
