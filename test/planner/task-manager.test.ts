@@ -32,11 +32,7 @@ class FakeWorker {
   onStart: (start: TaskStart, w: FakeWorker) => void = (s, w) => w.event(s.taskId, 1, 'accepted');
   peer = '';
 
-  constructor(
-    relay: MemoryRelay,
-    id: string,
-    opts: { e2ee?: boolean; pairingKey?: Uint8Array } = {},
-  ) {
+  constructor(relay: MemoryRelay, id: string, opts: { e2ee?: boolean; pairingKey?: Uint8Array } = {}) {
     this.agent = new AgentClient({
       servers: ['memory'],
       apiKey: 'key',
