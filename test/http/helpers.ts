@@ -4,7 +4,7 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createServer, request, type Server } from 'node:http';
+import { createServer, type IncomingMessage, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { spawnNfltr } from '../helpers/processes.js';
 
@@ -53,6 +53,18 @@ export async function startService(): Promise<{ port: number; url: string; serve
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const port = (server.address() as AddressInfo).port;
   return { port, url: `http://127.0.0.1:${port}`, server };
+}
+
+/** Resolves when `server` gets a request for `path`: it has crossed the tunnel and is in flight there. */
+export function requestArrives(server: Server, path: string): Promise<void> {
+  return new Promise((resolve) => {
+    const on = (req: IncomingMessage) => {
+      if (new URL(req.url ?? '/', 'http://svc').pathname !== path) return;
+      server.off('request', on);
+      resolve();
+    };
+    server.on('request', on);
+  });
 }
 
 /** The byte at offset i of every generated body. */
