@@ -9,15 +9,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ArtifactInfoSchema, TaskStartSchema, taskStateName } from '../../src/protocol/a2a.js';
 import { cgroupParent } from '../../src/worker/cgroup.js';
 import { isAlive } from '../../src/worker/index.js';
-import {
-  createKey,
-  eventually,
-  type RelayProcess,
-  startRelayProcess,
-  tempDir,
-} from '../helpers/processes.js';
+import { eventually, type RelayProcess, tempDir, withRelay } from '../helpers/processes.js';
 import { startWorker, TestPlanner, type WorkerProcess } from './helpers.js';
 
+const fixture = withRelay({ accounts: ['acme'] });
 let relay: RelayProcess;
 let key: string;
 let planner: TestPlanner;
@@ -26,8 +21,7 @@ const workers: WorkerProcess[] = [];
 const planners: TestPlanner[] = [];
 
 beforeAll(async () => {
-  relay = await startRelayProcess();
-  key = await createKey(relay.dataDir, 'acme');
+  ({ relay, key } = fixture);
   planner = await new TestPlanner(relay, key).start();
 });
 
@@ -35,7 +29,6 @@ afterAll(async () => {
   await planner?.close();
   await Promise.all(workers.map((w) => w.stop()));
   await Promise.all(planners.map((p) => p.close()));
-  await relay?.stop();
 });
 
 const shellWorker = async (name: string, opts: Parameters<typeof startWorker>[2] = { name }) => {
