@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll } from 'vitest';
-import { openStore } from '../../src/relay/store/open.js';
+import { openStoreFrom } from '../../src/relay/store/open.js';
 import { NFLTR_BIN, spawnNfltr } from './spawn-nfltr.mjs';
 
 export { NFLTR_BIN, type NfltrProcess, spawnNfltr } from './spawn-nfltr.mjs';
@@ -81,11 +81,15 @@ export async function startRelayProcess(opts: RelayStartOptions = {}): Promise<R
 }
 
 /**
- * Creates an API key for `account` in the relay store of `dataDir` (made when there is none), in this
- * process: what `nfltr keys create --init` does, without starting one.
+ * Creates an API key for `account` in the relay store of `dataDir` (made when there is none), or in the
+ * PostgreSQL store `opts.store`, in this process: what `nfltr keys create --init` does, without starting one.
  */
-export async function createKey(dataDir: string, account: string): Promise<string> {
-  const store = openStore({ dataDir });
+export async function createKey(
+  dataDir: string,
+  account: string,
+  opts: { store?: string } = {},
+): Promise<string> {
+  const store = await openStoreFrom({ dataDir, store: opts.store });
   try {
     return (await store.createKey(account)).key;
   } finally {
