@@ -1,10 +1,9 @@
 // nfltr ai: keystroke-to-echo latency seen by a browser-side viewer (sealed frames over the relay's
 // WebSocket, through `nfltr ai` and its PTY), against the same keystroke echoed by a local PTY.
-import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import pty from 'node-pty';
 import WebSocket from 'ws';
-import { kill, NFLTR_BIN, percentile, ROOT, startRelay } from './common.mjs';
+import { kill, percentile, ROOT, startNfltr, startRelay } from './common.mjs';
 
 const { A2V, AiViewerCrypto, accessToken, V2A } = await import(join(ROOT, 'dist/protocol/ai-session.js'));
 
@@ -44,33 +43,13 @@ export async function benchAi({ keystrokes = 300 } = {}) {
   local.kill();
 
   const relay = await startRelay({ args: ['--hold-window', '1s'] });
-  const ai = spawn(
-    process.execPath,
-    [
-      NFLTR_BIN,
-      'ai',
-      '--server',
-      relay.grpcAddr,
-      '--proxy-url',
-      relay.httpUrl,
-      '--name',
-      'bench-ai',
-      '--',
-      'cat',
-    ],
-    {
-      stdio: ['ignore', 'pipe', 'ignore'],
-      env: { ...process.env, NFLTR_API_KEY: relay.key, NFLTR_LOG_LEVEL: 'warn' },
-    },
+  const { child: ai, match } = await startNfltr(
+    'ai',
+    ['--server', relay.grpcAddr, '--proxy-url', relay.httpUrl, '--name', 'bench-ai', '--', 'cat'],
+    /\S+\/ai\/bench-ai#k=([\w-]+)/,
+    { NFLTR_API_KEY: relay.key },
   );
-  let out = '';
-  const link = await new Promise((res) =>
-    ai.stdout.setEncoding('utf8').on('data', (d) => {
-      out += d;
-      const m = /\S+\/ai\/bench-ai#k=([\w-]+)/.exec(out);
-      if (m) res(m[1]);
-    }),
-  );
+  const link = match[1];
   const k = Buffer.from(link, 'base64url');
   const viewer = new AiViewerCrypto(k, 'bench-ai');
   const ws = new WebSocket(`${relay.httpUrl.replace('http', 'ws')}/ai/bench-ai/ws?t=${accessToken(k)}`);

@@ -2,12 +2,11 @@
 // the same between agents on one replica of the same cluster, measured in the same run. The echo agent
 // sits on replica A; one driver dials A (within one replica), another dials B (across two replicas:
 // agent → B → NATS → A → agent and back).
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import pg from 'pg';
-import { kill, NFLTR_BIN, ROOT, spawnReady, startRelay, summarise } from './common.mjs';
+import { createKey, kill, ROOT, spawnReady, startRelay, summarise } from './common.mjs';
 import { drive } from './routing.mjs';
 
 const PAYLOAD = Buffer.alloc(200, 7);
@@ -83,12 +82,7 @@ export async function benchCluster({ repeats = 3, total = 50_000, window = 1000,
   const args = ['--store', store, '--bus', bus];
   const children = [];
   try {
-    execFileSync(process.execPath, [NFLTR_BIN, 'relay', 'migrate', '--store', store], { stdio: 'ignore' });
-    const key = execFileSync(
-      process.execPath,
-      [NFLTR_BIN, 'keys', 'create', '--account', 'bench', '--store', store],
-      { encoding: 'utf8' },
-    ).trim();
+    const key = await createKey({ store }, 'bench');
     const a = await startRelay({ args, key });
     children.push(a.child);
     const b = await startRelay({ args, key });

@@ -3,9 +3,10 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
+import { NFLTR_BIN, spawnNfltr } from '../test/helpers/spawn-nfltr.mjs';
 
+export { NFLTR_BIN };
 export const ROOT = resolve(import.meta.dirname, '..');
-export const NFLTR_BIN = join(ROOT, 'bin', 'nfltr.js');
 
 export const machine = () => ({
   cores: cpus().length,
@@ -55,25 +56,36 @@ export function spawnReady(args, opts = {}) {
 }
 
 /**
+ * Creates an API key for `account` in this process, in the store `nfltr relay` would open with these
+ * flags (SQLite in `dataDir`, made when there is none, or the PostgreSQL URL `store`, migrated).
+ */
+export async function createKey({ dataDir, store }, account) {
+  const { openStoreFrom } = await import(join(ROOT, 'dist/relay/store/open.js'));
+  const s = await openStoreFrom({ dataDir: dataDir ?? '', store });
+  try {
+    return (await s.createKey(account)).key;
+  } finally {
+    await s.close();
+  }
+}
+
+/** `nfltr COMMAND ARGS` with the bench's node flags, quiet logs and `env` added; resolved once ready. */
+export const startNfltr = (command, args, readyPattern, env = {}) =>
+  spawnNfltr(command, args, readyPattern, {
+    nodeArgs: childNodeArgs,
+    env: { ...process.env, NFLTR_LOG_LEVEL: 'warn', ...env },
+  });
+
+/**
  * Starts `nfltr relay` (fresh data dir and a key for account bench, unless `dataDir`/`key` are given),
  * on free ports unless given.
  */
 export async function startRelay({ args = [], dataDir, key, grpcPort = 0, httpPort = 0 } = {}) {
   dataDir ??= tempDir('nfltr-bench-relay-');
-  const { execFileSync } = await import('node:child_process');
-  key ??= execFileSync(
-    process.execPath,
-    [NFLTR_BIN, 'keys', 'create', '--account', 'bench', '--data-dir', dataDir, '--init'],
-    {
-      encoding: 'utf8',
-    },
-  ).trim();
-  const child = spawn(
-    process.execPath,
+  key ??= await createKey({ dataDir }, 'bench');
+  const { child, match } = await startNfltr(
+    'relay',
     [
-      ...childNodeArgs,
-      NFLTR_BIN,
-      'relay',
       '--data-dir',
       dataDir,
       '--grpc-addr',
@@ -82,24 +94,17 @@ export async function startRelay({ args = [], dataDir, key, grpcPort = 0, httpPo
       `127.0.0.1:${httpPort}`,
       ...args,
     ],
-    { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NFLTR_LOG_LEVEL: 'warn' } },
+    /nfltr relay ready grpc_port=(\d+) http_port=(\d+)/,
   );
-  const ports = await new Promise((res, rej) => {
-    let err = '';
-    child.stderr.setEncoding('utf8').on('data', (d) => {
-      err += d;
-      const m = /nfltr relay ready grpc_port=(\d+) http_port=(\d+)/.exec(err);
-      if (m) res({ grpc: Number(m[1]), http: Number(m[2]) });
-    });
-    child.once('exit', (code) => rej(new Error(`relay exited ${code}: ${err}`)));
-  });
+  const [grpc, http] = [Number(match[1]), Number(match[2])];
   return {
     child,
     key,
     dataDir,
-    grpcAddr: `127.0.0.1:${ports.grpc}`,
-    httpUrl: `http://127.0.0.1:${ports.http}`,
-    ...ports,
+    grpcAddr: `127.0.0.1:${grpc}`,
+    httpUrl: `http://127.0.0.1:${http}`,
+    grpc,
+    http,
   };
 }
 

@@ -1,12 +1,11 @@
 // 2. Dispatch: orchestrate_task → accepted and → completed through `nfltr mcp` over stdio, with a
 // trivial executor, against calling the same executor's run_task directly over MCP stdio.
 // 3. Peer comparison: the same trivial task as a direct A2A call (@a2a-js/sdk over HTTP on loopback).
-import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { directClient } from './a2a-direct.mjs';
-import { kill, NFLTR_BIN, percentile, ROOT, spawnReady, startRelay, tempDir } from './common.mjs';
+import { kill, NFLTR_BIN, percentile, ROOT, spawnReady, startNfltr, startRelay, tempDir } from './common.mjs';
 import { ECHO, grpcTransport } from './routing.mjs';
 
 const TRIVIAL = join(ROOT, 'bench', 'trivial-executor.mjs');
@@ -36,11 +35,9 @@ async function mcpClient(command, args, env = process.env) {
 const json = (r) => JSON.parse(r.content.map((c) => c.text ?? '').join(''));
 
 async function startWorker(relay, e2ee) {
-  const child = spawn(
-    process.execPath,
+  const { child } = await startNfltr(
+    'worker',
     [
-      NFLTR_BIN,
-      'worker',
       '--server',
       relay.grpcAddr,
       '--name',
@@ -53,19 +50,9 @@ async function startWorker(relay, e2ee) {
       `"${process.execPath}" "${TRIVIAL}"`,
       `--a2a-e2ee=${e2ee}`,
     ],
-    {
-      stdio: ['ignore', 'ignore', 'pipe'],
-      env: { ...process.env, NFLTR_API_KEY: relay.key, NFLTR_LOG_LEVEL: 'warn' },
-    },
+    /nfltr worker ready/,
+    { NFLTR_API_KEY: relay.key },
   );
-  await new Promise((res, rej) => {
-    let err = '';
-    child.stderr.setEncoding('utf8').on('data', (d) => {
-      err += d;
-      if (/nfltr worker ready/.test(err)) res();
-    });
-    child.once('exit', (code) => rej(new Error(`worker exited ${code}: ${err}`)));
-  });
   return child;
 }
 

@@ -1,8 +1,7 @@
 // HTTP through the relay (`nfltr http` + `/browse`) against the same local server reached directly:
 // sequential small-request latency and one large download's throughput.
-import { spawn } from 'node:child_process';
 import { createServer } from 'node:http';
-import { kill, NFLTR_BIN, percentile, startRelay } from './common.mjs';
+import { kill, percentile, startNfltr, startRelay } from './common.mjs';
 
 const MiB = 1024 * 1024;
 
@@ -49,22 +48,13 @@ export async function benchProxy({ requests = 200, mib = 64 } = {}) {
   const service = await startService();
   const port = service.address().port;
   const relay = await startRelay();
-  const tunnel = spawn(
-    process.execPath,
-    [NFLTR_BIN, 'http', String(port), '--server', relay.grpcAddr, '--name', 'bench-http'],
-    {
-      stdio: ['ignore', 'ignore', 'pipe'],
-      env: { ...process.env, NFLTR_API_KEY: relay.key },
-    },
+  const { child: tunnel } = await startNfltr(
+    'http',
+    [String(port), '--server', relay.grpcAddr, '--name', 'bench-http'],
+    /serving/,
+    // The ready line is an info line.
+    { NFLTR_API_KEY: relay.key, NFLTR_LOG_LEVEL: 'info' },
   );
-  await new Promise((res, rej) => {
-    let err = '';
-    tunnel.stderr.setEncoding('utf8').on('data', (d) => {
-      err += d;
-      if (err.includes('serving')) res();
-    });
-    tunnel.once('exit', (code) => rej(new Error(`nfltr http exited ${code}: ${err}`)));
-  });
   try {
     const direct = `http://127.0.0.1:${port}`;
     const proxied = `${relay.httpUrl}/browse/bench-http`;

@@ -2,16 +2,16 @@
  * The first dial's diagnosis, each mistake set up with real processes: `nfltr worker` against the wrong
  * thing exits 1 after --connect-timeout with one line naming what is wrong and the fix.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   createKey,
   eventually,
-  NFLTR_BIN,
   nfltr,
   type RelayProcess,
+  spawnNfltr,
   startRelayProcess,
   tempDir,
 } from '../helpers/processes.js';
@@ -141,11 +141,9 @@ describe('first connect', () => {
   });
 
   it('the right TLS settings connect (no false diagnosis)', async () => {
-    const child = spawn(
-      process.execPath,
+    const worker = await spawnNfltr(
+      'worker',
       [
-        NFLTR_BIN,
-        'worker',
         '--server',
         `localhost:${secure.grpcPort}`,
         '--tls',
@@ -158,26 +156,19 @@ describe('first connect', () => {
         '--mcp-command',
         'nfltr shell-mcp --cwd .',
       ],
-      { env: { ...process.env, NFLTR_API_KEY: tlsKey }, stdio: ['ignore', 'ignore', 'pipe'] },
+      /nfltr worker ready/,
+      { env: { ...process.env, NFLTR_API_KEY: tlsKey }, timeoutMs: 30_000 },
     );
-    let err = '';
-    child.stderr!.setEncoding('utf8').on('data', (d: string) => {
-      err += d;
-    });
-    await eventually(() => err.includes('nfltr worker ready'), 30_000, `worker ready:\n${err}`);
-    child.kill('SIGTERM');
-    await new Promise((r) => child.once('exit', r));
+    await worker.stop();
   });
 
   it('--wait outlasts --connect-timeout and connects once the relay comes up', async () => {
     const port = await freePort();
     const dir = tempDir();
     const waitKey = await createKey(dir, 'acct');
-    const child = spawn(
-      process.execPath,
+    const worker = await spawnNfltr(
+      'worker',
       [
-        NFLTR_BIN,
-        'worker',
         '--server',
         `127.0.0.1:${port}`,
         '--connect-timeout',
@@ -188,21 +179,17 @@ describe('first connect', () => {
         '--mcp-command',
         'nfltr shell-mcp --cwd .',
       ],
-      { env: { ...process.env, NFLTR_API_KEY: waitKey }, stdio: ['ignore', 'ignore', 'pipe'] },
+      /cannot connect to the relay; redialling/,
+      { env: { ...process.env, NFLTR_API_KEY: waitKey }, timeoutMs: 30_000 },
     );
-    let err = '';
-    child.stderr!.setEncoding('utf8').on('data', (d: string) => {
-      err += d;
-    });
-    await eventually(() => err.includes('cannot connect to the relay; redialling'), 30_000, 'a failed dial');
+    // Past --connect-timeout: a worker without --wait has given up by now.
     await new Promise((r) => setTimeout(r, 2_000));
-    expect(child.exitCode).toBeNull();
+    expect(worker.child.exitCode).toBeNull();
     const relay = await startRelayProcess({ dataDir: dir, grpcPort: port });
     try {
-      await eventually(() => err.includes('nfltr worker ready'), 30_000, `worker ready:\n${err}`);
+      await eventually(() => worker.stderr().includes('nfltr worker ready'), 30_000, 'worker ready');
     } finally {
-      child.kill('SIGTERM');
-      await new Promise((r) => child.once('exit', r));
+      await worker.stop();
       await relay.stop();
     }
   });

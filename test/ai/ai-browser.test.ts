@@ -2,7 +2,7 @@
  * `nfltr ai` end to end in real Chromium: a real relay, `nfltr ai -- bash` in a real PTY, the page from the
  * relay driven by playwright-core against Debian's chromium.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Browser, chromium, type Page } from 'playwright-core';
@@ -12,9 +12,9 @@ import { accessToken } from '../../src/protocol/ai-session.js';
 import {
   createKey,
   eventually,
-  NFLTR_BIN,
   nfltr,
   type RelayProcess,
+  spawnNfltr,
   startRelayProcess,
   tempDir,
 } from '../helpers/processes.js';
@@ -45,11 +45,9 @@ const screen = (page: Page) =>
 
 /** Starts `nfltr ai --name NAME -- bash`; resolves with the process, its output so far and the link. */
 async function startAi(relay: RelayProcess, key: string, name: string, extra: string[] = []) {
-  const child = spawn(
-    process.execPath,
+  const p = await spawnNfltr(
+    'ai',
     [
-      NFLTR_BIN,
-      'ai',
       '--server',
       relay.grpcAddr,
       '--proxy-url',
@@ -62,28 +60,22 @@ async function startAi(relay: RelayProcess, key: string, name: string, extra: st
       '--norc',
       '--noprofile',
     ],
-    { env: { ...process.env, NFLTR_API_KEY: key, PS1: '$ ' }, stdio: ['pipe', 'pipe', 'pipe'] },
+    new RegExp(`(http://\\S+/ai/${name}#k=[\\w-]+)`),
+    { env: { ...process.env, NFLTR_API_KEY: key, PS1: '$ ' }, stdin: 'pipe' },
   );
-  const out = { text: '' };
-  const add = (d: string) => {
-    out.text += d;
+  const out = {
+    get text() {
+      return p.stdout() + p.stderr();
+    },
   };
-  child.stdout!.setEncoding('utf8').on('data', add);
-  child.stderr!.setEncoding('utf8').on('data', add);
-  const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
-  const link = await eventually(
-    () => new RegExp(`(http://\\S+/ai/${name}#k=[\\w-]+)`).exec(out.text)?.[1] ?? '',
-    20_000,
-    `share link of ${name}`,
-  );
-  return { child, out, link, exited };
+  return { child: p.child, out, link: p.match[1]!, exited: p.exited };
 }
 
 describe.skipIf(!existsSync(CHROMIUM))('nfltr ai - browser', () => {
   let relay: RelayProcess;
   let key: string;
   let ai: ChildProcess;
-  let aiOut = { text: '' };
+  let aiOut = { text: '' } as { readonly text: string };
   let link = '';
   let browser: Browser;
   let capture: string;

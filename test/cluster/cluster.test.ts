@@ -6,7 +6,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AgentClient, type AgentStatus, type InboundEnvelope } from '../../src/agent/index.js';
 import { type DeliveryError, ErrorCode } from '../../src/protocol/control.js';
-import { eventually, nfltr, type RelayProcess, startRelayProcess } from '../helpers/processes.js';
+import { createKey, eventually, nfltr, type RelayProcess, startRelayProcess } from '../helpers/processes.js';
 import { freshNatsUrl, freshSchema, serviceSkipReason } from '../relay/services.js';
 
 const skip = (await serviceSkipReason('PostgreSQL')) ?? (await serviceSkipReason('NATS'));
@@ -55,7 +55,11 @@ describe.skipIf(skip !== undefined)('cluster: three replicas on PostgreSQL + NAT
     return { r, id: started![1]! };
   };
 
+  /** The first key through `nfltr keys create --store` (the operator's way), the rest in-process. */
+  let viaCli = true;
   const keysCreate = async (account: string) => {
+    if (!viaCli) return createKey('', account, { store: schema.url });
+    viaCli = false;
     const out = await nfltr(['keys', 'create', '--account', account, '--store', schema.url]);
     if (out.code !== 0) throw new Error(`keys create: ${out.stderr}`);
     return out.stdout.trim();

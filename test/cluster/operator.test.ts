@@ -4,11 +4,11 @@
  * Real `nfltr` processes; a worker dialling an address where nothing listens names the address it used.
  */
 
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { createKey, eventually, NFLTR_BIN, nfltr, startRelayProcess, tempDir } from '../helpers/processes.js';
+import { createKey, NFLTR_BIN, nfltr, spawnNfltr, startRelayProcess, tempDir } from '../helpers/processes.js';
 
 const config = tempDir();
 const env = { XDG_CONFIG_HOME: config, NFLTR_SERVER: '', NFLTR_API_KEY: '' };
@@ -95,25 +95,13 @@ describe('nfltr peers', () => {
   it("lists the account's agents as a table and as JSON", async () => {
     const relay = await startRelayProcess();
     const apiKey = await createKey(relay.dataDir, 'acct');
-    const worker = spawn(
-      process.execPath,
-      [NFLTR_BIN, 'worker', '--server', relay.grpcAddr, '--name', 'peers-w1', '--labels', 'zone=eu'],
-      {
-        env: {
-          ...process.env,
-          ...env,
-          NFLTR_API_KEY: apiKey,
-          NFLTR_MCP_COMMAND: 'nfltr shell-mcp',
-        },
-        stdio: ['ignore', 'ignore', 'pipe'],
-      },
+    const worker = await spawnNfltr(
+      'worker',
+      ['--server', relay.grpcAddr, '--name', 'peers-w1', '--labels', 'zone=eu'],
+      /nfltr worker ready/,
+      { env: { ...process.env, ...env, NFLTR_API_KEY: apiKey, NFLTR_MCP_COMMAND: 'nfltr shell-mcp' } },
     );
     try {
-      let err = '';
-      worker.stderr!.setEncoding('utf8').on('data', (d: string) => {
-        err += d;
-      });
-      await eventually(() => err.includes('nfltr worker ready'), 30_000, 'worker ready');
       const penv = { ...env, NFLTR_API_KEY: apiKey, NFLTR_PROXY_URL: relay.httpUrl };
       const json = await nfltr(['peers', '--json'], { env: penv });
       expect(json.code).toBe(0);
@@ -132,8 +120,7 @@ describe('nfltr peers', () => {
       expect(refused.code).toBe(1);
       expect(refused.stderr).toMatch(/refused the API key/);
     } finally {
-      worker.kill('SIGTERM');
-      await new Promise((r) => worker.once('exit', r));
+      await worker.stop();
       await relay.stop();
     }
   });

@@ -2,11 +2,10 @@
  * `nfltr status`: a real relay and worker, and a planner state folder whose tasks.db holds one task being
  * dispatched, one running and one completed (written through the planner's own TaskStore).
  */
-import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { TaskStore } from '../../src/planner/task-store.js';
-import { createKey, eventually, NFLTR_BIN, nfltr, startRelayProcess, tempDir } from '../helpers/processes.js';
+import { createKey, nfltr, spawnNfltr, startRelayProcess, tempDir } from '../helpers/processes.js';
 
 const env = { XDG_CONFIG_HOME: tempDir(), NFLTR_SERVER: '', NFLTR_API_KEY: '', NFLTR_PROXY_URL: '' };
 
@@ -32,23 +31,15 @@ describe('nfltr status', () => {
   it('relay health, the agents and the local planner active tasks; exit 1 when the relay is down', async () => {
     const relay = await startRelayProcess();
     const apiKey = await createKey(relay.dataDir, 'acct');
-    const worker = spawn(
-      process.execPath,
-      [NFLTR_BIN, 'worker', '--server', relay.grpcAddr, '--name', 'st-w1'],
-      {
-        env: { ...process.env, ...env, NFLTR_API_KEY: apiKey, NFLTR_MCP_COMMAND: 'nfltr shell-mcp' },
-        stdio: ['ignore', 'ignore', 'pipe'],
-      },
+    const worker = await spawnNfltr(
+      'worker',
+      ['--server', relay.grpcAddr, '--name', 'st-w1'],
+      /nfltr worker ready/,
+      { env: { ...process.env, ...env, NFLTR_API_KEY: apiKey, NFLTR_MCP_COMMAND: 'nfltr shell-mcp' } },
     );
     const stateDir = plannerState();
     const senv = { ...env, NFLTR_API_KEY: apiKey, NFLTR_PROXY_URL: relay.httpUrl };
     try {
-      let err = '';
-      worker.stderr!.setEncoding('utf8').on('data', (d: string) => {
-        err += d;
-      });
-      await eventually(() => err.includes('nfltr worker ready'), 30_000, 'worker ready');
-
       const json = await nfltr(['status', '--json', '--state-dir', stateDir], { env: senv });
       expect(json.stderr).toBe('');
       expect(json.code).toBe(0);
@@ -76,8 +67,7 @@ describe('nfltr status', () => {
       expect(bad.code).toBe(2);
       expect(bad.stderr).toMatch(/--state-dir .*: no tasks\.db there/);
     } finally {
-      worker.kill('SIGTERM');
-      await new Promise((r) => worker.once('exit', r));
+      await worker.stop();
       await relay.stop();
     }
     // The relay gone: still the planner's tasks, and exit 1 naming the address.

@@ -1,5 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { eventually, nfltr, type RelayProcess, startRelayProcess, tempDir } from '../helpers/processes.js';
+import {
+  createKey,
+  eventually,
+  type RelayProcess,
+  startRelayProcess,
+  tempDir,
+} from '../helpers/processes.js';
 import {
   type Planner,
   scriptedExecutor,
@@ -48,8 +54,7 @@ describe.skipIf(skip !== undefined)(
       ];
       relays.push(await startRelayProcess({ args }));
       relays.push(...(await Promise.all([startRelayProcess({ args }), startRelayProcess({ args })])));
-      const created = await nfltr(['keys', 'create', '--account', 'acct', '--store', schema.url]);
-      key = created.stdout.trim();
+      key = await createKey('', 'acct', { store: schema.url });
       workerDir = tempDir('nfltr-worker-');
       [worker, planner] = await Promise.all([
         startWorker({

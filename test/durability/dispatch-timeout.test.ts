@@ -89,8 +89,9 @@ describe('durability - dispatch timeout', () => {
       10_000,
       'the worker to drop the delivered log',
     );
-    // Quiet afterwards: a few replays at most (answers to resumes), not a thousand a second.
-    await new Promise((r) => setTimeout(r, 3_000));
+    // Quiet afterwards: a few replays at most (answers to resumes), not a thousand a second; a second
+    // of watching tells them apart.
+    await new Promise((r) => setTimeout(r, 1_000));
     const replays = replayLines(worker) - before;
     expect(replays, worker.stderr().slice(-3_000)).toBeLessThanOrEqual(5);
     expect(worker.stderr()).not.toMatch(/event for an unknown task/);

@@ -4,10 +4,12 @@
  * after a random number of events, starts it again on the same ports, and checks the finished task:
  * events gapless with no duplicate, every step once, the result and the file once. It prints how many of
  * the runs lost or duplicated anything; the answer must be 0. `SOAK_RUNS` sets the number of runs (20).
- * Then the planner-kill case of result files (result-kill.ts), with as many kills.
+ * Then the planner-kill case of result files (result-kill.ts), with as many kills, and the artifact suite
+ * (test/artifacts/e2e-suite.ts) with a 200 MiB file.
  */
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { artifactsEndToEnd } from '../artifacts/e2e-suite.js';
 import {
   createKey,
   eventually,
@@ -93,3 +95,6 @@ describe('soak - relay kill', () => {
 });
 
 resultKillSuite(RUNS);
+
+// The artifact cases at full size: 200 MiB each way, and a relay killed while it streams.
+artifactsEndToEnd(200);

@@ -1,13 +1,18 @@
 /**
  * Test helpers that run the real `nfltr` binary as child processes on free ports.
  */
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { type ChildProcess, execFile } from 'node:child_process';
 import { existsSync, mkdtempSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
+import { afterAll, beforeAll } from 'vitest';
+import { openStoreFrom } from '../../src/relay/store/open.js';
+import { NFLTR_BIN, spawnNfltr } from './spawn-nfltr.mjs';
 
-export const NFLTR_BIN = resolve(import.meta.dirname, '../../bin/nfltr.js');
+export { NFLTR_BIN, type NfltrProcess, spawnNfltr } from './spawn-nfltr.mjs';
+
 const execFileP = promisify(execFile);
 
 export const tempDir = (prefix = 'nfltr-test-') => mkdtempSync(join(tmpdir(), prefix));
@@ -46,11 +51,9 @@ export interface RelayStartOptions {
 
 export async function startRelayProcess(opts: RelayStartOptions = {}): Promise<RelayProcess> {
   const dataDir = opts.dataDir ?? tempDir('nfltr-relay-');
-  const child = spawn(
-    process.execPath,
+  const p = await spawnNfltr(
+    'relay',
     [
-      NFLTR_BIN,
-      'relay',
       '--data-dir',
       dataDir,
       '--grpc-addr',
@@ -61,46 +64,109 @@ export async function startRelayProcess(opts: RelayStartOptions = {}): Promise<R
       ...(opts.args?.includes('--hold-window') ? [] : ['--hold-window', '1s']),
       ...(opts.args ?? []),
     ],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
+    /nfltr relay ready grpc_port=(\d+) http_port=(\d+)/,
+    { timeoutMs: 15_000 },
   );
-  let err = '';
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => {
-    err += d;
-  });
-  const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
-  const ports = await new Promise<{ grpc: number; http: number }>((res, rej) => {
-    const timer = setTimeout(() => rej(new Error(`relay did not start:\n${err}`)), 15_000);
-    const check = () => {
-      const m = /nfltr relay ready grpc_port=(\d+) http_port=(\d+)/.exec(err);
-      if (m) {
-        clearTimeout(timer);
-        child.stderr!.off('data', check);
-        res({ grpc: Number(m[1]), http: Number(m[2]) });
-      }
-    };
-    child.stderr!.on('data', check);
-    child.once('exit', (code) => rej(new Error(`relay exited with ${code}:\n${err}`)));
-  });
+  const [grpcPort, httpPort] = [Number(p.match[1]), Number(p.match[2])];
   return {
-    child,
-    grpcPort: ports.grpc,
-    httpPort: ports.http,
-    grpcAddr: `127.0.0.1:${ports.grpc}`,
-    httpUrl: `http://127.0.0.1:${ports.http}`,
+    child: p.child,
+    grpcPort,
+    httpPort,
+    grpcAddr: `127.0.0.1:${grpcPort}`,
+    httpUrl: `http://127.0.0.1:${httpPort}`,
     dataDir,
-    stderr: () => err,
-    stop: async (signal = 'SIGTERM') => {
-      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-      return exited;
-    },
+    stderr: p.stderr,
+    stop: p.stop,
   };
 }
 
-/** Creates an API key with `nfltr keys create`; returns the key. */
-export async function createKey(dataDir: string, account: string): Promise<string> {
-  const r = await nfltr(['keys', 'create', '--account', account, '--data-dir', dataDir, '--init']);
-  if (r.code !== 0) throw new Error(`keys create failed: ${r.stderr}`);
-  return r.stdout.trim();
+/**
+ * Creates an API key for `account` in the relay store of `dataDir` (made when there is none), or in the
+ * PostgreSQL store `opts.store`, in this process: what `nfltr keys create --init` does, without starting one.
+ */
+export async function createKey(
+  dataDir: string,
+  account: string,
+  opts: { store?: string } = {},
+): Promise<string> {
+  const store = await openStoreFrom({ dataDir, store: opts.store });
+  try {
+    return (await store.createKey(account)).key;
+  } finally {
+    await store.close();
+  }
+}
+
+/**
+ * A TCP port that was free a moment ago, below the kernel's ephemeral range (32768+) so that no outgoing
+ * connection takes it while a test restarts a relay on it.
+ */
+export async function freePort(): Promise<number> {
+  for (;;) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    const srv = createServer();
+    const ok = await new Promise<boolean>((r) => {
+      srv.once('error', () => r(false));
+      srv.listen(port, '127.0.0.1', () => r(true));
+    });
+    if (!ok) continue;
+    await new Promise((r) => srv.close(r));
+    return port;
+  }
+}
+
+export interface RelayFixture {
+  /** The running relay (a new process after {@link RelayFixture.restart}). */
+  readonly relay: RelayProcess;
+  /** The API key of the first account. */
+  readonly key: string;
+  /** The API key of each account asked for. */
+  readonly keys: Readonly<Record<string, string>>;
+  /** Stops the relay with `signal` and starts it again on the same ports and data dir. */
+  restart(signal?: NodeJS.Signals): Promise<RelayProcess>;
+}
+
+/**
+ * A relay process for the enclosing `describe` (or file): keys made in-process for `accounts` (default
+ * `acct`) before it starts in `beforeAll`, stopped in `afterAll`. With `restartable`, it listens on fixed
+ * free ports so that {@link RelayFixture.restart} brings it back on the same address.
+ */
+export function withRelay(
+  opts: RelayStartOptions & { accounts?: string[]; restartable?: boolean } = {},
+): RelayFixture {
+  let relay: RelayProcess | undefined;
+  const keys: Record<string, string> = {};
+  const accounts = opts.accounts ?? ['acct'];
+  const running = () => {
+    if (!relay) throw new Error('withRelay: the relay starts in beforeAll; use it inside a test or hook');
+    return relay;
+  };
+  beforeAll(async () => {
+    const dataDir = opts.dataDir ?? tempDir('nfltr-relay-');
+    for (const a of accounts) keys[a] = await createKey(dataDir, a);
+    const [grpcPort, httpPort] = opts.restartable
+      ? [await freePort(), await freePort()]
+      : [opts.grpcPort, opts.httpPort];
+    relay = await startRelayProcess({ ...opts, dataDir, grpcPort, httpPort });
+  });
+  afterAll(async () => {
+    await relay?.stop();
+  });
+  return {
+    get relay() {
+      return running();
+    },
+    get key() {
+      return keys[accounts[0]!]!;
+    },
+    keys,
+    async restart(signal = 'SIGTERM') {
+      const { dataDir, grpcPort, httpPort } = running();
+      await running().stop(signal);
+      relay = await startRelayProcess({ ...opts, dataDir, grpcPort, httpPort });
+      return relay;
+    },
+  };
 }
 
 /** Polls `fn` until it returns a truthy value or the timeout passes. */

@@ -2,11 +2,11 @@
  * Helpers for the HTTP proxy tests: a local HTTP service with known behaviours, and `nfltr http`
  * processes in front of it.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createServer, request, type Server } from 'node:http';
+import { createServer, type IncomingMessage, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { NFLTR_BIN } from '../helpers/processes.js';
+import { spawnNfltr } from '../helpers/processes.js';
 
 export const MiB = 1024 * 1024;
 
@@ -53,6 +53,18 @@ export async function startService(): Promise<{ port: number; url: string; serve
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const port = (server.address() as AddressInfo).port;
   return { port, url: `http://127.0.0.1:${port}`, server };
+}
+
+/** Resolves when `server` gets a request for `path`: it has crossed the tunnel and is in flight there. */
+export function requestArrives(server: Server, path: string): Promise<void> {
+  return new Promise((resolve) => {
+    const on = (req: IncomingMessage) => {
+      if (new URL(req.url ?? '/', 'http://svc').pathname !== path) return;
+      server.off('request', on);
+      resolve();
+    };
+    server.on('request', on);
+  });
 }
 
 /** The byte at offset i of every generated body. */
@@ -112,31 +124,15 @@ export interface Tunnel {
 
 /** `nfltr http ARGS`, resolved once it is connected to the relay. */
 export async function startTunnel(args: string[], apiKey: string): Promise<Tunnel> {
-  const child = spawn(process.execPath, [NFLTR_BIN, 'http', ...args], {
+  const t = await spawnNfltr('http', args, /serving/, {
     env: { ...process.env, NFLTR_API_KEY: apiKey },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let err = '';
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => {
-    err += d;
-  });
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`nfltr http did not connect:\n${err}`)), 15_000);
-    child.stderr!.on('data', () => {
-      if (err.includes('serving')) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    child.once('exit', (code) => reject(new Error(`nfltr http exited with ${code}:\n${err}`)));
+    timeoutMs: 15_000,
   });
   return {
-    child,
-    stderr: () => err,
+    child: t.child,
+    stderr: t.stderr,
     stop: async () => {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-      await exited;
+      await t.stop();
     },
   };
 }

@@ -15,7 +15,15 @@ import {
   tempDir,
 } from '../helpers/processes.js';
 import { freePort, type Planner, scriptedExecutor, startPlanner, startWorker } from '../planner/helpers.js';
-import { MiB, patternSha, startService, startTunnel, type Tunnel, upload } from './helpers.js';
+import {
+  MiB,
+  patternSha,
+  requestArrives,
+  startService,
+  startTunnel,
+  type Tunnel,
+  upload,
+} from './helpers.js';
 
 let relay: RelayProcess;
 let key: string;
@@ -123,8 +131,9 @@ describe('/browse', () => {
     expect(Date.now() - t0).toBeLessThan(20_000);
 
     const doomed = await startTunnel([service.url, '--server', relay.grpcAddr, '--name', 'doomed'], key);
+    const arrived = requestArrives(service.server, '/slow');
     const pending = browse('doomed/slow');
-    await new Promise((r) => setTimeout(r, 500));
+    await arrived;
     doomed.child.kill('SIGKILL');
     const gone = await pending;
     expect(gone.status).toBe(502);
@@ -246,13 +255,14 @@ describe('proxy_request', () => {
   it('reports agent_gone when the agent leaves mid-request', async () => {
     const doomed = await startTunnel([service.url, '--server', relay.grpcAddr, '--name', 'doomed-peer'], key);
     const t0 = Date.now();
+    const arrived = requestArrives(service.server, '/slow');
     const pending = planner.fails('proxy_request', {
       agent_id: 'doomed-peer',
       method: 'GET',
       path: '/slow',
       timeout_ms: 20_000,
     });
-    await new Promise((r) => setTimeout(r, 1_500));
+    await arrived;
     doomed.child.kill('SIGKILL');
     expect(await pending).toMatch(/agent_gone/);
     expect(Date.now() - t0).toBeLessThan(15_000);

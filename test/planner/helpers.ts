@@ -2,15 +2,17 @@
  * Helpers for the planner tests: `nfltr mcp` driven by the official MCP client over stdio, and real
  * `nfltr worker` processes.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { createServer } from 'node:net';
 import { resolve } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { type CallToolResult, ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
 import { expect } from 'vitest';
-import { NFLTR_BIN } from '../helpers/processes.js';
+import { NFLTR_BIN, spawnNfltr } from '../helpers/processes.js';
+
+/** Kept here too: suites import it from the planner helpers. */
+export { freePort } from '../helpers/processes.js';
 
 export const SCRIPTED_EXECUTOR = resolve(import.meta.dirname, '../fixtures/scripted-executor.mjs');
 
@@ -94,11 +96,9 @@ export async function startWorker(opts: {
   maxTasks?: number;
   args?: string[];
 }): Promise<WorkerProcess> {
-  const child = spawn(
-    process.execPath,
+  const w = await spawnNfltr(
+    'worker',
     [
-      NFLTR_BIN,
-      'worker',
       '--server',
       opts.server,
       '--name',
@@ -115,31 +115,14 @@ export async function startWorker(opts: {
       opts.mcpCommand,
       ...(opts.args ?? []),
     ],
-    { env: { ...process.env, NFLTR_API_KEY: opts.apiKey }, stdio: ['ignore', 'ignore', 'pipe'] },
+    /nfltr worker ready/,
+    { env: { ...process.env, NFLTR_API_KEY: opts.apiKey } },
   );
-  let err = '';
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => {
-    err += d;
-  });
-  await new Promise<void>((res, rej) => {
-    const timer = setTimeout(() => rej(new Error(`worker ${opts.name} did not start:\n${err}`)), 20_000);
-    const check = () => {
-      if (/nfltr worker ready/.test(err)) {
-        clearTimeout(timer);
-        child.stderr!.off('data', check);
-        res();
-      }
-    };
-    child.stderr!.on('data', check);
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      rej(new Error(`worker ${opts.name} exited with ${code}:\n${err}`));
-    });
-  });
+  const child = w.child;
   return {
     child,
     name: opts.name,
-    stderr: () => err,
+    stderr: w.stderr,
     stop: async () => {
       if (child.exitCode !== null || child.signalCode !== null) return;
       const exited = once(child, 'exit');
@@ -149,24 +132,6 @@ export async function startWorker(opts: {
       clearTimeout(t);
     },
   };
-}
-
-/**
- * A TCP port that was free a moment ago, below the kernel's ephemeral range (32768+) so that no outgoing
- * connection takes it while a test restarts a relay on it.
- */
-export async function freePort(): Promise<number> {
-  for (;;) {
-    const port = 20_000 + Math.floor(Math.random() * 12_000);
-    const srv = createServer();
-    const ok = await new Promise<boolean>((r) => {
-      srv.once('error', () => r(false));
-      srv.listen(port, '127.0.0.1', () => r(true));
-    });
-    if (!ok) continue;
-    await new Promise((r) => srv.close(r));
-    return port;
-  }
 }
 
 export const scriptedExecutor = () => `'${process.execPath}' '${SCRIPTED_EXECUTOR}'`;

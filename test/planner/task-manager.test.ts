@@ -1,14 +1,14 @@
 /**
- * The task manager against a scripted worker speaking A2A directly (an in-process responder), over a
- * real relay: the protocol paths a well-behaved worker rarely takes (gaps, duplicates, corrupt
+ * The task manager against a scripted worker speaking A2A directly (an in-process responder), over the
+ * in-memory relay: the protocol paths a well-behaved worker rarely takes (gaps, duplicates, corrupt
  * artifacts, silence, disappearance).
  */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { create, type MessageInitShape } from '@bufbuild/protobuf';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type A2aBody, A2aEndpoint, AgentClient } from '../../src/agent/index.js';
+import { afterAll, describe, expect, it } from 'vitest';
+import { type A2aBody, A2aEndpoint, AgentClient, MemoryRelay } from '../../src/agent/index.js';
 import { PlannerError, TaskManager, TaskStore } from '../../src/planner/index.js';
 import {
   ArtifactChunkSchema,
@@ -20,13 +20,7 @@ import {
   taskStateFromName,
 } from '../../src/protocol/a2a.js';
 import { generatePairingKey, parsePairingKey } from '../../src/protocol/e2ee.js';
-import {
-  createKey,
-  eventually,
-  type RelayProcess,
-  startRelayProcess,
-  tempDir,
-} from '../helpers/processes.js';
+import { eventually, tempDir } from '../helpers/processes.js';
 
 type Received = { channel: string; msg: A2aBody };
 
@@ -38,13 +32,14 @@ class FakeWorker {
   onStart: (start: TaskStart, w: FakeWorker) => void = (s, w) => w.event(s.taskId, 1, 'accepted');
   peer = '';
 
-  constructor(
-    relay: RelayProcess,
-    apiKey: string,
-    id: string,
-    opts: { e2ee?: boolean; pairingKey?: Uint8Array } = {},
-  ) {
-    this.agent = new AgentClient({ servers: [relay.grpcAddr], apiKey, agentId: id, kind: 'worker' });
+  constructor(relay: MemoryRelay, id: string, opts: { e2ee?: boolean; pairingKey?: Uint8Array } = {}) {
+    this.agent = new AgentClient({
+      servers: ['memory'],
+      apiKey: 'key',
+      agentId: id,
+      kind: 'worker',
+      dialer: relay.dialer(),
+    });
     this.a2a = new A2aEndpoint({
       agent: this.agent,
       role: 'responder',
@@ -111,19 +106,12 @@ const info = (name: string, data: Buffer) =>
   create(ArtifactInfoSchema, { name, size: BigInt(data.length), sha256: sha(data) });
 
 describe('task manager over A2A', () => {
-  let relay: RelayProcess;
-  let key: string;
+  const relay = new MemoryRelay();
   const closers: (() => Promise<void> | void)[] = [];
   let n = 0;
 
-  beforeAll(async () => {
-    const dataDir = tempDir();
-    key = await createKey(dataDir, 'acct');
-    relay = await startRelayProcess({ dataDir });
-  });
   afterAll(async () => {
     for (const c of closers.reverse()) await c();
-    await relay?.stop();
   });
 
   async function setup(
@@ -135,10 +123,11 @@ describe('task manager over A2A', () => {
     mopts: Partial<ConstructorParameters<typeof TaskManager>[0]> = {},
   ) {
     n++;
-    const worker = await new FakeWorker(relay, key, `fake-worker-${n}`, opts.worker).start();
+    const worker = await new FakeWorker(relay, `fake-worker-${n}`, opts.worker).start();
     const agent = new AgentClient({
-      servers: [relay.grpcAddr],
-      apiKey: key,
+      servers: ['memory'],
+      apiKey: 'key',
+      dialer: relay.dialer(),
       agentId: `tm-planner-${n}`,
       kind: 'planner',
     });
@@ -150,7 +139,7 @@ describe('task manager over A2A', () => {
     });
     const stateDir = tempDir('nfltr-planner-');
     const store = new TaskStore(join(stateDir, 'tasks.db'));
-    const manager = new TaskManager({ agent, a2a, store, stateDir, servers: [relay.grpcAddr], ...mopts });
+    const manager = new TaskManager({ agent, a2a, store, stateDir, servers: ['memory'], ...mopts });
     await agent.start().waitConnected();
     closers.push(async () => {
       manager.close();
@@ -321,8 +310,10 @@ describe('task manager over A2A', () => {
     expect(manager.status('slow').events.at(-1)).toMatchObject({ seq: 2, origin: 'planner' });
     await eventually(() => worker.of('cancel', 'slow')[0]?.reason === 'timeout', 5_000, 'a Cancel');
     // A late worker event for that seq is a duplicate; the state stays failed.
+    expect(worker.of('ack', 'slow').some((a) => a.seq === 2n)).toBe(false);
     worker.event('slow', 2, 'completed');
-    await new Promise((r) => setTimeout(r, 200));
+    // Acknowledged once handled (a final event ends the worker's side), and the state stays failed.
+    await eventually(() => worker.of('ack', 'slow').some((a) => a.seq === 2n), 5_000, 'the late event acked');
     expect(manager.status('slow').task.snapshot.state).toBe('failed');
   });
 

@@ -97,14 +97,16 @@ export function runBusContract(opts: BusContractOptions): void {
       r1.bus.deliver('acct', env('p1', 'nobody', 1));
       r1.bus.deliver('acct', env('p1', 'nobody', 2));
       await eventually(() => r1.undelivered.length === 2, 5_000, 'not found');
-      await new Promise((r) => setTimeout(r, 100));
-      expect(r1.undelivered).toHaveLength(2);
+      // A third answer marks the end: a second answer about 1 or 2 would have come before it.
+      r1.bus.deliver('acct', env('p1', 'nobody', 3));
+      await eventually(() => r1.undelivered.some((u) => u.env.seq === 3n), 5_000, 'the marker refused');
+      expect(r1.undelivered).toHaveLength(3);
       expect(r1.undelivered[0]).toMatchObject({
         account: 'acct',
         refusal: { code: ErrorCode.PEER_NOT_FOUND },
       });
       expect(r1.undelivered[0]!.refusal.message).toMatch(/no agent nobody is connected under this account/);
-      expect(r1.undelivered.map((u) => u.env.seq)).toEqual([1n, 2n]);
+      expect(r1.undelivered.map((u) => u.env.seq)).toEqual([1n, 2n, 3n]);
       r1.undelivered.length = 0;
     });
 
@@ -134,11 +136,16 @@ export function runBusContract(opts: BusContractOptions): void {
       await r3.bus.subscribeAgent('acct', 'mover');
       await r3.bus.subscribeAgent('acct', 'mover');
       r2.bus.unsubscribeAgent('acct', 'mover');
+      await r2.bus.subscribeAgent('acct', 'marker');
       r1.bus.deliver('acct', env('p1', 'mover', 1));
-      await eventually(() => r3.received.length === 1, 5_000, 'moved');
-      await new Promise((r) => setTimeout(r, 100));
-      expect(r3.received).toHaveLength(1);
-      expect(r2.received).toEqual([]);
+      r1.bus.deliver('acct', env('p1', 'mover', 2));
+      // Sent after them: by the time it reaches r2, anything r2 would wrongly get for mover has come.
+      r1.bus.deliver('acct', env('p1', 'marker', 3));
+      await eventually(() => r3.received.length === 2 && r2.received.length === 1, 5_000, 'moved');
+      expect(r3.received.map((x) => x.env.seq)).toEqual([1n, 2n]);
+      expect(r2.received.map((x) => [x.agentId, x.env.seq])).toEqual([['marker', 3n]]);
+      r2.bus.unsubscribeAgent('acct', 'marker');
+      r2.received.length = 0;
       r3.received.length = 0;
     });
 
@@ -179,8 +186,10 @@ export function runBusContract(opts: BusContractOptions): void {
       await eventually(() => r2.events.length === 2 && r3.events.length === 2, 5_000, 'events');
       expect(r2.events[0]).toEqual(ev);
       expect(r3.events[1]).toEqual({ type: 'heartbeat', from: 'relay-1' });
-      await new Promise((r) => setTimeout(r, 100));
-      expect(r1.events).toEqual([]);
+      // Published by r2 once it had r1's: r1 would have got its own events back before this one.
+      r2.bus.publish({ type: 'heartbeat', from: 'relay-2' });
+      await eventually(() => r1.events.length > 0, 5_000, "r2's heartbeat at r1");
+      expect(r1.events).toEqual([{ type: 'heartbeat', from: 'relay-2' }]);
     });
   });
 }

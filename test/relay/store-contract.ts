@@ -1,20 +1,20 @@
 /**
  * The one contract every {@link Store} keeps, run against each implementation. `newStore` opens
- * another handle on the same state each time it is called (two replicas on one database).
+ * another handle on the same state each time it is called (two replicas on one database), reading time
+ * through the clock it is given: rows age by advancing it, not by waiting.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { PresenceClaim, Store } from '../../src/relay/store/store.js';
+import { type PresenceClaim, type Store, StoreClock } from '../../src/relay/store/store.js';
 
 export interface StoreContractOptions {
   name: string;
   /** Sets up fresh state; returns how to open a handle on it and how to clean up. */
-  setup: () => Promise<{ newStore: () => Promise<Store>; teardown?: () => Promise<void> }>;
+  setup: () => Promise<{ newStore: (clock: StoreClock) => Promise<Store>; teardown?: () => Promise<void> }>;
   /** Skips the suite, with the reason printed; every skip has one. */
   skip?: string;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const hash = (token: string) => createHash('sha256').update(token).digest();
 const uniq = (p: string) => `${p}-${randomBytes(3).toString('hex')}`;
 
@@ -35,12 +35,13 @@ export function runStoreContract(opts: StoreContractOptions): void {
     let a: Store;
     let b: Store;
     let teardown: (() => Promise<void>) | undefined;
+    const clock = new StoreClock();
 
     beforeAll(async () => {
       const s = await opts.setup();
       teardown = s.teardown;
-      a = await s.newStore();
-      b = await s.newStore();
+      a = await s.newStore(clock);
+      b = await s.newStore(clock);
     });
 
     afterAll(async () => {
@@ -101,7 +102,7 @@ export function runStoreContract(opts: StoreContractOptions): void {
       await a.confirmRevocations(r1, n, 10_000);
       expect(await b.unconfirmedReplicas(n)).not.toContain(r1);
       await b.confirmRevocations(r2, before, 1);
-      await new Promise((r) => setTimeout(r, 20));
+      clock.advance(20);
       expect(await a.unconfirmedReplicas(n)).not.toContain(r2);
       await a.forgetReplicas(r1);
       await a.confirmRevocations(r2, 0, 10_000);
@@ -160,7 +161,7 @@ export function runStoreContract(opts: StoreContractOptions): void {
       const dead = uniq('relay');
       const kept = await a.claimPresence(claim(account, 'kept', relay, 'k'), 10_000);
       await a.claimPresence(claim(account, 'stale', dead, 's'), 10_000);
-      await sleep(700);
+      clock.advance(700);
       const held = await a.heartbeatPresence(relay, [
         { account, agentId: 'kept', epoch: (kept as { epoch: number }).epoch, labels: { zone: 'us' } },
       ]);
@@ -170,10 +171,10 @@ export function runStoreContract(opts: StoreContractOptions): void {
       // The stale row is refused to nobody, and expiry returns and deletes it.
       const takeover = await b.claimPresence(claim(account, 'stale', relay, 'another-token'), 500);
       expect(takeover.ok).toBe(true);
-      await sleep(700);
+      clock.advance(700);
       await a.heartbeatPresence(relay, []);
       await a.claimPresence(claim(account, 'gone', dead, 'g'), 10_000);
-      await sleep(700);
+      clock.advance(700);
       await a.heartbeatPresence(relay, []);
       const expired = await b.expirePresence(500);
       expect(expired.filter((r) => r.account === account).map((r) => r.agentId)).toEqual(['gone']);

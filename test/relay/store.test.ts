@@ -9,7 +9,7 @@ runStoreContract({
   name: 'sqlite',
   setup: async () => {
     const file = join(tempDir(), 'relay.db');
-    return { newStore: async () => new SqliteStore(file) };
+    return { newStore: async (clock) => new SqliteStore(file, { clock }) };
   },
 });
 
@@ -18,6 +18,6 @@ runStoreContract({
   skip: await serviceSkipReason('PostgreSQL'),
   setup: async () => {
     const schema = await freshSchema();
-    return { newStore: () => PostgresStore.open(schema.url), teardown: schema.drop };
+    return { newStore: (clock) => PostgresStore.open(schema.url, { clock }), teardown: schema.drop };
   },
 });

@@ -10,7 +10,7 @@ import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { taskStateName } from '../../src/protocol/a2a.js';
-import { createKey, type RelayProcess, startRelayProcess } from '../helpers/processes.js';
+import { withRelay } from '../helpers/processes.js';
 import { startWorker, TestPlanner, type WorkerProcess } from './helpers.js';
 
 const EVERYTHING = resolve(
@@ -19,13 +19,16 @@ const EVERYTHING = resolve(
 );
 const command = `"${process.execPath}" "${EVERYTHING}"`;
 
-let relay: RelayProcess;
-let key: string;
+const fixture = withRelay({ accounts: ['acme'] });
 let planner: TestPlanner;
 const workers: WorkerProcess[] = [];
 
 const start = async (name: string, tool: string) => {
-  const w = await startWorker(relay, key, { name, mcpCommand: command, args: ['--mcp-tool', tool] });
+  const w = await startWorker(fixture.relay, fixture.key, {
+    name,
+    mcpCommand: command,
+    args: ['--mcp-tool', tool],
+  });
   workers.push(w);
   return w;
 };
@@ -36,9 +39,7 @@ beforeAll(async () => {
       `@modelcontextprotocol/server-everything is missing (${EVERYTHING}); run npm ci (it is a dev dependency)`,
     );
   }
-  relay = await startRelayProcess();
-  key = await createKey(relay.dataDir, 'acme');
-  planner = await new TestPlanner(relay, key).start();
+  planner = await new TestPlanner(fixture.relay, fixture.key).start();
   await Promise.all([
     start('w-long', 'trigger-long-running-operation'),
     start('w-elicit', 'trigger-elicitation-request'),
@@ -50,10 +51,10 @@ beforeAll(async () => {
 afterAll(async () => {
   await planner?.close();
   await Promise.all(workers.map((w) => w.stop()));
-  await relay?.stop();
 });
 
-describe('server-everything behind nfltr worker', () => {
+// Concurrent: each case has its own worker, and the long operation waits 10 s (its default duration).
+describe.concurrent('server-everything behind nfltr worker', () => {
   it('a tool whose inputs all have defaults is called, its progress becomes running', async () => {
     const id = await planner.startTask('w-long', { objective: 'run the long operation' });
     const end = await planner.waitEnd(id, 30_000);
@@ -97,7 +98,7 @@ describe('server-everything behind nfltr worker', () => {
   });
 
   it('without a task tool the worker refuses, naming the alternatives, tools one per line', async () => {
-    const err = await startWorker(relay, key, { name: 'w-none', mcpCommand: command }).then(
+    const err = await startWorker(fixture.relay, fixture.key, { name: 'w-none', mcpCommand: command }).then(
       () => '',
       (e: Error) => e.message,
     );

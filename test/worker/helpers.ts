@@ -2,7 +2,7 @@
  * Test helpers for the worker: start real `nfltr worker` processes, and a stand-in planner that speaks
  * the A2A messages over a real relay (an AgentClient of kind planner plus an initiator A2aEndpoint).
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -24,7 +24,7 @@ import {
   type TaskStateName,
   taskStateName,
 } from '../../src/protocol/a2a.js';
-import { eventually, NFLTR_BIN, type RelayProcess, tempDir } from '../helpers/processes.js';
+import { eventually, type RelayProcess, spawnNfltr, tempDir } from '../helpers/processes.js';
 
 export const FIXTURES = resolve(import.meta.dirname, '../fixtures');
 /** A `--mcp-command` running a fixture with this Node. */
@@ -68,11 +68,9 @@ export async function startWorker(
     writeFileSync(file, `${apiKey}\n`, { mode: 0o600 });
     keyArgs = ['--api-key-file', file];
   }
-  const child = spawn(
-    process.execPath,
+  const w = await spawnNfltr(
+    'worker',
     [
-      NFLTR_BIN,
-      'worker',
       '--server',
       relay.grpcAddr,
       ...keyArgs,
@@ -84,43 +82,10 @@ export async function startWorker(
       opts.mcpCommand ?? fixtureCommand('scripted-executor.mjs'),
       ...(opts.args ?? []),
     ],
-    { stdio: ['ignore', 'pipe', 'pipe'], env, cwd: opts.cwd },
+    /nfltr worker ready agent_id=/,
+    { env, cwd: opts.cwd },
   );
-  let err = '';
-  let out = '';
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => {
-    err += d;
-  });
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
-    out += d;
-  });
-  const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
-  await new Promise<void>((res, rej) => {
-    const timer = setTimeout(() => rej(new Error(`worker did not start:\n${err}`)), 20_000);
-    const check = () => {
-      if (/nfltr worker ready agent_id=/.test(err)) {
-        clearTimeout(timer);
-        child.stderr!.off('data', check);
-        res();
-      }
-    };
-    child.stderr!.on('data', check);
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      rej(new Error(`worker exited with ${code}:\n${err}`));
-    });
-  });
-  return {
-    child,
-    name: opts.name,
-    stateDir,
-    stderr: () => err + (out ? `\n[stdout]\n${out}` : ''),
-    exited,
-    stop: async (signal = 'SIGTERM') => {
-      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-      return exited;
-    },
-  };
+  return { child: w.child, name: opts.name, stateDir, stderr: w.output, exited: w.exited, stop: w.stop };
 }
 
 export interface TaskInit {

@@ -6,16 +6,10 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { taskStateName } from '../../src/protocol/a2a.js';
-import {
-  createKey,
-  eventually,
-  nfltr,
-  type RelayProcess,
-  startRelayProcess,
-  tempDir,
-} from '../helpers/processes.js';
+import { eventually, nfltr, type RelayProcess, tempDir, withRelay } from '../helpers/processes.js';
 import { fixtureCommand, startWorker, TestPlanner, type WorkerProcess } from './helpers.js';
 
+const fixture = withRelay({ accounts: ['acme'] });
 let relay: RelayProcess;
 let key: string;
 let planner: TestPlanner;
@@ -33,15 +27,13 @@ async function peers() {
 }
 
 beforeAll(async () => {
-  relay = await startRelayProcess();
-  key = await createKey(relay.dataDir, 'acme');
+  ({ relay, key } = fixture);
   planner = await new TestPlanner(relay, key).start();
 });
 
 afterAll(async () => {
   await planner?.close();
   await Promise.all(workers.map((w) => w.stop()));
-  await relay?.stop();
 });
 
 describe('worker start', () => {

@@ -9,9 +9,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { A2A_KIND } from '../../src/agent/index.js';
 import { A2A_PROTOCOL, taskStateName } from '../../src/protocol/a2a.js';
 import { isAlive } from '../../src/worker/index.js';
-import { createKey, eventually, type RelayProcess, startRelayProcess } from '../helpers/processes.js';
+import { eventually, type RelayProcess, withRelay } from '../helpers/processes.js';
 import { fixtureCommand, sha256, startWorker, TestPlanner, type WorkerProcess } from './helpers.js';
 
+const fixture = withRelay({ accounts: ['acme'] });
 let relay: RelayProcess;
 let key: string;
 let planner: TestPlanner;
@@ -19,8 +20,7 @@ let main: WorkerProcess;
 let single: WorkerProcess;
 
 beforeAll(async () => {
-  relay = await startRelayProcess();
-  key = await createKey(relay.dataDir, 'acme');
+  ({ relay, key } = fixture);
   [main, single, planner] = await Promise.all([
     startWorker(relay, key, { name: 'w-main', args: ['--max-tasks', '3', '--labels', 'repo=payments'] }),
     startWorker(relay, key, { name: 'w-single', args: ['--max-tasks', '1'] }),
@@ -32,7 +32,6 @@ afterAll(async () => {
   if (process.env.WORKER_DEBUG) console.log(main?.stderr(), single?.stderr());
   await planner?.close();
   await Promise.all([main?.stop(), single?.stop()]);
-  await relay?.stop();
 });
 
 describe('worker tasks', () => {

@@ -10,3 +10,4 @@ export type {
   PresenceRecord,
   Store,
 } from './store.js';
+export { StoreClock } from './store.js';

@@ -9,6 +9,22 @@
  * replicas with skewed clocks agree on them.
  */
 
+/**
+ * The store's clock moved forward by {@link StoreClock.offsetMs}: tests age rows by advancing it instead
+ * of waiting in real time. A store opened without one reads its own clock as it is.
+ */
+export class StoreClock {
+  #offsetMs = 0;
+
+  get offsetMs(): number {
+    return this.#offsetMs;
+  }
+
+  advance(ms: number): void {
+    this.#offsetMs += ms;
+  }
+}
+
 export interface ApiKeyInfo {
   id: string;
   account: string;

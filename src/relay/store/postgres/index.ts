@@ -15,6 +15,7 @@ import type {
   PresenceClaim,
   PresenceRecord,
   Store,
+  StoreClock,
 } from '../store.js';
 import { LAST_USED_RESOLUTION_MS } from '../store.js';
 import { MIGRATIONS } from './migrations.js';
@@ -92,11 +93,14 @@ interface PresenceRow {
   age_ms: number;
 }
 
-const PRESENCE_SELECT = `account, agent_id, kind, labels, connected_since, last_seen, relay_id, epoch,
-  (extract(epoch FROM now() - updated_at) * 1000)::float8 AS age_ms`;
+/** The presence columns and the row's age, `now` being the store's time (an SQL expression). */
+const presenceSelect = (
+  now: string,
+) => `account, agent_id, kind, labels, connected_since, last_seen, relay_id, epoch,
+  (extract(epoch FROM ${now} - updated_at) * 1000)::float8 AS age_ms`;
 
 /** `updated_at` older than this many milliseconds (parameter `$n`) is stale. */
-const staleBefore = (n: number) => `now() - make_interval(secs => $${n}::float8 / 1000)`;
+const staleBefore = (n: number, now: string) => `${now} - make_interval(secs => $${n}::float8 / 1000)`;
 
 const toPresence = (r: PresenceRow): PresenceRecord => ({
   account: r.account,
@@ -115,14 +119,25 @@ export class PostgresStore implements Store {
   /** The schema version after opening, and the migrations this open applied. */
   readonly schema: { version: number; applied: number[] };
   readonly #pool: pg.Pool;
+  readonly #clock: StoreClock | undefined;
 
-  private constructor(pool: pg.Pool, schema: { version: number; applied: number[] }) {
+  private constructor(pool: pg.Pool, schema: { version: number; applied: number[] }, clock?: StoreClock) {
     this.#pool = pool;
     this.schema = schema;
+    this.#clock = clock;
+  }
+
+  /** The server's `now()`, moved by the clock when there is one (a number of our own, never input). */
+  #now(): string {
+    const offset = this.#clock?.offsetMs ?? 0;
+    return offset === 0 ? 'now()' : `(now() + interval '${Number(offset)} milliseconds')`;
   }
 
   /** Connects, migrates unless told not to, and returns the store; errors name the URL (without password). */
-  static async open(url: string, opts: { migrate?: boolean } = {}): Promise<PostgresStore> {
+  static async open(
+    url: string,
+    opts: { migrate?: boolean; clock?: StoreClock } = {},
+  ): Promise<PostgresStore> {
     const pool = new pg.Pool({ connectionString: url, max: 8, connectionTimeoutMillis: 5_000 });
     // An idle client losing its server must not take the relay down; the next query reconnects.
     pool.on('error', () => {});
@@ -137,7 +152,7 @@ export class PostgresStore implements Store {
                 (await pool.query<{ v: number }>('SELECT max(version) AS v FROM nfltr_migrations')).rows[0]
                   ?.v ?? 0,
             };
-      return new PostgresStore(pool, schema);
+      return new PostgresStore(pool, schema, opts.clock);
     } catch (err) {
       await pool.end().catch(() => {});
       throw new Error(`--store ${redactUrl(url)}: ${(err as Error).message}`);
@@ -189,7 +204,7 @@ export class PostgresStore implements Store {
 
   async revokeKey(id: string): Promise<boolean> {
     const r = await this.#pool.query(
-      'UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE id = $1',
+      `UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ${this.#now()}) WHERE id = $1`,
       [id],
     );
     return (r.rowCount ?? 0) > 0;
@@ -211,7 +226,7 @@ export class PostgresStore implements Store {
       };
     }
     if (row.last_used_at === null || Date.now() - row.last_used_at.getTime() > LAST_USED_RESOLUTION_MS) {
-      await this.#pool.query('UPDATE api_keys SET last_used_at = now() WHERE id = $1', [row.id]);
+      await this.#pool.query(`UPDATE api_keys SET last_used_at = ${this.#now()} WHERE id = $1`, [row.id]);
     }
     return { ok: true, keyId: row.id, account: row.account };
   }
@@ -235,7 +250,7 @@ export class PostgresStore implements Store {
   async confirmRevocations(relayId: string, revocations: number, liveMs: number): Promise<void> {
     await this.#pool.query(
       `INSERT INTO relay_replicas (relay_id, revocations, live_until)
-       VALUES ($1, $2, now() + make_interval(secs => $3::float8 / 1000))
+       VALUES ($1, $2, ${this.#now()} + make_interval(secs => $3::float8 / 1000))
        ON CONFLICT (relay_id) DO UPDATE SET revocations = EXCLUDED.revocations, live_until = EXCLUDED.live_until`,
       [relayId, revocations, liveMs],
     );
@@ -243,7 +258,7 @@ export class PostgresStore implements Store {
 
   async unconfirmedReplicas(revocations: number): Promise<string[]> {
     const { rows } = await this.#pool.query<{ relay_id: string }>(
-      'SELECT relay_id FROM relay_replicas WHERE revocations < $1 AND live_until >= now() ORDER BY relay_id',
+      `SELECT relay_id FROM relay_replicas WHERE revocations < $1 AND live_until >= ${this.#now()} ORDER BY relay_id`,
       [revocations],
     );
     return rows.map((r) => r.relay_id);
@@ -261,12 +276,12 @@ export class PostgresStore implements Store {
       const { rows } = await this.#pool.query<{ epoch: string }>(
         `INSERT INTO presence AS p (account, agent_id, kind, labels, connected_since, last_seen, relay_id,
            session_hash, epoch, updated_at)
-         VALUES ($1, $2, $3, $4::jsonb, $5, now(), $6, $7, nextval('presence_epoch'), now())
+         VALUES ($1, $2, $3, $4::jsonb, $5, ${this.#now()}, $6, $7, nextval('presence_epoch'), ${this.#now()})
          ON CONFLICT (account, agent_id) DO UPDATE SET kind = EXCLUDED.kind, labels = EXCLUDED.labels,
            connected_since = EXCLUDED.connected_since, last_seen = EXCLUDED.last_seen,
            relay_id = EXCLUDED.relay_id, session_hash = EXCLUDED.session_hash, epoch = EXCLUDED.epoch,
            updated_at = EXCLUDED.updated_at
-         WHERE p.session_hash = EXCLUDED.session_hash OR p.updated_at < ${staleBefore(8)}
+         WHERE p.session_hash = EXCLUDED.session_hash OR p.updated_at < ${staleBefore(8, this.#now())}
          RETURNING epoch`,
         [
           claim.account,
@@ -281,7 +296,7 @@ export class PostgresStore implements Store {
       );
       if (rows[0]) return { ok: true, epoch: Number(rows[0].epoch) };
       const holder = await this.#pool.query<PresenceRow>(
-        `SELECT ${PRESENCE_SELECT} FROM presence WHERE account = $1 AND agent_id = $2`,
+        `SELECT ${presenceSelect(this.#now())} FROM presence WHERE account = $1 AND agent_id = $2`,
         [claim.account, claim.agentId],
       );
       if (holder.rows[0]) return { ok: false, holder: toPresence(holder.rows[0]) };
@@ -309,7 +324,7 @@ export class PostgresStore implements Store {
       );
     }
     const { rows } = await this.#pool.query<{ account: string; agent_id: string; epoch: string }>(
-      'UPDATE presence SET updated_at = now(), last_seen = now() WHERE relay_id = $1 RETURNING account, agent_id, epoch',
+      `UPDATE presence SET updated_at = ${this.#now()}, last_seen = ${this.#now()} WHERE relay_id = $1 RETURNING account, agent_id, epoch`,
       [relayId],
     );
     return rows.map((r) => ({ account: r.account, agentId: r.agent_id, epoch: Number(r.epoch) }));
@@ -327,11 +342,11 @@ export class PostgresStore implements Store {
     const { rows } =
       opts.account === undefined
         ? await this.#pool.query<PresenceRow>(
-            `SELECT ${PRESENCE_SELECT} FROM presence WHERE updated_at >= ${staleBefore(1)} ORDER BY epoch`,
+            `SELECT ${presenceSelect(this.#now())} FROM presence WHERE updated_at >= ${staleBefore(1, this.#now())} ORDER BY epoch`,
             [opts.ttlMs],
           )
         : await this.#pool.query<PresenceRow>(
-            `SELECT ${PRESENCE_SELECT} FROM presence WHERE updated_at >= ${staleBefore(1)} AND account = $2
+            `SELECT ${presenceSelect(this.#now())} FROM presence WHERE updated_at >= ${staleBefore(1, this.#now())} AND account = $2
              ORDER BY epoch`,
             [opts.ttlMs, opts.account],
           );
@@ -341,9 +356,9 @@ export class PostgresStore implements Store {
   async expirePresence(ttlMs: number): Promise<PresenceRecord[]> {
     const { rows } =
       ttlMs <= 0
-        ? await this.#pool.query<PresenceRow>(`DELETE FROM presence RETURNING ${PRESENCE_SELECT}`)
+        ? await this.#pool.query<PresenceRow>(`DELETE FROM presence RETURNING ${presenceSelect(this.#now())}`)
         : await this.#pool.query<PresenceRow>(
-            `DELETE FROM presence WHERE updated_at < ${staleBefore(1)} RETURNING ${PRESENCE_SELECT}`,
+            `DELETE FROM presence WHERE updated_at < ${staleBefore(1, this.#now())} RETURNING ${presenceSelect(this.#now())}`,
             [ttlMs],
           );
     return rows.map(toPresence).sort((a, b) => a.epoch - b.epoch);

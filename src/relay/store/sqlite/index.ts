@@ -13,6 +13,7 @@ import type {
   PresenceClaim,
   PresenceRecord,
   Store,
+  StoreClock,
 } from '../store.js';
 import { LAST_USED_RESOLUTION_MS } from '../store.js';
 
@@ -99,8 +100,10 @@ export class SqliteStore implements Store {
   /** The schema version after opening, and the migrations this open applied. */
   readonly schema: { version: number; applied: number[] };
   readonly #db: Database.Database;
+  readonly #clock: StoreClock | undefined;
 
-  constructor(file: string) {
+  constructor(file: string, opts: { clock?: StoreClock } = {}) {
+    this.#clock = opts.clock;
     mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
     this.#db = new Database(file);
     // WAL lets `nfltr keys` write while a relay holds the file open; the busy timeout covers the overlap.
@@ -110,6 +113,11 @@ export class SqliteStore implements Store {
     // written on every connect, and a fleet reconnecting after a restart must not wait on the disk.
     this.#db.pragma('synchronous = NORMAL');
     this.schema = this.#migrate();
+  }
+
+  /** Milliseconds since the epoch by this store's clock. */
+  #now(): number {
+    return Date.now() + (this.#clock?.offsetMs ?? 0);
   }
 
   /** SQLite keeps its schema version in `user_version`; migration N brings it to N. */
@@ -133,7 +141,7 @@ export class SqliteStore implements Store {
 
   async createKey(account: string): Promise<{ id: string; key: string }> {
     const k = generateApiKey();
-    const now = Date.now();
+    const now = this.#now();
     this.#db.transaction(() => {
       this.#db.prepare('INSERT OR IGNORE INTO accounts (name, created_at) VALUES (?, ?)').run(account, now);
       this.#db
@@ -155,7 +163,7 @@ export class SqliteStore implements Store {
   async revokeKey(id: string): Promise<boolean> {
     const r = this.#db
       .prepare('UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?')
-      .run(Date.now(), id);
+      .run(this.#now(), id);
     return r.changes > 0;
   }
 
@@ -173,7 +181,7 @@ export class SqliteStore implements Store {
         message: `API key ${row.id} was revoked at ${new Date(row.revoked_at).toISOString()}`,
       };
     }
-    const now = Date.now();
+    const now = this.#now();
     // "Last used" to the minute: a fleet redialling after a restart must not queue a write per agent.
     if (row.last_used_at === null || now - row.last_used_at > LAST_USED_RESOLUTION_MS) {
       this.#db.prepare('UPDATE api_keys SET last_used_at = ? WHERE id = ?').run(now, row.id);
@@ -205,7 +213,7 @@ export class SqliteStore implements Store {
         `INSERT INTO relay_replicas (relay_id, revocations, live_until) VALUES (?, ?, ?)
          ON CONFLICT (relay_id) DO UPDATE SET revocations = excluded.revocations, live_until = excluded.live_until`,
       )
-      .run(relayId, revocations, Date.now() + liveMs);
+      .run(relayId, revocations, this.#now() + liveMs);
   }
 
   async unconfirmedReplicas(revocations: number): Promise<string[]> {
@@ -213,7 +221,7 @@ export class SqliteStore implements Store {
       .prepare(
         'SELECT relay_id FROM relay_replicas WHERE revocations < ? AND live_until >= ? ORDER BY relay_id',
       )
-      .all(revocations, Date.now()) as { relay_id: string }[];
+      .all(revocations, this.#now()) as { relay_id: string }[];
     return rows.map((r) => r.relay_id);
   }
 
@@ -223,7 +231,7 @@ export class SqliteStore implements Store {
   }
 
   async claimPresence(claim: PresenceClaim, ttlMs: number): Promise<ClaimResult> {
-    const now = Date.now();
+    const now = this.#now();
     return this.#db.transaction((): ClaimResult => {
       const row = this.#db
         .prepare(`SELECT ${PRESENCE_COLUMNS}, session_hash FROM presence WHERE account = ? AND agent_id = ?`)
@@ -258,7 +266,7 @@ export class SqliteStore implements Store {
     relayId: string,
     labels: { account: string; agentId: string; epoch: number; labels: Record<string, string> }[],
   ): Promise<HeldPresence[]> {
-    const now = Date.now();
+    const now = this.#now();
     return this.#db.transaction(() => {
       const setLabels = this.#db.prepare(
         'UPDATE presence SET labels = ? WHERE account = ? AND agent_id = ? AND epoch = ? AND relay_id = ?',
@@ -281,7 +289,7 @@ export class SqliteStore implements Store {
   }
 
   async listPresence(opts: { ttlMs: number; account?: string }): Promise<PresenceRecord[]> {
-    const now = Date.now();
+    const now = this.#now();
     const rows = (
       opts.account === undefined
         ? this.#db
@@ -297,7 +305,7 @@ export class SqliteStore implements Store {
   }
 
   async expirePresence(ttlMs: number): Promise<PresenceRecord[]> {
-    const now = Date.now();
+    const now = this.#now();
     const cutoff = ttlMs <= 0 ? Number.MAX_SAFE_INTEGER : now - ttlMs;
     const rows = this.#db
       .prepare(`DELETE FROM presence WHERE updated_at < ? RETURNING ${PRESENCE_COLUMNS}`)
