@@ -35,7 +35,8 @@ async function mcpClient(command, args, env = process.env) {
 
 const json = (r) => JSON.parse(r.content.map((c) => c.text ?? '').join(''));
 
-async function startWorker(relay, e2ee) {
+/** `warm`: --warm-executors; `reuse`: the trivial executor declares reusable sessions. */
+async function startWorker(relay, e2ee, { warm = 0, reuse = false } = {}) {
   const child = spawn(
     process.execPath,
     [
@@ -50,8 +51,9 @@ async function startWorker(relay, e2ee) {
       '--state-dir',
       tempDir(),
       '--mcp-command',
-      `"${process.execPath}" "${TRIVIAL}"`,
+      `"${process.execPath}" "${TRIVIAL}"${reuse ? ' --session reuse' : ''}`,
       `--a2a-e2ee=${e2ee}`,
+      ...(warm ? ['--warm-executors', String(warm)] : []),
     ],
     {
       stdio: ['ignore', 'ignore', 'pipe'],
@@ -69,10 +71,13 @@ async function startWorker(relay, e2ee) {
   return child;
 }
 
-/** One configuration of the relayed path: returns accepted and completed latencies. */
-async function relayed({ tasks, e2ee }) {
+/**
+ * One configuration of the relayed path: returns accepted and completed latencies. `pauseMs` between
+ * tasks lets a warm pool refill (a session used once is replaced by a process that takes ~0.5 s to start).
+ */
+async function relayed({ tasks, e2ee, warm = 0, reuse = false, pauseMs = 0 }) {
   const relay = await startRelay();
-  const worker = await startWorker(relay, e2ee);
+  const worker = await startWorker(relay, e2ee, { warm, reuse });
   const planner = await mcpClient(
     process.execPath,
     [
@@ -98,6 +103,7 @@ async function relayed({ tasks, e2ee }) {
   const accepted = [];
   const completed = [];
   const run = async (i) => {
+    if (pauseMs) await new Promise((r) => setTimeout(r, pauseMs));
     const t0 = performance.now();
     const r = await planner.callTool({
       name: 'orchestrate_task',
@@ -171,5 +177,7 @@ export async function benchDispatch({ tasks = 200 } = {}) {
 
   const encrypted = await relayed({ tasks, e2ee: true });
   const plain = await relayed({ tasks, e2ee: false });
-  return { directMcp, directA2a, grpcIdle, encrypted, plain, tasks };
+  const warmReused = await relayed({ tasks, e2ee: true, warm: 1, reuse: true });
+  const warmSingle = await relayed({ tasks: Math.min(tasks, 20), e2ee: true, warm: 2, pauseMs: 800 });
+  return { directMcp, directA2a, grpcIdle, encrypted, plain, warmReused, warmSingle, tasks };
 }

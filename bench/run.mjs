@@ -95,6 +95,30 @@ if (wanted('dispatch')) {
       2,
     ],
     ['relayed task (→ completed) p50 ms', d.encrypted.completed.p50, a2a, d.directA2a.p50, '≤ 1×', 1],
+    [
+      'dispatch → completed p50 ms, fresh executor per task',
+      d.encrypted.completed.p50,
+      'warm, reused session p50',
+      d.warmReused.completed.p50,
+      '≤ 150 ms',
+      1,
+    ],
+    [
+      'dispatch → completed p50 ms, --warm-executors (reuse declared)',
+      d.warmReused.completed.p50,
+      'fresh executor per task p50',
+      d.encrypted.completed.p50,
+      '≤ 50 ms',
+      1,
+    ],
+    [
+      'dispatch → completed p50 ms, --warm-executors (one task each)',
+      d.warmSingle.completed.p50,
+      'fresh executor per task p50',
+      d.encrypted.completed.p50,
+      '≤ 50 ms',
+      1,
+    ],
   ]) {
     row(figure, one(ours), baseline, one(base), target, digits);
   }
