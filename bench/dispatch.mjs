@@ -27,11 +27,18 @@ async function time(n, fn) {
   return out;
 }
 
-async function mcpClient(command, args, env = process.env) {
+/** `onStderr`: the server's stderr, as text (else ignored). */
+async function mcpClient(command, args, env = process.env, onStderr = undefined) {
   const client = new Client({ name: 'bench', version: '1.0.0' });
-  await client.connect(new StdioClientTransport({ command, args, env, stderr: 'ignore' }));
+  const transport = new StdioClientTransport({ command, args, env, stderr: onStderr ? 'pipe' : 'ignore' });
+  transport.stderr?.setEncoding('utf8').on('data', onStderr);
+  await client.connect(transport);
   return client;
 }
+
+/** Epoch ms with µs precision, comparable across the processes of one machine (as src/util/trace.ts). */
+const now = () => performance.timeOrigin + performance.now();
+const TRACE_LINE = /^nfltr-trace (\S+) (\S+) ([\d.]+)$/gm;
 
 const json = (r) => JSON.parse(r.content.map((c) => c.text ?? '').join(''));
 
@@ -75,9 +82,19 @@ async function startWorker(relay, e2ee, { warm = 0, reuse = false } = {}) {
  * One configuration of the relayed path: returns accepted and completed latencies. `pauseMs` between
  * tasks lets a warm pool refill (a session used once is replaced by a process that takes ~0.5 s to start).
  */
-async function relayed({ tasks, e2ee, warm = 0, reuse = false, pauseMs = 0 }) {
+async function relayed({ tasks, e2ee, warm = 0, reuse = false, pauseMs = 0, trace = false }) {
+  // With `trace`, every process writes its hops (NFLTR_TRACE, src/util/trace.ts) to stderr.
+  let traced = '';
+  const collect = (d) => {
+    traced += d;
+  };
+  if (trace) process.env.NFLTR_TRACE = '1';
   const relay = await startRelay();
   const worker = await startWorker(relay, e2ee, { warm, reuse });
+  if (trace) {
+    relay.child.stderr.on('data', collect);
+    worker.stderr.on('data', collect);
+  }
   const planner = await mcpClient(
     process.execPath,
     [
@@ -94,7 +111,9 @@ async function relayed({ tasks, e2ee, warm = 0, reuse = false, pauseMs = 0 }) {
       `--a2a-e2ee=${e2ee}`,
     ],
     { ...process.env, NFLTR_API_KEY: relay.key, NFLTR_LOG_LEVEL: 'warn' },
+    trace ? collect : undefined,
   );
+  delete process.env.NFLTR_TRACE;
   for (let i = 0; i < 100; i++) {
     const tools = (await planner.listTools()).tools.map((t) => t.name);
     if (tools.includes('orchestrate_task')) break;
@@ -102,9 +121,11 @@ async function relayed({ tasks, e2ee, warm = 0, reuse = false, pauseMs = 0 }) {
   }
   const accepted = [];
   const completed = [];
+  const calls = [];
   const run = async (i) => {
     if (pauseMs) await new Promise((r) => setTimeout(r, pauseMs));
     const t0 = performance.now();
+    const at = now();
     const r = await planner.callTool({
       name: 'orchestrate_task',
       arguments: { agent_id: 'bench-worker', objective: `task ${i}` },
@@ -112,6 +133,7 @@ async function relayed({ tasks, e2ee, warm = 0, reuse = false, pauseMs = 0 }) {
     if (r.isError) throw new Error(r.content[0].text);
     accepted.push(performance.now() - t0);
     const id = json(r).task_id;
+    calls.push({ id, at, back: now() });
     // Waits in get_task_status (wait_ms) for each next event instead of spinning on the planner.
     for (let after = 0; ; ) {
       const s = json(
@@ -134,7 +156,30 @@ async function relayed({ tasks, e2ee, warm = 0, reuse = false, pauseMs = 0 }) {
   await planner.close();
   await kill(worker);
   await kill(relay.child);
-  return { accepted: stats(accepted), completed: stats(completed) };
+  const out = { accepted: stats(accepted), completed: stats(completed) };
+  if (trace) out.trace = hopTrace(traced, calls.slice(-tasks));
+  return out;
+}
+
+/**
+ * The hops of one dispatch (orchestrate_task call → its answer), from the traces of the dispatch whose
+ * → accepted time is the median: each step is `from → to` with the ms between them.
+ */
+function hopTrace(text, calls) {
+  const byTask = new Map();
+  for (const [, hop, channel, t] of text.matchAll(TRACE_LINE)) {
+    if (!byTask.has(channel)) byTask.set(channel, []);
+    byTask.get(channel).push({ hop, t: Number(t) });
+  }
+  const sorted = [...calls].sort((a, b) => a.back - a.at - (b.back - b.at));
+  const c = sorted[Math.floor(sorted.length / 2)];
+  const marks = [
+    { hop: 'bench: orchestrate_task sent', t: c.at },
+    ...(byTask.get(c.id) ?? []).filter((m) => m.t >= c.at && m.t <= c.back),
+    { hop: 'bench: answer read', t: c.back },
+  ].sort((a, b) => a.t - b.t);
+  const steps = marks.slice(1).map((m, i) => ({ from: marks[i].hop, to: m.hop, ms: m.t - marks[i].t }));
+  return { task_id: c.id, total_ms: c.back - c.at, steps };
 }
 
 export async function benchDispatch({ tasks = 200 } = {}) {
@@ -176,8 +221,10 @@ export async function benchDispatch({ tasks = 200 } = {}) {
   const grpcIdle = stats(idleRoundTrips);
 
   const encrypted = await relayed({ tasks, e2ee: true });
+  // Its own short run: the trace lines cost each process a stderr write per hop.
+  const { trace } = await relayed({ tasks: 11, e2ee: true, trace: true });
   const plain = await relayed({ tasks, e2ee: false });
   const warmReused = await relayed({ tasks, e2ee: true, warm: 1, reuse: true });
   const warmSingle = await relayed({ tasks: Math.min(tasks, 20), e2ee: true, warm: 2, pauseMs: 800 });
-  return { directMcp, directA2a, grpcIdle, encrypted, plain, warmReused, warmSingle, tasks };
+  return { directMcp, directA2a, grpcIdle, encrypted, plain, warmReused, warmSingle, trace, tasks };
 }

@@ -25,6 +25,8 @@ const repeats = Number(flags.repeats);
 const m = machine();
 process.stderr.write(`machine: ${m.cores} cores (${m.cpu}), ${m.memory_gib} GiB, Node ${m.node}\n`);
 const rows = [];
+/** Printed after the table (the per-hop trace of one dispatch). */
+const notes = [];
 const results = { machine: m, date: new Date().toISOString(), sections: {} };
 const spread = (s, d = 0) => `${fmt(s.median, d)} (${fmt(s.min, d)}–${fmt(s.max, d)})`;
 /** A single measurement in the spread shape `row` takes. */
@@ -122,6 +124,11 @@ if (wanted('dispatch')) {
   ]) {
     row(figure, one(ours), baseline, one(base), target, digits);
   }
+  const t = d.trace;
+  notes.push(
+    `trace of one dispatch → accepted (e2ee on; the median of 11, ${t.total_ms.toFixed(2)} ms in all):`,
+    ...t.steps.map((s) => `  ${s.ms.toFixed(3).padStart(7)} ms  ${s.from} → ${s.to}`),
+  );
 }
 
 if (wanted('artifacts')) {
@@ -258,6 +265,7 @@ lines.splice(1, 0, `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`);
 process.stdout.write(
   `\nmachine: ${m.cores} cores, ${m.memory_gib} GiB, Node ${m.node}\n${lines.join('\n')}\n`,
 );
+if (notes.length) process.stdout.write(`\n${notes.join('\n')}\n`);
 results.table = rows;
 writeFileSync(join(ROOT, 'bench', 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
 process.stderr.write('wrote bench/results.json\n');

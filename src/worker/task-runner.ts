@@ -32,6 +32,7 @@ import { answerObject } from '../protocol/a2a.js';
 import { formatDuration } from '../util/duration.js';
 import type { Logger } from '../util/log.js';
 import { ProgressPacer } from '../util/progress-pacer.js';
+import { trace } from '../util/trace.js';
 import {
   buildToolArguments,
   checkTaskTool,
@@ -201,6 +202,7 @@ export class TaskRunner {
         : Promise.resolve();
     inputs.catch(() => {});
     this.#emit({ state: 'accepted' }, false);
+    trace('worker.accepted', this.spec.taskId);
     if (this.spec.timeoutMs > 0) {
       this.#timer = setTimeout(
         () =>

@@ -33,6 +33,7 @@ import {
 } from '../protocol/a2a.js';
 import type { X25519KeyPair } from '../protocol/e2ee-noise.js';
 import type { Logger } from '../util/log.js';
+import { trace } from '../util/trace.js';
 import { WorkerConfigError } from './errors.js';
 import {
   checkExecutor,
@@ -535,6 +536,7 @@ export class Worker {
 
   #onTaskStart(peer: string, channel: string, start: TaskStart): void {
     const id = start.taskId;
+    trace('worker.taskStart', channel);
     const refuse = (reason: RefusalReason, message: string) =>
       this.#refuse(peer, channel, id || channel, reason, message);
     if (!id) return refuse('invalid_task', 'task_id is empty');
