@@ -2,6 +2,7 @@
 // trivial executor, against calling the same executor's run_task directly over MCP stdio.
 // 3. Peer comparison: the same trivial task as a direct A2A call (@a2a-js/sdk over HTTP on loopback).
 import { spawn } from 'node:child_process';
+import { closeSync, fdatasyncSync, openSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
@@ -220,11 +221,22 @@ export async function benchDispatch({ tasks = 200 } = {}) {
   await kill(g.child);
   const grpcIdle = stats(idleRoundTrips);
 
+  // The planner answers orchestrate_task once its task row is on disk (docs/durability.md): one
+  // fdatasync of a small write on the disk its state dir is on (tempDir, as the planner's) is a floor.
+  const fd = openSync(join(tempDir(), 'sync-probe'), 'a');
+  const fsync = stats(
+    await time(tasks, () => {
+      writeSync(fd, 'x'.repeat(200));
+      fdatasyncSync(fd);
+    }),
+  );
+  closeSync(fd);
+
   const encrypted = await relayed({ tasks, e2ee: true });
   // Its own short run: the trace lines cost each process a stderr write per hop.
   const { trace } = await relayed({ tasks: 11, e2ee: true, trace: true });
   const plain = await relayed({ tasks, e2ee: false });
   const warmReused = await relayed({ tasks, e2ee: true, warm: 1, reuse: true });
   const warmSingle = await relayed({ tasks: Math.min(tasks, 20), e2ee: true, warm: 2, pauseMs: 800 });
-  return { directMcp, directA2a, grpcIdle, encrypted, plain, warmReused, warmSingle, trace, tasks };
+  return { directMcp, directA2a, grpcIdle, fsync, encrypted, plain, warmReused, warmSingle, trace, tasks };
 }
