@@ -99,6 +99,8 @@ export class SqliteStore implements Store {
   /** The schema version after opening, and the migrations this open applied. */
   readonly schema: { version: number; applied: number[] };
   readonly #db: Database.Database;
+  /** Statements of fixed SQL, compiled once: every agent's connect authenticates (a fleet redials at once). */
+  readonly #statements = new Map<string, Database.Statement>();
 
   constructor(file: string) {
     mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
@@ -110,6 +112,15 @@ export class SqliteStore implements Store {
     // written on every connect, and a fleet reconnecting after a restart must not wait on the disk.
     this.#db.pragma('synchronous = NORMAL');
     this.schema = this.#migrate();
+  }
+
+  #prepared(sql: string): Database.Statement {
+    let st = this.#statements.get(sql);
+    if (!st) {
+      st = this.#db.prepare(sql);
+      this.#statements.set(sql, st);
+    }
+    return st;
   }
 
   /** SQLite keeps its schema version in `user_version`; migration N brings it to N. */
@@ -162,7 +173,7 @@ export class SqliteStore implements Store {
   async authenticate(key: string): Promise<AuthResult> {
     const parsed = parseApiKey(key);
     if (!parsed) return { ok: false, reason: 'malformed', message: 'API key is malformed (expected nfk_…)' };
-    const row = this.#db.prepare('SELECT * FROM api_keys WHERE id = ?').get(parsed.id) as KeyRow | undefined;
+    const row = this.#prepared('SELECT * FROM api_keys WHERE id = ?').get(parsed.id) as KeyRow | undefined;
     if (!row || !secretMatches(parsed.secret, row.secret_hash)) {
       return { ok: false, reason: 'unknown', message: 'API key not recognised' };
     }
@@ -176,7 +187,7 @@ export class SqliteStore implements Store {
     const now = Date.now();
     // "Last used" to the minute: a fleet redialling after a restart must not queue a write per agent.
     if (row.last_used_at === null || now - row.last_used_at > LAST_USED_RESOLUTION_MS) {
-      this.#db.prepare('UPDATE api_keys SET last_used_at = ? WHERE id = ?').run(now, row.id);
+      this.#prepared('UPDATE api_keys SET last_used_at = ? WHERE id = ?').run(now, row.id);
     }
     return { ok: true, keyId: row.id, account: row.account };
   }
