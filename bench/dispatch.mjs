@@ -1,6 +1,7 @@
 // 2. Dispatch: orchestrate_task → accepted and → completed through `nfltr mcp` over stdio, with a
 // trivial executor, against calling the same executor's run_task directly over MCP stdio.
 // 3. Peer comparison: the same trivial task as a direct A2A call (@a2a-js/sdk over HTTP on loopback).
+import { closeSync, fdatasyncSync, openSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
@@ -26,15 +27,23 @@ async function time(n, fn) {
   return out;
 }
 
-async function mcpClient(command, args, env = process.env) {
+/** `onStderr`: the server's stderr, as text (else ignored). */
+async function mcpClient(command, args, env = process.env, onStderr = undefined) {
   const client = new Client({ name: 'bench', version: '1.0.0' });
-  await client.connect(new StdioClientTransport({ command, args, env, stderr: 'ignore' }));
+  const transport = new StdioClientTransport({ command, args, env, stderr: onStderr ? 'pipe' : 'ignore' });
+  transport.stderr?.setEncoding('utf8').on('data', onStderr);
+  await client.connect(transport);
   return client;
 }
 
+/** Epoch ms with µs precision, comparable across the processes of one machine (as src/util/trace.ts). */
+const now = () => performance.timeOrigin + performance.now();
+const TRACE_LINE = /^nfltr-trace (\S+) (\S+) ([\d.]+)$/gm;
+
 const json = (r) => JSON.parse(r.content.map((c) => c.text ?? '').join(''));
 
-async function startWorker(relay, e2ee) {
+/** `warm`: --warm-executors; `reuse`: the trivial executor declares reusable sessions. */
+async function startWorker(relay, e2ee, { warm = 0, reuse = false } = {}) {
   const { child } = await startNfltr(
     'worker',
     [
@@ -47,8 +56,9 @@ async function startWorker(relay, e2ee) {
       '--state-dir',
       tempDir(),
       '--mcp-command',
-      `"${process.execPath}" "${TRIVIAL}"`,
+      `"${process.execPath}" "${TRIVIAL}"${reuse ? ' --session reuse' : ''}`,
       `--a2a-e2ee=${e2ee}`,
+      ...(warm ? ['--warm-executors', String(warm)] : []),
     ],
     /nfltr worker ready/,
     { NFLTR_API_KEY: relay.key },
@@ -56,10 +66,23 @@ async function startWorker(relay, e2ee) {
   return child;
 }
 
-/** One configuration of the relayed path: returns accepted and completed latencies. */
-async function relayed({ tasks, e2ee }) {
+/**
+ * One configuration of the relayed path: returns accepted and completed latencies. `pauseMs` between
+ * tasks lets a warm pool refill (a session used once is replaced by a process that takes ~0.5 s to start).
+ */
+async function relayed({ tasks, e2ee, warm = 0, reuse = false, pauseMs = 0, trace = false }) {
+  // With `trace`, every process writes its hops (NFLTR_TRACE, src/util/trace.ts) to stderr.
+  let traced = '';
+  const collect = (d) => {
+    traced += d;
+  };
+  if (trace) process.env.NFLTR_TRACE = '1';
   const relay = await startRelay();
-  const worker = await startWorker(relay, e2ee);
+  const worker = await startWorker(relay, e2ee, { warm, reuse });
+  if (trace) {
+    relay.child.stderr.on('data', collect);
+    worker.stderr.on('data', collect);
+  }
   const planner = await mcpClient(
     process.execPath,
     [
@@ -76,7 +99,9 @@ async function relayed({ tasks, e2ee }) {
       `--a2a-e2ee=${e2ee}`,
     ],
     { ...process.env, NFLTR_API_KEY: relay.key, NFLTR_LOG_LEVEL: 'warn' },
+    trace ? collect : undefined,
   );
+  delete process.env.NFLTR_TRACE;
   for (let i = 0; i < 100; i++) {
     const tools = (await planner.listTools()).tools.map((t) => t.name);
     if (tools.includes('orchestrate_task')) break;
@@ -84,8 +109,11 @@ async function relayed({ tasks, e2ee }) {
   }
   const accepted = [];
   const completed = [];
+  const calls = [];
   const run = async (i) => {
+    if (pauseMs) await new Promise((r) => setTimeout(r, pauseMs));
     const t0 = performance.now();
+    const at = now();
     const r = await planner.callTool({
       name: 'orchestrate_task',
       arguments: { agent_id: 'bench-worker', objective: `task ${i}` },
@@ -93,6 +121,7 @@ async function relayed({ tasks, e2ee }) {
     if (r.isError) throw new Error(r.content[0].text);
     accepted.push(performance.now() - t0);
     const id = json(r).task_id;
+    calls.push({ id, at, back: now() });
     // Waits in get_task_status (wait_ms) for each next event instead of spinning on the planner.
     for (let after = 0; ; ) {
       const s = json(
@@ -115,7 +144,30 @@ async function relayed({ tasks, e2ee }) {
   await planner.close();
   await kill(worker);
   await kill(relay.child);
-  return { accepted: stats(accepted), completed: stats(completed) };
+  const out = { accepted: stats(accepted), completed: stats(completed) };
+  if (trace) out.trace = hopTrace(traced, calls.slice(-tasks));
+  return out;
+}
+
+/**
+ * The hops of one dispatch (orchestrate_task call → its answer), from the traces of the dispatch whose
+ * → accepted time is the median: each step is `from → to` with the ms between them.
+ */
+function hopTrace(text, calls) {
+  const byTask = new Map();
+  for (const [, hop, channel, t] of text.matchAll(TRACE_LINE)) {
+    if (!byTask.has(channel)) byTask.set(channel, []);
+    byTask.get(channel).push({ hop, t: Number(t) });
+  }
+  const sorted = [...calls].sort((a, b) => a.back - a.at - (b.back - b.at));
+  const c = sorted[Math.floor(sorted.length / 2)];
+  const marks = [
+    { hop: 'bench: orchestrate_task sent', t: c.at },
+    ...(byTask.get(c.id) ?? []).filter((m) => m.t >= c.at && m.t <= c.back),
+    { hop: 'bench: answer read', t: c.back },
+  ].sort((a, b) => a.t - b.t);
+  const steps = marks.slice(1).map((m, i) => ({ from: marks[i].hop, to: m.hop, ms: m.t - marks[i].t }));
+  return { task_id: c.id, total_ms: c.back - c.at, steps };
 }
 
 export async function benchDispatch({ tasks = 200 } = {}) {
@@ -156,7 +208,22 @@ export async function benchDispatch({ tasks = 200 } = {}) {
   await kill(g.child);
   const grpcIdle = stats(idleRoundTrips);
 
+  // The planner answers orchestrate_task once its task row is on disk (docs/durability.md): one
+  // fdatasync of a small write on the disk its state dir is on (tempDir, as the planner's) is a floor.
+  const fd = openSync(join(tempDir(), 'sync-probe'), 'a');
+  const fsync = stats(
+    await time(tasks, () => {
+      writeSync(fd, 'x'.repeat(200));
+      fdatasyncSync(fd);
+    }),
+  );
+  closeSync(fd);
+
   const encrypted = await relayed({ tasks, e2ee: true });
+  // Its own short run: the trace lines cost each process a stderr write per hop.
+  const { trace } = await relayed({ tasks: 11, e2ee: true, trace: true });
   const plain = await relayed({ tasks, e2ee: false });
-  return { directMcp, directA2a, grpcIdle, encrypted, plain, tasks };
+  const warmReused = await relayed({ tasks, e2ee: true, warm: 1, reuse: true });
+  const warmSingle = await relayed({ tasks: Math.min(tasks, 20), e2ee: true, warm: 2, pauseMs: 800 });
+  return { directMcp, directA2a, grpcIdle, fsync, encrypted, plain, warmReused, warmSingle, trace, tasks };
 }

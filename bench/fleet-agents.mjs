@@ -17,4 +17,6 @@ for (let i = Number(first); i < Number(first) + Number(count); i++) {
 await Promise.all(agents.map((a) => a.waitConnected()));
 process.stdout.write(`ready ${JSON.stringify({ count: agents.length })}\n`);
 process.stdin.on('end', () => process.exit(0)).resume();
+// An orderly exit on SIGTERM, so that BENCH_CPU_PROF gets this process's profile too.
+process.on('SIGTERM', () => process.exit(0));
 setInterval(() => {}, 1 << 30);

@@ -28,6 +28,7 @@ import {
 import { encodeAgentEnvelopes } from '../protocol/envelope-frame.js';
 import type { HttpFrame } from '../protocol/http-proxy.js';
 import { type Logger, silentLogger } from '../util/log.js';
+import { TRACING, trace } from '../util/trace.js';
 import { VERSION } from '../version.js';
 import { describeRefusal, diagnoseDial } from './diagnose.js';
 import { type ControlDialer, type ControlTransport, type FatalCode, GrpcDialer } from './transport.js';
@@ -396,7 +397,10 @@ export class AgentClient extends EventEmitter<AgentEvents> {
       let wasConnected = false;
       let redialAfterMs: number | undefined;
       const batchSink = {
-        write: (envelopes: Envelope[]) => call.send(encodeAgentEnvelopes(envelopes)),
+        write: (envelopes: Envelope[]) => {
+          if (TRACING) for (const e of envelopes) trace(`${this.#opts.kind}.write`, e.channel);
+          return call.send(encodeAgentEnvelopes(envelopes));
+        },
       };
 
       let settled = false;
@@ -438,6 +442,7 @@ export class AgentClient extends EventEmitter<AgentEvents> {
             return;
           case 'envelopes':
             for (const e of f.value.envelopes) {
+              trace(`${this.#opts.kind}.read`, e.channel);
               this.emit('envelope', {
                 from: e.from,
                 channel: e.channel,

@@ -41,6 +41,7 @@ export interface WorkerCommandOptions extends AgentFlags, E2eeFlags {
   stallAfter: number;
   slotLease: number;
   executorUser?: string;
+  warmExecutors?: number;
   expose?: string;
   printSystemdUnit?: boolean;
 }
@@ -57,7 +58,9 @@ Automatic labels (a --labels key may not start with coord. or nfltr.worker.):
   coord.transfer=a2a, nfltr.worker.protocol=a2a-mcp-v1, nfltr.worker.tool, nfltr.worker.max_tasks
 
 The executor is started once at launch to list its tools, then once per task in
-<state-dir>/tasks/<task_id>/ with input/ and output/; its stderr goes to executor.log there. The task
+<state-dir>/tasks/<task_id>/ with input/ and output/; its stderr goes to executor.log there. With
+--warm-executors N, N executors wait started (stderr in <state-dir>/executor-warm.log) and a task takes
+one; it gets the task in its run_task arguments, not in NFLTR_TASK_* variables. The task
 tool is --mcp-tool, else run_task, else the only tool. "claude mcp serve" (Claude Code's own server: Bash,
 Read, Edit… but no task runner) is recognised and each task runs through "nfltr claude-mcp" instead, with
 the same claude; any other executor without a task tool is refused, naming the alternatives. An
@@ -165,6 +168,14 @@ export function register(program: Command): void {
         "run executors as this OS user (name or uid[:gid]; the worker must run as root), so tasks cannot read the worker's key",
       ).env('NFLTR_EXECUTOR_USER'),
     )
+    .addOption(
+      new Option(
+        '--warm-executors <n>',
+        'keep n executors started and initialised ahead of tasks, so a task starts with its tool call (each runs one task unless the executor declares reuse; see docs/executor-contract.md)',
+      )
+        .argParser(parsePositiveInt)
+        .env('NFLTR_WARM_EXECUTORS'),
+    )
     .option(
       '--expose <PORT|URL>',
       'also offer this local HTTP service to /browse and proxy_request, like `nfltr http` (label nfltr.http.routes)',
@@ -239,6 +250,7 @@ export async function workerCommand(o: WorkerCommandOptions): Promise<number> {
       stallAfterMs: o.stallAfter,
       slotLeaseMs: o.slotLease,
       ...(executorUser ? { executorUser } : {}),
+      warmExecutors: o.warmExecutors ?? 0,
       self: { execPath: process.execPath, script: process.argv[1] ?? '' },
       logger,
     });

@@ -8,6 +8,7 @@ import type { ChunkRef } from '../agent/artifacts/index.js';
 import type { A2aEndpoint, AgentClient } from '../agent/index.js';
 import { CancelSchema, PROBE_CHANNEL } from '../protocol/a2a.js';
 import { type Logger, silentLogger } from '../util/log.js';
+import { trace } from '../util/trace.js';
 import { type AnswerAction, checkAnswer, readAnswerFiles } from './answers.js';
 import {
   checkDispatch,
@@ -116,6 +117,7 @@ export class TaskManager {
   /** Sends a task; resolves once the worker accepted it (with the stored snapshot), rejects if refused. */
   async dispatch(req: DispatchRequest): Promise<{ snapshot: TaskSnapshot; request: TaskRequest }> {
     const taskId = checkDispatch(req);
+    trace('planner.dispatch', taskId);
     assertNewTaskId(this.#store, taskId);
     await this.#link.require();
     const { files, request, start } = await prepareDispatch(taskId, req, this.#files.maxBytes);
@@ -138,12 +140,15 @@ export class TaskManager {
     let timer: NodeJS.Timeout | undefined;
     try {
       await this.#router.send(req.agent_id, taskId, start);
+      trace('planner.sent', taskId);
       timer = setTimeout(() => {
         const why = `worker ${req.agent_id} did not accept or refuse task ${taskId} within ${timeoutMs / 1000} s`;
         waiter.reject(new PlannerError('timeout', why));
       }, timeoutMs);
       const snapshot = await waiter.accepted;
+      trace('planner.accepted', taskId);
       await stored;
+      trace('planner.stored', taskId);
       // Accepted: the worker waits for the files before its executor sees the task; they stream on
       // their own, with progress as task events.
       if (files.length) this.#files.send(req.agent_id, taskId, files, 'input files');

@@ -19,6 +19,7 @@ import {
 } from '../protocol/control.js';
 import { encodeRelayEnvelopes } from '../protocol/envelope-frame.js';
 import type { HttpFrame } from '../protocol/http-proxy.js';
+import { TRACING, trace } from '../util/trace.js';
 import { type Accounting, type DropReason, itemCost } from './limits.js';
 
 export type ControlCall = grpc.ServerDuplexStream<Buffer, Buffer>;
@@ -112,6 +113,7 @@ export class AgentConnection {
 
   readonly #sink = {
     write: (envelopes: Envelope[]): boolean => {
+      if (TRACING) for (const e of envelopes) trace('relay.write', e.channel);
       const frame = encodeRelayEnvelopes(envelopes);
       let cost = 0;
       for (const e of envelopes) cost += itemCost(envelopeWireSize(e));

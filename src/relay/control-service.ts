@@ -25,6 +25,7 @@ import {
   WireError,
 } from '../protocol/control.js';
 import type { Logger } from '../util/log.js';
+import { trace } from '../util/trace.js';
 import type { BrowseFrames } from './browse.js';
 import type { Cluster } from './cluster.js';
 import { AgentConnection, type ConnectionLimits, type ControlCall, overflowStatus } from './connection.js';
@@ -220,6 +221,7 @@ export function createControlHandler(
     const route = (from: AgentConnection, env: Envelope, frameBytes: number) => {
       // A closed stream (revoked, replaced) routes nothing more, even from frames already read.
       if (from.closed) return opts.accounting.dropped(from.identity.account, 'sender_closed');
+      trace('relay.read', env.channel);
       const problem = envelopeProblem(env);
       if (!problem && opts.ai && env.channel === AI_CHANNEL) return opts.ai.fromAgent(from, env);
       if (!problem) return cluster.route(from, knownFields(env, frameBytes));

@@ -243,6 +243,28 @@ export function buildToolArguments(choice: ToolChoice, t: TaskInput): Record<str
   return args;
 }
 
+/**
+ * How an executor lets its sessions be used (docs/executor-contract.md §1), declared in its `initialize`
+ * answer as `capabilities.experimental["nfltr/session"]`: `fresh` (`{"fresh": true}`: it reads the task
+ * from its environment, so it is started for each task, never ahead), `reuse` (`{"reuse": true}`: one
+ * session may run tasks one after another), else `single` (it may be started ahead of its task, then runs
+ * that one task and is retired).
+ */
+export type SessionPolicy = 'fresh' | 'single' | 'reuse';
+
+/** The experimental capability an executor declares its {@link SessionPolicy} in. */
+export const SESSION_CAPABILITY = 'nfltr/session';
+
+export function sessionPolicy(
+  capabilities: { experimental?: Record<string, unknown> } | undefined,
+): SessionPolicy {
+  const d = capabilities?.experimental?.[SESSION_CAPABILITY] as
+    | { fresh?: unknown; reuse?: unknown }
+    | undefined;
+  if (d?.fresh === true) return 'fresh';
+  return d?.reuse === true ? 'reuse' : 'single';
+}
+
 /** A local failure of an executor session; `spawn` and `handshake` mean the executor is unusable. */
 export class ExecutorError extends Error {
   constructor(
@@ -259,10 +281,8 @@ export type ElicitHandler = (params: ElicitRequest['params'], signal: AbortSigna
 
 export type ProgressParams = ProgressNotification['params'];
 
-export interface ExecutorStartOptions {
-  command: ExecutorCommand;
-  cwd?: string;
-  env: Record<string, string>;
+/** Where a session reports: the task it runs, or the warm pool while it waits for one (see assign). */
+export interface SessionBinding {
   /** The executor's stderr is appended here. */
   logFile: string;
   onElicit?: ElicitHandler;
@@ -271,12 +291,18 @@ export interface ExecutorStartOptions {
    * SDK dispatches progress a microtask late and drops it when the result came in the same read.
    */
   onProgress?: (params: ProgressParams) => void;
+  /** Where to record the executor's pid while it runs (the task folder's `executor.pid`). */
+  pidFile?: string;
+}
+
+export interface ExecutorStartOptions extends SessionBinding {
+  command: ExecutorCommand;
+  cwd?: string;
+  env: Record<string, string>;
   /** Limit for spawn + MCP initialize. */
   startTimeoutMs?: number;
   /** Kills the executor's process group if this worker dies (see reaper.ts). */
   reaper?: ExecutorReaper;
-  /** Where to record the executor's pid while it runs (the task folder's `executor.pid`). */
-  pidFile?: string;
   /** Runs the executor as this OS user (the worker runs as root). */
   user?: ExecutorUser;
   logger?: Logger;
@@ -291,7 +317,9 @@ export class ExecutorSession {
   readonly pid: number;
   readonly #transport: ExecutorTransport;
   readonly #stderrEnded: Promise<void>;
-  readonly #log: WriteStream;
+  #log: WriteStream;
+  readonly #bound: SessionBinding;
+  readonly #cgroup: ExecutorCgroup | undefined;
   readonly #logger: Logger;
   #tail = '';
   #stopping = false;
@@ -308,6 +336,8 @@ export class ExecutorSession {
     transport: ExecutorTransport,
     log: WriteStream,
     closed: Promise<void>,
+    bound: SessionBinding,
+    cgroup: ExecutorCgroup | undefined,
     logger: Logger,
   ) {
     this.client = client;
@@ -317,14 +347,22 @@ export class ExecutorSession {
     this.pid = transport.pid ?? 0;
     this.#log = log;
     this.#closedPromise = closed;
+    this.#bound = bound;
+    this.#cgroup = cgroup;
     this.#logger = logger;
   }
 
   /** Spawns the executor and runs the MCP handshake; throws {@link ExecutorError} saying what failed. */
   static async start(opts: ExecutorStartOptions): Promise<ExecutorSession> {
     const logger = opts.logger ?? silentLogger;
-    const log = createWriteStream(opts.logFile, { flags: 'a' });
-    log.on('error', (err) => logger.warn('cannot write executor log', { file: opts.logFile, error: err }));
+    const log = openLog(opts.logFile, logger);
+    // Mutable: a warm session is bound to its task later (assign).
+    const bound: SessionBinding = {
+      logFile: opts.logFile,
+      onElicit: opts.onElicit,
+      onProgress: opts.onProgress,
+      pidFile: opts.pidFile,
+    };
     const u = opts.user;
     let cgroup: ExecutorCgroup | undefined;
     const transport = new ExecutorTransport({
@@ -335,7 +373,7 @@ export class ExecutorSession {
       ...(u ? { uid: u.uid, gid: u.gid } : {}),
       onSpawn: (pid) => {
         cgroup = opts.reaper?.watch(pid);
-        if (opts.pidFile) recordExecutorPid(opts.pidFile, pid, cgroup);
+        if (bound.pidFile) recordExecutorPid(bound.pidFile, pid, cgroup);
       },
     });
     // The same capabilities in every session (start-up check, probes, tasks): servers list tools by them.
@@ -346,7 +384,7 @@ export class ExecutorSession {
     let session: ExecutorSession | undefined;
     let tail = '';
     transport.stderr.on('data', (chunk: Buffer) => {
-      log.write(chunk);
+      (session ? session.#log : log).write(chunk);
       if (session) session.#appendTail(chunk);
       else tail = (tail + chunk.toString('utf8')).slice(-TAIL_BYTES);
     });
@@ -359,24 +397,24 @@ export class ExecutorSession {
       const pid = transport.pid;
       if (pid) {
         opts.reaper?.unwatch(pid);
-        if (opts.pidFile) clearExecutorPid(opts.pidFile);
+        if (bound.pidFile) clearExecutorPid(bound.pidFile);
       }
       if (session) session.#onClose();
       resolveClosed();
     };
-    const onProgress = opts.onProgress;
-    if (onProgress) {
-      // Set before connect: the SDK chains its own handler after this one.
-      transport.onmessage = (m) => {
-        if ('method' in m && m.method === 'notifications/progress' && m.params) {
-          onProgress(m.params as ProgressParams);
-        }
-      };
-    }
+    // Set before connect: the SDK chains its own handler after this one.
+    transport.onmessage = (m) => {
+      if ('method' in m && m.method === 'notifications/progress' && m.params) {
+        bound.onProgress?.(m.params as ProgressParams);
+      }
+    };
     // Progress for a token the SDK did not register (ours) is reported here; it is expected.
     client.onerror = (err) => logger.debug('executor session', { error: err.message });
-    const onElicit = opts.onElicit ?? (async (): Promise<ElicitResult> => ({ action: 'decline' }));
-    client.setRequestHandler(ElicitRequestSchema, (req, extra) => onElicit(req.params, extra.signal));
+    client.setRequestHandler(ElicitRequestSchema, (req, extra) =>
+      bound.onElicit
+        ? bound.onElicit(req.params, extra.signal)
+        : Promise.resolve<ElicitResult>({ action: 'decline' }),
+    );
     const connecting = client.connect(transport, { timeout: opts.startTimeoutMs ?? 30_000 });
     // The exit code and signal name what happened in crash messages.
     transport.child?.once('exit', (code, signal) => {
@@ -402,11 +440,36 @@ export class ExecutorSession {
         { cause: err },
       );
     }
-    session = new ExecutorSession(client, transport, log, closed, logger);
+    session = new ExecutorSession(client, transport, log, closed, bound, cgroup, logger);
     session.#release = () => opts.reaper?.release(cgroup) ?? Promise.resolve(0);
     session.#tail = tail;
     session.#exit = early;
     return session;
+  }
+
+  /**
+   * Hands the session to a task (or back to the warm pool): its stderr goes to `b.logFile` from now on,
+   * its pid is recorded in `b.pidFile` (and no longer in the previous one), and its questions and
+   * progress reach `b`'s handlers (none: questions are declined, progress dropped).
+   */
+  assign(b: SessionBinding): void {
+    if (b.logFile !== this.#bound.logFile) {
+      this.#log.end();
+      this.#log = openLog(b.logFile, this.#logger);
+    }
+    if (this.#bound.pidFile && this.#bound.pidFile !== b.pidFile) clearExecutorPid(this.#bound.pidFile);
+    if (b.pidFile && !this.#closed) recordExecutorPid(b.pidFile, this.pid, this.#cgroup);
+    Object.assign(this.#bound, { onElicit: undefined, onProgress: undefined, pidFile: undefined }, b);
+  }
+
+  /** How the executor lets its sessions be used, as it declared at `initialize`. */
+  get policy(): SessionPolicy {
+    return sessionPolicy(this.client.getServerCapabilities());
+  }
+
+  /** False once the process has gone (crashed, or stopped). */
+  get alive(): boolean {
+    return !this.#closed && !this.#stopping;
   }
 
   /** True once the process went away without {@link stop} being called. */
@@ -495,9 +558,25 @@ export class ExecutorSession {
   }
 }
 
+/** Throws when the session's executor no longer offers the task tool chosen at start. */
+export async function checkTaskTool(session: ExecutorSession, choice: ToolChoice): Promise<void> {
+  const tools = await session.listAllTools();
+  if (!tools.some((t) => t.name === choice.name)) {
+    throw new Error(
+      `the executor no longer offers tool ${choice.name} (it has: ${tools.map((t) => t.name).join(', ') || 'none'})`,
+    );
+  }
+}
+
 /** Whether an error from a call means the connection to the executor closed under it. */
 export function isConnectionClosed(err: unknown): boolean {
   return err instanceof McpError && err.code === ErrorCode.ConnectionClosed;
+}
+
+function openLog(file: string, logger: Logger): WriteStream {
+  const log = createWriteStream(file, { flags: 'a' });
+  log.on('error', (err) => logger.warn('cannot write executor log', { file, error: err }));
+  return log;
 }
 
 function describeExit(e: { code: number | null; signal: NodeJS.Signals | null }): string {
@@ -580,6 +659,8 @@ export interface ExecutorCheck {
   server?: Implementation;
   /** The executor's `check_ready` answer, when it has that tool. */
   readiness?: Readiness;
+  /** How its sessions may be used ({@link SessionPolicy}). */
+  policy: SessionPolicy;
 }
 
 /**
@@ -599,7 +680,8 @@ export async function checkExecutor(opts: ExecutorStartOptions & { tool?: string
       throw new WorkerConfigError(`--mcp-command: the executor did not list its tools: ${err.message}`);
     });
     const server = session.serverInfo;
-    if (!opts.tool && isClaudeCodeServer(server, tools)) return { tools, server };
+    const policy = session.policy;
+    if (!opts.tool && isClaudeCodeServer(server, tools)) return { tools, server, policy };
     const choice = chooseTool(tools, opts.tool);
     if (choice.task && !session.client.getServerCapabilities()?.tasks?.requests?.tools?.call) {
       throw new WorkerConfigError(
@@ -609,7 +691,7 @@ export async function checkExecutor(opts: ExecutorStartOptions & { tool?: string
     const readiness = tools.some((t) => t.name === CHECK_READY_TOOL)
       ? await callCheckReady(session)
       : undefined;
-    return { choice, tools, ...(server ? { server } : {}), ...(readiness ? { readiness } : {}) };
+    return { choice, tools, policy, ...(server ? { server } : {}), ...(readiness ? { readiness } : {}) };
   } finally {
     await session.stop(1_000);
   }

@@ -32,8 +32,10 @@ import { answerObject } from '../protocol/a2a.js';
 import { formatDuration } from '../util/duration.js';
 import type { Logger } from '../util/log.js';
 import { ProgressPacer } from '../util/progress-pacer.js';
+import { trace } from '../util/trace.js';
 import {
   buildToolArguments,
+  checkTaskTool,
   type ExecutorCommand,
   ExecutorSession,
   type ExecutorUser,
@@ -46,6 +48,7 @@ import {
 import { collectResultFiles } from './outputs.js';
 import type { ExecutorReaper } from './reaper.js';
 import { EVENTS_FILE, type TaskEventInit, TaskEventLog } from './task-events.js';
+import type { WarmPool } from './warm-pool.js';
 
 /** The running executor's pid, in the task folder, for a restarted worker to kill if it survived. */
 export const EXECUTOR_PID_FILE = 'executor.pid';
@@ -93,6 +96,8 @@ export interface TaskRunnerDeps {
   reaper?: ExecutorReaper;
   /** The executor runs as this OS user: `input/` and `output/` are handed to it. */
   user?: ExecutorUser;
+  /** Warm sessions (`--warm-executors`): the task takes one if it can, else starts its own. */
+  warm?: WarmPool;
 }
 
 const LIMIT_FLAG = '--max-artifact-bytes of nfltr worker';
@@ -197,6 +202,7 @@ export class TaskRunner {
         : Promise.resolve();
     inputs.catch(() => {});
     this.#emit({ state: 'accepted' }, false);
+    trace('worker.accepted', this.spec.taskId);
     if (this.spec.timeoutMs > 0) {
       this.#timer = setTimeout(
         () =>
@@ -302,8 +308,20 @@ export class TaskRunner {
       inputDir: this.inputDir,
       outputDir: this.outputDir,
     };
+    const binding = {
+      logFile: join(d.dir, 'executor.log'),
+      pidFile: join(d.dir, EXECUTOR_PID_FILE),
+      onElicit: (params: ElicitRequest['params'], signal: AbortSignal) => this.#ask(params, signal),
+      onProgress: (p: ProgressParams) => this.#onProgress(p),
+    };
+    // A warm session was initialised and its tools checked while it waited: the task starts with its call.
+    const warm = d.warm?.take();
+    if (warm) {
+      warm.assign(binding);
+      this.#session = warm;
+    }
     try {
-      this.#session = await ExecutorSession.start({
+      this.#session ??= await ExecutorSession.start({
         command: d.command,
         cwd: d.cwd,
         env: {
@@ -312,20 +330,12 @@ export class TaskRunner {
           NFLTR_TASK_INPUT_DIR: this.inputDir,
           NFLTR_TASK_OUTPUT_DIR: this.outputDir,
         },
-        logFile: join(d.dir, 'executor.log'),
         reaper: d.reaper,
         ...(d.user ? { user: d.user } : {}),
-        pidFile: join(d.dir, EXECUTOR_PID_FILE),
-        onElicit: (params, signal) => this.#ask(params, signal),
-        onProgress: (p) => this.#onProgress(p),
+        ...binding,
         logger: this.#log,
       });
-      const tools = await this.#session.listAllTools();
-      if (!tools.some((t) => t.name === d.choice.name)) {
-        throw new Error(
-          `the executor no longer offers tool ${d.choice.name} (it has: ${tools.map((t) => t.name).join(', ') || 'none'})`,
-        );
-      }
+      if (!warm) await checkTaskTool(this.#session, d.choice);
     } catch (err) {
       this.#throwIfHalted();
       const message = (err as Error).message;
@@ -443,8 +453,11 @@ export class TaskRunner {
   }
 
   async #finish(outcome: Outcome): Promise<void> {
-    // Stop the executor while the artifacts go out; the slot is released only once it is gone.
-    const stopping = this.#session?.stop(this.#deps.killGraceMs);
+    // Stop the executor while the artifacts go out; the slot is released only once it is gone. An
+    // executor that declared `reuse` goes back to the warm pool after a result (never after a halt).
+    const s = this.#session;
+    const kept = s && this.#deps.warm?.release(s, outcome.kind === 'result' && !this.#halt);
+    const stopping = kept ? undefined : s?.stop(this.#deps.killGraceMs);
     let final: TaskEventInit;
     if (outcome.kind === 'result') {
       const r = outcome.result;

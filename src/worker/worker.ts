@@ -33,18 +33,22 @@ import {
 } from '../protocol/a2a.js';
 import type { X25519KeyPair } from '../protocol/e2ee-noise.js';
 import type { Logger } from '../util/log.js';
+import { trace } from '../util/trace.js';
 import { WorkerConfigError } from './errors.js';
 import {
   checkExecutor,
+  checkTaskTool,
   claudeMcpCommand,
   type ExecutorCheck,
   type ExecutorCommand,
+  ExecutorSession,
   type ExecutorStartOptions,
   type ExecutorUser,
   executorEnvironment,
   parseExecutorCommand,
   probeReadiness,
   type Readiness,
+  type SessionPolicy,
   type ToolChoice,
 } from './executor.js';
 import { checkUserLabels, LabelKeeper } from './labels.js';
@@ -52,10 +56,13 @@ import { ExecutorReaper, killRecordedExecutor } from './reaper.js';
 import { ReplayPacer } from './replay-pacer.js';
 import { EVENTS_FILE, TaskEventLog } from './task-events.js';
 import { EXECUTOR_PID_FILE, TaskRunner, type TaskSpec } from './task-runner.js';
+import { WarmPool } from './warm-pool.js';
 
 /** Above this many bytes waiting for the relay, artifact streaming pauses. */
 const WRITABLE_QUEUE_BYTES = 8 * 1024 * 1024;
 const TASK_FILE = 'task.json';
+/** The stderr of warm executors until a task takes them (then the task's executor.log). */
+const WARM_LOG = 'executor-warm.log';
 /** A probe reuses the executor's last `check_ready` answer for this long. */
 const READY_CACHE_MS = 5_000;
 /** How long a probe waits for a fresh `check_ready` before answering with the last one. */
@@ -116,6 +123,8 @@ export interface WorkerOptions {
   slotLeaseMs?: number;
   /** Executors run as this OS user (`--executor-user`; the worker runs as root). */
   executorUser?: ExecutorUser;
+  /** `--warm-executors`: sessions kept started ahead of tasks (see warm-pool.ts); 0 or absent: none. */
+  warmExecutors?: number;
   logger: Logger;
 }
 
@@ -144,6 +153,7 @@ export class Worker {
   /** Planners heard from since start (or since their last resync): offered their unacknowledged ends. */
   readonly #greeted = new Set<string>();
   readonly #reaper: ExecutorReaper;
+  #warm: WarmPool | undefined;
   #healthy = true;
   #executorError = '';
   /** The executor's last `check_ready` answer; undefined when it has no such tool. */
@@ -295,6 +305,7 @@ export class Worker {
         worker.endpoint.requestResync(peer);
       } catch {}
     }
+    worker.#warm = worker.#warmPool(check.policy);
     worker.#heartbeat = setInterval(() => worker.#tick(), opts.heartbeatIntervalMs);
     worker.#heartbeat.unref();
     return worker;
@@ -339,6 +350,7 @@ export class Worker {
     const message = `the worker is shutting down (${why}) and the task did not finish within the shutdown grace of ${grace} ms`;
     for (const r of this.#active.values()) r.halt({ kind: 'worker_shutdown', message });
     await allDone();
+    await this.#warm?.close();
     clearInterval(this.#heartbeat);
     // Let the last events leave before the stream closes (close drops whatever is still queued).
     const deadline = Date.now() + 3_000;
@@ -448,6 +460,34 @@ export class Worker {
     return this.#readiness?.value;
   }
 
+  /** `--warm-executors`, unless the executor declared it must start with its task's environment. */
+  #warmPool(policy: SessionPolicy): WarmPool | undefined {
+    const size = this.#opts.warmExecutors ?? 0;
+    if (size <= 0) return undefined;
+    if (policy === 'fresh') {
+      this.#log.warn(
+        'the executor declares that each task needs a fresh process (nfltr/session fresh), so --warm-executors is not used',
+      );
+      return undefined;
+    }
+    const options = { ...this.#sessionOptions(WARM_LOG), logger: this.#log.child('executor') };
+    return new WarmPool({
+      size,
+      idle: { logFile: options.logFile },
+      logger: this.#log.child('warm'),
+      start: async () => {
+        const session = await ExecutorSession.start(options);
+        try {
+          await checkTaskTool(session, this.tool);
+        } catch (err) {
+          await session.stop(0);
+          throw err;
+        }
+        return session;
+      },
+    });
+  }
+
   #sessionOptions(logFile: string): ExecutorStartOptions {
     return {
       command: this.#command,
@@ -496,6 +536,7 @@ export class Worker {
 
   #onTaskStart(peer: string, channel: string, start: TaskStart): void {
     const id = start.taskId;
+    trace('worker.taskStart', channel);
     const refuse = (reason: RefusalReason, message: string) =>
       this.#refuse(peer, channel, id || channel, reason, message);
     if (!id) return refuse('invalid_task', 'task_id is empty');
@@ -549,6 +590,7 @@ export class Worker {
       },
       reaper: this.#reaper,
       ...(this.#opts.executorUser ? { user: this.#opts.executorUser } : {}),
+      ...(this.#warm ? { warm: this.#warm } : {}),
     });
     this.#active.set(id, runner);
     this.#owed.set(id, {

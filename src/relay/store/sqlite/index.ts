@@ -101,6 +101,8 @@ export class SqliteStore implements Store {
   readonly schema: { version: number; applied: number[] };
   readonly #db: Database.Database;
   readonly #clock: StoreClock | undefined;
+  /** Statements of fixed SQL, compiled once: every agent's connect authenticates (a fleet redials at once). */
+  readonly #statements = new Map<string, Database.Statement>();
 
   constructor(file: string, opts: { clock?: StoreClock } = {}) {
     this.#clock = opts.clock;
@@ -118,6 +120,15 @@ export class SqliteStore implements Store {
   /** Milliseconds since the epoch by this store's clock. */
   #now(): number {
     return Date.now() + (this.#clock?.offsetMs ?? 0);
+  }
+
+  #prepared(sql: string): Database.Statement {
+    let st = this.#statements.get(sql);
+    if (!st) {
+      st = this.#db.prepare(sql);
+      this.#statements.set(sql, st);
+    }
+    return st;
   }
 
   /** SQLite keeps its schema version in `user_version`; migration N brings it to N. */
@@ -170,7 +181,7 @@ export class SqliteStore implements Store {
   async authenticate(key: string): Promise<AuthResult> {
     const parsed = parseApiKey(key);
     if (!parsed) return { ok: false, reason: 'malformed', message: 'API key is malformed (expected nfk_…)' };
-    const row = this.#db.prepare('SELECT * FROM api_keys WHERE id = ?').get(parsed.id) as KeyRow | undefined;
+    const row = this.#prepared('SELECT * FROM api_keys WHERE id = ?').get(parsed.id) as KeyRow | undefined;
     if (!row || !secretMatches(parsed.secret, row.secret_hash)) {
       return { ok: false, reason: 'unknown', message: 'API key not recognised' };
     }
@@ -184,7 +195,7 @@ export class SqliteStore implements Store {
     const now = this.#now();
     // "Last used" to the minute: a fleet redialling after a restart must not queue a write per agent.
     if (row.last_used_at === null || now - row.last_used_at > LAST_USED_RESOLUTION_MS) {
-      this.#db.prepare('UPDATE api_keys SET last_used_at = ? WHERE id = ?').run(now, row.id);
+      this.#prepared('UPDATE api_keys SET last_used_at = ? WHERE id = ?').run(now, row.id);
     }
     return { ok: true, keyId: row.id, account: row.account };
   }
