@@ -157,7 +157,15 @@ export class DashboardCrypto {
 
   sealCommand(c: CommandBody): { id: string; sealed: string } {
     const id = randomBytes(9).toString('base64url');
-    return { id, sealed: seal(this.#command, `nfltr-dash/1 command ${this.plannerId}`, { v: 1, id, at: Date.now(), ...c }) };
+    return {
+      id,
+      sealed: seal(this.#command, `nfltr-dash/1 command ${this.plannerId}`, {
+        v: 1,
+        id,
+        at: Date.now(),
+        ...c,
+      }),
+    };
   }
 
   openCommand(sealed: string): DashboardCommand | undefined {

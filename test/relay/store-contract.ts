@@ -225,7 +225,15 @@ export function runStoreContract(opts: StoreContractOptions): void {
     it('dashboard - digests are replaced per task, listed after a rev, scoped to account and planner, and capped', async () => {
       const account = uniq('acct');
       const other = uniq('acct');
-      const r1 = await a.putDigests(account, 'p1', [{ taskId: 't1', sealed: 'AAA' }, { taskId: 't2', sealed: 'BBB' }], 10);
+      const r1 = await a.putDigests(
+        account,
+        'p1',
+        [
+          { taskId: 't1', sealed: 'AAA' },
+          { taskId: 't2', sealed: 'BBB' },
+        ],
+        10,
+      );
       await b.putDigests(other, 'p1', [{ taskId: 't1', sealed: 'OTHER' }], 10);
       await b.putDigests(account, 'p2', [{ taskId: 't9', sealed: 'P2' }], 10);
       const all = await b.listDigests(account, { limit: 100 });

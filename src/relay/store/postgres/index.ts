@@ -448,7 +448,12 @@ export class PostgresStore implements Store {
        WHERE account = $1 AND planner_id = $2 ORDER BY id LIMIT $3`,
       [account, plannerId, limit],
     );
-    return rows.map((r) => ({ id: Number(r.id), plannerId: r.planner_id, createdAt: r.created_at, sealed: r.sealed }));
+    return rows.map((r) => ({
+      id: Number(r.id),
+      plannerId: r.planner_id,
+      createdAt: r.created_at,
+      sealed: r.sealed,
+    }));
   }
 
   async ackCommands(account: string, plannerId: string, ids: number[]): Promise<number> {

@@ -420,7 +420,9 @@ export class SqliteStore implements Store {
         .get(account, plannerId) as { n: number };
       if (n >= maxPending) return { ok: false as const, pending: n };
       const r = this.#db
-        .prepare('INSERT INTO dashboard_commands (account, planner_id, created_at, sealed) VALUES (?, ?, ?, ?)')
+        .prepare(
+          'INSERT INTO dashboard_commands (account, planner_id, created_at, sealed) VALUES (?, ?, ?, ?)',
+        )
         .run(account, plannerId, Date.now(), sealed);
       return { ok: true as const, id: Number(r.lastInsertRowid) };
     })();
@@ -432,7 +434,12 @@ export class SqliteStore implements Store {
         `SELECT id, planner_id, created_at, sealed FROM dashboard_commands
          WHERE account = ? AND planner_id = ? ORDER BY id LIMIT ?`,
       )
-      .all(account, plannerId, limit) as { id: number; planner_id: string; created_at: number; sealed: string }[];
+      .all(account, plannerId, limit) as {
+      id: number;
+      planner_id: string;
+      created_at: number;
+      sealed: string;
+    }[];
     return rows.map((r) => ({
       id: r.id,
       plannerId: r.planner_id,
