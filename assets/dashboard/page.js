@@ -116,31 +116,38 @@
         return b.rec.rev - a.rec.rev;
       });
     $('task-count').textContent = `(${tasks.size})`;
-    $('tasks').replaceChildren(
-      ...list.map((t) => {
-        const d = t.digest;
-        const state = stateOf(t);
-        const li = el(
+    // Rows are updated in place (keyed by task id): a row being clicked is never swapped under the pointer.
+    const ul = $('tasks');
+    const rows = new Map([...ul.children].map((li) => [li.dataset.task, li]));
+    list.forEach((t, i) => {
+      const id = t.rec.task_id;
+      let li = rows.get(id);
+      if (!li) {
+        li = el(
           'li',
-          {
-            'data-task': t.rec.task_id,
-            'data-state': state,
-            'aria-current': String(openTask === t.rec.task_id),
-          },
-          el('span', { class: 'tid' }, t.rec.task_id),
-          el('span', { class: 'state', 'data-state': state }, state),
-          el(
-            'span',
-            { class: 'sub' },
-            d
-              ? `${d.worker} · ${ago(elapsedOf(d))} · ${progressOf(d)}`
-              : `sealed · updated ${new Date(t.rec.updated_at).toLocaleTimeString()}`,
-          ),
+          { 'data-task': id },
+          el('span', { class: 'tid' }, id),
+          el('span', { class: 'state' }),
+          el('span', { class: 'sub' }),
         );
-        li.onclick = () => setOpen(t.rec.task_id);
-        return li;
-      }),
-    );
+        li.onclick = () => setOpen(id);
+      }
+      rows.delete(id);
+      const d = t.digest;
+      const state = stateOf(t);
+      const sub = d
+        ? `${d.worker} · ${ago(elapsedOf(d))} · ${progressOf(d)}`
+        : `sealed · updated ${new Date(t.rec.updated_at).toLocaleTimeString()}`;
+      if (li.dataset.state !== state) {
+        li.dataset.state = state;
+        li.children[1].dataset.state = state;
+        li.children[1].textContent = state;
+      }
+      if (li.children[2].textContent !== sub) li.children[2].textContent = sub;
+      li.setAttribute('aria-current', String(openTask === id));
+      if (ul.children[i] !== li) ul.insertBefore(li, ul.children[i] || null);
+    });
+    for (const li of rows.values()) li.remove();
     renderFleet();
     renderDrawer();
   }
@@ -177,6 +184,7 @@
   function renderDrawer() {
     const t = openTask && tasks.get(openTask);
     $('drawer').hidden = !t;
+    document.body.classList.toggle('drawer-open', !!t);
     if (!t) return;
     const d = t.digest;
     $('d-title').textContent = openTask;

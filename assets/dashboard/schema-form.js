@@ -83,7 +83,7 @@ window.nfltrSchemaForm = (() => {
     form.replaceChildren();
     const props = schema && schema.type === 'object' && schema.properties;
     const simple = props && Object.values(props).every(flat);
-    const required = new Set((schema && schema.required) || []);
+    const required = new Set(schema?.required || []);
     if (simple)
       for (const [name, p] of Object.entries(props)) form.append(field(name, p, required.has(name)));
     else {
@@ -108,7 +108,8 @@ window.nfltrSchemaForm = (() => {
         try {
           return onAnswer(JSON.parse(form.elements._json.value));
         } catch (err) {
-          return (form.elements._json.setCustomValidity(`not JSON: ${err.message}`), form.reportValidity());
+          form.elements._json.setCustomValidity(`not JSON: ${err.message}`);
+          return form.reportValidity();
         }
       }
       const content = {};
