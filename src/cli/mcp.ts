@@ -43,8 +43,8 @@ import {
   apiKeyFrom,
   defaultAgentId,
   type E2eeFlags,
-  parseBoolean,
   pairingKeyFrom,
+  parseBoolean,
   peerKeysFrom,
   tlsCaFrom,
 } from './agent-options.js';
@@ -529,7 +529,8 @@ export async function runMcp(o: McpCommandOptions): Promise<void> {
         commands: o.dashboardCommands,
         logger: log.child('dashboard'),
       });
-    } else if (o.dashboardDigest !== 'off') log.info('no dashboard: it needs --proxy-url (the relay HTTP API)');
+    } else if (o.dashboardDigest !== 'off')
+      log.info('no dashboard: it needs --proxy-url (the relay HTTP API)');
   }
 
   let server: PlannerServer | undefined;
