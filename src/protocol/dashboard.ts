@@ -26,7 +26,7 @@ export const DASH_TOKEN_INFO = 'nfltr-dash access';
 const NONCE_BYTES = 12;
 
 /** Largest sealed digest the relay stores (base64url characters). */
-export const MAX_DIGEST_CHARS = 96 * 1024;
+export const MAX_DIGEST_CHARS = 64 * 1024;
 /** Largest sealed command the relay queues (base64url characters). */
 export const MAX_COMMAND_CHARS = 32 * 1024;
 /** Digests kept per planner; the least recently updated go first. */
@@ -34,7 +34,7 @@ export const MAX_DIGESTS_PER_PLANNER = 500;
 /** Commands queued and not yet acked, per planner. */
 export const MAX_PENDING_COMMANDS = 100;
 /** Digests in one push. */
-export const MAX_DIGESTS_PER_PUSH = 50;
+export const MAX_DIGESTS_PER_PUSH = 16;
 /** A command older than this (by its own clock) is refused by the planner. */
 export const COMMAND_MAX_AGE_MS = 10 * 60_000;
 
