@@ -86,7 +86,8 @@ export type DashboardCommand =
       id: string;
       at: number;
       type: 'dispatch';
-      task_id?: string;
+      /** Chosen by the sender, so it can follow the task. */
+      task_id: string;
       worker: string;
       objective: string;
       timeout_ms?: number;

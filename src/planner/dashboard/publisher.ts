@@ -7,7 +7,6 @@
  */
 import {
   COMMAND_MAX_AGE_MS,
-  type CommandBody,
   type DashboardCommand,
   type DashboardCrypto,
   type DigestLevel,
@@ -58,7 +57,9 @@ export class DashboardPublisher {
   readonly #log: Logger;
   /** Per task: what its last pushed digest was made from. */
   readonly #pushed = new Map<string, string>();
-  readonly #seen = new Set<string>();
+  /** Command id → when it was run; forgotten once older than any command still accepted. */
+  readonly #seen = new Map<string, number>();
+  #lastError = '';
   readonly #outcomes: CommandOutcome[] = [];
   #outcomesDirty = false;
   #registered = false;
@@ -90,8 +91,14 @@ export class DashboardPublisher {
       }
       await this.#pushChanged();
       await this.#pullCommands();
+      if (this.#lastError) this.#log.info('dashboard: the relay answers again');
+      this.#lastError = '';
     } catch (err) {
-      this.#log.warn('dashboard: relay round failed; retrying', { error: (err as Error).message });
+      // Said once per distinct failure, not every round while the relay is away.
+      const message = (err as Error).message;
+      if (message !== this.#lastError)
+        this.#log.warn('dashboard: relay round failed; retrying every round', { error: message });
+      this.#lastError = message;
     }
   }
 
@@ -135,6 +142,7 @@ export class DashboardPublisher {
 
   async #pullCommands(): Promise<void> {
     const queued = await this.#o.api.pull(this.#o.plannerId);
+    for (const [id, at] of this.#seen) if (Date.now() - at > 2 * COMMAND_MAX_AGE_MS) this.#seen.delete(id);
     if (queued.length === 0) return;
     for (const q of queued) {
       const cmd = this.#o.crypto.openCommand(q.sealed);
@@ -145,7 +153,7 @@ export class DashboardPublisher {
         continue;
       }
       if (this.#seen.has(cmd.id)) continue;
-      this.#seen.add(cmd.id);
+      this.#seen.set(cmd.id, Date.now());
       void this.#run(cmd);
     }
     await this.#o.api.ack(
@@ -202,10 +210,9 @@ export class DashboardPublisher {
         const r = await m.dispatch({
           agent_id: cmd.worker,
           objective: cmd.objective,
-          ...(cmd.task_id ? { task_id: cmd.task_id } : {}),
+          task_id: cmd.task_id,
           ...(cmd.timeout_ms ? { timeout_ms: cmd.timeout_ms } : {}),
         });
-        cmd.task_id = r.snapshot.task_id;
         return `task ${r.snapshot.task_id} accepted by ${cmd.worker}`;
       }
     }
@@ -217,5 +224,3 @@ export class DashboardPublisher {
     await this.#round;
   }
 }
-
-export type { CommandBody };
