@@ -25,6 +25,7 @@
   let openTask = params().get('task') || undefined;
   const sent = new Map(); // command id → what it was, until its outcome arrives
   const seenOutcomes = new Set();
+  let opened = 0; // digests this link's key opened
 
   const banner = (text, kind) => {
     const b = $('banner');
@@ -64,9 +65,12 @@
   async function onDigest(rec) {
     const digest = await openDigest(rec);
     if (rec.task_id === OUTCOMES_ID) return digest && onOutcomes(digest.outcomes || []);
-    if (keys && !digest)
-      banner('A digest failed to decrypt: this link holds another key, or the data was altered.');
     tasks.set(rec.task_id, { rec, digest });
+    if (digest) opened++;
+    // With an API key the account's other planners are listed too: only none opening is a wrong key.
+    if (keys && opened === 0)
+      banner('No digest decrypts with this link: it holds another key, or the data was altered.');
+    else if (keys && $('banner').dataset.kind === 'error') banner('');
     scheduleRender();
   }
 

@@ -7,10 +7,9 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { type Command, InvalidArgumentError, Option } from 'commander';
-import { type CommandBody, DashboardCrypto, dashboardLink } from '../protocol/dashboard.js';
-import { apiKeyFrom, tlsCaFrom } from './agent-options.js';
+import { type CommandBody, DashboardCrypto, dashboardLink, OUTCOMES_ID } from '../protocol/dashboard.js';
 import { die, formatTable, parsePositiveInt } from './options.js';
-import { addRelayApiOptions, type RelayApiFlags } from './peers.js';
+import { addRelayApiOptions, type RelayApiFlags, relayCredentials } from './peers.js';
 
 interface PlannerFlags {
   stateDir?: string;
@@ -314,15 +313,7 @@ async function taskWatch(id: string, o: OrchFlags): Promise<void> {
 
 async function relayOf(o: OrchFlags) {
   const proxyUrl = o.proxyUrl ?? (await dashboardOf(o)).proxy_url;
-  let apiKey: string | undefined;
-  let ca: Buffer | undefined;
-  try {
-    apiKey = apiKeyFrom(o);
-    ca = tlsCaFrom(o);
-  } catch (err) {
-    die((err as Error).message, 2);
-  }
-  if (!apiKey) die('no API key: pass --api-key-file FILE, set NFLTR_API_KEY, or run nfltr login', 2);
+  const { apiKey, ca } = relayCredentials(o);
   const { DashboardApi } = await import('../planner/dashboard/index.js');
   return { api: new DashboardApi({ proxyUrl, apiKey, ca }) };
 }
@@ -399,7 +390,6 @@ async function send(o: OrchFlags, body: CommandBody): Promise<void> {
   const { api } = await relayOf(o);
   const info = await dashboardOf(o);
   const crypto = new DashboardCrypto(Buffer.from(info.key, 'base64url'), info.planner_id);
-  const { OUTCOMES_ID } = await import('../planner/dashboard/index.js');
   // Only outcomes written after the command was queued are read.
   let rev = 0;
   for (let more = true; more; ) {
@@ -417,10 +407,7 @@ async function send(o: OrchFlags, body: CommandBody): Promise<void> {
     rev = page.rev;
     for (const rec of page.tasks) {
       if (rec.task_id !== OUTCOMES_ID) continue;
-      const d = crypto.openDigest(OUTCOMES_ID, rec.sealed) as unknown as {
-        outcomes?: { id: string; ok: boolean; note: string; task_id?: string; type: string }[];
-      };
-      const outcome = d?.outcomes?.find((x) => x.id === id);
+      const outcome = crypto.openOutcomes(rec.sealed)?.find((x) => x.id === id);
       if (!outcome) continue;
       if (o.json)
         process.stdout.write(

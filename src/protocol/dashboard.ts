@@ -93,6 +93,39 @@ export type DashboardCommand =
       timeout_ms?: number;
     };
 
+/** Digest id of the planner's command outcomes: never a task id (those start with a letter or digit). */
+export const OUTCOMES_ID = '_commands';
+
+/** What became of a command, as the planner reports it (sealed like a digest, under {@link OUTCOMES_ID}). */
+export interface CommandOutcome {
+  id: string;
+  type: string;
+  task_id?: string;
+  ok: boolean;
+  /** What happened, or why it was refused. */
+  note: string;
+  at: number;
+}
+
+/** A sealed digest as the relay serves it (`GET …/tasks`, the feed's `digest` events). */
+export interface SealedDigestJson {
+  planner_id: string;
+  task_id: string;
+  rev: number;
+  updated_at: string;
+  sealed: string;
+}
+
+/** A worker as the relay's `GET …/fleet` lists it: presence and labels, nothing sealed. */
+export interface FleetWorkerJson {
+  agent_id: string;
+  labels: Record<string, string>;
+  connected_since: string;
+  last_seen: string;
+  max_tasks: number | null;
+  load_pct: number | null;
+}
+
 /** Distributes Omit over the union, so each command keeps its own fields. */
 type Unsent<T> = T extends unknown ? Omit<T, 'v' | 'id' | 'at'> : never;
 export type CommandBody = Unsent<DashboardCommand>;
@@ -148,6 +181,21 @@ export class DashboardCrypto {
 
   sealDigest(d: TaskDigest): string {
     return seal(this.#digest, `nfltr-dash/1 digest ${this.plannerId} ${d.task_id}`, d);
+  }
+
+  sealOutcomes(outcomes: CommandOutcome[]): string {
+    return seal(this.#digest, `nfltr-dash/1 digest ${this.plannerId} ${OUTCOMES_ID}`, {
+      task_id: OUTCOMES_ID,
+      outcomes,
+    });
+  }
+
+  openOutcomes(sealed: string): CommandOutcome[] | undefined {
+    return open<{ outcomes?: CommandOutcome[] }>(
+      this.#digest,
+      `nfltr-dash/1 digest ${this.plannerId} ${OUTCOMES_ID}`,
+      sealed,
+    )?.outcomes;
   }
 
   /** The digest, or undefined when it fails authentication or names another task. */

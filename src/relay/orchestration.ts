@@ -12,11 +12,13 @@
 import { EventEmitter } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import {
+  type FleetWorkerJson,
   MAX_COMMAND_CHARS,
   MAX_DIGEST_CHARS,
   MAX_DIGESTS_PER_PLANNER,
   MAX_DIGESTS_PER_PUSH,
   MAX_PENDING_COMMANDS,
+  type SealedDigestJson,
 } from '../protocol/dashboard.js';
 import { tokenHash } from '../protocol/link-crypto.js';
 import type { Logger } from '../util/log.js';
@@ -51,16 +53,7 @@ interface Caller {
   plannerId?: string;
 }
 
-export interface WorkerJson {
-  agent_id: string;
-  labels: Record<string, string>;
-  connected_since: string;
-  last_seen: string;
-  max_tasks: number | null;
-  load_pct: number | null;
-}
-
-export const digestJson = (d: DigestRecord) => ({
+export const digestJson = (d: DigestRecord): SealedDigestJson => ({
   planner_id: d.plannerId,
   task_id: d.taskId,
   rev: d.rev,
@@ -289,7 +282,7 @@ export class Orchestration {
     return undefined;
   }
 
-  #fleet(account: string): WorkerJson[] {
+  #fleet(account: string): FleetWorkerJson[] {
     const num = (v: string | undefined) => (v !== undefined && Number.isFinite(Number(v)) ? Number(v) : null);
     return this.#o.cluster
       .peers(account)

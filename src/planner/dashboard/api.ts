@@ -2,25 +2,9 @@
  * @module The relay's Control Tower API (`/api/v1/orchestration/…`, relay/orchestration.ts) as the planner
  * and `nfltr orch` use it. It moves ciphertext only: sealing is protocol/dashboard.ts.
  */
+import type { FleetWorkerJson, SealedDigestJson } from '../../protocol/dashboard.js';
 import { PlannerError } from '../errors.js';
 import { relayRequest } from '../relay-http.js';
-
-export interface SealedDigestJson {
-  planner_id: string;
-  task_id: string;
-  rev: number;
-  updated_at: string;
-  sealed: string;
-}
-
-export interface FleetWorkerJson {
-  agent_id: string;
-  labels: Record<string, string>;
-  connected_since: string;
-  last_seen: string;
-  max_tasks: number | null;
-  load_pct: number | null;
-}
 
 export class DashboardApi {
   readonly #base: string;

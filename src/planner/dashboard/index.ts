@@ -9,10 +9,10 @@ import { DashboardApi } from './api.js';
 import { loadDashboard } from './key.js';
 import { DashboardPublisher } from './publisher.js';
 
-export { DashboardApi, type FleetWorkerJson, type SealedDigestJson } from './api.js';
+export { DashboardApi } from './api.js';
 export { buildDigest, DIGEST_EVENTS } from './digest.js';
 export { DASHBOARD_FILE, type DashboardInfo, loadDashboard, readDashboard } from './key.js';
-export { type CommandOutcome, DashboardPublisher, OUTCOMES_ID } from './publisher.js';
+export { DashboardPublisher } from './publisher.js';
 
 /** Starts pushing digests and pulling commands; logs the dashboard link (stderr: stdout is MCP's). */
 export function startDashboard(o: {

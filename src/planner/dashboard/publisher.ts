@@ -2,17 +2,18 @@
  * @module The planner's side of the Control Tower: every couple of seconds it pushes the sealed digest of
  * each task that changed, and pulls the sealed commands the page (or `nfltr orch`) queued for it, runs
  * each one once (answer, cancel, dispatch) and acks it. Outcomes go back as one more sealed digest
- * (`_commands`, never a task id: those start with a letter or digit). Pull-based, so a planner behind NAT
+ * ({@link OUTCOMES_ID}). Pull-based, so a planner behind NAT
  * needs nothing but its outbound HTTPS.
  */
 import {
   COMMAND_MAX_AGE_MS,
+  type CommandOutcome,
   type DashboardCommand,
   type DashboardCrypto,
   type DigestLevel,
   MAX_DIGEST_CHARS,
   MAX_DIGESTS_PER_PUSH,
-  type TaskDigest,
+  OUTCOMES_ID,
 } from '../../protocol/dashboard.js';
 import { tokenHash } from '../../protocol/link-crypto.js';
 import type { Logger } from '../../util/log.js';
@@ -21,22 +22,10 @@ import type { StoredTask, TaskStore } from '../task-store.js';
 import type { DashboardApi } from './api.js';
 import { buildDigest, DIGEST_EVENTS } from './digest.js';
 
-/** The digest id of command outcomes. */
-export const OUTCOMES_ID = '_commands';
-/** Outcomes kept in that digest, newest last. */
+/** Outcomes kept in their digest, newest last. */
 const OUTCOMES_KEPT = 20;
 /** Tasks looked at for changes each round: the most recently updated. */
 const WATCHED = 200;
-
-export interface CommandOutcome {
-  id: string;
-  type: string;
-  task_id?: string;
-  ok: boolean;
-  /** What happened, or why it was refused. */
-  note: string;
-  at: number;
-}
 
 export interface PublisherOptions {
   plannerId: string;
@@ -112,11 +101,7 @@ export class DashboardPublisher {
       marks.push([t.snapshot.task_id, mark]);
     }
     if (this.#outcomesDirty) {
-      const sealed = this.#o.crypto.sealDigest({
-        task_id: OUTCOMES_ID,
-        outcomes: this.#outcomes,
-      } as unknown as TaskDigest);
-      batch.push({ task_id: OUTCOMES_ID, sealed });
+      batch.push({ task_id: OUTCOMES_ID, sealed: this.#o.crypto.sealOutcomes(this.#outcomes) });
       this.#outcomesDirty = false;
     }
     for (let i = 0; i < batch.length; i += MAX_DIGESTS_PER_PUSH) {
