@@ -16,20 +16,7 @@
     b.dataset.kind = kind || 'error';
     b.hidden = false;
   };
-  const b64url = (s) =>
-    Uint8Array.from(atob(s.replace(/-/g, '+').replace(/_/g, '/')), (c) => c.charCodeAt(0));
-  const toB64url = (u8) =>
-    btoa(String.fromCharCode(...u8))
-      .replace(/\+/g, '-')
-      .replace(/\//g, '_')
-      .replace(/=+$/, '');
-
-  async function hkdf(k, salt, info, usage) {
-    const base = await crypto.subtle.importKey('raw', k, 'HKDF', false, ['deriveBits', 'deriveKey']);
-    const alg = { name: 'HKDF', hash: 'SHA-256', salt, info: enc.encode(info) };
-    if (!usage) return new Uint8Array(await crypto.subtle.deriveBits(alg, base, 256));
-    return crypto.subtle.deriveKey(alg, base, { name: 'AES-GCM', length: 256 }, false, [usage]);
-  }
+  const { linkKey, hkdf, token: linkToken, seal, open } = window.nfltrLinkCrypto;
   const nonce = (ctr) => {
     const n = new Uint8Array(12);
     new DataView(n.buffer).setBigUint64(4, ctr);
@@ -37,14 +24,10 @@
   };
 
   async function main() {
-    let k;
-    try {
-      k = b64url(params.get('k') || '');
-    } catch {}
-    if (k?.length !== 32)
-      return banner('This link has no session key (#k=…): open the full link nfltr ai printed.');
+    const k = linkKey(params);
+    if (!k) return banner('This link has no session key (#k=…): open the full link nfltr ai printed.');
     const salt = crypto.getRandomValues(new Uint8Array(16));
-    const token = toB64url(await hkdf(k, new Uint8Array(0), 'nfltr-ai access'));
+    const token = await linkToken(k, 'nfltr-ai access');
     const a2v = await hkdf(k, new Uint8Array(0), 'nfltr-ai a2v', 'decrypt');
     const v2a = await hkdf(k, salt, 'nfltr-ai v2a', 'encrypt');
     const aadIn = enc.encode(`nfltr-ai/1 a2v ${agentId}`);
@@ -81,13 +64,7 @@
         plain[0] = type;
         if (body) plain.set(body, 1);
         const ctr = outCtr++;
-        const ct = new Uint8Array(
-          await crypto.subtle.encrypt(
-            { name: 'AES-GCM', iv: nonce(ctr), additionalData: aadOut },
-            v2a,
-            plain,
-          ),
-        );
+        const ct = await seal(v2a, nonce(ctr), aadOut, plain);
         const frame = new Uint8Array(16 + 8 + ct.length);
         frame.set(salt, 0);
         new DataView(frame.buffer).setBigUint64(16, ctr);
@@ -113,13 +90,7 @@
       if (ctr <= lastIn) return;
       let plain;
       try {
-        plain = new Uint8Array(
-          await crypto.subtle.decrypt(
-            { name: 'AES-GCM', iv: nonce(ctr), additionalData: aadIn },
-            a2v,
-            u8.subarray(8),
-          ),
-        );
+        plain = await open(a2v, nonce(ctr), aadIn, u8.subarray(8));
       } catch {
         return banner('A frame failed to decrypt: the link key is wrong or the data was altered.');
       }

@@ -24,6 +24,7 @@ const COMMANDS: Record<string, () => Promise<{ register: Register }>> = {
   ai: () => import('./ai.js'),
   peers: () => import('./peers.js'),
   status: () => import('./status.js'),
+  orch: () => import('./orch.js'),
   login: () => import('./login.js'),
   logout: () => import('./login.js'),
 };

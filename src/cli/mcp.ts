@@ -44,6 +44,7 @@ import {
   defaultAgentId,
   type E2eeFlags,
   pairingKeyFrom,
+  parseBoolean,
   peerKeysFrom,
   tlsCaFrom,
 } from './agent-options.js';
@@ -60,6 +61,8 @@ export interface McpCommandOptions extends AgentFlags, E2eeFlags {
   mcpName?: string;
   mcpLaunch?: LaunchHow;
   acceptWorkerKey?: string;
+  dashboardDigest: 'full' | 'status' | 'off';
+  dashboardCommands: boolean;
 }
 
 /** How the written entry starts the planner (`--mcp-launch`). */
@@ -83,6 +86,10 @@ planner restarted on the same --name and --state-dir resumes every open task (do
 The planner's static key (static_key) and the keys of the workers it met (known_workers, pinned on first
 contact, like SSH's known_hosts) are kept there too: a worker presenting another key is refused, naming
 both fingerprints; --accept-worker-key WORKER forgets its pin (docs/security.md).
+
+Control Tower (docs/dashboard.md): with --proxy-url the planner pushes a sealed digest of each task on
+change (at most every 2 s) and pulls commands every 2 s; it logs the link http(s)://relay/dashboard#k=…,
+whose fragment holds the key (kept in <state dir>/dashboard.json; \`nfltr orch dashboard\` prints it again).
 
 Several planners on one machine (one per MCP client or project): without --name the agent id is
 <host>-planner-<6 hex of the working folder>, and without --state-dir the state is kept in
@@ -184,6 +191,23 @@ export function register(program: Command): void {
         '--mcp-launch <how>',
         'how the entry starts nfltr: npx (npx -y nfltr), nfltr (the nfltr on PATH), path (this node and nfltr.js)',
       ).choices(['npx', 'nfltr', 'path']),
+    )
+    .addOption(
+      new Option(
+        '--dashboard-digest <level>',
+        'what the dashboard shows, sealed with a key the relay never sees: full, status (state, worker, timing, counts) or off',
+      )
+        .choices(['full', 'status', 'off'])
+        .default('full'),
+    )
+    .addOption(
+      new Option(
+        '--dashboard-commands [bool]',
+        'run answers, cancels and dispatches sent from the dashboard or nfltr orch; =false refuses (and logs) them',
+      )
+        .argParser(parseBoolean)
+        .preset('true')
+        .default(true),
     )
     .option(
       '--accept-worker-key <worker>',
@@ -421,6 +445,7 @@ export async function runMcp(o: McpCommandOptions): Promise<void> {
   let agent: AgentClient | undefined;
   let manager: TaskManager | undefined;
   let store: TaskStore | undefined;
+  let dashboard: { close(): Promise<void> } | undefined;
   let release = () => {};
 
   if (o.server && !keyProblem) {
@@ -490,6 +515,22 @@ export async function runMcp(o: McpCommandOptions): Promise<void> {
       }
     });
     log.info('planner starting', { agent: agentOpts.agentId, state_dir: stateDir, e2ee: o.a2aE2ee });
+    if (o.dashboardDigest !== 'off' && o.proxyUrl && o.apiKey) {
+      const { startDashboard } = await import('../planner/dashboard/index.js');
+      dashboard = startDashboard({
+        stateDir,
+        plannerId: agentOpts.agentId,
+        proxyUrl: o.proxyUrl,
+        apiKey: o.apiKey,
+        ca,
+        store,
+        manager,
+        level: o.dashboardDigest,
+        commands: o.dashboardCommands,
+        logger: log.child('dashboard'),
+      });
+    } else if (o.dashboardDigest !== 'off')
+      log.info('no dashboard: it needs --proxy-url (the relay HTTP API)');
   }
 
   let server: PlannerServer | undefined;
@@ -498,6 +539,7 @@ export async function runMcp(o: McpCommandOptions): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info('shutting down', { why });
+    await dashboard?.close();
     manager?.close();
     await Promise.race([agent?.close(), new Promise((r) => setTimeout(r, 2_000))]);
     await server?.close().catch(() => {});

@@ -41,8 +41,8 @@ export function addRelayApiOptions(cmd: Command): Command {
     });
 }
 
-/** A client of the relay's HTTP API from those flags; exits 2 naming what is missing. */
-export async function relayApiFrom(o: RelayApiFlags) {
+/** The API key and CA from those flags; exits 2 naming what is missing. */
+export function relayCredentials(o: RelayApiFlags): { apiKey: string; ca: Buffer | undefined } {
   let apiKey: string | undefined;
   let ca: Buffer | undefined;
   try {
@@ -51,9 +51,15 @@ export async function relayApiFrom(o: RelayApiFlags) {
   } catch (err) {
     die((err as Error).message, 2);
   }
+  if (!apiKey) die('no API key: pass --api-key-file FILE, set NFLTR_API_KEY, or run nfltr login', 2);
+  return { apiKey, ca };
+}
+
+/** A client of the relay's HTTP API from those flags; exits 2 naming what is missing. */
+export async function relayApiFrom(o: RelayApiFlags) {
   if (!o.proxyUrl)
     die('no relay HTTP address: pass --proxy-url URL, set NFLTR_PROXY_URL, or run nfltr login', 2);
-  if (!apiKey) die('no API key: pass --api-key-file FILE, set NFLTR_API_KEY, or run nfltr login', 2);
+  const { apiKey, ca } = relayCredentials(o);
   const { PeerDirectory } = await import('../planner/peers.js');
   return new PeerDirectory({ proxyUrl: o.proxyUrl, apiKey, ca });
 }

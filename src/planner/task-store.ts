@@ -451,3 +451,46 @@ export function readActiveTasks(path: string): ActiveTask[] {
     db.close();
   }
 }
+
+/**
+ * A planner's tasks.db opened read-only (`nfltr orch`): a running planner keeps its store open and is
+ * not disturbed (WAL readers do not block the writer).
+ */
+export class TaskStoreReader {
+  readonly #db: Database.Database;
+
+  constructor(path: string) {
+    this.#db = new Database(path, { readonly: true, fileMustExist: true });
+  }
+
+  get(taskId: string): StoredTask | undefined {
+    const row = this.#db.prepare<[string], TaskRow>('SELECT * FROM tasks WHERE task_id = ?').get(taskId);
+    return row && fromRow(row);
+  }
+
+  /** Active tasks oldest first; with `all`, then the `limit` most recently updated others. */
+  list(all: boolean, limit = 50): StoredTask[] {
+    const active = this.#db.prepare<[], TaskRow>(ACTIVE_SQL).all().map(fromRow);
+    if (!all) return active;
+    const ended = this.#db
+      .prepare<[number], TaskRow>(
+        `SELECT * FROM tasks WHERE state IN ('completed', 'failed', 'cancelled') ORDER BY updated_at DESC LIMIT ?`,
+      )
+      .all(limit)
+      .map(fromRow);
+    return [...active, ...ended];
+  }
+
+  events(taskId: string, afterSeq: number, limit: number): TaskEventRecord[] {
+    return this.#db
+      .prepare<[string, number, number], { json: string }>(
+        'SELECT json FROM events WHERE task_id = ? AND seq > ? ORDER BY seq LIMIT ?',
+      )
+      .all(taskId, afterSeq, limit)
+      .map((r) => JSON.parse(r.json) as TaskEventRecord);
+  }
+
+  close(): void {
+    this.#db.close();
+  }
+}

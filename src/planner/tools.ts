@@ -171,7 +171,7 @@ function summaryView(t: StoredTask) {
 }
 
 /** `usage` of an executor's structured result (docs/executor-contract.md), lifted into the status. */
-const usageOf = (structured: unknown) => {
+export const usageOf = (structured: unknown) => {
   const u = (structured as { usage?: unknown } | undefined)?.usage;
   return u && typeof u === 'object' && !Array.isArray(u) ? { usage: u as Record<string, unknown> } : {};
 };

@@ -15,15 +15,19 @@
  * k_a2v = HKDF-SHA256(k, "", "nfltr-ai a2v"); k_v2a(salt) = HKDF-SHA256(k, salt, "nfltr-ai v2a"), a key per
  * page load so viewers never share a nonce space; token = HKDF-SHA256(k, "", "nfltr-ai access"), which the
  * relay sees and cannot turn back into k. Counters only grow (a replayed or reordered frame is refused).
- * The page (assets/ai/page.js) implements the same with WebCrypto. Pure: no I/O.
+ * The page (assets/ai/page.js) implements the same with WebCrypto. Pure: no I/O. The primitives are
+ * ./link-crypto.ts, shared with the dashboard.
  */
-import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
+import { gcmOpen, gcmSeal, hkdf, LINK_KEY_BYTES, linkToken, newLinkKey } from './link-crypto.js';
+
+export { tokenHash } from './link-crypto.js';
 
 export const AI_CHANNEL = 'nfltr.ai/1';
 /** The relay's own address for `register` envelopes, and the broadcast address of a session's viewers. */
 export const AI_RELAY_ADDRESS = 'relay';
 export const AI_VIEWERS_ADDRESS = 'viewers';
-export const AI_KEY_BYTES = 32;
+export const AI_KEY_BYTES = LINK_KEY_BYTES;
 export const AI_SALT_BYTES = 16;
 /** Largest frame either way; the relay refuses bigger WebSocket messages. */
 export const AI_MAX_FRAME_BYTES = 64 * 1024;
@@ -45,16 +49,10 @@ export interface AiRegistration {
   read_only: boolean;
 }
 
-const hkdf = (key: Uint8Array, salt: Uint8Array, info: string) =>
-  Buffer.from(hkdfSync('sha256', key, salt, info, 32));
-
-export const newSessionKey = (): Buffer => randomBytes(AI_KEY_BYTES);
+export const newSessionKey = newLinkKey;
 
 /** The token the page presents to the relay; derived, so the link carries only k. */
-export const accessToken = (k: Uint8Array): string =>
-  hkdf(k, Buffer.alloc(0), 'nfltr-ai access').toString('base64url');
-
-export const tokenHash = (token: string): string => createHash('sha256').update(token).digest('hex');
+export const accessToken = (k: Uint8Array): string => linkToken(k, 'nfltr-ai access');
 
 /** The share link: the key rides in the fragment, which browsers never send to the relay. */
 export const shareLink = (relayUrl: string, agentId: string, k: Uint8Array): string =>
@@ -77,9 +75,7 @@ const nonceOf = (ctr: bigint) => {
 };
 
 function seal(key: Buffer, aad: Buffer, ctr: bigint, plain: Uint8Array): Buffer {
-  const c = createCipheriv('aes-256-gcm', key, nonceOf(ctr));
-  c.setAAD(aad);
-  const body = Buffer.concat([c.update(plain), c.final(), c.getAuthTag()]);
+  const body = gcmSeal(key, nonceOf(ctr), aad, plain);
   const head = Buffer.alloc(8);
   head.writeBigUInt64BE(ctr);
   return Buffer.concat([head, body]);
@@ -87,14 +83,10 @@ function seal(key: Buffer, aad: Buffer, ctr: bigint, plain: Uint8Array): Buffer 
 
 function open(key: Buffer, aad: Buffer, ctr: bigint, sealed: Uint8Array): Buffer {
   if (sealed.byteLength < 16) throw new AiCryptoError('short', 'frame shorter than its tag');
-  const d = createDecipheriv('aes-256-gcm', key, nonceOf(ctr));
-  d.setAAD(aad);
-  d.setAuthTag(sealed.subarray(sealed.byteLength - 16));
-  try {
-    return Buffer.concat([d.update(sealed.subarray(0, sealed.byteLength - 16)), d.final()]);
-  } catch {
+  const plain = gcmOpen(key, nonceOf(ctr), aad, sealed);
+  if (!plain)
     throw new AiCryptoError('tampered', 'frame failed authentication (wrong key, altered or misdirected)');
-  }
+  return plain;
 }
 
 /** The agent's end: one sealer towards all viewers, one opener per viewer (salt). */

@@ -5,11 +5,9 @@
  * opened: the relay holds no key (see protocol/ai-session.ts). Sessions live on the replica that holds
  * the agent's stream; a viewer must reach that replica.
  */
-import { readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createRequire } from 'node:module';
 import type { Duplex } from 'node:stream';
-import { fileURLToPath } from 'node:url';
 import { create } from '@bufbuild/protobuf';
 import { type WebSocket, WebSocketServer } from 'ws';
 import {
@@ -26,6 +24,7 @@ import type { Logger } from '../util/log.js';
 import type { Cluster } from './cluster.js';
 import type { AgentConnection } from './connection.js';
 import { presentedKey } from './http-api.js';
+import { assetFile, sendAsset } from './page-assets.js';
 import type { Store } from './store/store.js';
 
 /** Viewers of one session: enough for a few devices, bounded so one link cannot fan out without end. */
@@ -57,20 +56,11 @@ const ASSETS: Record<string, { file: string; type: string }> = {
   'xterm.js': { file: require.resolve('@xterm/xterm/lib/xterm.js'), type: 'text/javascript' },
   'xterm.css': { file: require.resolve('@xterm/xterm/css/xterm.css'), type: 'text/css' },
   'addon-fit.js': { file: require.resolve('@xterm/addon-fit/lib/addon-fit.js'), type: 'text/javascript' },
-  'page.js': {
-    file: fileURLToPath(new URL('../../assets/ai/page.js', import.meta.url)),
-    type: 'text/javascript',
-  },
-  'page.css': { file: fileURLToPath(new URL('../../assets/ai/page.css', import.meta.url)), type: 'text/css' },
+  'page.js': { file: assetFile('ai/page.js'), type: 'text/javascript' },
+  'page.css': { file: assetFile('ai/page.css'), type: 'text/css' },
+  'link-crypto.js': { file: assetFile('common/link-crypto.js'), type: 'text/javascript' },
 };
-const PAGE_FILE = fileURLToPath(new URL('../../assets/ai/index.html', import.meta.url));
-const HEADERS = {
-  'cache-control': 'no-store',
-  'referrer-policy': 'no-referrer',
-  'x-content-type-options': 'nosniff',
-  'content-security-policy':
-    "default-src 'self'; connect-src 'self'; style-src 'self'; frame-ancestors 'none'",
-};
+const PAGE_FILE = assetFile('ai/index.html');
 
 const sessionKey = (account: string, agentId: string) => `${account}\u0000${agentId}`;
 
@@ -83,7 +73,6 @@ export class AiSessions {
   readonly #revoked = new Map<string, number>();
   readonly #wss = new WebSocketServer({ noServer: true, maxPayload: AI_MAX_FRAME_BYTES });
   readonly #sweep: NodeJS.Timeout;
-  #files = new Map<string, Buffer>();
 
   constructor(opts: AiSessionsOptions) {
     this.#opts = opts;
@@ -139,13 +128,11 @@ export class AiSessions {
     if (req.method === 'GET' && path.startsWith('/ai/_assets/')) {
       const asset = ASSETS[path.slice('/ai/_assets/'.length)];
       if (!asset) return this.#json(res, 404, 'not_found', `no asset ${path}`);
-      res.writeHead(200, { ...HEADERS, 'content-type': asset.type, 'cache-control': 'max-age=3600' });
-      res.end(this.#file(asset.file));
+      sendAsset(res, asset.file, asset.type, 3600);
       return true;
     }
     if (req.method === 'GET' && /^\/ai\/[^/]+\/?$/.test(path)) {
-      res.writeHead(200, { ...HEADERS, 'content-type': 'text/html; charset=utf-8' });
-      res.end(this.#file(PAGE_FILE));
+      sendAsset(res, PAGE_FILE, 'text/html; charset=utf-8');
       return true;
     }
     const m = /^\/api\/v1\/ai(?:\/([^/]+))?\/revoke$/.exec(path);
@@ -276,15 +263,6 @@ export class AiSessions {
     if (!key) return undefined;
     const auth = await this.#opts.store.authenticate(key);
     return auth.ok ? auth.account : undefined;
-  }
-
-  #file(path: string): Buffer {
-    let b = this.#files.get(path);
-    if (!b) {
-      b = readFileSync(path);
-      this.#files.set(path, b);
-    }
-    return b;
   }
 
   #json(res: ServerResponse, status: number, code: string, message: string): true {

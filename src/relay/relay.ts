@@ -24,6 +24,7 @@ import { createControlHandler } from './control-service.js';
 import { HoldQueue } from './hold.js';
 import { createHttpHandler } from './http-api.js';
 import { Accounting } from './limits.js';
+import { Orchestration } from './orchestration.js';
 import type { Presence } from './presence.js';
 import { memoryReclaimer } from './reclaim.js';
 import { Revocations } from './revocation.js';
@@ -253,8 +254,9 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     accounting,
     browse,
   });
+  const orchestration = new Orchestration({ store, cluster, logger: logger.child('orchestration') });
   const httpHandler: typeof apiHandler = (req, res) => {
-    if (!ai.handle(req, res)) apiHandler(req, res);
+    if (!ai.handle(req, res) && !orchestration.handle(req, res)) apiHandler(req, res);
   };
   // Node checks the headers and request timeouts only every connectionsCheckingInterval (30 s by
   // default): a client trickling headers would hold its socket that long.
@@ -345,6 +347,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
         });
       });
       ai.close();
+      orchestration.close();
       httpServer.closeAllConnections();
       await new Promise<void>((resolve) => httpServer.close(() => resolve()));
       if (!opts.bus) await bus.close();

@@ -211,5 +211,67 @@ export function runStoreContract(opts: StoreContractOptions): void {
       expect(gone.some((r) => r.account === account)).toBe(true);
       expect(await a.listPresence({ ttlMs: 10_000 })).toEqual([]);
     });
+
+    it('dashboard - a token opens its planner on every handle; a new token replaces the old', async () => {
+      const account = uniq('acct');
+      const t1 = uniq('tok');
+      await a.registerDashboard(account, 'plan-1', t1);
+      expect(await b.dashboardOfToken(t1)).toEqual({ account, plannerId: 'plan-1' });
+      const t2 = uniq('tok');
+      await b.registerDashboard(account, 'plan-1', t2);
+      expect(await a.dashboardOfToken(t1)).toBeUndefined();
+      expect(await a.dashboardOfToken(t2)).toEqual({ account, plannerId: 'plan-1' });
+    });
+
+    it('dashboard - digests are replaced per task, listed after a rev, scoped to account and planner, and capped', async () => {
+      const account = uniq('acct');
+      const other = uniq('acct');
+      const r1 = await a.putDigests(
+        account,
+        'p1',
+        [
+          { taskId: 't1', sealed: 'AAA' },
+          { taskId: 't2', sealed: 'BBB' },
+        ],
+        10,
+      );
+      await b.putDigests(other, 'p1', [{ taskId: 't1', sealed: 'OTHER' }], 10);
+      await b.putDigests(account, 'p2', [{ taskId: 't9', sealed: 'P2' }], 10);
+      const all = await b.listDigests(account, { limit: 100 });
+      expect(all.map((d) => [d.plannerId, d.taskId, d.sealed])).toEqual([
+        ['p1', 't1', 'AAA'],
+        ['p1', 't2', 'BBB'],
+        ['p2', 't9', 'P2'],
+      ]);
+      expect(all[1]!.rev).toBe(r1);
+      const r2 = await a.putDigests(account, 'p1', [{ taskId: 't1', sealed: 'CCC' }], 10);
+      expect(r2).toBeGreaterThan(r1);
+      const since = await b.listDigests(account, { plannerId: 'p1', afterRev: r1, limit: 100 });
+      expect(since.map((d) => [d.taskId, d.sealed, d.rev])).toEqual([['t1', 'CCC', r2]]);
+      expect(since[0]!.updatedAt).toBeInstanceOf(Date);
+      // Three tasks with room for two: the least recently written goes.
+      await a.putDigests(account, 'p1', [{ taskId: 't3', sealed: 'DDD' }], 2);
+      const kept = await b.listDigests(account, { plannerId: 'p1', limit: 100 });
+      expect(kept.map((d) => d.taskId)).toEqual(['t1', 't3']);
+      expect((await b.listDigests(other, { limit: 100 })).map((d) => d.sealed)).toEqual(['OTHER']);
+    });
+
+    it('dashboard - commands queue per planner up to a bound and leave once acked', async () => {
+      const account = uniq('acct');
+      const q1 = await a.queueCommand(account, 'p1', 'c1', 2);
+      const q2 = await b.queueCommand(account, 'p1', 'c2', 2);
+      expect(q1.ok && q2.ok).toBe(true);
+      expect(await a.queueCommand(account, 'p1', 'c3', 2)).toEqual({ ok: false, pending: 2 });
+      expect((await a.queueCommand(account, 'p2', 'x', 2)).ok).toBe(true);
+      const pending = await b.pendingCommands(account, 'p1', 10);
+      expect(pending.map((c) => c.sealed)).toEqual(['c1', 'c2']);
+      expect(pending[0]!.createdAt).toBeInstanceOf(Date);
+      const ids = pending.map((c) => c.id);
+      expect(await a.ackCommands(account, 'p1', [ids[0]!])).toBe(1);
+      // An ack is taken once; another account cannot ack this one's commands.
+      expect(await b.ackCommands(account, 'p1', [ids[0]!])).toBe(0);
+      expect(await b.ackCommands(uniq('acct'), 'p1', [ids[1]!])).toBe(0);
+      expect((await a.pendingCommands(account, 'p1', 10)).map((c) => c.sealed)).toEqual(['c2']);
+    });
   });
 }

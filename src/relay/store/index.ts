@@ -5,6 +5,8 @@ export type {
   ApiKeyInfo,
   AuthResult,
   ClaimResult,
+  CommandRecord,
+  DigestRecord,
   HeldPresence,
   PresenceClaim,
   PresenceRecord,

@@ -1,7 +1,8 @@
 /**
  * @module The relay's state behind one small interface, so the relay is the same code on one machine
  * (SQLite) and on many (PostgreSQL): accounts and hashed API keys, and presence (who is connected to
- * which replica). Task digests are not kept here yet: nothing reads them.
+ * which replica), and the Control Tower's sealed task digests and command queues (protocol/dashboard.ts),
+ * which the relay stores and serves without being able to read them.
  *
  * Presence rows are claimed by the replica holding the agent's stream and refreshed by its heartbeat;
  * a row not refreshed for `ttlMs` belongs to a replica that died without goodbye, and may be taken
@@ -74,6 +75,24 @@ export interface HeldPresence {
   epoch: number;
 }
 
+/** A sealed task digest as stored: ciphertext plus the routing metadata the relay has anyway. */
+export interface DigestRecord {
+  plannerId: string;
+  taskId: string;
+  /** Increases across the store with every write: "what changed since" is `rev > n`. */
+  rev: number;
+  updatedAt: Date;
+  sealed: string;
+}
+
+/** A sealed command waiting for its planner. */
+export interface CommandRecord {
+  id: number;
+  plannerId: string;
+  createdAt: Date;
+  sealed: string;
+}
+
 export interface Store {
   /** Creates the account when needed and a new key for it; returns the key in clear, the only time. */
   createKey(account: string): Promise<{ id: string; key: string }>;
@@ -120,6 +139,37 @@ export interface Store {
   listPresence(opts: { ttlMs: number; account?: string }): Promise<PresenceRecord[]>;
   /** Deletes rows not refreshed within `ttlMs` (0: every row) and returns them. */
   expirePresence(ttlMs: number): Promise<PresenceRecord[]>;
+
+  /** A planner's dashboard: the hash of its link's access token (a new one replaces the old). */
+  registerDashboard(account: string, plannerId: string, tokenSha256: string): Promise<void>;
+  /** Whose dashboard a link's access token opens. */
+  dashboardOfToken(tokenSha256: string): Promise<{ account: string; plannerId: string } | undefined>;
+  /**
+   * Stores (replaces) sealed digests of one planner's tasks, then keeps only its `keep` most recently
+   * written ones. Returns the rev of the last one written.
+   */
+  putDigests(
+    account: string,
+    plannerId: string,
+    digests: { taskId: string; sealed: string }[],
+    keep: number,
+  ): Promise<number>;
+  /** Digests of the account (of one planner) written after `afterRev`, oldest write first. */
+  listDigests(
+    account: string,
+    opts: { plannerId?: string; afterRev?: number; limit: number },
+  ): Promise<DigestRecord[]>;
+  /** Queues a sealed command unless `maxPending` are already waiting (then `pending` says how many). */
+  queueCommand(
+    account: string,
+    plannerId: string,
+    sealed: string,
+    maxPending: number,
+  ): Promise<{ ok: true; id: number } | { ok: false; pending: number }>;
+  /** Commands not yet acked, oldest first. */
+  pendingCommands(account: string, plannerId: string, limit: number): Promise<CommandRecord[]>;
+  /** Removes acked commands; returns how many of `ids` were still queued. */
+  ackCommands(account: string, plannerId: string, ids: number[]): Promise<number>;
 
   /** `sqlite` or `postgres`, for logs and health. */
   readonly kind: string;

@@ -11,6 +11,8 @@ import type {
   ApiKeyInfo,
   AuthResult,
   ClaimResult,
+  CommandRecord,
+  DigestRecord,
   HeldPresence,
   PresenceClaim,
   PresenceRecord,
@@ -362,6 +364,135 @@ export class PostgresStore implements Store {
             [ttlMs],
           );
     return rows.map(toPresence).sort((a, b) => a.epoch - b.epoch);
+  }
+
+  async registerDashboard(account: string, plannerId: string, tokenSha256: string): Promise<void> {
+    await this.#tx(async (c) => {
+      // A token moves with its key: one row per token, one token per planner.
+      await c.query('DELETE FROM dashboards WHERE token_sha256 = $1', [tokenSha256]);
+      await c.query(
+        `INSERT INTO dashboards (account, planner_id, token_sha256) VALUES ($1, $2, $3)
+         ON CONFLICT (account, planner_id) DO UPDATE SET token_sha256 = excluded.token_sha256, updated_at = now()`,
+        [account, plannerId, tokenSha256],
+      );
+    });
+  }
+
+  async dashboardOfToken(tokenSha256: string): Promise<{ account: string; plannerId: string } | undefined> {
+    const { rows } = await this.#pool.query<{ account: string; planner_id: string }>(
+      'SELECT account, planner_id FROM dashboards WHERE token_sha256 = $1',
+      [tokenSha256],
+    );
+    return rows[0] && { account: rows[0].account, plannerId: rows[0].planner_id };
+  }
+
+  async putDigests(
+    account: string,
+    plannerId: string,
+    digests: { taskId: string; sealed: string }[],
+    keep: number,
+  ): Promise<number> {
+    if (digests.length === 0) return 0;
+    return this.#tx(async (c) => {
+      const { rows } = await c.query<{ rev: string }>(
+        `INSERT INTO task_digests (account, planner_id, task_id, rev, sealed)
+         SELECT $1, $2, u.task_id, nextval('digest_rev'), u.sealed
+         FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS u(task_id, sealed, n) ORDER BY u.n
+         ON CONFLICT (account, planner_id, task_id)
+         DO UPDATE SET rev = excluded.rev, sealed = excluded.sealed, updated_at = now()
+         RETURNING rev`,
+        [account, plannerId, digests.map((d) => d.taskId), digests.map((d) => d.sealed)],
+      );
+      await c.query(
+        `DELETE FROM task_digests WHERE account = $1 AND planner_id = $2 AND rev NOT IN
+           (SELECT rev FROM task_digests WHERE account = $1 AND planner_id = $2 ORDER BY rev DESC LIMIT $3)`,
+        [account, plannerId, keep],
+      );
+      return Math.max(...rows.map((r) => Number(r.rev)));
+    });
+  }
+
+  async listDigests(
+    account: string,
+    opts: { plannerId?: string; afterRev?: number; limit: number },
+  ): Promise<DigestRecord[]> {
+    const { rows } = await this.#pool.query<{
+      planner_id: string;
+      task_id: string;
+      rev: string;
+      updated_at: Date;
+      sealed: string;
+    }>(
+      `SELECT planner_id, task_id, rev, updated_at, sealed FROM task_digests
+       WHERE account = $1 AND rev > $2 AND ($3::text IS NULL OR planner_id = $3) ORDER BY rev LIMIT $4`,
+      [account, opts.afterRev ?? 0, opts.plannerId ?? null, opts.limit],
+    );
+    return rows.map((r) => ({
+      plannerId: r.planner_id,
+      taskId: r.task_id,
+      rev: Number(r.rev),
+      updatedAt: r.updated_at,
+      sealed: r.sealed,
+    }));
+  }
+
+  async queueCommand(
+    account: string,
+    plannerId: string,
+    sealed: string,
+    maxPending: number,
+  ): Promise<{ ok: true; id: number } | { ok: false; pending: number }> {
+    const { rows } = await this.#pool.query<{ id: string }>(
+      `INSERT INTO dashboard_commands (account, planner_id, sealed)
+       SELECT $1, $2, $3 WHERE (SELECT count(*) FROM dashboard_commands WHERE account = $1 AND planner_id = $2) < $4
+       RETURNING id`,
+      [account, plannerId, sealed, maxPending],
+    );
+    if (rows[0]) return { ok: true, id: Number(rows[0].id) };
+    return { ok: false, pending: maxPending };
+  }
+
+  async pendingCommands(account: string, plannerId: string, limit: number): Promise<CommandRecord[]> {
+    const { rows } = await this.#pool.query<{
+      id: string;
+      planner_id: string;
+      created_at: Date;
+      sealed: string;
+    }>(
+      `SELECT id, planner_id, created_at, sealed FROM dashboard_commands
+       WHERE account = $1 AND planner_id = $2 ORDER BY id LIMIT $3`,
+      [account, plannerId, limit],
+    );
+    return rows.map((r) => ({
+      id: Number(r.id),
+      plannerId: r.planner_id,
+      createdAt: r.created_at,
+      sealed: r.sealed,
+    }));
+  }
+
+  async ackCommands(account: string, plannerId: string, ids: number[]): Promise<number> {
+    if (ids.length === 0) return 0;
+    const r = await this.#pool.query(
+      'DELETE FROM dashboard_commands WHERE account = $1 AND planner_id = $2 AND id = ANY($3::bigint[])',
+      [account, plannerId, ids],
+    );
+    return r.rowCount ?? 0;
+  }
+
+  async #tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+    const c = await this.#pool.connect();
+    try {
+      await c.query('BEGIN');
+      const r = await fn(c);
+      await c.query('COMMIT');
+      return r;
+    } catch (err) {
+      await c.query('ROLLBACK').catch(() => {});
+      throw err;
+    } finally {
+      c.release();
+    }
   }
 
   async close(): Promise<void> {

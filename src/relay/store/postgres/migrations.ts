@@ -58,4 +58,35 @@ export const MIGRATIONS: Migration[] = [
         live_until TIMESTAMPTZ NOT NULL
       );`,
   },
+  {
+    version: 4,
+    name: 'dashboards, sealed task digests and command queues',
+    sql: `
+      CREATE TABLE dashboards (
+        account TEXT NOT NULL,
+        planner_id TEXT NOT NULL,
+        token_sha256 TEXT NOT NULL UNIQUE,
+        updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        PRIMARY KEY (account, planner_id)
+      );
+      CREATE SEQUENCE digest_rev;
+      CREATE TABLE task_digests (
+        account TEXT NOT NULL,
+        planner_id TEXT NOT NULL,
+        task_id TEXT NOT NULL,
+        rev BIGINT NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        sealed TEXT NOT NULL,
+        PRIMARY KEY (account, planner_id, task_id)
+      );
+      CREATE INDEX task_digests_rev ON task_digests (account, rev);
+      CREATE TABLE dashboard_commands (
+        id BIGSERIAL PRIMARY KEY,
+        account TEXT NOT NULL,
+        planner_id TEXT NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        sealed TEXT NOT NULL
+      );
+      CREATE INDEX dashboard_commands_planner ON dashboard_commands (account, planner_id, id);`,
+  },
 ];

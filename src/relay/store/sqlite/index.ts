@@ -9,6 +9,8 @@ import type {
   ApiKeyInfo,
   AuthResult,
   ClaimResult,
+  CommandRecord,
+  DigestRecord,
   HeldPresence,
   PresenceClaim,
   PresenceRecord,
@@ -49,6 +51,32 @@ const MIGRATIONS = [
      revocations INTEGER NOT NULL,
      live_until INTEGER NOT NULL
    );`,
+  `CREATE TABLE dashboards (
+     account TEXT NOT NULL,
+     planner_id TEXT NOT NULL,
+     token_sha256 TEXT NOT NULL UNIQUE,
+     updated_at INTEGER NOT NULL,
+     PRIMARY KEY (account, planner_id)
+   );
+   CREATE TABLE task_digests (
+     account TEXT NOT NULL,
+     planner_id TEXT NOT NULL,
+     task_id TEXT NOT NULL,
+     rev INTEGER NOT NULL,
+     updated_at INTEGER NOT NULL,
+     sealed TEXT NOT NULL,
+     PRIMARY KEY (account, planner_id, task_id)
+   );
+   CREATE INDEX task_digests_rev ON task_digests (account, rev);
+   CREATE TABLE dashboard_commands (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     account TEXT NOT NULL,
+     planner_id TEXT NOT NULL,
+     created_at INTEGER NOT NULL,
+     sealed TEXT NOT NULL
+   );
+   CREATE INDEX dashboard_commands_planner ON dashboard_commands (account, planner_id, id);
+   INSERT INTO counters (name, value) VALUES ('digest_rev', 0);`,
 ];
 
 interface KeyRow {
@@ -322,6 +350,130 @@ export class SqliteStore implements Store {
       .prepare(`DELETE FROM presence WHERE updated_at < ? RETURNING ${PRESENCE_COLUMNS}`)
       .all(cutoff) as PresenceRow[];
     return rows.map((r) => toPresence(r, now)).sort((a, b) => a.epoch - b.epoch);
+  }
+
+  async registerDashboard(account: string, plannerId: string, tokenSha256: string): Promise<void> {
+    this.#db.transaction(() => {
+      // A token moves with its key: one row per token, one token per planner.
+      this.#db.prepare('DELETE FROM dashboards WHERE token_sha256 = ?').run(tokenSha256);
+      this.#db
+        .prepare(
+          `INSERT INTO dashboards (account, planner_id, token_sha256, updated_at) VALUES (?, ?, ?, ?)
+           ON CONFLICT (account, planner_id) DO UPDATE SET token_sha256 = excluded.token_sha256, updated_at = excluded.updated_at`,
+        )
+        .run(account, plannerId, tokenSha256, Date.now());
+    })();
+  }
+
+  async dashboardOfToken(tokenSha256: string): Promise<{ account: string; plannerId: string } | undefined> {
+    const row = this.#db
+      .prepare('SELECT account, planner_id FROM dashboards WHERE token_sha256 = ?')
+      .get(tokenSha256) as { account: string; planner_id: string } | undefined;
+    return row && { account: row.account, plannerId: row.planner_id };
+  }
+
+  async putDigests(
+    account: string,
+    plannerId: string,
+    digests: { taskId: string; sealed: string }[],
+    keep: number,
+  ): Promise<number> {
+    const now = Date.now();
+    return this.#db.transaction(() => {
+      let rev = 0;
+      const next = this.#db.prepare(
+        `UPDATE counters SET value = value + 1 WHERE name = 'digest_rev' RETURNING value`,
+      );
+      const put = this.#db.prepare(
+        `INSERT OR REPLACE INTO task_digests (account, planner_id, task_id, rev, updated_at, sealed)
+         VALUES (?, ?, ?, ?, ?, ?)`,
+      );
+      for (const d of digests) {
+        rev = (next.get() as { value: number }).value;
+        put.run(account, plannerId, d.taskId, rev, now, d.sealed);
+      }
+      this.#db
+        .prepare(
+          `DELETE FROM task_digests WHERE account = ? AND planner_id = ? AND rev NOT IN
+             (SELECT rev FROM task_digests WHERE account = ? AND planner_id = ? ORDER BY rev DESC LIMIT ?)`,
+        )
+        .run(account, plannerId, account, plannerId, keep);
+      return rev;
+    })();
+  }
+
+  async listDigests(
+    account: string,
+    opts: { plannerId?: string; afterRev?: number; limit: number },
+  ): Promise<DigestRecord[]> {
+    const rows = this.#db
+      .prepare(
+        `SELECT planner_id, task_id, rev, updated_at, sealed FROM task_digests
+         WHERE account = ? AND rev > ? AND (? IS NULL OR planner_id = ?) ORDER BY rev LIMIT ?`,
+      )
+      .all(account, opts.afterRev ?? 0, opts.plannerId ?? null, opts.plannerId ?? null, opts.limit) as {
+      planner_id: string;
+      task_id: string;
+      rev: number;
+      updated_at: number;
+      sealed: string;
+    }[];
+    return rows.map((r) => ({
+      plannerId: r.planner_id,
+      taskId: r.task_id,
+      rev: r.rev,
+      updatedAt: new Date(r.updated_at),
+      sealed: r.sealed,
+    }));
+  }
+
+  async queueCommand(
+    account: string,
+    plannerId: string,
+    sealed: string,
+    maxPending: number,
+  ): Promise<{ ok: true; id: number } | { ok: false; pending: number }> {
+    return this.#db.transaction(() => {
+      const { n } = this.#db
+        .prepare('SELECT count(*) AS n FROM dashboard_commands WHERE account = ? AND planner_id = ?')
+        .get(account, plannerId) as { n: number };
+      if (n >= maxPending) return { ok: false as const, pending: n };
+      const r = this.#db
+        .prepare(
+          'INSERT INTO dashboard_commands (account, planner_id, created_at, sealed) VALUES (?, ?, ?, ?)',
+        )
+        .run(account, plannerId, Date.now(), sealed);
+      return { ok: true as const, id: Number(r.lastInsertRowid) };
+    })();
+  }
+
+  async pendingCommands(account: string, plannerId: string, limit: number): Promise<CommandRecord[]> {
+    const rows = this.#db
+      .prepare(
+        `SELECT id, planner_id, created_at, sealed FROM dashboard_commands
+         WHERE account = ? AND planner_id = ? ORDER BY id LIMIT ?`,
+      )
+      .all(account, plannerId, limit) as {
+      id: number;
+      planner_id: string;
+      created_at: number;
+      sealed: string;
+    }[];
+    return rows.map((r) => ({
+      id: r.id,
+      plannerId: r.planner_id,
+      createdAt: new Date(r.created_at),
+      sealed: r.sealed,
+    }));
+  }
+
+  async ackCommands(account: string, plannerId: string, ids: number[]): Promise<number> {
+    if (ids.length === 0) return 0;
+    return this.#db
+      .prepare(
+        `DELETE FROM dashboard_commands WHERE account = ? AND planner_id = ? AND id IN (${ids.map(() => '?').join(',')})`,
+      )
+      .run(account, plannerId, ...ids).changes;
   }
 
   async close(): Promise<void> {
