@@ -13,10 +13,13 @@ import type { AgentKindName } from '../protocol/control.js';
 import { agentIdProblem } from '../protocol/control.js';
 import { parsePairingKey } from '../protocol/e2ee.js';
 import type { X25519KeyPair } from '../protocol/e2ee-noise.js';
-import { applySavedLogin } from './credentials.js';
-import { die, parseDuration } from './options.js';
+import { parseDuration } from './options.js';
+import { applyRelaySources, relayOption } from './relay-url.js';
 
 export interface AgentFlags {
+  /** `--relay URL`; the hook has derived `server` (and `tls`) from it, or set `relayProblem`. */
+  relay?: string;
+  relayProblem?: string;
   server?: string;
   apiKey?: string;
   apiKeyFile?: string;
@@ -30,6 +33,7 @@ export interface AgentFlags {
 
 export function addAgentOptions(cmd: Command, opts: { serverRequired?: boolean } = {}): Command {
   return cmd
+    .addOption(relayOption())
     .addOption(
       new Option(
         '--server <host:port[,host:port…]>',
@@ -50,13 +54,7 @@ export function addAgentOptions(cmd: Command, opts: { serverRequired?: boolean }
     )
     .addOption(new Option('--tls', 'dial the relay with TLS (default when the port is 443)').env('NFLTR_TLS'))
     .addOption(new Option('--tls-ca <file>', 'PEM CA certificate to trust for the relay').env('NFLTR_TLS_CA'))
-    .hook('preAction', (c) => {
-      try {
-        applySavedLogin(c);
-      } catch (err) {
-        die((err as Error).message, 2);
-      }
-    });
+    .hook('preAction', (c) => applyRelaySources(c, opts.serverRequired === false));
 }
 
 /** `--connect-timeout` and `--wait`: how long a command that needs the relay waits for its first connection. */
@@ -123,7 +121,8 @@ export function tlsCaFrom(flags: AgentFlags): Buffer | undefined {
 
 /** Validates the shared flags; returns options for the agent, or throws an error naming the flag. */
 export function agentOptionsFrom(flags: AgentFlags, kind: AgentKindName): Omit<AgentOptions, 'logger'> {
-  if (!flags.server) throw new Error('no relay address: pass --server host:port or set NFLTR_SERVER');
+  if (!flags.server)
+    throw new Error('no relay address: pass --relay URL or --server host:port (or run nfltr login)');
   const apiKey = apiKeyFrom(flags);
   if (!apiKey) throw new Error('no API key: pass --api-key, set NFLTR_API_KEY, or pass --api-key-file');
   const servers = flags.server

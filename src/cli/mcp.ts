@@ -405,7 +405,8 @@ export async function runMcp(o: McpCommandOptions): Promise<void> {
     keyProblem = `${(err as Error).message}, then restart nfltr mcp`;
   }
   if (keyProblem) log.error(`every tool will answer: ${keyProblem}`);
-  if (!o.server && !o.proxyUrl) {
+  if (o.relayProblem) log.error(`the A2A tools will answer: ${o.relayProblem}`);
+  if (!o.server && !o.proxyUrl && !o.relayProblem) {
     log.warn(
       'nothing to connect to: pass --proxy-url (the relay HTTP API, for discovery) and --server (the relay ' +
         'control address, for tasks); every tool will say so',
@@ -512,5 +513,12 @@ export async function runMcp(o: McpCommandOptions): Promise<void> {
 
   // The link comes up while the client connects: no tool depends on it to be listed.
   agent?.start();
-  server = await servePlanner({ directory, agent, manager, keyProblem, logger: log });
+  server = await servePlanner({
+    directory,
+    agent,
+    manager,
+    keyProblem,
+    linkProblem: o.relayProblem,
+    logger: log,
+  });
 }

@@ -2,9 +2,8 @@
  * @module Discovery through the relay's HTTP API (`GET /api/v1/peers`), and label selectors
  * (`k=v,k!=v`) for choosing workers.
  */
-import { request as httpRequest } from 'node:http';
-import { request as httpsRequest } from 'node:https';
 import { labelsProblem } from '../protocol/control.js';
+import { httpGet as get } from '../util/http-get.js';
 import { PlannerError } from './errors.js';
 
 export interface Peer {
@@ -155,34 +154,4 @@ export class PeerDirectory {
     this.#recent = { at: Date.now(), peers: body.peers };
     return body.peers;
   }
-}
-
-const GET_TIMEOUT_MS = 8_000;
-
-/** One GET with node:http(s), which (unlike fetch) takes a CA for the relay's own certificate. */
-function get(
-  url: string,
-  headers: Record<string, string>,
-  ca: Buffer | undefined,
-): Promise<{ status: number; ok: boolean; text: string }> {
-  const request = url.startsWith('https:') ? httpsRequest : httpRequest;
-  return new Promise((resolve, reject) => {
-    const req = request(url, { headers, ca }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => {
-        text += d;
-      });
-      res.on('end', () => {
-        const status = res.statusCode ?? 0;
-        resolve({ status, ok: status >= 200 && status < 300, text });
-      });
-      res.on('error', reject);
-    });
-    req.setTimeout(GET_TIMEOUT_MS, () =>
-      req.destroy(new Error(`no answer within ${GET_TIMEOUT_MS / 1000} s`)),
-    );
-    req.on('error', reject);
-    req.end();
-  });
 }

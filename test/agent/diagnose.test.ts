@@ -2,16 +2,17 @@
  * The first dial's diagnosis, each mistake set up with real processes: `nfltr worker` against the wrong
  * thing exits 1 after --connect-timeout with one line naming what is wrong and the fix.
  */
-import { execFileSync, spawn } from 'node:child_process';
-import { createServer } from 'node:net';
+import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   createKey,
   eventually,
+  freePort,
   NFLTR_BIN,
   nfltr,
   type RelayProcess,
+  selfSignedCert,
   startRelayProcess,
   tempDir,
 } from '../helpers/processes.js';
@@ -21,15 +22,6 @@ let secure: RelayProcess;
 let key: string;
 let tlsKey: string;
 let cert: string;
-
-/** A port nothing listens on (bound, then released). */
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 /** Runs a worker with a short connect timeout; returns its exit code and stderr. */
 const worker = (server: string, apiKey: string, ...args: string[]) =>
@@ -53,30 +45,7 @@ const worker = (server: string, apiKey: string, ...args: string[]) =>
 
 beforeAll(async () => {
   const dir = tempDir();
-  cert = join(dir, 'cert.pem');
-  execFileSync(
-    'openssl',
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-days',
-      '1',
-      '-subj',
-      '/CN=localhost',
-      '-addext',
-      'subjectAltName=DNS:localhost,IP:127.0.0.1',
-      '-keyout',
-      join(dir, 'key.pem'),
-      '-out',
-      cert,
-    ],
-    { stdio: 'ignore' },
-  );
+  cert = selfSignedCert(dir).cert;
   [plain, secure] = await Promise.all([
     startRelayProcess(),
     startRelayProcess({ dataDir: dir, args: ['--tls-cert', cert, '--tls-key', join(dir, 'key.pem')] }),

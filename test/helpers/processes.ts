@@ -1,8 +1,9 @@
 /**
  * Test helpers that run the real `nfltr` binary as child processes on free ports.
  */
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -11,6 +12,45 @@ export const NFLTR_BIN = resolve(import.meta.dirname, '../../bin/nfltr.js');
 const execFileP = promisify(execFile);
 
 export const tempDir = (prefix = 'nfltr-test-') => mkdtempSync(join(tmpdir(), prefix));
+
+/** A port nothing listens on (bound, then released). */
+export async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as { port: number }).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+/** A self-signed certificate for localhost and 127.0.0.1 (openssl), as `cert.pem` and `key.pem` in `dir`. */
+export function selfSignedCert(dir: string): { cert: string; key: string } {
+  const cert = join(dir, 'cert.pem');
+  const key = join(dir, 'key.pem');
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-days',
+      '1',
+      '-subj',
+      '/CN=localhost',
+      '-addext',
+      'subjectAltName=DNS:localhost,IP:127.0.0.1',
+      '-keyout',
+      key,
+      '-out',
+      cert,
+    ],
+    { stdio: 'ignore' },
+  );
+  return { cert, key };
+}
 
 /** Runs `nfltr …` to completion. */
 export async function nfltr(args: string[], opts: { env?: NodeJS.ProcessEnv } = {}) {
