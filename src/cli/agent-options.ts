@@ -49,7 +49,7 @@ export function addAgentOptions(cmd: Command, opts: { serverRequired?: boolean }
     )
     .addOption(
       new Option('--name <id>', 'agent id, unique in the account (default: from the host name)').env(
-        'AGENT_ID',
+        'NFLTR_AGENT_ID',
       ),
     )
     .addOption(new Option('--tls', 'dial the relay with TLS (default when the port is 443)').env('NFLTR_TLS'))

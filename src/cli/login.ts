@@ -17,6 +17,7 @@ interface LoginFlags {
   tls?: boolean;
   tlsCa?: string;
   withKey?: boolean;
+  json?: boolean;
 }
 
 /** The first line of stdin (`--with-key`, as `gh auth login --with-token`). */
@@ -43,6 +44,7 @@ export function register(program: Command): void {
       new Option('--api-key-file <file>', 'read the API key from this file').env('NFLTR_API_KEY_FILE'),
     )
     .option('--with-key', 'read the API key from stdin (its first line)')
+    .option('--json', 'print what was saved (never the key) as JSON on stdout')
     .addOption(new Option('--tls', 'dial the relay with TLS').env('NFLTR_TLS'))
     .addOption(new Option('--tls-ca <file>', 'PEM CA certificate to trust for the relay').env('NFLTR_TLS_CA'))
     .addHelpText(
@@ -75,11 +77,10 @@ Examples:
         die('no API key: pipe it with --with-key, pass --api-key-file FILE, or set NFLTR_API_KEY', 2);
       if (!o.relay && !o.server && !o.proxyUrl)
         die('nothing to save: pass --relay URL, or --server HOST:PORT and/or --proxy-url URL', 2);
-      let derived = '';
+      let derived: Awaited<ReturnType<typeof resolveRelay>> | undefined;
       if (o.relay) {
         try {
-          const a = await resolveRelay(o.relay, tlsCaFrom(o));
-          derived = ` (gRPC ${a.server}${a.tls ? ', TLS' : ''})`;
+          derived = await resolveRelay(o.relay, tlsCaFrom(o));
         } catch (err) {
           die((err as Error).message, err instanceof RelayUrlError ? 1 : 2);
         }
@@ -100,20 +101,28 @@ Examples:
           `${path}: cannot save the login (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
         );
       }
+      if (o.json) {
+        const { apiKey: _, ...saved } = creds;
+        process.stdout.write(`${JSON.stringify({ path, ...saved, derived })}\n`);
+        return;
+      }
+      const via = derived ? ` (gRPC ${derived.server}${derived.tls ? ', TLS' : ''})` : '';
       process.stderr.write(
-        `nfltr: logged in to ${o.relay ?? o.server ?? o.proxyUrl}${derived}; saved to ${path}\n`,
+        `nfltr: logged in to ${o.relay ?? o.server ?? o.proxyUrl}${via}; saved to ${path}\n`,
       );
     });
 
   program
     .command('logout')
     .description('Remove the login saved by nfltr login')
-    .action(() => {
+    .option('--json', 'print {"path", "removed"} as JSON on stdout')
+    .action((o: { json?: boolean }) => {
       const path = credentialsPath();
-      process.stderr.write(
-        removeCredentials(path)
-          ? `nfltr: logged out; removed ${path}\n`
-          : `nfltr: not logged in (no ${path})\n`,
-      );
+      const removed = removeCredentials(path);
+      if (o.json) process.stdout.write(`${JSON.stringify({ path, removed })}\n`);
+      else
+        process.stderr.write(
+          removed ? `nfltr: logged out; removed ${path}\n` : `nfltr: not logged in (no ${path})\n`,
+        );
     });
 }

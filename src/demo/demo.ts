@@ -40,6 +40,9 @@ export interface DemoOptions {
 export interface DemoResult {
   dir: string;
   reportPath: string;
+  durationMs: number;
+  /** Every task the planner tracked, with its final state. */
+  tasks: { task_id: string; state: string }[];
 }
 
 interface WorkerSpec {
@@ -397,7 +400,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
     );
     line('collect', '', 'report', `combined ${full.size} results and their artifacts into ${reportPath}`);
     write(`\nreport: ${reportPath}\n`);
-    return { dir, reportPath };
+    return { dir, reportPath, durationMs: Date.now() - started, tasks: tracked.tasks };
   } finally {
     await client?.close().catch(() => {});
     await Promise.all(children.map((c) => stopChild(c)));
