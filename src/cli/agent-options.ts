@@ -2,7 +2,6 @@
  * @module The flags every agent command shares (`--server`, `--api-key`, `--name`, TLS), with their
  * environment fallbacks, turned into {@link AgentOptions}.
  */
-import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { type Command, InvalidArgumentError, Option } from 'commander';
@@ -13,6 +12,7 @@ import type { AgentKindName } from '../protocol/control.js';
 import { agentIdProblem } from '../protocol/control.js';
 import { parsePairingKey } from '../protocol/e2ee.js';
 import type { X25519KeyPair } from '../protocol/e2ee-noise.js';
+import { readFlagFile } from '../util/fs-check.js';
 import { parseDuration } from './options.js';
 import { applyRelaySources, relayOption } from './relay-url.js';
 
@@ -93,14 +93,7 @@ export function defaultAgentId(kind: AgentKindName): string {
  */
 export function apiKeyFrom(flags: AgentFlags): string | undefined {
   if (flags.apiKey || !flags.apiKeyFile) return flags.apiKey;
-  let text: string;
-  try {
-    text = readFileSync(flags.apiKeyFile, 'utf8');
-  } catch (err) {
-    throw new Error(
-      `--api-key-file ${flags.apiKeyFile}: cannot read it (${(err as NodeJS.ErrnoException).code})`,
-    );
-  }
+  const text = readFlagFile(flags.apiKeyFile, '--api-key-file').toString('utf8');
   const key = text.split(/\r?\n/, 1)[0]!.trim();
   if (!key)
     throw new Error(
@@ -112,11 +105,7 @@ export function apiKeyFrom(flags: AgentFlags): string | undefined {
 /** The `--tls-ca` certificate, or undefined; throws a one-line error naming the flag when unreadable. */
 export function tlsCaFrom(flags: AgentFlags): Buffer | undefined {
   if (!flags.tlsCa) return undefined;
-  try {
-    return readFileSync(flags.tlsCa);
-  } catch (err) {
-    throw new Error(`--tls-ca ${flags.tlsCa}: cannot read it (${(err as NodeJS.ErrnoException).code})`);
-  }
+  return readFlagFile(flags.tlsCa, '--tls-ca');
 }
 
 /** Validates the shared flags; returns options for the agent, or throws an error naming the flag. */
@@ -176,13 +165,11 @@ export function addE2eeOptions(cmd: Command): Command {
 export function pairingKeyFrom(flags: E2eeFlags): Uint8Array | undefined {
   if (!flags.e2eeKeyFile) return undefined;
   if (!flags.a2aE2ee) throw new Error('--e2ee-key-file needs --a2a-e2ee (encryption is off)');
+  const text = readFlagFile(flags.e2eeKeyFile, '--e2ee-key-file').toString('utf8');
   try {
-    return parsePairingKey(readFileSync(flags.e2eeKeyFile, 'utf8'));
+    return parsePairingKey(text);
   } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    throw new Error(
-      `--e2ee-key-file ${flags.e2eeKeyFile}: ${e.syscall ? `cannot read it (${e.code})` : e.message}`,
-    );
+    throw new Error(`--e2ee-key-file ${flags.e2eeKeyFile}: ${(err as Error).message}`);
   }
 }
 

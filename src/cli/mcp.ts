@@ -7,7 +7,6 @@ import {
   accessSync,
   constants,
   existsSync,
-  mkdirSync,
   readFileSync,
   realpathSync,
   writeFileSync,
@@ -33,6 +32,7 @@ import {
   vscodeKeyInputId,
   writeClientConfig,
 } from '../planner/index.js';
+import { writableDir } from '../util/fs-check.js';
 import { createLogger } from '../util/log.js';
 import {
   type AgentFlags,
@@ -439,7 +439,7 @@ export async function runMcp(o: McpCommandOptions): Promise<void> {
     }
     const stateDir = resolve(o.stateDir ?? defaultPlannerStateDir(agentOpts.agentId));
     try {
-      mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+      writableDir(stateDir, '--state-dir', 0o700);
       release = acquireStateLock(stateDir);
     } catch (err) {
       if (!(err instanceof LockError)) die((err as Error).message);

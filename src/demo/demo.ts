@@ -8,11 +8,12 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createWriteStream, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { getDefaultEnvironment, StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { generatePairingKey } from '../protocol/e2ee.js';
+import { writableDir } from '../util/fs-check.js';
 import { VERSION } from '../version.js';
 
 /** A relay running inside the demo process, with a key for the demo account. */
@@ -112,8 +113,7 @@ interface ShellResult {
 export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
   const write = opts.write ?? ((t: string) => process.stderr.write(t));
   const started = Date.now();
-  const dir = resolve(opts.dir ?? mkdtempSync(join(tmpdir(), 'nfltr-demo-')));
-  mkdirSync(dir, { recursive: true });
+  const dir = writableDir(opts.dir ?? mkdtempSync(join(tmpdir(), 'nfltr-demo-')), '--dir');
   const elapsed = () => `+${((Date.now() - started) / 1000).toFixed(1)}s`.padStart(7);
   const line = (who: string, worker: string, what: string, detail = '') => {
     const text = `${elapsed()}  ${who.padEnd(10)} ${worker.padEnd(14)} ${what.padEnd(13)} ${detail}`;
