@@ -77,7 +77,7 @@ the relay forwards ciphertext only. The first viewer types; others watch until t
 Ctrl-C in the local terminal goes to COMMAND; the session ends when COMMAND exits.
 
 Examples:
-  nfltr ai --server relay:7443 --proxy-url https://relay --api-key "$NFLTR_API_KEY"
+  nfltr ai --relay https://relay.example.com --api-key-file ~/.nfltr/api-key
   nfltr ai --read-only --expires 1h -- bash
   nfltr ai revoke my-laptop-ai`,
     )
