@@ -18,6 +18,7 @@ import {
   startRelayProcess,
   tempDir,
 } from '../helpers/processes.js';
+import { startPlanner } from '../planner/helpers.js';
 
 let plain: RelayProcess;
 let secure: RelayProcess;
@@ -202,6 +203,31 @@ describe('--relay URL', () => {
     const bad = await nfltr(['relay', '--advertise-grpc', 'grpc.example.com']);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/--advertise-grpc.*expected host:port, got "grpc.example.com"/);
+  });
+
+  it('the planner: discovery and tasks through --relay; a relay it cannot ask is what its A2A tools answer', async () => {
+    const planner = await startPlanner(['--relay', plain.httpUrl, '--state-dir', tempDir()], key, {
+      env: clean,
+    });
+    try {
+      expect(await planner.ok('list_my_peers')).toMatchObject({ peers: expect.any(Array) });
+      await eventually(
+        () => planner.stderr().includes(`server=${plain.grpcAddr}`),
+        30_000,
+        'planner connected',
+      );
+    } finally {
+      await planner.close();
+    }
+    const url = `http://127.0.0.1:${await freePort()}`;
+    const lost = await startPlanner(['--relay', url, '--state-dir', tempDir()], key, { env: clean });
+    try {
+      expect(await lost.fails('probe_worker', { agent_id: 'w' })).toContain(
+        `--relay ${url}: nothing listens there: is \`nfltr relay\` running`,
+      );
+    } finally {
+      await lost.close();
+    }
   });
 
   it('nfltr login --relay saves it; a worker started without flags uses it', async () => {

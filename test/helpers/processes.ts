@@ -13,13 +13,22 @@ const execFileP = promisify(execFile);
 
 export const tempDir = (prefix = 'nfltr-test-') => mkdtempSync(join(tmpdir(), prefix));
 
-/** A port nothing listens on (bound, then released). */
+/**
+ * A TCP port that was free a moment ago, below the kernel's ephemeral range (32768+) so that no outgoing
+ * connection takes it while a test starts (or restarts) a relay on it.
+ */
 export async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise((r) => s.close(r));
-  return port;
+  for (;;) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    const srv = createServer();
+    const ok = await new Promise<boolean>((r) => {
+      srv.once('error', () => r(false));
+      srv.listen(port, '127.0.0.1', () => r(true));
+    });
+    if (!ok) continue;
+    await new Promise((r) => srv.close(r));
+    return port;
+  }
 }
 
 /** A self-signed certificate for localhost and 127.0.0.1 (openssl), as `cert.pem` and `key.pem` in `dir`. */

@@ -4,7 +4,6 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { createServer } from 'node:net';
 import { resolve } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
@@ -151,23 +150,7 @@ export async function startWorker(opts: {
   };
 }
 
-/**
- * A TCP port that was free a moment ago, below the kernel's ephemeral range (32768+) so that no outgoing
- * connection takes it while a test restarts a relay on it.
- */
-export async function freePort(): Promise<number> {
-  for (;;) {
-    const port = 20_000 + Math.floor(Math.random() * 12_000);
-    const srv = createServer();
-    const ok = await new Promise<boolean>((r) => {
-      srv.once('error', () => r(false));
-      srv.listen(port, '127.0.0.1', () => r(true));
-    });
-    if (!ok) continue;
-    await new Promise((r) => srv.close(r));
-    return port;
-  }
-}
+export { freePort } from '../helpers/processes.js';
 
 export const scriptedExecutor = () => `'${process.execPath}' '${SCRIPTED_EXECUTOR}'`;
 
