@@ -47,7 +47,10 @@ export function register(program: Command): void {
       'Run the orchestration cycle locally: embedded relay, two shell workers, a planner driven over MCP',
     )
     .option('--dir <dir>', 'folder for the demo state, logs and report (default: a new temp folder)')
-    .option('--json', 'print {"dir", "report", "duration_ms", "tasks"} on stdout instead of the report path')
+    .option(
+      '--json',
+      'print {"dir", "report", "duration_ms", "tasks": [{"task_id", "agent_id", "state"}]} instead of the report path',
+    )
     .addHelpText(
       'after',
       '\nNeeds no AI account and no network: everything listens on 127.0.0.1 and is stopped at the end.\n' +
