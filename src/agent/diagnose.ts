@@ -4,9 +4,9 @@
  * apart: nothing listening, the relay's HTTP port given for its gRPC port, TLS on one side only, a
  * certificate this machine does not trust, and a refused key.
  */
-import { readFileSync } from 'node:fs';
 import { isIP, type Socket, connect as tcpConnect } from 'node:net';
 import { type TLSSocket, connect as tlsConnect } from 'node:tls';
+import { readFlagFile } from '../util/fs-check.js';
 
 const PROBE_MS = 3_000;
 const GRPC_PORT_HINT = "--server wants the relay's gRPC port (nfltr relay --grpc-addr, 9090 by default)";
@@ -80,9 +80,9 @@ export async function diagnoseDial(server: string, settings: DialSettings): Prom
   }
   let ca: Buffer | undefined;
   try {
-    ca = settings.tlsCaFile ? readFileSync(settings.tlsCaFile) : undefined;
+    ca = settings.tlsCaFile ? readFlagFile(settings.tlsCaFile, '--tls-ca') : undefined;
   } catch (err) {
-    return `--tls-ca ${settings.tlsCaFile}: cannot read it (${(err as NodeJS.ErrnoException).code})`;
+    return (err as Error).message;
   }
   // Not verified here: we want to know whether TLS is spoken at all, then whether we trust it.
   const tls = await settle(

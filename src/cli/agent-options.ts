@@ -2,7 +2,6 @@
  * @module The flags every agent command shares (`--server`, `--api-key`, `--name`, TLS), with their
  * environment fallbacks, turned into {@link AgentOptions}.
  */
-import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { type Command, InvalidArgumentError, Option } from 'commander';
@@ -13,10 +12,14 @@ import type { AgentKindName } from '../protocol/control.js';
 import { agentIdProblem } from '../protocol/control.js';
 import { parsePairingKey } from '../protocol/e2ee.js';
 import type { X25519KeyPair } from '../protocol/e2ee-noise.js';
-import { applySavedLogin } from './credentials.js';
-import { die, parseDuration } from './options.js';
+import { readFlagFile } from '../util/fs-check.js';
+import { parseDuration } from './options.js';
+import { applyRelaySources, relayOption } from './relay-url.js';
 
 export interface AgentFlags {
+  /** `--relay URL`; the hook has derived `server` (and `tls`) from it, or set `relayProblem`. */
+  relay?: string;
+  relayProblem?: string;
   server?: string;
   apiKey?: string;
   apiKeyFile?: string;
@@ -30,6 +33,7 @@ export interface AgentFlags {
 
 export function addAgentOptions(cmd: Command, opts: { serverRequired?: boolean } = {}): Command {
   return cmd
+    .addOption(relayOption())
     .addOption(
       new Option(
         '--server <host:port[,host:port…]>',
@@ -45,18 +49,12 @@ export function addAgentOptions(cmd: Command, opts: { serverRequired?: boolean }
     )
     .addOption(
       new Option('--name <id>', 'agent id, unique in the account (default: from the host name)').env(
-        'AGENT_ID',
+        'NFLTR_AGENT_ID',
       ),
     )
     .addOption(new Option('--tls', 'dial the relay with TLS (default when the port is 443)').env('NFLTR_TLS'))
     .addOption(new Option('--tls-ca <file>', 'PEM CA certificate to trust for the relay').env('NFLTR_TLS_CA'))
-    .hook('preAction', (c) => {
-      try {
-        applySavedLogin(c);
-      } catch (err) {
-        die((err as Error).message, 2);
-      }
-    });
+    .hook('preAction', (c) => applyRelaySources(c, opts.serverRequired === false));
 }
 
 /** `--connect-timeout` and `--wait`: how long a command that needs the relay waits for its first connection. */
@@ -95,14 +93,7 @@ export function defaultAgentId(kind: AgentKindName): string {
  */
 export function apiKeyFrom(flags: AgentFlags): string | undefined {
   if (flags.apiKey || !flags.apiKeyFile) return flags.apiKey;
-  let text: string;
-  try {
-    text = readFileSync(flags.apiKeyFile, 'utf8');
-  } catch (err) {
-    throw new Error(
-      `--api-key-file ${flags.apiKeyFile}: cannot read it (${(err as NodeJS.ErrnoException).code})`,
-    );
-  }
+  const text = readFlagFile(flags.apiKeyFile, '--api-key-file').toString('utf8');
   const key = text.split(/\r?\n/, 1)[0]!.trim();
   if (!key)
     throw new Error(
@@ -114,16 +105,13 @@ export function apiKeyFrom(flags: AgentFlags): string | undefined {
 /** The `--tls-ca` certificate, or undefined; throws a one-line error naming the flag when unreadable. */
 export function tlsCaFrom(flags: AgentFlags): Buffer | undefined {
   if (!flags.tlsCa) return undefined;
-  try {
-    return readFileSync(flags.tlsCa);
-  } catch (err) {
-    throw new Error(`--tls-ca ${flags.tlsCa}: cannot read it (${(err as NodeJS.ErrnoException).code})`);
-  }
+  return readFlagFile(flags.tlsCa, '--tls-ca');
 }
 
 /** Validates the shared flags; returns options for the agent, or throws an error naming the flag. */
 export function agentOptionsFrom(flags: AgentFlags, kind: AgentKindName): Omit<AgentOptions, 'logger'> {
-  if (!flags.server) throw new Error('no relay address: pass --server host:port or set NFLTR_SERVER');
+  if (!flags.server)
+    throw new Error('no relay address: pass --relay URL or --server host:port (or run nfltr login)');
   const apiKey = apiKeyFrom(flags);
   if (!apiKey) throw new Error('no API key: pass --api-key, set NFLTR_API_KEY, or pass --api-key-file');
   const servers = flags.server
@@ -177,13 +165,11 @@ export function addE2eeOptions(cmd: Command): Command {
 export function pairingKeyFrom(flags: E2eeFlags): Uint8Array | undefined {
   if (!flags.e2eeKeyFile) return undefined;
   if (!flags.a2aE2ee) throw new Error('--e2ee-key-file needs --a2a-e2ee (encryption is off)');
+  const text = readFlagFile(flags.e2eeKeyFile, '--e2ee-key-file').toString('utf8');
   try {
-    return parsePairingKey(readFileSync(flags.e2eeKeyFile, 'utf8'));
+    return parsePairingKey(text);
   } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    throw new Error(
-      `--e2ee-key-file ${flags.e2eeKeyFile}: ${e.syscall ? `cannot read it (${e.code})` : e.message}`,
-    );
+    throw new Error(`--e2ee-key-file ${flags.e2eeKeyFile}: ${(err as Error).message}`);
   }
 }
 

@@ -21,6 +21,7 @@ interface AiFlags extends AgentFlags {
   proxyUrl?: string;
   readOnly?: boolean;
   expires: number;
+  json?: boolean;
 }
 
 /** The AI CLIs tried, in order, when no command is given. */
@@ -76,7 +77,7 @@ the relay forwards ciphertext only. The first viewer types; others watch until t
 Ctrl-C in the local terminal goes to COMMAND; the session ends when COMMAND exits.
 
 Examples:
-  nfltr ai --server relay:7443 --proxy-url https://relay --api-key "$NFLTR_API_KEY"
+  nfltr ai --relay https://relay.example.com --api-key-file ~/.nfltr/api-key
   nfltr ai --read-only --expires 1h -- bash
   nfltr ai revoke my-laptop-ai`,
     )
@@ -92,7 +93,8 @@ Examples:
     ai
       .command('revoke [id]')
       .description('End the link of your nfltr ai session ID (every session of the account when omitted)')
-      .addOption(proxyOption()),
+      .addOption(proxyOption())
+      .option('--json', 'print {"revoked": [ids]} as JSON'),
   ).action(async (id: string | undefined, own: AiFlags, cmd: Command) => {
     // Flags given after `revoke` are its own; those before it were parsed by `ai`.
     const defined = (o: object) => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
@@ -118,7 +120,11 @@ async function revoke(id: string | undefined, flags: AiFlags): Promise<void> {
   );
   const body = (await res.json()) as { revoked?: string[]; error?: { message: string } };
   if (!res.ok) throw new Error(`revoke: ${body.error?.message ?? res.statusText}`);
-  process.stdout.write(`revoked: ${body.revoked?.join(', ') || '(no session)'}\n`);
+  process.stdout.write(
+    flags.json
+      ? `${JSON.stringify({ revoked: body.revoked ?? [] })}\n`
+      : `revoked: ${body.revoked?.join(', ') || '(no session)'}\n`,
+  );
 }
 
 async function runAi(command: string[], flags: AiFlags): Promise<void> {

@@ -9,6 +9,7 @@ import { dirname, join } from 'node:path';
 import type { Command } from 'commander';
 
 export interface Credentials {
+  relay?: string;
   server?: string;
   proxyUrl?: string;
   apiKey?: string;
@@ -71,7 +72,7 @@ export function applySavedLogin(cmd: Command): void {
   const creds = readCredentials();
   if (!creds) return;
   const has = (name: string) => cmd.options.some((o) => o.attributeName() === name);
-  for (const name of ['server', 'proxyUrl', 'tls', 'tlsCa'] as const) {
+  for (const name of ['relay', 'server', 'proxyUrl', 'tls', 'tlsCa'] as const) {
     if (creds[name] !== undefined && has(name) && unset(name))
       cmd.setOptionValueWithSource(name, creds[name], 'config');
   }

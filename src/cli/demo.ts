@@ -37,6 +37,7 @@ export async function startEmbeddedRelay(dataDir: string): Promise<EmbeddedRelay
 
 export interface DemoCommandOptions {
   dir?: string;
+  json?: boolean;
 }
 
 export function register(program: Command): void {
@@ -46,6 +47,10 @@ export function register(program: Command): void {
       'Run the orchestration cycle locally: embedded relay, two shell workers, a planner driven over MCP',
     )
     .option('--dir <dir>', 'folder for the demo state, logs and report (default: a new temp folder)')
+    .option(
+      '--json',
+      'print {"dir", "report", "duration_ms", "tasks": [{"task_id", "agent_id", "state"}]} instead of the report path',
+    )
     .addHelpText(
       'after',
       '\nNeeds no AI account and no network: everything listens on 127.0.0.1 and is stopped at the end.\n' +
@@ -55,13 +60,17 @@ export function register(program: Command): void {
       const script = process.argv[1] ? resolve(process.argv[1]) : undefined;
       if (!script) die('cannot tell how nfltr was started (no script path in argv)');
       try {
-        const { reportPath } = await runDemo({
+        const r = await runDemo({
           startRelay: startEmbeddedRelay,
           execPath: process.execPath,
           script,
           dir: o.dir,
         });
-        process.stdout.write(`${reportPath}\n`);
+        process.stdout.write(
+          o.json
+            ? `${JSON.stringify({ dir: r.dir, report: r.reportPath, duration_ms: r.durationMs, tasks: r.tasks })}\n`
+            : `${r.reportPath}\n`,
+        );
         process.exit(0);
       } catch (err) {
         die(`demo failed: ${(err as Error).message}`);

@@ -42,7 +42,7 @@ The agent advertises its routes in the label nfltr.http.routes (list_my_peers sh
 /browse is terminated by the relay (it sees the traffic); proxy_request is end-to-end encrypted.
 
 Examples:
-  nfltr http 3000 --server relay.example:443 --api-key "$NFLTR_API_KEY" --name my-app
+  nfltr http 3000 --relay https://relay.example.com --api-key-file ~/.nfltr/api-key --name my-app
   nfltr http --route /api=http://localhost:3000 --route /=http://localhost:5173 --name dev-box
 `;
 

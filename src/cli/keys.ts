@@ -14,12 +14,16 @@ interface StoreOptions {
   init?: boolean;
 }
 
-const dataDirFlag = [
-  '--data-dir <dir>',
-  'the relay state directory (SQLite store)',
-  nfltrHome('relay'),
-] as const;
-const storeFlag = ['--store <url>', 'the relays’ shared store: postgres://user@host:5432/db'] as const;
+// The relay's own variables: keys work on the store the relay uses.
+const dataDirOption = () =>
+  new Option('--data-dir <dir>', 'the relay state directory (SQLite store)')
+    .default(nfltrHome('relay'))
+    .env('NFLTR_RELAY_DATA_DIR');
+const storeOption = () =>
+  new Option('--store <url>', 'the relays’ shared store: postgres://user@host:5432/db').env(
+    'NFLTR_RELAY_STORE',
+  );
+const jsonOption = (what: string) => new Option('--json', `print ${what} as JSON on stdout`);
 
 const initFlag = ['--init', 'create the SQLite store in --data-dir when there is none yet'] as const;
 
@@ -47,26 +51,29 @@ export function register(program: Command): void {
     .command('create')
     .description('Create an API key for an account (created when new); prints the key alone on stdout')
     .requiredOption('--account <name>', 'account the key belongs to')
-    .option(...dataDirFlag)
-    .option(...storeFlag)
+    .addOption(dataDirOption())
+    .addOption(storeOption())
     .option(...initFlag)
-    .action(async (opts: StoreOptions & { account: string }) => {
+    .addOption(jsonOption('{"id", "account", "key"}'))
+    .action(async (opts: StoreOptions & { account: string; json?: boolean }) => {
       if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(opts.account)) {
         die(`keys: --account: ${JSON.stringify(opts.account)} must be 1-64 letters, digits, '.', '_' or '-'`);
       }
       const store = await open(opts);
-      const { key } = await store.createKey(opts.account);
+      const { id, key } = await store.createKey(opts.account);
       await store.close();
-      process.stdout.write(`${key}\n`);
+      process.stdout.write(
+        opts.json ? `${JSON.stringify({ id, account: opts.account, key })}\n` : `${key}\n`,
+      );
     });
 
   keys
     .command('list')
     .description('List API keys (id, account, created, last used, revoked); never the keys themselves')
     .option('--account <name>', 'only this account')
-    .option('--json', 'print JSON')
-    .option(...dataDirFlag)
-    .option(...storeFlag)
+    .addOption(jsonOption('{"keys": [...]}'))
+    .addOption(dataDirOption())
+    .addOption(storeOption())
     .action(async (opts: StoreOptions & { account?: string; json?: boolean }) => {
       const store = await open(opts);
       const rows = (await store.listKeys(opts.account)).map((k) => ({
@@ -93,14 +100,15 @@ export function register(program: Command): void {
       'Revoke an API key by id: refused at once; returns once every running relay has closed its streams',
     )
     .argument('<id>', 'key id, as `nfltr keys list` shows it')
-    .option(...dataDirFlag)
-    .option(...storeFlag)
+    .addOption(dataDirOption())
+    .addOption(storeOption())
     .addOption(
       new Option('--wait <duration>', 'how long to wait for running relays to close the key’s streams')
         .argParser(parseDuration)
         .default(10_000, '10s'),
     )
-    .action(async (id: string, opts: StoreOptions & { wait: number }) => {
+    .addOption(jsonOption('{"id", "revoked", "pending_relays"}'))
+    .action(async (id: string, opts: StoreOptions & { wait: number; json?: boolean }) => {
       const store = await open(opts);
       const found = await store.revokeKey(id);
       if (!found) {
@@ -109,6 +117,8 @@ export function register(program: Command): void {
       }
       const pending = await awaitRevocation(store, await store.revocationCount(), opts.wait);
       await store.close();
+      if (opts.json)
+        process.stdout.write(`${JSON.stringify({ id, revoked: true, pending_relays: pending })}\n`);
       if (pending.length > 0) {
         die(
           `keys: revoked ${id}, but relay ${pending.join(', ')} did not confirm within ${opts.wait} ms (stalled, or its store is unreachable); it closes the key's streams at its next check`,

@@ -3,11 +3,13 @@
  * worker and planner commands need neither flags nor environment for them.
  */
 import { type Command, Option } from 'commander';
-import { apiKeyFrom } from './agent-options.js';
+import { apiKeyFrom, tlsCaFrom } from './agent-options.js';
 import { type Credentials, credentialsPath, removeCredentials, writeCredentials } from './credentials.js';
 import { die, parseUrl } from './options.js';
+import { RelayUrlError, relayOption, resolveRelay } from './relay-url.js';
 
 interface LoginFlags {
+  relay?: string;
   server?: string;
   proxyUrl?: string;
   apiKey?: string;
@@ -15,6 +17,7 @@ interface LoginFlags {
   tls?: boolean;
   tlsCa?: string;
   withKey?: boolean;
+  json?: boolean;
 }
 
 /** The first line of stdin (`--with-key`, as `gh auth login --with-token`). */
@@ -28,6 +31,7 @@ export function register(program: Command): void {
   program
     .command('login')
     .description('Save the relay address and API key for worker and planner commands (a 0600 file)')
+    .addOption(relayOption())
     .addOption(
       new Option('--server <host:port[,host:port…]>', 'relay control address(es)').env('NFLTR_SERVER'),
     )
@@ -40,6 +44,7 @@ export function register(program: Command): void {
       new Option('--api-key-file <file>', 'read the API key from this file').env('NFLTR_API_KEY_FILE'),
     )
     .option('--with-key', 'read the API key from stdin (its first line)')
+    .option('--json', 'print what was saved (never the key) as JSON on stdout')
     .addOption(new Option('--tls', 'dial the relay with TLS').env('NFLTR_TLS'))
     .addOption(new Option('--tls-ca <file>', 'PEM CA certificate to trust for the relay').env('NFLTR_TLS_CA'))
     .addHelpText(
@@ -51,7 +56,10 @@ worker or planner started says whether the relay accepts it.
 Saved to ${credentialsPath()} (XDG_CONFIG_HOME, or NFLTR_CREDENTIALS, moves it).
 Precedence for every agent command: flag > environment variable > this file.
 
+With --relay, the relay is asked for its gRPC address now (so a typo fails here) and at every start.
+
 Examples:
+  nfltr login --relay https://relay.example.com --with-key < ~/key.txt
   nfltr login --server relay.example:443 --proxy-url https://relay.example --with-key < ~/key.txt
   NFLTR_API_KEY=… nfltr login --server 127.0.0.1:9090 --proxy-url http://127.0.0.1:8080
 `,
@@ -67,8 +75,18 @@ Examples:
       }
       if (!apiKey)
         die('no API key: pipe it with --with-key, pass --api-key-file FILE, or set NFLTR_API_KEY', 2);
-      if (!o.server && !o.proxyUrl) die('nothing to save: pass --server HOST:PORT and/or --proxy-url URL', 2);
+      if (!o.relay && !o.server && !o.proxyUrl)
+        die('nothing to save: pass --relay URL, or --server HOST:PORT and/or --proxy-url URL', 2);
+      let derived: Awaited<ReturnType<typeof resolveRelay>> | undefined;
+      if (o.relay) {
+        try {
+          derived = await resolveRelay(o.relay, tlsCaFrom(o));
+        } catch (err) {
+          die((err as Error).message, err instanceof RelayUrlError ? 1 : 2);
+        }
+      }
       const creds: Credentials = {
+        relay: o.relay,
         server: o.server,
         proxyUrl: o.proxyUrl,
         apiKey,
@@ -83,18 +101,28 @@ Examples:
           `${path}: cannot save the login (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
         );
       }
-      process.stderr.write(`nfltr: logged in to ${o.server ?? o.proxyUrl}; saved to ${path}\n`);
+      if (o.json) {
+        const { apiKey: _, ...saved } = creds;
+        process.stdout.write(`${JSON.stringify({ path, ...saved, derived })}\n`);
+        return;
+      }
+      const via = derived ? ` (gRPC ${derived.server}${derived.tls ? ', TLS' : ''})` : '';
+      process.stderr.write(
+        `nfltr: logged in to ${o.relay ?? o.server ?? o.proxyUrl}${via}; saved to ${path}\n`,
+      );
     });
 
   program
     .command('logout')
     .description('Remove the login saved by nfltr login')
-    .action(() => {
+    .option('--json', 'print {"path", "removed"} as JSON on stdout')
+    .action((o: { json?: boolean }) => {
       const path = credentialsPath();
-      process.stderr.write(
-        removeCredentials(path)
-          ? `nfltr: logged out; removed ${path}\n`
-          : `nfltr: not logged in (no ${path})\n`,
-      );
+      const removed = removeCredentials(path);
+      if (o.json) process.stdout.write(`${JSON.stringify({ path, removed })}\n`);
+      else
+        process.stderr.write(
+          removed ? `nfltr: logged out; removed ${path}\n` : `nfltr: not logged in (no ${path})\n`,
+        );
     });
 }

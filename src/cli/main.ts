@@ -4,8 +4,9 @@
  * for the planner or the relay), so an executor started per task pays for its own code alone. Top-level
  * help, and anything that names no known command (but `--version`), loads them all.
  */
-import { Command, Option } from 'commander';
+import { type Command, Option } from 'commander';
 import { VERSION } from '../version.js';
+import { NfltrCommand, normalizeEnv } from './env.js';
 
 type Register = (program: Command) => void;
 
@@ -62,7 +63,7 @@ function takeGlobalOptions(argv: string[]): string[] {
 }
 const argv = takeGlobalOptions(process.argv);
 
-const program = new Command('nfltr')
+const program = new NfltrCommand('nfltr')
   .description('Coordination transport for AI agents: relay, planner (MCP server) and workers')
   .version(VERSION)
   // A usage error is one line, a hint, and exit 2 (runtime failures exit 1).
@@ -73,15 +74,15 @@ const program = new Command('nfltr')
   })
   // Shown in every command's help; parsed by takeGlobalOptions.
   .addOption(
-    new Option('--log-level <level>', 'least severe log line written to stderr (env NFLTR_LOG_LEVEL)')
+    new Option('--log-level <level>', 'least severe log line written to stderr')
       .choices(GLOBAL['--log-level']!.choices)
-
+      .env('NFLTR_LOG_LEVEL')
       .default('info'),
   )
   .addOption(
-    new Option('--log-format <format>', 'log lines as text or one JSON object each (env NFLTR_LOG_FORMAT)')
+    new Option('--log-format <format>', 'log lines as text or one JSON object each')
       .choices(GLOBAL['--log-format']!.choices)
-
+      .env('NFLTR_LOG_FORMAT')
       .default('text'),
   )
   .configureHelp({ showGlobalOptions: true })
@@ -94,5 +95,6 @@ const load = Object.hasOwn(COMMANDS, named)
     ? []
     : Object.values(COMMANDS);
 for (const { register } of new Set(await Promise.all(load.map((l) => l())))) register(program);
+normalizeEnv(program);
 
 await program.parseAsync(argv);

@@ -3,15 +3,7 @@
  * error goes to stderr.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import {
-  accessSync,
-  constants,
-  existsSync,
-  mkdirSync,
-  readFileSync,
-  realpathSync,
-  writeFileSync,
-} from 'node:fs';
+import { accessSync, constants, existsSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import { delimiter, join, resolve, sep } from 'node:path';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { DEFAULT_MAX_ARTIFACT_BYTES, parseChunkRef } from '../agent/artifacts/index.js';
@@ -33,6 +25,7 @@ import {
   vscodeKeyInputId,
   writeClientConfig,
 } from '../planner/index.js';
+import { writableDir } from '../util/fs-check.js';
 import { createLogger } from '../util/log.js';
 import {
   type AgentFlags,
@@ -429,7 +422,8 @@ export async function runMcp(o: McpCommandOptions): Promise<void> {
     keyProblem = `${(err as Error).message}, then restart nfltr mcp`;
   }
   if (keyProblem) log.error(`every tool will answer: ${keyProblem}`);
-  if (!o.server && !o.proxyUrl) {
+  if (o.relayProblem) log.error(`the A2A tools will answer: ${o.relayProblem}`);
+  if (!o.server && !o.proxyUrl && !o.relayProblem) {
     log.warn(
       'nothing to connect to: pass --proxy-url (the relay HTTP API, for discovery) and --server (the relay ' +
         'control address, for tasks); every tool will say so',
@@ -463,7 +457,7 @@ export async function runMcp(o: McpCommandOptions): Promise<void> {
     }
     const stateDir = resolve(o.stateDir ?? defaultPlannerStateDir(agentOpts.agentId));
     try {
-      mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+      writableDir(stateDir, '--state-dir', 0o700);
       release = acquireStateLock(stateDir);
     } catch (err) {
       if (!(err instanceof LockError)) die((err as Error).message);
@@ -554,5 +548,12 @@ export async function runMcp(o: McpCommandOptions): Promise<void> {
 
   // The link comes up while the client connects: no tool depends on it to be listed.
   agent?.start();
-  server = await servePlanner({ directory, agent, manager, keyProblem, logger: log });
+  server = await servePlanner({
+    directory,
+    agent,
+    manager,
+    keyProblem,
+    linkProblem: o.relayProblem,
+    logger: log,
+  });
 }

@@ -5,8 +5,8 @@
 import { type Command, Option } from 'commander';
 import type { Peer } from '../planner/peers.js';
 import { apiKeyFrom, tlsCaFrom } from './agent-options.js';
-import { applySavedLogin } from './credentials.js';
 import { die, formatTable, parseDuration, parseUrl } from './options.js';
+import { applyRelaySources, relayOption } from './relay-url.js';
 
 export interface RelayApiFlags {
   proxyUrl?: string;
@@ -23,6 +23,7 @@ interface PeersFlags extends RelayApiFlags {
 /** The flags that reach the relay's HTTP API (`peers`, `status`), filled from the saved login. */
 export function addRelayApiOptions(cmd: Command): Command {
   return cmd
+    .addOption(relayOption())
     .addOption(
       new Option('--proxy-url <url>', 'relay HTTP API address').argParser(parseUrl).env('NFLTR_PROXY_URL'),
     )
@@ -32,13 +33,7 @@ export function addRelayApiOptions(cmd: Command): Command {
     )
     .addOption(new Option('--tls-ca <file>', 'PEM CA certificate to trust for the relay').env('NFLTR_TLS_CA'))
     .addHelpText('after', '\nWithout flags, the relay and key saved by `nfltr login` are used.\n')
-    .hook('preAction', (c) => {
-      try {
-        applySavedLogin(c);
-      } catch (err) {
-        die((err as Error).message, 2);
-      }
-    });
+    .hook('preAction', (c) => applyRelaySources(c));
 }
 
 /** The API key and CA from those flags; exits 2 naming what is missing. */
@@ -57,8 +52,7 @@ export function relayCredentials(o: RelayApiFlags): { apiKey: string; ca: Buffer
 
 /** A client of the relay's HTTP API from those flags; exits 2 naming what is missing. */
 export async function relayApiFrom(o: RelayApiFlags) {
-  if (!o.proxyUrl)
-    die('no relay HTTP address: pass --proxy-url URL, set NFLTR_PROXY_URL, or run nfltr login', 2);
+  if (!o.proxyUrl) die('no relay HTTP address: pass --relay URL or --proxy-url URL, or run nfltr login', 2);
   const { apiKey, ca } = relayCredentials(o);
   const { PeerDirectory } = await import('../planner/peers.js');
   return new PeerDirectory({ proxyUrl: o.proxyUrl, apiKey, ca });

@@ -3,7 +3,7 @@
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { type Command, Option } from 'commander';
+import { type Command, InvalidArgumentError, Option } from 'commander';
 import { DEFAULT_MAX_FRAME_BYTES } from '../protocol/control.js';
 import {
   type Bus,
@@ -24,6 +24,7 @@ import { PRINT_UNIT_FLAG, printSystemdUnit } from './systemd.js';
 export interface RelayCommandOptions {
   grpcAddr: string;
   httpAddr: string;
+  advertiseGrpc?: string;
   dataDir: string;
   store?: string;
   bus?: string;
@@ -64,6 +65,16 @@ export function register(program: Command): void {
     )
     .option('--grpc-addr <host:port>', 'control-plane (gRPC) listen address', '127.0.0.1:9090')
     .option('--http-addr <host:port>', 'HTTP API listen address', '127.0.0.1:8080')
+    .addOption(
+      new Option(
+        '--advertise-grpc <host:port>',
+        'the gRPC address agents given --relay URL dial, when a proxy stands in front (default: the URL host, the --grpc-addr port)',
+      ).argParser((v) => {
+        if (!/^[^\s:/]+:\d{1,5}$|^\[[^\]]+\]:\d{1,5}$/.test(v))
+          throw new InvalidArgumentError(`expected host:port, got ${JSON.stringify(v)}`);
+        return v;
+      }),
+    )
     .option('--data-dir <dir>', 'state directory (SQLite store, dev key)', nfltrHome('relay'))
     .option(...storeFlag)
     .option(
@@ -242,6 +253,7 @@ export async function runRelay(opts: RelayCommandOptions): Promise<void> {
       logger,
       grpcAddr: opts.grpcAddr,
       httpAddr: opts.httpAddr,
+      advertiseGrpc: opts.advertiseGrpc,
       tls: opts.tlsCert && opts.tlsKey ? { certFile: opts.tlsCert, keyFile: opts.tlsKey } : undefined,
       maxFrameBytes: opts.maxFrameBytes,
       keepaliveIntervalMs: opts.keepaliveInterval,
@@ -310,6 +322,7 @@ async function announceDev(
       `  NFLTR_API_KEY=$(cat ${file}) nfltr worker --server ${server}${tlsFlags} --name worker-1 --labels zone=dev --max-tasks 2 --mcp-command "nfltr shell-mcp --allow 'echo *'"`,
       'start a planner (an MCP server over stdio, for your MCP client):',
       `  NFLTR_API_KEY=$(cat ${file}) nfltr mcp --proxy-url ${proxy} --server ${server}${tlsFlags}`,
+      `(--relay ${proxy}${tls ? ` --tls-ca ${resolve(opts.tlsCert!)}` : ''} can replace --server, --proxy-url and --tls)`,
       '',
     ].join('\n'),
   );

@@ -4,6 +4,7 @@ import { dirname, resolve } from 'node:path';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { DEFAULT_MAX_ARTIFACT_BYTES, parseChunkRef } from '../agent/artifacts/index.js';
 import { type HttpRoute, httpLabels, parseTarget } from '../agent/index.js';
+import { writableDir } from '../util/fs-check.js';
 import { createLogger } from '../util/log.js';
 import {
   DEFAULT_SLOT_LEASE_MS,
@@ -223,6 +224,7 @@ export async function workerCommand(o: WorkerCommandOptions): Promise<number> {
   let keys: ReturnType<typeof peerKeysFrom>;
   try {
     pairingKey = pairingKeyFrom(o);
+    writableDir(stateDir, '--state-dir'); // its mode is the user's: --executor-user needs to enter it
     keys = peerKeysFrom(stateDir, 'worker', (fp) => logger.info('static key', { fingerprint: fp }));
     if (o.executorUser) executorUser = resolveExecutorUser(o.executorUser, stateDir);
     expose =

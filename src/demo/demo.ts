@@ -6,13 +6,22 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { createWriteStream, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import {
+  createWriteStream,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { getDefaultEnvironment, StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { generatePairingKey } from '../protocol/e2ee.js';
+import { writableDir } from '../util/fs-check.js';
 import { VERSION } from '../version.js';
 
 /** A relay running inside the demo process, with a key for the demo account. */
@@ -40,6 +49,9 @@ export interface DemoOptions {
 export interface DemoResult {
   dir: string;
   reportPath: string;
+  durationMs: number;
+  /** Every task the planner tracked, with its final state. */
+  tasks: { task_id: string; agent_id: string; state: string }[];
 }
 
 interface WorkerSpec {
@@ -106,11 +118,18 @@ interface ShellResult {
   error?: string;
 }
 
+/** What a demo run makes in its folder (besides its workers' logs). */
+const DEMO_FILES = ['relay', 'planner', 'workers', 'workspaces', 'inputs', 'pairing.key', 'report.md'];
+
 export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
   const write = opts.write ?? ((t: string) => process.stderr.write(t));
   const started = Date.now();
-  const dir = resolve(opts.dir ?? mkdtempSync(join(tmpdir(), 'nfltr-demo-')));
-  mkdirSync(dir, { recursive: true });
+  const dir = writableDir(opts.dir ?? mkdtempSync(join(tmpdir(), 'nfltr-demo-')), '--dir');
+  // A demo run before in this folder (its planner.log says so) left durable state: its task ids, which
+  // planner and workers never accept twice, and keys pinned to each other. This run starts afresh; only
+  // what the demo itself makes is removed.
+  if (existsSync(join(dir, 'planner.log')))
+    for (const f of DEMO_FILES) rmSync(join(dir, f), { recursive: true, force: true });
   const elapsed = () => `+${((Date.now() - started) / 1000).toFixed(1)}s`.padStart(7);
   const line = (who: string, worker: string, what: string, detail = '') => {
     const text = `${elapsed()}  ${who.padEnd(10)} ${worker.padEnd(14)} ${what.padEnd(13)} ${detail}`;
@@ -378,7 +397,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
     line(longJob, build, `cancel → ${cancelled.state}`, cancelled.note);
     if (cancelled.state !== 'cancelled') throw new DemoError(`cancel_task left the task ${cancelled.state}`);
 
-    const tracked = await call<{ tasks: { task_id: string; state: string }[] }>('list_active_tasks', {
+    const tracked = await call<{ tasks: DemoResult['tasks'] }>('list_active_tasks', {
       all: true,
     });
     line('inspect', '', 'list_active', tracked.tasks.map((t) => `${t.task_id}=${t.state}`).join(', '));
@@ -397,7 +416,8 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
     );
     line('collect', '', 'report', `combined ${full.size} results and their artifacts into ${reportPath}`);
     write(`\nreport: ${reportPath}\n`);
-    return { dir, reportPath };
+    const tasks = tracked.tasks.map(({ task_id, agent_id, state }) => ({ task_id, agent_id, state }));
+    return { dir, reportPath, durationMs: Date.now() - started, tasks };
   } finally {
     await client?.close().catch(() => {});
     await Promise.all(children.map((c) => stopChild(c)));

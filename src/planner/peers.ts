@@ -3,8 +3,8 @@
  * (`k=v,k!=v`) for choosing workers.
  */
 import { labelsProblem } from '../protocol/control.js';
+import { relayRequest } from '../util/relay-request.js';
 import { PlannerError } from './errors.js';
-import { relayRequest } from './relay-http.js';
 
 export interface Peer {
   agent_id: string;

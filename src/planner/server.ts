@@ -39,6 +39,8 @@ export interface PlannerServerOptions {
   manager?: TaskManager;
   /** Why the API key cannot be used (empty, an unexpanded placeholder); every tool answers with it. */
   keyProblem?: string;
+  /** Why there is no link (`--relay` could not be asked); the A2A tools answer with it. */
+  linkProblem?: string;
   logger?: Logger;
   stdin?: Readable;
   stdout?: Writable;
@@ -59,6 +61,7 @@ function availability(opts: PlannerServerOptions) {
     if (opts.keyProblem) return opts.keyProblem;
     if (needs === 'discovery') return undefined; // the directory names a missing --proxy-url itself
     if (!opts.manager) {
+      if (opts.linkProblem) return `${opts.linkProblem}; then restart nfltr mcp`;
       return (
         'no relay control address: start nfltr mcp with --server HOST:PORT (or set NFLTR_SERVER) to probe ' +
         'workers and run tasks; discovery works with --proxy-url alone'

@@ -61,6 +61,22 @@ export interface HttpApiOptions {
   accounting: Accounting;
   /** Serves `/browse/<agent_id>/<path>` (see ./browse.ts). */
   browse?: Browse;
+  /** Served without a key at {@link WELL_KNOWN_PATH}: how agents given only `--relay URL` dial gRPC. */
+  discovery?: RelayDiscovery;
+}
+
+/** Where `nfltr --relay URL` asks the relay for its gRPC address. */
+export const WELL_KNOWN_PATH = '/.well-known/nfltr';
+
+/**
+ * The answer at {@link WELL_KNOWN_PATH}: `grpc_addr` when the relay is told its public address
+ * (`--advertise-grpc`, a proxy in front), else `grpc_port` on the host the client used for the URL.
+ */
+export interface RelayDiscovery {
+  grpc_port: number;
+  grpc_addr?: string;
+  /** Whether the relay's own gRPC listener speaks TLS (omitted with `grpc_addr`: the URL's scheme says). */
+  tls?: boolean;
 }
 
 /** Said with every peers list: what the relay vouches for and what it only passes on. */
@@ -85,6 +101,11 @@ export function createHttpHandler(opts: HttpApiOptions) {
   };
 
   const routes: Record<string, (req: IncomingMessage) => Promise<unknown>> = {
+    [`GET ${WELL_KNOWN_PATH}`]: async () => {
+      if (!opts.discovery)
+        throw new HttpError(404, 'not_found', 'this relay does not publish its gRPC address');
+      return opts.discovery;
+    },
     // Without a key, only liveness: who runs here and how many agents it holds is not for everyone.
     'GET /healthz': async (req) => {
       if (!presentedKey(req)) return { status: 'ok' };

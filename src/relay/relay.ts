@@ -85,6 +85,8 @@ export interface RelayOptions {
   logger: Logger;
   grpcAddr: string;
   httpAddr: string;
+  /** The gRPC address agents are told to dial (`--advertise-grpc`), when a proxy stands in front. */
+  advertiseGrpc?: string;
   tls?: { certFile: string; keyFile: string };
   maxFrameBytes?: number;
   /** How often each agent's connection is pinged (HTTP/2 PING, answered by the agent's HTTP/2 stack). */
@@ -253,6 +255,9 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     busKind: bus.kind,
     accounting,
     browse,
+    discovery: opts.advertiseGrpc
+      ? { grpc_port: grpcPort, grpc_addr: opts.advertiseGrpc }
+      : { grpc_port: grpcPort, tls: !!tls },
   });
   const orchestration = new Orchestration({ store, cluster, logger: logger.child('orchestration') });
   const httpHandler: typeof apiHandler = (req, res) => {

@@ -2,15 +2,15 @@
  * The first dial's diagnosis, each mistake set up with real processes: `nfltr worker` against the wrong
  * thing exits 1 after --connect-timeout with one line naming what is wrong and the fix.
  */
-import { execFileSync } from 'node:child_process';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   createKey,
   eventually,
+  freePort,
   nfltr,
   type RelayProcess,
+  selfSignedCert,
   spawnNfltr,
   startRelayProcess,
   tempDir,
@@ -21,15 +21,6 @@ let secure: RelayProcess;
 let key: string;
 let tlsKey: string;
 let cert: string;
-
-/** A port nothing listens on (bound, then released). */
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 /** Runs a worker with a short connect timeout; returns its exit code and stderr. */
 const worker = (server: string, apiKey: string, ...args: string[]) =>
@@ -53,30 +44,7 @@ const worker = (server: string, apiKey: string, ...args: string[]) =>
 
 beforeAll(async () => {
   const dir = tempDir();
-  cert = join(dir, 'cert.pem');
-  execFileSync(
-    'openssl',
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-days',
-      '1',
-      '-subj',
-      '/CN=localhost',
-      '-addext',
-      'subjectAltName=DNS:localhost,IP:127.0.0.1',
-      '-keyout',
-      join(dir, 'key.pem'),
-      '-out',
-      cert,
-    ],
-    { stdio: 'ignore' },
-  );
+  cert = selfSignedCert(dir).cert;
   [plain, secure] = await Promise.all([
     startRelayProcess(),
     startRelayProcess({ dataDir: dir, args: ['--tls-cert', cert, '--tls-key', join(dir, 'key.pem')] }),
@@ -137,7 +105,7 @@ describe('first connect', () => {
   it('a missing --tls-ca file is a one-line usage error', async () => {
     const r = await worker(plain.grpcAddr, key, '--tls', '--tls-ca', '/nonexistent/ca.pem');
     expect(r.code).toBe(2);
-    expect(r.stderr.trim()).toBe('nfltr: --tls-ca /nonexistent/ca.pem: cannot read it (ENOENT)');
+    expect(r.stderr.trim()).toBe('nfltr: --tls-ca /nonexistent/ca.pem: does not exist');
   });
 
   it('the right TLS settings connect (no false diagnosis)', async () => {

@@ -50,7 +50,7 @@ describe('agent options - the API key from a file', () => {
   it('an unreadable or empty key file is an error naming --api-key-file', () => {
     const dir = tempDir();
     expect(() => agentOptionsFrom({ ...flags, apiKeyFile: join(dir, 'none') }, 'worker')).toThrow(
-      `--api-key-file ${join(dir, 'none')}: cannot read it (ENOENT)`,
+      `--api-key-file ${join(dir, 'none')}: does not exist`,
     );
     writeFileSync(join(dir, 'empty'), '\n');
     expect(() => agentOptionsFrom({ ...flags, apiKeyFile: join(dir, 'empty') }, 'worker')).toThrow(

@@ -33,5 +33,17 @@ describe('nfltr demo', () => {
     expect(existsSync(join(dir, 'planner', 'artifacts', 'sysinfo', 'sysinfo.json'))).toBe(true);
     const ps = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' });
     expect(ps.split('\n').filter((l) => l.includes(dir))).toEqual([]);
+
+    // Again in the same folder: the last run's tasks do not stand in the way; --json for a program.
+    const again = await nfltr(['demo', '--dir', dir, '--json']);
+    expect(again.code, again.stderr).toBe(0);
+    const summary = JSON.parse(again.stdout);
+    expect(summary).toMatchObject({ dir, report: reportPath, duration_ms: expect.any(Number) });
+    const byId = (a: { task_id: string }, b: { task_id: string }) => a.task_id.localeCompare(b.task_id);
+    expect(summary.tasks.sort(byId)).toEqual([
+      { task_id: 'long-job', agent_id: 'demo-eu-build', state: 'cancelled' },
+      { task_id: 'sysinfo', agent_id: 'demo-eu-build', state: 'completed' },
+      { task_id: 'workspace', agent_id: 'demo-us-test', state: 'completed' },
+    ]);
   });
 });

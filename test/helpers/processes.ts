@@ -1,7 +1,7 @@
 /**
  * Test helpers that run the real `nfltr` binary as child processes on free ports.
  */
-import { type ChildProcess, execFile } from 'node:child_process';
+import { type ChildProcess, execFile, execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -16,6 +16,54 @@ export { NFLTR_BIN, type NfltrProcess, spawnNfltr } from './spawn-nfltr.mjs';
 const execFileP = promisify(execFile);
 
 export const tempDir = (prefix = 'nfltr-test-') => mkdtempSync(join(tmpdir(), prefix));
+
+/**
+ * A TCP port that was free a moment ago, below the kernel's ephemeral range (32768+) so that no outgoing
+ * connection takes it while a test starts (or restarts) a relay on it.
+ */
+export async function freePort(): Promise<number> {
+  for (;;) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    const srv = createServer();
+    const ok = await new Promise<boolean>((r) => {
+      srv.once('error', () => r(false));
+      srv.listen(port, '127.0.0.1', () => r(true));
+    });
+    if (!ok) continue;
+    await new Promise((r) => srv.close(r));
+    return port;
+  }
+}
+
+/** A self-signed certificate for localhost and 127.0.0.1 (openssl), as `cert.pem` and `key.pem` in `dir`. */
+export function selfSignedCert(dir: string): { cert: string; key: string } {
+  const cert = join(dir, 'cert.pem');
+  const key = join(dir, 'key.pem');
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-days',
+      '1',
+      '-subj',
+      '/CN=localhost',
+      '-addext',
+      'subjectAltName=DNS:localhost,IP:127.0.0.1',
+      '-keyout',
+      key,
+      '-out',
+      cert,
+    ],
+    { stdio: 'ignore' },
+  );
+  return { cert, key };
+}
 
 /** Runs `nfltr …` to completion. */
 export async function nfltr(args: string[], opts: { env?: NodeJS.ProcessEnv } = {}) {
@@ -94,24 +142,6 @@ export async function createKey(
     return (await store.createKey(account)).key;
   } finally {
     await store.close();
-  }
-}
-
-/**
- * A TCP port that was free a moment ago, below the kernel's ephemeral range (32768+) so that no outgoing
- * connection takes it while a test restarts a relay on it.
- */
-export async function freePort(): Promise<number> {
-  for (;;) {
-    const port = 20_000 + Math.floor(Math.random() * 12_000);
-    const srv = createServer();
-    const ok = await new Promise<boolean>((r) => {
-      srv.once('error', () => r(false));
-      srv.listen(port, '127.0.0.1', () => r(true));
-    });
-    if (!ok) continue;
-    await new Promise((r) => srv.close(r));
-    return port;
   }
 }
 

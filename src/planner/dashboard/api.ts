@@ -3,8 +3,8 @@
  * and `nfltr orch` use it. It moves ciphertext only: sealing is protocol/dashboard.ts.
  */
 import type { FleetWorkerJson, SealedDigestJson } from '../../protocol/dashboard.js';
+import { relayRequest } from '../../util/relay-request.js';
 import { PlannerError } from '../errors.js';
-import { relayRequest } from '../relay-http.js';
 
 export class DashboardApi {
   readonly #base: string;

@@ -1,10 +1,11 @@
 import { join } from 'node:path';
+import { writableDir } from '../../util/fs-check.js';
 import { SqliteStore } from './sqlite/index.js';
 import type { Store } from './store.js';
 
 /** Opens the embedded store a relay and `nfltr keys` share: `<data-dir>/relay.db`. */
 export function openStore(opts: { dataDir: string }): Store {
-  return new SqliteStore(join(opts.dataDir, 'relay.db'));
+  return new SqliteStore(join(writableDir(opts.dataDir, '--data-dir', 0o700), 'relay.db'));
 }
 
 /** True for the URLs `--store` accepts as PostgreSQL. */

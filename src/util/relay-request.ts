@@ -1,6 +1,6 @@
 /**
  * @module One HTTP request to the relay's API with node:http(s), which (unlike fetch) takes a CA for the
- * relay's own certificate (`--tls-ca`). Used by discovery (./peers.ts) and the dashboard (./dashboard/).
+ * relay's own certificate (`--tls-ca`). Used by discovery, the dashboard and `--relay` URL resolution.
  */
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
