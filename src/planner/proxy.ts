@@ -217,6 +217,7 @@ export class HttpProxyClient {
         headers,
         timeoutMs: r.timeoutMs,
         hasBody: body.byteLength > 0,
+        upgrade: '',
       },
     });
     for (let at = 0; at < body.byteLength && !failed; at += HTTP_CHUNK_BYTES) {

@@ -46,6 +46,8 @@ export const HTTP_PROXY_ERRORS = {
   timeout: 504,
   /** The agent disconnected before the response was complete. */
   agent_gone: 502,
+  /** The agent answered a status or header HTTP cannot carry. */
+  bad_response: 502,
   /** A body exceeds what this path accepts. */
   body_too_large: 413,
   /** The agent's stream is on another relay replica; `/browse` reaches agents on the replica serving it. */

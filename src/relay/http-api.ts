@@ -3,8 +3,9 @@
  * status and a specific message, produced at one boundary.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { Logger } from '../util/log.js';
-import type { Browse } from './browse.js';
+import { type Browse, rawErrorResponse } from './browse.js';
 import type { Cluster, PeerView } from './cluster.js';
 import type { Accounting } from './limits.js';
 import type { Store } from './store/store.js';
@@ -67,22 +68,42 @@ export interface HttpApiOptions {
 export const PEER_CLAIMS =
   'agent_id is unique in the account and held by one authenticated stream; kind is checked to be worker, planner or tunnel; labels (coord.* included) are the agent’s own claims, passed on unchecked';
 
+/** The account of the request's API key; an HttpError (401) without a valid one. */
+async function accountOf(store: Store, req: IncomingMessage): Promise<string> {
+  const key = presentedKey(req);
+  if (!key) {
+    throw new HttpError(
+      401,
+      'unauthenticated',
+      'missing API key: send "Authorization: ApiKey <key>", "Authorization: Bearer <key>" or "X-Api-Key: <key>"',
+    );
+  }
+  const auth = await store.authenticate(key);
+  if (!auth.ok) throw new HttpError(401, 'unauthenticated', auth.message);
+  return auth.account;
+}
+
+/** The header that carried the caller's key: it goes no further than the relay. */
+const keyHeaderOf = (req: IncomingMessage) => (req.headers.authorization ? 'authorization' : 'x-api-key');
+
+/**
+ * Upgrade requests (WebSocket) to `/browse/…`, authenticated like any API call; false for any other
+ * path. A refusal is JSON on the raw socket.
+ */
+export function createUpgradeHandler(opts: { store: Store; browse: Browse }) {
+  return (req: IncomingMessage, socket: Duplex, head: Buffer): boolean => {
+    if (!new URL(req.url ?? '/', 'http://relay').pathname.startsWith('/browse/')) return false;
+    accountOf(opts.store, req).then(
+      (acct) => opts.browse.upgrade(req, socket, head, acct, keyHeaderOf(req)),
+      (err: HttpError) => socket.end(rawErrorResponse(err.status, err.code, err.message)),
+    );
+    return true;
+  };
+}
+
 export function createHttpHandler(opts: HttpApiOptions) {
   const { store, cluster, logger } = opts;
-
-  const account = async (req: IncomingMessage): Promise<string> => {
-    const key = presentedKey(req);
-    if (!key) {
-      throw new HttpError(
-        401,
-        'unauthenticated',
-        'missing API key: send "Authorization: ApiKey <key>", "Authorization: Bearer <key>" or "X-Api-Key: <key>"',
-      );
-    }
-    const auth = await store.authenticate(key);
-    if (!auth.ok) throw new HttpError(401, 'unauthenticated', auth.message);
-    return auth.account;
-  };
+  const account = (req: IncomingMessage) => accountOf(store, req);
 
   const routes: Record<string, (req: IncomingMessage) => Promise<unknown>> = {
     // Without a key, only liveness: who runs here and how many agents it holds is not for everyone.
@@ -116,10 +137,8 @@ export function createHttpHandler(opts: HttpApiOptions) {
     };
     const { browse } = opts;
     if (browse && path.startsWith('/browse/')) {
-      // The key goes no further than the relay: the header that carried it is not forwarded.
-      const keyHeader = req.headers.authorization ? 'authorization' : 'x-api-key';
       account(req).then(
-        (acct) => browse.handle(req, res, acct, keyHeader),
+        (acct) => browse.handle(req, res, acct, keyHeaderOf(req)),
         (err: HttpError) => send(err.status, { error: { code: err.code, message: err.message } }),
       );
       return;

@@ -6,6 +6,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { WebSocketServer } from 'ws';
 import { NFLTR_BIN } from '../helpers/processes.js';
 
 export const MiB = 1024 * 1024;
@@ -13,7 +14,8 @@ export const MiB = 1024 * 1024;
 /**
  * The service: `/echo` (method, path, headers, body size and sha256 as JSON), `/status/N`, `/slow`
  * (never answers), `/bytes?n=N` (N bytes of a known pattern, streamed), `/trailers` (chunked, with a
- * trailer), `/binary` (bytes that are not UTF-8). It echoes `x-echo` back.
+ * trailer), `/binary` (bytes that are not UTF-8), `/upload-trailers` (the request's trailers as JSON),
+ * `/ws` (a WebSocket echo; any other upgrade is answered 400). It echoes `x-echo` back.
  */
 export async function startService(): Promise<{ port: number; url: string; server: Server }> {
   const server = createServer((req, res) => {
@@ -32,6 +34,8 @@ export async function startService(): Promise<{ port: number; url: string; serve
       if (url.pathname === '/slow') return; // never answers
       if (url.pathname === '/bytes') return pump(res, Number(url.searchParams.get('n')));
       if (url.pathname === '/binary') return res.end(Buffer.from([0xff, 0xfe, 0x00, 0x80, 0xc3]));
+      if (url.pathname === '/upload-trailers')
+        return res.end(JSON.stringify({ size, sha256: hash.digest('hex'), trailers: req.trailers }));
       if (url.pathname === '/trailers') {
         res.writeHead(200, { trailer: 'x-checksum', 'content-type': 'text/plain' });
         res.write('part one;');
@@ -48,6 +52,16 @@ export async function startService(): Promise<{ port: number; url: string; serve
           sha256: hash.digest('hex'),
         }),
       );
+    });
+  });
+  const wss = new WebSocketServer({ noServer: true });
+  server.on('upgrade', (req, socket, head) => {
+    if (req.url !== '/ws')
+      return void socket.end(
+        'HTTP/1.1 400 Bad Request\r\ncontent-length: 11\r\nconnection: close\r\n\r\nnot upgrade',
+      );
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
     });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));

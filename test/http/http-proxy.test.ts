@@ -3,8 +3,10 @@
  * mcp` processes, a local HTTP service, and requests through fetch and the official MCP client.
  */
 import { createHash } from 'node:crypto';
+import { once } from 'node:events';
 import { readFileSync, statSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
 import { rssMiB } from '../abuse/harness.js';
 import {
   createKey,
@@ -159,6 +161,60 @@ describe('/browse', () => {
     // A relay that buffered a body would grow by at least its 100 MiB.
     expect(peak - before).toBeLessThan(80);
   }, 120_000);
+});
+
+describe('/browse WebSocket', () => {
+  const wsUrl = (path: string) => `${relay.httpUrl.replace(/^http/, 'ws')}/browse/${path}`;
+  /** The status and JSON error of an upgrade the relay or the service refused. */
+  const refused = (ws: WebSocket) =>
+    new Promise<{ status: number; body: string }>((resolve, reject) => {
+      ws.once('open', () => reject(new Error('the upgrade was accepted')));
+      ws.once('unexpected-response', (_req, res) => {
+        let body = '';
+        res.setEncoding('utf8').on('data', (d: string) => {
+          body += d;
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      });
+    });
+
+  it('echoes text and binary messages larger than the window, and closes with the code sent', async () => {
+    const ws = new WebSocket(wsUrl('web/ws'), { headers: { 'x-api-key': key } });
+    const next = () =>
+      new Promise<{ data: Buffer; binary: boolean }>((resolve) =>
+        ws.once('message', (data: Buffer, binary) => resolve({ data, binary })),
+      );
+    await once(ws, 'open');
+    ws.send('hello through the relay');
+    const text = await next();
+    expect(text.binary).toBe(false);
+    expect(text.data.toString()).toBe('hello through the relay');
+    const big = Buffer.alloc(5 * MiB);
+    for (let i = 0; i < big.byteLength; i++) big[i] = (i * 13) & 0xff;
+    for (let i = 0; i < 3; i++) {
+      ws.send(big);
+      const echo = await next();
+      expect(echo.binary).toBe(true);
+      expect(echo.data.equals(big)).toBe(true);
+    }
+    ws.close(4001, 'done');
+    const [code] = (await once(ws, 'close')) as [number];
+    expect(code).toBe(4001);
+  }, 60_000);
+
+  it('refuses with a JSON error: no key, another account, an agent not serving; passes the service refusal', async () => {
+    const anon = await refused(new WebSocket(wsUrl('web/ws')));
+    expect(anon.status).toBe(401);
+    expect(JSON.parse(anon.body).error.code).toBe('unauthenticated');
+    const other = await refused(new WebSocket(wsUrl('web/ws'), { headers: { 'x-api-key': otherKey } }));
+    expect(other.status).toBe(404);
+    expect(JSON.parse(other.body).error.code).toBe('agent_not_connected');
+    const down = await refused(new WebSocket(wsUrl('web/down/ws'), { headers: { 'x-api-key': key } }));
+    expect(down.status).toBe(502);
+    expect(JSON.parse(down.body).error.code).toBe('service_refused');
+    const no = await refused(new WebSocket(wsUrl('web/echo'), { headers: { 'x-api-key': key } }));
+    expect(no).toEqual({ status: 400, body: 'not upgrade' });
+  }, 30_000);
 });
 
 describe('proxy_request', () => {
