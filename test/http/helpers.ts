@@ -4,9 +4,12 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { once } from 'node:events';
+import { createWriteStream } from 'node:fs';
 import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer } from 'ws';
+import { rssMiB } from '../abuse/harness.js';
 import { NFLTR_BIN } from '../helpers/processes.js';
 
 export const MiB = 1024 * 1024;
@@ -67,6 +70,35 @@ export async function startService(): Promise<{ port: number; url: string; serve
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const port = (server.address() as AddressInfo).port;
   return { port, url: `http://127.0.0.1:${port}`, server };
+}
+
+/**
+ * Runs `work` while sampling each process's RSS; resolves with how far each grew above its start
+ * (MiB, by name). A process that buffered a body would grow by at least that body.
+ */
+export async function rssGrowth(
+  pids: Record<string, number>,
+  work: () => Promise<void>,
+): Promise<Record<string, number>> {
+  const start = Object.fromEntries(Object.entries(pids).map(([n, pid]) => [n, rssMiB(pid)]));
+  const peak = { ...start };
+  const timer = setInterval(() => {
+    for (const [n, pid] of Object.entries(pids)) peak[n] = Math.max(peak[n]!, rssMiB(pid));
+  }, 50);
+  try {
+    await work();
+  } finally {
+    clearInterval(timer);
+  }
+  return Object.fromEntries(Object.entries(peak).map(([n, p]) => [n, Math.round(p - start[n]!)]));
+}
+
+/** Writes n pattern bytes to a new file; its path. */
+export async function patternFile(path: string, n: number): Promise<string> {
+  const out = createWriteStream(path);
+  pump(out, n);
+  await once(out, 'finish');
+  return path;
 }
 
 /** The byte at offset i of every generated body. */

@@ -4,10 +4,10 @@
  */
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
-import { readFileSync, statSync } from 'node:fs';
+import { createReadStream, readFileSync, statSync } from 'node:fs';
+import { get as httpGet, request as httpRequest, type IncomingMessage } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { rssMiB } from '../abuse/harness.js';
 import {
   createKey,
   eventually,
@@ -17,7 +17,22 @@ import {
   tempDir,
 } from '../helpers/processes.js';
 import { freePort, type Planner, scriptedExecutor, startPlanner, startWorker } from '../planner/helpers.js';
-import { MiB, patternSha, startService, startTunnel, type Tunnel, upload } from './helpers.js';
+import {
+  MiB,
+  patternFile,
+  patternSha,
+  rssGrowth,
+  startService,
+  startTunnel,
+  type Tunnel,
+  upload,
+} from './helpers.js';
+
+const fileSha = async (path: string) => {
+  const hash = createHash('sha256');
+  for await (const c of createReadStream(path)) hash.update(c as Buffer);
+  return hash.digest('hex');
+};
 
 let relay: RelayProcess;
 let key: string;
@@ -133,15 +148,39 @@ describe('/browse', () => {
     expect(((await gone.json()) as { error: { code: string } }).error.code).toBe('agent_gone');
   });
 
-  it('streams 100 MiB down and up with the relay memory flat', async () => {
+  it('carries trailers both ways', async () => {
+    const down = await new Promise<IncomingMessage>((resolve, reject) =>
+      httpGet(`${relay.httpUrl}/browse/web/trailers`, { headers: { 'x-api-key': key } }, resolve).on(
+        'error',
+        reject,
+      ),
+    );
+    down.resume();
+    await once(down, 'end');
+    expect(down.trailers).toEqual({ 'x-checksum': 'abc123' });
+    const up = await new Promise<string>((resolve, reject) => {
+      const req = httpRequest(
+        `${relay.httpUrl}/browse/web/upload-trailers`,
+        { method: 'POST', headers: { 'x-api-key': key, trailer: 'x-sum' } },
+        (res) => {
+          let text = '';
+          res.setEncoding('utf8').on('data', (d: string) => {
+            text += d;
+          });
+          res.on('end', () => resolve(text));
+        },
+      );
+      req.on('error', reject);
+      req.write('some body');
+      req.addTrailers({ 'x-sum': 'sent-last' });
+      req.end();
+    });
+    expect(JSON.parse(up)).toMatchObject({ size: 9, trailers: { 'x-sum': 'sent-last' } });
+  });
+
+  it('streams 100 MiB down and up with the relay and agent memory flat', async () => {
     const n = 100 * MiB;
-    const pid = relay.child.pid!;
-    const before = rssMiB(pid);
-    let peak = before;
-    const sampler = setInterval(() => {
-      peak = Math.max(peak, rssMiB(pid));
-    }, 50);
-    try {
+    const grew = await rssGrowth({ relay: relay.child.pid!, agent: web.child.pid! }, async () => {
       const down = await browse(`web/bytes?n=${n}`);
       expect(down.status).toBe(200);
       const hash = createHash('sha256');
@@ -155,11 +194,10 @@ describe('/browse', () => {
       const up = await upload(`${relay.httpUrl}/browse/web/echo`, { 'x-api-key': key }, n);
       expect(up.status).toBe(200);
       expect(JSON.parse(up.text)).toMatchObject({ size: n, sha256: patternSha(n) });
-    } finally {
-      clearInterval(sampler);
-    }
-    // A relay that buffered a body would grow by at least its 100 MiB.
-    expect(peak - before).toBeLessThan(80);
+    });
+    // A process that buffered a body would grow by at least its 100 MiB.
+    expect(grew.relay).toBeLessThan(80);
+    expect(grew.agent).toBeLessThan(80);
   }, 120_000);
 });
 
@@ -314,17 +352,48 @@ describe('proxy_request', () => {
     expect(Date.now() - t0).toBeLessThan(15_000);
   }, 40_000);
 
-  it('saves a large body as a file', async () => {
-    const n = 32 * MiB;
-    const r = await planner.ok<{ status: number; body_file: string; body_bytes: number }>('proxy_request', {
-      agent_id: 'web',
-      method: 'GET',
-      path: `/bytes?n=${n}`,
+  it('streams 100 MiB down into a file and up from a file with relay, agent and planner memory flat', async () => {
+    const n = 100 * MiB;
+    const source = await patternFile(`${tempDir()}/up.bin`, n);
+    const pids = { relay: relay.child.pid!, agent: web.child.pid!, planner: planner.pid! };
+    const grew = await rssGrowth(pids, async () => {
+      const down = await planner.ok<{ status: number; body_file: string; body_bytes: number }>(
+        'proxy_request',
+        { agent_id: 'web', method: 'GET', path: `/bytes?n=${n}`, timeout_ms: 50_000 },
+      );
+      expect(down.body_bytes).toBe(n);
+      expect(statSync(down.body_file).size).toBe(n);
+      const up = await planner.ok<{ status: number; body: string }>('proxy_request', {
+        agent_id: 'web',
+        method: 'PUT',
+        path: '/echo',
+        body_file: source,
+        timeout_ms: 50_000,
+      });
+      expect(up.status).toBe(200);
+      expect(JSON.parse(up.body)).toMatchObject({ size: n, sha256: patternSha(n) });
+      expect(await fileSha(down.body_file)).toBe(patternSha(n));
     });
-    expect(r.body_bytes).toBe(n);
-    expect(statSync(r.body_file).size).toBe(n);
-    expect(createHash('sha256').update(readFileSync(r.body_file)).digest('hex')).toBe(patternSha(n));
-  }, 60_000);
+    expect(grew.relay).toBeLessThan(80);
+    expect(grew.agent).toBeLessThan(80);
+    expect(grew.planner).toBeLessThan(80);
+    expect(
+      await planner.fails('proxy_request', {
+        agent_id: 'web',
+        method: 'PUT',
+        path: '/echo',
+        body_file: 'rel',
+      }),
+    ).toMatch(/body_file must be an absolute path/);
+    expect(
+      await planner.fails('proxy_request', {
+        agent_id: 'web',
+        method: 'PUT',
+        path: '/echo',
+        body_file: `${tempDir()}/missing`,
+      }),
+    ).toMatch(/^invalid_argument: body_file .*missing cannot be read/);
+  }, 150_000);
 
   it('names the cause: timeout, no HTTP service, unknown agent, strict arguments', async () => {
     // /browse refuses an agent that serves no HTTP at once, rather than letting the request time out.
