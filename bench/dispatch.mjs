@@ -27,13 +27,13 @@ async function time(n, fn) {
   return out;
 }
 
-async function mcpClient(command, args, env = process.env) {
+export async function mcpClient(command, args, env = process.env) {
   const client = new Client({ name: 'bench', version: '1.0.0' });
   await client.connect(new StdioClientTransport({ command, args, env, stderr: 'ignore' }));
   return client;
 }
 
-const json = (r) => JSON.parse(r.content.map((c) => c.text ?? '').join(''));
+export const json = (r) => JSON.parse(r.content.map((c) => c.text ?? '').join(''));
 
 async function startWorker(relay, e2ee) {
   const child = spawn(

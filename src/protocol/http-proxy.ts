@@ -18,6 +18,53 @@ export const HTTP_CHUNK_BYTES = 64 * 1024;
  */
 export const HTTP_WINDOW_BYTES = 1024 * 1024;
 
+const varintSize = (n: number): number =>
+  n < 0x80 ? 1 : n < 0x4000 ? 2 : n < 0x200000 ? 3 : n < 0x10000000 ? 4 : 5;
+
+function putVarint(out: Buffer, at: number, n: number): number {
+  while (n >= 0x80) {
+    out[at++] = (n & 0x7f) | 0x80;
+    n >>>= 7;
+  }
+  out[at++] = n;
+  return at;
+}
+
+/**
+ * A body chunk as a whole control frame: `HttpFrame{stream_id, data: HttpData{data, end}}` in the
+ * frame's field `field` (AgentFrame.http, RelayFrame.http), the bytes protobuf would write. By hand
+ * because protobuf-es copies a bytes field once per level of nesting (three here), and body chunks
+ * are most of what an HTTP stream sends: this copies the body once.
+ */
+export function encodeHttpDataFrame(field: number, streamId: string, data: Uint8Array, end: boolean): Buffer {
+  const id = Buffer.from(streamId, 'utf8');
+  const dataLen = data.byteLength > 0 ? 1 + varintSize(data.byteLength) + data.byteLength : 0;
+  const httpData = dataLen + (end ? 2 : 0);
+  const idLen = id.byteLength > 0 ? 1 + varintSize(id.byteLength) + id.byteLength : 0;
+  const httpFrame = idLen + 1 + varintSize(httpData) + httpData;
+  const out = Buffer.allocUnsafe(varintSize(field << 3) + varintSize(httpFrame) + httpFrame);
+  let at = putVarint(out, 0, (field << 3) | 2);
+  at = putVarint(out, at, httpFrame);
+  if (idLen > 0) {
+    out[at++] = 0x0a; // HttpFrame.stream_id = 1
+    at = putVarint(out, at, id.byteLength);
+    at += id.copy(out, at);
+  }
+  out[at++] = 0x22; // HttpFrame.data = 4
+  at = putVarint(out, at, httpData);
+  if (dataLen > 0) {
+    out[at++] = 0x0a; // HttpData.data = 1
+    at = putVarint(out, at, data.byteLength);
+    out.set(data, at);
+    at += data.byteLength;
+  }
+  if (end) {
+    out[at++] = 0x10; // HttpData.end = 2
+    out[at++] = 1;
+  }
+  return out;
+}
+
 /** Headers that describe one connection, not the message: never forwarded (RFC 9110 §7.6.1). */
 const HOP_BY_HOP = new Set([
   'connection',
