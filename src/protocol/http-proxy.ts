@@ -3,7 +3,12 @@
  * error codes both ends agree on. Pure: no I/O.
  */
 import { create } from '@bufbuild/protobuf';
-import { type HttpFrame, type HttpHeader, HttpHeaderSchema } from './gen/nfltr/v1/http_pb.js';
+import {
+  type HttpFrame,
+  HttpFrameSchema,
+  type HttpHeader,
+  HttpHeaderSchema,
+} from './gen/nfltr/v1/http_pb.js';
 
 export * from './gen/nfltr/v1/http_pb.js';
 
@@ -142,6 +147,16 @@ export function headerObject(list: readonly HttpHeader[]): Record<string, string
 }
 
 const METHOD_RE = /^[A-Z][A-Z0-9-]{0,31}$/;
+
+/** The reset a relay answers for a stream whose agent no replica holds. */
+export const notConnectedReset = (streamId: string, agentId: string): HttpFrame =>
+  create(HttpFrameSchema, {
+    streamId,
+    frame: {
+      case: 'reset',
+      value: { code: 'agent_not_connected', message: `agent ${agentId} is not connected under this account` },
+    },
+  });
 
 /** Checks a request head; the problem in words, or undefined. */
 export function requestProblem(method: string, path: string): string | undefined {
