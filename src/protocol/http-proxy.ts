@@ -102,8 +102,10 @@ export const HTTP_PROXY_ERRORS = {
   bad_response: 502,
   /** A body exceeds what this path accepts. */
   body_too_large: 413,
-  /** The agent's stream is on another relay replica; `/browse` reaches agents on the replica serving it. */
-  agent_on_other_replica: 503,
+  /** The caller's API key was revoked while its request was in flight. */
+  unauthenticated: 401,
+  /** The relay serving the caller is shutting down. */
+  relay_shutting_down: 503,
   /** The relay could not queue the request for the agent (its buffer is full). */
   agent_busy: 503,
   /** The request was malformed (bad method, path or header). */

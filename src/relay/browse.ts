@@ -3,8 +3,10 @@
  * forwards it as HTTP proxy frames on the agent's control stream (proto/nfltr/v1/http.proto). Bodies
  * stream both ways under a per-request window, so a request holds at most one window of the relay's
  * memory (charged to the account like envelopes). An upgrade request (WebSocket) that the service
- * accepts becomes a raw byte stream both ways under the same windows. This path is not end-to-end
- * encrypted: the relay sees the request and response (docs/security.md).
+ * accepts becomes a raw byte stream both ways under the same windows. An agent held by another
+ * replica is reached over the bus: this replica keeps the caller's side, the holder relays the frames
+ * to and from the agent's stream. A request ends when the caller's API key is revoked. This path is
+ * not end-to-end encrypted: the relay sees the request and response (docs/security.md).
  */
 import { randomBytes } from 'node:crypto';
 import {
@@ -31,6 +33,7 @@ import {
 import type { Logger } from '../util/log.js';
 import type { Cluster } from './cluster.js';
 import type { AgentConnection } from './connection.js';
+import type { Revocations } from './revocation.js';
 
 /** What the control service hands to `/browse`. */
 export interface BrowseFrames {
@@ -45,6 +48,24 @@ interface Pending {
   onFrame(f: HttpFrame): void;
   fail(code: string, message: string): void;
 }
+
+/** A stream this replica relays for the replica that took the request (`origin` on the bus). */
+interface Relayed {
+  origin: string;
+  /** The agent answered 101: the stream outlives the response body. */
+  upgraded: boolean;
+}
+
+/** The caller of a `/browse` request, as its API key authenticated it. */
+export interface BrowseCaller {
+  account: string;
+  keyId: string;
+  /** The header that carried the key: it goes no further than the relay. */
+  keyHeader: string;
+}
+
+const resetFrame = (streamId: string, code: string, message: string): HttpFrame =>
+  create(HttpFrameSchema, { streamId, frame: { case: 'reset', value: { code, message } } });
 
 const errorBody = (code: string, message: string) => `${JSON.stringify({ error: { code, message } })}\n`;
 
@@ -126,49 +147,101 @@ export class Browse implements BrowseFrames {
   readonly #cluster: Cluster;
   readonly #log: Logger;
   readonly #defaultTimeoutMs: number;
+  readonly #revocations: Revocations | undefined;
+  /** Requests taken here, for agents held here. */
   readonly #streams = new Map<AgentConnection, Map<string, Pending>>();
+  /** Requests taken here, for agents another replica holds; by stream id. */
+  readonly #remote = new Map<string, Pending>();
+  /** Requests another replica took, for agents held here. */
+  readonly #relayed = new Map<AgentConnection, Map<string, Relayed>>();
 
-  constructor(opts: { cluster: Cluster; logger: Logger; timeoutMs: number }) {
+  /** Registers itself as the cluster's receiver of `/browse` frames from other replicas. */
+  constructor(opts: { cluster: Cluster; logger: Logger; timeoutMs: number; revocations?: Revocations }) {
     this.#cluster = opts.cluster;
     this.#log = opts.logger;
     this.#defaultTimeoutMs = opts.timeoutMs;
+    this.#revocations = opts.revocations;
+    opts.cluster.http = {
+      httpIn: (account, agentId, origin, f) => this.#relayIn(account, agentId, origin, f),
+      httpBack: (f) => this.#remote.get(f.streamId)?.onFrame(f),
+    };
   }
 
   onFrame(conn: AgentConnection, f: HttpFrame): void {
-    this.#streams.get(conn)?.get(f.streamId)?.onFrame(f);
+    const local = this.#streams.get(conn)?.get(f.streamId);
+    if (local) return local.onFrame(f);
+    const relayed = this.#relayed.get(conn);
+    const r = relayed?.get(f.streamId);
+    if (!r) return;
+    const v = f.frame;
+    if (v.case === 'response' && v.value.status === 101) r.upgraded = true;
+    if (v.case === 'reset' || (v.case === 'data' && v.value.end && !r.upgraded)) relayed!.delete(f.streamId);
+    this.#cluster.answerHttp(r.origin, f);
   }
 
   onClosed(conn: AgentConnection): void {
+    const gone = `agent ${conn.identity.agentId} disconnected before the response was complete`;
     const streams = this.#streams.get(conn);
     this.#streams.delete(conn);
-    for (const p of streams?.values() ?? [])
-      p.fail('agent_gone', `agent ${conn.identity.agentId} disconnected before the response was complete`);
+    for (const p of streams?.values() ?? []) p.fail('agent_gone', gone);
+    const relayed = this.#relayed.get(conn);
+    this.#relayed.delete(conn);
+    for (const [streamId, r] of relayed ?? [])
+      this.#cluster.answerHttp(r.origin, resetFrame(streamId, 'agent_gone', gone));
   }
 
-  /** Serves one `/browse` request of an authenticated account; `keyHeader` carried its API key. */
-  handle(req: IncomingMessage, res: ServerResponse, account: string, keyHeader: string): void {
+  /** The relay is shutting down: every request taken here ends (upgraded sockets are not the server's). */
+  close(): void {
+    const message = 'the relay is shutting down; retry on another replica';
+    for (const p of [
+      ...this.#remote.values(),
+      ...[...this.#streams.values()].flatMap((m) => [...m.values()]),
+    ])
+      p.fail('relay_shutting_down', message);
+  }
+
+  /** A frame another replica forwards for an agent held here: on to the agent's stream. */
+  #relayIn(account: string, agentId: string, origin: string, f: HttpFrame): void {
+    const conn = this.#cluster.local.lookup(account, agentId);
+    const answer = (code: string, message: string) =>
+      this.#cluster.answerHttp(origin, resetFrame(f.streamId, code, message));
+    let streams = conn && this.#relayed.get(conn);
+    if (f.frame.case === 'request') {
+      if (!conn) return answer('agent_not_connected', `agent ${agentId} is not connected under this account`);
+      if (!streams) {
+        streams = new Map();
+        this.#relayed.set(conn, streams);
+      }
+      streams.set(f.streamId, { origin, upgraded: false });
+    }
+    if (!conn || !streams?.has(f.streamId)) return;
+    if (f.frame.case === 'reset') streams.delete(f.streamId);
+    if (conn.sendHttp(f)) return;
+    streams.delete(f.streamId);
+    answer('agent_busy', `the relay's buffer for agent ${agentId} is full`);
+  }
+
+  /** Serves one `/browse` request of an authenticated caller. */
+  handle(req: IncomingMessage, res: ServerResponse, caller: BrowseCaller): void {
     const hasBody =
       req.headers['content-length'] !== undefined
         ? req.headers['content-length'] !== '0'
         : req.headers['transfer-encoding'] !== undefined;
-    this.#forward(req, account, keyHeader, toResponse(res), hasBody ? { body: req } : {});
+    this.#forward(req, caller, toResponse(res), hasBody ? { body: req } : {});
   }
 
   /**
    * Serves one `/browse` upgrade request (WebSocket): the service's 101 turns `socket` into a byte
    * stream to the service's; `head` holds bytes the client sent after its request.
    */
-  upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, account: string, keyHeader: string): void {
+  upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, caller: BrowseCaller): void {
     const protocol = String(req.headers.upgrade ?? '');
-    this.#forward(req, account, keyHeader, toSocket(socket), {
-      upgrade: { protocol, socket, head },
-    });
+    this.#forward(req, caller, toSocket(socket), { upgrade: { protocol, socket, head } });
   }
 
   #forward(
     req: IncomingMessage,
-    account: string,
-    keyHeader: string,
+    { account, keyId, keyHeader }: BrowseCaller,
     down: Downstream,
     carry: { body?: Readable; upgrade?: { protocol: string; socket: Duplex; head: Buffer } },
   ): void {
@@ -189,25 +262,35 @@ export class Browse implements BrowseFrames {
       );
 
     const conn = this.#cluster.local.lookup(account, agentId);
-    if (!conn) {
-      const elsewhere = this.#cluster.peers(account).some((p) => p.agentId === agentId);
-      return elsewhere
-        ? down.error(
-            'agent_on_other_replica',
-            `agent ${agentId} is connected to another relay replica; /browse reaches agents on the replica that serves it`,
-          )
-        : down.error('agent_not_connected', `agent ${agentId} is not connected under this account`);
-    }
+    const remote = conn
+      ? undefined
+      : this.#cluster
+          .peers(account)
+          .find((p) => p.agentId === agentId && p.relayId !== this.#cluster.relayId);
+    if (!conn && !remote)
+      return down.error('agent_not_connected', `agent ${agentId} is not connected under this account`);
     // The agent's own claim; an agent that serves nothing would leave the request to time out.
-    if (conn.labels[HTTP_ROUTES_LABEL] === undefined)
+    const labels = conn ? conn.labels : remote!.labels;
+    if (labels[HTTP_ROUTES_LABEL] === undefined)
       return down.error(
         'not_exposed',
         `agent ${agentId} exposes no HTTP service: run \`nfltr http\` there, or start the worker with --expose`,
       );
     const streamId = randomBytes(8).toString('hex');
-    const streams = this.#streams.get(conn) ?? new Map<string, Pending>();
-    this.#streams.set(conn, streams);
-    const send = (f: HttpFrame['frame']) => conn.sendHttp(create(HttpFrameSchema, { streamId, frame: f }));
+    let streams: Map<string, Pending>;
+    let sendFrame: (f: HttpFrame) => boolean;
+    if (conn) {
+      streams = this.#streams.get(conn) ?? new Map<string, Pending>();
+      this.#streams.set(conn, streams);
+      sendFrame = (f) => conn.sendHttp(f);
+    } else {
+      streams = this.#remote;
+      sendFrame = (f) => {
+        this.#cluster.forwardHttp(account, agentId, f);
+        return true;
+      };
+    }
+    const send = (f: HttpFrame['frame']) => sendFrame(create(HttpFrameSchema, { streamId, frame: f }));
     const reset = (code: string, message: string) =>
       send({ case: 'reset', value: { $typeName: 'nfltr.v1.HttpReset', code, message } });
 
@@ -219,6 +302,7 @@ export class Browse implements BrowseFrames {
       finished = true;
       clearTimeout(timer);
       streams.delete(streamId);
+      unwatch?.();
       source?.off('data', onData);
     };
     const fail = (code: string, message: string) => {
@@ -227,6 +311,8 @@ export class Browse implements BrowseFrames {
       reset('cancelled', message);
       down.error(code, message);
     };
+    // Revoking the caller's key ends its requests too, downloads and WebSockets included.
+    const unwatch = this.#revocations?.add(keyId, (details) => fail('unauthenticated', details));
     const timer = setTimeout(
       () => fail('timeout', `agent ${agentId} did not answer within ${timeoutMs} ms (${TIMEOUT_HEADER})`),
       timeoutMs + 1_000,

@@ -5,7 +5,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../util/log.js';
-import { type Browse, rawErrorResponse } from './browse.js';
+import { type Browse, type BrowseCaller, rawErrorResponse } from './browse.js';
 import type { Cluster, PeerView } from './cluster.js';
 import type { Accounting } from './limits.js';
 import type { Store } from './store/store.js';
@@ -68,8 +68,8 @@ export interface HttpApiOptions {
 export const PEER_CLAIMS =
   'agent_id is unique in the account and held by one authenticated stream; kind is checked to be worker, planner or tunnel; labels (coord.* included) are the agent’s own claims, passed on unchecked';
 
-/** The account of the request's API key; an HttpError (401) without a valid one. */
-async function accountOf(store: Store, req: IncomingMessage): Promise<string> {
+/** The caller the request's API key authenticates; an HttpError (401) without a valid one. */
+async function callerOf(store: Store, req: IncomingMessage): Promise<BrowseCaller> {
   const key = presentedKey(req);
   if (!key) {
     throw new HttpError(
@@ -80,11 +80,9 @@ async function accountOf(store: Store, req: IncomingMessage): Promise<string> {
   }
   const auth = await store.authenticate(key);
   if (!auth.ok) throw new HttpError(401, 'unauthenticated', auth.message);
-  return auth.account;
+  const keyHeader = req.headers.authorization ? 'authorization' : 'x-api-key';
+  return { account: auth.account, keyId: auth.keyId, keyHeader };
 }
-
-/** The header that carried the caller's key: it goes no further than the relay. */
-const keyHeaderOf = (req: IncomingMessage) => (req.headers.authorization ? 'authorization' : 'x-api-key');
 
 /**
  * Upgrade requests (WebSocket) to `/browse/…`, authenticated like any API call; false for any other
@@ -93,8 +91,8 @@ const keyHeaderOf = (req: IncomingMessage) => (req.headers.authorization ? 'auth
 export function createUpgradeHandler(opts: { store: Store; browse: Browse }) {
   return (req: IncomingMessage, socket: Duplex, head: Buffer): boolean => {
     if (!new URL(req.url ?? '/', 'http://relay').pathname.startsWith('/browse/')) return false;
-    accountOf(opts.store, req).then(
-      (acct) => opts.browse.upgrade(req, socket, head, acct, keyHeaderOf(req)),
+    callerOf(opts.store, req).then(
+      (caller) => opts.browse.upgrade(req, socket, head, caller),
       (err: HttpError) => socket.end(rawErrorResponse(err.status, err.code, err.message)),
     );
     return true;
@@ -103,7 +101,7 @@ export function createUpgradeHandler(opts: { store: Store; browse: Browse }) {
 
 export function createHttpHandler(opts: HttpApiOptions) {
   const { store, cluster, logger } = opts;
-  const account = (req: IncomingMessage) => accountOf(store, req);
+  const account = async (req: IncomingMessage) => (await callerOf(store, req)).account;
 
   const routes: Record<string, (req: IncomingMessage) => Promise<unknown>> = {
     // Without a key, only liveness: who runs here and how many agents it holds is not for everyone.
@@ -137,8 +135,8 @@ export function createHttpHandler(opts: HttpApiOptions) {
     };
     const { browse } = opts;
     if (browse && path.startsWith('/browse/')) {
-      account(req).then(
-        (acct) => browse.handle(req, res, acct, keyHeaderOf(req)),
+      callerOf(store, req).then(
+        (caller) => browse.handle(req, res, caller),
         (err: HttpError) => send(err.status, { error: { code: err.code, message: err.message } }),
       );
       return;

@@ -199,6 +199,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     cluster,
     logger: logger.child('browse'),
     timeoutMs: limits.httpRequestTimeoutMs,
+    revocations,
   });
   const grpcServer = new grpc.Server({
     // Frames a little over our bound still reach our decoder, which answers with a precise error.
@@ -346,6 +347,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
         });
       });
       ai.close();
+      browse.close();
       httpServer.closeAllConnections();
       await new Promise<void>((resolve) => httpServer.close(() => resolve()));
       if (!opts.bus) await bus.close();
