@@ -2,10 +2,12 @@
  * `nfltr http`, `/browse` and `proxy_request` end to end: a real relay, real `nfltr http` and `nfltr
  * mcp` processes, a local HTTP service, and requests through fetch and the official MCP client.
  */
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { createReadStream, readFileSync, statSync } from 'node:fs';
 import { get as httpGet, request as httpRequest, type IncomingMessage } from 'node:http';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import {
@@ -27,6 +29,8 @@ import {
   type Tunnel,
   upload,
 } from './helpers.js';
+
+const curl = async (args: string[]) => (await promisify(execFile)('curl', args, { encoding: 'utf8' })).stdout;
 
 const fileSha = async (path: string) => {
   const hash = createHash('sha256');
@@ -146,6 +150,41 @@ describe('/browse', () => {
     const gone = await pending;
     expect(gone.status).toBe(502);
     expect(((await gone.json()) as { error: { code: string } }).error.code).toBe('agent_gone');
+  });
+
+  it('serves curl: methods, headers, status, a streamed upload, trailers in the header dump', async () => {
+    const url = (path: string) => `${relay.httpUrl}/browse/web/${path}`;
+    const auth = ['-H', `x-api-key: ${key}`];
+    const patch = await curl([
+      '-sS',
+      '-i',
+      '-X',
+      'PATCH',
+      ...auth,
+      '-H',
+      'x-echo: curl',
+      '--data-binary',
+      'from curl',
+      url('echo?c=1'),
+    ]);
+    expect(patch).toMatch(/^HTTP\/1\.1 200 /);
+    expect(patch).toMatch(/\r\nx-echo: curl\r\n/i);
+    expect(JSON.parse(patch.slice(patch.indexOf('\r\n\r\n') + 4))).toMatchObject({
+      method: 'PATCH',
+      path: '/echo?c=1',
+      size: 9,
+    });
+    expect(await curl(['-sS', '-o', '/dev/null', '-w', '%{http_code}', ...auth, url('status/503')])).toBe(
+      '503',
+    );
+    const n = 10 * MiB;
+    const file = await patternFile(`${tempDir()}/curl-up.bin`, n);
+    const up = await curl(['-sS', ...auth, '-T', file, url('echo')]);
+    expect(JSON.parse(up)).toMatchObject({ size: n, sha256: patternSha(n) });
+    const dump = await curl(['-sS', '-D', '-', '-o', '/dev/null', ...auth, url('trailers')]);
+    expect(dump).toMatch(/\r\nx-checksum: abc123\r\n/i);
+    const refused = await curl(['-sS', '-H', `x-api-key: ${otherKey}`, url('echo')]);
+    expect(JSON.parse(refused).error.code).toBe('agent_not_connected');
   });
 
   it('carries trailers both ways', async () => {
