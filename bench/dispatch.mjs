@@ -27,7 +27,7 @@ async function time(n, fn) {
   return out;
 }
 
-export async function mcpClient(command, args, env = process.env) {
+async function mcpClient(command, args, env = process.env) {
   const client = new Client({ name: 'bench', version: '1.0.0' });
   await client.connect(new StdioClientTransport({ command, args, env, stderr: 'ignore' }));
   return client;
@@ -69,11 +69,9 @@ async function startWorker(relay, e2ee) {
   return child;
 }
 
-/** One configuration of the relayed path: returns accepted and completed latencies. */
-async function relayed({ tasks, e2ee }) {
-  const relay = await startRelay();
-  const worker = await startWorker(relay, e2ee);
-  const planner = await mcpClient(
+/** `nfltr mcp` on `relay` as an MCP client sees it, with a fresh state folder. */
+export const startPlanner = (relay, args = []) =>
+  mcpClient(
     process.execPath,
     [
       NFLTR_BIN,
@@ -86,10 +84,16 @@ async function relayed({ tasks, e2ee }) {
       'bench-planner',
       '--state-dir',
       tempDir(),
-      `--a2a-e2ee=${e2ee}`,
+      ...args,
     ],
     { ...process.env, NFLTR_API_KEY: relay.key, NFLTR_LOG_LEVEL: 'warn' },
   );
+
+/** One configuration of the relayed path: returns accepted and completed latencies. */
+async function relayed({ tasks, e2ee }) {
+  const relay = await startRelay();
+  const worker = await startWorker(relay, e2ee);
+  const planner = await startPlanner(relay, [`--a2a-e2ee=${e2ee}`]);
   for (let i = 0; i < 100; i++) {
     const tools = (await planner.listTools()).tools.map((t) => t.name);
     if (tools.includes('orchestrate_task')) break;

@@ -6,7 +6,7 @@ import { rmSync, writeFileSync } from 'node:fs';
 import { createServer, request } from 'node:http';
 import { join } from 'node:path';
 import { kill, NFLTR_BIN, percentile, startRelay, tempDir } from './common.mjs';
-import { json, mcpClient } from './dispatch.mjs';
+import { json, startPlanner } from './dispatch.mjs';
 
 const MiB = 1024 * 1024;
 
@@ -84,22 +84,7 @@ async function uploadRate(url, headers, bytes) {
 
 /** The same figures through `proxy_request` of a planner (MCP over stdio). */
 async function viaPlanner(relay, requests, bytes) {
-  const planner = await mcpClient(
-    process.execPath,
-    [
-      NFLTR_BIN,
-      'mcp',
-      '--proxy-url',
-      relay.httpUrl,
-      '--server',
-      relay.grpcAddr,
-      '--name',
-      'bench-planner',
-      '--state-dir',
-      tempDir(),
-    ],
-    { ...process.env, NFLTR_API_KEY: relay.key, NFLTR_LOG_LEVEL: 'warn' },
-  );
+  const planner = await startPlanner(relay);
   const call = async (args) => {
     const r = await planner.callTool({
       name: 'proxy_request',

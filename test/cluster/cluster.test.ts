@@ -6,7 +6,13 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AgentClient, type AgentStatus, type InboundEnvelope } from '../../src/agent/index.js';
 import { type DeliveryError, ErrorCode } from '../../src/protocol/control.js';
-import { eventually, nfltr, type RelayProcess, startRelayProcess } from '../helpers/processes.js';
+import {
+  createStoreKey,
+  eventually,
+  nfltr,
+  type RelayProcess,
+  startRelayProcess,
+} from '../helpers/processes.js';
 import { freshNatsUrl, freshSchema, serviceSkipReason } from '../relay/services.js';
 
 const skip = (await serviceSkipReason('PostgreSQL')) ?? (await serviceSkipReason('NATS'));
@@ -55,11 +61,7 @@ describe.skipIf(skip !== undefined)('cluster: three replicas on PostgreSQL + NAT
     return { r, id: started![1]! };
   };
 
-  const keysCreate = async (account: string) => {
-    const out = await nfltr(['keys', 'create', '--account', account, '--store', schema.url]);
-    if (out.code !== 0) throw new Error(`keys create: ${out.stderr}`);
-    return out.stdout.trim();
-  };
+  const keysCreate = (account: string) => createStoreKey(schema.url, account);
 
   const agent = (
     servers: RelayProcess[],

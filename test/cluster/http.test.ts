@@ -5,11 +5,25 @@
  */
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
-import { get as httpGet, type IncomingMessage } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { eventually, nfltr, type RelayProcess, startRelayProcess, tempDir } from '../helpers/processes.js';
-import { MiB, patternSha, startService, startTunnel, type Tunnel, upload } from '../http/helpers.js';
+import {
+  createStoreKey,
+  eventually,
+  nfltr,
+  type RelayProcess,
+  startRelayProcess,
+  tempDir,
+} from '../helpers/processes.js';
+import {
+  MiB,
+  patternSha,
+  startService,
+  startTunnel,
+  type Tunnel,
+  trailersOf,
+  upload,
+} from '../http/helpers.js';
 import { type Planner, startPlanner } from '../planner/helpers.js';
 import { freshNatsUrl, freshSchema, serviceSkipReason } from '../relay/services.js';
 
@@ -29,11 +43,7 @@ describe.skipIf(skip !== undefined)('cluster: /browse and proxy_request across r
 
   const browse = (path: string, init: RequestInit = {}, k = key, relay = front) =>
     fetch(`${relay.httpUrl}/browse/${path}`, { ...init, headers: { 'x-api-key': k, ...init.headers } });
-  const keysCreate = async (account: string) => {
-    const out = await nfltr(['keys', 'create', '--account', account, '--store', schema.url]);
-    if (out.code !== 0) throw new Error(`keys create: ${out.stderr}`);
-    return out.stdout.trim();
-  };
+  const keysCreate = (account: string) => createStoreKey(schema.url, account);
   /** Resolves once `relay` lists `agentId` among the account's peers (presence travels on the bus). */
   const listed = (relay: RelayProcess, agentId: string) =>
     eventually(
@@ -101,15 +111,9 @@ describe.skipIf(skip !== undefined)('cluster: /browse and proxy_request across r
     const up = await upload(`${front.httpUrl}/browse/web/echo`, { 'x-api-key': key }, n);
     expect(JSON.parse(up.text)).toMatchObject({ size: n, sha256: patternSha(n) });
 
-    const tr = await new Promise<IncomingMessage>((resolve, reject) =>
-      httpGet(`${front.httpUrl}/browse/web/trailers`, { headers: { 'x-api-key': key } }, resolve).on(
-        'error',
-        reject,
-      ),
-    );
-    tr.resume();
-    await once(tr, 'end');
-    expect(tr.trailers).toEqual({ 'x-checksum': 'abc123' });
+    expect(await trailersOf(`${front.httpUrl}/browse/web/trailers`, { 'x-api-key': key })).toEqual({
+      'x-checksum': 'abc123',
+    });
   }, 60_000);
 
   it('browse - a WebSocket through the replica that does not hold the agent', async () => {

@@ -103,6 +103,13 @@ export async function createKey(dataDir: string, account: string): Promise<strin
   return r.stdout.trim();
 }
 
+/** `nfltr keys create` against a cluster's shared store; the new key. */
+export async function createStoreKey(storeUrl: string, account: string): Promise<string> {
+  const r = await nfltr(['keys', 'create', '--account', account, '--store', storeUrl]);
+  if (r.code !== 0) throw new Error(`keys create failed: ${r.stderr}`);
+  return r.stdout.trim();
+}
+
 /** Polls `fn` until it returns a truthy value or the timeout passes. */
 export async function eventually<T>(
   fn: () => T | Promise<T>,

@@ -6,7 +6,13 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { createWriteStream } from 'node:fs';
-import { createServer, request, type Server } from 'node:http';
+import {
+  createServer,
+  type IncomingHttpHeaders,
+  type IncomingMessage,
+  request,
+  type Server,
+} from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer } from 'ws';
 import { rssMiB } from '../abuse/harness.js';
@@ -148,6 +154,16 @@ export function upload(
     req.on('error', reject);
     pump(req, n);
   });
+}
+
+/** GETs url with node:http and reads it whole; the trailers it ended with (fetch shows none). */
+export async function trailersOf(url: string, headers: Record<string, string>): Promise<IncomingHttpHeaders> {
+  const res = await new Promise<IncomingMessage>((resolve, reject) =>
+    request(url, { headers }, resolve).on('error', reject).end(),
+  );
+  res.resume();
+  await once(res, 'end');
+  return res.trailers;
 }
 
 export interface Tunnel {

@@ -6,7 +6,7 @@ import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { createReadStream, readFileSync, statSync } from 'node:fs';
-import { get as httpGet, request as httpRequest, type IncomingMessage } from 'node:http';
+import { request as httpRequest } from 'node:http';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
@@ -27,6 +27,7 @@ import {
   startService,
   startTunnel,
   type Tunnel,
+  trailersOf,
   upload,
 } from './helpers.js';
 
@@ -188,15 +189,9 @@ describe('/browse', () => {
   });
 
   it('carries trailers both ways', async () => {
-    const down = await new Promise<IncomingMessage>((resolve, reject) =>
-      httpGet(`${relay.httpUrl}/browse/web/trailers`, { headers: { 'x-api-key': key } }, resolve).on(
-        'error',
-        reject,
-      ),
-    );
-    down.resume();
-    await once(down, 'end');
-    expect(down.trailers).toEqual({ 'x-checksum': 'abc123' });
+    expect(await trailersOf(`${relay.httpUrl}/browse/web/trailers`, { 'x-api-key': key })).toEqual({
+      'x-checksum': 'abc123',
+    });
     const up = await new Promise<string>((resolve, reject) => {
       const req = httpRequest(
         `${relay.httpUrl}/browse/web/upload-trailers`,
