@@ -785,8 +785,11 @@ export function plannerTools(ctx: ToolContext): PlannerTool[] {
 async function assertHttpPeer(directory: PeerDirectory, id: string): Promise<void> {
   if (!directory.configured) return;
   let peers: Peer[];
+  const serves = (p: Peer) => p.agent_id === id && p.labels[HTTP_ROUTES_LABEL] !== undefined;
   try {
-    peers = await directory.list();
+    // The last list when it shows the peer serving, as dispatch does: no HTTP round trip per request.
+    peers = await directory.recent(2_000);
+    if (!peers.some(serves)) peers = await directory.list();
   } catch {
     return; // the A2A send itself reports an unknown peer
   }
