@@ -40,7 +40,7 @@ async function mcpClient(command, args, env = process.env, onStderr = undefined)
 const now = () => performance.timeOrigin + performance.now();
 const TRACE_LINE = /^nfltr-trace (\S+) (\S+) ([\d.]+)$/gm;
 
-const json = (r) => JSON.parse(r.content.map((c) => c.text ?? '').join(''));
+export const json = (r) => JSON.parse(r.content.map((c) => c.text ?? '').join(''));
 
 /** `warm`: --warm-executors; `reuse`: the trivial executor declares reusable sessions. */
 async function startWorker(relay, e2ee, { warm = 0, reuse = false } = {}) {
@@ -66,6 +66,27 @@ async function startWorker(relay, e2ee, { warm = 0, reuse = false } = {}) {
   return child;
 }
 
+/** `nfltr mcp` on `relay` as an MCP client sees it, with a fresh state folder; `onStderr` as mcpClient's. */
+export const startPlanner = (relay, args = [], onStderr = undefined) =>
+  mcpClient(
+    process.execPath,
+    [
+      NFLTR_BIN,
+      'mcp',
+      '--proxy-url',
+      relay.httpUrl,
+      '--server',
+      relay.grpcAddr,
+      '--name',
+      'bench-planner',
+      '--state-dir',
+      tempDir(),
+      ...args,
+    ],
+    { ...process.env, NFLTR_API_KEY: relay.key, NFLTR_LOG_LEVEL: 'warn' },
+    onStderr,
+  );
+
 /**
  * One configuration of the relayed path: returns accepted and completed latencies. `pauseMs` between
  * tasks lets a warm pool refill (a session used once is replaced by a process that takes ~0.5 s to start).
@@ -83,24 +104,7 @@ async function relayed({ tasks, e2ee, warm = 0, reuse = false, pauseMs = 0, trac
     relay.child.stderr.on('data', collect);
     worker.stderr.on('data', collect);
   }
-  const planner = await mcpClient(
-    process.execPath,
-    [
-      NFLTR_BIN,
-      'mcp',
-      '--proxy-url',
-      relay.httpUrl,
-      '--server',
-      relay.grpcAddr,
-      '--name',
-      'bench-planner',
-      '--state-dir',
-      tempDir(),
-      `--a2a-e2ee=${e2ee}`,
-    ],
-    { ...process.env, NFLTR_API_KEY: relay.key, NFLTR_LOG_LEVEL: 'warn' },
-    trace ? collect : undefined,
-  );
+  const planner = await startPlanner(relay, [`--a2a-e2ee=${e2ee}`], trace ? collect : undefined);
   delete process.env.NFLTR_TRACE;
   for (let i = 0; i < 100; i++) {
     const tools = (await planner.listTools()).tools.map((t) => t.name);

@@ -151,7 +151,9 @@ if (wanted('artifacts')) {
 }
 
 if (wanted('proxy')) {
-  process.stderr.write('proxy: HTTP through nfltr http + /browse, and the same server directly …\n');
+  process.stderr.write(
+    'proxy: HTTP through nfltr http + /browse and proxy_request, and the same server directly …\n',
+  );
   const { benchProxy } = await import('./proxy.mjs');
   const p = await benchProxy();
   results.sections.proxy = p;
@@ -159,6 +161,12 @@ if (wanted('proxy')) {
   row('proxy: 100 B GET p50 ms', one(p.proxied.p50_ms), d, one(p.direct.p50_ms), '', 2);
   row('proxy: 100 B GET p99 ms', one(p.proxied.p99_ms), d, one(p.direct.p99_ms), '', 2);
   row('proxy: 64 MiB download MB/s', one(p.proxied.mb_s), d, one(p.direct.mb_s), '', 1);
+  row('proxy: 64 MiB upload MB/s', one(p.proxied.up_mb_s), d, one(p.direct.up_mb_s), '', 1);
+  const pr = p.proxy_request;
+  row('proxy_request: 100 B GET p50 ms', one(pr.p50_ms), d, one(p.direct.p50_ms), '', 2);
+  row('proxy_request: 100 B GET p99 ms', one(pr.p99_ms), d, one(p.direct.p99_ms), '', 2);
+  row('proxy_request: 64 MiB download MB/s', one(pr.mb_s), d, one(p.direct.mb_s), '', 1);
+  row('proxy_request: 64 MiB upload MB/s', one(pr.up_mb_s), d, one(p.direct.up_mb_s), '', 1);
 }
 
 if (wanted('handshake')) {

@@ -7,6 +7,7 @@
 
 import { type ClientRequest, type IncomingMessage, request } from 'node:http';
 import { request as httpsRequest } from 'node:https';
+import type { Duplex, Readable, Writable } from 'node:stream';
 import { create } from '@bufbuild/protobuf';
 import {
   HTTP_CHUNK_BYTES,
@@ -15,6 +16,7 @@ import {
   type HttpFrame,
   HttpFrameSchema,
   type HttpHeader,
+  type HttpRequestHead,
   headerList,
   headerObject,
   requestProblem,
@@ -95,8 +97,11 @@ const frame = (streamId: string, f: HttpFrame['frame']): HttpFrame =>
 export type HttpReply = (f: HttpFrame) => void;
 
 interface Stream {
+  /** Where the caller's bytes go: the request body, or the upgraded socket after a 101. */
+  sink: Writable;
   req: ClientRequest;
-  res?: IncomingMessage;
+  /** What goes back to the caller: the response body, or the upgraded socket. */
+  source?: Readable;
   /** Response-body bytes the caller has room for. */
   credit: number;
   timer?: NodeJS.Timeout;
@@ -129,20 +134,23 @@ export class HttpService {
         if (!s) return;
         if (f.frame.value.data.byteLength > 0) {
           const n = f.frame.value.data.byteLength;
-          s.req.write(f.frame.value.data, () => {
+          s.sink.write(f.frame.value.data, () => {
             if (!s.done)
               reply(
                 frame(f.streamId, { case: 'window', value: { $typeName: 'nfltr.v1.HttpWindow', bytes: n } }),
               );
           });
         }
-        if (f.frame.value.end) s.req.end();
+        if (!f.frame.value.end) return;
+        if (f.frame.value.trailers.length > 0 && s.sink === s.req)
+          s.req.addTrailers(headerObject(f.frame.value.trailers));
+        s.sink.end();
         return;
       case 'window':
         if (!s) return;
         s.credit += f.frame.value.bytes;
         if (s.credit > 0) clearTimeout(s.timer);
-        if (s.credit > 0 && s.res?.isPaused()) s.res.resume();
+        if (s.credit > 0 && s.source?.isPaused()) s.source.resume();
         return;
       case 'reset':
         if (s) this.#end(id);
@@ -173,12 +181,13 @@ export class HttpService {
     clearTimeout(s.timer);
     this.#streams.delete(id);
     if (!s.req.destroyed) s.req.destroy();
+    if (!s.sink.destroyed) s.sink.destroy();
   }
 
   #open(
     id: string,
     streamId: string,
-    head: { method: string; path: string; headers: HttpHeader[]; timeoutMs: number; hasBody: boolean },
+    head: HttpRequestHead,
     reply: HttpReply,
     reset: (code: string, message: string) => void,
   ): void {
@@ -191,11 +200,12 @@ export class HttpService {
         `no route of this agent matches ${head.path.split('?', 1)[0]} (routes: ${routesLabel(this.routes)})`,
       );
     const send = url.protocol === 'https:' ? httpsRequest : request;
+    const upgrade = head.upgrade ? { connection: 'upgrade', upgrade: head.upgrade } : {};
     const req = send(url, {
       method: head.method,
-      headers: { ...headerObject(head.headers), host: url.host },
+      headers: { ...headerObject(head.headers), ...upgrade, host: url.host },
     });
-    const s: Stream = { req, credit: HTTP_WINDOW_BYTES, done: false };
+    const s: Stream = { sink: req, req, credit: HTTP_WINDOW_BYTES, done: false };
     this.#streams.set(id, s);
     const timeoutMs = head.timeoutMs || DEFAULT_HTTP_TIMEOUT_MS;
     s.timer = setTimeout(
@@ -203,17 +213,37 @@ export class HttpService {
         reset('timeout', `the service at ${url.origin} did not answer within ${timeoutMs} ms (timeout_ms)`),
       timeoutMs,
     );
-    req.on('error', (err: NodeJS.ErrnoException) => {
-      if (s.done) return;
-      const code = err.code ?? 'error';
-      reset(
-        'service_refused',
-        `${s.res ? 'the service failed mid-response' : `the service at ${url.origin} cannot be reached`}: ${code} ${err.message}`,
+    const data = (bytes: Uint8Array, end: boolean, trailers: HttpHeader[] = []) =>
+      reply(
+        frame(streamId, {
+          case: 'data',
+          value: { $typeName: 'nfltr.v1.HttpData', data: bytes, end, trailers },
+        }),
       );
-    });
-    req.on('response', (res) => {
+    /** Sends `from`'s bytes back under the caller's window; `ended` says it is all sent. */
+    const carry = (from: Readable, ended: () => void) => {
+      s.source = from;
+      from.on('data', (chunk: Buffer) => {
+        for (let at = 0; at < chunk.byteLength; at += HTTP_CHUNK_BYTES) {
+          const part = chunk.subarray(at, at + HTTP_CHUNK_BYTES);
+          data(part, false);
+          s.credit -= part.byteLength;
+        }
+        if (s.credit > 0 || from.isPaused()) return;
+        from.pause();
+        // A caller that stops granting window (gone without a word) must not hold the request forever.
+        s.timer = setTimeout(
+          () => reset('timeout', `the caller read nothing for ${timeoutMs} ms`),
+          timeoutMs,
+        );
+      });
+      from.on('end', () => {
+        if (!s.done) ended();
+      });
+      from.on('error', () => {});
+    };
+    const respond = (res: IncomingMessage, upgraded: string) => {
       clearTimeout(s.timer);
-      s.res = res;
       reply(
         frame(streamId, {
           case: 'response',
@@ -222,48 +252,37 @@ export class HttpService {
             status: res.statusCode ?? 502,
             headers: headerList(res.headers),
             hasBody: true,
+            upgrade: upgraded,
           },
         }),
       );
-      res.on('data', (chunk: Buffer) => {
-        for (let at = 0; at < chunk.byteLength; at += HTTP_CHUNK_BYTES) {
-          const data = chunk.subarray(at, at + HTTP_CHUNK_BYTES);
-          reply(
-            frame(streamId, {
-              case: 'data',
-              value: { $typeName: 'nfltr.v1.HttpData', data, end: false, trailers: [] },
-            }),
-          );
-          s.credit -= data.byteLength;
-        }
-        if (s.credit > 0 || res.isPaused()) return;
-        res.pause();
-        // A caller that stops granting window (gone without a word) must not hold the request forever.
-        s.timer = setTimeout(
-          () => reset('timeout', `the caller read nothing for ${timeoutMs} ms`),
-          timeoutMs,
-        );
-      });
-      res.on('end', () => {
-        if (s.done) return;
-        reply(
-          frame(streamId, {
-            case: 'data',
-            value: {
-              $typeName: 'nfltr.v1.HttpData',
-              data: new Uint8Array(),
-              end: true,
-              trailers: headerList(res.trailers),
-            },
-          }),
-        );
+    };
+    req.on('error', (err: NodeJS.ErrnoException) => {
+      if (s.done) return;
+      const code = err.code ?? 'error';
+      reset(
+        'service_refused',
+        `${s.source ? 'the service failed mid-response' : `the service at ${url.origin} cannot be reached`}: ${code} ${err.message}`,
+      );
+    });
+    req.on('response', (res) => {
+      respond(res, '');
+      carry(res, () => {
+        data(new Uint8Array(), true, headerList(res.trailers));
         s.done = true;
         this.#streams.delete(id);
       });
-      res.on('error', () => {});
+    });
+    // The service switched protocols: its socket's bytes are the stream now, both ways, until it closes.
+    req.on('upgrade', (res: IncomingMessage, socket: Duplex, early: Buffer) => {
+      respond(res, String(res.headers.upgrade ?? head.upgrade));
+      s.sink = socket;
+      socket.on('close', () => this.#end(id));
+      if (early.byteLength > 0) socket.unshift(early);
+      carry(socket, () => data(new Uint8Array(), true));
     });
     if (!head.hasBody) req.end();
-    this.#log.debug('proxying', { method: head.method, path: head.path, to: url.origin });
+    this.#log.debug('proxying', { method: head.method, path: head.path, to: url.origin, ...upgrade });
   }
 }
 

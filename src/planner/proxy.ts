@@ -5,7 +5,14 @@
  * {@link INLINE_BODY_BYTES} is written under the planner's state folder and returned as a path.
  */
 import { randomBytes } from 'node:crypto';
-import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
+import {
+  createReadStream,
+  createWriteStream,
+  mkdirSync,
+  type Stats,
+  statSync,
+  type WriteStream,
+} from 'node:fs';
 import { join } from 'node:path';
 import { create } from '@bufbuild/protobuf';
 import type { A2aEndpoint, A2aFailure, A2aInbound } from '../agent/index.js';
@@ -41,6 +48,8 @@ export interface ProxyRequest {
   path: string;
   headers: Record<string, string>;
   body?: Uint8Array;
+  /** A local file sent as the body, read as the window allows (never held whole); instead of `body`. */
+  bodyFile?: string;
   timeoutMs: number;
   signal?: AbortSignal;
 }
@@ -56,6 +65,23 @@ export interface ProxyResponse {
 interface Open {
   onFrame(f: HttpFrame): void;
   fail(err: PlannerError): void;
+}
+
+/** The size of a regular file to send as a body; an invalid_argument error naming body_file otherwise. */
+function fileSize(path: string): number {
+  let st: Stats;
+  try {
+    st = statSync(path);
+  } catch (err) {
+    throw proxyError('invalid_argument', `body_file ${path} cannot be read: ${(err as Error).message}`);
+  }
+  if (!st.isFile()) throw proxyError('invalid_argument', `body_file ${path} is not a regular file`);
+  return st.size;
+}
+
+function* slices(body: Uint8Array): Generator<Uint8Array> {
+  for (let at = 0; at < body.byteLength; at += HTTP_CHUNK_BYTES)
+    yield body.subarray(at, at + HTTP_CHUNK_BYTES);
 }
 
 export class HttpProxyClient {
@@ -87,6 +113,7 @@ export class HttpProxyClient {
   async request(r: ProxyRequest): Promise<ProxyResponse> {
     const problem = requestProblem(r.method, r.path);
     if (problem) throw proxyError('invalid_argument', problem);
+    const bodySize = r.bodyFile === undefined ? (r.body?.byteLength ?? 0) : fileSize(r.bodyFile);
     await this.#link.require();
     const streamId = randomBytes(8).toString('hex');
     const channel = `http-${streamId}`;
@@ -158,6 +185,8 @@ export class HttpProxyClient {
     const done = new Promise<ProxyResponse>((resolve, reject) => {
       settle = { resolve, reject };
     });
+    // It may fail while the body is still being read from disk, before anyone awaits it.
+    done.catch(() => {});
     const consumed = (n: number) =>
       send({ case: 'window', value: { $typeName: 'nfltr.v1.HttpWindow', bytes: n } });
     this.#open.set(key, {
@@ -205,9 +234,8 @@ export class HttpProxyClient {
     const headers: HttpHeader[] = Object.entries(r.headers).map(([name, value]) =>
       create(HttpHeaderSchema, { name: name.toLowerCase(), value }),
     );
-    const body = r.body ?? new Uint8Array();
-    if (body.byteLength && !r.headers['content-length'] && !r.headers['Content-Length'])
-      headers.push(create(HttpHeaderSchema, { name: 'content-length', value: String(body.byteLength) }));
+    if (bodySize > 0 && !r.headers['content-length'] && !r.headers['Content-Length'])
+      headers.push(create(HttpHeaderSchema, { name: 'content-length', value: String(bodySize) }));
     send({
       case: 'request',
       value: {
@@ -216,15 +244,30 @@ export class HttpProxyClient {
         path: r.path,
         headers,
         timeoutMs: r.timeoutMs,
-        hasBody: body.byteLength > 0,
+        hasBody: bodySize > 0,
+        upgrade: '',
       },
     });
-    for (let at = 0; at < body.byteLength && !failed; at += HTTP_CHUNK_BYTES) {
-      while (credit <= 0 && !failed) await new Promise<void>((res) => (wake = res));
-      const data = body.subarray(at, at + HTTP_CHUNK_BYTES);
-      credit -= data.byteLength;
-      const end = at + HTTP_CHUNK_BYTES >= body.byteLength;
-      send({ case: 'data', value: { $typeName: 'nfltr.v1.HttpData', data, end, trailers: [] } });
+    if (bodySize === 0) return done;
+    const source: Iterable<Uint8Array> | AsyncIterable<Uint8Array> =
+      r.bodyFile === undefined
+        ? slices(r.body ?? new Uint8Array())
+        : createReadStream(r.bodyFile, { highWaterMark: HTTP_CHUNK_BYTES });
+    try {
+      for await (const data of source) {
+        while (credit <= 0 && !failed) await new Promise<void>((res) => (wake = res));
+        if (failed) break;
+        credit -= data.byteLength;
+        send({ case: 'data', value: { $typeName: 'nfltr.v1.HttpData', data, end: false, trailers: [] } });
+      }
+      send({
+        case: 'data',
+        value: { $typeName: 'nfltr.v1.HttpData', data: new Uint8Array(), end: true, trailers: [] },
+      });
+    } catch (err) {
+      fail(
+        proxyError('invalid_argument', `body_file ${r.bodyFile} cannot be read: ${(err as Error).message}`),
+      );
     }
     return done;
   }

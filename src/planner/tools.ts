@@ -5,6 +5,7 @@
  * both protocol eras. Discovery (`list_my_peers`, `list_worker_peers`) needs the relay's HTTP API;
  * `probe_worker` and the orchestration tools need the A2A link.
  */
+import { isAbsolute } from 'node:path';
 import type { ToolAnnotations } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
 import { HTTP_ROUTES_LABEL } from '../agent/index.js';
@@ -364,7 +365,8 @@ export function plannerTools(ctx: ToolContext): PlannerTool[] {
         'list_my_peers shows them by the label nfltr.http.routes), end-to-end encrypted over the A2A ' +
         'channel: the relay sees only routing. Returns status, headers and the body: as text, or ' +
         `body_base64 when it is binary; a body over ${INLINE_BODY_BYTES / 1024} KiB is saved under the ` +
-        "planner's state folder and returned as body_file. Errors name the cause: agent_not_connected, " +
+        "planner's state folder and returned as body_file; a large request body is sent from a local file " +
+        '(body_file). Errors name the cause: agent_not_connected, ' +
         'not_exposed, no_route, service_refused, timeout, agent_gone, body_too_large.',
       input: strict({
         agent_id: z
@@ -395,6 +397,13 @@ export function plannerTools(ctx: ToolContext): PlannerTool[] {
           .regex(/^[A-Za-z0-9+/]*={0,2}$/, 'body_base64 must be standard base64')
           .optional()
           .describe('Request body as base64, for binary bodies (instead of body)'),
+        body_file: z
+          .string()
+          .refine(isAbsolute, 'body_file must be an absolute path on the machine of this planner')
+          .optional()
+          .describe(
+            'Absolute path of a local file sent as the body, streamed (for bodies too large for a tool call; instead of body)',
+          ),
         timeout_ms: z
           .number()
           .int()
@@ -420,8 +429,8 @@ export function plannerTools(ctx: ToolContext): PlannerTool[] {
       annotations: { openWorldHint: true },
       needs: 'a2a',
       run: async (a, run) => {
-        if (a.body !== undefined && a.body_base64 !== undefined)
-          throw new PlannerError('invalid_argument', 'pass body or body_base64, not both');
+        if ([a.body, a.body_base64, a.body_file].filter((b) => b !== undefined).length > 1)
+          throw new PlannerError('invalid_argument', 'pass one of body, body_base64 or body_file');
         await assertHttpPeer(ctx.directory, a.agent_id);
         const started = performance.now();
         const r = await m().proxy.request({
@@ -435,6 +444,7 @@ export function plannerTools(ctx: ToolContext): PlannerTool[] {
               : a.body !== undefined
                 ? Buffer.from(a.body, 'utf8')
                 : undefined,
+          bodyFile: a.body_file,
           timeoutMs: a.timeout_ms ?? DEFAULT_PROXY_TIMEOUT_MS,
           signal: run.signal,
         });
@@ -775,8 +785,11 @@ export function plannerTools(ctx: ToolContext): PlannerTool[] {
 async function assertHttpPeer(directory: PeerDirectory, id: string): Promise<void> {
   if (!directory.configured) return;
   let peers: Peer[];
+  const serves = (p: Peer) => p.agent_id === id && p.labels[HTTP_ROUTES_LABEL] !== undefined;
   try {
-    peers = await directory.list();
+    // The last list when it shows the peer serving, as dispatch does: no HTTP round trip per request.
+    peers = await directory.recent(2_000);
+    if (!peers.some(serves)) peers = await directory.list();
   } catch {
     return; // the A2A send itself reports an unknown peer
   }

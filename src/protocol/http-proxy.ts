@@ -3,7 +3,12 @@
  * error codes both ends agree on. Pure: no I/O.
  */
 import { create } from '@bufbuild/protobuf';
-import { type HttpFrame, type HttpHeader, HttpHeaderSchema } from './gen/nfltr/v1/http_pb.js';
+import {
+  type HttpFrame,
+  HttpFrameSchema,
+  type HttpHeader,
+  HttpHeaderSchema,
+} from './gen/nfltr/v1/http_pb.js';
 
 export * from './gen/nfltr/v1/http_pb.js';
 
@@ -17,6 +22,53 @@ export const HTTP_CHUNK_BYTES = 64 * 1024;
  * of one body. Four chunks keep a loopback link busy while the receiver acknowledges.
  */
 export const HTTP_WINDOW_BYTES = 1024 * 1024;
+
+const varintSize = (n: number): number =>
+  n < 0x80 ? 1 : n < 0x4000 ? 2 : n < 0x200000 ? 3 : n < 0x10000000 ? 4 : 5;
+
+function putVarint(out: Buffer, at: number, n: number): number {
+  while (n >= 0x80) {
+    out[at++] = (n & 0x7f) | 0x80;
+    n >>>= 7;
+  }
+  out[at++] = n;
+  return at;
+}
+
+/**
+ * A body chunk as a whole control frame: `HttpFrame{stream_id, data: HttpData{data, end}}` in the
+ * frame's field `field` (AgentFrame.http, RelayFrame.http), the bytes protobuf would write. By hand
+ * because protobuf-es copies a bytes field once per level of nesting (three here), and body chunks
+ * are most of what an HTTP stream sends: this copies the body once.
+ */
+export function encodeHttpDataFrame(field: number, streamId: string, data: Uint8Array, end: boolean): Buffer {
+  const id = Buffer.from(streamId, 'utf8');
+  const dataLen = data.byteLength > 0 ? 1 + varintSize(data.byteLength) + data.byteLength : 0;
+  const httpData = dataLen + (end ? 2 : 0);
+  const idLen = id.byteLength > 0 ? 1 + varintSize(id.byteLength) + id.byteLength : 0;
+  const httpFrame = idLen + 1 + varintSize(httpData) + httpData;
+  const out = Buffer.allocUnsafe(varintSize(field << 3) + varintSize(httpFrame) + httpFrame);
+  let at = putVarint(out, 0, (field << 3) | 2);
+  at = putVarint(out, at, httpFrame);
+  if (idLen > 0) {
+    out[at++] = 0x0a; // HttpFrame.stream_id = 1
+    at = putVarint(out, at, id.byteLength);
+    at += id.copy(out, at);
+  }
+  out[at++] = 0x22; // HttpFrame.data = 4
+  at = putVarint(out, at, httpData);
+  if (dataLen > 0) {
+    out[at++] = 0x0a; // HttpData.data = 1
+    at = putVarint(out, at, data.byteLength);
+    out.set(data, at);
+    at += data.byteLength;
+  }
+  if (end) {
+    out[at++] = 0x10; // HttpData.end = 2
+    out[at++] = 1;
+  }
+  return out;
+}
 
 /** Headers that describe one connection, not the message: never forwarded (RFC 9110 §7.6.1). */
 const HOP_BY_HOP = new Set([
@@ -46,10 +98,14 @@ export const HTTP_PROXY_ERRORS = {
   timeout: 504,
   /** The agent disconnected before the response was complete. */
   agent_gone: 502,
+  /** The agent answered a status or header HTTP cannot carry. */
+  bad_response: 502,
   /** A body exceeds what this path accepts. */
   body_too_large: 413,
-  /** The agent's stream is on another relay replica; `/browse` reaches agents on the replica serving it. */
-  agent_on_other_replica: 503,
+  /** The caller's API key was revoked while its request was in flight. */
+  unauthenticated: 401,
+  /** The relay serving the caller is shutting down. */
+  relay_shutting_down: 503,
   /** The relay could not queue the request for the agent (its buffer is full). */
   agent_busy: 503,
   /** The request was malformed (bad method, path or header). */
@@ -93,6 +149,16 @@ export function headerObject(list: readonly HttpHeader[]): Record<string, string
 }
 
 const METHOD_RE = /^[A-Z][A-Z0-9-]{0,31}$/;
+
+/** The reset a relay answers for a stream whose agent no replica holds. */
+export const notConnectedReset = (streamId: string, agentId: string): HttpFrame =>
+  create(HttpFrameSchema, {
+    streamId,
+    frame: {
+      case: 'reset',
+      value: { code: 'agent_not_connected', message: `agent ${agentId} is not connected under this account` },
+    },
+  });
 
 /** Checks a request head; the problem in words, or undefined. */
 export function requestProblem(method: string, path: string): string | undefined {

@@ -19,8 +19,9 @@ import { createHash } from 'node:crypto';
 import { create } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import { agentKindName, DeliveryErrorSchema, type Envelope, ErrorCode } from '../protocol/control.js';
+import type { HttpFrame } from '../protocol/http-proxy.js';
 import type { Logger } from '../util/log.js';
-import { type Bus, notFoundMessage, type PresenceEvent, type Refusal } from './bus/bus.js';
+import { type Bus, type BusHandlers, notFoundMessage, type PresenceEvent, type Refusal } from './bus/bus.js';
 import type { AgentConnection } from './connection.js';
 import type { HoldQueue } from './hold.js';
 import type { Accounting, DropReason } from './limits.js';
@@ -96,6 +97,8 @@ export class Cluster {
   #beats = 0;
   /** Claim numbers when alone, where the store keeps no presence. */
   #localEpoch = 0;
+  /** Where `/browse` frames from other replicas go (the relay's Browse). */
+  http: Pick<BusHandlers, 'httpIn' | 'httpBack'> | undefined;
 
   constructor(opts: ClusterOptions) {
     this.#opts = opts;
@@ -114,9 +117,21 @@ export class Cluster {
       undeliverable: (account, env, refusal) => this.#undeliverable(account, env, refusal),
       presence: (ev) => this.#onPresence(ev),
       resync: () => void this.resync(),
+      httpIn: (account, agentId, origin, frame) => this.http?.httpIn(account, agentId, origin, frame),
+      httpBack: (frame) => this.http?.httpBack(frame),
     });
     if (this.#bus.shared) await this.resync();
     else await this.#store.expirePresence(0);
+  }
+
+  /** A `/browse` frame for an agent another replica holds (see {@link Bus.forwardHttp}). */
+  forwardHttp(account: string, agentId: string, frame: HttpFrame): void {
+    this.#bus.forwardHttp(account, agentId, frame);
+  }
+
+  /** Answers a `/browse` frame another replica forwarded. */
+  answerHttp(origin: string, frame: HttpFrame): void {
+    this.#bus.answerHttp(origin, frame);
   }
 
   /** Reloads the view of other replicas' agents from the store. */

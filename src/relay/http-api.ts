@@ -3,8 +3,9 @@
  * status and a specific message, produced at one boundary.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { Logger } from '../util/log.js';
-import type { Browse } from './browse.js';
+import { type Browse, type BrowseCaller, rawErrorResponse } from './browse.js';
 import type { Cluster, PeerView } from './cluster.js';
 import type { Accounting } from './limits.js';
 import type { Store } from './store/store.js';
@@ -83,22 +84,40 @@ export interface RelayDiscovery {
 export const PEER_CLAIMS =
   'agent_id is unique in the account and held by one authenticated stream; kind is checked to be worker, planner or tunnel; labels (coord.* included) are the agent’s own claims, passed on unchecked';
 
+/** The caller the request's API key authenticates; an HttpError (401) without a valid one. */
+async function callerOf(store: Store, req: IncomingMessage): Promise<BrowseCaller> {
+  const key = presentedKey(req);
+  if (!key) {
+    throw new HttpError(
+      401,
+      'unauthenticated',
+      'missing API key: send "Authorization: ApiKey <key>", "Authorization: Bearer <key>" or "X-Api-Key: <key>"',
+    );
+  }
+  const auth = await store.authenticate(key);
+  if (!auth.ok) throw new HttpError(401, 'unauthenticated', auth.message);
+  const keyHeader = req.headers.authorization ? 'authorization' : 'x-api-key';
+  return { account: auth.account, keyId: auth.keyId, keyHeader };
+}
+
+/**
+ * Upgrade requests (WebSocket) to `/browse/…`, authenticated like any API call; false for any other
+ * path. A refusal is JSON on the raw socket.
+ */
+export function createUpgradeHandler(opts: { store: Store; browse: Browse }) {
+  return (req: IncomingMessage, socket: Duplex, head: Buffer): boolean => {
+    if (!new URL(req.url ?? '/', 'http://relay').pathname.startsWith('/browse/')) return false;
+    callerOf(opts.store, req).then(
+      (caller) => opts.browse.upgrade(req, socket, head, caller),
+      (err: HttpError) => socket.end(rawErrorResponse(err.status, err.code, err.message)),
+    );
+    return true;
+  };
+}
+
 export function createHttpHandler(opts: HttpApiOptions) {
   const { store, cluster, logger } = opts;
-
-  const account = async (req: IncomingMessage): Promise<string> => {
-    const key = presentedKey(req);
-    if (!key) {
-      throw new HttpError(
-        401,
-        'unauthenticated',
-        'missing API key: send "Authorization: ApiKey <key>", "Authorization: Bearer <key>" or "X-Api-Key: <key>"',
-      );
-    }
-    const auth = await store.authenticate(key);
-    if (!auth.ok) throw new HttpError(401, 'unauthenticated', auth.message);
-    return auth.account;
-  };
+  const account = async (req: IncomingMessage) => (await callerOf(store, req)).account;
 
   const routes: Record<string, (req: IncomingMessage) => Promise<unknown>> = {
     [`GET ${WELL_KNOWN_PATH}`]: async () => {
@@ -137,10 +156,8 @@ export function createHttpHandler(opts: HttpApiOptions) {
     };
     const { browse } = opts;
     if (browse && path.startsWith('/browse/')) {
-      // The key goes no further than the relay: the header that carried it is not forwarded.
-      const keyHeader = req.headers.authorization ? 'authorization' : 'x-api-key';
-      account(req).then(
-        (acct) => browse.handle(req, res, acct, keyHeader),
+      callerOf(store, req).then(
+        (caller) => browse.handle(req, res, caller),
         (err: HttpError) => send(err.status, { error: { code: err.code, message: err.message } }),
       );
       return;

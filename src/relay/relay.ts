@@ -22,7 +22,7 @@ import { LocalBus } from './bus/local/index.js';
 import { Cluster } from './cluster.js';
 import { createControlHandler } from './control-service.js';
 import { HoldQueue } from './hold.js';
-import { createHttpHandler } from './http-api.js';
+import { createHttpHandler, createUpgradeHandler } from './http-api.js';
 import { Accounting } from './limits.js';
 import { Orchestration } from './orchestration.js';
 import type { Presence } from './presence.js';
@@ -202,6 +202,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     cluster,
     logger: logger.child('browse'),
     timeoutMs: limits.httpRequestTimeoutMs,
+    revocations,
   });
   const grpcServer = new grpc.Server({
     // Frames a little over our bound still reach our decoder, which answers with a precise error.
@@ -277,8 +278,9 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   // A socket idle this long (no request, or a request that stalls mid-body) is closed.
   httpServer.setTimeout(limits.httpRequestTimeoutMs, (socket) => socket.destroy());
   capConnectionsPerIp(httpServer, limits.httpConnsPerIp, logger);
+  const browseUpgrade = createUpgradeHandler({ store, browse });
   httpServer.on('upgrade', (req, socket, head) => {
-    if (!ai.upgrade(req, socket, head)) socket.destroy();
+    if (!ai.upgrade(req, socket, head) && !browseUpgrade(req, socket, head)) socket.destroy();
   });
   const h = splitHostPort(opts.httpAddr, '--http-addr');
   await new Promise<void>((resolve, reject) => {
@@ -353,6 +355,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
       });
       ai.close();
       orchestration.close();
+      browse.close();
       httpServer.closeAllConnections();
       await new Promise<void>((resolve) => httpServer.close(() => resolve()));
       if (!opts.bus) await bus.close();

@@ -4,8 +4,18 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createServer, type IncomingMessage, request, type Server } from 'node:http';
+import { once } from 'node:events';
+import { createWriteStream } from 'node:fs';
+import {
+  createServer,
+  type IncomingHttpHeaders,
+  type IncomingMessage,
+  request,
+  type Server,
+} from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { WebSocketServer } from 'ws';
+import { rssMiB } from '../abuse/harness.js';
 import { spawnNfltr } from '../helpers/processes.js';
 
 export const MiB = 1024 * 1024;
@@ -13,7 +23,8 @@ export const MiB = 1024 * 1024;
 /**
  * The service: `/echo` (method, path, headers, body size and sha256 as JSON), `/status/N`, `/slow`
  * (never answers), `/bytes?n=N` (N bytes of a known pattern, streamed), `/trailers` (chunked, with a
- * trailer), `/binary` (bytes that are not UTF-8). It echoes `x-echo` back.
+ * trailer), `/binary` (bytes that are not UTF-8), `/upload-trailers` (the request's trailers as JSON),
+ * `/ws` (a WebSocket echo; any other upgrade is answered 400). It echoes `x-echo` back.
  */
 export async function startService(): Promise<{ port: number; url: string; server: Server }> {
   const server = createServer((req, res) => {
@@ -32,6 +43,8 @@ export async function startService(): Promise<{ port: number; url: string; serve
       if (url.pathname === '/slow') return; // never answers
       if (url.pathname === '/bytes') return pump(res, Number(url.searchParams.get('n')));
       if (url.pathname === '/binary') return res.end(Buffer.from([0xff, 0xfe, 0x00, 0x80, 0xc3]));
+      if (url.pathname === '/upload-trailers')
+        return res.end(JSON.stringify({ size, sha256: hash.digest('hex'), trailers: req.trailers }));
       if (url.pathname === '/trailers') {
         res.writeHead(200, { trailer: 'x-checksum', 'content-type': 'text/plain' });
         res.write('part one;');
@@ -50,6 +63,16 @@ export async function startService(): Promise<{ port: number; url: string; serve
       );
     });
   });
+  const wss = new WebSocketServer({ noServer: true });
+  server.on('upgrade', (req, socket, head) => {
+    if (req.url !== '/ws')
+      return void socket.end(
+        'HTTP/1.1 400 Bad Request\r\ncontent-length: 11\r\nconnection: close\r\n\r\nnot upgrade',
+      );
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
+    });
+  });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const port = (server.address() as AddressInfo).port;
   return { port, url: `http://127.0.0.1:${port}`, server };
@@ -65,6 +88,35 @@ export function requestArrives(server: Server, path: string): Promise<void> {
     };
     server.on('request', on);
   });
+}
+
+/**
+ * Runs `work` while sampling each process's RSS; resolves with how far each grew above its start
+ * (MiB, by name). A process that buffered a body would grow by at least that body.
+ */
+export async function rssGrowth(
+  pids: Record<string, number>,
+  work: () => Promise<void>,
+): Promise<Record<string, number>> {
+  const start = Object.fromEntries(Object.entries(pids).map(([n, pid]) => [n, rssMiB(pid)]));
+  const peak = { ...start };
+  const timer = setInterval(() => {
+    for (const [n, pid] of Object.entries(pids)) peak[n] = Math.max(peak[n]!, rssMiB(pid));
+  }, 50);
+  try {
+    await work();
+  } finally {
+    clearInterval(timer);
+  }
+  return Object.fromEntries(Object.entries(peak).map(([n, p]) => [n, Math.round(p - start[n]!)]));
+}
+
+/** Writes n pattern bytes to a new file; its path. */
+export async function patternFile(path: string, n: number): Promise<string> {
+  const out = createWriteStream(path);
+  pump(out, n);
+  await once(out, 'finish');
+  return path;
 }
 
 /** The byte at offset i of every generated body. */
@@ -114,6 +166,16 @@ export function upload(
     req.on('error', reject);
     pump(req, n);
   });
+}
+
+/** GETs url with node:http and reads it whole; the trailers it ended with (fetch shows none). */
+export async function trailersOf(url: string, headers: Record<string, string>): Promise<IncomingHttpHeaders> {
+  const res = await new Promise<IncomingMessage>((resolve, reject) =>
+    request(url, { headers }, resolve).on('error', reject).end(),
+  );
+  res.resume();
+  await once(res, 'end');
+  return res.trailers;
 }
 
 export interface Tunnel {

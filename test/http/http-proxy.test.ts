@@ -2,10 +2,14 @@
  * `nfltr http`, `/browse` and `proxy_request` end to end: a real relay, real `nfltr http` and `nfltr
  * mcp` processes, a local HTTP service, and requests through fetch and the official MCP client.
  */
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readFileSync, statSync } from 'node:fs';
+import { once } from 'node:events';
+import { createReadStream, readFileSync, statSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { rssMiB } from '../abuse/harness.js';
+import WebSocket from 'ws';
 import {
   createKey,
   eventually,
@@ -17,13 +21,24 @@ import {
 import { freePort, type Planner, scriptedExecutor, startPlanner, startWorker } from '../planner/helpers.js';
 import {
   MiB,
+  patternFile,
   patternSha,
   requestArrives,
+  rssGrowth,
   startService,
   startTunnel,
   type Tunnel,
+  trailersOf,
   upload,
 } from './helpers.js';
+
+const curl = async (args: string[]) => (await promisify(execFile)('curl', args, { encoding: 'utf8' })).stdout;
+
+const fileSha = async (path: string) => {
+  const hash = createHash('sha256');
+  for await (const c of createReadStream(path)) hash.update(c as Buffer);
+  return hash.digest('hex');
+};
 
 let relay: RelayProcess;
 let key: string;
@@ -140,15 +155,68 @@ describe('/browse', () => {
     expect(((await gone.json()) as { error: { code: string } }).error.code).toBe('agent_gone');
   });
 
-  it('streams 100 MiB down and up with the relay memory flat', async () => {
+  it('serves curl: methods, headers, status, a streamed upload, trailers in the header dump', async () => {
+    const url = (path: string) => `${relay.httpUrl}/browse/web/${path}`;
+    const auth = ['-H', `x-api-key: ${key}`];
+    const patch = await curl([
+      '-sS',
+      '-i',
+      '-X',
+      'PATCH',
+      ...auth,
+      '-H',
+      'x-echo: curl',
+      '--data-binary',
+      'from curl',
+      url('echo?c=1'),
+    ]);
+    expect(patch).toMatch(/^HTTP\/1\.1 200 /);
+    expect(patch).toMatch(/\r\nx-echo: curl\r\n/i);
+    expect(JSON.parse(patch.slice(patch.indexOf('\r\n\r\n') + 4))).toMatchObject({
+      method: 'PATCH',
+      path: '/echo?c=1',
+      size: 9,
+    });
+    expect(await curl(['-sS', '-o', '/dev/null', '-w', '%{http_code}', ...auth, url('status/503')])).toBe(
+      '503',
+    );
+    const n = 10 * MiB;
+    const file = await patternFile(`${tempDir()}/curl-up.bin`, n);
+    const up = await curl(['-sS', ...auth, '-T', file, url('echo')]);
+    expect(JSON.parse(up)).toMatchObject({ size: n, sha256: patternSha(n) });
+    const dump = await curl(['-sS', '-D', '-', '-o', '/dev/null', ...auth, url('trailers')]);
+    expect(dump).toMatch(/\r\nx-checksum: abc123\r\n/i);
+    const refused = await curl(['-sS', '-H', `x-api-key: ${otherKey}`, url('echo')]);
+    expect(JSON.parse(refused).error.code).toBe('agent_not_connected');
+  });
+
+  it('carries trailers both ways', async () => {
+    expect(await trailersOf(`${relay.httpUrl}/browse/web/trailers`, { 'x-api-key': key })).toEqual({
+      'x-checksum': 'abc123',
+    });
+    const up = await new Promise<string>((resolve, reject) => {
+      const req = httpRequest(
+        `${relay.httpUrl}/browse/web/upload-trailers`,
+        { method: 'POST', headers: { 'x-api-key': key, trailer: 'x-sum' } },
+        (res) => {
+          let text = '';
+          res.setEncoding('utf8').on('data', (d: string) => {
+            text += d;
+          });
+          res.on('end', () => resolve(text));
+        },
+      );
+      req.on('error', reject);
+      req.write('some body');
+      req.addTrailers({ 'x-sum': 'sent-last' });
+      req.end();
+    });
+    expect(JSON.parse(up)).toMatchObject({ size: 9, trailers: { 'x-sum': 'sent-last' } });
+  });
+
+  it('streams 100 MiB down and up with the relay and agent memory flat', async () => {
     const n = 100 * MiB;
-    const pid = relay.child.pid!;
-    const before = rssMiB(pid);
-    let peak = before;
-    const sampler = setInterval(() => {
-      peak = Math.max(peak, rssMiB(pid));
-    }, 50);
-    try {
+    const grew = await rssGrowth({ relay: relay.child.pid!, agent: web.child.pid! }, async () => {
       const down = await browse(`web/bytes?n=${n}`);
       expect(down.status).toBe(200);
       const hash = createHash('sha256');
@@ -162,12 +230,65 @@ describe('/browse', () => {
       const up = await upload(`${relay.httpUrl}/browse/web/echo`, { 'x-api-key': key }, n);
       expect(up.status).toBe(200);
       expect(JSON.parse(up.text)).toMatchObject({ size: n, sha256: patternSha(n) });
-    } finally {
-      clearInterval(sampler);
-    }
-    // A relay that buffered a body would grow by at least its 100 MiB.
-    expect(peak - before).toBeLessThan(80);
+    });
+    // A process that buffered a body would grow by at least its 100 MiB.
+    expect(grew.relay).toBeLessThan(80);
+    expect(grew.agent).toBeLessThan(80);
   }, 120_000);
+});
+
+describe('/browse WebSocket', () => {
+  const wsUrl = (path: string) => `${relay.httpUrl.replace(/^http/, 'ws')}/browse/${path}`;
+  /** The status and JSON error of an upgrade the relay or the service refused. */
+  const refused = (ws: WebSocket) =>
+    new Promise<{ status: number; body: string }>((resolve, reject) => {
+      ws.once('open', () => reject(new Error('the upgrade was accepted')));
+      ws.once('unexpected-response', (_req, res) => {
+        let body = '';
+        res.setEncoding('utf8').on('data', (d: string) => {
+          body += d;
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      });
+    });
+
+  it('echoes text and binary messages larger than the window, and closes with the code sent', async () => {
+    const ws = new WebSocket(wsUrl('web/ws'), { headers: { 'x-api-key': key } });
+    const next = () =>
+      new Promise<{ data: Buffer; binary: boolean }>((resolve) =>
+        ws.once('message', (data: Buffer, binary) => resolve({ data, binary })),
+      );
+    await once(ws, 'open');
+    ws.send('hello through the relay');
+    const text = await next();
+    expect(text.binary).toBe(false);
+    expect(text.data.toString()).toBe('hello through the relay');
+    const big = Buffer.alloc(5 * MiB);
+    for (let i = 0; i < big.byteLength; i++) big[i] = (i * 13) & 0xff;
+    for (let i = 0; i < 3; i++) {
+      ws.send(big);
+      const echo = await next();
+      expect(echo.binary).toBe(true);
+      expect(echo.data.equals(big)).toBe(true);
+    }
+    ws.close(4001, 'done');
+    const [code] = (await once(ws, 'close')) as [number];
+    expect(code).toBe(4001);
+  }, 60_000);
+
+  it('refuses with a JSON error: no key, another account, an agent not serving; passes the service refusal', async () => {
+    const anon = await refused(new WebSocket(wsUrl('web/ws')));
+    expect(anon.status).toBe(401);
+    expect(JSON.parse(anon.body).error.code).toBe('unauthenticated');
+    const other = await refused(new WebSocket(wsUrl('web/ws'), { headers: { 'x-api-key': otherKey } }));
+    expect(other.status).toBe(404);
+    expect(JSON.parse(other.body).error.code).toBe('agent_not_connected');
+    const down = await refused(new WebSocket(wsUrl('web/down/ws'), { headers: { 'x-api-key': key } }));
+    expect(down.status).toBe(502);
+    expect(JSON.parse(down.body).error.code).toBe('service_refused');
+    const no = await refused(new WebSocket(wsUrl('web/echo'), { headers: { 'x-api-key': key } }));
+    expect(no).toEqual({ status: 400, body: 'not upgrade' });
+  }, 30_000);
 });
 
 describe('proxy_request', () => {
@@ -268,17 +389,48 @@ describe('proxy_request', () => {
     expect(Date.now() - t0).toBeLessThan(15_000);
   }, 40_000);
 
-  it('saves a large body as a file', async () => {
-    const n = 32 * MiB;
-    const r = await planner.ok<{ status: number; body_file: string; body_bytes: number }>('proxy_request', {
-      agent_id: 'web',
-      method: 'GET',
-      path: `/bytes?n=${n}`,
+  it('streams 100 MiB down into a file and up from a file with relay, agent and planner memory flat', async () => {
+    const n = 100 * MiB;
+    const source = await patternFile(`${tempDir()}/up.bin`, n);
+    const pids = { relay: relay.child.pid!, agent: web.child.pid!, planner: planner.pid! };
+    const grew = await rssGrowth(pids, async () => {
+      const down = await planner.ok<{ status: number; body_file: string; body_bytes: number }>(
+        'proxy_request',
+        { agent_id: 'web', method: 'GET', path: `/bytes?n=${n}`, timeout_ms: 50_000 },
+      );
+      expect(down.body_bytes).toBe(n);
+      expect(statSync(down.body_file).size).toBe(n);
+      const up = await planner.ok<{ status: number; body: string }>('proxy_request', {
+        agent_id: 'web',
+        method: 'PUT',
+        path: '/echo',
+        body_file: source,
+        timeout_ms: 50_000,
+      });
+      expect(up.status).toBe(200);
+      expect(JSON.parse(up.body)).toMatchObject({ size: n, sha256: patternSha(n) });
+      expect(await fileSha(down.body_file)).toBe(patternSha(n));
     });
-    expect(r.body_bytes).toBe(n);
-    expect(statSync(r.body_file).size).toBe(n);
-    expect(createHash('sha256').update(readFileSync(r.body_file)).digest('hex')).toBe(patternSha(n));
-  }, 60_000);
+    expect(grew.relay).toBeLessThan(80);
+    expect(grew.agent).toBeLessThan(80);
+    expect(grew.planner).toBeLessThan(80);
+    expect(
+      await planner.fails('proxy_request', {
+        agent_id: 'web',
+        method: 'PUT',
+        path: '/echo',
+        body_file: 'rel',
+      }),
+    ).toMatch(/body_file must be an absolute path/);
+    expect(
+      await planner.fails('proxy_request', {
+        agent_id: 'web',
+        method: 'PUT',
+        path: '/echo',
+        body_file: `${tempDir()}/missing`,
+      }),
+    ).toMatch(/^invalid_argument: body_file .*missing cannot be read/);
+  }, 150_000);
 
   it('names the cause: timeout, no HTTP service, unknown agent, strict arguments', async () => {
     // /browse refuses an agent that serves no HTTP at once, rather than letting the request time out.

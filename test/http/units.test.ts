@@ -1,7 +1,17 @@
 /** The pure parts of the HTTP proxy: routes, targets, header rules. */
+import { create, toBinary } from '@bufbuild/protobuf';
 import { describe, expect, it } from 'vitest';
 import { parseRoute, parseTarget, routeFor, routesLabel } from '../../src/agent/http-tunnel.js';
 import {
+  type AgentFrame,
+  AgentFrameSchema,
+  encodeAgentFrame,
+  encodeRelayFrame,
+  type RelayFrame,
+  RelayFrameSchema,
+} from '../../src/protocol/control.js';
+import {
+  HttpFrameSchema,
   headerList,
   headerObject,
   requestProblem,
@@ -58,5 +68,40 @@ describe('headers', () => {
     expect(statusOfProxyError('timeout')).toBe(504);
     expect(statusOfProxyError('agent_not_connected')).toBe(404);
     expect(statusOfProxyError('something_else')).toBe(502);
+  });
+});
+
+describe('body chunk frames', () => {
+  const generic = {
+    agent: (f: AgentFrame['frame']) => toBinary(AgentFrameSchema, create(AgentFrameSchema, { frame: f })),
+    relay: (f: RelayFrame['frame']) => toBinary(RelayFrameSchema, create(RelayFrameSchema, { frame: f })),
+  };
+  const chunk = (streamId: string, data: Uint8Array, end: boolean) =>
+    create(HttpFrameSchema, { streamId, frame: { case: 'data', value: { data, end } } });
+
+  it('are the bytes protobuf writes, for every size class, id and end flag', () => {
+    for (const size of [0, 1, 127, 128, 16_383, 16_384, 65_536, 300_000, 2_097_152]) {
+      const data = new Uint8Array(size).map((_, i) => i * 31);
+      for (const streamId of ['', 'a1b2c3d4e5f60718', 'é'.repeat(70)])
+        for (const end of [false, true]) {
+          const value = chunk(streamId, data, end);
+          expect(
+            Buffer.compare(encodeAgentFrame({ case: 'http', value }), generic.agent({ case: 'http', value })),
+          ).toBe(0);
+          expect(
+            Buffer.compare(encodeRelayFrame({ case: 'http', value }), generic.relay({ case: 'http', value })),
+          ).toBe(0);
+        }
+    }
+  });
+
+  it('with trailers, and other frames, are left to protobuf', () => {
+    const value = create(HttpFrameSchema, {
+      streamId: 's',
+      frame: { case: 'data', value: { end: true, trailers: [{ name: 'x-sum', value: '1' }] } },
+    });
+    expect(
+      Buffer.compare(encodeAgentFrame({ case: 'http', value }), generic.agent({ case: 'http', value })),
+    ).toBe(0);
   });
 });

@@ -5,6 +5,7 @@
 import { create } from '@bufbuild/protobuf';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Envelope, EnvelopeSchema, ErrorCode } from '../../src/protocol/control.js';
+import { type HttpFrame, HttpFrameSchema } from '../../src/protocol/http-proxy.js';
 import type { Bus, BusHandlers, PresenceEvent, Refusal } from '../../src/relay/bus/bus.js';
 import { eventually } from '../helpers/processes.js';
 
@@ -23,6 +24,8 @@ class Replica implements BusHandlers {
   readonly events: PresenceEvent[] = [];
   refuse: Refusal | undefined;
   resyncs = 0;
+  readonly framesIn: { account: string; agentId: string; origin: string; frame: HttpFrame }[] = [];
+  readonly framesBack: HttpFrame[] = [];
 
   constructor(
     readonly id: string,
@@ -43,7 +46,19 @@ class Replica implements BusHandlers {
   resync(): void {
     this.resyncs++;
   }
+  httpIn(account: string, agentId: string, origin: string, frame: HttpFrame): void {
+    this.framesIn.push({ account, agentId, origin, frame });
+  }
+  httpBack(frame: HttpFrame): void {
+    this.framesBack.push(frame);
+  }
 }
+
+const chunk = (streamId: string, i: number) =>
+  create(HttpFrameSchema, {
+    streamId,
+    frame: { case: 'data', value: { data: Buffer.from(`chunk ${i}`), end: false } },
+  });
 
 const env = (from: string, to: string, seq: number, payload: Uint8Array = Buffer.from(`m${seq}`)) =>
   create(EnvelopeSchema, { from, to, channel: 'c', seq: BigInt(seq), kind: 'k', payload });
@@ -119,6 +134,35 @@ export function runBusContract(opts: BusContractOptions): void {
       expect(r1.undelivered[0]!.env).toMatchObject({ from: 'p1', to: 'slow', seq: 9n });
       r3.refuse = undefined;
       r1.undelivered.length = 0;
+    });
+
+    it('browse frames - reach the holder in order and its answers come back in order', async () => {
+      await r2.bus.subscribeAgent('acct', 'web');
+      for (let i = 0; i < 50; i++) r1.bus.forwardHttp('acct', 'web', chunk('s1', i));
+      await eventually(() => r2.framesIn.length === 50, 10_000, '50 frames');
+      expect(r2.framesIn[3]).toMatchObject({ account: 'acct', agentId: 'web' });
+      const texts = r2.framesIn.map((f) =>
+        f.frame.frame.case === 'data' ? Buffer.from(f.frame.frame.value.data).toString() : '',
+      );
+      expect(texts).toEqual(Array.from({ length: 50 }, (_, i) => `chunk ${i}`));
+      const origin = r2.framesIn[0]!.origin;
+      for (let i = 0; i < 50; i++) r2.bus.answerHttp(origin, chunk('s1', i));
+      await eventually(() => r1.framesBack.length === 50, 10_000, '50 answers');
+      expect(r1.framesBack.map((f) => f.streamId)).toEqual(Array(50).fill('s1'));
+      expect(r1.framesBack[49]!.frame).toMatchObject({ case: 'data' });
+      expect(r3.framesBack).toEqual([]);
+      r2.framesIn.length = 0;
+      r1.framesBack.length = 0;
+    });
+
+    it('browse frames - for an agent held nowhere: a reset agent_not_connected for the stream', async () => {
+      r1.bus.forwardHttp('acct', 'nobody', chunk('s2', 0));
+      await eventually(() => r1.framesBack.length === 1, 5_000, 'reset');
+      expect(r1.framesBack[0]).toMatchObject({
+        streamId: 's2',
+        frame: { case: 'reset', value: { code: 'agent_not_connected' } },
+      });
+      r1.framesBack.length = 0;
     });
 
     it('envelopes - after unsubscribing, the agent is held nowhere', async () => {

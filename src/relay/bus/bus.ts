@@ -8,6 +8,7 @@
  * replica then holds the envelope (the agent may be redialling) or reports PEER_NOT_FOUND.
  */
 import type { Envelope, ErrorCode } from '../../protocol/control.js';
+import type { HttpFrame } from '../../protocol/http-proxy.js';
 
 /** Why an envelope was not delivered; the sender gets it as a DeliveryError. */
 export interface Refusal {
@@ -66,6 +67,16 @@ export interface BusHandlers {
   presence(event: PresenceEvent): void;
   /** The bus reconnected after an outage: events may have been missed, so reload presence. */
   resync(): void;
+  /**
+   * A `/browse` frame from another replica for an agent this replica subscribed to; answers for its
+   * stream go to `origin` ({@link Bus.answerHttp}).
+   */
+  httpIn(account: string, agentId: string, origin: string, frame: HttpFrame): void;
+  /**
+   * A frame answering one this replica forwarded, or the bus's own reset of its stream:
+   * `agent_not_connected` when no replica holds the agent (any more).
+   */
+  httpBack(frame: HttpFrame): void;
 }
 
 export interface Bus {
@@ -86,6 +97,13 @@ export interface Bus {
   unsubscribeAgent(account: string, agentId: string): void;
   /** Sends an envelope (its `from` stamped) to whichever replica holds `env.to` in `account`. */
   deliver(account: string, env: Envelope): void;
+  /**
+   * Sends a `/browse` frame (HTTP proxy frame, http.proto) to whichever replica holds the agent; the
+   * answers come to `httpBack`, in order. Flow control is the stream's own window, end to end.
+   */
+  forwardHttp(account: string, agentId: string, frame: HttpFrame): void;
+  /** Answers a frame that came in through `httpIn` with this `origin`. */
+  answerHttp(origin: string, frame: HttpFrame): void;
   /** Tells every other replica about a presence change. */
   publish(event: PresenceEvent): void;
   /** Flushes what is in flight and disconnects. */

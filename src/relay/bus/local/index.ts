@@ -4,6 +4,7 @@
  * one process, which is how the bus contract suite runs it.
  */
 import { type Envelope, ErrorCode } from '../../../protocol/control.js';
+import { type HttpFrame, notConnectedReset } from '../../../protocol/http-proxy.js';
 import { type Bus, type BusHandlers, notFoundMessage, type PresenceEvent } from '../bus.js';
 
 const keyOf = (account: string, agentId: string) => `${account}\u0000${agentId}`;
@@ -19,6 +20,7 @@ export class LocalBus implements Bus {
   readonly shared: boolean;
   readonly #hub: LocalHub;
   #handlers: BusHandlers | undefined;
+  #relayId = '';
 
   /** Without a hub the bus is alone, as a single relay's is. */
   constructor(opts: { hub?: LocalHub } = {}) {
@@ -31,7 +33,8 @@ export class LocalBus implements Bus {
     return this.#handlers;
   }
 
-  async start(_relayId: string, handlers: BusHandlers): Promise<void> {
+  async start(relayId: string, handlers: BusHandlers): Promise<void> {
+    this.#relayId = relayId;
     this.#handlers = handlers;
     this.#hub.members.add(this);
   }
@@ -51,6 +54,20 @@ export class LocalBus implements Bus {
       ? handlers.envelope(account, env.to, env)
       : { code: ErrorCode.PEER_NOT_FOUND, message: notFoundMessage(env.to) };
     if (refusal) this.#handlers?.undeliverable(account, env, refusal);
+  }
+
+  // Asynchronous like a network bus, in order: a microtask per frame.
+  forwardHttp(account: string, agentId: string, frame: HttpFrame): void {
+    const holder = this.#hub.agents.get(keyOf(account, agentId));
+    queueMicrotask(() => {
+      if (holder?.handlers) holder.handlers.httpIn(account, agentId, this.#relayId, frame);
+      else this.#handlers?.httpBack(notConnectedReset(frame.streamId, agentId));
+    });
+  }
+
+  answerHttp(origin: string, frame: HttpFrame): void {
+    const to = [...this.#hub.members].find((m) => m.#relayId === origin);
+    queueMicrotask(() => to?.handlers?.httpBack(frame));
   }
 
   publish(event: PresenceEvent): void {

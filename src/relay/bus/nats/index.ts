@@ -11,6 +11,9 @@
  *   means nobody holds the agent: PEER_NOT_FOUND, decided by NATS interest at the moment of publish.
  *   A holder that refuses envelopes answers JSON `{"refused":[{"i":0,"code":3,"message":"…"}]}`.
  * - `<p>.presence`: the change feed, one JSON {@link PresenceEvent} per message.
+ * - `/browse` frames for an agent held elsewhere go on its agent subject too, marked by the header
+ *   `Nfltr-Http: 1`, payload one `HttpFrame`, with the reply subject `<p>.reply.<replica-token>.h.<stream>`
+ *   where the holder sends the answers (each an `HttpFrame`). No responders there: nobody holds the agent.
  *
  * Envelopes to one agent in one event-loop turn go as one batch, as on the control stream.
  */
@@ -23,11 +26,14 @@ import {
   ErrorCode,
   envelopeWireSize,
 } from '../../../protocol/control.js';
+import { type HttpFrame, HttpFrameSchema, notConnectedReset } from '../../../protocol/http-proxy.js';
 import type { Logger } from '../../../util/log.js';
 import { type Bus, type BusHandlers, notFoundMessage, type PresenceEvent, type Refusal } from '../bus.js';
 
 const token = (s: string) => Buffer.from(s).toString('base64url');
 const PART_HEADER = 'Nfltr-Part';
+/** Marks a `/browse` frame on an agent subject. */
+const HTTP_HEADER = 'Nfltr-Http';
 /** A holder's answer: the agent left this replica, so none of the batch was delivered. */
 const NOT_HERE = JSON.stringify({ notHere: true });
 /** Room for NATS's own framing and headers inside `max_payload`. */
@@ -172,6 +178,7 @@ export class NatsBus implements Bus {
     if (this.#subs.has(subject)) return;
     const sub: Subscription = this.#nc.subscribe(subject, {
       callback: (_err, msg) => {
+        if (msg.headers?.get(HTTP_HEADER)) return this.#onHttp(account, agentId, subject, sub, msg);
         if (this.#subs.get(subject) === sub) return this.#onEnvelopes(account, agentId, msg);
         // Draining after unsubscribeAgent: published before the server saw our UNSUB. Subscribed again
         // meanwhile: the new subscription has it too. Otherwise, say so rather than drop it silently.
@@ -272,6 +279,45 @@ export class NatsBus implements Bus {
     }
   }
 
+  forwardHttp(account: string, agentId: string, frame: HttpFrame): void {
+    if (this.#closed) return this.#handlers?.httpBack(notConnectedReset(frame.streamId, agentId));
+    const h = headers();
+    h.set(HTTP_HEADER, '1');
+    const reply = `${this.#replyPrefix}.h.${frame.streamId}`;
+    this.#nc.publish(this.#agentSubject(account, agentId), toBinary(HttpFrameSchema, frame), {
+      reply,
+      headers: h,
+    });
+  }
+
+  answerHttp(origin: string, frame: HttpFrame): void {
+    if (!this.#closed) this.#nc.publish(origin, toBinary(HttpFrameSchema, frame));
+  }
+
+  /** A `/browse` frame for an agent subscribed here; one that left (draining) is answered not connected. */
+  #onHttp(account: string, agentId: string, subject: string, sub: Subscription, msg: Msg): void {
+    if (!msg.reply?.startsWith(`${this.#prefix}.reply.`)) return;
+    let frame: HttpFrame;
+    try {
+      frame = fromBinary(HttpFrameSchema, msg.data);
+    } catch {
+      return this.#log.warn('bus: unreadable HTTP frame dropped', { subject });
+    }
+    if (this.#subs.get(subject) === sub) return this.#handlers?.httpIn(account, agentId, msg.reply, frame);
+    if (!this.#subs.has(subject)) this.answerHttp(msg.reply, notConnectedReset(frame.streamId, agentId));
+  }
+
+  /** Answers for a `/browse` stream this replica forwarded (`rest` is `h.<stream>`). */
+  #onHttpReply(rest: string, msg: Msg): void {
+    const streamId = rest.slice(2);
+    if (msg.headers?.code === 503) return this.#handlers?.httpBack(notConnectedReset(streamId, ''));
+    try {
+      this.#handlers?.httpBack(fromBinary(HttpFrameSchema, msg.data));
+    } catch {
+      this.#log.warn('bus: unreadable HTTP answer dropped', { stream: streamId });
+    }
+  }
+
   /** Envelopes for an agent this replica holds. */
   #onEnvelopes(account: string, agentId: string, msg: Msg): void {
     const handlers = this.#handlers;
@@ -318,7 +364,9 @@ export class NatsBus implements Bus {
 
   /** Answers about batches this replica sent. */
   #onReply(msg: Msg): void {
-    const id = Number(msg.subject.slice(this.#replyPrefix.length + 1));
+    const rest = msg.subject.slice(this.#replyPrefix.length + 1);
+    if (rest.startsWith('h.')) return this.#onHttpReply(rest, msg);
+    const id = Number(rest);
     const batch = this.#pending.get(id) ?? this.#pendingOld.get(id);
     if (!batch || !this.#handlers) return;
     // No responders: nobody holds the agent.
