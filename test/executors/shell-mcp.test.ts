@@ -16,6 +16,7 @@ import {
 } from '@modelcontextprotocol/sdk/types.js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { compileAllowPattern } from '../../src/executors/shell-mcp/allow.js';
+import { eventually } from '../helpers/processes.js';
 
 const CLI = join(import.meta.dirname, '../../dist/cli/main.js');
 
@@ -231,7 +232,8 @@ describe('nfltr shell-mcp', () => {
         onprogress: () => {},
       },
     );
-    await new Promise((r) => setTimeout(r, 300));
+    // Aborted once the command runs (its shell carries the marker), not after a guessed delay.
+    await eventually(() => pgrepMarker(marker) !== '', 5_000, 'the command to start');
     ac.abort();
     await expect(call).rejects.toThrow();
     // Both the shell's `sleep 30` and the background one are in the command's process group.
