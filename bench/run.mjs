@@ -193,7 +193,8 @@ if (wanted('fleet')) {
   });
   rows.push({
     figure: `fleet: all ${workers} back after restart, s`,
-    ours: fmt(f.back_in_presence_s, 2),
+    // The wait ends after 60 s: then it says how many came back.
+    ours: `${fmt(f.back_in_presence_s, 2)}${f.back < workers ? ` (only ${f.back} back)` : ''}, relay up at ${fmt(f.relay_ready_s, 2)}`,
     baseline: `target ${workers >= 10_000 ? 10 : 2} s at ${workers >= 10_000 ? '10 000' : '1 000'}`,
     ratio: f.back_in_presence_s / (workers >= 10_000 ? 10 : 2),
     target: workers >= 10_000 ? '≤ 10 s' : '≤ 2 s',
