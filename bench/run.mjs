@@ -137,6 +137,11 @@ if (wanted('dispatch')) {
     `trace of one dispatch → accepted (e2ee on; the median of 11, ${t.total_ms.toFixed(2)} ms in all):`,
     ...t.steps.map((s) => `  ${s.ms.toFixed(3).padStart(7)} ms  ${s.from} → ${s.to}`),
   );
+  const w = d.warmSingle.completedTrace;
+  notes.push(
+    `trace of one dispatch → completed with --warm-executors, one task each (the median of ${d.warmSingle.completed.n}, ${w.total_ms.toFixed(2)} ms in all):`,
+    ...w.steps.map((s) => `  ${s.ms.toFixed(3).padStart(7)} ms  ${s.from} → ${s.to}`),
+  );
 }
 
 if (wanted('artifacts')) {

@@ -358,6 +358,7 @@ export class TaskRunner {
       const result = d.choice.task
         ? await this.#callAsTask(session, params, options)
         : ((await session.client.callTool(params, undefined, options)) as CallToolResult);
+      trace('worker.result', this.spec.taskId);
       this.#throwIfHalted();
       return { kind: 'result', result };
     } catch (err) {
@@ -488,9 +489,11 @@ export class TaskRunner {
       final = { state: 'failed', reason: outcome.reason, message: outcome.message };
     }
     await stopping;
+    trace('worker.stopped', this.spec.taskId);
     await this.#receiver?.abort().catch(() => {});
     this.#deps.onTerminal();
     this.#emit(final);
+    trace('worker.final', this.spec.taskId);
     this.#log.info('task ended', {
       task: this.spec.taskId,
       state: final.state,
