@@ -140,6 +140,7 @@ async function relayed({ tasks, e2ee, warm = 0, reuse = false, pauseMs = 0, trac
         throw new Error(`task ${id} ${s.state}: ${s.reason}`);
     }
     completed.push(performance.now() - t0);
+    calls.at(-1).done = now();
   };
   for (let i = 0; i < 10; i++) await run(-i); // warm-up (and the one handshake)
   accepted.length = 0;
@@ -149,29 +150,34 @@ async function relayed({ tasks, e2ee, warm = 0, reuse = false, pauseMs = 0, trac
   await kill(worker);
   await kill(relay.child);
   const out = { accepted: stats(accepted), completed: stats(completed) };
-  if (trace) out.trace = hopTrace(traced, calls.slice(-tasks));
+  if (trace) {
+    out.trace = hopTrace(traced, calls.slice(-tasks), 'back');
+    out.completedTrace = hopTrace(traced, calls.slice(-tasks), 'done');
+  }
   return out;
 }
 
 /**
- * The hops of one dispatch (orchestrate_task call → its answer), from the traces of the dispatch whose
- * → accepted time is the median: each step is `from → to` with the ms between them.
+ * The hops of one dispatch, from its orchestrate_task call to its answer (`end` = 'back') or to the
+ * get_task_status that saw it completed ('done'), for the dispatch whose time is the median: each step
+ * is `from → to` with the ms between them.
  */
-function hopTrace(text, calls) {
+function hopTrace(text, calls, end) {
   const byTask = new Map();
   for (const [, hop, channel, t] of text.matchAll(TRACE_LINE)) {
     if (!byTask.has(channel)) byTask.set(channel, []);
     byTask.get(channel).push({ hop, t: Number(t) });
   }
-  const sorted = [...calls].sort((a, b) => a.back - a.at - (b.back - b.at));
+  const sorted = [...calls].sort((a, b) => a[end] - a.at - (b[end] - b.at));
   const c = sorted[Math.floor(sorted.length / 2)];
   const marks = [
     { hop: 'bench: orchestrate_task sent', t: c.at },
-    ...(byTask.get(c.id) ?? []).filter((m) => m.t >= c.at && m.t <= c.back),
-    { hop: 'bench: answer read', t: c.back },
+    ...(byTask.get(c.id) ?? []).filter((m) => m.t >= c.at && m.t <= c[end]),
+    ...(end === 'done' ? [{ hop: 'bench: orchestrate_task answer read', t: c.back }] : []),
+    { hop: end === 'done' ? 'bench: completed read' : 'bench: answer read', t: c[end] },
   ].sort((a, b) => a.t - b.t);
   const steps = marks.slice(1).map((m, i) => ({ from: marks[i].hop, to: m.hop, ms: m.t - marks[i].t }));
-  return { task_id: c.id, total_ms: c.back - c.at, steps };
+  return { task_id: c.id, total_ms: c[end] - c.at, steps };
 }
 
 export async function benchDispatch({ tasks = 200 } = {}) {
@@ -228,6 +234,13 @@ export async function benchDispatch({ tasks = 200 } = {}) {
   const { trace } = await relayed({ tasks: 11, e2ee: true, trace: true });
   const plain = await relayed({ tasks, e2ee: false });
   const warmReused = await relayed({ tasks, e2ee: true, warm: 1, reuse: true });
-  const warmSingle = await relayed({ tasks: Math.min(tasks, 20), e2ee: true, warm: 2, pauseMs: 800 });
+  // Traced: the steps that remain between a warm session's result and `completed`.
+  const warmSingle = await relayed({
+    tasks: Math.min(tasks, 20),
+    e2ee: true,
+    warm: 2,
+    pauseMs: 800,
+    trace: true,
+  });
   return { directMcp, directA2a, grpcIdle, fsync, encrypted, plain, warmReused, warmSingle, trace, tasks };
 }

@@ -90,7 +90,10 @@ export interface TaskRunnerDeps {
   logger: Logger;
   /** Reports whether the executor could be started, for the probe's `executor_healthy`. */
   onSpawn: (ok: boolean, error?: string) => void;
-  /** Called once, after the executor is gone and right before the terminal event is sent. */
+  /**
+   * Called once, right before the terminal event is sent: after the executor is gone, or, when it
+   * returned its result, while it may still be exiting.
+   */
   onTerminal: () => void;
   /** Kills the executor if the worker dies; its pid is also kept in `executor.pid` while it runs. */
   reaper?: ExecutorReaper;
@@ -358,6 +361,7 @@ export class TaskRunner {
       const result = d.choice.task
         ? await this.#callAsTask(session, params, options)
         : ((await session.client.callTool(params, undefined, options)) as CallToolResult);
+      trace('worker.result', this.spec.taskId);
       this.#throwIfHalted();
       return { kind: 'result', result };
     } catch (err) {
@@ -487,10 +491,15 @@ export class TaskRunner {
     } else {
       final = { state: 'failed', reason: outcome.reason, message: outcome.message };
     }
-    await stopping;
+    // An executor that returned its result has done its work: its exit (awaited below, before the
+    // task counts as done) no longer holds back the slot and the final event. A halted one is waited
+    // for first, so that `cancelled` or `failed` means the process is gone.
+    if (outcome.kind !== 'result') await stopping;
     await this.#receiver?.abort().catch(() => {});
     this.#deps.onTerminal();
     this.#emit(final);
+    trace('worker.final', this.spec.taskId);
+    await stopping;
     this.#log.info('task ended', {
       task: this.spec.taskId,
       state: final.state,
