@@ -37,7 +37,7 @@ export function addAgentOptions(cmd: Command, opts: { serverRequired?: boolean }
     .addOption(
       new Option(
         '--server <host:port[,host:port…]>',
-        `relay control address(es)${opts.serverRequired === false ? '' : ' (required)'}`,
+        `relay control address(es)${opts.serverRequired === false ? '' : ' (required without --relay)'}`,
       ).env('NFLTR_SERVER'),
     )
     .addOption(new Option('--api-key <key>', 'API key of your relay account').env('NFLTR_API_KEY'))
@@ -151,7 +151,8 @@ export function addE2eeOptions(cmd: Command): Command {
       new Option('--a2a-e2ee [bool]', 'end-to-end encrypt A2A task frames; --a2a-e2ee=false turns it off')
         .argParser(parseBoolean)
         .preset('true')
-        .default(true),
+        .default(true)
+        .env('NFLTR_A2A_E2EE'),
     )
     .addOption(
       new Option(

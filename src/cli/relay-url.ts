@@ -114,14 +114,20 @@ function rank(cmd: Command, name: string): number {
   return { cli: 3, env: 2, config: 1 }[source as string] ?? 0;
 }
 
+/** Flags with which an agent command does something local and exits: the relay is not asked then. */
+const LOCAL_ONLY = ['printSystemdUnit', 'writeMcpJson', 'acceptWorkerKey', 'acceptPlannerKey'];
+
 /** Fills `--server`, `--proxy-url` and `--tls` from `--relay` where they were given less strongly. */
 export async function applyRelay(cmd: Command): Promise<void> {
   const url = cmd.getOptionValue('relay') as string | undefined;
-  if (!url) return;
+  if (!url || LOCAL_ONLY.some((name) => cmd.getOptionValue(name) !== undefined)) return;
   const strength = rank(cmd, 'relay');
-  const wanted = (name: string) =>
-    cmd.options.some((o) => o.attributeName() === name) && rank(cmd, name) < strength;
-  const derive = ['proxyUrl', 'server', 'tls'].filter(wanted);
+  const has = (name: string) => cmd.options.some((o) => o.attributeName() === name);
+  const wanted = (name: string) => has(name) && rank(cmd, name) < strength;
+  // TLS goes with the gRPC address: never derived for a --server given more strongly.
+  const derive = ['proxyUrl', 'server', 'tls'].filter(
+    (name) => wanted(name) && !(name === 'tls' && has('server') && !wanted('server')),
+  );
   // Asked even when only the HTTP address is derived: a wrong URL is diagnosed here, not by each call.
   if (derive.length === 0) return;
   const opts = cmd.opts() as { tlsCa?: string; connectTimeout?: number; wait?: boolean };

@@ -4,7 +4,7 @@
  * TLS with a self-signed certificate), real workers, `nfltr peers` and `nfltr login`.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -113,7 +113,7 @@ describe('--relay URL', () => {
     }
   });
 
-  it('https: TLS is derived from the scheme, the certificate trusted with --tls-ca', async () => {
+  it('https: TLS as the relay says, its certificate trusted with --tls-ca', async () => {
     const w = await startWorker(['--name', 'relay-url-tls'], {
       NFLTR_API_KEY: tlsKey,
       NFLTR_RELAY: secureUrl,
@@ -252,5 +252,11 @@ describe('--relay URL', () => {
     });
     expect(typo.code).toBe(1);
     expect(typo.stderr).toMatch(/nothing listens there/);
+    // A --server typed over a saved relay is dialled as given: the relay (here gone) is not even asked.
+    const gone = `http://127.0.0.1:${await freePort()}`;
+    writeFileSync(join(config, 'nfltr', 'credentials.json'), JSON.stringify({ relay: gone, apiKey: key }));
+    const port = await freePort();
+    const own = await failingWorker(['--server', `127.0.0.1:${port}`], { ...env, NFLTR_API_KEY: '' });
+    expect(own.stderr).toMatch(new RegExp(`nothing listens at 127\\.0\\.0\\.1:${port}:`));
   });
 });

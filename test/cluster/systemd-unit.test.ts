@@ -35,6 +35,22 @@ function verify(unit: string, name: string): string {
 const sections = (unit: string) => ['[Unit]', '[Service]', '[Install]'].every((s) => unit.includes(s));
 
 describe('--print-systemd-unit', () => {
+  it('worker with --relay: the unit keeps it, and the relay (unreachable here) is not asked', async () => {
+    const r = await nfltr(
+      [
+        'worker',
+        '--relay',
+        'https://relay.invalid',
+        '--mcp-command',
+        'nfltr shell-mcp',
+        '--print-systemd-unit',
+      ],
+      { env },
+    );
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toMatch(/^ExecStart=.* worker --relay https:\/\/relay\.invalid --mcp-command/m);
+  });
+
   it('worker: its flags, the key from a credential, never the key itself', async () => {
     const key = 'nfltr_secret_do_not_print';
     const keyFile = join(tempDir(), 'api-key');

@@ -21,6 +21,7 @@ import {
   eventually,
   nfltr,
   type RelayProcess,
+  selfSignedCert,
   startRelayProcess,
   tempDir,
 } from '../helpers/processes.js';
@@ -523,29 +524,7 @@ describe('relay lifecycle', () => {
 
   it('tls - serves TLS on both listeners', async () => {
     const dir = tempDir();
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:P-256',
-        '-nodes',
-        '-days',
-        '1',
-        '-subj',
-        '/CN=localhost',
-        '-addext',
-        'subjectAltName=DNS:localhost,IP:127.0.0.1',
-        '-keyout',
-        join(dir, 'key.pem'),
-        '-out',
-        join(dir, 'cert.pem'),
-      ],
-      { stdio: 'ignore' },
-    );
+    selfSignedCert(dir);
     const key = await createKey(dir, 'acct');
     const relay = await startRelayProcess({
       dataDir: dir,
