@@ -207,9 +207,10 @@ export class Orchestration {
   async #feed(req: IncomingMessage, res: ServerResponse, url: URL): Promise<undefined> {
     const who = await this.#caller(req, url);
     const planner = this.#scope(who, url.searchParams.get('planner'));
-    let rev = nonNegative(
-      url.searchParams.get('after') ?? req.headers['last-event-id']?.toString() ?? '0',
-      'after',
+    // A browser reconnecting sends the URL it first used and the last id it got: the later one wins.
+    let rev = Math.max(
+      nonNegative(url.searchParams.get('after') ?? '0', 'after'),
+      nonNegative(req.headers['last-event-id']?.toString() || '0', 'Last-Event-ID'),
     );
     const open = this.#feeds.get(who.account) ?? 0;
     if (open >= MAX_FEEDS_PER_ACCOUNT)
