@@ -22,6 +22,7 @@ import {
 import type { Logger } from '../util/log.js';
 import type { Cluster } from './cluster.js';
 import type { AgentConnection } from './connection.js';
+import { decodeSegment } from './http-api.js';
 
 /** What the control service hands to `/browse`. */
 export interface BrowseFrames {
@@ -64,7 +65,7 @@ export class Browse implements BrowseFrames {
   handle(req: IncomingMessage, res: ServerResponse, account: string, keyHeader: string): void {
     const url = req.url ?? '/';
     const m = /^\/browse\/([^/?]+)(.*)$/.exec(url);
-    const agentId = decodeURIComponent(m?.[1] ?? '');
+    const agentId = decodeSegment(m?.[1] ?? '');
     const path = m?.[2] ? (m[2].startsWith('?') ? `/${m[2]}` : m[2]) : '/';
     const method = req.method ?? 'GET';
     const error = (code: string, message: string) => {
@@ -73,6 +74,7 @@ export class Browse implements BrowseFrames {
       res.writeHead(statusOfProxyError(code), { 'content-type': 'application/json', connection: 'close' });
       res.end(body);
     };
+    if (agentId === undefined) return error('bad_request', 'malformed escape in the agent id');
     const problem = requestProblem(method, path);
     if (!agentId || problem) return error('bad_request', problem ?? 'expected /browse/<agent_id>/<path>');
     const timeoutText = req.headers[TIMEOUT_HEADER];
