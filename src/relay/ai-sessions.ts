@@ -23,7 +23,7 @@ import { type Envelope, EnvelopeSchema } from '../protocol/control.js';
 import type { Logger } from '../util/log.js';
 import type { Cluster } from './cluster.js';
 import type { AgentConnection } from './connection.js';
-import { presentedKey } from './http-api.js';
+import { decodeSegment, presentedKey } from './http-api.js';
 import { assetFile, sendAsset } from './page-assets.js';
 import type { Store } from './store/store.js';
 
@@ -137,7 +137,10 @@ export class AiSessions {
     }
     const m = /^\/api\/v1\/ai(?:\/([^/]+))?\/revoke$/.exec(path);
     if (req.method === 'POST' && m) {
-      void this.#revoke(req, res, m[1] && decodeURIComponent(m[1]));
+      const agentId = m[1] === undefined ? undefined : decodeSegment(m[1]);
+      if (m[1] !== undefined && agentId === undefined)
+        return this.#json(res, 400, 'invalid_argument', `malformed escape in ${path.slice(0, 200)}`);
+      void this.#revoke(req, res, agentId);
       return true;
     }
     return false;
@@ -166,12 +169,16 @@ export class AiSessions {
     const url = new URL(req.url ?? '/', 'http://relay');
     const m = /^\/ai\/([^/]+)\/ws$/.exec(url.pathname);
     if (!m) return false;
-    const agentId = decodeURIComponent(m[1]!);
     const refuse = (status: number, message: string) => {
       socket.end(
         `HTTP/1.1 ${status} ${message}\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n${message}\n`,
       );
     };
+    const agentId = decodeSegment(m[1]!);
+    if (agentId === undefined) {
+      refuse(400, 'malformed escape in the agent id');
+      return true;
+    }
     const token = url.searchParams.get('t');
     const found = async (): Promise<Session | string> => {
       if (token) {

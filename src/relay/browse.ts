@@ -33,6 +33,7 @@ import {
 import type { Logger } from '../util/log.js';
 import type { Cluster } from './cluster.js';
 import type { AgentConnection } from './connection.js';
+import { decodeSegment } from './http-api.js';
 import type { Revocations } from './revocation.js';
 
 /** What the control service hands to `/browse`. */
@@ -247,9 +248,10 @@ export class Browse implements BrowseFrames {
   ): void {
     const url = req.url ?? '/';
     const m = /^\/browse\/([^/?]+)(.*)$/.exec(url);
-    const agentId = decodeURIComponent(m?.[1] ?? '');
+    const agentId = decodeSegment(m?.[1] ?? '');
     const path = m?.[2] ? (m[2].startsWith('?') ? `/${m[2]}` : m[2]) : '/';
     const method = req.method ?? 'GET';
+    if (agentId === undefined) return down.error('bad_request', 'malformed escape in the agent id');
     const problem = requestProblem(method, path);
     if (!agentId || problem)
       return down.error('bad_request', problem ?? 'expected /browse/<agent_id>/<path>');

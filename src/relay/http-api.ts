@@ -52,6 +52,15 @@ export function presentedKey(req: IncomingMessage): string | undefined {
   return typeof x === 'string' && x.trim() ? x.trim() : undefined;
 }
 
+/** A path segment decoded, or undefined when its %-escapes are malformed: a request error, never a throw. */
+export function decodeSegment(segment: string): string | undefined {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return undefined;
+  }
+}
+
 export interface HttpApiOptions {
   store: Store;
   cluster: Cluster;

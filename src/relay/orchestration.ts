@@ -23,7 +23,7 @@ import {
 import { tokenHash } from '../protocol/link-crypto.js';
 import type { Logger } from '../util/log.js';
 import type { Cluster } from './cluster.js';
-import { HttpError, presentedKey } from './http-api.js';
+import { decodeSegment, HttpError, presentedKey } from './http-api.js';
 import { assetFile, sendAsset } from './page-assets.js';
 import type { DigestRecord, Store } from './store/store.js';
 
@@ -93,8 +93,12 @@ export class Orchestration {
       return true;
     }
     if (!path.startsWith('/api/v1/orchestration/')) return false;
-    const rest = path.slice('/api/v1/orchestration/'.length).split('/').map(decodeURIComponent);
-    this.#route(req, res, url, rest).then(
+    const rest = path.slice('/api/v1/orchestration/'.length).split('/').map(decodeSegment);
+    if (rest.includes(undefined)) {
+      const bad = new HttpError(400, 'invalid_argument', `malformed escape in ${path.slice(0, 200)}`);
+      return this.#fail(res, bad);
+    }
+    this.#route(req, res, url, rest as string[]).then(
       (body) => {
         if (body === undefined) return; // the feed answers on its own
         res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
@@ -207,9 +211,10 @@ export class Orchestration {
   async #feed(req: IncomingMessage, res: ServerResponse, url: URL): Promise<undefined> {
     const who = await this.#caller(req, url);
     const planner = this.#scope(who, url.searchParams.get('planner'));
-    let rev = nonNegative(
-      url.searchParams.get('after') ?? req.headers['last-event-id']?.toString() ?? '0',
-      'after',
+    // A browser reconnecting sends the URL it first used and the last id it got: the later one wins.
+    let rev = Math.max(
+      nonNegative(url.searchParams.get('after') ?? '0', 'after'),
+      nonNegative(req.headers['last-event-id']?.toString() || '0', 'Last-Event-ID'),
     );
     const open = this.#feeds.get(who.account) ?? 0;
     if (open >= MAX_FEEDS_PER_ACCOUNT)

@@ -2,6 +2,7 @@
  * The relay's Control Tower API against a real relay process: authentication and scoping (API key,
  * dashboard link token), bounds with specific errors, the command queue, and the live feed.
  */
+import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MAX_COMMAND_CHARS, MAX_DIGEST_CHARS, MAX_PENDING_COMMANDS } from '../../src/protocol/dashboard.js';
 import { tokenHash } from '../../src/protocol/link-crypto.js';
@@ -108,8 +109,39 @@ describe('relay - orchestration API', () => {
     expect((await body(garbage)).json.error.code).toBe('invalid_json');
     expect((await api('planners/bad%20id/digests', { method: 'POST', body: '{}' })).status).toBe(400);
     expect((await api('nothing-here')).status).toBe(404);
+    expect((await body(await api('planners/%E0%A4%A/digests'))).json.error.message).toMatch(
+      /malformed escape/,
+    );
     expect((await api('tasks?after=-1')).status).toBe(400);
     expect((await api('tasks')).status).toBe(200);
+  });
+
+  it('relay - malformed escapes in /ai, /browse and orchestration paths are refused and the relay keeps serving', async () => {
+    const bad = '%E0%A4%A';
+    const revoke = await fetch(`${relay.httpUrl}/api/v1/ai/${bad}/revoke`, {
+      method: 'POST',
+      headers: { authorization: `ApiKey ${key}` },
+    });
+    expect(revoke.status).toBe(400);
+    const browse = await fetch(`${relay.httpUrl}/browse/${bad}/x`, {
+      headers: { authorization: `ApiKey ${key}` },
+    });
+    expect(browse.status).toBe(400);
+    expect((await body(await api(`planners/${bad}`))).json.error.message).toMatch(/malformed escape/);
+    const ws = await new Promise<string>((res) => {
+      const sock = connect(relay.httpPort, '127.0.0.1', () =>
+        sock.write(
+          `GET /ai/${bad}/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+        ),
+      );
+      let got = '';
+      sock.on('data', (d) => {
+        got += d.toString();
+      });
+      sock.on('close', () => res(got));
+    });
+    expect(ws).toMatch(/^HTTP\/1.1 400 /);
+    expect((await fetch(`${relay.httpUrl}/healthz`)).status).toBe(200);
   });
 
   it('orchestration - commands queue to a bound, are pulled by the planner and leave once acked', async () => {

@@ -51,7 +51,8 @@ export class DashboardPublisher {
   #lastError = '';
   readonly #outcomes: CommandOutcome[] = [];
   #outcomesDirty = false;
-  #registered = false;
+  /** When the relay last took our token; renewed each minute (a relay whose store was reset forgets it). */
+  #registeredAt = 0;
   #timer: NodeJS.Timeout | undefined;
   #round: Promise<void> | undefined;
   #closed = false;
@@ -74,9 +75,9 @@ export class DashboardPublisher {
   /** One push and one pull; errors are logged and the next round tries again. */
   async round(): Promise<void> {
     try {
-      if (!this.#registered) {
+      if (Date.now() - this.#registeredAt > 60_000) {
         await this.#o.api.register(this.#o.plannerId, tokenHash(this.#o.crypto.token));
-        this.#registered = true;
+        this.#registeredAt = Date.now();
       }
       await this.#pushChanged();
       await this.#pullCommands();
