@@ -4,6 +4,7 @@
  */
 import { create, toBinary } from '@bufbuild/protobuf';
 import { type A2aMessage, A2aMessageSchema, type ArtifactChunk, TaskState } from './gen/nfltr/v1/a2a_pb.js';
+import { encodeHttpDataFrame } from './http-proxy.js';
 import {
   lenFieldSize,
   uint64FieldSize,
@@ -131,8 +132,11 @@ function encodeArtifactChunk(c: ArtifactChunk): Buffer {
   return buf;
 }
 
+/** A2aMessage.http's field number: `proxy_request` body chunks are encoded like artifact chunks. */
+const A2A_HTTP_FIELD = A2aMessageSchema.field.http!.number;
+
 /** Encodes one A2A message. */
 export const encodeA2aMessage = (msg: A2aMessage['msg']): Uint8Array =>
-  msg.case === 'artifactChunk'
-    ? encodeArtifactChunk(msg.value)
-    : toBinary(A2aMessageSchema, create(A2aMessageSchema, { msg }));
+  (msg.case === 'artifactChunk' ? encodeArtifactChunk(msg.value) : undefined) ??
+  (msg.case === 'http' ? encodeHttpDataFrame(A2A_HTTP_FIELD, msg.value) : undefined) ??
+  toBinary(A2aMessageSchema, create(A2aMessageSchema, { msg }));

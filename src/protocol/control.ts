@@ -84,20 +84,15 @@ export function decodeRelayFrame(bytes: Uint8Array, maxBytes: number): RelayFram
 /** A Buffer over the same memory: gRPC wants Buffers, and a copy per frame costs more than the codec. */
 const asBuffer = (bytes: Uint8Array): Buffer => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 
-/** A body chunk without trailers, encoded with one copy of its bytes; undefined for any other frame. */
-function httpDataFrame(field: number, frame: AgentFrame['frame'] | RelayFrame['frame']): Buffer | undefined {
-  if (frame.case !== 'http' || frame.value.frame.case !== 'data') return undefined;
-  const { data, end, trailers } = frame.value.frame.value;
-  return trailers.length > 0 ? undefined : encodeHttpDataFrame(field, frame.value.streamId, data, end);
-}
-
 export const encodeAgentFrame = (frame: AgentFrame['frame']): Buffer =>
-  httpDataFrame(AgentFrameSchema.field.http!.number, frame) ??
-  asBuffer(toBinary(AgentFrameSchema, create(AgentFrameSchema, { frame })));
+  (frame.case === 'http'
+    ? encodeHttpDataFrame(AgentFrameSchema.field.http!.number, frame.value)
+    : undefined) ?? asBuffer(toBinary(AgentFrameSchema, create(AgentFrameSchema, { frame })));
 
 export const encodeRelayFrame = (frame: RelayFrame['frame']): Buffer =>
-  httpDataFrame(RelayFrameSchema.field.http!.number, frame) ??
-  asBuffer(toBinary(RelayFrameSchema, create(RelayFrameSchema, { frame })));
+  (frame.case === 'http'
+    ? encodeHttpDataFrame(RelayFrameSchema.field.http!.number, frame.value)
+    : undefined) ?? asBuffer(toBinary(RelayFrameSchema, create(RelayFrameSchema, { frame })));
 
 /** The message every relay (and the in-memory one) uses for "nobody holds this agent". */
 export const notFoundMessage = (agentId: string): string =>

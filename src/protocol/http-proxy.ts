@@ -9,11 +9,25 @@ import {
   type HttpHeader,
   HttpHeaderSchema,
 } from './gen/nfltr/v1/http_pb.js';
+import {
+  lenFieldSize,
+  unknownFieldsSize,
+  utf8Length,
+  varintSize,
+  writeBool,
+  writeBytes,
+  writeLenHeader,
+  writeString,
+  writeUnknownFields,
+} from './wire-writer.js';
 
 export * from './gen/nfltr/v1/http_pb.js';
 
 /** Label listing the routes an agent serves (`prefix=url` joined by spaces); `list_my_peers` shows it. */
 export const HTTP_ROUTES_LABEL = 'nfltr.http.routes';
+
+/** HttpFrame.data's field number. */
+const HTTP_FRAME_DATA_FIELD = HttpFrameSchema.field.data!.number;
 
 /** Body bytes in one HttpData frame. */
 export const HTTP_CHUNK_BYTES = 64 * 1024;
@@ -23,51 +37,25 @@ export const HTTP_CHUNK_BYTES = 64 * 1024;
  */
 export const HTTP_WINDOW_BYTES = 1024 * 1024;
 
-const varintSize = (n: number): number =>
-  n < 0x80 ? 1 : n < 0x4000 ? 2 : n < 0x200000 ? 3 : n < 0x10000000 ? 4 : 5;
-
-function putVarint(out: Buffer, at: number, n: number): number {
-  while (n >= 0x80) {
-    out[at++] = (n & 0x7f) | 0x80;
-    n >>>= 7;
-  }
-  out[at++] = n;
-  return at;
-}
-
 /**
- * A body chunk as a whole control frame: `HttpFrame{stream_id, data: HttpData{data, end}}` in the
- * frame's field `field` (AgentFrame.http, RelayFrame.http), the bytes protobuf would write. By hand
- * because protobuf-es copies a bytes field once per level of nesting (three here), and body chunks
- * are most of what an HTTP stream sends: this copies the body once.
+ * A body chunk as the field `field` (AgentFrame.http, RelayFrame.http, A2aMessage.http) of a whole
+ * message, the bytes protobuf would write, with the body copied once (./wire-writer.ts says why);
+ * undefined for any other frame, and for a last chunk with trailers (rare, small: protobuf's).
  */
-export function encodeHttpDataFrame(field: number, streamId: string, data: Uint8Array, end: boolean): Buffer {
-  const id = Buffer.from(streamId, 'utf8');
-  const dataLen = data.byteLength > 0 ? 1 + varintSize(data.byteLength) + data.byteLength : 0;
-  const httpData = dataLen + (end ? 2 : 0);
-  const idLen = id.byteLength > 0 ? 1 + varintSize(id.byteLength) + id.byteLength : 0;
-  const httpFrame = idLen + 1 + varintSize(httpData) + httpData;
-  const out = Buffer.allocUnsafe(varintSize(field << 3) + varintSize(httpFrame) + httpFrame);
-  let at = putVarint(out, 0, (field << 3) | 2);
-  at = putVarint(out, at, httpFrame);
-  if (idLen > 0) {
-    out[at++] = 0x0a; // HttpFrame.stream_id = 1
-    at = putVarint(out, at, id.byteLength);
-    at += id.copy(out, at);
-  }
-  out[at++] = 0x22; // HttpFrame.data = 4
-  at = putVarint(out, at, httpData);
-  if (dataLen > 0) {
-    out[at++] = 0x0a; // HttpData.data = 1
-    at = putVarint(out, at, data.byteLength);
-    out.set(data, at);
-    at += data.byteLength;
-  }
-  if (end) {
-    out[at++] = 0x10; // HttpData.end = 2
-    out[at++] = 1;
-  }
-  return out;
+export function encodeHttpDataFrame(field: number, f: HttpFrame): Buffer | undefined {
+  if (f.frame.case !== 'data' || f.frame.value.trailers.length > 0) return undefined;
+  const d = f.frame.value;
+  const dataSize = lenFieldSize(d.data.byteLength) + (d.end ? 2 : 0) + unknownFieldsSize(d.$unknown);
+  const idLen = utf8Length(f.streamId);
+  const frameSize = lenFieldSize(idLen) + 1 + varintSize(dataSize) + dataSize + unknownFieldsSize(f.$unknown);
+  const buf = Buffer.allocUnsafe(1 + varintSize(frameSize) + frameSize);
+  let pos = writeLenHeader(buf, 0, field, frameSize);
+  pos = writeString(buf, pos, 1, f.streamId, idLen);
+  pos = writeLenHeader(buf, pos, HTTP_FRAME_DATA_FIELD, dataSize); // written even when empty: a oneof
+  pos = writeBytes(buf, pos, 1, d.data);
+  pos = writeUnknownFields(buf, writeBool(buf, pos, 2, d.end), d.$unknown);
+  writeUnknownFields(buf, pos, f.$unknown);
+  return buf;
 }
 
 /** Headers that describe one connection, not the message: never forwarded (RFC 9110 §7.6.1). */

@@ -8,8 +8,11 @@ import { once } from 'node:events';
 import { createReadStream, readFileSync, statSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { promisify } from 'node:util';
+import { create } from '@bufbuild/protobuf';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
+import { AgentClient } from '../../src/agent/index.js';
+import { HttpFrameSchema } from '../../src/protocol/http-proxy.js';
 import {
   createKey,
   eventually,
@@ -188,6 +191,37 @@ describe('/browse', () => {
     expect(dump).toMatch(/\r\nx-checksum: abc123\r\n/i);
     const refused = await curl(['-sS', '-H', `x-api-key: ${otherKey}`, url('echo')]);
     expect(JSON.parse(refused).error.code).toBe('agent_not_connected');
+  });
+
+  it('answers bad_response, and keeps serving, when an agent answers what HTTP cannot carry', async () => {
+    const rogue = new AgentClient({
+      servers: [relay.grpcAddr],
+      apiKey: key,
+      agentId: 'rogue',
+      kind: 'tunnel',
+      labels: { 'nfltr.http.routes': '/=http://127.0.0.1:1' },
+    });
+    const answers: Record<string, { status: number; headers: { name: string; value: string }[] }> = {
+      '/header': { status: 200, headers: [{ name: 'x-bad', value: 'a\r\nset-cookie: b' }] },
+      '/name': { status: 200, headers: [{ name: 'bad name', value: 'v' }] },
+      '/status': { status: 42, headers: [] },
+    };
+    rogue.on('http', (f) => {
+      if (f.frame.case !== 'request') return;
+      const value = answers[f.frame.value.path]!;
+      rogue.sendHttp(create(HttpFrameSchema, { streamId: f.streamId, frame: { case: 'response', value } }));
+    });
+    await rogue.start().waitConnected();
+    try {
+      for (const path of Object.keys(answers)) {
+        const r = await browse(`rogue${path}`);
+        expect(r.status).toBe(502);
+        expect(((await r.json()) as { error: { code: string } }).error.code).toBe('bad_response');
+      }
+      expect((await browse('web/echo')).status).toBe(200);
+    } finally {
+      await rogue.close();
+    }
   });
 
   it('carries trailers both ways', async () => {

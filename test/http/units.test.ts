@@ -1,7 +1,8 @@
 /** The pure parts of the HTTP proxy: routes, targets, header rules. */
-import { create, toBinary } from '@bufbuild/protobuf';
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { describe, expect, it } from 'vitest';
 import { parseRoute, parseTarget, routeFor, routesLabel } from '../../src/agent/http-tunnel.js';
+import { type A2aMessage, A2aMessageSchema, encodeA2aMessage } from '../../src/protocol/a2a.js';
 import {
   type AgentFrame,
   AgentFrameSchema,
@@ -75,6 +76,7 @@ describe('body chunk frames', () => {
   const generic = {
     agent: (f: AgentFrame['frame']) => toBinary(AgentFrameSchema, create(AgentFrameSchema, { frame: f })),
     relay: (f: RelayFrame['frame']) => toBinary(RelayFrameSchema, create(RelayFrameSchema, { frame: f })),
+    a2a: (m: A2aMessage['msg']) => toBinary(A2aMessageSchema, create(A2aMessageSchema, { msg: m })),
   };
   const chunk = (streamId: string, data: Uint8Array, end: boolean) =>
     create(HttpFrameSchema, { streamId, frame: { case: 'data', value: { data, end } } });
@@ -91,8 +93,21 @@ describe('body chunk frames', () => {
           expect(
             Buffer.compare(encodeRelayFrame({ case: 'http', value }), generic.relay({ case: 'http', value })),
           ).toBe(0);
+          expect(
+            Buffer.compare(encodeA2aMessage({ case: 'http', value }), generic.a2a({ case: 'http', value })),
+          ).toBe(0);
         }
     }
+  });
+
+  it('keep the fields a newer peer added, as protobuf does', () => {
+    const known = toBinary(HttpFrameSchema, chunk('s', Buffer.from('body'), true));
+    // Field 9 (varint 5) on the frame, after what this version knows.
+    const value = fromBinary(HttpFrameSchema, Buffer.concat([known, Buffer.from([0x48, 0x05])]));
+    expect(value.$unknown).toHaveLength(1);
+    expect(
+      Buffer.compare(encodeAgentFrame({ case: 'http', value }), generic.agent({ case: 'http', value })),
+    ).toBe(0);
   });
 
   it('with trailers, and other frames, are left to protobuf', () => {
