@@ -23,6 +23,7 @@ const COMMANDS: Record<string, () => Promise<{ register: Register }>> = {
   demo: () => import('./demo.js'),
   ai: () => import('./ai.js'),
   peers: () => import('./peers.js'),
+  p2p: () => import('./p2p.js'),
   status: () => import('./status.js'),
   login: () => import('./login.js'),
   logout: () => import('./login.js'),

@@ -22,8 +22,8 @@ export function joinHostPort(host: string, port: number): string {
   return isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
-/** The host of `host:port` / `[v6]:port`, or undefined when `addr` is not one. */
-export function hostOf(addr: string): string | undefined {
+/** The host of `host:port` / `[v6]:port` (the address the relay saw), or undefined when `addr` is not one. */
+export function hostOfAddr(addr: string): string | undefined {
   return parseCandidate(addr)?.host;
 }
 

@@ -19,6 +19,7 @@ import { type ChannelOpener, type ChannelSealer, E2eeHandshake } from '../../pro
 import type { X25519KeyPair } from '../../protocol/e2ee-noise.js';
 import type { A2aBody } from '../a2a.js';
 import { fingerprint } from '../peer-keys.js';
+import { joinHostPort } from './candidates.js';
 import { FrameReader, frameHeader } from './frames.js';
 
 const CONFIRM = 0;
@@ -67,7 +68,7 @@ export class DirectLink extends EventEmitter<LinkEvents> {
     this.#socket = socket;
     this.#id = id;
     this.dialer = dialer;
-    this.remote = `${socket.remoteAddress}:${socket.remotePort}`;
+    this.remote = joinHostPort((socket.remoteAddress ?? '?').replace(/^::ffff:/, ''), socket.remotePort ?? 0);
     socket.setNoDelay(true);
     this.#hs = new E2eeHandshake({
       role: dialer ? 'initiator' : 'responder',
