@@ -9,7 +9,6 @@ import { resolve } from 'node:path';
 import { create } from '@bufbuild/protobuf';
 import { type Command, Option } from 'commander';
 import {
-  ArtifactReceiver,
   describeFiles,
   ProgressThrottle,
   progressText,
@@ -20,6 +19,7 @@ import {
   a2aTransferChannel,
   DEFAULT_DIRECT_TIMEOUT_MS,
   hostOfAddr,
+  InboundFiles,
   IncomingTransfer,
   localAddresses,
   type PathChange,
@@ -291,12 +291,14 @@ async function sendCommand(path: string, peerArg: string, o: SendFlags): Promise
   process.once('SIGINT', () => stop.abort('interrupted'));
   process.once('SIGTERM', () => stop.abort('terminated'));
   let path_: PathChange | undefined;
+  /** Acknowledged before a path was taken: what the receiver had already (a resumed transfer). */
+  let base = 0;
   const progress = new ProgressThrottle(
     total,
     (done) => {
       s.logger.info(`sent ${progressText(done, total)}`, {
         path: path_?.path,
-        rate: rate(done, Date.now() - began),
+        rate: rate(done - base, Date.now() - began),
       });
     },
     { minBytes: 0 },
@@ -317,7 +319,10 @@ async function sendCommand(path: string, peerArg: string, o: SendFlags): Promise
         path_ = c;
         process.stderr.write(`nfltr p2p: ${pathLine(peer, c)}\n`);
       },
-      onProgress: (acked) => progress.update(acked),
+      onProgress: (acked) => {
+        if (!path_) base = acked;
+        progress.update(acked);
+      },
       logger: s.logger,
     });
     const sent = report.bytesSent;
@@ -357,7 +362,8 @@ async function recvCommand(o: RecvFlags): Promise<void> {
   const output = resolve(o.output);
   const s = await start(o, 'responder', 'p2p', { [TRANSFER_LABEL]: 'p2p', [RECV_LABEL]: 'recv' });
   s.logger.info('receiving', { agent: s.agent.agentId, output });
-  const slots = new Map<string, { receiver: ArtifactReceiver; current?: IncomingTransfer }>();
+  /** Transfers under way, by id: a sender run again resumes into the same one. */
+  const slots = new Map<string, InboundFiles>();
   const stop = async (code: number) => {
     await s.agent.close().catch(() => {});
     process.exit(code);
@@ -384,38 +390,40 @@ async function recvCommand(o: RecvFlags): Promise<void> {
     if (!/^[0-9a-f]{1,64}$/.test(id)) throw new Error(`offer from ${peer} has a bad transfer id`);
     let slot = slots.get(id);
     if (!slot) {
-      const entry: { receiver?: ArtifactReceiver; current?: IncomingTransfer } = {};
-      entry.receiver = new ArtifactReceiver({
+      slot = new InboundFiles({
         taskId: id,
         dir: output,
         partialDir: resolve(output, '.nfltr-partial', id),
         maxBytes: o.maxBytes,
         limitFlag: '--max-artifact-bytes of nfltr p2p recv',
-        sendAck: (ack) => entry.current?.ack(ack),
         logger: s.logger,
       });
-      slot = entry as { receiver: ArtifactReceiver; current?: IncomingTransfer };
       slots.set(id, slot);
     }
-    slot.current?.close();
     const total = offer.files.reduce((n, f) => n + Number(f.size), 0);
     process.stderr.write(`nfltr p2p: ${peer} offers ${offer.files.length} file(s), ${total} bytes\n`);
     const began = Date.now();
     let path: PathChange = { path: 'relay' };
+    /** Bytes there before this offer (a resumed transfer): not part of its rate. */
+    let base: number | undefined;
     const progress = new ProgressThrottle(
       total,
       (done) => {
         s.logger.info(`received ${progressText(done, total)}`, {
           path: path.path,
-          rate: rate(done, Date.now() - began),
+          rate: rate(done - (base ?? 0), Date.now() - began),
         });
       },
       { minBytes: 0 },
     );
+    slot.onProgress = (got) => {
+      base ??= got;
+      progress.update(got);
+    };
     const paths: PathChange[] = [];
     const current = await IncomingTransfer.start({
       offer,
-      receiver: slot.receiver,
+      inbound: slot,
       channel: transfer,
       identity: { localId: s.agent.agentId, remoteId: peer, staticKey: s.staticKey },
       addresses: s.addresses(),
@@ -425,10 +433,8 @@ async function recvCommand(o: RecvFlags): Promise<void> {
         paths.push(c);
         process.stderr.write(`nfltr p2p: ${pathLine(peer, c)}\n`);
       },
-      onProgress: (got) => progress.update(got),
       logger: s.logger,
     });
-    slot.current = current;
     const files = await current.done;
     if (slot.current !== current) return;
     current.close();

@@ -6,11 +6,12 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ArtifactReceiver, describeFiles, listFiles } from '../../src/agent/artifacts/index.js';
+import { describeFiles, listFiles } from '../../src/agent/artifacts/index.js';
 import { A2aEndpoint, AgentClient, MemoryRelay } from '../../src/agent/index.js';
 import {
   a2aTransferChannel,
   DirectRace,
+  InboundFiles,
   IncomingTransfer,
   type PathChange,
   sendFiles,
@@ -47,27 +48,23 @@ describe('p2p transfer', () => {
     const s = await end(`${id}-s`, 'initiator');
     const r = await end(`${id}-r`, 'responder');
     const out = tempDir();
-    const receivers = new Map<string, { receiver: ArtifactReceiver; current?: IncomingTransfer }>();
+    const inbound = new Map<string, InboundFiles>();
     const recvPaths: PathChange[] = [];
     r.a2a.on('message', async (m) => {
       if (m.msg.case !== 'p2pOffer') return;
       const offer: P2pOffer = m.msg.value;
-      let slot = receivers.get(offer.transferId);
-      if (!slot) {
-        const entry: { receiver?: ArtifactReceiver; current?: IncomingTransfer } = {};
-        entry.receiver = new ArtifactReceiver({
+      let files = inbound.get(offer.transferId);
+      if (!files) {
+        files = new InboundFiles({
           taskId: offer.transferId,
           dir: out,
           partialDir: join(out, '.partial', offer.transferId),
-          sendAck: (ack) => entry.current?.ack(ack),
         });
-        slot = entry as { receiver: ArtifactReceiver; current?: IncomingTransfer };
-        receivers.set(offer.transferId, slot);
+        inbound.set(offer.transferId, files);
       }
-      slot.current?.close();
-      slot.current = await IncomingTransfer.start({
+      await IncomingTransfer.start({
         offer,
-        receiver: slot.receiver,
+        inbound: files,
         channel: a2aTransferChannel(r.a2a, r.agent, m.peer, m.channel),
         identity: { localId: r.agent.agentId, remoteId: m.peer, staticKey: r.staticKey },
         addresses: recvAddresses,

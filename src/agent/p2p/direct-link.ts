@@ -26,6 +26,11 @@ const CONFIRM = 0;
 const SELECT = 1;
 const MESSAGE = 2;
 const SESSION_CHANNEL = 'p2p';
+/**
+ * A link with nothing read or written for this long is dead (a firewall that drops, a cable pulled: TCP
+ * itself would wait minutes): closed with an error, so the sender goes on through the relay.
+ */
+export const DIRECT_IDLE_MS = 5_000;
 /** Socket bytes queued past this make {@link DirectLink.whenWritable} wait for a drain. */
 const HIGH_WATER_BYTES = 8 * 1024 * 1024;
 
@@ -81,6 +86,9 @@ export class DirectLink extends EventEmitter<LinkEvents> {
     socket.on('drain', () => this.#wakeWriters());
     socket.on('error', (err) => this.#end(err));
     socket.on('close', () => this.#end(new Error('connection closed by the peer')));
+    socket.setTimeout(DIRECT_IDLE_MS, () =>
+      this.#end(new Error(`nothing received or sent for ${DIRECT_IDLE_MS} ms`)),
+    );
     if (dialer) this.#write(this.#hs.writeMessage());
   }
 
@@ -139,7 +147,9 @@ export class DirectLink extends EventEmitter<LinkEvents> {
   #end(err: Error | undefined): void {
     if (this.#state === 'closed') return;
     this.#state = 'closed';
-    this.#socket.destroy();
+    // Closed on purpose: what was written (the last acks) still goes out.
+    if (err) this.#socket.destroy();
+    else this.#socket.end();
     this.#wakeWriters();
     this.emit('close', err);
   }

@@ -11,6 +11,7 @@ export { DirectLink, type LinkIdentity } from './direct-link.js';
 export { FrameError, FrameReader, frameHeader, MAX_DIRECT_FRAME_BYTES } from './frames.js';
 export {
   DEFAULT_DIRECT_TIMEOUT_MS,
+  InboundFiles,
   IncomingTransfer,
   type PathChange,
   type ReceiveFilesOptions,

@@ -28,7 +28,8 @@ import { type Logger, silentLogger } from '../../util/log.js';
 import type { A2aBody } from '../a2a.js';
 import {
   ArtifactError,
-  type ArtifactReceiver,
+  ArtifactReceiver,
+  type ArtifactReceiverOptions,
   ArtifactSender,
   type LocalFile,
   type ReceivedFile,
@@ -139,6 +140,7 @@ export async function sendFiles(opts: SendFilesOptions): Promise<SendFilesReport
   });
   let path: TransferPath = 'relay';
   let link: DirectLink | undefined;
+  let allAcked = false;
   const paths: PathChange[] = [];
   const take = (change: PathChange) => {
     path = change.path;
@@ -166,7 +168,10 @@ export async function sendFiles(opts: SendFilesOptions): Promise<SendFilesReport
       whenWritable: (signal) =>
         path === 'direct' && link ? link.whenWritable(signal) : opts.channel.whenWritable(signal),
       signal: opts.signal,
-      onProgress: opts.onProgress,
+      onProgress: (acked, total) => {
+        allAcked = acked >= total;
+        opts.onProgress?.(acked, total);
+      },
       stallMs: opts.stallMs,
       logger: log,
     });
@@ -188,7 +193,8 @@ export async function sendFiles(opts: SendFilesOptions): Promise<SendFilesReport
           if (msg.case === 'artifactAck') sender?.onAck(msg.value);
         });
         link.on('close', (err) => {
-          if (path !== 'direct' || !err) return;
+          // The receiver may close the link once it has everything: no fallback then.
+          if (path !== 'direct' || !err || allAcked) return;
           take({ path: 'relay', why: `direct connection to ${r.link!.remote} lost: ${err.message}` });
           sender?.resync();
         });
@@ -233,13 +239,44 @@ function waitFor<T>(
   });
 }
 
+/**
+ * One transfer's files at the receiver, across the offers that carry them: a sender run again offers
+ * the same transfer (same id, same files), and the next offer resumes from what this one received.
+ */
+export class InboundFiles {
+  readonly receiver: ArtifactReceiver;
+  /** Where progress goes: the latest offer's reporter. */
+  onProgress: ((received: number, total: number, duplicateBytes: number) => void) | undefined;
+  #done: Promise<ReceivedFile[]> | undefined;
+  #current: IncomingTransfer | undefined;
+
+  constructor(opts: Omit<ArtifactReceiverOptions, 'sendAck'>) {
+    this.receiver = new ArtifactReceiver({ ...opts, sendAck: (ack) => this.#current?.ack(ack) });
+  }
+
+  /** Announces the files once; later offers of the transfer share the first announcement's outcome. */
+  expect(files: ArtifactInfo[]): Promise<ReceivedFile[]> {
+    this.#done ??= this.receiver.expect(files, { onProgress: (...a) => this.onProgress?.(...a) });
+    return this.#done;
+  }
+
+  /** Makes `t` the offer whose link carries the acks, closing the one before. */
+  attach(t: IncomingTransfer): void {
+    if (this.#current !== t) this.#current?.close();
+    this.#current = t;
+  }
+
+  get current(): IncomingTransfer | undefined {
+    return this.#current;
+  }
+}
+
 export interface ReceiveFilesOptions extends DirectOptions {
   offer: P2pOffer;
   channel: TransferChannel;
   identity: TransferIdentity;
-  /** The files' receiver; its `sendAck` must call {@link IncomingTransfer.ack}. Kept across offers to resume. */
-  receiver: ArtifactReceiver;
-  onProgress?: (received: number, total: number, duplicateBytes: number) => void;
+  /** The transfer's files, kept across offers to resume. */
+  inbound: InboundFiles;
 }
 
 /** One offer being received: chunks from either path go to the receiver, acks back the same way. */
@@ -261,9 +298,9 @@ export class IncomingTransfer {
       message: (msg) => {
         if (msg.case !== 'artifactChunk') return;
         this.#ackPath = 'relay';
-        void opts.receiver.accept(msg.value);
+        void opts.inbound.receiver.accept(msg.value);
       },
-      resync: () => opts.receiver.resync(),
+      resync: () => opts.inbound.receiver.resync(),
     });
   }
 
@@ -273,10 +310,10 @@ export class IncomingTransfer {
    * direct connection in the background.
    */
   static async start(opts: ReceiveFilesOptions): Promise<IncomingTransfer> {
-    const { offer, receiver } = opts;
+    const { offer, inbound } = opts;
     let done: Promise<ReceivedFile[]>;
     try {
-      done = receiver.expect(offer.files, { onProgress: opts.onProgress });
+      done = inbound.expect(offer.files);
     } catch (err) {
       const answer = create(P2pAnswerSchema, { transferId: offer.transferId, error: (err as Error).message });
       await opts.channel.send({ case: 'p2pAnswer', value: answer });
@@ -284,7 +321,8 @@ export class IncomingTransfer {
     }
     done.catch(() => {});
     const t = new IncomingTransfer(opts, done);
-    const standing = await receiver.standing();
+    inbound.attach(t);
+    const standing = await inbound.receiver.standing();
     const direct = !offer.relayOnly && offer.staticKey.length === 32 && opts.addresses.length > 0;
     if (direct) {
       t.#race = await DirectRace.listen({
@@ -311,7 +349,7 @@ export class IncomingTransfer {
     return t;
   }
 
-  /** The receiver's ack, sent back on the path its chunk came on. */
+  /** An ack of the receiver's, sent back on the path its chunk came on. */
   ack(ack: ArtifactAck): void {
     const msg: A2aBody = { case: 'artifactAck', value: ack };
     const link = this.#link;
@@ -344,7 +382,7 @@ export class IncomingTransfer {
     link.on('message', (msg) => {
       if (msg.case !== 'artifactChunk') return;
       this.#ackPath = 'direct';
-      void this.#opts.receiver.accept(msg.value);
+      void this.#opts.inbound.receiver.accept(msg.value);
     });
     link.on('close', (err) => {
       if (this.#link === link) this.#link = undefined;
