@@ -8,8 +8,8 @@ import { createHash } from 'node:crypto';
 import { createReadStream, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Lab, makeLab, netnsProblem, watch } from '../../bench/netns.mjs';
 import { createKey, eventually, tempDir } from '../helpers/processes.js';
-import { type Lab, makeLab, netnsProblem, watch } from './netns.js';
 
 const MIB = Number(process.env.NFLTR_P2P_MIB ?? 32);
 /** Per test: room for the file at a few MB/s under load. */

@@ -9,6 +9,9 @@ import { type Logger, silentLogger } from '../../util/log.js';
 import { candidateList, parseCandidate } from './candidates.js';
 import { DirectLink, type LinkIdentity } from './direct-link.js';
 
+/** Inbound connections one race takes at most. */
+const MAX_INBOUND = 16;
+
 export interface RaceOptions {
   identity: Omit<LinkIdentity, 'remoteKey'>;
   /** The sender picks the connection; the receiver waits to be told. */
@@ -34,15 +37,17 @@ export class DirectRace {
   readonly #early: Socket[] = [];
   #onInbound: ((s: Socket) => void) | undefined;
   #port = 0;
+  #inbound = 0;
   #closed = false;
 
   private constructor(opts: RaceOptions) {
     this.#opts = opts;
     this.#log = opts.logger ?? silentLogger;
     this.#server = createServer({ pauseOnConnect: true }, (s) => {
-      if (this.#onInbound) this.#onInbound(s);
-      else if (this.#early.length < 16) this.#early.push(s);
-      else s.destroy();
+      // Anyone can dial the port; only the peer can complete a handshake: bound what strangers cost.
+      if (++this.#inbound > MAX_INBOUND) s.destroy();
+      else if (this.#onInbound) this.#onInbound(s);
+      else this.#early.push(s);
     });
   }
 

@@ -1,5 +1,5 @@
 /**
- * A small network made of namespaces: two agent machines `a` and `b` joined by a direct link, each
+ * A small network made of namespaces (test/p2p/netns.test.ts and bench/p2p.mjs): two agent machines `a` and `b` joined by a direct link, each
  * reaching the relay machine `r` through a link of its own, so a and b talk to each other directly or
  * through the relay, never otherwise. Needs root, `ip` and `nft`.
  *
@@ -7,12 +7,12 @@
  *   a (10.77.2.1) ──── r (10.77.2.2)
  *   b (10.77.3.1) ──── r (10.77.3.2)
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { NFLTR_BIN } from '../helpers/processes.js';
+import { NFLTR_BIN } from './common.mjs';
 
 /** Why namespaces cannot be made here, or undefined when they can. */
-export function netnsProblem(): string | undefined {
+export function netnsProblem() {
   if (process.getuid?.() !== 0) return 'not root';
   for (const tool of ['ip', 'nft', 'tc']) {
     try {
@@ -26,39 +26,24 @@ export function netnsProblem(): string | undefined {
     execFileSync('ip', ['netns', 'add', probe], { stdio: 'pipe' });
     execFileSync('ip', ['netns', 'del', probe], { stdio: 'pipe' });
   } catch (err) {
-    return `ip netns add fails: ${(err as Error).message.split('\n')[0]}`;
+    return `ip netns add fails: ${err.message.split('\n')[0]}`;
   }
   return undefined;
 }
 
-const run = (...args: string[]) => execFileSync(args[0]!, args.slice(1), { stdio: 'pipe' });
+const run = (...args) => execFileSync(args[0], args.slice(1), { stdio: 'pipe' });
 
-export interface Lab {
-  ns: { a: string; b: string; r: string };
-  /** The relay's address as a and b reach it. */
-  relayFrom: { a: string; b: string };
-  /** a's end of the direct link. */
-  directIf: string;
-  /** Drops everything on the direct link (a's side, both ways) until {@link unblock}. */
-  block(): void;
-  unblock(): void;
-  /** Limits the direct link to `rate` (tc syntax, `80mbit`) each way. */
-  shape(rate: string): void;
-  /** Spawns `nfltr …` in a namespace. */
-  nfltr(ns: string, args: string[]): ChildProcess;
-  destroy(): void;
-}
-
-export function makeLab(): Lab {
+/** Makes the namespaces and links; see netns.d.mts for what the lab offers. */
+export function makeLab() {
   const tag = randomBytes(3).toString('hex');
   const ns = { a: `nfa-${tag}`, b: `nfb-${tag}`, r: `nfr-${tag}` };
-  const links: [string, string, string, string, string, string][] = [
+  const links = [
     // [namespace, interface, address, peer namespace, peer interface, peer address]
     [ns.a, `ab${tag}`, '10.77.1.1/24', ns.b, `ba${tag}`, '10.77.1.2/24'],
     [ns.a, `ar${tag}`, '10.77.2.1/24', ns.r, `ra${tag}`, '10.77.2.2/24'],
     [ns.b, `br${tag}`, '10.77.3.1/24', ns.r, `rb${tag}`, '10.77.3.2/24'],
   ];
-  const lab: Lab = {
+  const lab = {
     ns,
     relayFrom: { a: '10.77.2.2', b: '10.77.3.2' },
     directIf: `ab${tag}`,
@@ -80,7 +65,7 @@ export function makeLab(): Lab {
       for (const [n, i] of [
         [ns.a, `ab${tag}`],
         [ns.b, `ba${tag}`],
-      ] as const) {
+      ]) {
         run(
           'ip',
           'netns',
@@ -135,15 +120,15 @@ export function makeLab(): Lab {
 }
 
 /** A child's output so far, and its exit. */
-export function watch(child: ChildProcess) {
+export function watch(child) {
   let out = '';
   let err = '';
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+  child.stdout.setEncoding('utf8').on('data', (d) => {
     out += d;
   });
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+  child.stderr.setEncoding('utf8').on('data', (d) => {
     err += d;
   });
-  const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
+  const exited = new Promise((res) => child.once('exit', (code) => res(code)));
   return { stdout: () => out, stderr: () => err, exited, child };
 }
