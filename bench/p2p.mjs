@@ -31,7 +31,7 @@ async function writeRandom(path, mib) {
 /** Raw TCP over the direct link: a sink in b writes to a file, a reads the file into the socket. */
 async function rawTcp(lab, path, bytes) {
   const sinkDir = tempDir('nfltr-bench-p2p-raw-');
-  const sink = `const s=require('net').createServer(c=>{const f=require('fs').createWriteStream(${JSON.stringify(join(sinkDir, 'f'))});c.pipe(f);f.on('finish',()=>{c.end('k');s.close()})}).listen(0,'10.77.1.2',()=>console.log('ready',s.address().port))`;
+  const sink = `const s=require('net').createServer({allowHalfOpen:true},c=>{const f=require('fs').createWriteStream(${JSON.stringify(join(sinkDir, 'f'))});c.pipe(f);f.on('finish',()=>{c.end('k');s.close()})}).listen(0,'10.77.1.2',()=>console.log('ready',s.address().port))`;
   const server = watch(
     (await import('node:child_process')).spawn(
       'ip',
@@ -48,9 +48,11 @@ async function rawTcp(lab, path, bytes) {
     }, 20);
   });
   const src = `const s=require('net').connect(${port},'10.77.1.2',()=>{const t=performance.now();require('fs').createReadStream(${JSON.stringify(path)},{highWaterMark:1<<20}).pipe(s);s.on('data',()=>{console.log(performance.now()-t);s.destroy()})})`;
-  const ms = Number(
-    execFileSync('ip', ['netns', 'exec', lab.ns.a, process.execPath, '-e', src], { encoding: 'utf8' }),
-  );
+  const text = execFileSync('ip', ['netns', 'exec', lab.ns.a, process.execPath, '-e', src], {
+    encoding: 'utf8',
+  });
+  const ms = Number(/([\d.]+)\s*$/.exec(text)?.[1]);
+  if (!(ms > 0)) throw new Error(`raw TCP run printed ${JSON.stringify(text)}, not its time`);
   await server.exited;
   return bytes / 1e6 / (ms / 1000);
 }
