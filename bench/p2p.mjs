@@ -5,28 +5,12 @@
 // the sender's own (from its offer to the last acknowledgement; the whole-file hash before is apart).
 // Needs root, ip, tc and nft; says why and skips otherwise.
 import { execFileSync } from 'node:child_process';
-import { createCipheriv, createHash } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
 import { join } from 'node:path';
+import { writeFile } from './artifacts.mjs';
 import { NFLTR_BIN, summarise, tempDir } from './common.mjs';
 import { makeLab, netnsProblem, watch } from './netns.mjs';
 
 const MIB = 1024 * 1024;
-
-/** Incompressible content, fast: AES-256-CTR of zeros. */
-async function writeRandom(path, mib) {
-  const cipher = createCipheriv(
-    'aes-256-ctr',
-    createHash('sha256').update('p2p bench').digest(),
-    Buffer.alloc(16),
-  );
-  const zeros = Buffer.alloc(MIB);
-  const out = createWriteStream(path);
-  for (let i = 0; i < mib; i++) {
-    if (!out.write(cipher.update(zeros))) await new Promise((r) => out.once('drain', r));
-  }
-  await new Promise((r, j) => out.end((e) => (e ? j(e) : r())));
-}
 
 /** Raw TCP over the direct link: a sink in b writes to a file, a reads the file into the socket. */
 async function rawTcp(lab, path, bytes) {
@@ -90,7 +74,7 @@ export async function benchP2p({ mib, repeats }) {
       },
     ).trim();
     const file = join(tempDir('nfltr-bench-p2p-'), 'data.bin');
-    await writeRandom(file, mib);
+    await writeFile(file, mib);
     const bytes = mib * MIB;
     const once = async (extra) => {
       const out = tempDir('nfltr-bench-p2p-out-');
