@@ -1,9 +1,21 @@
 /** `nfltr p2p`: peer names and aliases, flags and their errors, and the address the relay reports. */
+import { spawn } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { watch } from '../../bench/netns.mjs';
 import { AgentClient } from '../../src/agent/index.js';
 import { aliasOf, resolvePeer } from '../../src/cli/p2p.js';
 import type { Peer } from '../../src/planner/peers.js';
-import { createKey, nfltr, type RelayProcess, startRelayProcess } from '../helpers/processes.js';
+import {
+  createKey,
+  eventually,
+  NFLTR_BIN,
+  nfltr,
+  type RelayProcess,
+  startRelayProcess,
+  tempDir,
+} from '../helpers/processes.js';
 
 const peer = (agent_id: string, transfer?: string): Peer => ({
   agent_id,
@@ -15,6 +27,7 @@ const peer = (agent_id: string, transfer?: string): Peer => ({
 
 describe('p2p cli', () => {
   let relay: RelayProcess | undefined;
+  let apiKey = '';
   afterAll(async () => {
     await relay?.stop();
   });
@@ -68,10 +81,74 @@ describe('p2p cli', () => {
 
   it('p2p cli - the relay tells an agent the address it saw', async () => {
     relay = await startRelayProcess();
-    const apiKey = await createKey(relay.dataDir, 'acme');
+    apiKey = await createKey(relay.dataDir, 'acme');
     const agent = new AgentClient({ servers: [relay.grpcAddr], apiKey, agentId: 'seen-p2p', kind: 'tunnel' });
     await agent.start().waitConnected();
     expect(agent.observedAddr).toMatch(/^127\.0\.0\.1:\d+$/);
     await agent.close();
+  });
+
+  it('p2p cli - --relay sends through the relay, and --from refuses other senders', async () => {
+    const src = tempDir();
+    writeFileSync(join(src, 'notes.txt'), 'p2p through the relay\n');
+    const out = tempDir();
+    const common = ['--server', relay!.grpcAddr, '--api-key', apiKey, '--state-dir'];
+    const recv = watch(
+      spawn(process.execPath, [
+        NFLTR_BIN,
+        'p2p',
+        'recv',
+        '--output',
+        out,
+        '--name',
+        'desk-p2p',
+        '--from',
+        'cli-sender',
+        ...common,
+        tempDir(),
+      ]),
+    );
+    try {
+      await eventually(() => recv.stderr().includes('receiving'), 15_000, 'recv connected');
+      const other = await nfltr([
+        'p2p',
+        'send',
+        join(src, 'notes.txt'),
+        'desk-p2p',
+        '--name',
+        'intruder',
+        ...common,
+        tempDir(),
+      ]);
+      expect(other.code).toBe(1);
+      expect(other.stderr).toContain(
+        'desk-p2p refused the files: desk-p2p takes files from cli-sender only (--from)',
+      );
+      const sent = await nfltr([
+        'p2p',
+        'send',
+        join(src, 'notes.txt'),
+        'desk-p2p',
+        '--relay',
+        '--name',
+        'cli-sender',
+        ...common,
+        tempDir(),
+      ]);
+      expect(sent.code, sent.stderr).toBe(0);
+      expect(sent.stderr).toContain('relay path asked for: using the relay path');
+      expect(sent.stdout).toMatch(
+        /^sent 1 file \(22 bytes\) to desk-p2p through the relay in [\d.]+ s, [\d.]+ MB\/s\n$/,
+      );
+      await eventually(
+        () => recv.stdout().includes('received 1 file(s) (22 bytes) from cli-sender through the relay'),
+        10_000,
+        'recv result',
+      );
+      expect(readFileSync(join(out, 'notes.txt'), 'utf8')).toBe('p2p through the relay\n');
+    } finally {
+      recv.child.kill('SIGTERM');
+      await recv.exited;
+    }
   });
 });
