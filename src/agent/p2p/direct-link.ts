@@ -8,6 +8,7 @@
  *   dialer → acceptor   sealed CONFIRM         (proves the dialer's static key to the acceptor)
  *   sender  → receiver  sealed SELECT          (on the first connection authenticated at the sender)
  *   either way          sealed MESSAGE …       (A2aMessage: artifact chunks one way, acks the other)
+ *   either way          sealed PING            (after a second without writing; ignored)
  * Sealed bodies are AES-256-GCM (channel `p2p` of the session), the seq implicit in the order; their
  * first plaintext byte is the frame type.
  */
@@ -25,12 +26,16 @@ import { FrameReader, frameHeader } from './frames.js';
 const CONFIRM = 0;
 const SELECT = 1;
 const MESSAGE = 2;
+const PING = 3;
 const SESSION_CHANNEL = 'p2p';
 /**
- * A link with nothing read or written for this long is dead (a firewall that drops, a cable pulled: TCP
- * itself would wait minutes): closed with an error, so the sender goes on through the relay.
+ * A selected link on which nothing arrives for this long is dead (a firewall that drops, a cable pulled:
+ * TCP itself would wait minutes): closed with an error, so the sender goes on through the relay. Both
+ * ends send a PING when they have written nothing for {@link PING_MS}, so a busy peer (a receiver
+ * flushing a large file to disk) is never taken for a dead one.
  */
 export const DIRECT_IDLE_MS = 5_000;
+const PING_MS = 1_000;
 /** Socket bytes queued past this make {@link DirectLink.whenWritable} wait for a drain. */
 const HIGH_WATER_BYTES = 8 * 1024 * 1024;
 
@@ -67,6 +72,9 @@ export class DirectLink extends EventEmitter<LinkEvents> {
   #opener: ChannelOpener | undefined;
   #state: 'handshake' | 'authenticated' | 'selected' | 'closed' = 'handshake';
   #drain: (() => void)[] = [];
+  #lastRead = Date.now();
+  #lastWrite = Date.now();
+  #keepalive: NodeJS.Timeout | undefined;
 
   constructor(socket: Socket, id: LinkIdentity, dialer: boolean) {
     super();
@@ -86,9 +94,6 @@ export class DirectLink extends EventEmitter<LinkEvents> {
     socket.on('drain', () => this.#wakeWriters());
     socket.on('error', (err) => this.#end(err));
     socket.on('close', () => this.#end(new Error('connection closed by the peer')));
-    socket.setTimeout(DIRECT_IDLE_MS, () =>
-      this.#end(new Error(`nothing received or sent for ${DIRECT_IDLE_MS} ms`)),
-    );
     if (dialer) this.#write(this.#hs.writeMessage());
   }
 
@@ -101,6 +106,7 @@ export class DirectLink extends EventEmitter<LinkEvents> {
     if (this.#state !== 'authenticated') throw new Error(`cannot select a link in state ${this.#state}`);
     this.#state = 'selected';
     this.#seal(SELECT);
+    this.#startKeepalive();
   }
 
   /** Sends one A2A message on a selected link; throws once the link is closed. */
@@ -125,11 +131,22 @@ export class DirectLink extends EventEmitter<LinkEvents> {
     this.#end(undefined);
   }
 
+  #startKeepalive(): void {
+    this.#keepalive = setInterval(() => {
+      const now = Date.now();
+      if (now - this.#lastRead > DIRECT_IDLE_MS)
+        return this.#end(new Error(`nothing received for ${DIRECT_IDLE_MS} ms`));
+      if (now - this.#lastWrite >= PING_MS) this.#seal(PING);
+    }, PING_MS / 2);
+    this.#keepalive.unref();
+  }
+
   #wakeWriters(): void {
     for (const w of this.#drain.splice(0)) w();
   }
 
   #write(body: Uint8Array): void {
+    this.#lastWrite = Date.now();
     // One writev for header and body.
     this.#socket.cork();
     this.#socket.write(frameHeader(body.length));
@@ -147,6 +164,7 @@ export class DirectLink extends EventEmitter<LinkEvents> {
   #end(err: Error | undefined): void {
     if (this.#state === 'closed') return;
     this.#state = 'closed';
+    clearInterval(this.#keepalive);
     // Closed on purpose: what was written (the last acks) still goes out.
     if (err) this.#socket.destroy();
     else this.#socket.end();
@@ -155,6 +173,7 @@ export class DirectLink extends EventEmitter<LinkEvents> {
   }
 
   #onData(data: Buffer): void {
+    this.#lastRead = Date.now();
     this.#reader.append(data);
     try {
       for (let body = this.#reader.next(); body; body = this.#reader.next()) {
@@ -204,7 +223,10 @@ export class DirectLink extends EventEmitter<LinkEvents> {
       this.emit('authenticated');
     } else if (type === SELECT && this.#state === 'authenticated') {
       this.#state = 'selected';
+      this.#startKeepalive();
       this.emit('selected');
+    } else if (type === PING && this.#state === 'selected') {
+      // Liveness only (#lastRead).
     } else if (type === MESSAGE && this.#state === 'selected') {
       const msg = fromBinary(A2aMessageSchema, plain.subarray(1));
       if (msg.msg.case !== undefined) this.emit('message', msg.msg);
