@@ -11,6 +11,7 @@ import { type Command, Option } from 'commander';
 import {
   describeFiles,
   ProgressThrottle,
+  parseChunkRef,
   progressText,
   resolveLocalPaths,
 } from '../agent/artifacts/index.js';
@@ -314,6 +315,7 @@ async function sendCommand(path: string, peerArg: string, o: SendFlags): Promise
       addresses: s.addresses(),
       relayOnly: o.relay,
       directTimeoutMs: o.directTimeout,
+      corruptChunk: parseChunkRef(process.env.NFLTR_TEST_CORRUPT_CHUNK),
       signal: stop.signal,
       onPath: (c) => {
         path_ = c;
@@ -435,7 +437,16 @@ async function recvCommand(o: RecvFlags): Promise<void> {
       },
       logger: s.logger,
     });
-    const files = await current.done;
+    let files: Awaited<typeof current.done>;
+    try {
+      files = await current.done;
+    } catch (err) {
+      // A discarded file fails the transfer; one sent again starts afresh.
+      if (slots.get(id) === slot) slots.delete(id);
+      current.close();
+      await slot.receiver.abort();
+      throw err;
+    }
     if (slot.current !== current) return;
     current.close();
     slots.delete(id);

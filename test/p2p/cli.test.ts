@@ -88,7 +88,7 @@ describe('p2p cli', () => {
     await agent.close();
   });
 
-  it('p2p cli - --relay sends through the relay, and --from refuses other senders', async () => {
+  it('p2p cli - --relay sends through the relay, --from refuses other senders, a corrupt file is refused and sent again', async () => {
     const src = tempDir();
     writeFileSync(join(src, 'notes.txt'), 'p2p through the relay\n');
     const out = tempDir();

@@ -3,7 +3,7 @@
  * loopback. The real processes and network namespaces are test/p2p/netns.test.ts's part.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { describeFiles, listFiles } from '../../src/agent/artifacts/index.js';
@@ -78,7 +78,13 @@ describe('p2p transfer', () => {
   async function send(
     p: Awaited<ReturnType<typeof pair>>,
     dir: string,
-    opts: { addresses: string[]; signal?: AbortSignal; transferId?: string; relayOnly?: boolean },
+    opts: {
+      addresses: string[];
+      signal?: AbortSignal;
+      transferId?: string;
+      relayOnly?: boolean;
+      corruptChunk?: { name: string; offset: number };
+    },
   ) {
     const files = await listFiles(dir);
     const paths: PathChange[] = [];
@@ -93,6 +99,7 @@ describe('p2p transfer', () => {
       relayOnly: opts.relayOnly,
       directTimeoutMs: 500,
       signal: opts.signal,
+      corruptChunk: opts.corruptChunk,
       onPath: (c) => paths.push(c),
     });
     return { report, paths };
@@ -150,6 +157,24 @@ describe('p2p transfer', () => {
     expect(report.resumedBytes).toBeGreaterThan(4 * 1024 * 1024);
     expect(report.bytesSent).toBeLessThan(data.length);
     await eventually(() => sha(readFileSync(join(p.out, 'data.bin'))) === sha(data), 5000, 'file placed');
+  });
+
+  it('p2p - a chunk altered before the link fails its file closed', async () => {
+    const p = await pair('corrupt', ['127.0.0.1']);
+    const { dir } = source(3);
+    const { report } = await send(p, dir, {
+      addresses: ['127.0.0.1'],
+      corruptChunk: { name: 'data.bin', offset: 1024 * 1024 },
+    });
+    expect(report.path).toBe('direct');
+    expect(report.failed).toEqual([
+      {
+        name: 'data.bin',
+        error: 'artifact data.bin discarded: chunk at offset 1048576 does not match its SHA-256',
+      },
+    ]);
+    expect(existsSync(join(p.out, 'data.bin'))).toBe(false);
+    expect(readFileSync(join(p.out, 'sub', 'small.txt'), 'utf8')).toBe('hello');
   });
 
   it('p2p - a connection that presents another key is refused', async () => {

@@ -31,6 +31,7 @@ import {
   ArtifactReceiver,
   type ArtifactReceiverOptions,
   ArtifactSender,
+  type ChunkRef,
   type LocalFile,
   type ReceivedFile,
   type SendReport,
@@ -97,6 +98,8 @@ export interface SendFilesOptions extends DirectOptions {
   onProgress?: (acked: number, total: number) => void;
   /** Passed on to the sender (tests: a short stall resend). */
   stallMs?: number;
+  /** For tests: the sender flips a byte of this chunk once (see ArtifactSenderOptions). */
+  corruptChunk?: ChunkRef;
 }
 
 export interface SendFilesReport extends SendReport {
@@ -173,6 +176,7 @@ export async function sendFiles(opts: SendFilesOptions): Promise<SendFilesReport
         opts.onProgress?.(acked, total);
       },
       stallMs: opts.stallMs,
+      corruptChunk: opts.corruptChunk,
       logger: log,
     });
     for (const ack of got.standing) sender.onAck(ack);
