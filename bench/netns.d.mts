@@ -9,8 +9,11 @@ export interface Lab {
   relayFrom: { a: string; b: string };
   /** a's end of the direct link. */
   directIf: string;
+  /** The direct link is blocked now. */
+  blocked: boolean;
   /** Drops everything on the direct link (a's side, both ways, nftables) until {@link unblock}. */
   block(): void;
+  /** Lifts {@link block}; a no-op when not blocked. */
   unblock(): void;
   /** Limits the direct link to `rate` (tc syntax, `80mbit`) each way. */
   shape(rate: string): void;

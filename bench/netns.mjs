@@ -47,18 +47,22 @@ export function makeLab() {
     ns,
     relayFrom: { a: '10.77.2.2', b: '10.77.3.2' },
     directIf: `ab${tag}`,
+    blocked: false,
     block() {
       const rules = `table inet nfltr_block {
   chain in { type filter hook input priority 0; iifname "${lab.directIf}" drop; }
   chain out { type filter hook output priority 0; oifname "${lab.directIf}" drop; }
 }
 `;
+      lab.blocked = true;
       execFileSync('ip', ['netns', 'exec', ns.a, 'nft', '-f', '-'], {
         input: rules,
         stdio: ['pipe', 'pipe', 'pipe'],
       });
     },
     unblock() {
+      if (!lab.blocked) return;
+      lab.blocked = false;
       run('ip', 'netns', 'exec', ns.a, 'nft', 'delete', 'table', 'inet', 'nfltr_block');
     },
     shape(rate) {
