@@ -5,6 +5,7 @@
 // the sender's own (from its offer to the last acknowledgement; the whole-file hash before is apart).
 // Needs root, ip, tc and nft; says why and skips otherwise.
 import { execFileSync } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFile } from './artifacts.mjs';
 import { NFLTR_BIN, summarise, tempDir } from './common.mjs';
@@ -45,6 +46,7 @@ export async function benchP2p({ mib, repeats }) {
   const problem = netnsProblem();
   if (problem) return { skipped: `network namespaces unavailable (${problem})` };
   const lab = makeLab();
+  const srcDir = tempDir('nfltr-bench-p2p-');
   const relay = watch(
     lab.nfltr(lab.ns.r, [
       'relay',
@@ -73,7 +75,7 @@ export async function benchP2p({ mib, repeats }) {
         encoding: 'utf8',
       },
     ).trim();
-    const file = join(tempDir('nfltr-bench-p2p-'), 'data.bin');
+    const file = join(srcDir, 'data.bin');
     await writeFile(file, mib);
     const bytes = mib * MIB;
     const once = async (extra) => {
@@ -134,6 +136,7 @@ export async function benchP2p({ mib, repeats }) {
     relay.child.kill('SIGTERM');
     await relay.exited;
     lab.destroy();
+    rmSync(srcDir, { recursive: true, force: true });
   }
 }
 

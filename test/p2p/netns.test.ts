@@ -5,7 +5,7 @@
  * direct link cut midway. `NFLTR_P2P_MIB` sets the file size (the soak run sends 1 GiB).
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, readdirSync, statSync } from 'node:fs';
+import { createReadStream, readdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Lab, makeLab, netnsProblem, watch } from '../../bench/netns.mjs';
@@ -38,6 +38,13 @@ function bytesUnder(dir: string): number {
 
 describe.skipIf(problem !== undefined)('p2p between network namespaces', () => {
   let lab: Lab;
+  /** Folders made here (GiB in the soak run), removed at the end. */
+  const dirs: string[] = [];
+  const tmp = (prefix?: string) => {
+    const d = tempDir(prefix);
+    dirs.push(d);
+    return d;
+  };
   let relay: ReturnType<typeof watch>;
   let grpcPort = 0;
   let httpPort = 0;
@@ -48,7 +55,7 @@ describe.skipIf(problem !== undefined)('p2p between network namespaces', () => {
 
   beforeAll(async () => {
     lab = makeLab();
-    const dataDir = tempDir('nfltr-p2p-relay-');
+    const dataDir = tmp('nfltr-p2p-relay-');
     relay = watch(
       lab.nfltr(lab.ns.r, [
         'relay',
@@ -70,7 +77,7 @@ describe.skipIf(problem !== undefined)('p2p between network namespaces', () => {
     grpcPort = Number(m![1]);
     httpPort = Number(m![2]);
     key = await createKey(dataDir, 'acme');
-    const src = tempDir('nfltr-p2p-src-');
+    const src = tmp('nfltr-p2p-src-');
     const { open } = await import('node:fs/promises');
     const { randomFillSync } = await import('node:crypto');
     for (const f of [big, small]) {
@@ -88,13 +95,14 @@ describe.skipIf(problem !== undefined)('p2p between network namespaces', () => {
     relay?.child.kill('SIGTERM');
     await relay?.exited;
     lab?.destroy();
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
   });
 
   const spawnIn = (ns: string, args: string[]) => watch(lab.nfltr(ns, args));
 
   /** `nfltr p2p recv --once --json` in b. */
   async function receiver(name: string) {
-    const out = tempDir('nfltr-p2p-out-');
+    const out = tmp('nfltr-p2p-out-');
     const r = spawnIn(lab.ns.b, [
       'p2p',
       'recv',
@@ -105,7 +113,7 @@ describe.skipIf(problem !== undefined)('p2p between network namespaces', () => {
       '--name',
       name,
       '--state-dir',
-      tempDir(),
+      tmp(),
       '--server',
       `${lab.relayFrom.b}:${grpcPort}`,
       '--api-key',
@@ -148,7 +156,7 @@ describe.skipIf(problem !== undefined)('p2p between network namespaces', () => {
     async () => {
       const r = await receiver('labrecv-p2p');
       // An alias (`labrecv`) resolved through the relay's HTTP API.
-      const s = sender('labrecv', tempDir(), ['--proxy-url', `http://${lab.relayFrom.a}:${httpPort}`]);
+      const s = sender('labrecv', tmp(), ['--proxy-url', `http://${lab.relayFrom.a}:${httpPort}`]);
       expect(await s.exited, s.stderr()).toBe(0);
       const sent = JSON.parse(s.stdout());
       expect(sent.path).toBe('direct');
@@ -168,7 +176,7 @@ describe.skipIf(problem !== undefined)('p2p between network namespaces', () => {
       lab.block();
       try {
         const r = await receiver('fallback-p2p');
-        const s = sender('fallback-p2p', tempDir(), ['--direct-timeout', '1s']);
+        const s = sender('fallback-p2p', tmp(), ['--direct-timeout', '1s']);
         expect(await s.exited, s.stderr()).toBe(0);
         const sent = JSON.parse(s.stdout());
         expect(sent.path).toBe('relay');
@@ -189,10 +197,10 @@ describe.skipIf(problem !== undefined)('p2p between network namespaces', () => {
     lab.shape('40mbit');
     try {
       const r = await receiver('resume-p2p');
-      const state = tempDir();
+      const state = tmp();
       const first = sender('resume-p2p', state, [], small);
       await eventually(
-        () => bytesUnder(join(r.out, '.nfltr-partial')) > MIB * 1024 * 1024 * 0.2,
+        () => bytesUnder(join(r.out, '.nfltr-partial')) > small.mib * 1024 * 1024 * 0.2,
         30_000,
         'a fifth received',
       );
@@ -219,9 +227,9 @@ describe.skipIf(problem !== undefined)('p2p between network namespaces', () => {
     lab.shape('40mbit');
     try {
       const r = await receiver('cut-p2p');
-      const s = sender('cut-p2p', tempDir(), [], small);
+      const s = sender('cut-p2p', tmp(), [], small);
       await eventually(
-        () => bytesUnder(join(r.out, '.nfltr-partial')) > MIB * 1024 * 1024 * 0.2,
+        () => bytesUnder(join(r.out, '.nfltr-partial')) > small.mib * 1024 * 1024 * 0.2,
         30_000,
         'a fifth received',
       );
