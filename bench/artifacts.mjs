@@ -13,7 +13,8 @@ import { kill, ROOT, spawnReady, startRelay, summarise, tempDir } from './common
 const AGENT = join(ROOT, 'bench', 'artifact-agent.mjs');
 const MIB = 1024 * 1024;
 
-async function writeFile(path, mib) {
+/** Writes `mib` MiB of incompressible content (AES-256-CTR of zeros), fast. */
+export async function writeFile(path, mib) {
   const cipher = createCipheriv(
     'aes-256-ctr',
     createHash('sha256').update('bench').digest(),

@@ -1,5 +1,5 @@
 // `npm run bench`: every figure next to a baseline measured in the same run, and the ratio.
-// Flags: --only routing,dispatch,artifacts,fleet,cluster,ai,proxy,handshake  --workers N  --artifact-mib N  --tasks N  --repeats N
+// Flags: --only routing,dispatch,artifacts,p2p,fleet,cluster,ai,proxy,handshake  --workers N  --artifact-mib N  --tasks N  --repeats N
 //        --cluster adds the cluster section, which needs PostgreSQL and NATS (bench/cluster.mjs)
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -153,6 +153,19 @@ if (wanted('artifacts')) {
   results.sections.artifacts = a;
   row(`artifact ${mib} MiB MB/s (e2ee on)`, a.encrypted.mb_s, 'raw loopback TCP', a.tcpRaw.mb_s, '≥ 0.5×', 1);
   row(`artifact ${mib} MiB MB/s (e2ee off)`, a.plain.mb_s, 'raw loopback TCP', a.tcpRaw.mb_s, '', 1);
+}
+
+if (wanted('p2p')) {
+  const mib = Number(flags['artifact-mib']);
+  process.stderr.write(`p2p: one ${mib} MiB file between two network namespaces: direct, relay, raw TCP …\n`);
+  const { benchP2p } = await import('./p2p.mjs');
+  const p = await benchP2p({ mib, repeats: flags.repeats === '3' ? 1 : repeats });
+  results.sections.p2p = p;
+  if (p.skipped) process.stderr.write(`p2p: skipped: ${p.skipped}\n`);
+  else {
+    row(`p2p ${mib} MiB MB/s direct`, p.direct, 'raw TCP between the namespaces', p.tcpRaw, '', 1);
+    row(`p2p ${mib} MiB MB/s direct`, p.direct, 'nfltr p2p through the relay', p.relay, '> 1×', 1);
+  }
 }
 
 if (wanted('proxy')) {

@@ -139,6 +139,7 @@ export class AgentClient extends EventEmitter<AgentEvents> {
   #wake: (() => void) | undefined;
   #maxFrameBytes = DEFAULT_MAX_FRAME_BYTES;
   #lastError = '';
+  #observedAddr = '';
   /** Welcomed at least once: the id is ours, and a relay that finds it taken is asked again. */
   #everConnected = false;
   /** Callers of {@link whenWritable} waiting for the queue to shrink. */
@@ -173,6 +174,11 @@ export class AgentClient extends EventEmitter<AgentEvents> {
   /** The reason of the last failed dial or dropped stream, for error messages while disconnected. */
   get lastError(): string {
     return this.#lastError;
+  }
+
+  /** This agent's address as the relay saw it (from the last welcome; empty when it says nothing). */
+  get observedAddr(): string {
+    return this.#observedAddr;
   }
 
   get labels(): Record<string, string> {
@@ -431,6 +437,7 @@ export class AgentClient extends EventEmitter<AgentEvents> {
             this.#connected = true;
             this.#maxFrameBytes = f.value.maxFrameBytes || DEFAULT_MAX_FRAME_BYTES;
             this.#lastError = '';
+            this.#observedAddr = f.value.observedAddr;
             this.#log.info('connected to relay', { server, relay: f.value.relayId, agent: this.agentId });
             this.emit('status', {
               type: 'connected',

@@ -24,6 +24,7 @@ const COMMANDS: Record<string, () => Promise<{ register: Register }>> = {
   demo: () => import('./demo.js'),
   ai: () => import('./ai.js'),
   peers: () => import('./peers.js'),
+  p2p: () => import('./p2p.js'),
   status: () => import('./status.js'),
   orch: () => import('./orch.js'),
   login: () => import('./login.js'),

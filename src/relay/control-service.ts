@@ -196,6 +196,7 @@ export function createControlHandler(
                 maxFrameBytes: opts.maxFrameBytes,
                 keepaliveIntervalMs: opts.keepaliveIntervalMs,
                 relayId: opts.relayId,
+                observedAddr: peer.replace(/^ipv[46]:/, ''),
               }),
             });
             logger.info('agent connected', {

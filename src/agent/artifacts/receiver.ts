@@ -245,6 +245,35 @@ export class ArtifactReceiver {
     });
   }
 
+  /**
+   * Where each announced file stands, as acks a sender starting over takes before it sends: `done`
+   * (placed), `error` (discarded), or the offset written so far, partial files a receiver before this
+   * one left included. A file whole on disk is verified and placed first.
+   */
+  standing(): Promise<ArtifactAck[]> {
+    const out: ArtifactAck[] = [];
+    return this.#enqueue(async () => {
+      for (const f of this.#io.values()) {
+        const e = f.entry;
+        if (!e.info) continue;
+        if (!f.complete && !f.placed && !e.error) {
+          await this.#recover(f);
+          if (!f.complete && f.resumed && !f.handle && e.offset === e.info.size) this.#markComplete(f);
+          if (f.complete && !f.placed) await this.#finish(f);
+        }
+        const fields = f.placed ? { done: true } : e.error ? { error: e.error } : {};
+        out.push(
+          create(ArtifactAckSchema, {
+            taskId: this.#opts.taskId ?? '',
+            name: e.name,
+            offset: BigInt(e.offset),
+            ...fields,
+          }),
+        );
+      }
+    }).then(() => out);
+  }
+
   /** Drops partial files (the task ended or failed). Placed files stay. */
   async abort(): Promise<void> {
     this.#aborted = true;

@@ -26,7 +26,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file nfltr/v1/a2a.proto.
  */
 export const file_nfltr_v1_a2a: GenFile = /*@__PURE__*/
-  fileDesc("ChJuZmx0ci92MS9hMmEucHJvdG8SCG5mbHRyLnYxIrEECgpBMmFNZXNzYWdlEiAKBXByb2JlGAEgASgLMg8ubmZsdHIudjEuUHJvYmVIABItCgxwcm9iZV9yZXN1bHQYAiABKAsyFS5uZmx0ci52MS5Qcm9iZVJlc3VsdEgAEikKCnRhc2tfc3RhcnQYAyABKAsyEy5uZmx0ci52MS5UYXNrU3RhcnRIABItCgx0YXNrX3JlZnVzZWQYBCABKAsyFS5uZmx0ci52MS5UYXNrUmVmdXNlZEgAEikKCnRhc2tfZXZlbnQYBSABKAsyEy5uZmx0ci52MS5UYXNrRXZlbnRIABIkCgdyZXNwb25kGAYgASgLMhEubmZsdHIudjEuUmVzcG9uZEgAEiIKBmNhbmNlbBgHIAEoCzIQLm5mbHRyLnYxLkNhbmNlbEgAEiIKBnJlc3VtZRgIIAEoCzIQLm5mbHRyLnYxLlJlc3VtZUgAEhwKA2FjaxgJIAEoCzINLm5mbHRyLnYxLkFja0gAEjEKDmFydGlmYWN0X2NodW5rGAogASgLMhcubmZsdHIudjEuQXJ0aWZhY3RDaHVua0gAEi0KDGFydGlmYWN0X2FjaxgLIAEoCzIVLm5mbHRyLnYxLkFydGlmYWN0QWNrSAASMwoPcmVwbGF5X2NvbXBsZXRlGAwgASgLMhgubmZsdHIudjEuUmVwbGF5Q29tcGxldGVIABIjCgRodHRwGA0gASgLMhMubmZsdHIudjEuSHR0cEZyYW1lSABCBQoDbXNnIhkKBVByb2JlEhAKCHByb2JlX2lkGAEgASgJIuYCCgtQcm9iZVJlc3VsdBIQCghwcm9iZV9pZBgBIAEoCRIRCglhdmFpbGFibGUYAiABKAgSEgoKZnJlZV9zbG90cxgDIAEoDRIRCgltYXhfdGFza3MYBCABKA0SEAoIcHJvdG9jb2wYBSABKAkSDAoEdG9vbBgGIAEoCRIxCgZsYWJlbHMYByADKAsyIS5uZmx0ci52MS5Qcm9iZVJlc3VsdC5MYWJlbHNFbnRyeRIYChBleGVjdXRvcl9oZWFsdGh5GAggASgIEhYKDmV4ZWN1dG9yX2Vycm9yGAkgASgJEhAKCGRyYWluaW5nGAogASgIEhYKDmV4ZWN1dG9yX3JlYWR5GAsgASgIEhcKD2V4ZWN1dG9yX3JlYXNvbhgMIAEoCRIUCgxleGVjdXRvcl9maXgYDSABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKgAQoJVGFza1N0YXJ0Eg8KB3Rhc2tfaWQYASABKAkSEQoJb2JqZWN0aXZlGAIgASgJEhQKDGNvbnRleHRfanNvbhgDIAEoCRIYChBjb25zdHJhaW50c19qc29uGAQgASgJEhIKCnRpbWVvdXRfbXMYBSABKAQSKwoLaW5wdXRfZmlsZXMYBiADKAsyFi5uZmx0ci52MS5BcnRpZmFjdEluZm8iPwoLVGFza1JlZnVzZWQSDwoHdGFza19pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkSDwoHbWVzc2FnZRgDIAEoCSKvAgoJVGFza0V2ZW50Eg8KB3Rhc2tfaWQYASABKAkSCwoDc2VxGAIgASgEEiIKBXN0YXRlGAMgASgOMhMubmZsdHIudjEuVGFza1N0YXRlEhQKDHRpbWVfdW5peF9tcxgEIAEoAxIPCgdtZXNzYWdlGAUgASgJEg4KBnJlYXNvbhgGIAEoCRIQCghwcm9ncmVzcxgHIAEoARINCgV0b3RhbBgIIAEoARIQCghxdWVzdGlvbhgJIAEoCRIdChVyZXF1ZXN0ZWRfc2NoZW1hX2pzb24YCiABKAkSEwoLcmVzdWx0X3RleHQYCyABKAkSFwoPc3RydWN0dXJlZF9qc29uGAwgASgJEikKCWFydGlmYWN0cxgNIAMoCzIWLm5mbHRyLnYxLkFydGlmYWN0SW5mbyJ9CgdSZXNwb25kEg8KB3Rhc2tfaWQYASABKAkSFAoMY29udGVudF9qc29uGAIgASgJEiUKBWZpbGVzGAMgAygLMhYubmZsdHIudjEuQXJ0aWZhY3RJbmZvEg4KBmFjdGlvbhgEIAEoCRIUCgxxdWVzdGlvbl9zZXEYBSABKAQiKQoGQ2FuY2VsEg8KB3Rhc2tfaWQYASABKAkSDgoGcmVhc29uGAIgASgJIiwKBlJlc3VtZRIPCgd0YXNrX2lkGAEgASgJEhEKCWFmdGVyX3NlcRgCIAEoBCIzCg5SZXBsYXlDb21wbGV0ZRIPCgd0YXNrX2lkGAEgASgJEhAKCGxhc3Rfc2VxGAIgASgEIiMKA0FjaxIPCgd0YXNrX2lkGAEgASgJEgsKA3NlcRgCIAEoBCI6CgxBcnRpZmFjdEluZm8SDAoEbmFtZRgBIAEoCRIMCgRzaXplGAIgASgEEg4KBnNoYTI1NhgDIAEoCSJwCg1BcnRpZmFjdENodW5rEg8KB3Rhc2tfaWQYASABKAkSDAoEbmFtZRgCIAEoCRIOCgZvZmZzZXQYAyABKAQSDAoEZGF0YRgEIAEoDBIUCgxjaHVua19zaGEyNTYYBSABKAkSDAoEbGFzdBgGIAEoCCJpCgtBcnRpZmFjdEFjaxIPCgd0YXNrX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSDgoGb2Zmc2V0GAMgASgEEgwKBGRvbmUYBCABKAgSDQoFZXJyb3IYBSABKAkSDgoGcmVzZW5kGAYgASgIIisKCkEyYVJlZnVzYWwSDAoEY29kZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJKsEBCglUYXNrU3RhdGUSGgoWVEFTS19TVEFURV9VTlNQRUNJRklFRBAAEhcKE1RBU0tfU1RBVEVfQUNDRVBURUQQARIWChJUQVNLX1NUQVRFX1JVTk5JTkcQAhIcChhUQVNLX1NUQVRFX1dBSVRJTkdfSU5QVVQQAxIYChRUQVNLX1NUQVRFX0NPTVBMRVRFRBAEEhUKEVRBU0tfU1RBVEVfRkFJTEVEEAUSGAoUVEFTS19TVEFURV9DQU5DRUxMRUQQBmIGcHJvdG8z", [file_nfltr_v1_http]);
+  fileDesc("ChJuZmx0ci92MS9hMmEucHJvdG8SCG5mbHRyLnYxIoUFCgpBMmFNZXNzYWdlEiAKBXByb2JlGAEgASgLMg8ubmZsdHIudjEuUHJvYmVIABItCgxwcm9iZV9yZXN1bHQYAiABKAsyFS5uZmx0ci52MS5Qcm9iZVJlc3VsdEgAEikKCnRhc2tfc3RhcnQYAyABKAsyEy5uZmx0ci52MS5UYXNrU3RhcnRIABItCgx0YXNrX3JlZnVzZWQYBCABKAsyFS5uZmx0ci52MS5UYXNrUmVmdXNlZEgAEikKCnRhc2tfZXZlbnQYBSABKAsyEy5uZmx0ci52MS5UYXNrRXZlbnRIABIkCgdyZXNwb25kGAYgASgLMhEubmZsdHIudjEuUmVzcG9uZEgAEiIKBmNhbmNlbBgHIAEoCzIQLm5mbHRyLnYxLkNhbmNlbEgAEiIKBnJlc3VtZRgIIAEoCzIQLm5mbHRyLnYxLlJlc3VtZUgAEhwKA2FjaxgJIAEoCzINLm5mbHRyLnYxLkFja0gAEjEKDmFydGlmYWN0X2NodW5rGAogASgLMhcubmZsdHIudjEuQXJ0aWZhY3RDaHVua0gAEi0KDGFydGlmYWN0X2FjaxgLIAEoCzIVLm5mbHRyLnYxLkFydGlmYWN0QWNrSAASMwoPcmVwbGF5X2NvbXBsZXRlGAwgASgLMhgubmZsdHIudjEuUmVwbGF5Q29tcGxldGVIABIjCgRodHRwGA0gASgLMhMubmZsdHIudjEuSHR0cEZyYW1lSAASJwoJcDJwX29mZmVyGA4gASgLMhIubmZsdHIudjEuUDJwT2ZmZXJIABIpCgpwMnBfYW5zd2VyGA8gASgLMhMubmZsdHIudjEuUDJwQW5zd2VySABCBQoDbXNnIhkKBVByb2JlEhAKCHByb2JlX2lkGAEgASgJIuYCCgtQcm9iZVJlc3VsdBIQCghwcm9iZV9pZBgBIAEoCRIRCglhdmFpbGFibGUYAiABKAgSEgoKZnJlZV9zbG90cxgDIAEoDRIRCgltYXhfdGFza3MYBCABKA0SEAoIcHJvdG9jb2wYBSABKAkSDAoEdG9vbBgGIAEoCRIxCgZsYWJlbHMYByADKAsyIS5uZmx0ci52MS5Qcm9iZVJlc3VsdC5MYWJlbHNFbnRyeRIYChBleGVjdXRvcl9oZWFsdGh5GAggASgIEhYKDmV4ZWN1dG9yX2Vycm9yGAkgASgJEhAKCGRyYWluaW5nGAogASgIEhYKDmV4ZWN1dG9yX3JlYWR5GAsgASgIEhcKD2V4ZWN1dG9yX3JlYXNvbhgMIAEoCRIUCgxleGVjdXRvcl9maXgYDSABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKgAQoJVGFza1N0YXJ0Eg8KB3Rhc2tfaWQYASABKAkSEQoJb2JqZWN0aXZlGAIgASgJEhQKDGNvbnRleHRfanNvbhgDIAEoCRIYChBjb25zdHJhaW50c19qc29uGAQgASgJEhIKCnRpbWVvdXRfbXMYBSABKAQSKwoLaW5wdXRfZmlsZXMYBiADKAsyFi5uZmx0ci52MS5BcnRpZmFjdEluZm8iPwoLVGFza1JlZnVzZWQSDwoHdGFza19pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkSDwoHbWVzc2FnZRgDIAEoCSKvAgoJVGFza0V2ZW50Eg8KB3Rhc2tfaWQYASABKAkSCwoDc2VxGAIgASgEEiIKBXN0YXRlGAMgASgOMhMubmZsdHIudjEuVGFza1N0YXRlEhQKDHRpbWVfdW5peF9tcxgEIAEoAxIPCgdtZXNzYWdlGAUgASgJEg4KBnJlYXNvbhgGIAEoCRIQCghwcm9ncmVzcxgHIAEoARINCgV0b3RhbBgIIAEoARIQCghxdWVzdGlvbhgJIAEoCRIdChVyZXF1ZXN0ZWRfc2NoZW1hX2pzb24YCiABKAkSEwoLcmVzdWx0X3RleHQYCyABKAkSFwoPc3RydWN0dXJlZF9qc29uGAwgASgJEikKCWFydGlmYWN0cxgNIAMoCzIWLm5mbHRyLnYxLkFydGlmYWN0SW5mbyJ9CgdSZXNwb25kEg8KB3Rhc2tfaWQYASABKAkSFAoMY29udGVudF9qc29uGAIgASgJEiUKBWZpbGVzGAMgAygLMhYubmZsdHIudjEuQXJ0aWZhY3RJbmZvEg4KBmFjdGlvbhgEIAEoCRIUCgxxdWVzdGlvbl9zZXEYBSABKAQiKQoGQ2FuY2VsEg8KB3Rhc2tfaWQYASABKAkSDgoGcmVhc29uGAIgASgJIiwKBlJlc3VtZRIPCgd0YXNrX2lkGAEgASgJEhEKCWFmdGVyX3NlcRgCIAEoBCIzCg5SZXBsYXlDb21wbGV0ZRIPCgd0YXNrX2lkGAEgASgJEhAKCGxhc3Rfc2VxGAIgASgEIiMKA0FjaxIPCgd0YXNrX2lkGAEgASgJEgsKA3NlcRgCIAEoBCI6CgxBcnRpZmFjdEluZm8SDAoEbmFtZRgBIAEoCRIMCgRzaXplGAIgASgEEg4KBnNoYTI1NhgDIAEoCSJwCg1BcnRpZmFjdENodW5rEg8KB3Rhc2tfaWQYASABKAkSDAoEbmFtZRgCIAEoCRIOCgZvZmZzZXQYAyABKAQSDAoEZGF0YRgEIAEoDBIUCgxjaHVua19zaGEyNTYYBSABKAkSDAoEbGFzdBgGIAEoCCJpCgtBcnRpZmFjdEFjaxIPCgd0YXNrX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSDgoGb2Zmc2V0GAMgASgEEgwKBGRvbmUYBCABKAgSDQoFZXJyb3IYBSABKAkSDgoGcmVzZW5kGAYgASgIIisKCkEyYVJlZnVzYWwSDAoEY29kZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJIpIBCghQMnBPZmZlchITCgt0cmFuc2Zlcl9pZBgBIAEoCRIlCgVmaWxlcxgCIAMoCzIWLm5mbHRyLnYxLkFydGlmYWN0SW5mbxISCgpjYW5kaWRhdGVzGAMgAygJEg4KBnNlY3JldBgEIAEoDBISCgpzdGF0aWNfa2V5GAUgASgMEhIKCnJlbGF5X29ubHkYBiABKAgigAEKCVAycEFuc3dlchITCgt0cmFuc2Zlcl9pZBgBIAEoCRISCgpjYW5kaWRhdGVzGAIgAygJEhIKCnN0YXRpY19rZXkYAyABKAwSJwoIc3RhbmRpbmcYBCADKAsyFS5uZmx0ci52MS5BcnRpZmFjdEFjaxINCgVlcnJvchgFIAEoCSrBAQoJVGFza1N0YXRlEhoKFlRBU0tfU1RBVEVfVU5TUEVDSUZJRUQQABIXChNUQVNLX1NUQVRFX0FDQ0VQVEVEEAESFgoSVEFTS19TVEFURV9SVU5OSU5HEAISHAoYVEFTS19TVEFURV9XQUlUSU5HX0lOUFVUEAMSGAoUVEFTS19TVEFURV9DT01QTEVURUQQBBIVChFUQVNLX1NUQVRFX0ZBSUxFRBAFEhgKFFRBU0tfU1RBVEVfQ0FOQ0VMTEVEEAZiBnByb3RvMw", [file_nfltr_v1_http]);
 
 /**
  * @generated from message nfltr.v1.A2aMessage
@@ -116,6 +116,21 @@ export type A2aMessage = Message<"nfltr.v1.A2aMessage"> & {
      */
     value: HttpFrame;
     case: "http";
+  } | {
+    /**
+     * P2P direct transfer signalling (docs/artifacts.md, "Direct transfer"). Envelope channel: the task
+     * id for task artifacts, `p2p-<transfer id>` for `nfltr p2p send`.
+     *
+     * @generated from field: nfltr.v1.P2pOffer p2p_offer = 14;
+     */
+    value: P2pOffer;
+    case: "p2pOffer";
+  } | {
+    /**
+     * @generated from field: nfltr.v1.P2pAnswer p2p_answer = 15;
+     */
+    value: P2pAnswer;
+    case: "p2pAnswer";
   } | { case: undefined; value?: undefined };
 };
 
@@ -692,6 +707,102 @@ export type A2aRefusal = Message<"nfltr.v1.A2aRefusal"> & {
  */
 export const A2aRefusalSchema: GenMessage<A2aRefusal> = /*@__PURE__*/
   messageDesc(file_nfltr_v1_a2a, 14);
+
+/**
+ * Sender → receiver: files that may go over a direct connection. The sender listens on `candidates`
+ * (`host:port`, its local interfaces and the address the relay saw) and dials the receiver's at once.
+ * Both ends run a Noise IXpsk0 handshake on each connection with their A2A static keys and `secret` as
+ * the pre-shared key: only the two ends of this sealed channel know it, so a connection that completes
+ * it is bound to the same identities as the A2A session. The sender picks the first that completes.
+ *
+ * @generated from message nfltr.v1.P2pOffer
+ */
+export type P2pOffer = Message<"nfltr.v1.P2pOffer"> & {
+  /**
+   * @generated from field: string transfer_id = 1;
+   */
+  transferId: string;
+
+  /**
+   * @generated from field: repeated nfltr.v1.ArtifactInfo files = 2;
+   */
+  files: ArtifactInfo[];
+
+  /**
+   * @generated from field: repeated string candidates = 3;
+   */
+  candidates: string[];
+
+  /**
+   * 32 random bytes, fresh per offer.
+   *
+   * @generated from field: bytes secret = 4;
+   */
+  secret: Uint8Array;
+
+  /**
+   * The sender's A2A static public key: the direct handshake must present this one.
+   *
+   * @generated from field: bytes static_key = 5;
+   */
+  staticKey: Uint8Array;
+
+  /**
+   * Ask the receiver to fall back to the relay path at once (no direct attempt): a test or a policy.
+   *
+   * @generated from field: bool relay_only = 6;
+   */
+  relayOnly: boolean;
+};
+
+/**
+ * Describes the message nfltr.v1.P2pOffer.
+ * Use `create(P2pOfferSchema)` to create a new message.
+ */
+export const P2pOfferSchema: GenMessage<P2pOffer> = /*@__PURE__*/
+  messageDesc(file_nfltr_v1_a2a, 15);
+
+/**
+ * Receiver → sender: its candidates (empty when it will not connect directly), and where each offered
+ * file stands (acks: done, or the offset already written) so a transfer sent again resumes.
+ *
+ * @generated from message nfltr.v1.P2pAnswer
+ */
+export type P2pAnswer = Message<"nfltr.v1.P2pAnswer"> & {
+  /**
+   * @generated from field: string transfer_id = 1;
+   */
+  transferId: string;
+
+  /**
+   * @generated from field: repeated string candidates = 2;
+   */
+  candidates: string[];
+
+  /**
+   * @generated from field: bytes static_key = 3;
+   */
+  staticKey: Uint8Array;
+
+  /**
+   * @generated from field: repeated nfltr.v1.ArtifactAck standing = 4;
+   */
+  standing: ArtifactAck[];
+
+  /**
+   * Set when the receiver refuses the files (names, size limit): the sender stops.
+   *
+   * @generated from field: string error = 5;
+   */
+  error: string;
+};
+
+/**
+ * Describes the message nfltr.v1.P2pAnswer.
+ * Use `create(P2pAnswerSchema)` to create a new message.
+ */
+export const P2pAnswerSchema: GenMessage<P2pAnswer> = /*@__PURE__*/
+  messageDesc(file_nfltr_v1_a2a, 16);
 
 /**
  * @generated from enum nfltr.v1.TaskState
