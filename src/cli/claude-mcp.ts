@@ -18,7 +18,7 @@ import {
 import {
   activeAgentTasks,
   GROUP_KILL_GRACE_MS,
-  liveProcessGroups,
+  ProcessGroups,
   runPendingCleanups,
   splitCommand,
 } from '../executors/common/index.js';
@@ -88,9 +88,14 @@ export async function checkCwd(cwd: string, gitCodeResult: boolean): Promise<str
 
 /**
  * Connects `server` to stdio and stops cleanly: on stdin end or a signal, aborts every task (their
- * process groups get SIGTERM, then SIGKILL after the grace) and exits once they are gone.
+ * process groups get SIGTERM, then SIGKILL after the grace) and exits once `groups` has none alive.
  */
-export async function serveOverStdio(server: McpServer, stop: AbortController, log: Logger): Promise<void> {
+export async function serveOverStdio(
+  server: McpServer,
+  stop: AbortController,
+  groups: ProcessGroups,
+  log: Logger,
+): Promise<void> {
   let stopping = false;
   const shutdown = (why: string) => {
     if (stopping) return;
@@ -102,7 +107,7 @@ export async function serveOverStdio(server: McpServer, stop: AbortController, l
     // Exit once every task has wound down (its cleanup included) and every process group is gone, or
     // when the kill grace has passed, whatever else still holds the event loop.
     const deadline = Date.now() + GROUP_KILL_GRACE_MS + 1500;
-    const idle = () => activeAgentTasks() === 0 && liveProcessGroups() === 0;
+    const idle = () => activeAgentTasks() === 0 && groups.live === 0;
     setInterval(() => {
       if (idle() || Date.now() > deadline) process.exit(0);
     }, 50);
@@ -177,6 +182,7 @@ export function register(program: Command): void {
         die(err instanceof Error ? err.message : String(err));
       }
       const stop = new AbortController();
+      const groups = new ProcessGroups();
       const script = process.argv[1];
       if (!script)
         die(
@@ -197,9 +203,10 @@ export function register(program: Command): void {
           '--permission-bridge',
         ],
         signal: stop.signal,
+        groups,
         logger: log,
       });
-      await serveOverStdio(server, stop, log);
+      await serveOverStdio(server, stop, groups, log);
       log.info('serving run_task over stdio', {
         cwd,
         claude: o.claudeCommand,

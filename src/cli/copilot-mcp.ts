@@ -9,6 +9,7 @@ import {
   DEFAULT_COPILOT_TIMEOUT_MS,
 } from '../executors/copilot-mcp/index.js';
 import { createLogger } from '../util/log.js';
+import { ProcessGroups } from '../util/process-group.js';
 import { checkCwd, commandArgv, nonEmpty, positiveDuration, serveOverStdio } from './claude-mcp.js';
 import { die } from './options.js';
 
@@ -103,6 +104,7 @@ export function register(program: Command): void {
         );
       }
       const stop = new AbortController();
+      const groups = new ProcessGroups();
       const server = createCopilotMcpServer({
         cwd,
         copilotArgv,
@@ -111,9 +113,10 @@ export function register(program: Command): void {
         gitCodeResult: o.gitCodeResult,
         cli,
         signal: stop.signal,
+        groups,
         logger: log,
       });
-      await serveOverStdio(server, stop, log);
+      await serveOverStdio(server, stop, groups, log);
       log.info('serving run_task over stdio', {
         cwd,
         copilot: o.copilotCommand,

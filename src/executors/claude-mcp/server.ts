@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { formatDuration } from '../../util/duration.js';
 import { type Logger, silentLogger } from '../../util/log.js';
+import type { ProcessGroups } from '../../util/process-group.js';
 import { VERSION } from '../../version.js';
 import { findHelpOption, formatArgv, readHelp } from '../common/cli-command.js';
 import { spawnAgentProcess } from '../common/process.js';
@@ -54,6 +55,8 @@ export interface ClaudeMcpOptions {
   bridgeArgv: readonly string[];
   /** Aborting stops every running task (shutdown). */
   signal?: AbortSignal;
+  /** The command's registry of process groups: every CLI started for a task or a check is counted there. */
+  groups: ProcessGroups;
   logger?: Logger;
 }
 
@@ -216,6 +219,7 @@ async function runClaude(opts: ClaudeMcpOptions, ctx: AgentRunContext): Promise<
     const proc = spawnAgentProcess({
       argv,
       cwd: ctx.cwd,
+      groups: ctx.groups,
       env: {
         ...ctx.env,
         // Claude bounds MCP tool calls; a permission prompt waits for the planner as long as the task runs.
@@ -273,6 +277,7 @@ export function createClaudeMcpServer(opts: ClaudeMcpOptions): McpServer {
         permission_mode: opts.permissionMode,
       },
       ...(opts.signal ? { signal: opts.signal } : {}),
+      groups: opts.groups,
       log,
       run: (ctx) => runClaude(opts, ctx),
     },

@@ -3,7 +3,7 @@
  * splitting and `--help` probing.
  */
 
-export { GROUP_KILL_GRACE_MS, liveProcessGroups, processGroupAlive } from '../../util/process-group.js';
+export { GROUP_KILL_GRACE_MS, ProcessGroups, processGroupAlive } from '../../util/process-group.js';
 export { findHelpOption, formatArgv, type HelpOption, readHelp, splitCommand } from './cli-command.js';
 export {
   type AgentExit,

@@ -14,6 +14,7 @@ import type {
 } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
 import type { Logger } from '../../util/log.js';
+import type { ProcessGroups } from '../../util/process-group.js';
 import {
   type ChangedPath,
   type CollectedChanges,
@@ -107,6 +108,8 @@ export interface AgentRunContext {
   signal: AbortSignal;
   /** Environment for the CLI: this process's plus NFLTR_TASK_ID, NFLTR_TASK_INPUT_DIR, NFLTR_TASK_OUTPUT_DIR. */
   env: NodeJS.ProcessEnv;
+  /** Where the CLI's process group is registered (the executor command's registry). */
+  groups: ProcessGroups;
   /** Sends one progress notification (a short human sentence). */
   report(message: string): void;
   /**
@@ -129,6 +132,8 @@ export interface AgentTaskSpec {
   settings: Record<string, string | undefined>;
   /** Aborting stops every running task (shutdown). */
   signal?: AbortSignal;
+  /** The command's registry of process groups (tasks' CLIs and verification commands). */
+  groups: ProcessGroups;
   log: Logger;
   server: McpServer;
   run(ctx: AgentRunContext): Promise<AgentRunResult>;
@@ -388,6 +393,7 @@ async function runOneTask(spec: AgentTaskSpec, args: RunTaskArgs, extra: ToolExt
         NFLTR_TASK_INPUT_DIR: args.input_dir,
         NFLTR_TASK_OUTPUT_DIR: args.output_dir,
       },
+      groups: spec.groups,
       report,
       ask: (params) => ask(spec.server, params, signal, extra.requestId),
       log,
@@ -484,6 +490,7 @@ async function finishGit(
     info.verification = await runVerification(wt, constraints.verificationCommands, {
       outputDir: args.output_dir,
       env: ctx.env,
+      groups: ctx.groups,
       timeoutMs,
       signal: ctx.signal,
       report: ctx.report,

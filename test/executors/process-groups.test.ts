@@ -1,0 +1,63 @@
+/**
+ * The process-group registry: each executor command owns one, and counts only the groups it started,
+ * from spawn until the group is gone (its kill grace included).
+ */
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { runCommand } from '../../src/executors/shell-mcp/index.js';
+import { ProcessGroups, processGroupAlive } from '../../src/util/process-group.js';
+
+const until = async (done: () => boolean, ms = 5_000) => {
+  const deadline = Date.now() + ms;
+  while (!done()) {
+    if (Date.now() > deadline) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+};
+
+describe('process groups', () => {
+  it('a registry counts its own groups while alive, and none of another registry', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'nfltr-groups-'));
+    const mine = new ProcessGroups();
+    const other = new ProcessGroups();
+    const stop = new AbortController();
+    const lines: string[] = [];
+    // A background job keeps the group alive after the shell has been killed; the ladder reaches it too.
+    const run = runCommand({
+      command: 'sleep 30 & echo started; wait',
+      cwd: dir,
+      env: process.env,
+      groups: mine,
+      timeoutMs: 60_000,
+      signal: stop.signal,
+      logPath: join(dir, 'log'),
+      onLine: (l) => lines.push(l),
+    });
+    await until(() => lines.includes('started'));
+    expect(mine.live).toBe(1);
+    expect(other.live).toBe(0);
+
+    stop.abort();
+    const outcome = await run;
+    expect(outcome.aborted).toBe(true);
+    await until(() => mine.live === 0);
+    expect(other.live).toBe(0);
+  });
+
+  it('a group whose leader exits leaves the registry with its leftover members killed', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'nfltr-groups-'));
+    const groups = new ProcessGroups();
+    const g = groups.spawn('/bin/sh', ['-c', 'sleep 30 & echo $!'], {
+      cwd: dir,
+      env: process.env,
+      stdin: 'ignore',
+    });
+    const pid = g.child.pid!;
+    expect(groups.live).toBe(1);
+    await g.exited;
+    expect(groups.live).toBe(0);
+    await until(() => !processGroupAlive(pid));
+  });
+});
