@@ -53,7 +53,7 @@ export function killGroup(pid: number, sig: NodeJS.Signals): void {
  * SIGTERM to the group, then SIGKILL to whatever is left after `graceMs`. Stops polling as soon as the
  * group is gone, so a pending timer never keeps the process alive for nothing; `onDone` runs once.
  */
-export function terminateGroup(pid: number, graceMs: number, onDone: () => void): NodeJS.Timeout {
+function terminateGroup(pid: number, graceMs: number, onDone: () => void): NodeJS.Timeout {
   killGroup(pid, 'SIGTERM');
   const deadline = Date.now() + graceMs;
   const timer = setInterval(() => {
