@@ -15,13 +15,7 @@ import {
   DEFAULT_CLAUDE_TIMEOUT_MS,
   runPermissionBridge,
 } from '../executors/claude-mcp/index.js';
-import {
-  activeAgentTasks,
-  GROUP_KILL_GRACE_MS,
-  ProcessGroups,
-  runPendingCleanups,
-  splitCommand,
-} from '../executors/common/index.js';
+import { AgentTasks, GROUP_KILL_GRACE_MS, ProcessGroups, splitCommand } from '../executors/common/index.js';
 import { git } from '../executors/git-result/index.js';
 import { createLogger, type Logger } from '../util/log.js';
 import { die, parseDuration } from './options.js';
@@ -93,7 +87,7 @@ export async function checkCwd(cwd: string, gitCodeResult: boolean): Promise<str
 export async function serveOverStdio(
   server: McpServer,
   stop: AbortController,
-  groups: ProcessGroups,
+  own: { groups: ProcessGroups; tasks: AgentTasks },
   log: Logger,
 ): Promise<void> {
   let stopping = false;
@@ -102,12 +96,12 @@ export async function serveOverStdio(
     stopping = true;
     log.info('shutting down', { why });
     stop.abort(); // every task kills its CLI's process group: SIGTERM now, SIGKILL after the grace
-    void runPendingCleanups(); // worktrees and bridge folders go now, not after a slow CLI has died
+    void own.tasks.runPendingCleanups(); // worktrees and bridge folders go now, not after a slow CLI has died
     void server.close().catch(() => {});
     // Exit once every task has wound down (its cleanup included) and every process group is gone, or
     // when the kill grace has passed, whatever else still holds the event loop.
     const deadline = Date.now() + GROUP_KILL_GRACE_MS + 1500;
-    const idle = () => activeAgentTasks() === 0 && groups.live === 0;
+    const idle = () => own.tasks.active === 0 && own.groups.live === 0;
     setInterval(() => {
       if (idle() || Date.now() > deadline) process.exit(0);
     }, 50);
@@ -183,6 +177,7 @@ export function register(program: Command): void {
       }
       const stop = new AbortController();
       const groups = new ProcessGroups();
+      const tasks = new AgentTasks();
       const script = process.argv[1];
       if (!script)
         die(
@@ -204,9 +199,10 @@ export function register(program: Command): void {
         ],
         signal: stop.signal,
         groups,
+        tasks,
         logger: log,
       });
-      await serveOverStdio(server, stop, groups, log);
+      await serveOverStdio(server, stop, { groups, tasks }, log);
       log.info('serving run_task over stdio', {
         cwd,
         claude: o.claudeCommand,

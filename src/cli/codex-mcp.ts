@@ -9,6 +9,7 @@ import {
   DEFAULT_CODEX_TIMEOUT_MS,
   DEFAULT_UNREACHABLE_AFTER_MS,
 } from '../executors/codex-mcp/index.js';
+import { AgentTasks } from '../executors/common/index.js';
 import { createLogger } from '../util/log.js';
 import { ProcessGroups } from '../util/process-group.js';
 import { checkCwd, commandArgv, nonEmpty, positiveDuration, serveOverStdio } from './claude-mcp.js';
@@ -117,6 +118,7 @@ export function register(program: Command): void {
         ...(o.reasoningEffort ? { reasoningEffort: o.reasoningEffort } : {}),
       };
       const groups = new ProcessGroups();
+      const tasks = new AgentTasks();
       try {
         for (const note of await checkCodexCli({ codexArgv, settings, cwd, groups })) log.warn(note);
       } catch (err) {
@@ -132,9 +134,10 @@ export function register(program: Command): void {
         gitCodeResult: o.gitCodeResult,
         signal: stop.signal,
         groups,
+        tasks,
         logger: log,
       });
-      await serveOverStdio(server, stop, groups, log);
+      await serveOverStdio(server, stop, { groups, tasks }, log);
       log.info('serving run_task over stdio', {
         cwd,
         codex: o.codexCommand,

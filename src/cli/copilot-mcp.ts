@@ -3,6 +3,7 @@
  * channel, so everything else (logs, errors) goes to stderr.
  */
 import { type Command, Option } from 'commander';
+import { AgentTasks } from '../executors/common/index.js';
 import {
   checkCopilotCli,
   createCopilotMcpServer,
@@ -105,6 +106,7 @@ export function register(program: Command): void {
       }
       const stop = new AbortController();
       const groups = new ProcessGroups();
+      const tasks = new AgentTasks();
       const server = createCopilotMcpServer({
         cwd,
         copilotArgv,
@@ -114,9 +116,10 @@ export function register(program: Command): void {
         cli,
         signal: stop.signal,
         groups,
+        tasks,
         logger: log,
       });
-      await serveOverStdio(server, stop, groups, log);
+      await serveOverStdio(server, stop, { groups, tasks }, log);
       log.info('serving run_task over stdio', {
         cwd,
         copilot: o.copilotCommand,

@@ -86,6 +86,7 @@ function context(answer: (message: string) => ElicitResult | undefined) {
     signal: new AbortController().signal,
     env: {},
     groups: new ProcessGroups(),
+    trackCleanup: (fn) => fn,
     report: (m) => progress.push(m),
     ask: async (p) => {
       questions.push(p.message);

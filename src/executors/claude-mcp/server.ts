@@ -22,8 +22,8 @@ import { registerCheckReady } from '../common/ready.js';
 import {
   type AgentRunContext,
   type AgentRunResult,
+  type AgentTasks,
   registerAgentRunTask,
-  trackCleanup,
 } from '../common/task.js';
 import { claudeReadiness } from './credentials.js';
 import {
@@ -57,6 +57,8 @@ export interface ClaudeMcpOptions {
   signal?: AbortSignal;
   /** The command's registry of process groups: every CLI started for a task or a check is counted there. */
   groups: ProcessGroups;
+  /** The command's tasks in progress and their pending cleanups. */
+  tasks: AgentTasks;
   logger?: Logger;
 }
 
@@ -208,7 +210,7 @@ async function runClaude(opts: ClaudeMcpOptions, ctx: AgentRunContext): Promise<
     decide: (req) => decidePermission(ctx, req, permissions),
     log: ctx.log,
   });
-  const closeBridge = trackCleanup(() => bridge.close());
+  const closeBridge = ctx.trackCleanup(() => bridge.close());
   const events = createWriteStream(join(ctx.args.output_dir, 'claude-events.jsonl'));
   events.on('error', () => {}); // the run matters more than its log
   try {
@@ -278,6 +280,7 @@ export function createClaudeMcpServer(opts: ClaudeMcpOptions): McpServer {
       },
       ...(opts.signal ? { signal: opts.signal } : {}),
       groups: opts.groups,
+      tasks: opts.tasks,
       log,
       run: (ctx) => runClaude(opts, ctx),
     },

@@ -17,6 +17,7 @@ import {
   type AgentExit,
   type AgentRunContext,
   type AgentRunResult,
+  type AgentTasks,
   formatArgv,
   registerAgentRunTask,
   spawnAgentProcess,
@@ -59,6 +60,8 @@ export interface CodexMcpOptions {
   signal?: AbortSignal;
   /** The command's registry of process groups: every CLI started for a task or a check is counted there. */
   groups: ProcessGroups;
+  /** The command's tasks in progress and their pending cleanups. */
+  tasks: AgentTasks;
   logger?: Logger;
 }
 
@@ -359,6 +362,7 @@ export function createCodexMcpServer(opts: CodexMcpOptions): McpServer {
       },
       ...(opts.signal ? { signal: opts.signal } : {}),
       groups: opts.groups,
+      tasks: opts.tasks,
       log,
       run: (ctx) => runCodex(opts, ctx),
     },

@@ -17,7 +17,7 @@ export {
   type AgentRunResult,
   type AgentTaskResult,
   type AgentTaskSpec,
-  activeAgentTasks,
+  AgentTasks,
   agentTaskOutputSchema,
   composePrompt,
   errorResult,
@@ -26,10 +26,8 @@ export {
   type RunTaskArgs,
   registerAgentRunTask,
   runAgentTask,
-  runPendingCleanups,
   runTaskInputSchema,
   type TaskUsage,
-  trackCleanup,
   usageLine,
 } from './task.js';
 export { openTranscript, type Transcript } from './transcript.js';

@@ -20,6 +20,7 @@ import {
   type AgentExit,
   type AgentRunContext,
   type AgentRunResult,
+  type AgentTasks,
   findHelpOption,
   formatArgv,
   readHelp,
@@ -78,6 +79,8 @@ export interface CopilotMcpOptions {
   signal?: AbortSignal;
   /** The command's registry of process groups: every CLI started for a task or a check is counted there. */
   groups: ProcessGroups;
+  /** The command's tasks in progress and their pending cleanups. */
+  tasks: AgentTasks;
   logger?: Logger;
 }
 
@@ -402,6 +405,7 @@ export function createCopilotMcpServer(opts: CopilotMcpOptions): McpServer {
       },
       ...(opts.signal ? { signal: opts.signal } : {}),
       groups: opts.groups,
+      tasks: opts.tasks,
       log,
       run: (ctx) => (opts.cli.acp ? runAcp(opts, ctx) : runPrompt(opts, ctx)),
     },

@@ -1,11 +1,13 @@
 /**
- * The process-group registry: each executor command owns one, and counts only the groups it started,
- * from spawn until the group is gone (its kill grace included).
+ * What an executor command owns and waits for on shutdown: its process groups (counted from spawn until
+ * the group is gone, its kill grace included) and its tasks with their pending cleanups. Each command
+ * owns its registries; nothing is shared through module state.
  */
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { AgentTasks } from '../../src/executors/common/index.js';
 import { runCommand } from '../../src/executors/shell-mcp/index.js';
 import { ProcessGroups, processGroupAlive } from '../../src/util/process-group.js';
 
@@ -59,5 +61,37 @@ describe('process groups', () => {
     await g.exited;
     expect(groups.live).toBe(0);
     await until(() => !processGroupAlive(pid));
+  });
+});
+
+describe('agent tasks', () => {
+  it('counts a task until it settles, and runs a pending cleanup once, whoever comes first', async () => {
+    const tasks = new AgentTasks();
+    const other = new AgentTasks();
+    let release!: () => void;
+    let removed = 0;
+    let cleanup!: () => Promise<void>;
+    const run = tasks.run(async () => {
+      cleanup = tasks.trackCleanup(async () => {
+        removed += 1;
+      });
+      await new Promise<void>((r) => {
+        release = r;
+      });
+      await cleanup();
+      return 'done';
+    });
+    expect(tasks.active).toBe(1);
+    expect(other.active).toBe(0);
+
+    await other.runPendingCleanups();
+    expect(removed).toBe(0);
+    await tasks.runPendingCleanups(); // the command stops before the task removes its things
+    expect(removed).toBe(1);
+
+    release();
+    await expect(run).resolves.toBe('done');
+    expect(removed).toBe(1);
+    expect(tasks.active).toBe(0);
   });
 });
