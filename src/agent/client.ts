@@ -21,7 +21,6 @@ import {
   envelopeWireSize,
   HelloSchema,
   LabelUpdateSchema,
-  PongSchema,
   PROTOCOL_VERSION,
   type WireError,
 } from '../protocol/control.js';
@@ -467,9 +466,6 @@ export class AgentClient extends EventEmitter<AgentEvents> {
               code: ErrorCode[f.value.code],
               error: f.value.message,
             });
-            return;
-          case 'ping':
-            this.#write({ case: 'pong', value: create(PongSchema, { nonce: f.value.nonce }) });
             return;
           case 'http':
             this.emit('http', f.value);

@@ -15,13 +15,7 @@ import {
   DEFAULT_CLAUDE_TIMEOUT_MS,
   runPermissionBridge,
 } from '../executors/claude-mcp/index.js';
-import {
-  activeAgentTasks,
-  GROUP_KILL_GRACE_MS,
-  liveProcessGroups,
-  runPendingCleanups,
-  splitCommand,
-} from '../executors/common/index.js';
+import { AgentTasks, GROUP_KILL_GRACE_MS, ProcessGroups, splitCommand } from '../executors/common/index.js';
 import { git } from '../executors/git-result/index.js';
 import { createLogger, type Logger } from '../util/log.js';
 import { die, parseDuration } from './options.js';
@@ -88,21 +82,26 @@ export async function checkCwd(cwd: string, gitCodeResult: boolean): Promise<str
 
 /**
  * Connects `server` to stdio and stops cleanly: on stdin end or a signal, aborts every task (their
- * process groups get SIGTERM, then SIGKILL after the grace) and exits once they are gone.
+ * process groups get SIGTERM, then SIGKILL after the grace) and exits once `groups` has none alive.
  */
-export async function serveOverStdio(server: McpServer, stop: AbortController, log: Logger): Promise<void> {
+export async function serveOverStdio(
+  server: McpServer,
+  stop: AbortController,
+  own: { groups: ProcessGroups; tasks: AgentTasks },
+  log: Logger,
+): Promise<void> {
   let stopping = false;
   const shutdown = (why: string) => {
     if (stopping) return;
     stopping = true;
     log.info('shutting down', { why });
     stop.abort(); // every task kills its CLI's process group: SIGTERM now, SIGKILL after the grace
-    void runPendingCleanups(); // worktrees and bridge folders go now, not after a slow CLI has died
+    void own.tasks.runPendingCleanups(); // worktrees and bridge folders go now, not after a slow CLI has died
     void server.close().catch(() => {});
     // Exit once every task has wound down (its cleanup included) and every process group is gone, or
     // when the kill grace has passed, whatever else still holds the event loop.
     const deadline = Date.now() + GROUP_KILL_GRACE_MS + 1500;
-    const idle = () => activeAgentTasks() === 0 && liveProcessGroups() === 0;
+    const idle = () => own.tasks.active === 0 && own.groups.live === 0;
     setInterval(() => {
       if (idle() || Date.now() > deadline) process.exit(0);
     }, 50);
@@ -177,6 +176,8 @@ export function register(program: Command): void {
         die(err instanceof Error ? err.message : String(err));
       }
       const stop = new AbortController();
+      const groups = new ProcessGroups();
+      const tasks = new AgentTasks();
       const script = process.argv[1];
       if (!script)
         die(
@@ -197,9 +198,11 @@ export function register(program: Command): void {
           '--permission-bridge',
         ],
         signal: stop.signal,
+        groups,
+        tasks,
         logger: log,
       });
-      await serveOverStdio(server, stop, log);
+      await serveOverStdio(server, stop, { groups, tasks }, log);
       log.info('serving run_task over stdio', {
         cwd,
         claude: o.claudeCommand,

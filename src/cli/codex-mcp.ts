@@ -9,7 +9,9 @@ import {
   DEFAULT_CODEX_TIMEOUT_MS,
   DEFAULT_UNREACHABLE_AFTER_MS,
 } from '../executors/codex-mcp/index.js';
+import { AgentTasks } from '../executors/common/index.js';
 import { createLogger } from '../util/log.js';
+import { ProcessGroups } from '../util/process-group.js';
 import { checkCwd, commandArgv, nonEmpty, positiveDuration, serveOverStdio } from './claude-mcp.js';
 import { die } from './options.js';
 
@@ -115,8 +117,10 @@ export function register(program: Command): void {
         ...(o.model ? { model: o.model } : {}),
         ...(o.reasoningEffort ? { reasoningEffort: o.reasoningEffort } : {}),
       };
+      const groups = new ProcessGroups();
+      const tasks = new AgentTasks();
       try {
-        for (const note of await checkCodexCli({ codexArgv, settings, cwd })) log.warn(note);
+        for (const note of await checkCodexCli({ codexArgv, settings, cwd, groups })) log.warn(note);
       } catch (err) {
         die(err instanceof Error ? err.message : String(err));
       }
@@ -129,9 +133,11 @@ export function register(program: Command): void {
         unreachableAfterMs: o.unreachableAfter,
         gitCodeResult: o.gitCodeResult,
         signal: stop.signal,
+        groups,
+        tasks,
         logger: log,
       });
-      await serveOverStdio(server, stop, log);
+      await serveOverStdio(server, stop, { groups, tasks }, log);
       log.info('serving run_task over stdio', {
         cwd,
         codex: o.codexCommand,

@@ -3,12 +3,14 @@
  * channel, so everything else (logs, errors) goes to stderr.
  */
 import { type Command, Option } from 'commander';
+import { AgentTasks } from '../executors/common/index.js';
 import {
   checkCopilotCli,
   createCopilotMcpServer,
   DEFAULT_COPILOT_TIMEOUT_MS,
 } from '../executors/copilot-mcp/index.js';
 import { createLogger } from '../util/log.js';
+import { ProcessGroups } from '../util/process-group.js';
 import { checkCwd, commandArgv, nonEmpty, positiveDuration, serveOverStdio } from './claude-mcp.js';
 import { die } from './options.js';
 
@@ -103,6 +105,8 @@ export function register(program: Command): void {
         );
       }
       const stop = new AbortController();
+      const groups = new ProcessGroups();
+      const tasks = new AgentTasks();
       const server = createCopilotMcpServer({
         cwd,
         copilotArgv,
@@ -111,9 +115,11 @@ export function register(program: Command): void {
         gitCodeResult: o.gitCodeResult,
         cli,
         signal: stop.signal,
+        groups,
+        tasks,
         logger: log,
       });
-      await serveOverStdio(server, stop, log);
+      await serveOverStdio(server, stop, { groups, tasks }, log);
       log.info('serving run_task over stdio', {
         cwd,
         copilot: o.copilotCommand,

@@ -153,7 +153,7 @@ export function register(program: Command): void {
     .addOption(
       new Option(
         '--control-backlog <size>',
-        'bytes of pongs and delivery errors an agent may leave unread; past it its stream ends (RESOURCE_EXHAUSTED)',
+        'bytes of delivery and frame errors an agent may leave unread; past it its stream ends (RESOURCE_EXHAUSTED)',
       )
         .argParser(parseBytes)
         .default(DEFAULT_LIMITS.controlBacklogBytes, mib(DEFAULT_LIMITS.controlBacklogBytes)),

@@ -12,7 +12,7 @@ import {
   DEFAULT_COMMAND_TIMEOUT_MS,
 } from '../executors/shell-mcp/index.js';
 import { createLogger } from '../util/log.js';
-import { GROUP_KILL_GRACE_MS, liveProcessGroups } from '../util/process-group.js';
+import { GROUP_KILL_GRACE_MS, ProcessGroups } from '../util/process-group.js';
 import { die, parseDuration } from './options.js';
 
 const HELP_AFTER = `
@@ -82,11 +82,13 @@ export function register(program: Command): void {
       const cwd = resolve(o.cwd);
       if (!statSync(cwd, { throwIfNoEntry: false })?.isDirectory()) die(`--cwd ${cwd} is not a directory`);
       const stop = new AbortController();
+      const groups = new ProcessGroups();
       const server = createShellMcpServer({
         cwd,
         allow: o.allow,
         timeoutMs,
         signal: stop.signal,
+        groups,
         logger: log,
       });
 
@@ -101,7 +103,7 @@ export function register(program: Command): void {
         // holds the event loop.
         const deadline = Date.now() + GROUP_KILL_GRACE_MS + 300;
         setInterval(() => {
-          if (liveProcessGroups() === 0 || Date.now() > deadline) process.exit(0);
+          if (groups.live === 0 || Date.now() > deadline) process.exit(0);
         }, 50);
       };
       process.stdin.on('end', () => shutdown('stdin closed'));

@@ -3,6 +3,7 @@
  * server) for checks that make no model call: start it, talk, stop its process group. The CLI's
  * requests are refused; its notifications are ignored.
  */
+import type { ProcessGroups } from '../util/process-group.js';
 import { type AgentExit, spawnAgentProcess } from './common/index.js';
 import { JsonRpcPeer, METHOD_NOT_FOUND, RpcError } from './copilot-mcp/json-rpc.js';
 import { formatDuration } from './shell-mcp/index.js';
@@ -11,6 +12,8 @@ export interface RpcProcessOptions {
   argv: readonly string[];
   cwd: string;
   env: NodeJS.ProcessEnv;
+  /** Where the CLI's process group is registered (the executor command's registry). */
+  groups: ProcessGroups;
   /** How long the whole conversation may take. */
   timeoutMs: number;
   /** Words for an exit: what the CLI said (from its stderr tail) when it stopped early. */
@@ -30,6 +33,7 @@ export async function withRpcProcess<T>(
     argv: opts.argv,
     cwd: opts.cwd,
     env: opts.env,
+    groups: opts.groups,
     onStdoutLine: (l) => peer?.line(l),
   });
   const p = new JsonRpcPeer(

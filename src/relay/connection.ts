@@ -40,7 +40,7 @@ export interface ConnectionLimits {
    */
   agentBufferBytes: number;
   /**
-   * Bytes of control frames (pongs, delivery and frame errors) written to one agent's stream and not
+   * Bytes of control frames (delivery and frame errors) written to one agent's stream and not
    * yet taken. Past it the agent is not reading its stream, and the stream is ended.
    */
   controlBacklogBytes: number;
@@ -179,7 +179,7 @@ export class AgentConnection {
     if (this.#controlCost + cost > this.#limits.controlBacklogBytes) {
       this.#accounting.dropped(this.identity.account, 'control_backlog');
       this.#onOverflow(
-        `agent ${this.identity.agentId} is not reading its stream: ${this.#controlCost} bytes of pongs and delivery errors are unread (limit ${this.#limits.controlBacklogBytes}, relay flag --control-backlog)`,
+        `agent ${this.identity.agentId} is not reading its stream: ${this.#controlCost} bytes of delivery and frame errors are unread (limit ${this.#limits.controlBacklogBytes}, relay flag --control-backlog)`,
       );
       return;
     }

@@ -19,7 +19,6 @@ import {
   type Hello,
   helloProblem,
   labelsProblem,
-  PongSchema,
   PROTOCOL_VERSION,
   WelcomeSchema,
   WireError,
@@ -259,10 +258,6 @@ export function createControlHandler(
         }
         case 'envelopes':
           for (const env of f.value.envelopes) route(conn, env, frameBytes);
-          return;
-        case 'ping':
-          return conn.sendControl({ case: 'pong', value: create(PongSchema, { nonce: f.value.nonce }) });
-        case 'pong':
           return;
         case 'http':
           return opts.browse?.onFrame(conn, f.value);

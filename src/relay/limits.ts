@@ -15,7 +15,7 @@ export type DropReason =
   | 'agent_buffer_full'
   /** The account's buffer on this replica (`--account-buffer`) is full. */
   | 'account_buffer_full'
-  /** An agent did not read its own stream: pongs, delivery and frame errors piled up (`--control-backlog`). */
+  /** An agent did not read its own stream: delivery and frame errors piled up (`--control-backlog`). */
   | 'control_backlog'
   /** The hold queue for a reconnecting agent (`--hold-bytes`) is full. */
   | 'hold_full'

@@ -44,7 +44,7 @@ export const DEFAULT_HOLD_WINDOW_MS = 10_000;
 export interface RelayLimits {
   /** Bytes of envelopes buffered for one agent that reads slowly (`--agent-buffer`). */
   agentBufferBytes: number;
-  /** Bytes of pongs and delivery errors unread by one agent before its stream is ended (`--control-backlog`). */
+  /** Bytes of delivery and frame errors unread by one agent before its stream is ended (`--control-backlog`). */
   controlBacklogBytes: number;
   /** Bytes buffered for all of one account's agents on this replica (`--account-buffer`). */
   accountBufferBytes: number;

@@ -1,7 +1,8 @@
 /**
  * @module Process groups: the executors start every program they run (an AI CLI, a shell command) as
  * the leader of a group of its own, kill the whole group, and wait for it to be gone. One lifecycle
- * ({@link spawnGroup}) and one count of groups still alive, for every executor in this process.
+ * ({@link ProcessGroups.spawn}); the registry that counts the groups still alive is an object its owner
+ * (an executor command) creates and passes down, not state of this module.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -52,7 +53,7 @@ export function killGroup(pid: number, sig: NodeJS.Signals): void {
  * SIGTERM to the group, then SIGKILL to whatever is left after `graceMs`. Stops polling as soon as the
  * group is gone, so a pending timer never keeps the process alive for nothing; `onDone` runs once.
  */
-export function terminateGroup(pid: number, graceMs: number, onDone: () => void): NodeJS.Timeout {
+function terminateGroup(pid: number, graceMs: number, onDone: () => void): NodeJS.Timeout {
   killGroup(pid, 'SIGTERM');
   const deadline = Date.now() + graceMs;
   const timer = setInterval(() => {
@@ -71,15 +72,6 @@ export const GROUP_KILL_GRACE_MS = 2000;
 
 /** After the leader exits, how long its output pipes may stay open (held by leftover members). */
 const DRAIN_MS = 500;
-
-/** Groups started by {@link spawnGroup} that may still have members: running, or within their grace. */
-const liveGroups = new Set<number>();
-
-/**
- * How many process groups started here are running or still being killed. A shutting-down executor
- * waits for zero (bounded by {@link GROUP_KILL_GRACE_MS}) before it exits.
- */
-export const liveProcessGroups = (): number => liveGroups.size;
 
 export interface GroupExit {
   code: number | null;
@@ -102,13 +94,37 @@ export interface GroupChild {
 }
 
 /**
- * Starts `file` as the leader of a new process group (`detached`), so that a kill reaches every process
- * it started. When the leader exits on its own, members left in its group (background jobs, orphaned
- * tools) are killed at once; after {@link GroupChild.terminate} they get the grace. A process that left
- * the group (`setsid`) is not reached here; under a worker it dies with the task's cgroup
- * (src/worker/cgroup.ts).
+ * The process groups one executor command starts, and which of them may still have members (running, or
+ * within their kill grace). The command owns one and passes it to whatever spawns; on shutdown it waits
+ * for {@link live} to reach zero (bounded by {@link GROUP_KILL_GRACE_MS}) before it exits.
  */
-export function spawnGroup(
+export class ProcessGroups {
+  readonly #live = new Set<number>();
+
+  /** How many groups started here are running or still being killed. */
+  get live(): number {
+    return this.#live.size;
+  }
+
+  /**
+   * Starts `file` as the leader of a new process group (`detached`), so that a kill reaches every
+   * process it started. When the leader exits on its own, members left in its group (background jobs,
+   * orphaned tools) are killed at once; after {@link GroupChild.terminate} they get the grace. A process
+   * that left the group (`setsid`) is not reached here; under a worker it dies with the task's cgroup
+   * (src/worker/cgroup.ts).
+   */
+  spawn(
+    file: string,
+    args: readonly string[],
+    opts: { cwd: string; env: NodeJS.ProcessEnv; stdin: 'pipe' | 'ignore' },
+  ): GroupChild {
+    return spawnGroup(this.#live, file, args, opts);
+  }
+}
+
+/** {@link ProcessGroups.spawn}, with the registry's set of live leaders. */
+function spawnGroup(
+  liveGroups: Set<number>,
   file: string,
   args: readonly string[],
   opts: { cwd: string; env: NodeJS.ProcessEnv; stdin: 'pipe' | 'ignore' },

@@ -84,11 +84,3 @@ export function processStartTime(pid: number): string | undefined {
     return undefined;
   }
 }
-
-/** Signals a process group (its leader's pid); errors (already gone, not a group) are ignored. */
-export function signalGroup(pgid: number, signal: NodeJS.Signals): void {
-  if (process.platform === 'win32' || pgid <= 1) return;
-  try {
-    process.kill(-pgid, signal);
-  } catch {}
-}

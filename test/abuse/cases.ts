@@ -31,12 +31,12 @@ import {
   tempDir,
 } from '../helpers/processes.js';
 import {
+  badLabelsFrame,
   envelopesFrame,
   health,
   helloFrame,
   MiB,
   peerIds,
-  pingFrame,
   rawAgent,
   rawStream,
   sleep,
@@ -93,12 +93,12 @@ const gone = async (relay: RelayProcess, key: string, id: string, ms = 10_000) =
   }
 };
 
-/** Pings as fast as the stream takes them, never reading a pong: the relay must end the stream. */
-export const pingFlood: AbuseCase = async ({ relay, key, scale }) => {
-  const s = await stalledAgent(relay, key, 'abuse-pinger');
+/** Refused label updates as fast as the stream takes them, frame errors never read: the relay must end it. */
+export const refusedLabelsFlood: AbuseCase = async ({ relay, key, scale }) => {
+  const s = await stalledAgent(relay, key, 'abuse-labeller');
   let sent = 0;
-  for (; sent < 20_000 * scale; sent++) if (!(await s.write(pingFrame(BigInt(sent))))) break;
-  const ended = await gone(relay, key, 'abuse-pinger');
+  for (; sent < 20_000 * scale; sent++) if (!(await s.write(badLabelsFrame(sent)))) break;
+  const ended = await gone(relay, key, 'abuse-labeller');
   s.close();
   return {
     tried: sent,
@@ -278,7 +278,7 @@ export const fuzzFrames: AbuseCase = async ({ relay, key, scale }) => {
   const rand = rng(42);
   const seeds = [
     helloFrame('fuzz-x'),
-    pingFrame(7n),
+    badLabelsFrame(7),
     encodeAgentFrame({
       case: 'labels',
       value: create(LabelUpdateSchema, { labels: { a: 'b', 'coord.x': '1' } }),
@@ -506,7 +506,7 @@ export const unknownKind: AbuseCase = async ({ relay, key }) => {
 };
 
 export const CASES: Record<string, AbuseCase> = {
-  'ping flood, pongs unread': pingFlood,
+  'refused label updates, frame errors unread': refusedLabelsFlood,
   'envelopes to unknown peers, errors unread': unknownPeerFlood,
   'slow receivers of 1 MiB envelopes': slowReceivers,
   'hold-window flood': holdFlood,

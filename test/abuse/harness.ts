@@ -8,13 +8,13 @@ import { connect as http2Connect } from 'node:http2';
 import { create } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import {
-  type AgentFrame,
   AgentKind,
   CONNECT_METHOD_PATH,
   decodeRelayFrame,
   EnvelopeSchema,
   encodeAgentFrame,
   HelloSchema,
+  LabelUpdateSchema,
   PROTOCOL_VERSION,
   type RelayFrame,
 } from '../../src/protocol/control.js';
@@ -163,8 +163,12 @@ export async function rawAgent(relay: RelayProcess, key: string, agentId: string
   }
 }
 
-export const pingFrame = (nonce: bigint) =>
-  encodeAgentFrame({ case: 'ping', value: { $typeName: 'nfltr.v1.Ping', nonce } } as AgentFrame['frame']);
+/** A label update the relay refuses (the key has a space), answered by a FrameError each time. */
+export const badLabelsFrame = (n: number) =>
+  encodeAgentFrame({
+    case: 'labels',
+    value: create(LabelUpdateSchema, { labels: { [`bad key ${n}`]: 'x' } }),
+  });
 
 export const envelopesFrame = (envs: { to: string; channel?: string; seq?: bigint; payload: Uint8Array }[]) =>
   encodeAgentEnvelopes(

@@ -9,6 +9,7 @@ import { codexError, describeItem, runCodexTurn } from '../../src/executors/code
 import type { AgentRunContext } from '../../src/executors/common/index.js';
 import type { JsonRpcPeer } from '../../src/executors/copilot-mcp/index.js';
 import { silentLogger } from '../../src/util/log.js';
+import { ProcessGroups } from '../../src/util/process-group.js';
 
 type Msg = { id?: number | string; method?: string; params?: Record<string, unknown>; result?: unknown };
 
@@ -84,6 +85,8 @@ function context(answer: (message: string) => ElicitResult | undefined) {
     prompt: 'Write standin.txt',
     signal: new AbortController().signal,
     env: {},
+    groups: new ProcessGroups(),
+    trackCleanup: (fn) => fn,
     report: (m) => progress.push(m),
     ask: async (p) => {
       questions.push(p.message);

@@ -18,6 +18,7 @@ import {
   verificationError,
   WorktreeError,
 } from '../../src/executors/git-result/index.js';
+import { ProcessGroups } from '../../src/util/process-group.js';
 
 let root: string;
 let repo: string;
@@ -145,9 +146,11 @@ describe('git-result - worktree and changes', () => {
     const out = join(root, 'out4');
     await mkdir(out);
     const messages: string[] = [];
+    const groups = new ProcessGroups();
     const results = await runVerification(wt, ['cat README.md', 'echo broken >&2; exit 3', 'echo after'], {
       outputDir: out,
       env: process.env,
+      groups,
       timeoutMs: 10_000,
       signal: new AbortController().signal,
       report: (m) => messages.push(m),
@@ -162,6 +165,7 @@ describe('git-result - worktree and changes', () => {
       'verification failed: `echo broken >&2; exit 3` exited with code 3',
     );
     expect(messages).toContain('[verify 2/3] $ echo broken >&2; exit 3: failed (exit 3)');
+    expect(groups.live).toBe(0);
     await wt.remove();
   });
 });

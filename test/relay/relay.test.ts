@@ -13,6 +13,7 @@ import {
   ErrorCode,
   encodeAgentFrame,
   HelloSchema,
+  LabelUpdateSchema,
   PROTOCOL_VERSION,
   type RelayFrame,
 } from '../../src/protocol/control.js';
@@ -393,7 +394,7 @@ describe('relay', () => {
   it('frames - anything before hello, or a bad hello, ends the stream with INVALID_ARGUMENT', async () => {
     const raw = rawStream(relay, keyA);
     raw.call.write(
-      Buffer.from(encodeAgentFrame({ case: 'ping', value: { $typeName: 'nfltr.v1.Ping', nonce: 1n } })),
+      Buffer.from(encodeAgentFrame({ case: 'labels', value: create(LabelUpdateSchema, { labels: {} }) })),
     );
     await eventually(() => raw.status(), 5000);
     expect(raw.status()).toMatchObject({ code: grpc.status.INVALID_ARGUMENT });

@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { formatDuration } from '../../util/duration.js';
 import { type Logger, silentLogger } from '../../util/log.js';
+import type { ProcessGroups } from '../../util/process-group.js';
 import { VERSION } from '../../version.js';
 import { findHelpOption, formatArgv, readHelp } from '../common/cli-command.js';
 import { spawnAgentProcess } from '../common/process.js';
@@ -21,8 +22,8 @@ import { registerCheckReady } from '../common/ready.js';
 import {
   type AgentRunContext,
   type AgentRunResult,
+  type AgentTasks,
   registerAgentRunTask,
-  trackCleanup,
 } from '../common/task.js';
 import { claudeReadiness } from './credentials.js';
 import {
@@ -54,6 +55,10 @@ export interface ClaudeMcpOptions {
   bridgeArgv: readonly string[];
   /** Aborting stops every running task (shutdown). */
   signal?: AbortSignal;
+  /** The command's registry of process groups: every CLI started for a task or a check is counted there. */
+  groups: ProcessGroups;
+  /** The command's tasks in progress and their pending cleanups. */
+  tasks: AgentTasks;
   logger?: Logger;
 }
 
@@ -205,7 +210,7 @@ async function runClaude(opts: ClaudeMcpOptions, ctx: AgentRunContext): Promise<
     decide: (req) => decidePermission(ctx, req, permissions),
     log: ctx.log,
   });
-  const closeBridge = trackCleanup(() => bridge.close());
+  const closeBridge = ctx.trackCleanup(() => bridge.close());
   const events = createWriteStream(join(ctx.args.output_dir, 'claude-events.jsonl'));
   events.on('error', () => {}); // the run matters more than its log
   try {
@@ -216,6 +221,7 @@ async function runClaude(opts: ClaudeMcpOptions, ctx: AgentRunContext): Promise<
     const proc = spawnAgentProcess({
       argv,
       cwd: ctx.cwd,
+      groups: ctx.groups,
       env: {
         ...ctx.env,
         // Claude bounds MCP tool calls; a permission prompt waits for the planner as long as the task runs.
@@ -273,6 +279,8 @@ export function createClaudeMcpServer(opts: ClaudeMcpOptions): McpServer {
         permission_mode: opts.permissionMode,
       },
       ...(opts.signal ? { signal: opts.signal } : {}),
+      groups: opts.groups,
+      tasks: opts.tasks,
       log,
       run: (ctx) => runClaude(opts, ctx),
     },

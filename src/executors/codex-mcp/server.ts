@@ -11,11 +11,13 @@
 import { join } from 'node:path';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { type Logger, silentLogger } from '../../util/log.js';
+import type { ProcessGroups } from '../../util/process-group.js';
 import { VERSION } from '../../version.js';
 import {
   type AgentExit,
   type AgentRunContext,
   type AgentRunResult,
+  type AgentTasks,
   formatArgv,
   registerAgentRunTask,
   spawnAgentProcess,
@@ -56,6 +58,10 @@ export interface CodexMcpOptions {
   gitCodeResult?: boolean;
   /** Aborting stops every running task (shutdown). */
   signal?: AbortSignal;
+  /** The command's registry of process groups: every CLI started for a task or a check is counted there. */
+  groups: ProcessGroups;
+  /** The command's tasks in progress and their pending cleanups. */
+  tasks: AgentTasks;
   logger?: Logger;
 }
 
@@ -102,13 +108,17 @@ async function withAppServer<T>(
   argv: readonly string[],
   cwd: string,
   env: NodeJS.ProcessEnv,
+  groups: ProcessGroups,
   fn: (peer: JsonRpcPeer) => Promise<T>,
 ): Promise<T> {
   try {
-    return await withRpcProcess({ argv, cwd, env, timeoutMs: CHECK_TIMEOUT_MS, exitText }, async (peer) => {
-      await initialize(peer);
-      return fn(peer);
-    });
+    return await withRpcProcess(
+      { argv, cwd, env, groups, timeoutMs: CHECK_TIMEOUT_MS, exitText },
+      async (peer) => {
+        await initialize(peer);
+        return fn(peer);
+      },
+    );
   } catch (err) {
     throw err instanceof RpcError ? new Error(`codex answered with an error: ${err.describe()}`) : err;
   }
@@ -129,14 +139,14 @@ interface ModelInfo {
  * message.
  */
 export async function checkCodexCli(
-  opts: Pick<CodexMcpOptions, 'codexArgv' | 'settings' | 'cwd'>,
+  opts: Pick<CodexMcpOptions, 'codexArgv' | 'settings' | 'cwd' | 'groups'>,
 ): Promise<string[]> {
   const s = opts.settings;
   const argv = codexAppServerArgv(opts.codexArgv);
   const shown = formatArgv(opts.codexArgv);
   let models: ModelInfo[];
   try {
-    models = await withAppServer(argv, opts.cwd, process.env, async (peer) => {
+    models = await withAppServer(argv, opts.cwd, process.env, opts.groups, async (peer) => {
       // An ephemeral thread (no rollout file, no model call) with the pinned settings, as tasks will start
       // theirs: codex refuses a sandbox mode or approval policy it does not know.
       await peer.request('thread/start', { ...threadSettings(opts.cwd, s), ephemeral: true });
@@ -189,40 +199,46 @@ interface ProviderInfo {
  * OPENAI_API_KEY / CODEX_API_KEY.
  */
 export async function checkCodexReady(
-  opts: Pick<CodexMcpOptions, 'codexArgv' | 'settings' | 'cwd'>,
+  opts: Pick<CodexMcpOptions, 'codexArgv' | 'settings' | 'cwd' | 'groups'>,
   env: NodeJS.ProcessEnv = process.env,
 ): Promise<Readiness> {
   const envFix = (name: string) =>
     `set ${name} in the worker's environment and pass it to the executor with \`nfltr worker --executor-env ${name}\` (the worker passes only PATH, HOME, locale and NFLTR_* unless told)`;
   try {
-    return await withAppServer(codexAppServerArgv(opts.codexArgv), opts.cwd, env, async (peer) => {
-      const config = await peer.request<{
-        config?: { model_provider?: string | null; model_providers?: Record<string, ProviderInfo> };
-      }>('config/read', {});
-      const account = await peer.request<{ account?: unknown; requiresOpenaiAuth?: boolean }>(
-        'account/read',
-        {},
-      );
-      const providerId = config?.config?.model_provider ?? 'openai';
-      const provider = config?.config?.model_providers?.[providerId];
-      const key = provider?.env_key;
-      if (key && !env[key]) {
-        return {
-          ready: false,
-          reason: `Codex's model provider "${providerId}" reads its API key from ${key}, which is not set for this executor`,
-          fix: envFix(key),
-        };
-      }
-      if (account?.requiresOpenaiAuth && !account.account && !env.OPENAI_API_KEY && !env.CODEX_API_KEY) {
-        const home = env.CODEX_HOME ?? '~/.codex';
-        return {
-          ready: false,
-          reason: `Codex has no OpenAI credentials: no login in ${home}/auth.json and no OPENAI_API_KEY`,
-          fix: `run \`codex login\` (or \`codex login --with-api-key\`) as the worker's user${env.CODEX_HOME ? '' : ' (a CODEX_HOME elsewhere needs `nfltr worker --executor-env CODEX_HOME`)'}, or ${envFix('OPENAI_API_KEY')}`,
-        };
-      }
-      return { ready: true };
-    });
+    return await withAppServer(
+      codexAppServerArgv(opts.codexArgv),
+      opts.cwd,
+      env,
+      opts.groups,
+      async (peer) => {
+        const config = await peer.request<{
+          config?: { model_provider?: string | null; model_providers?: Record<string, ProviderInfo> };
+        }>('config/read', {});
+        const account = await peer.request<{ account?: unknown; requiresOpenaiAuth?: boolean }>(
+          'account/read',
+          {},
+        );
+        const providerId = config?.config?.model_provider ?? 'openai';
+        const provider = config?.config?.model_providers?.[providerId];
+        const key = provider?.env_key;
+        if (key && !env[key]) {
+          return {
+            ready: false,
+            reason: `Codex's model provider "${providerId}" reads its API key from ${key}, which is not set for this executor`,
+            fix: envFix(key),
+          };
+        }
+        if (account?.requiresOpenaiAuth && !account.account && !env.OPENAI_API_KEY && !env.CODEX_API_KEY) {
+          const home = env.CODEX_HOME ?? '~/.codex';
+          return {
+            ready: false,
+            reason: `Codex has no OpenAI credentials: no login in ${home}/auth.json and no OPENAI_API_KEY`,
+            fix: `run \`codex login\` (or \`codex login --with-api-key\`) as the worker's user${env.CODEX_HOME ? '' : ' (a CODEX_HOME elsewhere needs `nfltr worker --executor-env CODEX_HOME`)'}, or ${envFix('OPENAI_API_KEY')}`,
+          };
+        }
+        return { ready: true };
+      },
+    );
   } catch (err) {
     return {
       ready: false,
@@ -245,6 +261,7 @@ async function runCodex(opts: CodexMcpOptions, ctx: AgentRunContext): Promise<Ag
     argv,
     cwd: ctx.cwd,
     env: ctx.env,
+    groups: ctx.groups,
     onStdoutLine: (line) => {
       record('received', line);
       if (peer) peer.line(line);
@@ -344,6 +361,8 @@ export function createCodexMcpServer(opts: CodexMcpOptions): McpServer {
         approval_policy: opts.settings.approvalPolicy,
       },
       ...(opts.signal ? { signal: opts.signal } : {}),
+      groups: opts.groups,
+      tasks: opts.tasks,
       log,
       run: (ctx) => runCodex(opts, ctx),
     },

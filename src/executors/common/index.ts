@@ -3,7 +3,7 @@
  * splitting and `--help` probing.
  */
 
-export { GROUP_KILL_GRACE_MS, liveProcessGroups, processGroupAlive } from '../../util/process-group.js';
+export { GROUP_KILL_GRACE_MS, ProcessGroups, processGroupAlive } from '../../util/process-group.js';
 export { findHelpOption, formatArgv, type HelpOption, readHelp, splitCommand } from './cli-command.js';
 export {
   type AgentExit,
@@ -17,7 +17,7 @@ export {
   type AgentRunResult,
   type AgentTaskResult,
   type AgentTaskSpec,
-  activeAgentTasks,
+  AgentTasks,
   agentTaskOutputSchema,
   composePrompt,
   errorResult,
@@ -26,10 +26,8 @@ export {
   type RunTaskArgs,
   registerAgentRunTask,
   runAgentTask,
-  runPendingCleanups,
   runTaskInputSchema,
   type TaskUsage,
-  trackCleanup,
   usageLine,
 } from './task.js';
 export { openTranscript, type Transcript } from './transcript.js';

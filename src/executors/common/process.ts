@@ -7,7 +7,7 @@
 
 import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { lineSplitter } from '../../util/line-splitter.js';
-import { type GroupExit, spawnGroup } from '../../util/process-group.js';
+import type { GroupExit, ProcessGroups } from '../../util/process-group.js';
 
 /** Bytes of stderr kept for error messages. */
 const STDERR_TAIL_BYTES = 8192;
@@ -16,6 +16,8 @@ export interface AgentProcessOptions {
   argv: readonly string[];
   cwd: string;
   env: NodeJS.ProcessEnv;
+  /** Registry of the executor command's process groups, which starts this one and counts it while alive. */
+  groups: ProcessGroups;
   /** Called once per complete stdout line, without the line break. */
   onStdoutLine: (line: string) => void;
   /** Called with every stderr chunk (for a log file). */
@@ -42,7 +44,7 @@ export interface AgentProcess {
  * {@link AgentProcess.kill} they get the grace.
  */
 export function spawnAgentProcess(opts: AgentProcessOptions): AgentProcess {
-  const group = spawnGroup(opts.argv[0]!, opts.argv.slice(1), {
+  const group = opts.groups.spawn(opts.argv[0]!, opts.argv.slice(1), {
     cwd: opts.cwd,
     env: opts.env,
     stdin: 'pipe',

@@ -14,6 +14,7 @@ import type {
 } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
 import type { Logger } from '../../util/log.js';
+import type { ProcessGroups } from '../../util/process-group.js';
 import {
   type ChangedPath,
   type CollectedChanges,
@@ -107,6 +108,10 @@ export interface AgentRunContext {
   signal: AbortSignal;
   /** Environment for the CLI: this process's plus NFLTR_TASK_ID, NFLTR_TASK_INPUT_DIR, NFLTR_TASK_OUTPUT_DIR. */
   env: NodeJS.ProcessEnv;
+  /** Where the CLI's process group is registered (the executor command's registry). */
+  groups: ProcessGroups;
+  /** Registers a temporary thing to remove if the command stops first (see {@link AgentTasks.trackCleanup}). */
+  trackCleanup(fn: () => Promise<void>): () => Promise<void>;
   /** Sends one progress notification (a short human sentence). */
   report(message: string): void;
   /**
@@ -129,6 +134,10 @@ export interface AgentTaskSpec {
   settings: Record<string, string | undefined>;
   /** Aborting stops every running task (shutdown). */
   signal?: AbortSignal;
+  /** The command's registry of process groups (tasks' CLIs and verification commands). */
+  groups: ProcessGroups;
+  /** The command's tasks in progress and their pending cleanups. */
+  tasks: AgentTasks;
   log: Logger;
   server: McpServer;
   run(ctx: AgentRunContext): Promise<AgentRunResult>;
@@ -247,38 +256,54 @@ function taskTimeout(spec: AgentTaskSpec, constraints: Record<string, unknown> |
   return typeof m === 'number' && m > 0 ? Math.min(spec.timeoutMs, m * 60_000) : spec.timeoutMs;
 }
 
-/** Tasks running in this process (their cleanup included). */
-let activeTasks = 0;
-/** Temporary things (worktrees, bridge folders) to remove at once if the process must stop. */
-const cleanups = new Set<() => Promise<void>>();
-
-/** How many `run_task` calls are in progress, cleanup included; a stopping executor waits for zero. */
-export function activeAgentTasks(): number {
-  return activeTasks;
-}
-
 /**
- * Registers `fn` (removing a temporary worktree or folder) so that {@link runPendingCleanups} can run it
- * if the process must stop before the task gets there. Returns the function the task calls itself: it
- * runs `fn` once, whoever comes first, and never rejects.
+ * The `run_task` calls of one executor command and the temporary things (worktrees, bridge folders)
+ * they must remove if it stops. The command owns one and passes it to its server, as it does its
+ * {@link ProcessGroups}.
  */
-export function trackCleanup(fn: () => Promise<void>): () => Promise<void> {
-  let running: Promise<void> | undefined;
-  const run = () => {
-    cleanups.delete(run);
-    running ??= fn().catch(() => {});
-    return running;
-  };
-  cleanups.add(run);
-  return run;
-}
+export class AgentTasks {
+  #active = 0;
+  readonly #cleanups = new Set<() => Promise<void>>();
 
-/**
- * Runs every registered cleanup now. Used on shutdown: a worker that stops an executor (cancel, timeout)
- * kills it after a short grace, and a CLI that takes its time to die must not leave worktrees behind.
- */
-export async function runPendingCleanups(): Promise<void> {
-  await Promise.all([...cleanups].map((c) => c()));
+  /** How many `run_task` calls are in progress, cleanup included; a stopping executor waits for zero. */
+  get active(): number {
+    return this.#active;
+  }
+
+  /** Counts `task` as in progress until it settles. */
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    this.#active += 1;
+    try {
+      return await task();
+    } finally {
+      this.#active -= 1;
+    }
+  }
+
+  /**
+   * Registers `fn` (removing a temporary worktree or folder) so that {@link runPendingCleanups} can run
+   * it if the process must stop before the task gets there. Returns the function the task calls itself:
+   * it runs `fn` once, whoever comes first, and never rejects.
+   */
+  trackCleanup(fn: () => Promise<void>): () => Promise<void> {
+    let running: Promise<void> | undefined;
+    const run = () => {
+      this.#cleanups.delete(run);
+      running ??= fn().catch(() => {});
+      return running;
+    };
+    this.#cleanups.add(run);
+    return run;
+  }
+
+  /**
+   * Runs every registered cleanup now. Used on shutdown: a worker that stops an executor (cancel, time
+   * limit) kills it after a short grace, and a CLI that takes its time to die must not leave worktrees
+   * behind.
+   */
+  async runPendingCleanups(): Promise<void> {
+    await Promise.all([...this.#cleanups].map((c) => c()));
+  }
 }
 
 /** Runs one `run_task` call of an AI executor. Always resolves with a tool result. */
@@ -308,12 +333,7 @@ export async function runAgentTask(
   args: RunTaskArgs,
   extra: ToolExtra,
 ): Promise<CallToolResult> {
-  activeTasks += 1;
-  try {
-    return await runOneTask(spec, args, extra);
-  } finally {
-    activeTasks -= 1;
-  }
+  return spec.tasks.run(() => runOneTask(spec, args, extra));
 }
 
 async function runOneTask(spec: AgentTaskSpec, args: RunTaskArgs, extra: ToolExtra): Promise<CallToolResult> {
@@ -367,7 +387,7 @@ async function runOneTask(spec: AgentTaskSpec, args: RunTaskArgs, extra: ToolExt
       return errorResult(err instanceof WorktreeError ? err.message : `could not create a worktree: ${err}`);
     }
     const wt = worktree;
-    removeWorktree = trackCleanup(() => wt.remove());
+    removeWorktree = spec.tasks.trackCleanup(() => wt.remove());
     report(`worktree at ${worktree.baseRef} (${worktree.baseCommit.slice(0, 12)}): ${worktree.dir}`);
   }
 
@@ -388,6 +408,8 @@ async function runOneTask(spec: AgentTaskSpec, args: RunTaskArgs, extra: ToolExt
         NFLTR_TASK_INPUT_DIR: args.input_dir,
         NFLTR_TASK_OUTPUT_DIR: args.output_dir,
       },
+      groups: spec.groups,
+      trackCleanup: (fn) => spec.tasks.trackCleanup(fn),
       report,
       ask: (params) => ask(spec.server, params, signal, extra.requestId),
       log,
@@ -484,6 +506,7 @@ async function finishGit(
     info.verification = await runVerification(wt, constraints.verificationCommands, {
       outputDir: args.output_dir,
       env: ctx.env,
+      groups: ctx.groups,
       timeoutMs,
       signal: ctx.signal,
       report: ctx.report,

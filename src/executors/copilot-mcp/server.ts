@@ -14,11 +14,13 @@
 import { join } from 'node:path';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { type Logger, silentLogger } from '../../util/log.js';
+import type { ProcessGroups } from '../../util/process-group.js';
 import { VERSION } from '../../version.js';
 import {
   type AgentExit,
   type AgentRunContext,
   type AgentRunResult,
+  type AgentTasks,
   findHelpOption,
   formatArgv,
   readHelp,
@@ -75,6 +77,10 @@ export interface CopilotMcpOptions {
   cli: CopilotCli;
   /** Aborting stops every running task (shutdown). */
   signal?: AbortSignal;
+  /** The command's registry of process groups: every CLI started for a task or a check is counted there. */
+  groups: ProcessGroups;
+  /** The command's tasks in progress and their pending cleanups. */
+  tasks: AgentTasks;
   logger?: Logger;
 }
 
@@ -199,7 +205,14 @@ export async function checkCopilotReady(
   let init: InitializeResponse | undefined;
   try {
     await withRpcProcess(
-      { argv: copilotAcpArgv(opts), cwd: opts.cwd, env, timeoutMs: CHECK_TIMEOUT_MS, exitText },
+      {
+        argv: copilotAcpArgv(opts),
+        cwd: opts.cwd,
+        env,
+        groups: opts.groups,
+        timeoutMs: CHECK_TIMEOUT_MS,
+        exitText,
+      },
       async (peer) => {
         init = await peer.request('initialize', {
           protocolVersion: ACP_PROTOCOL_VERSION,
@@ -242,6 +255,7 @@ async function runAcp(opts: CopilotMcpOptions, ctx: AgentRunContext): Promise<Ag
     argv,
     cwd: ctx.cwd,
     env: ctx.env,
+    groups: ctx.groups,
     onStdoutLine: (line) => {
       record('received', line);
       if (peer) peer.line(line);
@@ -327,6 +341,7 @@ async function runPrompt(opts: CopilotMcpOptions, ctx: AgentRunContext): Promise
     argv,
     cwd: ctx.cwd,
     env: ctx.env,
+    groups: ctx.groups,
     onStdoutLine: (line) => {
       out.push(line);
       if (line.trim()) ctx.report(`copilot: ${line}`);
@@ -389,6 +404,8 @@ export function createCopilotMcpServer(opts: CopilotMcpOptions): McpServer {
         protocol: opts.cli.acp ? 'acp' : 'prompt',
       },
       ...(opts.signal ? { signal: opts.signal } : {}),
+      groups: opts.groups,
+      tasks: opts.tasks,
       log,
       run: (ctx) => (opts.cli.acp ? runAcp(opts, ctx) : runPrompt(opts, ctx)),
     },

@@ -5,6 +5,7 @@
  * `constraints.verification_commands` run in the worktree.
  */
 import { join } from 'node:path';
+import type { ProcessGroups } from '../../util/process-group.js';
 import { commandStatus, formatDuration, runCommand } from '../shell-mcp/index.js';
 import { git, gitToFile } from './git.js';
 import { compilePathRule, disallowedPaths, type PathRule } from './paths.js';
@@ -174,6 +175,7 @@ export interface VerificationResult {
 export interface VerifyOptions {
   outputDir: string;
   env: NodeJS.ProcessEnv;
+  groups: ProcessGroups;
   /** Per-command time limit. */
   timeoutMs: number;
   signal: AbortSignal;
@@ -200,6 +202,7 @@ export async function runVerification(
       command,
       cwd: wt.dir,
       env: opts.env,
+      groups: opts.groups,
       timeoutMs: opts.timeoutMs,
       signal: opts.signal,
       logPath: join(opts.outputDir, log),

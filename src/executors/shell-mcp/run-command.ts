@@ -5,12 +5,14 @@
 
 import { createWriteStream } from 'node:fs';
 import { lineSplitter } from '../../util/line-splitter.js';
-import { spawnGroup } from '../../util/process-group.js';
+import type { ProcessGroups } from '../../util/process-group.js';
 
 export interface RunCommandOptions {
   command: string;
   cwd: string;
   env: NodeJS.ProcessEnv;
+  /** Registry of the executor command's process groups, which starts this one and counts it while alive. */
+  groups: ProcessGroups;
   timeoutMs: number;
   /** Aborting kills the process group (SIGTERM, then SIGKILL after its grace). */
   signal?: AbortSignal;
@@ -55,7 +57,7 @@ export function runCommand(opts: RunCommandOptions): Promise<CommandOutcome> {
   });
   let timedOut = false;
   let aborted = false;
-  const group = spawnGroup('/bin/sh', ['-c', opts.command], {
+  const group = opts.groups.spawn('/bin/sh', ['-c', opts.command], {
     cwd: opts.cwd,
     env: opts.env,
     stdin: 'ignore',

@@ -11,6 +11,7 @@ import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
 import { formatDuration } from '../../util/duration.js';
 import { type Logger, silentLogger } from '../../util/log.js';
+import type { ProcessGroups } from '../../util/process-group.js';
 import { ProgressPacer } from '../../util/progress-pacer.js';
 import { VERSION } from '../../version.js';
 import { type AllowRule, checkAllowed, compileAllowPattern } from './allow.js';
@@ -44,6 +45,8 @@ export interface ShellMcpOptions {
   timeoutMs?: number;
   /** Aborting kills every running command (used on shutdown). */
   signal?: AbortSignal;
+  /** The command's registry of process groups: every command run is counted there while alive. */
+  groups: ProcessGroups;
   logger?: Logger;
 }
 
@@ -228,6 +231,7 @@ export function createShellMcpServer(opts: ShellMcpOptions): McpServer {
           command,
           cwd: opts.cwd,
           env,
+          groups: opts.groups,
           timeoutMs,
           signal,
           logPath: join(args.output_dir, logName),

@@ -6,10 +6,10 @@
 //   2. The agent's first frame is a Hello. The relay answers Welcome, or ends the stream with a status
 //      (UNAUTHENTICATED, ALREADY_EXISTS, INVALID_ARGUMENT, FAILED_PRECONDITION).
 //   3. Steady state, both ways: EnvelopeBatch (routed by header only; payloads are opaque bytes),
-//      LabelUpdate (agent → relay), Ping/Pong (a round-trip probe; the receiver answers), DeliveryError
-//      (relay → agent, an envelope that could not be delivered), FrameError (relay → agent, a frame the
-//      relay refused; the stream stays up), Goaway (relay → agent: redial, this relay is going away),
-//      HttpFrame (both ways: a `/browse/…` request to a service the agent exposes, see http.proto).
+//      LabelUpdate (agent → relay), DeliveryError (relay → agent, an envelope that could not be
+//      delivered), FrameError (relay → agent, a frame the relay refused; the stream stays up), Goaway
+//      (relay → agent: redial, this relay is going away), HttpFrame (both ways: a `/browse/…` request to a
+//      service the agent exposes, see http.proto).
 //   4. Keepalive is HTTP/2 PING, both ways, below these frames: an idle stream carries no frame at all.
 //
 // Protocol version changelog
@@ -29,7 +29,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file nfltr/v1/control.proto.
  */
 export const file_nfltr_v1_control: GenFile = /*@__PURE__*/
-  fileDesc("ChZuZmx0ci92MS9jb250cm9sLnByb3RvEghuZmx0ci52MSLzAQoKQWdlbnRGcmFtZRIgCgVoZWxsbxgBIAEoCzIPLm5mbHRyLnYxLkhlbGxvSAASJwoGbGFiZWxzGAIgASgLMhUubmZsdHIudjEuTGFiZWxVcGRhdGVIABIsCgllbnZlbG9wZXMYAyABKAsyFy5uZmx0ci52MS5FbnZlbG9wZUJhdGNoSAASHgoEcGluZxgEIAEoCzIOLm5mbHRyLnYxLlBpbmdIABIeCgRwb25nGAUgASgLMg4ubmZsdHIudjEuUG9uZ0gAEiMKBGh0dHAYBiABKAsyEy5uZmx0ci52MS5IdHRwRnJhbWVIAEIHCgVmcmFtZSLMAgoKUmVsYXlGcmFtZRIkCgd3ZWxjb21lGAEgASgLMhEubmZsdHIudjEuV2VsY29tZUgAEiwKCWVudmVsb3BlcxgCIAEoCzIXLm5mbHRyLnYxLkVudmVsb3BlQmF0Y2hIABIxCg5kZWxpdmVyeV9lcnJvchgDIAEoCzIXLm5mbHRyLnYxLkRlbGl2ZXJ5RXJyb3JIABIlCgVlcnJvchgEIAEoCzIULm5mbHRyLnYxLkZyYW1lRXJyb3JIABIeCgRwaW5nGAUgASgLMg4ubmZsdHIudjEuUGluZ0gAEh4KBHBvbmcYBiABKAsyDi5uZmx0ci52MS5Qb25nSAASIgoGZ29hd2F5GAcgASgLMhAubmZsdHIudjEuR29hd2F5SAASIwoEaHR0cBgIIAEoCzITLm5mbHRyLnYxLkh0dHBGcmFtZUgAQgcKBWZyYW1lIuEBCgVIZWxsbxIQCghhZ2VudF9pZBgBIAEoCRIhCgRraW5kGAIgASgOMhMubmZsdHIudjEuQWdlbnRLaW5kEisKBmxhYmVscxgDIAMoCzIbLm5mbHRyLnYxLkhlbGxvLkxhYmVsc0VudHJ5EhgKEHByb3RvY29sX3ZlcnNpb24YBCABKA0SFQoNc2Vzc2lvbl90b2tlbhgFIAEoCRIWCg5jbGllbnRfdmVyc2lvbhgGIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIqcBCgdXZWxjb21lEhAKCGFnZW50X2lkGAEgASgJEg8KB2FjY291bnQYAiABKAkSGAoQcHJvdG9jb2xfdmVyc2lvbhgDIAEoDRIXCg9tYXhfZnJhbWVfYnl0ZXMYBCABKA0SHQoVa2VlcGFsaXZlX2ludGVydmFsX21zGAUgASgNEhAKCHJlbGF5X2lkGAYgASgJEhUKDW9ic2VydmVkX2FkZHIYByABKAkibwoLTGFiZWxVcGRhdGUSMQoGbGFiZWxzGAEgAygLMiEubmZsdHIudjEuTGFiZWxVcGRhdGUuTGFiZWxzRW50cnkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJhCghFbnZlbG9wZRIKCgJ0bxgBIAEoCRIMCgRmcm9tGAIgASgJEg8KB2NoYW5uZWwYAyABKAkSCwoDc2VxGAQgASgEEgwKBGtpbmQYBSABKAkSDwoHcGF5bG9hZBgGIAEoDCI2Cg1FbnZlbG9wZUJhdGNoEiUKCWVudmVsb3BlcxgBIAMoCzISLm5mbHRyLnYxLkVudmVsb3BlInsKDURlbGl2ZXJ5RXJyb3ISCgoCdG8YASABKAkSDwoHY2hhbm5lbBgCIAEoCRILCgNzZXEYAyABKAQSDAoEa2luZBgEIAEoCRIhCgRjb2RlGAUgASgOMhMubmZsdHIudjEuRXJyb3JDb2RlEg8KB21lc3NhZ2UYBiABKAkiQAoKRnJhbWVFcnJvchIhCgRjb2RlGAEgASgOMhMubmZsdHIudjEuRXJyb3JDb2RlEg8KB21lc3NhZ2UYAiABKAkiFQoEUGluZxINCgVub25jZRgBIAEoBCIVCgRQb25nEg0KBW5vbmNlGAEgASgEIjEKBkdvYXdheRIOCgZyZWFzb24YASABKAkSFwoPcmVkaWFsX2FmdGVyX21zGAIgASgNKm0KCUFnZW50S2luZBIaChZBR0VOVF9LSU5EX1VOU1BFQ0lGSUVEEAASFQoRQUdFTlRfS0lORF9XT1JLRVIQARIWChJBR0VOVF9LSU5EX1BMQU5ORVIQAhIVChFBR0VOVF9LSU5EX1RVTk5FTBADKpsBCglFcnJvckNvZGUSGgoWRVJST1JfQ09ERV9VTlNQRUNJRklFRBAAEh8KG0VSUk9SX0NPREVfSU5WQUxJRF9BUkdVTUVOVBABEh0KGUVSUk9SX0NPREVfUEVFUl9OT1RfRk9VTkQQAhIYChRFUlJPUl9DT0RFX1BFRVJfQlVTWRADEhgKFEVSUk9SX0NPREVfUEVFUl9HT05FEAQyQgoFUmVsYXkSOQoHQ29ubmVjdBIULm5mbHRyLnYxLkFnZW50RnJhbWUaFC5uZmx0ci52MS5SZWxheUZyYW1lKAEwAWIGcHJvdG8z", [file_nfltr_v1_http]);
+  fileDesc("ChZuZmx0ci92MS9jb250cm9sLnByb3RvEghuZmx0ci52MSLLAQoKQWdlbnRGcmFtZRIgCgVoZWxsbxgBIAEoCzIPLm5mbHRyLnYxLkhlbGxvSAASJwoGbGFiZWxzGAIgASgLMhUubmZsdHIudjEuTGFiZWxVcGRhdGVIABIsCgllbnZlbG9wZXMYAyABKAsyFy5uZmx0ci52MS5FbnZlbG9wZUJhdGNoSAASIwoEaHR0cBgGIAEoCzITLm5mbHRyLnYxLkh0dHBGcmFtZUgAQgcKBWZyYW1lSgQIBBAFSgQIBRAGUgRwaW5nUgRwb25nIqQCCgpSZWxheUZyYW1lEiQKB3dlbGNvbWUYASABKAsyES5uZmx0ci52MS5XZWxjb21lSAASLAoJZW52ZWxvcGVzGAIgASgLMhcubmZsdHIudjEuRW52ZWxvcGVCYXRjaEgAEjEKDmRlbGl2ZXJ5X2Vycm9yGAMgASgLMhcubmZsdHIudjEuRGVsaXZlcnlFcnJvckgAEiUKBWVycm9yGAQgASgLMhQubmZsdHIudjEuRnJhbWVFcnJvckgAEiIKBmdvYXdheRgHIAEoCzIQLm5mbHRyLnYxLkdvYXdheUgAEiMKBGh0dHAYCCABKAsyEy5uZmx0ci52MS5IdHRwRnJhbWVIAEIHCgVmcmFtZUoECAUQBkoECAYQB1IEcGluZ1IEcG9uZyLhAQoFSGVsbG8SEAoIYWdlbnRfaWQYASABKAkSIQoEa2luZBgCIAEoDjITLm5mbHRyLnYxLkFnZW50S2luZBIrCgZsYWJlbHMYAyADKAsyGy5uZmx0ci52MS5IZWxsby5MYWJlbHNFbnRyeRIYChBwcm90b2NvbF92ZXJzaW9uGAQgASgNEhUKDXNlc3Npb25fdG9rZW4YBSABKAkSFgoOY2xpZW50X3ZlcnNpb24YBiABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKnAQoHV2VsY29tZRIQCghhZ2VudF9pZBgBIAEoCRIPCgdhY2NvdW50GAIgASgJEhgKEHByb3RvY29sX3ZlcnNpb24YAyABKA0SFwoPbWF4X2ZyYW1lX2J5dGVzGAQgASgNEh0KFWtlZXBhbGl2ZV9pbnRlcnZhbF9tcxgFIAEoDRIQCghyZWxheV9pZBgGIAEoCRIVCg1vYnNlcnZlZF9hZGRyGAcgASgJIm8KC0xhYmVsVXBkYXRlEjEKBmxhYmVscxgBIAMoCzIhLm5mbHRyLnYxLkxhYmVsVXBkYXRlLkxhYmVsc0VudHJ5Gi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiYQoIRW52ZWxvcGUSCgoCdG8YASABKAkSDAoEZnJvbRgCIAEoCRIPCgdjaGFubmVsGAMgASgJEgsKA3NlcRgEIAEoBBIMCgRraW5kGAUgASgJEg8KB3BheWxvYWQYBiABKAwiNgoNRW52ZWxvcGVCYXRjaBIlCgllbnZlbG9wZXMYASADKAsyEi5uZmx0ci52MS5FbnZlbG9wZSJ7Cg1EZWxpdmVyeUVycm9yEgoKAnRvGAEgASgJEg8KB2NoYW5uZWwYAiABKAkSCwoDc2VxGAMgASgEEgwKBGtpbmQYBCABKAkSIQoEY29kZRgFIAEoDjITLm5mbHRyLnYxLkVycm9yQ29kZRIPCgdtZXNzYWdlGAYgASgJIkAKCkZyYW1lRXJyb3ISIQoEY29kZRgBIAEoDjITLm5mbHRyLnYxLkVycm9yQ29kZRIPCgdtZXNzYWdlGAIgASgJIjEKBkdvYXdheRIOCgZyZWFzb24YASABKAkSFwoPcmVkaWFsX2FmdGVyX21zGAIgASgNKm0KCUFnZW50S2luZBIaChZBR0VOVF9LSU5EX1VOU1BFQ0lGSUVEEAASFQoRQUdFTlRfS0lORF9XT1JLRVIQARIWChJBR0VOVF9LSU5EX1BMQU5ORVIQAhIVChFBR0VOVF9LSU5EX1RVTk5FTBADKpsBCglFcnJvckNvZGUSGgoWRVJST1JfQ09ERV9VTlNQRUNJRklFRBAAEh8KG0VSUk9SX0NPREVfSU5WQUxJRF9BUkdVTUVOVBABEh0KGUVSUk9SX0NPREVfUEVFUl9OT1RfRk9VTkQQAhIYChRFUlJPUl9DT0RFX1BFRVJfQlVTWRADEhgKFEVSUk9SX0NPREVfUEVFUl9HT05FEAQyQgoFUmVsYXkSOQoHQ29ubmVjdBIULm5mbHRyLnYxLkFnZW50RnJhbWUaFC5uZmx0ci52MS5SZWxheUZyYW1lKAEwAWIGcHJvdG8z", [file_nfltr_v1_http]);
 
 /**
  * Frames an agent sends.
@@ -58,18 +58,6 @@ export type AgentFrame = Message<"nfltr.v1.AgentFrame"> & {
      */
     value: EnvelopeBatch;
     case: "envelopes";
-  } | {
-    /**
-     * @generated from field: nfltr.v1.Ping ping = 4;
-     */
-    value: Ping;
-    case: "ping";
-  } | {
-    /**
-     * @generated from field: nfltr.v1.Pong pong = 5;
-     */
-    value: Pong;
-    case: "pong";
   } | {
     /**
      * The answer half of a `/browse/…` request (see http.proto).
@@ -121,18 +109,6 @@ export type RelayFrame = Message<"nfltr.v1.RelayFrame"> & {
      */
     value: FrameError;
     case: "error";
-  } | {
-    /**
-     * @generated from field: nfltr.v1.Ping ping = 5;
-     */
-    value: Ping;
-    case: "ping";
-  } | {
-    /**
-     * @generated from field: nfltr.v1.Pong pong = 6;
-     */
-    value: Pong;
-    case: "pong";
   } | {
     /**
      * @generated from field: nfltr.v1.Goaway goaway = 7;
@@ -405,40 +381,6 @@ export const FrameErrorSchema: GenMessage<FrameError> = /*@__PURE__*/
   messageDesc(file_nfltr_v1_control, 8);
 
 /**
- * @generated from message nfltr.v1.Ping
- */
-export type Ping = Message<"nfltr.v1.Ping"> & {
-  /**
-   * @generated from field: uint64 nonce = 1;
-   */
-  nonce: bigint;
-};
-
-/**
- * Describes the message nfltr.v1.Ping.
- * Use `create(PingSchema)` to create a new message.
- */
-export const PingSchema: GenMessage<Ping> = /*@__PURE__*/
-  messageDesc(file_nfltr_v1_control, 9);
-
-/**
- * @generated from message nfltr.v1.Pong
- */
-export type Pong = Message<"nfltr.v1.Pong"> & {
-  /**
-   * @generated from field: uint64 nonce = 1;
-   */
-  nonce: bigint;
-};
-
-/**
- * Describes the message nfltr.v1.Pong.
- * Use `create(PongSchema)` to create a new message.
- */
-export const PongSchema: GenMessage<Pong> = /*@__PURE__*/
-  messageDesc(file_nfltr_v1_control, 10);
-
-/**
  * @generated from message nfltr.v1.Goaway
  */
 export type Goaway = Message<"nfltr.v1.Goaway"> & {
@@ -460,7 +402,7 @@ export type Goaway = Message<"nfltr.v1.Goaway"> & {
  * Use `create(GoawaySchema)` to create a new message.
  */
 export const GoawaySchema: GenMessage<Goaway> = /*@__PURE__*/
-  messageDesc(file_nfltr_v1_control, 11);
+  messageDesc(file_nfltr_v1_control, 9);
 
 /**
  * @generated from enum nfltr.v1.AgentKind
