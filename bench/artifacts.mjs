@@ -1,8 +1,9 @@
 // 3. Artifacts: MB/s of one large file (default 1 GiB, --artifact-mib) from disk to disk through the
 // relay on the real path (AgentClient + A2aEndpoint + ArtifactSender in this process, ArtifactReceiver
 // in another, the relay in a third), encryption on and off, against raw loopback TCP between two
-// processes (file → socket → file) measured in the same run. The nfltr figure includes chunking,
-// per-chunk and whole-file SHA-256 on the receiver, AES-256-GCM (when on), acks and flow control; the
+// processes (file → socket → file) measured in the same run. The nfltr figure includes chunking, the
+// whole-file SHA-256 on the receiver, per-chunk SHA-256 at both ends when encryption is off (AES-256-GCM
+// authenticates each chunk when it is on, as in nfltr worker and nfltr mcp), acks and flow control; the
 // whole-file hash the sender takes before announcing is timed apart (`hash_mb_s`).
 import { createCipheriv, createHash, randomUUID } from 'node:crypto';
 import { createReadStream, createWriteStream, rmSync, statSync } from 'node:fs';
@@ -53,6 +54,7 @@ async function nfltrOnce(ctx, file, info) {
     taskId,
     send: (msg) => ctx.a2a.send(ctx.peer, taskId, msg),
     whenWritable: () => ctx.agent.whenWritable(8 * MIB),
+    chunkHashes: !ctx.a2a.encrypted,
   });
   ctx.senders.set(taskId, sender);
   const report = await sender.run();
