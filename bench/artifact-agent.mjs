@@ -38,7 +38,7 @@ if (mode === 'tcp') {
   });
   const a2a = new A2aEndpoint({ agent, role: 'responder', e2ee: e2ee === 'true' });
   const receivers = new Map();
-  a2a.on('message', ({ peer, channel, msg }) => {
+  a2a.on('message', ({ peer, channel, msg, sealed }) => {
     if (msg.case === 'taskStart') {
       const taskDir = join(dir, channel);
       const r = new ArtifactReceiver({
@@ -53,7 +53,7 @@ if (mode === 'tcp') {
         () => setTimeout(() => rmSync(taskDir, { recursive: true, force: true }), 100),
         (err) => process.stderr.write(`bench receiver: ${err.message}\n`),
       );
-    } else if (msg.case === 'artifactChunk') void receivers.get(channel)?.accept(msg.value);
+    } else if (msg.case === 'artifactChunk') void receivers.get(channel)?.accept(msg.value, sealed);
   });
   await agent.start().waitConnected();
   process.stdout.write(`ready ${JSON.stringify({ agentId: agent.agentId })}\n`);

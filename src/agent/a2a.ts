@@ -73,6 +73,8 @@ export interface A2aInbound {
   peer: string;
   channel: string;
   msg: A2aBody;
+  /** Opened under an E2EE session: the frame's AES-GCM tag authenticated every byte of it. */
+  sealed: boolean;
 }
 
 /** Why a peer (all its channels) or one channel stopped working. */
@@ -217,6 +219,11 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
 
   get agentId(): string {
     return this.#agent.agentId;
+  }
+
+  /** Whether messages are sealed end to end (`--a2a-e2ee`): every one arrives authenticated. */
+  get encrypted(): boolean {
+    return this.#opts.e2ee;
   }
 
   /**
@@ -422,8 +429,7 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
    */
   #seal(peer: string, session: E2eeSession, channel: string, bytes: Uint8Array): void {
     this.#agent.checkSend({ to: peer, channel, kind: A2A_KIND.sealed }, bytes.byteLength + SEAL_OVERHEAD);
-    const { seq, ciphertext } = session.sealer(channel).seal(bytes);
-    const payload = Buffer.concat([Buffer.from(session.tag, 'hex'), ciphertext]);
+    const { seq, ciphertext: payload } = session.sealer(channel).seal(bytes, Buffer.from(session.tag, 'hex'));
     this.#agent.send({ to: peer, channel, seq, kind: A2A_KIND.sealed, payload });
   }
 
@@ -509,7 +515,7 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
     }
     this.#pin(peer, candidate.key);
     this.#ready(peer, candidate.session);
-    this.#deliver(peer, channel, plaintext);
+    this.#deliver(peer, channel, plaintext, true);
   }
 
   #fail(f: A2aFailure): void {
@@ -517,7 +523,7 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
     this.emit('failure', f);
   }
 
-  #deliver(peer: string, channel: string, bytes: Uint8Array): void {
+  #deliver(peer: string, channel: string, bytes: Uint8Array, sealed: boolean): void {
     let msg: A2aMessage;
     try {
       msg = fromBinary(A2aMessageSchema, bytes);
@@ -530,7 +536,7 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
       });
     }
     if (msg.msg.case === undefined) return;
-    this.emit('message', { peer, channel, msg: msg.msg });
+    this.emit('message', { peer, channel, msg: msg.msg, sealed });
   }
 
   #onEnvelope(env: InboundEnvelope): void {
@@ -543,7 +549,7 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
           return this.#fail({ peer, channel, code: err.code, message: err.message });
         }
         this.#plainPeers.add(peer);
-        return this.#deliver(peer, channel, env.payload);
+        return this.#deliver(peer, channel, env.payload, false);
 
       case A2A_KIND.hs1: {
         if (!this.#opts.e2ee || this.#opts.role !== 'responder') {
@@ -708,7 +714,7 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
             message: `${code}: ${(err as Error).message}`,
           });
         }
-        return this.#deliver(peer, channel, plaintext);
+        return this.#deliver(peer, channel, plaintext, true);
       }
 
       default:

@@ -29,6 +29,8 @@ export interface TaskFilesOptions {
   testCorruptChunk?: ChunkRef;
   /** Sends one message on a task's channel. */
   send: (peer: string, taskId: string, msg: A2aBody) => Promise<void>;
+  /** Channels are sealed end to end: chunks go without their own SHA-256 (see ArtifactSender). */
+  sealed: boolean;
   /** Resolves once the relay link has room again (flow control for files). */
   whenWritable: (signal?: AbortSignal) => Promise<void>;
   logger?: Logger;
@@ -66,8 +68,8 @@ export class TaskFiles {
     return this.#transfers.has(taskId);
   }
 
-  accept(peer: string, chunk: ArtifactChunk): Promise<void> {
-    return this.#receiver(chunk.taskId, peer).accept(chunk);
+  accept(peer: string, chunk: ArtifactChunk, sealed: boolean): Promise<void> {
+    return this.#receiver(chunk.taskId, peer).accept(chunk, sealed);
   }
 
   /** Checks the files a final event lists against what arrived. */
@@ -101,6 +103,7 @@ export class TaskFiles {
       send: (msg) => this.#opts.send(peer, taskId, msg),
       whenWritable: (signal) => this.#opts.whenWritable(signal),
       signal: abort.signal,
+      chunkHashes: !this.#opts.sealed,
       corruptChunk: this.#opts.testCorruptChunk,
       logger: this.#log,
     });

@@ -91,6 +91,7 @@ export class TaskManager {
       maxArtifactBytes: opts.maxArtifactBytes,
       testCorruptChunk: opts.testCorruptChunk,
       send: (peer, taskId, msg) => this.#router.send(peer, taskId, msg),
+      sealed: opts.a2a.encrypted,
       whenWritable: (signal) => this.#agent.whenWritable(MAX_QUEUED_BYTES, signal),
       logger,
     });

@@ -156,7 +156,7 @@ export class TaskRouter extends EventEmitter<RouterEvents> {
 
   // ── inbound ────────────────────────────────────────────────────────────────────────────────────────
 
-  #onMessage({ peer, channel, msg }: A2aInbound): void {
+  #onMessage({ peer, channel, msg, sealed }: A2aInbound): void {
     // A worker that was unreachable is back: whatever was queued for it goes out now.
     if (this.#watch.heard(peer)) this.#recover(peer, 'back');
     switch (msg.case) {
@@ -188,7 +188,7 @@ export class TaskRouter extends EventEmitter<RouterEvents> {
         if (chunk.taskId !== channel) return;
         void this.#enqueue(channel, async () => {
           const s = this.#store.get(channel)?.snapshot;
-          if (s?.agent_id === peer && !isTerminal(s.state)) await this.#files.accept(peer, chunk);
+          if (s?.agent_id === peer && !isTerminal(s.state)) await this.#files.accept(peer, chunk, sealed);
         });
         return;
       }

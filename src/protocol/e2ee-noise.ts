@@ -61,11 +61,20 @@ function gcmNonce(n: bigint): Buffer {
   return nonce;
 }
 
-/** AES-256-GCM encryption; returns ciphertext || 16-byte tag. */
-export function aesGcmSeal(key: Uint8Array, n: bigint, ad: Uint8Array, plaintext: Uint8Array): Buffer {
+/** AES-256-GCM encryption; returns prefix || ciphertext || 16-byte tag. */
+export function aesGcmSeal(
+  key: Uint8Array,
+  n: bigint,
+  ad: Uint8Array,
+  plaintext: Uint8Array,
+  /** Bytes put in front of the ciphertext in the same buffer (saves the caller a copy of the frame). */
+  prefix?: Uint8Array,
+): Buffer {
   const cipher = createCipheriv('aes-256-gcm', key, gcmNonce(n), { authTagLength: TAGLEN });
   cipher.setAAD(ad);
-  return Buffer.concat([cipher.update(plaintext), cipher.final(), cipher.getAuthTag()]);
+  const body = cipher.update(plaintext);
+  const tail = [cipher.final(), cipher.getAuthTag()];
+  return Buffer.concat(prefix ? [prefix, body, ...tail] : [body, ...tail]);
 }
 
 /** AES-256-GCM decryption of ciphertext || tag; `undefined` when authentication fails. */

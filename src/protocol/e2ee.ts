@@ -425,14 +425,17 @@ export class ChannelSealer {
     return this.#next;
   }
 
-  /** Encrypts one frame; send `seq` in the envelope header and `ciphertext` as its payload. */
-  seal(plaintext: Uint8Array): SealedFrame {
+  /**
+   * Encrypts one frame; send `seq` in the envelope header and `ciphertext` as its payload. A `prefix`
+   * (the session tag) starts the same buffer: one copy of the frame instead of two.
+   */
+  seal(plaintext: Uint8Array, prefix?: Uint8Array): SealedFrame {
     if (this.#key === undefined) throw new E2eeError('invalid_channel', `channel ${this.channel} is closed`);
     if (this.#next >= MAX_NONCE) {
       throw new E2eeError('exhausted', `channel ${this.channel} has used every sequence number`);
     }
     const seq = this.#next;
-    const ciphertext = aesGcmSeal(this.#key, seq, frameAd(this.#adPrefix, seq), plaintext);
+    const ciphertext = aesGcmSeal(this.#key, seq, frameAd(this.#adPrefix, seq), plaintext, prefix);
     this.#next += 1n;
     return { seq, ciphertext };
   }

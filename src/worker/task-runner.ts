@@ -78,6 +78,8 @@ export interface TaskRunnerDeps {
   maxArtifactBytes: number;
   /** For tests (`NFLTR_TEST_CORRUPT_CHUNK`): the artifact sender corrupts this chunk once. */
   testCorruptChunk?: ChunkRef;
+  /** Channels are sealed end to end: chunks go without their own SHA-256 (see ArtifactSender). */
+  sealed: boolean;
   /** From stdin closed to SIGTERM when the executor must go (cancel, timeout, shutdown). */
   killGraceMs: number;
   /** After this long without an event (a question aside), a `running` event says so; 0: never. */
@@ -221,12 +223,12 @@ export class TaskRunner {
   }
 
   /** Takes an input chunk (TaskStart files or Respond files). */
-  acceptChunk(chunk: ArtifactChunk): void {
+  acceptChunk(chunk: ArtifactChunk, sealed: boolean): void {
     if (!this.#receiver || this.#halt) {
       this.#log.warn('artifact chunk for a task that expects none; dropped', { name: chunk.name });
       return;
     }
-    void this.#receiver.accept(chunk);
+    void this.#receiver.accept(chunk, sealed);
   }
 
   /** The planner acknowledged output bytes. */
@@ -560,6 +562,7 @@ export class TaskRunner {
       },
       whenWritable: this.#deps.whenWritable,
       signal: this.#abort.signal,
+      chunkHashes: !this.#deps.sealed,
       corruptChunk: this.#deps.testCorruptChunk,
       logger: this.#log,
       onProgress: (bytes) => {

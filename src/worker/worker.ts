@@ -404,7 +404,7 @@ export class Worker {
     );
   }
 
-  #onMessage({ peer, channel, msg }: A2aInbound): void {
+  #onMessage({ peer, channel, msg, sealed }: A2aInbound): void {
     switch (msg.case) {
       case 'probe':
         return this.#onProbe(peer, channel, msg.value);
@@ -413,7 +413,7 @@ export class Worker {
       case 'resume':
         return this.#onResume(peer, channel, msg.value);
       case 'artifactChunk':
-        return this.#owned(peer, channel)?.acceptChunk(msg.value);
+        return this.#owned(peer, channel)?.acceptChunk(msg.value, sealed);
       case 'artifactAck':
         return this.#owned(peer, channel)?.acceptArtifactAck(msg.value);
       case 'respond':
@@ -580,6 +580,7 @@ export class Worker {
       whenWritable: (signal) => this.agent.whenWritable(WRITABLE_QUEUE_BYTES, signal),
       maxArtifactBytes: this.#opts.maxArtifactBytes,
       testCorruptChunk: this.#opts.testCorruptChunk,
+      sealed: this.endpoint.encrypted,
       killGraceMs: this.#opts.killGraceMs ?? 2_000,
       stallAfterMs: this.#opts.stallAfterMs ?? DEFAULT_STALL_AFTER_MS,
       slotLeaseMs: this.#opts.slotLeaseMs ?? DEFAULT_SLOT_LEASE_MS,

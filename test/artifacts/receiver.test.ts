@@ -233,6 +233,42 @@ describe('artifact receiver - files announced first (input files)', () => {
     expect(acks.at(-1)).toMatchObject({ name: 'report.bin', error: expect.stringContaining('SHA-256') });
   });
 
+  it('sealed chunks - may come without a SHA-256; the whole-file hash still discards a wrong file', async () => {
+    const { r, dir } = receiver();
+    const good = bytes(1000);
+    const ok = r.expect([info('ok.bin', good)]);
+    await r.accept(chunk('ok.bin', 0, good.subarray(0, 600), false, ''), true);
+    await r.accept(chunk('ok.bin', 600, good.subarray(600), true, ''), true);
+    await expect(ok).resolves.toHaveLength(1);
+    expect(sha(readFileSync(join(dir, 'ok.bin')))).toBe(sha(good));
+
+    const bad = r.expect([info('bad.bin', good)]);
+    bad.catch(() => {});
+    const tampered = Buffer.from(good);
+    tampered[700] = tampered[700]! ^ 0xff;
+    await r.accept(chunk('bad.bin', 0, tampered, true, ''), true);
+    await expect(bad).rejects.toThrow('artifact bad.bin discarded: whole-file SHA-256 does not match');
+    expect(existsSync(join(dir, 'bad.bin'))).toBe(false);
+
+    // A SHA-256 a sealed chunk does carry is checked.
+    const carried = r.expect([info('carried.bin', good)]);
+    carried.catch(() => {});
+    await r.accept(chunk('carried.bin', 0, tampered, true, sha(good)), true);
+    await expect(carried).rejects.toThrow('chunk at offset 0 does not match its SHA-256');
+  });
+
+  it('unsealed chunks - one without a SHA-256 discards its file, naming the flag', async () => {
+    const { r, dir } = receiver();
+    const good = bytes(1000);
+    const done = r.expect([info('plain.bin', good)]);
+    done.catch(() => {});
+    await r.accept(chunk('plain.bin', 0, good, true, ''));
+    await expect(done).rejects.toThrow(
+      'artifact plain.bin discarded: chunk at offset 0 carries no SHA-256 and was not sealed end to end (run both ends with the same --a2a-e2ee)',
+    );
+    expect(existsSync(join(dir, 'plain.bin'))).toBe(false);
+  });
+
   it('whole-file hash - chunks that are each fine but not the announced file are discarded', async () => {
     const { r, dir } = receiver();
     const done = r.expect([info('a.txt', Buffer.from('announced'))]);
@@ -407,6 +443,36 @@ describe('artifact receiver - chunks first, listed later (results)', () => {
 });
 
 describe('artifact sender', () => {
+  it('sealed channel - chunks go without their SHA-256; a corrupted one still discards the file', async () => {
+    const { r, connect } = receiver();
+    const { files } = localFiles({ 'x.bin': bytes(256 * 1024) });
+    const hashes: string[] = [];
+    const s: ArtifactSender = new ArtifactSender(files, {
+      taskId: 't',
+      chunkBytes: 64 * 1024,
+      chunkHashes: false,
+      corruptChunk: { name: 'x.bin', offset: 128 * 1024 },
+      send: async (m) => {
+        if (m.case !== 'artifactChunk') return;
+        hashes.push(m.value.chunkSha256);
+        void r.accept(m.value, true);
+      },
+      whenWritable: async () => {},
+    });
+    connect({ ack: (a) => s.onAck(a) });
+    const done = r.expect(await describeFiles(files));
+    done.catch(() => {});
+    const report = await s.run();
+    // The test hook's chunk keeps the SHA-256 taken before its byte was flipped; the others carry none.
+    expect(hashes.slice(0, 3).map((h) => h.length)).toEqual([0, 0, 64]);
+    await expect(done).rejects.toThrow(
+      'artifact x.bin discarded: chunk at offset 131072 does not match its SHA-256',
+    );
+    expect(report.failed).toEqual([
+      { name: 'x.bin', error: 'artifact x.bin discarded: chunk at offset 131072 does not match its SHA-256' },
+    ]);
+  });
+
   it('flow control - with nobody acknowledging, no more than the window goes out', async () => {
     const { files } = localFiles({ 'big.bin': bytes(4 * 1024 * 1024) });
     let sent = 0;

@@ -36,6 +36,8 @@ export interface ChunkFields {
   last: boolean;
   /** Whether its data matches its own SHA-256; asked only when it matters (hashing costs). */
   hashOk: () => boolean;
+  /** It carries no SHA-256 of its own (allowed only in a sealed frame: see ArtifactReceiver.accept). */
+  unhashed?: boolean;
 }
 
 /**
@@ -151,7 +153,12 @@ export class ReceiveLedger {
       e.resendAsked = e.offset;
       return { kind: 'hole', ask };
     }
-    if (!c.hashOk()) return { kind: 'fail', why: `chunk at offset ${c.offset} does not match its SHA-256` };
+    if (!c.hashOk()) {
+      const why = c.unhashed
+        ? `chunk at offset ${c.offset} carries no SHA-256 and was not sealed end to end (run both ends with the same --a2a-e2ee)`
+        : `chunk at offset ${c.offset} does not match its SHA-256`;
+      return { kind: 'fail', why };
+    }
     const end = c.offset + c.length;
     if (e.info && end > e.info.size)
       return { kind: 'fail', why: `more bytes than the announced ${e.info.size}` };

@@ -228,9 +228,13 @@ export class ArtifactReceiver {
     return { files, problems };
   }
 
-  /** Takes one chunk. Never rejects: a bad chunk discards its file (see {@link verify}, {@link expect}). */
-  accept(chunk: ArtifactChunk): Promise<void> {
-    return this.#enqueue(() => this.#accept(chunk));
+  /**
+   * Takes one chunk. Never rejects: a bad chunk discards its file (see {@link verify}, {@link expect}).
+   * `sealed`: it arrived in an E2EE frame, whose AES-GCM tag already authenticated its bytes, so it may
+   * come without its own SHA-256 (docs/artifacts.md); a SHA-256 it carries is checked either way.
+   */
+  accept(chunk: ArtifactChunk, sealed = false): Promise<void> {
+    return this.#enqueue(() => this.#accept(chunk, sealed));
   }
 
   /** The link has a new session: tell the sender where every unfinished file stands. */
@@ -397,7 +401,7 @@ export class ArtifactReceiver {
     f.complete = { size: f.entry.offset, sha256: f.hash.digest('hex') };
   }
 
-  async #accept(chunk: ArtifactChunk): Promise<void> {
+  async #accept(chunk: ArtifactChunk, sealed: boolean): Promise<void> {
     if (this.#aborted) return;
     let name: string;
     try {
@@ -429,7 +433,8 @@ export class ArtifactReceiver {
       offset: Number(chunk.offset),
       length: chunk.data.length,
       last: chunk.last,
-      hashOk: () => sha256(chunk.data) === chunk.chunkSha256,
+      unhashed: chunk.chunkSha256 === '',
+      hashOk: () => (chunk.chunkSha256 === '' ? sealed : sha256(chunk.data) === chunk.chunkSha256),
     };
     const action = this.#ledger.plan(e, c);
     switch (action.kind) {

@@ -44,7 +44,12 @@ export interface ArtifactSenderOptions {
   stallMs?: number;
   /** No acknowledgement progress for this long: give up. */
   giveUpMs?: number;
-  /** For tests: flip one byte of this chunk after its SHA-256 was taken (once). */
+  /**
+   * Put each chunk's SHA-256 in it (default). Off on an E2EE channel, whose AES-GCM tag authenticates
+   * every chunk already; the whole-file SHA-256 is checked either way (docs/artifacts.md).
+   */
+  chunkHashes?: boolean;
+  /** For tests: flip one byte of this chunk after its SHA-256 was taken (once; taken even without `chunkHashes`). */
   corruptChunk?: ChunkRef;
   logger?: Logger;
 }
@@ -265,9 +270,10 @@ export class ArtifactSender {
   async #sendChunk(plan: ChunkPlan): Promise<boolean> {
     const { offset, length } = plan;
     const data = length > 0 ? await this.#read(this.#files[plan.index]!, offset, length) : Buffer.alloc(0);
-    const chunkSha256 = sha256(data);
     const hook = this.#corrupt;
-    if (hook && hook.name === plan.name && hook.offset === offset && length > 0) {
+    const corrupt = hook?.name === plan.name && hook.offset === offset && length > 0;
+    const chunkSha256 = this.#opts.chunkHashes === false && !corrupt ? '' : sha256(data);
+    if (corrupt) {
       this.#corrupt = undefined;
       data[0] = (data[0]! + 1) & 0xff;
     }
