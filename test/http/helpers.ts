@@ -156,14 +156,19 @@ export function upload(
   n: number,
 ): Promise<{ status: number; text: string }> {
   return new Promise((resolve, reject) => {
+    let answered = false;
     const req = request(url, { method: 'PUT', headers }, (res) => {
+      answered = true;
       let text = '';
       res.setEncoding('utf8').on('data', (d: string) => {
         text += d;
       });
       res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+      res.on('close', () => resolve({ status: res.statusCode ?? 0, text }));
     });
-    req.on('error', reject);
+    // A server that answers before the body is in (an error) and closes makes the write fail (EPIPE):
+    // its answer, when one comes, says more than the write error.
+    req.on('error', (err) => setTimeout(() => answered || reject(err), 500));
     pump(req, n);
   });
 }
