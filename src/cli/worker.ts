@@ -25,7 +25,14 @@ import {
   pairingKeyFrom,
   peerKeysFrom,
 } from './agent-options.js';
-import { die, nfltrHome, parseDuration, parseLabels, parsePositiveInt } from './options.js';
+import {
+  die,
+  nfltrHome,
+  p2pThresholdOption,
+  parseDuration,
+  parseLabels,
+  parsePositiveInt,
+} from './options.js';
 import { PRINT_UNIT_FLAG, printSystemdUnit } from './systemd.js';
 
 export interface WorkerCommandOptions extends AgentFlags, E2eeFlags {
@@ -37,6 +44,7 @@ export interface WorkerCommandOptions extends AgentFlags, E2eeFlags {
   acceptPlannerKey?: string;
   heartbeatInterval: number;
   maxArtifactBytes: number;
+  p2pThreshold: number;
   shutdownGrace: number;
   executorEnv: string[];
   stallAfter: number;
@@ -127,6 +135,7 @@ export function register(program: Command): void {
         .argParser(parsePositiveInt)
         .default(DEFAULT_MAX_ARTIFACT_BYTES, '1 GiB'),
     )
+    .addOption(p2pThresholdOption('result files sent to the planner and input files received'))
     .addOption(
       new Option('--shutdown-grace <duration>', 'on SIGTERM, how long running tasks may still finish')
         .argParser(parseDuration)
@@ -246,6 +255,7 @@ export async function workerCommand(o: WorkerCommandOptions): Promise<number> {
       pairingKey,
       ...keys,
       maxArtifactBytes: o.maxArtifactBytes,
+      p2pThreshold: o.p2pThreshold,
       testCorruptChunk: parseChunkRef(process.env.NFLTR_TEST_CORRUPT_CHUNK),
       shutdownGraceMs: o.shutdownGrace,
       executorEnv: o.executorEnv,
