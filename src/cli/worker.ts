@@ -64,7 +64,8 @@ const positiveDuration = (value: string): number => {
 const HELP_AFTER = `
 Automatic labels (a --labels key may not start with coord. or nfltr.worker.):
   coord.cpu_cores, coord.memory_mb (available memory class), coord.load_pct (utilisation hint),
-  coord.transfer=a2a, nfltr.worker.protocol=a2a-mcp-v1, nfltr.worker.tool, nfltr.worker.max_tasks
+  coord.transfer (p2p; a2a with --p2p-threshold off), nfltr.worker.protocol=a2a-mcp-v1, nfltr.worker.tool,
+  nfltr.worker.max_tasks
 
 The executor is started once at launch to list its tools, then once per task in
 <state-dir>/tasks/<task_id>/ with input/ and output/; its stderr goes to executor.log there. With
