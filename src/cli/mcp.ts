@@ -157,7 +157,7 @@ export function register(program: Command): void {
         .argParser(parsePositiveInt)
         .default(DEFAULT_MAX_ARTIFACT_BYTES, '1 GiB'),
     )
-    .addOption(p2pThresholdOption('input files sent to a worker and result files received'))
+    .addOption(p2pThresholdOption('input and answer files sent to a worker'))
     .addOption(
       new Option(
         '--worker-lost-grace <duration>',

@@ -44,7 +44,14 @@ export function parseBytes(value: string): number {
 
 /** `--p2p-threshold`: a size (files above it try the direct path), or `off`. */
 export function parseP2pThreshold(value: string): number {
-  return value.trim() === 'off' ? Number.POSITIVE_INFINITY : parseBytes(value);
+  if (value.trim() === 'off') return Number.POSITIVE_INFINITY;
+  try {
+    return parseBytes(value);
+  } catch {
+    throw new InvalidArgumentError(
+      `expected a size like 8MiB or 512KiB, or off, got ${JSON.stringify(value)}`,
+    );
+  }
 }
 
 /** `--p2p-threshold`'s default: 8 MiB. */
@@ -54,7 +61,7 @@ export const DEFAULT_P2P_THRESHOLD = 8 * 1024 ** 2;
 export function p2pThresholdOption(what: string): Option {
   return new Option(
     '--p2p-threshold <size>',
-    `${what} above this size go machine to machine when the two ends reach each other, else through the relay; off: always the relay`,
+    `${what} above this size go machine to machine when the two ends reach each other, else through the relay (the sending end's threshold decides); off: no direct link either way`,
   )
     .argParser(parseP2pThreshold)
     .env('NFLTR_P2P_THRESHOLD')

@@ -136,7 +136,7 @@ export function register(program: Command): void {
         .argParser(parsePositiveInt)
         .default(DEFAULT_MAX_ARTIFACT_BYTES, '1 GiB'),
     )
-    .addOption(p2pThresholdOption('result files sent to the planner and input files received'))
+    .addOption(p2pThresholdOption('result files sent to the planner'))
     .addOption(
       new Option('--shutdown-grace <duration>', 'on SIGTERM, how long running tasks may still finish')
         .argParser(parseDuration)

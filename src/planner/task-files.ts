@@ -118,7 +118,7 @@ export class TaskFiles {
       standing: await receiver.standing(),
       onChunk,
       onPath: (c: PathChange) =>
-        this.#log.info('result files: direct link', { task: taskId, remote: c.remote }),
+        this.#log.info(`result files: ${c.path} path`, { task: taskId, remote: c.remote, why: c.why }),
       logger: this.#log,
     });
     this.#sideLinks.set(taskId, close);

@@ -57,7 +57,12 @@ export async function answerWithSideLink(opts: SideLinkOptions): Promise<() => v
     staticKey: id?.staticKey.publicKey,
     standing: opts.standing,
   });
-  await opts.send({ case: 'p2pAnswer', value: answer });
+  try {
+    await opts.send({ case: 'p2pAnswer', value: answer });
+  } catch (err) {
+    close();
+    throw err;
+  }
   if (!race) return close;
   // A little longer than the sender's deadline: it decides, and says so on the link it picks.
   const ms = (opts.directTimeoutMs ?? DEFAULT_DIRECT_TIMEOUT_MS) + 2_000;
