@@ -178,6 +178,7 @@ export class TaskFiles {
           taskId,
           files,
           infos: await describeFiles(files),
+          relayIfUnanswered: true,
           signal: abort.signal,
           corruptChunk: this.#opts.testCorruptChunk,
           onPath: (c) =>

@@ -708,6 +708,7 @@ export class TaskRunner {
         taskId: this.spec.taskId,
         files,
         infos,
+        relayIfUnanswered: true,
         signal: this.#abort.signal,
         corruptChunk: this.#deps.testCorruptChunk,
         onPath: (c) => this.#emit({ state: 'running', message: `output files ${names}: ${pathText(c)}` }),
