@@ -42,12 +42,13 @@ import {
   tlsCaFrom,
 } from './agent-options.js';
 import { serveRefusal } from './mcp-refusal.js';
-import { die, nfltrHome, parseDuration, parsePositiveInt, parseUrl } from './options.js';
+import { die, nfltrHome, p2pThresholdOption, parseDuration, parsePositiveInt, parseUrl } from './options.js';
 
 export interface McpCommandOptions extends AgentFlags, E2eeFlags {
   proxyUrl?: string;
   stateDir?: string;
   maxArtifactBytes: number;
+  p2pThreshold: number;
   workerLostGrace: number;
   writeMcpJson?: string;
   format?: ClientFormat;
@@ -156,6 +157,7 @@ export function register(program: Command): void {
         .argParser(parsePositiveInt)
         .default(DEFAULT_MAX_ARTIFACT_BYTES, '1 GiB'),
     )
+    .addOption(p2pThresholdOption('input and answer files sent to a worker'))
     .addOption(
       new Option(
         '--worker-lost-grace <duration>',
@@ -498,6 +500,7 @@ export async function runMcp(o: McpCommandOptions): Promise<void> {
       servers: agentOpts.servers,
       maxArtifactBytes: o.maxArtifactBytes,
       testCorruptChunk: parseChunkRef(process.env.NFLTR_TEST_CORRUPT_CHUNK),
+      p2p: { staticKey: keys.staticKey, threshold: o.p2pThreshold },
       workerLostGraceMs: o.workerLostGrace,
       logger: log.child('tasks'),
     });

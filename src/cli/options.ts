@@ -4,7 +4,7 @@
  */
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { InvalidArgumentError } from 'commander';
+import { InvalidArgumentError, Option } from 'commander';
 
 const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 
@@ -40,6 +40,32 @@ export function parseBytes(value: string): number {
       `expected a size like 65536, 512KiB or 64MiB, got ${JSON.stringify(value)}`,
     );
   return n;
+}
+
+/** `--p2p-threshold`: a size (files above it try the direct path), or `off`. */
+export function parseP2pThreshold(value: string): number {
+  if (value.trim() === 'off') return Number.POSITIVE_INFINITY;
+  try {
+    return parseBytes(value);
+  } catch {
+    throw new InvalidArgumentError(
+      `expected a size like 8MiB or 512KiB, or off, got ${JSON.stringify(value)}`,
+    );
+  }
+}
+
+/** `--p2p-threshold`'s default: 8 MiB. */
+export const DEFAULT_P2P_THRESHOLD = 8 * 1024 ** 2;
+
+/** The `--p2p-threshold` option of `nfltr mcp` and `nfltr worker`. */
+export function p2pThresholdOption(what: string): Option {
+  return new Option(
+    '--p2p-threshold <size>',
+    `${what} above this size go machine to machine when the two ends reach each other, else through the relay (the sending end's threshold decides); off: no direct link either way`,
+  )
+    .argParser(parseP2pThreshold)
+    .env('NFLTR_P2P_THRESHOLD')
+    .default(DEFAULT_P2P_THRESHOLD, '8MiB');
 }
 
 export function parsePositiveInt(value: string): number {

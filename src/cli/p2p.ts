@@ -18,11 +18,10 @@ import {
 import { A2aEndpoint, AgentClient, fingerprint, KnownPeers, loadStaticKey } from '../agent/index.js';
 import {
   a2aTransferChannel,
+  advertisedHosts,
   DEFAULT_DIRECT_TIMEOUT_MS,
-  hostOfAddr,
   InboundFiles,
   IncomingTransfer,
-  localAddresses,
   type PathChange,
   sendFiles,
 } from '../agent/p2p/index.js';
@@ -253,8 +252,7 @@ async function start(
   }
   const addresses = () => {
     if (o.addr.length > 0) return o.addr;
-    const seen = hostOfAddr(agent.observedAddr);
-    return [...new Set([...localAddresses(), ...(seen ? [seen] : [])])];
+    return advertisedHosts(agent.observedAddr);
   };
   return { agent, a2a, staticKey, addresses, logger };
 }

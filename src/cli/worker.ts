@@ -25,7 +25,14 @@ import {
   pairingKeyFrom,
   peerKeysFrom,
 } from './agent-options.js';
-import { die, nfltrHome, parseDuration, parseLabels, parsePositiveInt } from './options.js';
+import {
+  die,
+  nfltrHome,
+  p2pThresholdOption,
+  parseDuration,
+  parseLabels,
+  parsePositiveInt,
+} from './options.js';
 import { PRINT_UNIT_FLAG, printSystemdUnit } from './systemd.js';
 
 export interface WorkerCommandOptions extends AgentFlags, E2eeFlags {
@@ -37,6 +44,7 @@ export interface WorkerCommandOptions extends AgentFlags, E2eeFlags {
   acceptPlannerKey?: string;
   heartbeatInterval: number;
   maxArtifactBytes: number;
+  p2pThreshold: number;
   shutdownGrace: number;
   executorEnv: string[];
   stallAfter: number;
@@ -56,7 +64,8 @@ const positiveDuration = (value: string): number => {
 const HELP_AFTER = `
 Automatic labels (a --labels key may not start with coord. or nfltr.worker.):
   coord.cpu_cores, coord.memory_mb (available memory class), coord.load_pct (utilisation hint),
-  coord.transfer=a2a, nfltr.worker.protocol=a2a-mcp-v1, nfltr.worker.tool, nfltr.worker.max_tasks
+  coord.transfer (p2p; a2a with --p2p-threshold off), nfltr.worker.protocol=a2a-mcp-v1, nfltr.worker.tool,
+  nfltr.worker.max_tasks
 
 The executor is started once at launch to list its tools, then once per task in
 <state-dir>/tasks/<task_id>/ with input/ and output/; its stderr goes to executor.log there. With
@@ -127,6 +136,7 @@ export function register(program: Command): void {
         .argParser(parsePositiveInt)
         .default(DEFAULT_MAX_ARTIFACT_BYTES, '1 GiB'),
     )
+    .addOption(p2pThresholdOption('result files sent to the planner'))
     .addOption(
       new Option('--shutdown-grace <duration>', 'on SIGTERM, how long running tasks may still finish')
         .argParser(parseDuration)
@@ -246,6 +256,7 @@ export async function workerCommand(o: WorkerCommandOptions): Promise<number> {
       pairingKey,
       ...keys,
       maxArtifactBytes: o.maxArtifactBytes,
+      p2pThreshold: o.p2pThreshold,
       testCorruptChunk: parseChunkRef(process.env.NFLTR_TEST_CORRUPT_CHUNK),
       shutdownGraceMs: o.shutdownGrace,
       executorEnv: o.executorEnv,

@@ -11,11 +11,27 @@ import {
   ArtifactSender,
   type ChunkRef,
   DEFAULT_MAX_ARTIFACT_BYTES,
+  describeFiles,
   type LocalFile,
+  type SendReport,
   type VerifyOutcome,
 } from '../agent/artifacts/index.js';
 import type { A2aBody } from '../agent/index.js';
-import { type ArtifactAck, type ArtifactChunk, type ArtifactInfo, CancelSchema } from '../protocol/a2a.js';
+import {
+  answerWithSideLink,
+  type PathChange,
+  sendFiles,
+  type TransferChannel,
+  type TransferIdentity,
+} from '../agent/p2p/index.js';
+import {
+  type ArtifactAck,
+  type ArtifactChunk,
+  type ArtifactInfo,
+  CancelSchema,
+  type P2pAnswer,
+  type P2pOffer,
+} from '../protocol/a2a.js';
 import { type Logger, silentLogger } from '../util/log.js';
 
 /** Named in the error of a file over the limit. */
@@ -33,11 +49,18 @@ export interface TaskFilesOptions {
   sealed: boolean;
   /** Resolves once the relay link has room again (flow control for files). */
   whenWritable: (signal?: AbortSignal) => Promise<void>;
+  /**
+   * Direct transfer with workers (`--p2p-threshold`): this end's identity for a peer, and the hosts it
+   * advertises. Without it, offers are answered with no address (the worker takes the relay).
+   */
+  direct?: { threshold: number; identity: (peer: string) => TransferIdentity; addresses: () => string[] };
   logger?: Logger;
 }
 
 interface Transfer {
-  sender: ArtifactSender;
+  /** The relay path's sender; or, for files offered on a direct link, {@link sendFiles}' handler. */
+  sender?: ArtifactSender;
+  handler?: Parameters<TransferChannel['subscribe']>[0];
   abort: AbortController;
 }
 
@@ -48,6 +71,10 @@ export class TaskFiles {
   readonly #receivers = new Map<string, ArtifactReceiver>();
   /** Input and answer files going out, per task. */
   readonly #transfers = new Map<string, Set<Transfer>>();
+  /** A task's direct link for result files, while it is open. */
+  readonly #sideLinks = new Map<string, () => void>();
+  /** Numbers the offers of input files (a task may send several: its inputs, then answers). */
+  #offers = 0;
 
   constructor(opts: TaskFilesOptions) {
     this.#opts = opts;
@@ -70,6 +97,33 @@ export class TaskFiles {
 
   accept(peer: string, chunk: ArtifactChunk, sealed: boolean): Promise<void> {
     return this.#receiver(chunk.taskId, peer).accept(chunk, sealed);
+  }
+
+  /**
+   * A worker offers the task's result files for a direct link: answered with this end's candidates and
+   * where each file stands; chunks on the link go to `onChunk` (the same way as those through the relay).
+   */
+  async answerOffer(
+    peer: string,
+    taskId: string,
+    offer: P2pOffer,
+    onChunk: (chunk: ArtifactChunk) => void,
+  ): Promise<void> {
+    const receiver = this.#receiver(taskId, peer);
+    this.#sideLinks.get(taskId)?.();
+    const direct = this.#opts.direct;
+    const close = await answerWithSideLink({
+      offer,
+      send: (msg) => this.#opts.send(peer, taskId, msg),
+      identity: direct?.identity(peer),
+      addresses: direct?.addresses() ?? [],
+      standing: await receiver.standing(),
+      onChunk,
+      onPath: (c: PathChange) =>
+        this.#log.info(`result files: ${c.path} path`, { task: taskId, remote: c.remote, why: c.why }),
+      logger: this.#log,
+    });
+    this.#sideLinks.set(taskId, close);
   }
 
   /** Checks the files a final event lists against what arrived. */
@@ -95,24 +149,57 @@ export class TaskFiles {
     return r;
   }
 
-  /** Streams files to a task's worker in the background; one that cannot be sent cancels the task. */
+  /**
+   * Streams files to a task's worker in the background; one that cannot be sent cancels the task. With
+   * a file above `--p2p-threshold` they are offered on a direct link first (the relay when none connects).
+   */
   send(peer: string, taskId: string, files: LocalFile[], what: string): void {
     const abort = new AbortController();
-    const sender = new ArtifactSender(files, {
-      taskId,
-      send: (msg) => this.#opts.send(peer, taskId, msg),
-      whenWritable: (signal) => this.#opts.whenWritable(signal),
-      signal: abort.signal,
-      chunkHashes: !this.#opts.sealed,
-      corruptChunk: this.#opts.testCorruptChunk,
-      logger: this.#log,
-    });
-    const entry = { sender, abort };
+    const entry: Transfer = { abort };
     const set = this.#transfers.get(taskId) ?? new Set();
     set.add(entry);
     this.#transfers.set(taskId, set);
-    sender
-      .run()
+    const direct = this.#opts.direct;
+    let run: Promise<SendReport>;
+    if (direct && files.some((f) => f.size > direct.threshold)) {
+      run = (async () =>
+        sendFiles({
+          channel: {
+            send: (msg) => this.#opts.send(peer, taskId, msg),
+            whenWritable: (signal) => this.#opts.whenWritable(signal),
+            subscribe: (handler) => {
+              entry.handler = handler;
+              return () => {
+                entry.handler = undefined;
+              };
+            },
+          },
+          identity: direct.identity(peer),
+          addresses: direct.addresses(),
+          transferId: `${taskId}/input/${++this.#offers}`,
+          taskId,
+          files,
+          infos: await describeFiles(files),
+          relayIfUnanswered: true,
+          signal: abort.signal,
+          corruptChunk: this.#opts.testCorruptChunk,
+          onPath: (c) =>
+            this.#log.info(`${what}: ${c.path} path`, { task: taskId, remote: c.remote, why: c.why }),
+          logger: this.#log,
+        }))();
+    } else {
+      entry.sender = new ArtifactSender(files, {
+        taskId,
+        send: (msg) => this.#opts.send(peer, taskId, msg),
+        whenWritable: (signal) => this.#opts.whenWritable(signal),
+        signal: abort.signal,
+        chunkHashes: !this.#opts.sealed,
+        corruptChunk: this.#opts.testCorruptChunk,
+        logger: this.#log,
+      });
+      run = entry.sender.run();
+    }
+    run
       .then(
         (r) =>
           this.#log.info(`${what} sent`, {
@@ -142,18 +229,33 @@ export class TaskFiles {
   }
 
   onAck(taskId: string, ack: ArtifactAck): void {
-    for (const t of this.#transfers.get(taskId) ?? []) t.sender.onAck(ack);
+    for (const t of this.#transfers.get(taskId) ?? []) {
+      t.sender?.onAck(ack);
+      t.handler?.message({ case: 'artifactAck', value: ack });
+    }
+  }
+
+  /** The worker's answer to an offer of input files on a direct link. */
+  onP2pAnswer(taskId: string, answer: P2pAnswer): void {
+    for (const t of this.#transfers.get(taskId) ?? [])
+      t.handler?.message({ case: 'p2pAnswer', value: answer });
   }
 
   /** A new session with a worker: the transfers of its tasks go on from the acknowledged offsets. */
   resync(ownedByPeer: (taskId: string) => boolean): void {
     for (const [taskId, set] of this.#transfers)
-      if (ownedByPeer(taskId)) for (const t of set) t.sender.resync();
+      if (ownedByPeer(taskId))
+        for (const t of set) {
+          t.sender?.resync();
+          t.handler?.resync?.();
+        }
     for (const [taskId, r] of this.#receivers) if (ownedByPeer(taskId)) r.resync();
   }
 
   /** The task ended: what it still receives or sends is dropped. */
   end(taskId: string, why: string): void {
+    this.#sideLinks.get(taskId)?.();
+    this.#sideLinks.delete(taskId);
     const r = this.#receivers.get(taskId);
     this.#receivers.delete(taskId);
     void r?.abort();
@@ -161,6 +263,7 @@ export class TaskFiles {
   }
 
   close(why: string): void {
+    for (const close of this.#sideLinks.values()) close();
     for (const set of this.#transfers.values()) for (const t of set) t.abort.abort(why);
   }
 

@@ -6,7 +6,9 @@
 import { create } from '@bufbuild/protobuf';
 import type { ChunkRef } from '../agent/artifacts/index.js';
 import type { A2aEndpoint, AgentClient } from '../agent/index.js';
+import { advertisedHosts } from '../agent/p2p/index.js';
 import { CancelSchema, PROBE_CHANNEL } from '../protocol/a2a.js';
+import type { X25519KeyPair } from '../protocol/e2ee-noise.js';
 import { type Logger, silentLogger } from '../util/log.js';
 import { trace } from '../util/trace.js';
 import { type AnswerAction, checkAnswer, readAnswerFiles } from './answers.js';
@@ -21,7 +23,7 @@ import { PlannerError } from './errors.js';
 import { RelayLink } from './link.js';
 import { type ProbeReport, Probes } from './probes.js';
 import { HttpProxyClient } from './proxy.js';
-import { TaskFiles } from './task-files.js';
+import { TaskFiles, type TaskFilesOptions } from './task-files.js';
 import { assertNewTaskId, findTask } from './task-lookup.js';
 import { TaskRouter } from './task-router.js';
 import { isTerminal, type TaskEventRecord, type TaskSnapshot, type TaskStateName } from './task-state.js';
@@ -41,6 +43,8 @@ export interface TaskManagerOptions {
   maxArtifactBytes?: number;
   /** For tests (`NFLTR_TEST_CORRUPT_CHUNK`): the artifact sender corrupts this chunk once. */
   testCorruptChunk?: ChunkRef;
+  /** Direct links for task files: this planner's static key, and `--p2p-threshold` (Infinity: off). */
+  p2p?: { staticKey: X25519KeyPair; threshold: number };
   logger?: Logger;
   /** How long orchestrate_task waits for accepted/refused (default 15 s). */
   acceptTimeoutMs?: number;
@@ -90,6 +94,7 @@ export class TaskManager {
       stateDir: opts.stateDir,
       maxArtifactBytes: opts.maxArtifactBytes,
       testCorruptChunk: opts.testCorruptChunk,
+      direct: directOf(opts),
       send: (peer, taskId, msg) => this.#router.send(peer, taskId, msg),
       sealed: opts.a2a.encrypted,
       whenWritable: (signal) => this.#agent.whenWritable(MAX_QUEUED_BYTES, signal),
@@ -359,4 +364,15 @@ export class TaskManager {
     this.#files.close('the planner is shutting down');
     this.#probes.fail(undefined, new PlannerError('relay_unreachable', 'the planner is shutting down'));
   }
+}
+
+/** What TaskFiles needs for direct links, or undefined when they are off. */
+function directOf(opts: TaskManagerOptions): TaskFilesOptions['direct'] {
+  const p2p = opts.p2p;
+  if (!p2p || !Number.isFinite(p2p.threshold)) return undefined;
+  return {
+    threshold: p2p.threshold,
+    identity: (peer) => ({ localId: opts.agent.agentId, remoteId: peer, staticKey: p2p.staticKey }),
+    addresses: () => advertisedHosts(opts.agent.observedAddr),
+  };
 }

@@ -7,7 +7,7 @@
 import { EventEmitter } from 'node:events';
 import { create } from '@bufbuild/protobuf';
 import type { A2aBody, A2aEndpoint, A2aFailure, A2aInbound, AgentClient } from '../agent/index.js';
-import { AckSchema, CancelSchema, PROBE_CHANNEL, ResumeSchema } from '../protocol/a2a.js';
+import { AckSchema, type ArtifactChunk, CancelSchema, PROBE_CHANNEL, ResumeSchema } from '../protocol/a2a.js';
 import { type Logger, silentLogger } from '../util/log.js';
 import { type FileInfos, type readAnswerFiles, rereadAnswerFiles, respondMessage } from './answers.js';
 import { PlannerError } from './errors.js';
@@ -183,21 +183,38 @@ export class TaskRouter extends EventEmitter<RouterEvents> {
         void this.apply(channel, () => ({ type: 'event', peer, event, filesReceived: filesReceived() }));
         return;
       }
-      case 'artifactChunk': {
-        const chunk = msg.value;
-        if (chunk.taskId !== channel) return;
-        void this.#enqueue(channel, async () => {
-          const s = this.#store.get(channel)?.snapshot;
-          if (s?.agent_id === peer && !isTerminal(s.state)) await this.#files.accept(peer, chunk, sealed);
-        });
+      case 'artifactChunk':
+        return this.#onChunk(peer, channel, msg.value, sealed);
+      case 'p2pOffer': {
+        const s = this.#store.get(channel)?.snapshot;
+        if (s?.agent_id !== peer || isTerminal(s.state)) return;
+        this.#files
+          // Chunks on a direct link carry their SHA-256 (its sender always hashes them).
+          .answerOffer(peer, channel, msg.value, (chunk) => this.#onChunk(peer, channel, chunk, false))
+          .catch((err: Error) =>
+            this.#log.warn('could not answer a direct transfer offer', { task: channel, error: err.message }),
+          );
         return;
       }
       case 'artifactAck':
         if (this.#store.get(channel)?.snapshot.agent_id === peer) this.#files.onAck(channel, msg.value);
         return;
+      case 'p2pAnswer':
+        if (this.#store.get(channel)?.snapshot.agent_id === peer) this.#files.onP2pAnswer(channel, msg.value);
+        return;
       default:
         this.#log.debug('ignoring A2A message', { peer, channel, kind: msg.case });
     }
+  }
+
+  /** A result file chunk, through the relay or on the task's direct link. */
+  /** `sealed`: the chunk came in a frame sealed end to end (then it may go without its own SHA-256). */
+  #onChunk(peer: string, channel: string, chunk: ArtifactChunk, sealed: boolean): void {
+    if (chunk.taskId !== channel) return;
+    void this.#enqueue(channel, async () => {
+      const s = this.#store.get(channel)?.snapshot;
+      if (s?.agent_id === peer && !isTerminal(s.state)) await this.#files.accept(peer, chunk, sealed);
+    });
   }
 
   #onFailure(f: A2aFailure): void {

@@ -76,6 +76,8 @@ export interface AutomaticLabelInput {
   cpuCores: number;
   memoryClassMb: number;
   loadPct: number;
+  /** Takes task files on a direct link (`--p2p-threshold` not off): `coord.transfer` is `p2p`, the preferred mode. */
+  p2p?: boolean;
 }
 
 export function automaticLabels(i: AutomaticLabelInput): Record<string, string> {
@@ -83,7 +85,7 @@ export function automaticLabels(i: AutomaticLabelInput): Record<string, string> 
     [LABEL.cpuCores]: String(i.cpuCores),
     [LABEL.memoryMb]: String(i.memoryClassMb),
     [LABEL.loadPct]: String(i.loadPct),
-    [LABEL.transfer]: 'a2a',
+    [LABEL.transfer]: i.p2p ? 'p2p' : 'a2a',
     [LABEL.protocol]: A2A_PROTOCOL,
     [LABEL.tool]: i.tool,
     [LABEL.maxTasks]: String(i.maxTasks),
@@ -99,6 +101,7 @@ export class LabelKeeper {
   readonly #user: Record<string, string>;
   readonly #tool: string;
   readonly #maxTasks: number;
+  readonly #p2p: boolean;
   readonly #sample: () => MachineSample;
   #memoryClass: number | undefined;
   #load = 0;
@@ -108,8 +111,10 @@ export class LabelKeeper {
     user: Record<string, string>;
     tool: string;
     maxTasks: number;
+    p2p?: boolean;
     sample?: () => MachineSample;
   }) {
+    this.#p2p = opts.p2p ?? false;
     this.#user = { ...opts.user };
     this.#tool = opts.tool;
     this.#maxTasks = opts.maxTasks;
@@ -136,6 +141,7 @@ export class LabelKeeper {
       ...automaticLabels({
         tool: this.#tool,
         maxTasks: this.#maxTasks,
+        p2p: this.#p2p,
         cpuCores: s.cpuCores,
         memoryClassMb: memoryClass,
         loadPct: load,

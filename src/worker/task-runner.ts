@@ -16,14 +16,24 @@ import {
   type ChunkRef,
   checkArtifactLimit,
   describeFiles,
+  type LocalFile,
   ProgressThrottle,
   progressText,
 } from '../agent/artifacts/index.js';
+import {
+  answerWithSideLink,
+  type PathChange,
+  sendFiles,
+  type TransferChannel,
+  type TransferIdentity,
+} from '../agent/p2p/index.js';
 import type {
   ArtifactAck,
   ArtifactChunk,
   ArtifactInfo,
   FailureReason,
+  P2pAnswer,
+  P2pOffer,
   Respond,
   TaskEvent,
   TaskStateName,
@@ -80,6 +90,11 @@ export interface TaskRunnerDeps {
   testCorruptChunk?: ChunkRef;
   /** Channels are sealed end to end: chunks go without their own SHA-256 (see ArtifactSender). */
   sealed: boolean;
+  /**
+   * Direct links with the planner (`--p2p-threshold`): output files above `threshold` are offered on
+   * one, and input files offered on one are taken from it. Undefined: the relay only.
+   */
+  direct?: { threshold: number; identity: TransferIdentity; addresses: () => string[] };
   /** From stdin closed to SIGTERM when the executor must go (cancel, timeout, shutdown). */
   killGraceMs: number;
   /** After this long without an event (a question aside), a `running` event says so; 0: never. */
@@ -162,6 +177,10 @@ export class TaskRunner {
   #receiver: ArtifactReceiver | undefined;
   /** Output files going out, while they do. */
   #sender: ArtifactSender | undefined;
+  /** Output files going out by {@link sendFiles} (a direct attempt): its handler of the channel's messages. */
+  #outgoing: Parameters<TransferChannel['subscribe']>[0] | undefined;
+  /** Input files' direct link, while it is open. */
+  #sideLink: (() => void) | undefined;
   #questions: Question[] = [];
   #state: TaskStateName = 'accepted';
   #timer: NodeJS.Timeout | undefined;
@@ -234,11 +253,48 @@ export class TaskRunner {
   /** The planner acknowledged output bytes. */
   acceptArtifactAck(ack: ArtifactAck): void {
     this.#sender?.onAck(ack);
+    this.#outgoing?.message({ case: 'artifactAck', value: ack });
+  }
+
+  /** The planner's answer to the offer of output files on a direct link. */
+  acceptP2pAnswer(answer: P2pAnswer): void {
+    this.#outgoing?.message({ case: 'p2pAnswer', value: answer });
+  }
+
+  /** The planner offers input files on a direct link: chunks on it go where those through the relay go. */
+  acceptP2pOffer(offer: P2pOffer): void {
+    const receiver = this.#receiver;
+    if (!receiver || this.#halt) return;
+    this.#sideLink?.();
+    const d = this.#deps;
+    void receiver
+      .standing()
+      .then((standing) =>
+        answerWithSideLink({
+          offer,
+          send: d.send,
+          identity: d.direct?.identity,
+          addresses: d.direct?.addresses() ?? [],
+          standing,
+          // Chunks on a direct link carry their SHA-256 (its sender always hashes them).
+          onChunk: (chunk) => this.acceptChunk(chunk, false),
+          onPath: (c) => this.#emit({ state: 'running', message: `input files: ${pathText(c)}` }),
+          logger: this.#log,
+        }),
+      )
+      .then(
+        (close) => {
+          this.#sideLink = close;
+          if (this.#halt) close();
+        },
+        (err: Error) => this.#log.warn('could not answer a direct transfer offer', { error: err.message }),
+      );
   }
 
   /** The link to the planner has a new session: resume file transfers from the acknowledged offsets. */
   resync(): void {
     this.#sender?.resync();
+    this.#outgoing?.resync?.();
     this.#receiver?.resync();
   }
 
@@ -498,6 +554,7 @@ export class TaskRunner {
     // for first, so that `cancelled` or `failed` means the process is gone.
     if (outcome.kind !== 'result') await stopping;
     await this.#receiver?.abort().catch(() => {});
+    this.#sideLink?.();
     this.#deps.onTerminal();
     this.#emit(final);
     trace('worker.final', this.spec.taskId);
@@ -553,6 +610,9 @@ export class TaskRunner {
     }
     const infos = await describeFiles(files);
     if (files.length === 0) return infos;
+    const direct = this.#deps.direct;
+    if (direct && files.some((f) => f.size > direct.threshold))
+      return this.#sendOutputsDirect(files, infos, direct);
     let acked = 0;
     const sender = new ArtifactSender(files, {
       taskId: this.spec.taskId,
@@ -601,6 +661,78 @@ export class TaskRunner {
     } finally {
       clearInterval(lease);
       this.#sender = undefined;
+    }
+    return infos;
+  }
+
+  /**
+   * Output files with one above `--p2p-threshold`: offered on a direct link to the planner, through the
+   * relay when none connects (or it is lost); each path taken is an event naming the files.
+   */
+  async #sendOutputsDirect(
+    files: LocalFile[],
+    infos: ArtifactInfo[],
+    direct: NonNullable<TaskRunnerDeps['direct']>,
+  ): Promise<ArtifactInfo[]> {
+    const names = files.map((f) => f.name).join(', ');
+    const total = infos.reduce((n, f) => n + Number(f.size), 0);
+    let acked = 0;
+    const progress = new ProgressThrottle(total, (done) =>
+      this.#emit({
+        state: 'running',
+        message: `sending output files: ${progressText(done, total)}`,
+        progress: done,
+        total,
+      }),
+    );
+    const lease = this.#lease(
+      () => acked,
+      (ms) =>
+        `the executor finished but its result could not be delivered: the planner acknowledged none of the output files for ${ms} ` +
+        `(${acked} bytes acknowledged). The files stay on the worker in ${this.outputDir}`,
+    );
+    try {
+      const report = await sendFiles({
+        channel: {
+          send: (msg) => {
+            this.#throwIfHalted();
+            return this.#deps.send(msg);
+          },
+          whenWritable: this.#deps.whenWritable,
+          subscribe: (handler) => {
+            this.#outgoing = handler;
+            return () => {
+              this.#outgoing = undefined;
+            };
+          },
+        },
+        identity: direct.identity,
+        addresses: direct.addresses(),
+        transferId: `${this.spec.taskId}/output`,
+        taskId: this.spec.taskId,
+        files,
+        infos,
+        relayIfUnanswered: true,
+        signal: this.#abort.signal,
+        corruptChunk: this.#deps.testCorruptChunk,
+        onPath: (c) => this.#emit({ state: 'running', message: `output files ${names}: ${pathText(c)}` }),
+        onProgress: (bytes) => {
+          acked = bytes;
+          progress.update(bytes);
+        },
+        logger: this.#log,
+      });
+      this.#log.info('output files sent', {
+        task: this.spec.taskId,
+        files: report.files,
+        bytes: report.bytes,
+        path: report.path,
+        bytes_sent: report.bytesSent,
+        bytes_resent: report.bytesResent,
+        discarded: report.failed.length ? report.failed : undefined,
+      });
+    } finally {
+      clearInterval(lease);
     }
     return infos;
   }
@@ -813,3 +945,10 @@ export function answerContent(contentJson: string, params: ElicitRequest['params
 }
 
 type ElicitContent = NonNullable<ElicitResult['content']>;
+
+/** Which path carries a task's files from now on, for its events. */
+function pathText(c: PathChange): string {
+  return c.path === 'direct'
+    ? `direct path (peer to peer, ${c.remote ?? 'connected'})`
+    : `relay path${c.why ? ` (${c.why})` : ''}`;
+}

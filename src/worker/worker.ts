@@ -17,6 +17,7 @@ import { type A2aBody, A2aEndpoint, type A2aFailure, type A2aInbound } from '../
 import { type ChunkRef, sanitizeArtifactName } from '../agent/artifacts/index.js';
 import { AgentClient, type AgentOptions } from '../agent/client.js';
 import { exposeHttp, type HttpRoute, HttpService } from '../agent/http-tunnel.js';
+import { advertisedHosts } from '../agent/p2p/index.js';
 import type { PeerPins } from '../agent/peer-keys.js';
 import {
   A2A_PROTOCOL,
@@ -55,7 +56,7 @@ import { checkUserLabels, LabelKeeper } from './labels.js';
 import { ExecutorReaper, killRecordedExecutor } from './reaper.js';
 import { ReplayPacer } from './replay-pacer.js';
 import { EVENTS_FILE, TaskEventLog } from './task-events.js';
-import { EXECUTOR_PID_FILE, TaskRunner, type TaskSpec } from './task-runner.js';
+import { EXECUTOR_PID_FILE, TaskRunner, type TaskRunnerDeps, type TaskSpec } from './task-runner.js';
 import { WarmPool } from './warm-pool.js';
 
 /** Above this many bytes waiting for the relay, artifact streaming pauses. */
@@ -104,6 +105,8 @@ export interface WorkerOptions {
   staticKey?: X25519KeyPair;
   pins?: PeerPins;
   maxArtifactBytes: number;
+  /** `--p2p-threshold`: task files above it try a direct link (needs `staticKey`); Infinity or unset: off. */
+  p2pThreshold?: number;
   /** `--expose`: local HTTP services offered to `/browse` and `proxy_request` (labels carry their routes). */
   expose?: HttpRoute[];
   /** For tests (`NFLTR_TEST_CORRUPT_CHUNK`): the artifact sender corrupts this chunk once. */
@@ -188,7 +191,12 @@ export class Worker {
     this.#reaper = parts.reaper;
     if (parts.readiness) this.#readiness = { value: parts.readiness, at: Date.now() };
     this.#tasksDir = join(opts.stateDir, 'tasks');
-    this.#labels = new LabelKeeper({ user: opts.labels, tool: parts.tool.name, maxTasks: opts.maxTasks });
+    this.#labels = new LabelKeeper({
+      user: opts.labels,
+      tool: parts.tool.name,
+      maxTasks: opts.maxTasks,
+      p2p: this.#direct(opts) !== undefined,
+    });
     this.#labels.refresh(0);
     this.stopped = new Promise((r) => {
       this.#resolveStopped = r;
@@ -416,6 +424,10 @@ export class Worker {
         return this.#owned(peer, channel)?.acceptChunk(msg.value, sealed);
       case 'artifactAck':
         return this.#owned(peer, channel)?.acceptArtifactAck(msg.value);
+      case 'p2pOffer':
+        return this.#owned(peer, channel)?.acceptP2pOffer(msg.value);
+      case 'p2pAnswer':
+        return this.#owned(peer, channel)?.acceptP2pAnswer(msg.value);
       case 'respond':
         return this.#owned(peer, channel)?.respond(msg.value);
       case 'cancel':
@@ -428,6 +440,17 @@ export class Worker {
   }
 
   /** The task on `channel` if `peer` started it; anyone else's messages for it are dropped. */
+  /** What a task needs for direct links with its planner, or undefined when they are off. */
+  #direct(opts: WorkerOptions, peer = ''): TaskRunnerDeps['direct'] {
+    const key = opts.staticKey;
+    if (!key || opts.p2pThreshold === undefined || !Number.isFinite(opts.p2pThreshold)) return undefined;
+    return {
+      threshold: opts.p2pThreshold,
+      identity: { localId: opts.agent.agentId, remoteId: peer, staticKey: key },
+      addresses: () => advertisedHosts(this.agent.observedAddr),
+    };
+  }
+
   #owned(peer: string, channel: string): TaskRunner | undefined {
     const r = this.#active.get(channel);
     if (!r) {
@@ -581,6 +604,7 @@ export class Worker {
       maxArtifactBytes: this.#opts.maxArtifactBytes,
       testCorruptChunk: this.#opts.testCorruptChunk,
       sealed: this.endpoint.encrypted,
+      direct: this.#direct(this.#opts, peer),
       killGraceMs: this.#opts.killGraceMs ?? 2_000,
       stallAfterMs: this.#opts.stallAfterMs ?? DEFAULT_STALL_AFTER_MS,
       slotLeaseMs: this.#opts.slotLeaseMs ?? DEFAULT_SLOT_LEASE_MS,

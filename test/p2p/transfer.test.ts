@@ -6,7 +6,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { describeFiles, listFiles } from '../../src/agent/artifacts/index.js';
+import { ArtifactReceiver, describeFiles, listFiles } from '../../src/agent/artifacts/index.js';
 import { A2aEndpoint, AgentClient, MemoryRelay } from '../../src/agent/index.js';
 import {
   a2aTransferChannel,
@@ -199,6 +199,46 @@ describe('p2p transfer', () => {
     expect(rs.link).toBeUndefined();
     expect(rr.link).toBeUndefined();
     expect(rs.failures.join('\n')).toMatch(/presented the key SHA256:.*, not b's SHA256:/);
+  });
+
+  it('p2p - a peer that never answers the offer gets the files through the relay when asked to', async () => {
+    // The receiving end of an nfltr without direct transfer for task files: it ignores the offer and
+    // takes the chunks that come through the relay, acking them there.
+    const s = await end('mute-s', 'initiator');
+    const r = await end('mute-r', 'responder');
+    const out = tempDir();
+    const receiver = new ArtifactReceiver({
+      taskId: 'mute',
+      dir: out,
+      partialDir: join(out, '.partial'),
+      acceptUnannounced: true,
+      sendAck: (ack) => void r.a2a.send(s.agent.agentId, 'mute', { case: 'artifactAck', value: ack }),
+    });
+    r.a2a.on('message', (m) => {
+      if (m.msg.case === 'artifactChunk') void receiver.accept(m.msg.value);
+    });
+    const src = tempDir();
+    const body = randomBytes(300_000);
+    writeFileSync(join(src, 'f.bin'), body);
+    const files = await listFiles(src);
+    const paths: PathChange[] = [];
+    const report = await sendFiles({
+      channel: a2aTransferChannel(s.a2a, s.agent, r.agent.agentId, 'mute'),
+      identity: { localId: s.agent.agentId, remoteId: r.agent.agentId, staticKey: s.staticKey },
+      transferId: 'mute',
+      taskId: 'mute',
+      files,
+      infos: await describeFiles(files),
+      addresses: ['127.0.0.1'],
+      relayIfUnanswered: true,
+      answerTimeoutMs: 300,
+      onPath: (c) => paths.push(c),
+    });
+    expect(report.path).toBe('relay');
+    expect(paths).toEqual([{ path: 'relay', why: 'mute-r did not answer the direct transfer offer' }]);
+    const got = await receiver.verify(await describeFiles(files));
+    expect(got.problems).toEqual([]);
+    expect(sha(readFileSync(join(out, 'f.bin')))).toBe(sha(body));
   });
 });
 

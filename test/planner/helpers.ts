@@ -31,15 +31,19 @@ export interface Planner {
   close: () => Promise<void>;
 }
 
-/** `nfltr mcp ARGS` under the official MCP client; `opts` sets its working folder and adds to its env. */
+/**
+ * `nfltr mcp ARGS` under the official MCP client; `opts` sets its working folder, adds to its env, and
+ * may run it under a wrapper (`['ip', 'netns', 'exec', NS]`).
+ */
 export async function startPlanner(
   args: string[],
   apiKey: string,
-  opts: { cwd?: string; env?: Record<string, string> } = {},
+  opts: { cwd?: string; env?: Record<string, string>; wrap?: string[] } = {},
 ): Promise<Planner> {
+  const [command, ...prefix] = [...(opts.wrap ?? []), process.execPath];
   const transport = new StdioClientTransport({
-    command: process.execPath,
-    args: [NFLTR_BIN, 'mcp', ...args],
+    command: command!,
+    args: [...prefix, NFLTR_BIN, 'mcp', ...args],
     env: { ...(process.env as Record<string, string>), NFLTR_API_KEY: apiKey, ...opts.env },
     cwd: opts.cwd,
     stderr: 'pipe',

@@ -45,7 +45,7 @@ describe('worker start', () => {
     expect(labels).toMatchObject({
       gpu: 'a100',
       zone: 'eu-west',
-      'coord.transfer': 'a2a',
+      'coord.transfer': 'p2p', // --p2p-threshold is on by default (8 MiB)
       'nfltr.worker.protocol': 'a2a-mcp-v1',
       'nfltr.worker.tool': 'run_task',
       'nfltr.worker.max_tasks': '2',

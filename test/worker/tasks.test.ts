@@ -22,7 +22,10 @@ let single: WorkerProcess;
 beforeAll(async () => {
   ({ relay, key } = fixture);
   [main, single, planner] = await Promise.all([
-    startWorker(relay, key, { name: 'w-main', args: ['--max-tasks', '3', '--labels', 'repo=payments'] }),
+    startWorker(relay, key, {
+      name: 'w-main',
+      args: ['--max-tasks', '3', '--labels', 'repo=payments', '--p2p-threshold', 'off'],
+    }),
     startWorker(relay, key, { name: 'w-single', args: ['--max-tasks', '1'] }),
     new TestPlanner(relay, key).start(),
   ]);

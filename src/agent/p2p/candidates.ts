@@ -17,6 +17,12 @@ export function localAddresses(): string[] {
   return out;
 }
 
+/** The hosts to advertise: the local interfaces' and the one the relay saw (`observedAddr`, `host:port`). */
+export function advertisedHosts(observedAddr: string): string[] {
+  const seen = hostOfAddr(observedAddr);
+  return [...new Set([...localAddresses(), ...(seen ? [seen] : [])])];
+}
+
 /** `host:port`, with brackets around an IPv6 host. */
 export function joinHostPort(host: string, port: number): string {
   return isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`;

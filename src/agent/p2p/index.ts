@@ -5,10 +5,11 @@
  */
 
 export { a2aTransferChannel } from './a2a-channel.js';
-export { candidateList, hostOfAddr, localAddresses, parseCandidate } from './candidates.js';
+export { advertisedHosts, candidateList, hostOfAddr, localAddresses, parseCandidate } from './candidates.js';
 export { DirectRace, type RaceOptions, type RaceResult } from './connect.js';
 export { DirectLink, type LinkIdentity } from './direct-link.js';
 export { FrameError, FrameReader, frameHeader, MAX_DIRECT_FRAME_BYTES } from './frames.js';
+export { answerWithSideLink, type SideLinkOptions } from './side-link.js';
 export {
   DEFAULT_DIRECT_TIMEOUT_MS,
   InboundFiles,

@@ -94,6 +94,13 @@ export interface SendFilesOptions extends DirectOptions {
   infos: ArtifactInfo[];
   /** Skip the direct attempt. */
   relayOnly?: boolean;
+  /**
+   * A peer that does not answer the offer (an nfltr without direct transfer for task files) gets the
+   * files through the relay, instead of the transfer failing.
+   */
+  relayIfUnanswered?: boolean;
+  /** How long the offer waits for the answer (default 30 s). */
+  answerTimeoutMs?: number;
   signal?: AbortSignal;
   onProgress?: (acked: number, total: number) => void;
   /** Passed on to the sender (tests: a short stall resend). */
@@ -160,9 +167,18 @@ export async function sendFiles(opts: SendFilesOptions): Promise<SendFilesReport
       relayOnly: !direct,
     });
     await opts.channel.send({ case: 'p2pOffer', value: offer });
-    const got = await waitFor(answer, ANSWER_TIMEOUT_MS, opts.signal, () => {
-      return `${opts.identity.remoteId} did not answer the transfer offer within ${ANSWER_TIMEOUT_MS / 1000} s (is \`nfltr p2p recv\` running there?)`;
-    });
+    let got: P2pAnswer;
+    let unanswered = false;
+    try {
+      const ms = opts.answerTimeoutMs ?? ANSWER_TIMEOUT_MS;
+      got = await waitFor(answer, ms, opts.signal, () => {
+        return `${opts.identity.remoteId} did not answer the transfer offer within ${ms / 1000} s (is \`nfltr p2p recv\` running there?)`;
+      });
+    } catch (err) {
+      if (!opts.relayIfUnanswered || !(err instanceof ArtifactError) || err.code !== 'stalled') throw err;
+      got = create(P2pAnswerSchema, { transferId: opts.transferId });
+      unanswered = true;
+    }
     if (got.error)
       throw new ArtifactError('unexpected', `${opts.identity.remoteId} refused the files: ${got.error}`);
     sender = new ArtifactSender(opts.files, {
@@ -183,7 +199,10 @@ export async function sendFiles(opts: SendFilesOptions): Promise<SendFilesReport
     const resumedBytes =
       got.standing.reduce((n, a) => n + (a.done ? 0 : Number(a.offset)), 0) +
       doneBytes(opts.infos, got.standing);
-    if (!race)
+    if (unanswered) {
+      race?.close();
+      take({ path: 'relay', why: `${opts.identity.remoteId} did not answer the direct transfer offer` });
+    } else if (!race)
       take({ path: 'relay', why: opts.relayOnly ? 'relay path asked for' : 'no local address to offer' });
     else if (got.candidates.length === 0) {
       race.close();
