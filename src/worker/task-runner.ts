@@ -16,7 +16,6 @@ import {
   type ChunkRef,
   checkArtifactLimit,
   describeFiles,
-  type LocalFile,
   ProgressThrottle,
   progressText,
 } from '../agent/artifacts/index.js';
@@ -611,49 +610,84 @@ export class TaskRunner {
     const infos = await describeFiles(files);
     if (files.length === 0) return infos;
     const direct = this.#deps.direct;
-    if (direct && files.some((f) => f.size > direct.threshold))
-      return this.#sendOutputsDirect(files, infos, direct);
+    // A file above --p2p-threshold: all are offered on a direct link (the relay when none connects).
+    const viaLink = direct && files.some((f) => f.size > direct.threshold) ? direct : undefined;
+    const send = (msg: A2aBody) => {
+      this.#throwIfHalted();
+      return this.#deps.send(msg);
+    };
     let acked = 0;
-    const sender = new ArtifactSender(files, {
-      taskId: this.spec.taskId,
-      send: (msg) => {
-        this.#throwIfHalted();
-        return this.#deps.send(msg);
+    const onProgress = (bytes: number) => {
+      acked = bytes;
+      progress.update(bytes);
+    };
+    const sender = viaLink
+      ? undefined
+      : new ArtifactSender(files, {
+          taskId: this.spec.taskId,
+          send,
+          whenWritable: this.#deps.whenWritable,
+          signal: this.#abort.signal,
+          chunkHashes: !this.#deps.sealed,
+          corruptChunk: this.#deps.testCorruptChunk,
+          logger: this.#log,
+          onProgress,
+        });
+    const progress = new ProgressThrottle(
+      infos.reduce((n, f) => n + Number(f.size), 0),
+      (done, total) => {
+        const resent = sender?.counters.bytesResent ?? 0;
+        this.#emit({
+          state: 'running',
+          message:
+            `sending output files: ${progressText(done, total)}` +
+            (resent > 0 ? `, ${resent} bytes re-sent after a reconnect` : ''),
+          progress: done,
+          total,
+        });
       },
-      whenWritable: this.#deps.whenWritable,
-      signal: this.#abort.signal,
-      chunkHashes: !this.#deps.sealed,
-      corruptChunk: this.#deps.testCorruptChunk,
-      logger: this.#log,
-      onProgress: (bytes) => {
-        acked = bytes;
-        progress.update(bytes);
-      },
-    });
-    const progress = new ProgressThrottle(sender.total, (done, total) => {
-      const resent = sender.counters.bytesResent;
-      this.#emit({
-        state: 'running',
-        message:
-          `sending output files: ${progressText(done, total)}` +
-          (resent > 0 ? `, ${resent} bytes re-sent after a reconnect` : ''),
-        progress: done,
-        total,
-      });
-    });
+    );
     this.#sender = sender;
     const lease = this.#lease(
       () => acked,
       (ms) =>
         `the executor finished but its result could not be delivered: the planner acknowledged none of the output files for ${ms} ` +
-        `(${sender.counters.bytesSent} bytes sent, ${acked} acknowledged). The files stay on the worker in ${this.outputDir}`,
+        `(${sender ? `${sender.counters.bytesSent} bytes sent, ${acked} acknowledged` : `${acked} bytes acknowledged`}). ` +
+        `The files stay on the worker in ${this.outputDir}`,
     );
     try {
-      const report = await sender.run();
+      const names = files.map((f) => f.name).join(', ');
+      const report = viaLink
+        ? await sendFiles({
+            channel: {
+              send,
+              whenWritable: this.#deps.whenWritable,
+              subscribe: (handler) => {
+                this.#outgoing = handler;
+                return () => {
+                  this.#outgoing = undefined;
+                };
+              },
+            },
+            identity: viaLink.identity,
+            addresses: viaLink.addresses(),
+            transferId: `${this.spec.taskId}/output`,
+            taskId: this.spec.taskId,
+            files,
+            infos,
+            relayIfUnanswered: true,
+            signal: this.#abort.signal,
+            corruptChunk: this.#deps.testCorruptChunk,
+            onPath: (c) => this.#emit({ state: 'running', message: `output files ${names}: ${pathText(c)}` }),
+            onProgress,
+            logger: this.#log,
+          })
+        : await sender!.run();
       this.#log.info('output files sent', {
         task: this.spec.taskId,
         files: report.files,
         bytes: report.bytes,
+        path: 'path' in report ? report.path : undefined,
         bytes_sent: report.bytesSent,
         bytes_resent: report.bytesResent,
         discarded: report.failed.length ? report.failed : undefined,
@@ -661,78 +695,6 @@ export class TaskRunner {
     } finally {
       clearInterval(lease);
       this.#sender = undefined;
-    }
-    return infos;
-  }
-
-  /**
-   * Output files with one above `--p2p-threshold`: offered on a direct link to the planner, through the
-   * relay when none connects (or it is lost); each path taken is an event naming the files.
-   */
-  async #sendOutputsDirect(
-    files: LocalFile[],
-    infos: ArtifactInfo[],
-    direct: NonNullable<TaskRunnerDeps['direct']>,
-  ): Promise<ArtifactInfo[]> {
-    const names = files.map((f) => f.name).join(', ');
-    const total = infos.reduce((n, f) => n + Number(f.size), 0);
-    let acked = 0;
-    const progress = new ProgressThrottle(total, (done) =>
-      this.#emit({
-        state: 'running',
-        message: `sending output files: ${progressText(done, total)}`,
-        progress: done,
-        total,
-      }),
-    );
-    const lease = this.#lease(
-      () => acked,
-      (ms) =>
-        `the executor finished but its result could not be delivered: the planner acknowledged none of the output files for ${ms} ` +
-        `(${acked} bytes acknowledged). The files stay on the worker in ${this.outputDir}`,
-    );
-    try {
-      const report = await sendFiles({
-        channel: {
-          send: (msg) => {
-            this.#throwIfHalted();
-            return this.#deps.send(msg);
-          },
-          whenWritable: this.#deps.whenWritable,
-          subscribe: (handler) => {
-            this.#outgoing = handler;
-            return () => {
-              this.#outgoing = undefined;
-            };
-          },
-        },
-        identity: direct.identity,
-        addresses: direct.addresses(),
-        transferId: `${this.spec.taskId}/output`,
-        taskId: this.spec.taskId,
-        files,
-        infos,
-        relayIfUnanswered: true,
-        signal: this.#abort.signal,
-        corruptChunk: this.#deps.testCorruptChunk,
-        onPath: (c) => this.#emit({ state: 'running', message: `output files ${names}: ${pathText(c)}` }),
-        onProgress: (bytes) => {
-          acked = bytes;
-          progress.update(bytes);
-        },
-        logger: this.#log,
-      });
-      this.#log.info('output files sent', {
-        task: this.spec.taskId,
-        files: report.files,
-        bytes: report.bytes,
-        path: report.path,
-        bytes_sent: report.bytesSent,
-        bytes_resent: report.bytesResent,
-        discarded: report.failed.length ? report.failed : undefined,
-      });
-    } finally {
-      clearInterval(lease);
     }
     return infos;
   }
