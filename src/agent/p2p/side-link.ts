@@ -4,13 +4,12 @@
  * the chunks that come on it to `onChunk`. Acks go back by the receiver's own path (the relay); chunks
  * that come through the relay reach the receiver as they always did.
  */
-import { create } from '@bufbuild/protobuf';
-import { type ArtifactAck, type ArtifactChunk, P2pAnswerSchema, type P2pOffer } from '../../protocol/a2a.js';
+import type { ArtifactAck, ArtifactChunk, P2pOffer } from '../../protocol/a2a.js';
 import type { Logger } from '../../util/log.js';
-import { DirectRace } from './connect.js';
 import type { DirectLink } from './direct-link.js';
 import {
-  DEFAULT_DIRECT_TIMEOUT_MS,
+  answerOffer,
+  awaitDirectLink,
   type PathChange,
   type TransferChannel,
   type TransferIdentity,
@@ -33,17 +32,7 @@ export interface SideLinkOptions {
 
 /** Answers `offer`; resolves with a close function (the task ended, or a newer offer came). */
 export async function answerWithSideLink(opts: SideLinkOptions): Promise<() => void> {
-  const { offer } = opts;
-  const id = opts.identity;
-  const direct = id && !offer.relayOnly && offer.staticKey.length === 32 && opts.addresses.length > 0;
-  const race = direct
-    ? await DirectRace.listen({
-        identity: { ...id, secret: offer.secret },
-        picker: false,
-        addresses: opts.addresses,
-        logger: opts.logger,
-      })
-    : undefined;
+  const race = await answerOffer(opts);
   let closed = false;
   let link: DirectLink | undefined;
   const close = () => {
@@ -51,30 +40,11 @@ export async function answerWithSideLink(opts: SideLinkOptions): Promise<() => v
     race?.close();
     link?.close();
   };
-  const answer = create(P2pAnswerSchema, {
-    transferId: offer.transferId,
-    candidates: race?.candidates ?? [],
-    staticKey: id?.staticKey.publicKey,
-    standing: opts.standing,
-  });
-  try {
-    await opts.send({ case: 'p2pAnswer', value: answer });
-  } catch (err) {
-    close();
-    throw err;
-  }
   if (!race) return close;
-  // A little longer than the sender's deadline: it decides, and says so on the link it picks.
-  const ms = (opts.directTimeoutMs ?? DEFAULT_DIRECT_TIMEOUT_MS) + 2_000;
-  void race.connect(offer.candidates, offer.staticKey, ms).then((r) => {
+  void awaitDirectLink(race, opts.offer, opts.directTimeoutMs).then((r) => {
     race.close();
     if (closed) return r.link?.close();
-    if (!r.link) {
-      return opts.onPath?.({
-        path: 'relay',
-        why: `no direct connection within ${ms} ms (${r.failures.join('; ') || 'no candidate'})`,
-      });
-    }
+    if (!r.link) return opts.onPath?.(r.change);
     link = r.link;
     link.on('message', (msg) => {
       if (msg.case === 'artifactChunk') opts.onChunk(msg.value);

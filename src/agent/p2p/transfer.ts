@@ -294,6 +294,63 @@ export class InboundFiles {
   }
 }
 
+/**
+ * The receiving end's answer to an offer: listens for the direct link when both ends can have one, then
+ * sends its candidates and where each file stands. Resolves with the listening race (none: the relay).
+ */
+export async function answerOffer(
+  o: Omit<DirectOptions, 'onPath' | 'directTimeoutMs'> & {
+    offer: P2pOffer;
+    /** None: no direct link at this end; the answer offers no address and the sender takes the relay. */
+    identity: TransferIdentity | undefined;
+    standing: ArtifactAck[];
+    send: TransferChannel['send'];
+  },
+): Promise<DirectRace | undefined> {
+  const { offer, identity: id } = o;
+  const race =
+    id && !offer.relayOnly && offer.staticKey.length === 32 && o.addresses.length > 0
+      ? await DirectRace.listen({
+          identity: { ...id, secret: offer.secret },
+          picker: false,
+          addresses: o.addresses,
+          listenHost: o.listenHost,
+          logger: o.logger,
+        })
+      : undefined;
+  const answer = create(P2pAnswerSchema, {
+    transferId: offer.transferId,
+    candidates: race?.candidates ?? [],
+    staticKey: id?.staticKey.publicKey,
+    standing: o.standing,
+  });
+  try {
+    await o.send({ case: 'p2pAnswer', value: answer });
+  } catch (err) {
+    race?.close();
+    throw err;
+  }
+  return race;
+}
+
+/** Waits for the link the sender picks among `race`'s connections; none: why, as a relay path change. */
+export async function awaitDirectLink(
+  race: DirectRace,
+  offer: P2pOffer,
+  directTimeoutMs: number | undefined,
+): Promise<{ link: DirectLink } | { link?: undefined; change: PathChange }> {
+  // A little longer than the sender's deadline: it decides, and says so on the link it picks.
+  const ms = (directTimeoutMs ?? DEFAULT_DIRECT_TIMEOUT_MS) + 2_000;
+  const r = await race.connect(offer.candidates, offer.staticKey, ms);
+  if (r.link) return { link: r.link };
+  return {
+    change: {
+      path: 'relay',
+      why: `no direct connection within ${ms} ms (${r.failures.join('; ') || 'no candidate'})`,
+    },
+  };
+}
+
 export interface ReceiveFilesOptions extends DirectOptions {
   offer: P2pOffer;
   channel: TransferChannel;
@@ -345,24 +402,11 @@ export class IncomingTransfer {
     done.catch(() => {});
     const t = new IncomingTransfer(opts, done);
     inbound.attach(t);
-    const standing = await inbound.receiver.standing();
-    const direct = !offer.relayOnly && offer.staticKey.length === 32 && opts.addresses.length > 0;
-    if (direct) {
-      t.#race = await DirectRace.listen({
-        identity: { ...opts.identity, secret: offer.secret },
-        picker: false,
-        addresses: opts.addresses,
-        listenHost: opts.listenHost,
-        logger: opts.logger,
-      });
-    }
-    const answer = create(P2pAnswerSchema, {
-      transferId: offer.transferId,
-      candidates: t.#race?.candidates ?? [],
-      staticKey: opts.identity.staticKey.publicKey,
-      standing,
+    t.#race = await answerOffer({
+      ...opts,
+      standing: await inbound.receiver.standing(),
+      send: (msg) => opts.channel.send(msg),
     });
-    await opts.channel.send({ case: 'p2pAnswer', value: answer });
     if (t.#race) void t.#connect(t.#race);
     else
       opts.onPath?.({
@@ -390,16 +434,9 @@ export class IncomingTransfer {
 
   async #connect(race: DirectRace): Promise<void> {
     const { offer, onPath } = this.#opts;
-    // A little longer than the sender's deadline: it decides, and says so on the link it picks.
-    const ms = (this.#opts.directTimeoutMs ?? DEFAULT_DIRECT_TIMEOUT_MS) + 2_000;
-    const r = await race.connect(offer.candidates, offer.staticKey, ms);
+    const r = await awaitDirectLink(race, offer, this.#opts.directTimeoutMs);
     if (this.#closed) return r.link?.close();
-    if (!r.link) {
-      return onPath?.({
-        path: 'relay',
-        why: `no direct connection within ${ms} ms (${r.failures.join('; ') || 'no candidate'})`,
-      });
-    }
+    if (!r.link) return onPath?.(r.change);
     const link = r.link;
     this.#link = link;
     link.on('message', (msg) => {
