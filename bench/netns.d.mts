@@ -17,6 +17,8 @@ export interface Lab {
   unblock(): void;
   /** Limits the direct link to `rate` (tc syntax, `80mbit`) each way. */
   shape(rate: string): void;
+  /** `nfltr relay` in `r` on all its addresses, with `dataDir` and `args`; resolved once ready. */
+  startRelay(dataDir: string, args?: string[]): Promise<Watched & { grpcPort: number; httpPort: number }>;
   /** Spawns `nfltr …` in a namespace. */
   nfltr(ns: string, args: string[]): ChildProcess;
   destroy(): void;
@@ -25,9 +27,11 @@ export interface Lab {
 export function makeLab(): Lab;
 
 /** A child's output so far, and its exit code. */
-export function watch(child: ChildProcess): {
+export interface Watched {
   stdout: () => string;
   stderr: () => string;
   exited: Promise<number | null>;
   child: ChildProcess;
-};
+}
+
+export function watch(child: ChildProcess): Watched;

@@ -91,6 +91,29 @@ export function makeLab() {
         );
       }
     },
+    async startRelay(dataDir, args = []) {
+      const relay = watch(
+        lab.nfltr(ns.r, [
+          'relay',
+          '--data-dir',
+          dataDir,
+          '--grpc-addr',
+          '0.0.0.0:0',
+          '--http-addr',
+          '0.0.0.0:0',
+          ...args,
+        ]),
+      );
+      for (const deadline = Date.now() + 15_000; ; ) {
+        const m = /nfltr relay ready grpc_port=(\d+) http_port=(\d+)/.exec(relay.stderr());
+        if (m) return { ...relay, grpcPort: Number(m[1]), httpPort: Number(m[2]) };
+        if (relay.child.exitCode !== null || Date.now() > deadline) {
+          relay.child.kill('SIGKILL');
+          throw new Error(`nfltr relay in ${ns.r} was not ready:\n${relay.stderr()}`);
+        }
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    },
     nfltr(where, args) {
       return spawn('ip', ['netns', 'exec', where, process.execPath, NFLTR_BIN, ...args], {
         stdio: ['ignore', 'pipe', 'pipe'],

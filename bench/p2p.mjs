@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFile } from './artifacts.mjs';
-import { NFLTR_BIN, summarise, tempDir } from './common.mjs';
+import { createKey, summarise, tempDir } from './common.mjs';
 import { makeLab, netnsProblem, watch } from './netns.mjs';
 
 const MIB = 1024 * 1024;
@@ -47,34 +47,12 @@ export async function benchP2p({ mib, repeats }) {
   if (problem) return { skipped: `network namespaces unavailable (${problem})` };
   const lab = makeLab();
   const srcDir = tempDir('nfltr-bench-p2p-');
-  const relay = watch(
-    lab.nfltr(lab.ns.r, [
-      'relay',
-      '--data-dir',
-      tempDir(),
-      '--grpc-addr',
-      '0.0.0.0:0',
-      '--http-addr',
-      '127.0.0.1:0',
-    ]),
-  );
+  const dataDir = tempDir();
+  let relay;
   try {
-    const dataDir = /--data-dir (\S+)/.exec(relay.child.spawnargs.join(' '))[1];
-    const port = await new Promise((res, rej) => {
-      const t = setInterval(() => {
-        const m = /grpc_port=(\d+)/.exec(relay.stderr());
-        if (m) res(Number(m[1]), clearInterval(t));
-        if (relay.child.exitCode !== null)
-          rej(new Error(`relay exited:\n${relay.stderr()}`), clearInterval(t));
-      }, 20);
-    });
-    const key = execFileSync(
-      process.execPath,
-      [NFLTR_BIN, 'keys', 'create', '--account', 'bench', '--data-dir', dataDir, '--init'],
-      {
-        encoding: 'utf8',
-      },
-    ).trim();
+    relay = await lab.startRelay(dataDir);
+    const port = relay.grpcPort;
+    const key = await createKey({ dataDir }, 'bench');
     const file = join(srcDir, 'data.bin');
     await writeFile(file, mib);
     const bytes = mib * MIB;
@@ -133,8 +111,8 @@ export async function benchP2p({ mib, repeats }) {
     }
     return { mib, direct: summarise(direct), relay: summarise(relayed), tcpRaw: summarise(tcp) };
   } finally {
-    relay.child.kill('SIGTERM');
-    await relay.exited;
+    relay?.child.kill('SIGTERM');
+    await relay?.exited;
     lab.destroy();
     rmSync(srcDir, { recursive: true, force: true });
   }

@@ -45,7 +45,7 @@ describe.skipIf(problem !== undefined)('p2p between network namespaces', () => {
     dirs.push(d);
     return d;
   };
-  let relay: ReturnType<typeof watch>;
+  let relay: Awaited<ReturnType<Lab['startRelay']>>;
   let grpcPort = 0;
   let httpPort = 0;
   let key = '';
@@ -56,26 +56,8 @@ describe.skipIf(problem !== undefined)('p2p between network namespaces', () => {
   beforeAll(async () => {
     lab = makeLab();
     const dataDir = tmp('nfltr-p2p-relay-');
-    relay = watch(
-      lab.nfltr(lab.ns.r, [
-        'relay',
-        '--data-dir',
-        dataDir,
-        '--grpc-addr',
-        '0.0.0.0:0',
-        '--http-addr',
-        '0.0.0.0:0',
-        '--hold-window',
-        '1s',
-      ]),
-    );
-    const m = await eventually(
-      () => /nfltr relay ready grpc_port=(\d+) http_port=(\d+)/.exec(relay.stderr()),
-      15_000,
-      'relay ready',
-    );
-    grpcPort = Number(m![1]);
-    httpPort = Number(m![2]);
+    relay = await lab.startRelay(dataDir, ['--hold-window', '1s']);
+    ({ grpcPort, httpPort } = relay);
     key = await createKey(dataDir, 'acme');
     const src = tmp('nfltr-p2p-src-');
     const { open } = await import('node:fs/promises');

@@ -156,7 +156,7 @@ describe.skipIf(problem !== undefined)('task files between network namespaces', 
     dirs.push(d);
     return d;
   };
-  let relay: ReturnType<typeof watch>;
+  let relay: Awaited<ReturnType<Lab['startRelay']>>;
   let worker: ReturnType<typeof watch>;
   let planner: Planner;
   let plannerState = '';
@@ -165,23 +165,8 @@ describe.skipIf(problem !== undefined)('task files between network namespaces', 
   beforeAll(async () => {
     lab = makeLab();
     const dataDir = tmp();
-    relay = watch(
-      lab.nfltr(lab.ns.r, [
-        'relay',
-        '--data-dir',
-        dataDir,
-        '--grpc-addr',
-        '0.0.0.0:0',
-        '--http-addr',
-        '0.0.0.0:0',
-      ]),
-    );
-    const m = await eventually(
-      () => /nfltr relay ready grpc_port=(\d+)/.exec(relay.stderr()),
-      15_000,
-      'relay ready',
-    );
-    const port = m![1];
+    relay = await lab.startRelay(dataDir);
+    const port = relay.grpcPort;
     const key = await createKey(dataDir, 'lab');
     big = bigFile(tmp(), 8);
     worker = watch(
