@@ -229,8 +229,9 @@ describe('worker units', () => {
     const orphan = spawn('sleep', ['30'], { detached: true, stdio: 'ignore' });
     writeFileSync(join(dir, 'cgroup.procs'), String(orphan.pid));
     const died = new Promise((r) => orphan.once('exit', (_c, sig) => r(sig)));
-    // 1, unless a worker of a test running alongside swept it first.
-    expect([0, 1]).toContain(await sweepStaleCgroups(parent));
+    // The count is not checked: it also includes what a worker of a test running alongside left behind, and
+    // that worker may have swept this group first. What matters is that the orphan died and the folder went.
+    await sweepStaleCgroups(parent);
     expect(await died).toBe('SIGKILL');
     expect(existsSync(dir)).toBe(false);
   });
