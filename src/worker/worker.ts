@@ -10,31 +10,18 @@
  * every planner still owed events is asked to resync, so it resumes them.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { create } from '@bufbuild/protobuf';
-import { type A2aBody, A2aEndpoint, type A2aFailure, type A2aInbound } from '../agent/a2a.js';
-import { type ChunkRef, sanitizeArtifactName } from '../agent/artifacts/index.js';
+import { type A2aBody, A2aEndpoint } from '../agent/a2a.js';
+import type { ChunkRef } from '../agent/artifacts/index.js';
 import { AgentClient, type AgentOptions } from '../agent/client.js';
 import { exposeHttp, type HttpRoute, HttpService } from '../agent/http-tunnel.js';
 import { advertisedHosts } from '../agent/p2p/index.js';
 import type { PeerPins } from '../agent/peer-keys.js';
-import {
-  A2A_PROTOCOL,
-  PROBE_CHANNEL,
-  type Probe,
-  ProbeResultSchema,
-  type RefusalReason,
-  ReplayCompleteSchema,
-  type Resume,
-  type TaskEvent,
-  TaskRefusedSchema,
-  type TaskStart,
-  taskIdProblem,
-} from '../protocol/a2a.js';
+import { A2A_PROTOCOL, PROBE_CHANNEL, type Probe, ProbeResultSchema } from '../protocol/a2a.js';
 import type { X25519KeyPair } from '../protocol/e2ee-noise.js';
 import type { Logger } from '../util/log.js';
-import { trace } from '../util/trace.js';
 import { WorkerConfigError } from './errors.js';
 import {
   checkExecutor,
@@ -53,15 +40,14 @@ import {
   type ToolChoice,
 } from './executor.js';
 import { checkUserLabels, LabelKeeper } from './labels.js';
-import { ExecutorReaper, killRecordedExecutor } from './reaper.js';
-import { ReplayPacer } from './replay-pacer.js';
-import { EVENTS_FILE, TaskEventLog } from './task-events.js';
-import { EXECUTOR_PID_FILE, TaskRunner, type TaskRunnerDeps, type TaskSpec } from './task-runner.js';
+import { MessageRouter } from './message-router.js';
+import { ExecutorReaper } from './reaper.js';
+import { type Recovered, RecoveryLedger, recoverTasks } from './recovery-ledger.js';
+import { TaskRunner, type TaskRunnerDeps, type TaskSpec } from './task-runner.js';
 import { WarmPool } from './warm-pool.js';
 
 /** Above this many bytes waiting for the relay, artifact streaming pauses. */
 const WRITABLE_QUEUE_BYTES = 8 * 1024 * 1024;
-const TASK_FILE = 'task.json';
 /** The stderr of warm executors until a task takes them (then the task's executor.log). */
 const WARM_LOG = 'executor-warm.log';
 /** A probe reuses the executor's last `check_ready` answer for this long. */
@@ -72,23 +58,6 @@ const READY_PROBE_WAIT_MS = 2_500;
 export const DEFAULT_STALL_AFTER_MS = 60_000;
 /** Default of `--slot-lease`. */
 export const DEFAULT_SLOT_LEASE_MS = 60_000;
-
-/**
- * A task whose events the planner has not all acknowledged: running, finished, or recovered from an
- * earlier run. Replays of one task go out one after another (`chain`).
- */
-interface OwedTask {
-  id: string;
-  /** The planner that started it: the only peer that may resume, acknowledge or cancel it. */
-  owner: string;
-  dir: string;
-  log: TaskEventLog;
-  chain: Promise<void>;
-  /** Spaces replays the planner keeps asking for without acknowledging anything. */
-  pacer: ReplayPacer;
-  /** A replay waiting for its turn; later requests merge into it. */
-  queued?: { afterSeq: bigint; why: string };
-}
 
 export interface WorkerOptions {
   agent: Omit<AgentOptions, 'logger' | 'labels' | 'sessionToken' | 'kind'>;
@@ -148,13 +117,8 @@ export class Worker {
   readonly #env: Record<string, string>;
   readonly #labels: LabelKeeper;
   readonly #tasksDir: string;
-  /** Every task id ever accepted here (this run and earlier ones): ids are never reused. */
-  readonly #known: Set<string>;
   readonly #active = new Map<string, TaskRunner>();
-  /** Tasks with events not yet acknowledged by their planner, by id. */
-  readonly #owed: Map<string, OwedTask>;
-  /** Planners heard from since start (or since their last resync): offered their unacknowledged ends. */
-  readonly #greeted = new Set<string>();
+  readonly #ledger: RecoveryLedger;
   readonly #reaper: ExecutorReaper;
   #warm: WarmPool | undefined;
   #healthy = true;
@@ -176,8 +140,7 @@ export class Worker {
       env: Record<string, string>;
       tool: ToolChoice;
       readiness?: Readiness;
-      known: Set<string>;
-      owed: Map<string, OwedTask>;
+      recovered: Recovered;
       reaper: ExecutorReaper;
     },
   ) {
@@ -186,8 +149,6 @@ export class Worker {
     this.#command = parts.command;
     this.#env = parts.env;
     this.tool = parts.tool;
-    this.#known = parts.known;
-    this.#owed = parts.owed;
     this.#reaper = parts.reaper;
     if (parts.readiness) this.#readiness = { value: parts.readiness, at: Date.now() };
     this.#tasksDir = join(opts.stateDir, 'tasks');
@@ -217,32 +178,35 @@ export class Worker {
       pins: opts.pins,
       logger: opts.logger.child('a2a'),
     });
-    this.endpoint.on('message', (m) => {
-      if (!this.#greeted.has(m.peer)) {
-        this.#greeted.add(m.peer);
-        this.#offerFinished(m.peer);
-      }
-      // One message the worker mishandles must cost that message, not every running task.
-      try {
-        this.#onMessage(m);
-      } catch (err) {
-        this.#log.error('failed to handle a message', {
-          peer: m.peer,
-          channel: m.channel,
-          kind: m.msg.case,
-          error: err,
-        });
-      }
+    this.#ledger = new RecoveryLedger(parts.recovered, {
+      tasksDir: this.#tasksDir,
+      send: (peer, channel, msg) => this.#send(peer, channel, msg),
+      running: (id) => this.#active.has(id),
+      logger: this.#log,
     });
-    this.endpoint.on('failure', (f) => this.#onFailure(f));
+    const router = new MessageRouter({
+      ledger: this.#ledger,
+      running: this.#active,
+      admission: () => ({
+        agentId: this.agentId,
+        draining: this.#draining,
+        healthy: this.#healthy,
+        executorError: this.#executorError,
+        running: this.#active.size,
+        maxTasks: this.#opts.maxTasks,
+        known: (id) => this.#ledger.isKnown(id),
+      }),
+      probe: (peer, probe) => this.#onProbe(peer, probe),
+      start: (spec) => this.#start(spec),
+      reply: (peer, channel, msg) => this.#reply(peer, channel, msg),
+      closeChannel: (peer, channel) => this.endpoint.closeChannel(peer, channel),
+      logger: this.#log,
+    });
+    this.endpoint.on('message', (m) => router.onMessage(m));
+    this.endpoint.on('failure', (f) => router.onFailure(f));
+    this.endpoint.on('resync', ({ peer }) => router.onResync(peer));
     if (opts.expose)
       exposeHttp(this.agent, new HttpService(opts.expose, opts.logger.child('http')), this.endpoint);
-    // File transfers in flight resume from their acknowledged offsets on the new session.
-    this.endpoint.on('resync', ({ peer }) => {
-      for (const r of this.#active.values()) if (r.spec.peer === peer) r.resync();
-      this.#greeted.add(peer);
-      this.#offerFinished(peer);
-    });
     this.agent.on('status', (s) => {
       if (s.type === 'fatal') this.#resolveStopped({ code: 1, reason: s.message });
     });
@@ -288,14 +252,13 @@ export class Worker {
         `the executor is not ready for AI work: ${r.reason ?? 'no reason given'}${r.fix ? `; fix: ${r.fix}` : ''}; tasks will fail until it is (probe_worker reports executor_ready: false)`,
       );
     }
-    const { known, owed } = recoverTasks(join(opts.stateDir, 'tasks'), opts.logger);
+    const recovered = recoverTasks(join(opts.stateDir, 'tasks'), opts.logger);
     const worker = new Worker(opts, {
       command,
       env,
       tool: choice,
       ...(r ? { readiness: r } : {}),
-      known,
-      owed,
+      recovered,
       reaper,
     });
     worker.agent.start();
@@ -308,7 +271,7 @@ export class Worker {
     }
     // Planners still owed events (results of tasks that ended while they were away, or the
     // worker_restarted failures) are asked to resync; they resume, and get them.
-    for (const peer of new Set([...owed.values()].map((t) => t.owner))) {
+    for (const peer of worker.#ledger.owners()) {
       try {
         worker.endpoint.requestResync(peer);
       } catch {}
@@ -412,34 +375,6 @@ export class Worker {
     );
   }
 
-  #onMessage({ peer, channel, msg, sealed }: A2aInbound): void {
-    switch (msg.case) {
-      case 'probe':
-        return this.#onProbe(peer, channel, msg.value);
-      case 'taskStart':
-        return this.#onTaskStart(peer, channel, msg.value);
-      case 'resume':
-        return this.#onResume(peer, channel, msg.value);
-      case 'artifactChunk':
-        return this.#owned(peer, channel)?.acceptChunk(msg.value, sealed);
-      case 'artifactAck':
-        return this.#owned(peer, channel)?.acceptArtifactAck(msg.value);
-      case 'p2pOffer':
-        return this.#owned(peer, channel)?.acceptP2pOffer(msg.value);
-      case 'p2pAnswer':
-        return this.#owned(peer, channel)?.acceptP2pAnswer(msg.value);
-      case 'respond':
-        return this.#owned(peer, channel)?.respond(msg.value);
-      case 'cancel':
-        return this.#onCancel(peer, channel, msg.value.reason);
-      case 'ack':
-        return this.#onAck(peer, channel, msg.value.seq);
-      default:
-        this.#log.debug('ignoring a message a worker does not take', { peer, kind: msg.case });
-    }
-  }
-
-  /** The task on `channel` if `peer` started it; anyone else's messages for it are dropped. */
   /** What a task needs for direct links with its planner, or undefined when they are off. */
   #direct(opts: WorkerOptions, peer = ''): TaskRunnerDeps['direct'] {
     const key = opts.staticKey;
@@ -449,19 +384,6 @@ export class Worker {
       identity: { localId: opts.agent.agentId, remoteId: peer, staticKey: key },
       addresses: () => advertisedHosts(this.agent.observedAddr),
     };
-  }
-
-  #owned(peer: string, channel: string): TaskRunner | undefined {
-    const r = this.#active.get(channel);
-    if (!r) {
-      this.#log.debug('message for a task that is not running here', { peer, task: channel });
-      return undefined;
-    }
-    if (r.spec.peer !== peer) {
-      this.#log.warn('message for a task another planner started; dropped', { peer, task: channel });
-      return undefined;
-    }
-    return r;
   }
 
   /** The executor's readiness for a probe: the cached answer, refreshed when older than a few seconds. */
@@ -522,13 +444,13 @@ export class Worker {
     };
   }
 
-  #onProbe(peer: string, channel: string, probe: Probe): void {
-    void this.#currentReadiness().then((readiness) => this.#answerProbe(peer, channel, probe, readiness));
+  #onProbe(peer: string, probe: Probe): void {
+    void this.#currentReadiness().then((readiness) => this.#answerProbe(peer, probe, readiness));
   }
 
-  #answerProbe(peer: string, channel: string, probe: Probe, readiness: Readiness | undefined): void {
+  #answerProbe(peer: string, probe: Probe, readiness: Readiness | undefined): void {
     const free = this.freeSlots;
-    this.#reply(peer, channel === PROBE_CHANNEL ? channel : PROBE_CHANNEL, {
+    this.#reply(peer, PROBE_CHANNEL, {
       case: 'probeResult',
       value: create(ProbeResultSchema, {
         probeId: probe.probeId,
@@ -549,50 +471,10 @@ export class Worker {
     });
   }
 
-  #refuse(peer: string, channel: string, taskId: string, reason: RefusalReason, message: string): void {
-    this.#log.info('task refused', { peer, task: taskId, reason, detail: message });
-    this.#reply(peer, channel, {
-      case: 'taskRefused',
-      value: create(TaskRefusedSchema, { taskId, reason, message }),
-    });
-  }
-
-  #onTaskStart(peer: string, channel: string, start: TaskStart): void {
-    const id = start.taskId;
-    trace('worker.taskStart', channel);
-    const refuse = (reason: RefusalReason, message: string) =>
-      this.#refuse(peer, channel, id || channel, reason, message);
-    if (!id) return refuse('invalid_task', 'task_id is empty');
-    if (id !== channel) return refuse('invalid_task', `task_id ${id} does not match its channel ${channel}`);
-    const idProblem = taskIdProblem(id);
-    if (idProblem) return refuse('invalid_task', idProblem);
-    if (this.#draining)
-      return refuse('draining', `${this.agentId} is shutting down; send the task to another worker`);
-    if (this.#known.has(id)) {
-      return refuse(
-        'duplicate_task_id',
-        `task ${id} was already accepted by ${this.agentId}; task ids are never reused`,
-      );
-    }
-    const spec = parseTaskStart(peer, start);
-    if (typeof spec === 'string') return refuse('invalid_task', spec);
-    if (!this.#healthy) {
-      return refuse(
-        'executor_unavailable',
-        `the executor of ${this.agentId} cannot start: ${this.#executorError}`,
-      );
-    }
-    if (this.#active.size >= this.#opts.maxTasks) {
-      return refuse(
-        'no_free_slots',
-        `0 of ${this.#opts.maxTasks} slots free on ${this.agentId}; retry later or pick another worker`,
-      );
-    }
-
-    const dir = join(this.#tasksDir, id);
-    mkdirSync(dir, { recursive: true });
-    writeTaskFile(dir, { task_id: id, peer, accepted_at: new Date().toISOString() });
-    this.#known.add(id);
+  /** Runs an admitted task in its own folder; its events are owed to its planner until acknowledged. */
+  #start(spec: TaskSpec): void {
+    const { taskId: id, peer } = spec;
+    const dir = this.#ledger.open(id, peer);
     const runner = new TaskRunner(spec, {
       dir,
       choice: this.tool,
@@ -618,149 +500,13 @@ export class Worker {
       ...(this.#warm ? { warm: this.#warm } : {}),
     });
     this.#active.set(id, runner);
-    this.#owed.set(id, {
-      id,
-      owner: peer,
-      dir,
-      log: runner.events,
-      chain: Promise.resolve(),
-      pacer: new ReplayPacer(),
-    });
+    this.#ledger.owe(id, peer, runner.events);
     this.#log.info('task accepted', { peer, task: id, slots_free: this.freeSlots });
     runner.start().then(() => {
       // A channel that carried a forged or replayed frame is not used again in this session.
       if (runner.haltReason?.kind === 'e2ee_violation') this.endpoint.closeChannel(peer, id);
-      // Unacknowledged events of a finished task are read back from its log when asked for.
-      runner.events.unload();
-      if (runner.events.delivered) this.#delivered(id);
+      this.#ledger.ended(id);
     });
-  }
-
-  /** The task `peer` may resume, acknowledge or cancel; undefined (and logged) for anyone else's. */
-  #owedTo(peer: string, id: string): OwedTask | undefined {
-    const t = this.#owed.get(id);
-    if (t && t.owner !== peer) {
-      this.#log.warn('message for a task another planner started; dropped', { peer, task: id });
-      return undefined;
-    }
-    return t;
-  }
-
-  #onResume(peer: string, channel: string, resume: Resume): void {
-    const id = channel;
-    if (!this.#owed.has(id)) {
-      const why = this.#known.has(id)
-        ? `${this.agentId} already delivered every event of task ${id} and dropped its log`
-        : `${this.agentId} has no task ${id}`;
-      return this.#refuse(peer, channel, id, 'unknown_task', why);
-    }
-    const t = this.#owedTo(peer, id);
-    if (t) this.#replay(t, resume.afterSeq, 'resume');
-  }
-
-  /**
-   * Sends the task's events after `afterSeq` in order, then a ReplayComplete. Replays of one task never
-   * interleave: a second waits for the first. Requests that come faster than the pacer allows (the
-   * planner acknowledges nothing in between) merge into one waiting replay, sent after a growing pause.
-   */
-  #replay(t: OwedTask, afterSeq: bigint, why: string): void {
-    if (t.queued) {
-      if (afterSeq < t.queued.afterSeq) t.queued.afterSeq = afterSeq;
-      return;
-    }
-    t.queued = { afterSeq, why };
-    const waitMs = t.pacer.schedule(Date.now(), t.log.acked);
-    const go = () => {
-      const q = t.queued;
-      t.queued = undefined;
-      if (q && this.#owed.get(t.id) === t) t.chain = t.chain.then(() => this.#sendReplay(t, q, waitMs));
-    };
-    if (waitMs === 0) return go();
-    setTimeout(go, waitMs).unref();
-  }
-
-  async #sendReplay(t: OwedTask, q: { afterSeq: bigint; why: string }, deferredMs: number): Promise<void> {
-    const events: TaskEvent[] = t.log.after(q.afterSeq);
-    this.#log.info('replaying task events', {
-      peer: t.owner,
-      task: t.id,
-      why: q.why,
-      after_seq: String(q.afterSeq),
-      count: events.length,
-      ...(deferredMs > 0 ? { deferred_ms: deferredMs } : {}),
-    });
-    try {
-      for (const e of events) await this.#send(t.owner, t.id, { case: 'taskEvent', value: e });
-      await this.#send(t.owner, t.id, {
-        case: 'replayComplete',
-        value: create(ReplayCompleteSchema, { taskId: t.id, lastSeq: t.log.lastSeq }),
-      });
-    } catch (err) {
-      // The link went away again; the planner resumes once more on the next resync.
-      this.#log.debug('replay interrupted', { task: t.id, error: (err as Error).message });
-    }
-  }
-
-  /**
-   * A new session with a planner (it or we redialled or restarted): it resumes the tasks it thinks
-   * unfinished, but not those it already holds as ended, so their final event is offered again. It
-   * acknowledges it (a duplicate), which lets the log go; a planner missing earlier events resumes.
-   */
-  #offerFinished(peer: string): void {
-    for (const t of this.#owed.values()) {
-      if (t.owner === peer && t.log.finished && !t.log.delivered) {
-        this.#replay(t, t.log.lastSeq - 1n, 'final event not acknowledged');
-      }
-    }
-  }
-
-  #onAck(peer: string, channel: string, seq: bigint): void {
-    const t = this.#owedTo(peer, channel);
-    if (!t) return;
-    t.log.ack(seq);
-    if (t.log.delivered && !this.#active.has(t.id)) this.#delivered(t.id);
-  }
-
-  /**
-   * The planner has every event of a finished task: its log goes, the task folder stays (its id is
-   * never reused; input/ and output/ remain for the user), marked delivered.
-   */
-  #delivered(id: string): void {
-    const t = this.#owed.get(id);
-    if (!t) return;
-    this.#owed.delete(id);
-    writeTaskFile(t.dir, {
-      task_id: id,
-      peer: t.owner,
-      final_state: t.log.lastState,
-      final_seq: Number(t.log.lastSeq),
-      delivered_at: new Date().toISOString(),
-    });
-    t.log.drop();
-    this.#log.debug('task delivered; event log dropped', { task: id });
-  }
-
-  #onCancel(peer: string, channel: string, reason: string): void {
-    const r = this.#owned(peer, channel);
-    if (r) return r.halt({ kind: 'cancelled', message: reason || 'cancelled by the planner' });
-    // Not running (any more): a cancel resent after a reconnect, or for a task that ended meanwhile.
-    // The final event answers it; a task unknown here is refused.
-    const t = this.#owed.get(channel);
-    if (t && t.owner === peer && t.log.finished) return this.#replay(t, t.log.lastSeq - 1n, 'cancel');
-    if (!t) {
-      const why = this.#known.has(channel) ? 'already ended and was delivered' : 'is not known here';
-      this.#refuse(peer, channel, channel, 'unknown_task', `task ${channel} ${why}`);
-    }
-  }
-
-  #onFailure(f: A2aFailure): void {
-    if (f.code !== 'e2ee_violation' || !f.channel) return;
-    const r = this.#active.get(f.channel);
-    if (r && r.spec.peer === f.peer) {
-      r.halt({ kind: 'e2ee_violation', message: `task channel torn down: ${f.message}` });
-    } else if (f.channel !== PROBE_CHANNEL) {
-      this.endpoint.closeChannel(f.peer, f.channel);
-    }
   }
 }
 
@@ -781,118 +527,6 @@ function insteadOfClaudeServe(command: ExecutorCommand, check: ExecutorCheck, op
     { executor: [instead.command, ...instead.args].join(' ') },
   );
   return instead;
-}
-
-/** Validates a TaskStart's fields into a spec, or returns what is wrong. */
-export function parseTaskStart(peer: string, start: TaskStart): TaskSpec | string {
-  if (!start.objective.trim()) return 'objective is empty';
-  const object = (json: string, field: string): unknown | string => {
-    if (json.trim() === '') return undefined;
-    let v: unknown;
-    try {
-      v = JSON.parse(json);
-    } catch (err) {
-      return new Error(`${field} is not valid JSON: ${(err as Error).message}`);
-    }
-    if (v === null || typeof v !== 'object' || Array.isArray(v))
-      return new Error(`${field} is not a JSON object`);
-    return v;
-  };
-  const context = object(start.contextJson, 'context_json');
-  if (context instanceof Error) return context.message;
-  const constraints = object(start.constraintsJson, 'constraints_json');
-  if (constraints instanceof Error) return constraints.message;
-  const names = new Set<string>();
-  for (const f of start.inputFiles) {
-    let name: string;
-    try {
-      name = sanitizeArtifactName(f.name);
-    } catch (err) {
-      return `input_files: ${(err as Error).message}`;
-    }
-    if (names.has(name)) return `input_files: ${JSON.stringify(name)} is listed twice`;
-    names.add(name);
-  }
-  return {
-    taskId: start.taskId,
-    peer,
-    objective: start.objective,
-    context,
-    constraints,
-    timeoutMs: Number(start.timeoutMs),
-    inputFiles: start.inputFiles,
-  };
-}
-
-/**
- * Reads the tasks of earlier runs: every id is known (never reused); tasks whose log is still on disk
- * are owed to their planner. A task that was running when the worker stopped without draining (killed,
- * crashed) gets its final event, `failed` with reason `worker_restarted`; its executor, should it have
- * survived the watchdog, is killed.
- */
-function recoverTasks(tasksDir: string, log: Logger): { known: Set<string>; owed: Map<string, OwedTask> } {
-  const known = new Set<string>();
-  const owed = new Map<string, OwedTask>();
-  for (const id of readdirSync(tasksDir)) {
-    known.add(id);
-    const dir = join(tasksDir, id);
-    const killed = killRecordedExecutor(join(dir, EXECUTOR_PID_FILE));
-    if (killed) log.warn('killed the executor of an interrupted task', { task: id, pid: killed });
-    const info = readTaskFile(dir);
-    const file = join(dir, EVENTS_FILE);
-    if (!info || info.delivered_at || taskIdProblem(id)) continue;
-    if (!existsSync(file) && !info.peer) continue;
-    const events = TaskEventLog.load(id, file);
-    // `accepted` is written unflushed (TaskEventLog.append): a power cut may have taken it, yet the
-    // planner may have it as seq 1, so it is restored before anything follows it.
-    if (events.lastSeq === 0n) events.append({ state: 'accepted' });
-    if (!events.finished) {
-      events.append({
-        state: 'failed',
-        reason: 'worker_restarted',
-        message:
-          'the worker was restarted while this task ran (it stopped without draining: killed or crashed); ' +
-          'its executor was stopped with it',
-      });
-      log.info('closed the log of a task interrupted by a restart', { task: id });
-    }
-    events.unload();
-    if (info.peer) {
-      owed.set(id, {
-        id,
-        owner: info.peer,
-        dir,
-        log: events,
-        chain: Promise.resolve(),
-        pacer: new ReplayPacer(),
-      });
-    }
-  }
-  return { known, owed };
-}
-
-interface TaskFile {
-  task_id?: string;
-  peer?: string;
-  accepted_at?: string;
-  final_state?: string;
-  final_seq?: number;
-  delivered_at?: string;
-}
-
-function readTaskFile(dir: string): TaskFile | undefined {
-  try {
-    return JSON.parse(readFileSync(join(dir, TASK_FILE), 'utf8')) as TaskFile;
-  } catch {
-    return undefined;
-  }
-}
-
-/** Written whole and renamed into place: a crash leaves the old file or the new one, never half. */
-function writeTaskFile(dir: string, info: TaskFile): void {
-  const tmp = join(dir, `.${TASK_FILE}.tmp`);
-  writeFileSync(tmp, `${JSON.stringify(info)}\n`);
-  renameSync(tmp, join(dir, TASK_FILE));
 }
 
 /** The token that lets a restarted worker take over its own agent id; kept in the state dir. */
