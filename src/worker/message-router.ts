@@ -10,8 +10,11 @@ import { create } from '@bufbuild/protobuf';
 import type { A2aBody, A2aFailure, A2aInbound } from '../agent/a2a.js';
 import { sanitizeArtifactName } from '../agent/artifacts/index.js';
 import {
+  A2A_PROTOCOL,
   PROBE_CHANNEL,
   type Probe,
+  type ProbeResult,
+  ProbeResultSchema,
   type RefusalReason,
   type Resume,
   TaskRefusedSchema,
@@ -20,6 +23,7 @@ import {
 } from '../protocol/a2a.js';
 import type { Logger } from '../util/log.js';
 import { trace } from '../util/trace.js';
+import type { Readiness } from './executor.js';
 import type { RecoveryLedger } from './recovery-ledger.js';
 import type { TaskRunner, TaskSpec } from './task-runner.js';
 
@@ -36,16 +40,17 @@ export type RunningTask = Pick<
   | 'resync'
 >;
 
-/** Where the worker stands when a TaskStart comes. */
-export interface Admission {
+/** Where the worker stands now: what a TaskStart is admitted against and a probe is answered with. */
+export interface WorkerStatus {
   agentId: string;
+  /** The executor's task tool. */
+  tool: string;
+  labels: Record<string, string>;
+  maxTasks: number;
+  running: number;
   draining: boolean;
   healthy: boolean;
   executorError: string;
-  running: number;
-  maxTasks: number;
-  /** Whether the id was ever accepted here. */
-  known: (id: string) => boolean;
 }
 
 export interface Refusal {
@@ -58,9 +63,9 @@ export interface RouterDeps {
   ledger: RecoveryLedger;
   /** Tasks running here, by id. */
   running: ReadonlyMap<string, RunningTask>;
-  admission: () => Admission;
-  /** Answers a probe (on the probe channel). */
-  probe: (peer: string, probe: Probe) => void;
+  status: () => WorkerStatus;
+  /** The executor's `check_ready` answer for a probe; undefined when it has no such tool. */
+  readiness: () => Promise<Readiness | undefined>;
   /** Starts an admitted task. */
   start: (spec: TaskSpec) => void;
   /** Sends an answer that needs no more than a log line if it cannot leave. */
@@ -114,7 +119,7 @@ export class MessageRouter {
   #route({ peer, channel, msg, sealed }: A2aInbound): void {
     switch (msg.case) {
       case 'probe':
-        return this.#deps.probe(peer, msg.value);
+        return this.#onProbe(peer, msg.value);
       case 'taskStart':
         return this.#onTaskStart(peer, channel, msg.value);
       case 'resume':
@@ -154,9 +159,18 @@ export class MessageRouter {
     return r;
   }
 
+  /** Answered on the probe channel whatever channel it came on, with the executor's fresh readiness. */
+  #onProbe(peer: string, probe: Probe): void {
+    void this.#deps.readiness().then((readiness) => {
+      const value = probeResult(probe, this.#deps.status(), readiness);
+      this.#deps.reply(peer, PROBE_CHANNEL, { case: 'probeResult', value });
+    });
+  }
+
   #onTaskStart(peer: string, channel: string, start: TaskStart): void {
     trace('worker.taskStart', channel);
-    const verdict = admit(peer, channel, start, this.#deps.admission());
+    const ledger = this.#deps.ledger;
+    const verdict = admit(peer, channel, start, this.#deps.status(), (id) => ledger.isKnown(id));
     if ('refusal' in verdict) return this.#refuse(peer, channel, verdict.refusal);
     this.#deps.start(verdict.spec);
   }
@@ -164,7 +178,7 @@ export class MessageRouter {
   #onResume(peer: string, id: string, resume: Resume): void {
     const ledger = this.#deps.ledger;
     if (!ledger.get(id)) {
-      const { agentId } = this.#deps.admission();
+      const { agentId } = this.#deps.status();
       const message = ledger.isKnown(id)
         ? `${agentId} already delivered every event of task ${id} and dropped its log`
         : `${agentId} has no task ${id}`;
@@ -205,7 +219,8 @@ export function admit(
   peer: string,
   channel: string,
   start: TaskStart,
-  a: Admission,
+  a: WorkerStatus,
+  known: (id: string) => boolean,
 ): { spec: TaskSpec } | { refusal: Refusal } {
   const id = start.taskId;
   const refuse = (reason: RefusalReason, message: string) => ({
@@ -216,7 +231,7 @@ export function admit(
   const idProblem = taskIdProblem(id);
   if (idProblem) return refuse('invalid_task', idProblem);
   if (a.draining) return refuse('draining', `${a.agentId} is shutting down; send the task to another worker`);
-  if (a.known(id)) {
+  if (known(id)) {
     return refuse(
       'duplicate_task_id',
       `task ${id} was already accepted by ${a.agentId}; task ids are never reused`,
@@ -234,6 +249,27 @@ export function admit(
     );
   }
   return { spec };
+}
+
+/** The answer to a probe: free slots, and whether a task sent now would be taken and could run. */
+export function probeResult(probe: Probe, s: WorkerStatus, readiness: Readiness | undefined): ProbeResult {
+  const free = Math.max(0, s.maxTasks - s.running);
+  return create(ProbeResultSchema, {
+    probeId: probe.probeId,
+    available: free > 0 && s.healthy && !s.draining && readiness?.ready !== false,
+    freeSlots: free,
+    maxTasks: s.maxTasks,
+    protocol: A2A_PROTOCOL,
+    tool: s.tool,
+    labels: s.labels,
+    executorHealthy: s.healthy,
+    executorError: s.executorError,
+    draining: s.draining,
+    // Without check_ready the executor cannot say; being able to start it is all we know.
+    executorReady: readiness?.ready ?? s.healthy,
+    executorReason: readiness?.ready === false ? (readiness.reason ?? '') : '',
+    executorFix: readiness?.ready === false ? (readiness.fix ?? '') : '',
+  });
 }
 
 /** Validates a TaskStart's fields into a spec, or returns what is wrong. */

@@ -12,14 +12,12 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { create } from '@bufbuild/protobuf';
 import { type A2aBody, A2aEndpoint } from '../agent/a2a.js';
 import type { ChunkRef } from '../agent/artifacts/index.js';
 import { AgentClient, type AgentOptions } from '../agent/client.js';
 import { exposeHttp, type HttpRoute, HttpService } from '../agent/http-tunnel.js';
 import { advertisedHosts } from '../agent/p2p/index.js';
 import type { PeerPins } from '../agent/peer-keys.js';
-import { A2A_PROTOCOL, PROBE_CHANNEL, type Probe, ProbeResultSchema } from '../protocol/a2a.js';
 import type { X25519KeyPair } from '../protocol/e2ee-noise.js';
 import type { Logger } from '../util/log.js';
 import { WorkerConfigError } from './errors.js';
@@ -187,16 +185,17 @@ export class Worker {
     const router = new MessageRouter({
       ledger: this.#ledger,
       running: this.#active,
-      admission: () => ({
+      status: () => ({
         agentId: this.agentId,
+        tool: this.tool.name,
+        labels: this.agent.labels,
+        maxTasks: this.#opts.maxTasks,
+        running: this.#active.size,
         draining: this.#draining,
         healthy: this.#healthy,
         executorError: this.#executorError,
-        running: this.#active.size,
-        maxTasks: this.#opts.maxTasks,
-        known: (id) => this.#ledger.isKnown(id),
       }),
-      probe: (peer, probe) => this.#onProbe(peer, probe),
+      readiness: () => this.#currentReadiness(),
       start: (spec) => this.#start(spec),
       reply: (peer, channel, msg) => this.#reply(peer, channel, msg),
       closeChannel: (peer, channel) => this.endpoint.closeChannel(peer, channel),
@@ -442,33 +441,6 @@ export class Worker {
       reaper: this.#reaper,
       ...(this.#opts.executorUser ? { user: this.#opts.executorUser } : {}),
     };
-  }
-
-  #onProbe(peer: string, probe: Probe): void {
-    void this.#currentReadiness().then((readiness) => this.#answerProbe(peer, probe, readiness));
-  }
-
-  #answerProbe(peer: string, probe: Probe, readiness: Readiness | undefined): void {
-    const free = this.freeSlots;
-    this.#reply(peer, PROBE_CHANNEL, {
-      case: 'probeResult',
-      value: create(ProbeResultSchema, {
-        probeId: probe.probeId,
-        available: free > 0 && this.#healthy && !this.#draining && readiness?.ready !== false,
-        freeSlots: free,
-        maxTasks: this.#opts.maxTasks,
-        protocol: A2A_PROTOCOL,
-        tool: this.tool.name,
-        labels: this.agent.labels,
-        executorHealthy: this.#healthy,
-        executorError: this.#executorError,
-        draining: this.#draining,
-        // Without check_ready the executor cannot say; being able to start it is all we know.
-        executorReady: readiness?.ready ?? this.#healthy,
-        executorReason: readiness?.ready === false ? (readiness.reason ?? '') : '',
-        executorFix: readiness?.ready === false ? (readiness.fix ?? '') : '',
-      }),
-    });
   }
 
   /** Runs an admitted task in its own folder; its events are owed to its planner until acknowledged. */
