@@ -1,7 +1,9 @@
 /**
- * @module `nfltr worker` composed: check the executor, connect to the relay with user and automatic
- * labels, answer probes live, accept at most `maxTasks` tasks (refusing the rest with a reason), run
- * each through its own executor session, answer Resume from the task logs, and drain on shutdown.
+ * @module `nfltr worker` assembled: check the executor, connect to the relay with user and automatic
+ * labels, and wire the parts together: the {@link MessageRouter} takes every A2A message, the
+ * {@link RecoveryLedger} keeps what is owed to planners, a {@link TaskRunner} runs each task through its
+ * own executor session, the {@link ExecutorHealth} says whether the executor can run, and shutdown
+ * drains.
  *
  * Durability (docs/durability.md): every task event is flushed to the task's `events.jsonl` before it
  * is sent, and the log is kept until the planner acknowledges the final event. A Resume replays the
@@ -20,23 +22,17 @@ import { advertisedHosts } from '../agent/p2p/index.js';
 import type { PeerPins } from '../agent/peer-keys.js';
 import type { X25519KeyPair } from '../protocol/e2ee-noise.js';
 import type { Logger } from '../util/log.js';
-import { WorkerConfigError } from './errors.js';
 import {
-  checkExecutor,
   checkTaskTool,
-  claudeMcpCommand,
-  type ExecutorCheck,
-  type ExecutorCommand,
   ExecutorSession,
   type ExecutorStartOptions,
   type ExecutorUser,
   executorEnvironment,
   parseExecutorCommand,
-  probeReadiness,
-  type Readiness,
   type SessionPolicy,
   type ToolChoice,
 } from './executor.js';
+import { checkAtStart, ExecutorHealth } from './executor-health.js';
 import { checkUserLabels, LabelKeeper } from './labels.js';
 import { MessageRouter } from './message-router.js';
 import { ExecutorReaper } from './reaper.js';
@@ -48,10 +44,8 @@ import { WarmPool } from './warm-pool.js';
 const WRITABLE_QUEUE_BYTES = 8 * 1024 * 1024;
 /** The stderr of warm executors until a task takes them (then the task's executor.log). */
 const WARM_LOG = 'executor-warm.log';
-/** A probe reuses the executor's last `check_ready` answer for this long. */
-const READY_CACHE_MS = 5_000;
-/** How long a probe waits for a fresh `check_ready` before answering with the last one. */
-const READY_PROBE_WAIT_MS = 2_500;
+/** The log of the executor's checks (at start, rechecks, `check_ready`). */
+const CHECK_LOG = 'executor-check.log';
 /** Default of `--stall-after`. */
 export const DEFAULT_STALL_AFTER_MS = 60_000;
 /** Default of `--slot-lease`. */
@@ -111,20 +105,15 @@ export class Worker {
   readonly stopped: Promise<WorkerExit>;
   readonly #opts: WorkerOptions;
   readonly #log: Logger;
-  readonly #command: ExecutorCommand;
-  readonly #env: Record<string, string>;
+  /** How executors start: command, environment, cwd, user, reaper. */
+  readonly #session: ExecutorStartOptions;
   readonly #labels: LabelKeeper;
   readonly #tasksDir: string;
   readonly #active = new Map<string, TaskRunner>();
   readonly #ledger: RecoveryLedger;
   readonly #reaper: ExecutorReaper;
+  readonly #health: ExecutorHealth;
   #warm: WarmPool | undefined;
-  #healthy = true;
-  #executorError = '';
-  /** The executor's last `check_ready` answer; undefined when it has no such tool. */
-  #readiness: { value: Readiness; at: number } | undefined;
-  #readinessRefresh: Promise<void> | undefined;
-  #rechecking = false;
   #draining = false;
   #expireGrace: (() => void) | undefined;
   #heartbeat: NodeJS.Timeout | undefined;
@@ -134,21 +123,19 @@ export class Worker {
   private constructor(
     opts: WorkerOptions,
     parts: {
-      command: ExecutorCommand;
-      env: Record<string, string>;
+      session: ExecutorStartOptions;
+      health: ExecutorHealth;
       tool: ToolChoice;
-      readiness?: Readiness;
       recovered: Recovered;
       reaper: ExecutorReaper;
     },
   ) {
     this.#opts = opts;
     this.#log = opts.logger;
-    this.#command = parts.command;
-    this.#env = parts.env;
+    this.#session = parts.session;
+    this.#health = parts.health;
     this.tool = parts.tool;
     this.#reaper = parts.reaper;
-    if (parts.readiness) this.#readiness = { value: parts.readiness, at: Date.now() };
     this.#tasksDir = join(opts.stateDir, 'tasks');
     this.#labels = new LabelKeeper({
       user: opts.labels,
@@ -192,10 +179,10 @@ export class Worker {
         maxTasks: this.#opts.maxTasks,
         running: this.#active.size,
         draining: this.#draining,
-        healthy: this.#healthy,
-        executorError: this.#executorError,
+        healthy: this.#health.healthy,
+        executorError: this.#health.error,
       }),
-      readiness: () => this.#currentReadiness(),
+      readiness: () => this.#health.readiness(),
       start: (spec) => this.#start(spec),
       reply: (peer, channel, msg) => this.#reply(peer, channel, msg),
       closeChannel: (peer, channel) => this.endpoint.closeChannel(peer, channel),
@@ -217,47 +204,31 @@ export class Worker {
    */
   static async start(opts: WorkerOptions): Promise<Worker> {
     checkUserLabels(opts.labels);
-    let command = parseExecutorCommand(opts.mcpCommand, opts.self);
+    const command = parseExecutorCommand(opts.mcpCommand, opts.self);
     const env = executorEnvironment({}, process.env, opts.executorEnv);
     mkdirSync(join(opts.stateDir, 'tasks'), { recursive: true });
     const reaper = new ExecutorReaper(opts.logger.child('reaper'));
     await reaper.sweep();
-    const checkWith = (cmd: ExecutorCommand) =>
-      checkExecutor({
-        command: cmd,
-        env,
-        cwd: opts.cwd,
-        tool: opts.mcpTool,
-        logFile: join(opts.stateDir, 'executor-check.log'),
-        logger: opts.logger.child('executor'),
-        reaper,
-        ...(opts.executorUser ? { user: opts.executorUser } : {}),
-      });
-    let check: ExecutorCheck = await checkWith(command);
-    if (!check.choice) {
-      command = insteadOfClaudeServe(command, check, opts);
-      check = await checkWith(command);
-    }
-    const choice = check.choice!;
-    opts.logger.info('executor checked', {
-      tool: choice.name,
-      mode: choice.mode,
-      ...(choice.task ? { task_based: true } : {}),
-      tools: check.tools.map((t) => t.name),
-    });
-    const r = check.readiness;
-    if (r && !r.ready) {
-      opts.logger.warn(
-        `the executor is not ready for AI work: ${r.reason ?? 'no reason given'}${r.fix ? `; fix: ${r.fix}` : ''}; tasks will fail until it is (probe_worker reports executor_ready: false)`,
-      );
-    }
-    const recovered = recoverTasks(join(opts.stateDir, 'tasks'), opts.logger);
-    const worker = new Worker(opts, {
+    const given: ExecutorStartOptions = {
       command,
       env,
-      tool: choice,
-      ...(r ? { readiness: r } : {}),
-      recovered,
+      cwd: opts.cwd,
+      logFile: join(opts.stateDir, CHECK_LOG),
+      reaper,
+      ...(opts.executorUser ? { user: opts.executorUser } : {}),
+    };
+    const { check, ...chosen } = await checkAtStart(given, {
+      tool: opts.mcpTool,
+      self: opts.self,
+      cwd: opts.cwd,
+      logger: opts.logger,
+    });
+    const session = { ...given, command: chosen.command };
+    const worker = new Worker(opts, {
+      session,
+      health: new ExecutorHealth(session, chosen.choice.name, opts.logger, check.readiness),
+      tool: chosen.choice,
+      recovered: recoverTasks(join(opts.stateDir, 'tasks'), opts.logger),
       reaper,
     });
     worker.agent.start();
@@ -332,32 +303,7 @@ export class Worker {
 
   #tick(): void {
     if (this.#labels.refresh(this.#active.size)) this.agent.setLabels(this.#labels.labels);
-    if (!this.#healthy) void this.#recheck();
-  }
-
-  /** After a failed spawn the executor may come back (a package reinstalled, a disk freed). */
-  async #recheck(): Promise<void> {
-    if (this.#rechecking || this.#draining) return;
-    this.#rechecking = true;
-    try {
-      const check = await checkExecutor({
-        ...this.#sessionOptions('executor-check.log'),
-        tool: this.tool.name,
-      });
-      if (check.readiness) this.#readiness = { value: check.readiness, at: Date.now() };
-      this.#setHealth(true);
-    } catch (err) {
-      this.#setHealth(false, (err as Error).message);
-    } finally {
-      this.#rechecking = false;
-    }
-  }
-
-  #setHealth(ok: boolean, error = ''): void {
-    if (ok !== this.#healthy)
-      this.#log[ok ? 'info' : 'warn']('executor health changed', { healthy: ok, error });
-    this.#healthy = ok;
-    this.#executorError = ok ? '' : error;
+    if (!this.#health.healthy && !this.#draining) void this.#health.recheck();
   }
 
   #send(peer: string, channel: string, msg: A2aBody): Promise<void> {
@@ -385,25 +331,6 @@ export class Worker {
     };
   }
 
-  /** The executor's readiness for a probe: the cached answer, refreshed when older than a few seconds. */
-  async #currentReadiness(): Promise<Readiness | undefined> {
-    const r = this.#readiness;
-    if (!r || !this.#healthy || Date.now() - r.at < READY_CACHE_MS) return r?.value;
-    this.#readinessRefresh ??= probeReadiness(this.#sessionOptions('executor-check.log'))
-      .then((value) => {
-        if (value.ready !== this.#readiness?.value.ready) {
-          this.#log[value.ready ? 'info' : 'warn']('executor readiness changed', { ...value });
-        }
-        this.#readiness = { value, at: Date.now() };
-      })
-      .catch((err: Error) => this.#log.debug('check_ready refresh failed', { error: err.message }))
-      .finally(() => {
-        this.#readinessRefresh = undefined;
-      });
-    await Promise.race([this.#readinessRefresh, sleep(READY_PROBE_WAIT_MS)]);
-    return this.#readiness?.value;
-  }
-
   /** `--warm-executors`, unless the executor declared it must start with its task's environment. */
   #warmPool(policy: SessionPolicy): WarmPool | undefined {
     const size = this.#opts.warmExecutors ?? 0;
@@ -414,7 +341,8 @@ export class Worker {
       );
       return undefined;
     }
-    const options = { ...this.#sessionOptions(WARM_LOG), logger: this.#log.child('executor') };
+    const logFile = join(this.#opts.stateDir, WARM_LOG);
+    const options = { ...this.#session, logFile, logger: this.#log.child('executor') };
     return new WarmPool({
       size,
       idle: { logFile: options.logFile },
@@ -432,17 +360,6 @@ export class Worker {
     });
   }
 
-  #sessionOptions(logFile: string): ExecutorStartOptions {
-    return {
-      command: this.#command,
-      env: this.#env,
-      cwd: this.#opts.cwd,
-      logFile: join(this.#opts.stateDir, logFile),
-      reaper: this.#reaper,
-      ...(this.#opts.executorUser ? { user: this.#opts.executorUser } : {}),
-    };
-  }
-
   /** Runs an admitted task in its own folder; its events are owed to its planner until acknowledged. */
   #start(spec: TaskSpec): void {
     const { taskId: id, peer } = spec;
@@ -450,8 +367,8 @@ export class Worker {
     const runner = new TaskRunner(spec, {
       dir,
       choice: this.tool,
-      command: this.#command,
-      env: this.#env,
+      command: this.#session.command,
+      env: this.#session.env,
       cwd: this.#opts.cwd,
       send: (msg) => this.#send(peer, id, msg),
       whenWritable: (signal) => this.agent.whenWritable(WRITABLE_QUEUE_BYTES, signal),
@@ -463,7 +380,7 @@ export class Worker {
       stallAfterMs: this.#opts.stallAfterMs ?? DEFAULT_STALL_AFTER_MS,
       slotLeaseMs: this.#opts.slotLeaseMs ?? DEFAULT_SLOT_LEASE_MS,
       logger: this.#log.child(`task.${id}`),
-      onSpawn: (ok, error) => this.#setHealth(ok, error),
+      onSpawn: (ok, error) => this.#health.report(ok, error),
       onTerminal: () => {
         this.#active.delete(id);
       },
@@ -480,25 +397,6 @@ export class Worker {
       this.#ledger.ended(id);
     });
   }
-}
-
-/**
- * `claude mcp serve` offers Claude's own tools (Bash, Read, Edit…), none of which runs a whole AI task:
- * tasks run through `nfltr claude-mcp` with the same claude instead, and the log says so once.
- */
-function insteadOfClaudeServe(command: ExecutorCommand, check: ExecutorCheck, opts: WorkerOptions) {
-  if (!opts.self) {
-    throw new WorkerConfigError(
-      '--mcp-command starts Claude Code\'s own MCP server, which has no tool that runs a whole task; use --mcp-command "nfltr claude-mcp --cwd DIR"',
-    );
-  }
-  const instead = claudeMcpCommand(command, opts.self, opts.cwd ?? process.cwd());
-  const server = [check.server?.name ?? 'claude', check.server?.version].filter(Boolean).join(' ');
-  opts.logger.info(
-    `--mcp-command starts Claude Code's own MCP server (${server}), whose ${check.tools.length} tools (Bash, Read, Edit…) include none that runs a whole task; running each task with Claude Code headless through nfltr claude-mcp instead (progress, permission questions to the planner, cancel)`,
-    { executor: [instead.command, ...instead.args].join(' ') },
-  );
-  return instead;
 }
 
 /** The token that lets a restarted worker take over its own agent id; kept in the state dir. */
