@@ -138,7 +138,8 @@ export class MessageRouter {
         return this.#onCancel(peer, channel, msg.value.reason);
       case 'ack': {
         const t = this.#deps.ledger.owedTo(peer, channel);
-        return t && this.#deps.ledger.ack(t, msg.value.seq);
+        if (t) this.#deps.ledger.ack(t, msg.value.seq);
+        return;
       }
       default:
         this.#log.debug('ignoring a message a worker does not take', { peer, kind: msg.case });

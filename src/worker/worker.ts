@@ -345,7 +345,7 @@ export class Worker {
     const options = { ...this.#session, logFile, logger: this.#log.child('executor') };
     return new WarmPool({
       size,
-      idle: { logFile: options.logFile },
+      idle: { logFile },
       logger: this.#log.child('warm'),
       start: async () => {
         const session = await ExecutorSession.start(options);
