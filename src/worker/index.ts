@@ -40,6 +40,7 @@ export {
   loadPct,
   memoryClassMb,
 } from './labels.js';
+export { parseTaskStart } from './message-router.js';
 export { listOutputFiles } from './outputs.js';
 export { descendantPids, isAlive } from './process-tree.js';
 export { EVENTS_FILE, TaskEventLog } from './task-events.js';
@@ -47,7 +48,6 @@ export { answerContent, type HaltReason, resultTextOf, TaskRunner, type TaskSpec
 export {
   DEFAULT_SLOT_LEASE_MS,
   DEFAULT_STALL_AFTER_MS,
-  parseTaskStart,
   runWorker,
   Worker,
   type WorkerExit,

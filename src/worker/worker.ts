@@ -1,7 +1,9 @@
 /**
- * @module `nfltr worker` composed: check the executor, connect to the relay with user and automatic
- * labels, answer probes live, accept at most `maxTasks` tasks (refusing the rest with a reason), run
- * each through its own executor session, answer Resume from the task logs, and drain on shutdown.
+ * @module `nfltr worker` assembled: check the executor, connect to the relay with user and automatic
+ * labels, and wire the parts together: the {@link MessageRouter} takes every A2A message, the
+ * {@link RecoveryLedger} keeps what is owed to planners, a {@link TaskRunner} runs each task through its
+ * own executor session, the {@link ExecutorHealth} says whether the executor can run, and shutdown
+ * drains.
  *
  * Durability (docs/durability.md): every task event is flushed to the task's `events.jsonl` before it
  * is sent, and the log is kept until the planner acknowledges the final event. A Resume replays the
@@ -10,85 +12,44 @@
  * every planner still owed events is asked to resync, so it resumes them.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { create } from '@bufbuild/protobuf';
-import { type A2aBody, A2aEndpoint, type A2aFailure, type A2aInbound } from '../agent/a2a.js';
-import { type ChunkRef, sanitizeArtifactName } from '../agent/artifacts/index.js';
+import { type A2aBody, A2aEndpoint } from '../agent/a2a.js';
+import type { ChunkRef } from '../agent/artifacts/index.js';
 import { AgentClient, type AgentOptions } from '../agent/client.js';
 import { exposeHttp, type HttpRoute, HttpService } from '../agent/http-tunnel.js';
 import { advertisedHosts } from '../agent/p2p/index.js';
 import type { PeerPins } from '../agent/peer-keys.js';
-import {
-  A2A_PROTOCOL,
-  PROBE_CHANNEL,
-  type Probe,
-  ProbeResultSchema,
-  type RefusalReason,
-  ReplayCompleteSchema,
-  type Resume,
-  type TaskEvent,
-  TaskRefusedSchema,
-  type TaskStart,
-  taskIdProblem,
-} from '../protocol/a2a.js';
 import type { X25519KeyPair } from '../protocol/e2ee-noise.js';
 import type { Logger } from '../util/log.js';
-import { trace } from '../util/trace.js';
-import { WorkerConfigError } from './errors.js';
 import {
-  checkExecutor,
   checkTaskTool,
-  claudeMcpCommand,
-  type ExecutorCheck,
-  type ExecutorCommand,
   ExecutorSession,
   type ExecutorStartOptions,
   type ExecutorUser,
   executorEnvironment,
   parseExecutorCommand,
-  probeReadiness,
-  type Readiness,
   type SessionPolicy,
   type ToolChoice,
 } from './executor.js';
+import { checkAtStart, ExecutorHealth } from './executor-health.js';
 import { checkUserLabels, LabelKeeper } from './labels.js';
-import { ExecutorReaper, killRecordedExecutor } from './reaper.js';
-import { ReplayPacer } from './replay-pacer.js';
-import { EVENTS_FILE, TaskEventLog } from './task-events.js';
-import { EXECUTOR_PID_FILE, TaskRunner, type TaskRunnerDeps, type TaskSpec } from './task-runner.js';
+import { MessageRouter } from './message-router.js';
+import { ExecutorReaper } from './reaper.js';
+import { type Recovered, RecoveryLedger, recoverTasks } from './recovery-ledger.js';
+import { TaskRunner, type TaskRunnerDeps, type TaskSpec } from './task-runner.js';
 import { WarmPool } from './warm-pool.js';
 
 /** Above this many bytes waiting for the relay, artifact streaming pauses. */
 const WRITABLE_QUEUE_BYTES = 8 * 1024 * 1024;
-const TASK_FILE = 'task.json';
 /** The stderr of warm executors until a task takes them (then the task's executor.log). */
 const WARM_LOG = 'executor-warm.log';
-/** A probe reuses the executor's last `check_ready` answer for this long. */
-const READY_CACHE_MS = 5_000;
-/** How long a probe waits for a fresh `check_ready` before answering with the last one. */
-const READY_PROBE_WAIT_MS = 2_500;
+/** The log of the executor's checks (at start, rechecks, `check_ready`). */
+const CHECK_LOG = 'executor-check.log';
 /** Default of `--stall-after`. */
 export const DEFAULT_STALL_AFTER_MS = 60_000;
 /** Default of `--slot-lease`. */
 export const DEFAULT_SLOT_LEASE_MS = 60_000;
-
-/**
- * A task whose events the planner has not all acknowledged: running, finished, or recovered from an
- * earlier run. Replays of one task go out one after another (`chain`).
- */
-interface OwedTask {
-  id: string;
-  /** The planner that started it: the only peer that may resume, acknowledge or cancel it. */
-  owner: string;
-  dir: string;
-  log: TaskEventLog;
-  chain: Promise<void>;
-  /** Spaces replays the planner keeps asking for without acknowledging anything. */
-  pacer: ReplayPacer;
-  /** A replay waiting for its turn; later requests merge into it. */
-  queued?: { afterSeq: bigint; why: string };
-}
 
 export interface WorkerOptions {
   agent: Omit<AgentOptions, 'logger' | 'labels' | 'sessionToken' | 'kind'>;
@@ -144,25 +105,15 @@ export class Worker {
   readonly stopped: Promise<WorkerExit>;
   readonly #opts: WorkerOptions;
   readonly #log: Logger;
-  readonly #command: ExecutorCommand;
-  readonly #env: Record<string, string>;
+  /** How executors start: command, environment, cwd, user, reaper. */
+  readonly #session: ExecutorStartOptions;
   readonly #labels: LabelKeeper;
   readonly #tasksDir: string;
-  /** Every task id ever accepted here (this run and earlier ones): ids are never reused. */
-  readonly #known: Set<string>;
   readonly #active = new Map<string, TaskRunner>();
-  /** Tasks with events not yet acknowledged by their planner, by id. */
-  readonly #owed: Map<string, OwedTask>;
-  /** Planners heard from since start (or since their last resync): offered their unacknowledged ends. */
-  readonly #greeted = new Set<string>();
+  readonly #ledger: RecoveryLedger;
   readonly #reaper: ExecutorReaper;
+  readonly #health: ExecutorHealth;
   #warm: WarmPool | undefined;
-  #healthy = true;
-  #executorError = '';
-  /** The executor's last `check_ready` answer; undefined when it has no such tool. */
-  #readiness: { value: Readiness; at: number } | undefined;
-  #readinessRefresh: Promise<void> | undefined;
-  #rechecking = false;
   #draining = false;
   #expireGrace: (() => void) | undefined;
   #heartbeat: NodeJS.Timeout | undefined;
@@ -172,24 +123,19 @@ export class Worker {
   private constructor(
     opts: WorkerOptions,
     parts: {
-      command: ExecutorCommand;
-      env: Record<string, string>;
+      session: ExecutorStartOptions;
+      health: ExecutorHealth;
       tool: ToolChoice;
-      readiness?: Readiness;
-      known: Set<string>;
-      owed: Map<string, OwedTask>;
+      recovered: Recovered;
       reaper: ExecutorReaper;
     },
   ) {
     this.#opts = opts;
     this.#log = opts.logger;
-    this.#command = parts.command;
-    this.#env = parts.env;
+    this.#session = parts.session;
+    this.#health = parts.health;
     this.tool = parts.tool;
-    this.#known = parts.known;
-    this.#owed = parts.owed;
     this.#reaper = parts.reaper;
-    if (parts.readiness) this.#readiness = { value: parts.readiness, at: Date.now() };
     this.#tasksDir = join(opts.stateDir, 'tasks');
     this.#labels = new LabelKeeper({
       user: opts.labels,
@@ -217,32 +163,36 @@ export class Worker {
       pins: opts.pins,
       logger: opts.logger.child('a2a'),
     });
-    this.endpoint.on('message', (m) => {
-      if (!this.#greeted.has(m.peer)) {
-        this.#greeted.add(m.peer);
-        this.#offerFinished(m.peer);
-      }
-      // One message the worker mishandles must cost that message, not every running task.
-      try {
-        this.#onMessage(m);
-      } catch (err) {
-        this.#log.error('failed to handle a message', {
-          peer: m.peer,
-          channel: m.channel,
-          kind: m.msg.case,
-          error: err,
-        });
-      }
+    this.#ledger = new RecoveryLedger(parts.recovered, {
+      tasksDir: this.#tasksDir,
+      send: (peer, channel, msg) => this.#send(peer, channel, msg),
+      running: (id) => this.#active.has(id),
+      logger: this.#log,
     });
-    this.endpoint.on('failure', (f) => this.#onFailure(f));
+    const router = new MessageRouter({
+      ledger: this.#ledger,
+      running: this.#active,
+      status: () => ({
+        agentId: this.agentId,
+        tool: this.tool.name,
+        labels: this.agent.labels,
+        maxTasks: this.#opts.maxTasks,
+        running: this.#active.size,
+        draining: this.#draining,
+        healthy: this.#health.healthy,
+        executorError: this.#health.error,
+      }),
+      readiness: () => this.#health.readiness(),
+      start: (spec) => this.#start(spec),
+      reply: (peer, channel, msg) => this.#reply(peer, channel, msg),
+      closeChannel: (peer, channel) => this.endpoint.closeChannel(peer, channel),
+      logger: this.#log,
+    });
+    this.endpoint.on('message', (m) => router.onMessage(m));
+    this.endpoint.on('failure', (f) => router.onFailure(f));
+    this.endpoint.on('resync', ({ peer }) => router.onResync(peer));
     if (opts.expose)
       exposeHttp(this.agent, new HttpService(opts.expose, opts.logger.child('http')), this.endpoint);
-    // File transfers in flight resume from their acknowledged offsets on the new session.
-    this.endpoint.on('resync', ({ peer }) => {
-      for (const r of this.#active.values()) if (r.spec.peer === peer) r.resync();
-      this.#greeted.add(peer);
-      this.#offerFinished(peer);
-    });
     this.agent.on('status', (s) => {
       if (s.type === 'fatal') this.#resolveStopped({ code: 1, reason: s.message });
     });
@@ -254,48 +204,31 @@ export class Worker {
    */
   static async start(opts: WorkerOptions): Promise<Worker> {
     checkUserLabels(opts.labels);
-    let command = parseExecutorCommand(opts.mcpCommand, opts.self);
+    const command = parseExecutorCommand(opts.mcpCommand, opts.self);
     const env = executorEnvironment({}, process.env, opts.executorEnv);
     mkdirSync(join(opts.stateDir, 'tasks'), { recursive: true });
     const reaper = new ExecutorReaper(opts.logger.child('reaper'));
     await reaper.sweep();
-    const checkWith = (cmd: ExecutorCommand) =>
-      checkExecutor({
-        command: cmd,
-        env,
-        cwd: opts.cwd,
-        tool: opts.mcpTool,
-        logFile: join(opts.stateDir, 'executor-check.log'),
-        logger: opts.logger.child('executor'),
-        reaper,
-        ...(opts.executorUser ? { user: opts.executorUser } : {}),
-      });
-    let check: ExecutorCheck = await checkWith(command);
-    if (!check.choice) {
-      command = insteadOfClaudeServe(command, check, opts);
-      check = await checkWith(command);
-    }
-    const choice = check.choice!;
-    opts.logger.info('executor checked', {
-      tool: choice.name,
-      mode: choice.mode,
-      ...(choice.task ? { task_based: true } : {}),
-      tools: check.tools.map((t) => t.name),
-    });
-    const r = check.readiness;
-    if (r && !r.ready) {
-      opts.logger.warn(
-        `the executor is not ready for AI work: ${r.reason ?? 'no reason given'}${r.fix ? `; fix: ${r.fix}` : ''}; tasks will fail until it is (probe_worker reports executor_ready: false)`,
-      );
-    }
-    const { known, owed } = recoverTasks(join(opts.stateDir, 'tasks'), opts.logger);
-    const worker = new Worker(opts, {
+    const given: ExecutorStartOptions = {
       command,
       env,
-      tool: choice,
-      ...(r ? { readiness: r } : {}),
-      known,
-      owed,
+      cwd: opts.cwd,
+      logFile: join(opts.stateDir, CHECK_LOG),
+      reaper,
+      ...(opts.executorUser ? { user: opts.executorUser } : {}),
+    };
+    const { check, ...chosen } = await checkAtStart(given, {
+      tool: opts.mcpTool,
+      self: opts.self,
+      cwd: opts.cwd,
+      logger: opts.logger,
+    });
+    const session = { ...given, command: chosen.command };
+    const worker = new Worker(opts, {
+      session,
+      health: new ExecutorHealth(session, chosen.choice.name, opts.logger, check.readiness),
+      tool: chosen.choice,
+      recovered: recoverTasks(join(opts.stateDir, 'tasks'), opts.logger),
       reaper,
     });
     worker.agent.start();
@@ -308,7 +241,7 @@ export class Worker {
     }
     // Planners still owed events (results of tasks that ended while they were away, or the
     // worker_restarted failures) are asked to resync; they resume, and get them.
-    for (const peer of new Set([...owed.values()].map((t) => t.owner))) {
+    for (const peer of worker.#ledger.owners()) {
       try {
         worker.endpoint.requestResync(peer);
       } catch {}
@@ -370,32 +303,7 @@ export class Worker {
 
   #tick(): void {
     if (this.#labels.refresh(this.#active.size)) this.agent.setLabels(this.#labels.labels);
-    if (!this.#healthy) void this.#recheck();
-  }
-
-  /** After a failed spawn the executor may come back (a package reinstalled, a disk freed). */
-  async #recheck(): Promise<void> {
-    if (this.#rechecking || this.#draining) return;
-    this.#rechecking = true;
-    try {
-      const check = await checkExecutor({
-        ...this.#sessionOptions('executor-check.log'),
-        tool: this.tool.name,
-      });
-      if (check.readiness) this.#readiness = { value: check.readiness, at: Date.now() };
-      this.#setHealth(true);
-    } catch (err) {
-      this.#setHealth(false, (err as Error).message);
-    } finally {
-      this.#rechecking = false;
-    }
-  }
-
-  #setHealth(ok: boolean, error = ''): void {
-    if (ok !== this.#healthy)
-      this.#log[ok ? 'info' : 'warn']('executor health changed', { healthy: ok, error });
-    this.#healthy = ok;
-    this.#executorError = ok ? '' : error;
+    if (!this.#health.healthy && !this.#draining) void this.#health.recheck();
   }
 
   #send(peer: string, channel: string, msg: A2aBody): Promise<void> {
@@ -412,34 +320,6 @@ export class Worker {
     );
   }
 
-  #onMessage({ peer, channel, msg, sealed }: A2aInbound): void {
-    switch (msg.case) {
-      case 'probe':
-        return this.#onProbe(peer, channel, msg.value);
-      case 'taskStart':
-        return this.#onTaskStart(peer, channel, msg.value);
-      case 'resume':
-        return this.#onResume(peer, channel, msg.value);
-      case 'artifactChunk':
-        return this.#owned(peer, channel)?.acceptChunk(msg.value, sealed);
-      case 'artifactAck':
-        return this.#owned(peer, channel)?.acceptArtifactAck(msg.value);
-      case 'p2pOffer':
-        return this.#owned(peer, channel)?.acceptP2pOffer(msg.value);
-      case 'p2pAnswer':
-        return this.#owned(peer, channel)?.acceptP2pAnswer(msg.value);
-      case 'respond':
-        return this.#owned(peer, channel)?.respond(msg.value);
-      case 'cancel':
-        return this.#onCancel(peer, channel, msg.value.reason);
-      case 'ack':
-        return this.#onAck(peer, channel, msg.value.seq);
-      default:
-        this.#log.debug('ignoring a message a worker does not take', { peer, kind: msg.case });
-    }
-  }
-
-  /** The task on `channel` if `peer` started it; anyone else's messages for it are dropped. */
   /** What a task needs for direct links with its planner, or undefined when they are off. */
   #direct(opts: WorkerOptions, peer = ''): TaskRunnerDeps['direct'] {
     const key = opts.staticKey;
@@ -449,38 +329,6 @@ export class Worker {
       identity: { localId: opts.agent.agentId, remoteId: peer, staticKey: key },
       addresses: () => advertisedHosts(this.agent.observedAddr),
     };
-  }
-
-  #owned(peer: string, channel: string): TaskRunner | undefined {
-    const r = this.#active.get(channel);
-    if (!r) {
-      this.#log.debug('message for a task that is not running here', { peer, task: channel });
-      return undefined;
-    }
-    if (r.spec.peer !== peer) {
-      this.#log.warn('message for a task another planner started; dropped', { peer, task: channel });
-      return undefined;
-    }
-    return r;
-  }
-
-  /** The executor's readiness for a probe: the cached answer, refreshed when older than a few seconds. */
-  async #currentReadiness(): Promise<Readiness | undefined> {
-    const r = this.#readiness;
-    if (!r || !this.#healthy || Date.now() - r.at < READY_CACHE_MS) return r?.value;
-    this.#readinessRefresh ??= probeReadiness(this.#sessionOptions('executor-check.log'))
-      .then((value) => {
-        if (value.ready !== this.#readiness?.value.ready) {
-          this.#log[value.ready ? 'info' : 'warn']('executor readiness changed', { ...value });
-        }
-        this.#readiness = { value, at: Date.now() };
-      })
-      .catch((err: Error) => this.#log.debug('check_ready refresh failed', { error: err.message }))
-      .finally(() => {
-        this.#readinessRefresh = undefined;
-      });
-    await Promise.race([this.#readinessRefresh, sleep(READY_PROBE_WAIT_MS)]);
-    return this.#readiness?.value;
   }
 
   /** `--warm-executors`, unless the executor declared it must start with its task's environment. */
@@ -493,10 +341,11 @@ export class Worker {
       );
       return undefined;
     }
-    const options = { ...this.#sessionOptions(WARM_LOG), logger: this.#log.child('executor') };
+    const logFile = join(this.#opts.stateDir, WARM_LOG);
+    const options = { ...this.#session, logFile, logger: this.#log.child('executor') };
     return new WarmPool({
       size,
-      idle: { logFile: options.logFile },
+      idle: { logFile },
       logger: this.#log.child('warm'),
       start: async () => {
         const session = await ExecutorSession.start(options);
@@ -511,93 +360,15 @@ export class Worker {
     });
   }
 
-  #sessionOptions(logFile: string): ExecutorStartOptions {
-    return {
-      command: this.#command,
-      env: this.#env,
-      cwd: this.#opts.cwd,
-      logFile: join(this.#opts.stateDir, logFile),
-      reaper: this.#reaper,
-      ...(this.#opts.executorUser ? { user: this.#opts.executorUser } : {}),
-    };
-  }
-
-  #onProbe(peer: string, channel: string, probe: Probe): void {
-    void this.#currentReadiness().then((readiness) => this.#answerProbe(peer, channel, probe, readiness));
-  }
-
-  #answerProbe(peer: string, channel: string, probe: Probe, readiness: Readiness | undefined): void {
-    const free = this.freeSlots;
-    this.#reply(peer, channel === PROBE_CHANNEL ? channel : PROBE_CHANNEL, {
-      case: 'probeResult',
-      value: create(ProbeResultSchema, {
-        probeId: probe.probeId,
-        available: free > 0 && this.#healthy && !this.#draining && readiness?.ready !== false,
-        freeSlots: free,
-        maxTasks: this.#opts.maxTasks,
-        protocol: A2A_PROTOCOL,
-        tool: this.tool.name,
-        labels: this.agent.labels,
-        executorHealthy: this.#healthy,
-        executorError: this.#executorError,
-        draining: this.#draining,
-        // Without check_ready the executor cannot say; being able to start it is all we know.
-        executorReady: readiness?.ready ?? this.#healthy,
-        executorReason: readiness?.ready === false ? (readiness.reason ?? '') : '',
-        executorFix: readiness?.ready === false ? (readiness.fix ?? '') : '',
-      }),
-    });
-  }
-
-  #refuse(peer: string, channel: string, taskId: string, reason: RefusalReason, message: string): void {
-    this.#log.info('task refused', { peer, task: taskId, reason, detail: message });
-    this.#reply(peer, channel, {
-      case: 'taskRefused',
-      value: create(TaskRefusedSchema, { taskId, reason, message }),
-    });
-  }
-
-  #onTaskStart(peer: string, channel: string, start: TaskStart): void {
-    const id = start.taskId;
-    trace('worker.taskStart', channel);
-    const refuse = (reason: RefusalReason, message: string) =>
-      this.#refuse(peer, channel, id || channel, reason, message);
-    if (!id) return refuse('invalid_task', 'task_id is empty');
-    if (id !== channel) return refuse('invalid_task', `task_id ${id} does not match its channel ${channel}`);
-    const idProblem = taskIdProblem(id);
-    if (idProblem) return refuse('invalid_task', idProblem);
-    if (this.#draining)
-      return refuse('draining', `${this.agentId} is shutting down; send the task to another worker`);
-    if (this.#known.has(id)) {
-      return refuse(
-        'duplicate_task_id',
-        `task ${id} was already accepted by ${this.agentId}; task ids are never reused`,
-      );
-    }
-    const spec = parseTaskStart(peer, start);
-    if (typeof spec === 'string') return refuse('invalid_task', spec);
-    if (!this.#healthy) {
-      return refuse(
-        'executor_unavailable',
-        `the executor of ${this.agentId} cannot start: ${this.#executorError}`,
-      );
-    }
-    if (this.#active.size >= this.#opts.maxTasks) {
-      return refuse(
-        'no_free_slots',
-        `0 of ${this.#opts.maxTasks} slots free on ${this.agentId}; retry later or pick another worker`,
-      );
-    }
-
-    const dir = join(this.#tasksDir, id);
-    mkdirSync(dir, { recursive: true });
-    writeTaskFile(dir, { task_id: id, peer, accepted_at: new Date().toISOString() });
-    this.#known.add(id);
+  /** Runs an admitted task in its own folder; its events are owed to its planner until acknowledged. */
+  #start(spec: TaskSpec): void {
+    const { taskId: id, peer } = spec;
+    const dir = this.#ledger.open(id, peer);
     const runner = new TaskRunner(spec, {
       dir,
       choice: this.tool,
-      command: this.#command,
-      env: this.#env,
+      command: this.#session.command,
+      env: this.#session.env,
       cwd: this.#opts.cwd,
       send: (msg) => this.#send(peer, id, msg),
       whenWritable: (signal) => this.agent.whenWritable(WRITABLE_QUEUE_BYTES, signal),
@@ -609,7 +380,7 @@ export class Worker {
       stallAfterMs: this.#opts.stallAfterMs ?? DEFAULT_STALL_AFTER_MS,
       slotLeaseMs: this.#opts.slotLeaseMs ?? DEFAULT_SLOT_LEASE_MS,
       logger: this.#log.child(`task.${id}`),
-      onSpawn: (ok, error) => this.#setHealth(ok, error),
+      onSpawn: (ok, error) => this.#health.report(ok, error),
       onTerminal: () => {
         this.#active.delete(id);
       },
@@ -618,281 +389,14 @@ export class Worker {
       ...(this.#warm ? { warm: this.#warm } : {}),
     });
     this.#active.set(id, runner);
-    this.#owed.set(id, {
-      id,
-      owner: peer,
-      dir,
-      log: runner.events,
-      chain: Promise.resolve(),
-      pacer: new ReplayPacer(),
-    });
+    this.#ledger.owe(id, peer, runner.events);
     this.#log.info('task accepted', { peer, task: id, slots_free: this.freeSlots });
     runner.start().then(() => {
       // A channel that carried a forged or replayed frame is not used again in this session.
       if (runner.haltReason?.kind === 'e2ee_violation') this.endpoint.closeChannel(peer, id);
-      // Unacknowledged events of a finished task are read back from its log when asked for.
-      runner.events.unload();
-      if (runner.events.delivered) this.#delivered(id);
+      this.#ledger.ended(id);
     });
   }
-
-  /** The task `peer` may resume, acknowledge or cancel; undefined (and logged) for anyone else's. */
-  #owedTo(peer: string, id: string): OwedTask | undefined {
-    const t = this.#owed.get(id);
-    if (t && t.owner !== peer) {
-      this.#log.warn('message for a task another planner started; dropped', { peer, task: id });
-      return undefined;
-    }
-    return t;
-  }
-
-  #onResume(peer: string, channel: string, resume: Resume): void {
-    const id = channel;
-    if (!this.#owed.has(id)) {
-      const why = this.#known.has(id)
-        ? `${this.agentId} already delivered every event of task ${id} and dropped its log`
-        : `${this.agentId} has no task ${id}`;
-      return this.#refuse(peer, channel, id, 'unknown_task', why);
-    }
-    const t = this.#owedTo(peer, id);
-    if (t) this.#replay(t, resume.afterSeq, 'resume');
-  }
-
-  /**
-   * Sends the task's events after `afterSeq` in order, then a ReplayComplete. Replays of one task never
-   * interleave: a second waits for the first. Requests that come faster than the pacer allows (the
-   * planner acknowledges nothing in between) merge into one waiting replay, sent after a growing pause.
-   */
-  #replay(t: OwedTask, afterSeq: bigint, why: string): void {
-    if (t.queued) {
-      if (afterSeq < t.queued.afterSeq) t.queued.afterSeq = afterSeq;
-      return;
-    }
-    t.queued = { afterSeq, why };
-    const waitMs = t.pacer.schedule(Date.now(), t.log.acked);
-    const go = () => {
-      const q = t.queued;
-      t.queued = undefined;
-      if (q && this.#owed.get(t.id) === t) t.chain = t.chain.then(() => this.#sendReplay(t, q, waitMs));
-    };
-    if (waitMs === 0) return go();
-    setTimeout(go, waitMs).unref();
-  }
-
-  async #sendReplay(t: OwedTask, q: { afterSeq: bigint; why: string }, deferredMs: number): Promise<void> {
-    const events: TaskEvent[] = t.log.after(q.afterSeq);
-    this.#log.info('replaying task events', {
-      peer: t.owner,
-      task: t.id,
-      why: q.why,
-      after_seq: String(q.afterSeq),
-      count: events.length,
-      ...(deferredMs > 0 ? { deferred_ms: deferredMs } : {}),
-    });
-    try {
-      for (const e of events) await this.#send(t.owner, t.id, { case: 'taskEvent', value: e });
-      await this.#send(t.owner, t.id, {
-        case: 'replayComplete',
-        value: create(ReplayCompleteSchema, { taskId: t.id, lastSeq: t.log.lastSeq }),
-      });
-    } catch (err) {
-      // The link went away again; the planner resumes once more on the next resync.
-      this.#log.debug('replay interrupted', { task: t.id, error: (err as Error).message });
-    }
-  }
-
-  /**
-   * A new session with a planner (it or we redialled or restarted): it resumes the tasks it thinks
-   * unfinished, but not those it already holds as ended, so their final event is offered again. It
-   * acknowledges it (a duplicate), which lets the log go; a planner missing earlier events resumes.
-   */
-  #offerFinished(peer: string): void {
-    for (const t of this.#owed.values()) {
-      if (t.owner === peer && t.log.finished && !t.log.delivered) {
-        this.#replay(t, t.log.lastSeq - 1n, 'final event not acknowledged');
-      }
-    }
-  }
-
-  #onAck(peer: string, channel: string, seq: bigint): void {
-    const t = this.#owedTo(peer, channel);
-    if (!t) return;
-    t.log.ack(seq);
-    if (t.log.delivered && !this.#active.has(t.id)) this.#delivered(t.id);
-  }
-
-  /**
-   * The planner has every event of a finished task: its log goes, the task folder stays (its id is
-   * never reused; input/ and output/ remain for the user), marked delivered.
-   */
-  #delivered(id: string): void {
-    const t = this.#owed.get(id);
-    if (!t) return;
-    this.#owed.delete(id);
-    writeTaskFile(t.dir, {
-      task_id: id,
-      peer: t.owner,
-      final_state: t.log.lastState,
-      final_seq: Number(t.log.lastSeq),
-      delivered_at: new Date().toISOString(),
-    });
-    t.log.drop();
-    this.#log.debug('task delivered; event log dropped', { task: id });
-  }
-
-  #onCancel(peer: string, channel: string, reason: string): void {
-    const r = this.#owned(peer, channel);
-    if (r) return r.halt({ kind: 'cancelled', message: reason || 'cancelled by the planner' });
-    // Not running (any more): a cancel resent after a reconnect, or for a task that ended meanwhile.
-    // The final event answers it; a task unknown here is refused.
-    const t = this.#owed.get(channel);
-    if (t && t.owner === peer && t.log.finished) return this.#replay(t, t.log.lastSeq - 1n, 'cancel');
-    if (!t) {
-      const why = this.#known.has(channel) ? 'already ended and was delivered' : 'is not known here';
-      this.#refuse(peer, channel, channel, 'unknown_task', `task ${channel} ${why}`);
-    }
-  }
-
-  #onFailure(f: A2aFailure): void {
-    if (f.code !== 'e2ee_violation' || !f.channel) return;
-    const r = this.#active.get(f.channel);
-    if (r && r.spec.peer === f.peer) {
-      r.halt({ kind: 'e2ee_violation', message: `task channel torn down: ${f.message}` });
-    } else if (f.channel !== PROBE_CHANNEL) {
-      this.endpoint.closeChannel(f.peer, f.channel);
-    }
-  }
-}
-
-/**
- * `claude mcp serve` offers Claude's own tools (Bash, Read, Edit…), none of which runs a whole AI task:
- * tasks run through `nfltr claude-mcp` with the same claude instead, and the log says so once.
- */
-function insteadOfClaudeServe(command: ExecutorCommand, check: ExecutorCheck, opts: WorkerOptions) {
-  if (!opts.self) {
-    throw new WorkerConfigError(
-      '--mcp-command starts Claude Code\'s own MCP server, which has no tool that runs a whole task; use --mcp-command "nfltr claude-mcp --cwd DIR"',
-    );
-  }
-  const instead = claudeMcpCommand(command, opts.self, opts.cwd ?? process.cwd());
-  const server = [check.server?.name ?? 'claude', check.server?.version].filter(Boolean).join(' ');
-  opts.logger.info(
-    `--mcp-command starts Claude Code's own MCP server (${server}), whose ${check.tools.length} tools (Bash, Read, Edit…) include none that runs a whole task; running each task with Claude Code headless through nfltr claude-mcp instead (progress, permission questions to the planner, cancel)`,
-    { executor: [instead.command, ...instead.args].join(' ') },
-  );
-  return instead;
-}
-
-/** Validates a TaskStart's fields into a spec, or returns what is wrong. */
-export function parseTaskStart(peer: string, start: TaskStart): TaskSpec | string {
-  if (!start.objective.trim()) return 'objective is empty';
-  const object = (json: string, field: string): unknown | string => {
-    if (json.trim() === '') return undefined;
-    let v: unknown;
-    try {
-      v = JSON.parse(json);
-    } catch (err) {
-      return new Error(`${field} is not valid JSON: ${(err as Error).message}`);
-    }
-    if (v === null || typeof v !== 'object' || Array.isArray(v))
-      return new Error(`${field} is not a JSON object`);
-    return v;
-  };
-  const context = object(start.contextJson, 'context_json');
-  if (context instanceof Error) return context.message;
-  const constraints = object(start.constraintsJson, 'constraints_json');
-  if (constraints instanceof Error) return constraints.message;
-  const names = new Set<string>();
-  for (const f of start.inputFiles) {
-    let name: string;
-    try {
-      name = sanitizeArtifactName(f.name);
-    } catch (err) {
-      return `input_files: ${(err as Error).message}`;
-    }
-    if (names.has(name)) return `input_files: ${JSON.stringify(name)} is listed twice`;
-    names.add(name);
-  }
-  return {
-    taskId: start.taskId,
-    peer,
-    objective: start.objective,
-    context,
-    constraints,
-    timeoutMs: Number(start.timeoutMs),
-    inputFiles: start.inputFiles,
-  };
-}
-
-/**
- * Reads the tasks of earlier runs: every id is known (never reused); tasks whose log is still on disk
- * are owed to their planner. A task that was running when the worker stopped without draining (killed,
- * crashed) gets its final event, `failed` with reason `worker_restarted`; its executor, should it have
- * survived the watchdog, is killed.
- */
-function recoverTasks(tasksDir: string, log: Logger): { known: Set<string>; owed: Map<string, OwedTask> } {
-  const known = new Set<string>();
-  const owed = new Map<string, OwedTask>();
-  for (const id of readdirSync(tasksDir)) {
-    known.add(id);
-    const dir = join(tasksDir, id);
-    const killed = killRecordedExecutor(join(dir, EXECUTOR_PID_FILE));
-    if (killed) log.warn('killed the executor of an interrupted task', { task: id, pid: killed });
-    const info = readTaskFile(dir);
-    const file = join(dir, EVENTS_FILE);
-    if (!info || info.delivered_at || taskIdProblem(id)) continue;
-    if (!existsSync(file) && !info.peer) continue;
-    const events = TaskEventLog.load(id, file);
-    // `accepted` is written unflushed (TaskEventLog.append): a power cut may have taken it, yet the
-    // planner may have it as seq 1, so it is restored before anything follows it.
-    if (events.lastSeq === 0n) events.append({ state: 'accepted' });
-    if (!events.finished) {
-      events.append({
-        state: 'failed',
-        reason: 'worker_restarted',
-        message:
-          'the worker was restarted while this task ran (it stopped without draining: killed or crashed); ' +
-          'its executor was stopped with it',
-      });
-      log.info('closed the log of a task interrupted by a restart', { task: id });
-    }
-    events.unload();
-    if (info.peer) {
-      owed.set(id, {
-        id,
-        owner: info.peer,
-        dir,
-        log: events,
-        chain: Promise.resolve(),
-        pacer: new ReplayPacer(),
-      });
-    }
-  }
-  return { known, owed };
-}
-
-interface TaskFile {
-  task_id?: string;
-  peer?: string;
-  accepted_at?: string;
-  final_state?: string;
-  final_seq?: number;
-  delivered_at?: string;
-}
-
-function readTaskFile(dir: string): TaskFile | undefined {
-  try {
-    return JSON.parse(readFileSync(join(dir, TASK_FILE), 'utf8')) as TaskFile;
-  } catch {
-    return undefined;
-  }
-}
-
-/** Written whole and renamed into place: a crash leaves the old file or the new one, never half. */
-function writeTaskFile(dir: string, info: TaskFile): void {
-  const tmp = join(dir, `.${TASK_FILE}.tmp`);
-  writeFileSync(tmp, `${JSON.stringify(info)}\n`);
-  renameSync(tmp, join(dir, TASK_FILE));
 }
 
 /** The token that lets a restarted worker take over its own agent id; kept in the state dir. */
