@@ -17,6 +17,7 @@ import {
   A2aMessageSchema,
   A2aRefusalSchema,
   encodeA2aMessage,
+  encodeA2aParts,
   HANDSHAKE_CHANNEL,
 } from '../protocol/a2a.js';
 import { ErrorCode } from '../protocol/control.js';
@@ -114,7 +115,8 @@ export interface A2aEndpointOptions {
 
 interface Pending {
   channel: string;
-  bytes: Uint8Array;
+  /** The encoded message, in parts (see encodeA2aParts). */
+  parts: Uint8Array[];
   resolve: () => void;
   reject: (err: Error) => void;
 }
@@ -232,22 +234,24 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
    * one: an initiator starts the handshake, a responder waits for the peer's.
    */
   send(peer: string, channel: string, msg: A2aBody): Promise<void> {
-    const bytes = encodeA2aMessage(msg);
+    // An artifact chunk's data is sealed where it lies, not copied into the message first.
+    const parts = encodeA2aParts(msg);
     if (!this.#opts.e2ee) {
       this.#plainPeers.add(peer);
-      this.#agent.send({ to: peer, channel, kind: A2A_KIND.plain, payload: bytes });
+      const payload = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+      this.#agent.send({ to: peer, channel, kind: A2A_KIND.plain, payload });
       return Promise.resolve();
     }
     const state = this.#peers.get(peer) ?? this.#pending(peer, false);
     if (state.type === 'ready') {
       try {
-        this.#seal(peer, state.session, channel, bytes);
+        this.#seal(peer, state.session, channel, parts);
       } catch (err) {
         return Promise.reject(err);
       }
       return Promise.resolve();
     }
-    return new Promise((resolve, reject) => state.queue.push({ channel, bytes, resolve, reject }));
+    return new Promise((resolve, reject) => state.queue.push({ channel, parts, resolve, reject }));
   }
 
   /**
@@ -409,7 +413,7 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
       clearTimeout(prev.timer);
       for (const p of prev.queue.splice(0)) {
         try {
-          this.#seal(peer, session, p.channel, p.bytes);
+          this.#seal(peer, session, p.channel, p.parts);
           p.resolve();
         } catch (err) {
           p.reject(err as Error);
@@ -427,9 +431,10 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
    * Seals and queues one frame. The agent's refusal (queue full, too large) is checked before sealing:
    * once sealed, a frame's seq is spent, and one never sent would be a gap for the peer.
    */
-  #seal(peer: string, session: E2eeSession, channel: string, bytes: Uint8Array): void {
-    this.#agent.checkSend({ to: peer, channel, kind: A2A_KIND.sealed }, bytes.byteLength + SEAL_OVERHEAD);
-    const { seq, ciphertext: payload } = session.sealer(channel).seal(bytes, Buffer.from(session.tag, 'hex'));
+  #seal(peer: string, session: E2eeSession, channel: string, parts: readonly Uint8Array[]): void {
+    const bytes = parts.reduce((n, p) => n + p.byteLength, 0);
+    this.#agent.checkSend({ to: peer, channel, kind: A2A_KIND.sealed }, bytes + SEAL_OVERHEAD);
+    const { seq, ciphertext: payload } = session.sealer(channel).seal(parts, Buffer.from(session.tag, 'hex'));
     this.#agent.send({ to: peer, channel, seq, kind: A2A_KIND.sealed, payload });
   }
 
@@ -627,7 +632,7 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
         if (live.length === SESSION_TAG_BYTES) this.#staleTags.set(peer, sessionTag(live));
         else this.#staleTags.delete(peer);
         try {
-          this.#seal(peer, session, HANDSHAKE_CHANNEL, CONFIRM);
+          this.#seal(peer, session, HANDSHAKE_CHANNEL, [CONFIRM]);
         } catch (err) {
           // Any frame sealed under the session confirms it; the queued ones will.
           this.#log.warn('could not send the handshake confirmation', {

@@ -12,7 +12,6 @@ import {
   utf8Length,
   varintSize,
   writeBool,
-  writeBytes,
   writeLenHeader,
   writeString,
   writeUint64,
@@ -106,37 +105,48 @@ export function answerObject(
 const ARTIFACT_CHUNK_FIELD = 10;
 
 /**
- * `A2aMessage{artifact_chunk}` encoded by hand (see ./wire-writer.ts): chunks are nearly all of the
- * bytes a task channel carries. The bytes are the ones toBinary writes.
+ * `A2aMessage{artifact_chunk}` encoded by hand (see ./wire-writer.ts) as three parts, the chunk's data
+ * in the middle untouched: chunks are nearly all of the bytes a task channel carries, and a sealing
+ * end encrypts the parts one after the other, so the data is never copied before encryption. The
+ * parts joined are the bytes toBinary writes.
  */
-function encodeArtifactChunk(c: ArtifactChunk): Buffer {
+function artifactChunkParts(c: ArtifactChunk): [Buffer, Uint8Array, Buffer] {
   const taskId = utf8Length(c.taskId);
   const name = utf8Length(c.name);
   const sha = utf8Length(c.chunkSha256);
+  const dataLen = c.data.byteLength;
+  const tailSize = lenFieldSize(sha) + (c.last ? 2 : 0) + unknownFieldsSize(c.$unknown);
   const size =
-    lenFieldSize(taskId) +
-    lenFieldSize(name) +
-    uint64FieldSize(c.offset) +
-    lenFieldSize(c.data.byteLength) +
-    lenFieldSize(sha) +
-    (c.last ? 2 : 0) +
-    unknownFieldsSize(c.$unknown);
-  const buf = Buffer.allocUnsafe(1 + varintSize(size) + size);
-  let pos = writeLenHeader(buf, 0, ARTIFACT_CHUNK_FIELD, size);
-  pos = writeString(buf, pos, 1, c.taskId, taskId);
-  pos = writeString(buf, pos, 2, c.name, name);
-  pos = writeUint64(buf, pos, 3, c.offset);
-  pos = writeBytes(buf, pos, 4, c.data);
-  pos = writeString(buf, pos, 5, c.chunkSha256, sha);
-  writeUnknownFields(buf, writeBool(buf, pos, 6, c.last), c.$unknown);
-  return buf;
+    lenFieldSize(taskId) + lenFieldSize(name) + uint64FieldSize(c.offset) + lenFieldSize(dataLen) + tailSize;
+  // Everything up to the data's bytes (their field header included when there are any).
+  const headSize = 1 + varintSize(size) + size - tailSize - dataLen;
+  const head = Buffer.allocUnsafe(headSize);
+  let pos = writeLenHeader(head, 0, ARTIFACT_CHUNK_FIELD, size);
+  pos = writeString(head, pos, 1, c.taskId, taskId);
+  pos = writeString(head, pos, 2, c.name, name);
+  pos = writeUint64(head, pos, 3, c.offset);
+  if (dataLen > 0) writeLenHeader(head, pos, 4, dataLen);
+  const tail = Buffer.allocUnsafe(tailSize);
+  writeUnknownFields(
+    tail,
+    writeBool(tail, writeString(tail, 0, 5, c.chunkSha256, sha), 6, c.last),
+    c.$unknown,
+  );
+  return [head, c.data, tail];
 }
 
 /** A2aMessage.http's field number: `proxy_request` body chunks are encoded like artifact chunks. */
 const A2A_HTTP_FIELD = A2aMessageSchema.field.http!.number;
 
+/**
+ * Encodes one A2A message as parts whose concatenation is its encoding: an artifact chunk's data stays
+ * its own part (see {@link artifactChunkParts}); any other message is one part.
+ */
+export const encodeA2aParts = (msg: A2aMessage['msg']): Uint8Array[] =>
+  msg.case === 'artifactChunk' ? artifactChunkParts(msg.value) : [encodeA2aMessage(msg)];
+
 /** Encodes one A2A message. */
 export const encodeA2aMessage = (msg: A2aMessage['msg']): Uint8Array =>
-  (msg.case === 'artifactChunk' ? encodeArtifactChunk(msg.value) : undefined) ??
+  (msg.case === 'artifactChunk' ? Buffer.concat(artifactChunkParts(msg.value)) : undefined) ??
   (msg.case === 'http' ? encodeHttpDataFrame(A2A_HTTP_FIELD, msg.value) : undefined) ??
   toBinary(A2aMessageSchema, create(A2aMessageSchema, { msg }));

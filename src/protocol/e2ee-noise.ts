@@ -61,20 +61,24 @@ function gcmNonce(n: bigint): Buffer {
   return nonce;
 }
 
-/** AES-256-GCM encryption; returns prefix || ciphertext || 16-byte tag. */
+/**
+ * AES-256-GCM encryption; returns prefix || ciphertext || 16-byte tag. A plaintext given as parts is
+ * encrypted as their concatenation (GCM is a stream cipher), without joining them first.
+ */
 export function aesGcmSeal(
   key: Uint8Array,
   n: bigint,
   ad: Uint8Array,
-  plaintext: Uint8Array,
+  plaintext: Uint8Array | readonly Uint8Array[],
   /** Bytes put in front of the ciphertext in the same buffer (saves the caller a copy of the frame). */
   prefix?: Uint8Array,
 ): Buffer {
   const cipher = createCipheriv('aes-256-gcm', key, gcmNonce(n), { authTagLength: TAGLEN });
   cipher.setAAD(ad);
-  const body = cipher.update(plaintext);
-  const tail = [cipher.final(), cipher.getAuthTag()];
-  return Buffer.concat(prefix ? [prefix, body, ...tail] : [body, ...tail]);
+  const out: Uint8Array[] = prefix ? [prefix] : [];
+  for (const part of plaintext instanceof Uint8Array ? [plaintext] : plaintext) out.push(cipher.update(part));
+  out.push(cipher.final(), cipher.getAuthTag());
+  return Buffer.concat(out);
 }
 
 /** AES-256-GCM decryption of ciphertext || tag; `undefined` when authentication fails. */

@@ -427,9 +427,10 @@ export class ChannelSealer {
 
   /**
    * Encrypts one frame; send `seq` in the envelope header and `ciphertext` as its payload. A `prefix`
-   * (the session tag) starts the same buffer: one copy of the frame instead of two.
+   * (the session tag) starts the same buffer: one copy of the frame instead of two. A plaintext in
+   * parts is sealed as their concatenation.
    */
-  seal(plaintext: Uint8Array, prefix?: Uint8Array): SealedFrame {
+  seal(plaintext: Uint8Array | readonly Uint8Array[], prefix?: Uint8Array): SealedFrame {
     if (this.#key === undefined) throw new E2eeError('invalid_channel', `channel ${this.channel} is closed`);
     if (this.#next >= MAX_NONCE) {
       throw new E2eeError('exhausted', `channel ${this.channel} has used every sequence number`);

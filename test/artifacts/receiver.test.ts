@@ -3,7 +3,15 @@
  * limits, flow control and resumption over a link that loses frames.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  symlinkSync,
+  truncateSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { create } from '@bufbuild/protobuf';
@@ -493,6 +501,27 @@ describe('artifact sender', () => {
     expect(sent).toBe(1024 * 1024);
     abort.abort('test over');
     await expect(run).rejects.toThrow('transfer stopped: test over');
+  });
+
+  it('reading ahead - every chunk carries the bytes of the file at its offset; a file that shrinks mid-send fails, naming it', async () => {
+    const data = bytes(5 * 64 * 1024 + 7, 5);
+    const { files } = localFiles({ 'a.bin': data });
+    const got: { offset: number; data: Uint8Array }[] = [];
+    const s = new ArtifactSender(files, {
+      taskId: 't',
+      send: async (m) => {
+        if (m.case !== 'artifactChunk') return;
+        got.push({ offset: Number(m.value.offset), data: m.value.data });
+        if (m.value.offset === 0n) truncateSync(files[0]!.path, 3 * 64 * 1024);
+      },
+      whenWritable: async () => {},
+      chunkBytes: 64 * 1024,
+    });
+    await expect(s.run()).rejects.toThrow(`${files[0]!.path} changed while it was being sent`);
+    expect(got.length).toBeGreaterThanOrEqual(2);
+    for (const c of got)
+      expect(Buffer.compare(c.data, data.subarray(c.offset, c.offset + c.data.length))).toBe(0);
+    expect(got.map((c) => c.offset)).toEqual(got.map((_, i) => i * 64 * 1024));
   });
 
   it('frame limit - chunks too large for the relay are sent again in smaller ones; below 16 KiB it fails', async () => {

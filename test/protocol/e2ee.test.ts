@@ -428,6 +428,20 @@ describe('channels', () => {
     expect(hex(cs.encryptWithAd(Buffer.from('ad'), text('n1')))).toBe(hex(want));
   });
 
+  it('a plaintext in parts seals as its concatenation, behind the prefix', () => {
+    const { planner, worker } = pair();
+    const parts = [text('head:'), new Uint8Array(100_000).fill(7), new Uint8Array(0), text(':tail')];
+    const joined = Buffer.concat(parts);
+    const sealer = planner.sealer('task-p');
+    const opener = worker.opener('task-p');
+    for (const plaintext of [parts, joined]) {
+      const { seq, ciphertext } = sealer.seal(plaintext, text('TAG'));
+      expect(str(ciphertext.subarray(0, 3))).toBe('TAG');
+      expect(ciphertext.length).toBe(3 + joined.length + 16);
+      expect(hex(opener.open(seq, ciphertext.subarray(3)))).toBe(hex(joined));
+    }
+  });
+
   it('ciphertext contains no plaintext substring and is exactly 16 bytes longer', () => {
     const { planner } = pair();
     const plaintext = text(

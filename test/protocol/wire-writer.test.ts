@@ -4,6 +4,7 @@ import {
   A2aMessageSchema,
   ArtifactChunkSchema,
   encodeA2aMessage,
+  encodeA2aParts,
   ProbeSchema,
 } from '../../src/protocol/a2a.js';
 import {
@@ -81,10 +82,15 @@ describe('hand-encoded messages (wire-writer)', () => {
       const msg = { case: 'artifactChunk' as const, value };
       const want = toBinary(A2aMessageSchema, create(A2aMessageSchema, { msg }));
       expect(Buffer.compare(encodeA2aMessage(msg), want)).toBe(0);
+      // In parts, the chunk's data is its own part (the same memory, not a copy).
+      const parts = encodeA2aParts(msg);
+      expect(Buffer.compare(Buffer.concat(parts), want)).toBe(0);
+      expect(parts[1]).toBe(value.data);
     }
     const probe = { case: 'probe' as const, value: create(ProbeSchema, { probeId: 'p' }) };
     expect(encodeA2aMessage(probe)).toEqual(
       toBinary(A2aMessageSchema, create(A2aMessageSchema, { msg: probe })),
     );
+    expect(encodeA2aParts(probe)).toEqual([encodeA2aMessage(probe)]);
   });
 });

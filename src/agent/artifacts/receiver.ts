@@ -456,12 +456,10 @@ export class ArtifactReceiver {
         if (!f.handle) f.handle = await this.#openPartial(f);
         if (fresh > 0) {
           const data = chunk.data.subarray(c.length - fresh);
-          let written = 0;
-          while (written < data.length) {
-            const r = await f.handle.write(data, written, data.length - written, e.offset + written);
-            written += r.bytesWritten;
-          }
+          const written = writeAll(f.handle, data, e.offset);
+          // Hashed while the thread pool writes: a failed write discards the file, hash and all.
           f.hash.update(data);
+          await written;
         }
       } catch (err) {
         return this.#fail(f, `cannot write it: ${errText(err)}`);
@@ -572,6 +570,15 @@ export class ArtifactReceiver {
       );
     }
     return path;
+  }
+}
+
+/** Writes all of `data` at `position` (a write may take fewer bytes than it was given). */
+async function writeAll(handle: FileHandle, data: Uint8Array, position: number): Promise<void> {
+  let written = 0;
+  while (written < data.length) {
+    const r = await handle.write(data, written, data.length - written, position + written);
+    written += r.bytesWritten;
   }
 }
 

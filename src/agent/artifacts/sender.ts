@@ -96,6 +96,8 @@ export class ArtifactSender {
   #stallMs: number;
   #wake: (() => void) | undefined;
   #handle: { path: string; fh: FileHandle } | undefined;
+  /** The chunk read ahead (see {@link #read}). */
+  #ahead: { path: string; offset: number; length: number; data: Promise<Buffer> } | undefined;
   #running: Promise<SendReport> | undefined;
 
   constructor(files: LocalFile[], opts: ArtifactSenderOptions) {
@@ -236,7 +238,27 @@ export class ArtifactSender {
     };
   }
 
+  /**
+   * Reads a chunk, then starts reading the one after it in the same file, which the thread pool
+   * fetches while this one is sealed and sent (a rewind or a smaller chunk size just drops it).
+   */
   async #read(file: LocalFile, offset: number, length: number): Promise<Buffer> {
+    const ahead = this.#ahead;
+    this.#ahead = undefined;
+    const hit = ahead?.path === file.path && ahead.offset === offset && ahead.length === length;
+    const data = await (hit ? ahead.data : this.#readAt(file, offset, length));
+    const next = offset + length;
+    const nextLength = Math.min(this.#chunkBytes, file.size - next);
+    if (nextLength > 0) {
+      const read = this.#readAt(file, next, nextLength);
+      // Its error, if it is ever used, is thrown by the read that takes it.
+      read.catch(() => {});
+      this.#ahead = { path: file.path, offset: next, length: nextLength, data: read };
+    }
+    return data;
+  }
+
+  async #readAt(file: LocalFile, offset: number, length: number): Promise<Buffer> {
     if (this.#handle?.path !== file.path) {
       await this.#closeHandle();
       const fh = await open(file.path, 'r').catch((err) => {
@@ -244,10 +266,11 @@ export class ArtifactSender {
       });
       this.#handle = { path: file.path, fh };
     }
+    const { fh } = this.#handle;
     const buf = Buffer.allocUnsafe(length);
     let got = 0;
     while (got < length) {
-      const { bytesRead } = await this.#handle.fh.read(buf, got, length - got, offset + got);
+      const { bytesRead } = await fh.read(buf, got, length - got, offset + got);
       if (bytesRead === 0) break;
       got += bytesRead;
     }
@@ -263,6 +286,7 @@ export class ArtifactSender {
   async #closeHandle(): Promise<void> {
     const h = this.#handle;
     this.#handle = undefined;
+    this.#ahead = undefined;
     await h?.fh.close().catch(() => {});
   }
 

@@ -15,7 +15,7 @@
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import { fromBinary } from '@bufbuild/protobuf';
-import { A2aMessageSchema, encodeA2aMessage } from '../../protocol/a2a.js';
+import { A2aMessageSchema, encodeA2aParts } from '../../protocol/a2a.js';
 import { type ChannelOpener, type ChannelSealer, E2eeHandshake } from '../../protocol/e2ee.js';
 import type { X25519KeyPair } from '../../protocol/e2ee-noise.js';
 import type { A2aBody } from '../a2a.js';
@@ -113,7 +113,7 @@ export class DirectLink extends EventEmitter<LinkEvents> {
   send(msg: A2aBody): Promise<void> {
     if (this.#state !== 'selected')
       return Promise.reject(new Error(`direct link to ${this.remote} is ${this.#state}`));
-    this.#seal(MESSAGE, encodeA2aMessage(msg));
+    this.#seal(MESSAGE, encodeA2aParts(msg));
     return Promise.resolve();
   }
 
@@ -154,11 +154,9 @@ export class DirectLink extends EventEmitter<LinkEvents> {
     this.#socket.uncork();
   }
 
-  #seal(type: number, body: Uint8Array = new Uint8Array(0)): void {
-    const plain = Buffer.allocUnsafe(1 + body.length);
-    plain[0] = type;
-    plain.set(body, 1);
-    this.#write(this.#sealer!.seal(plain).ciphertext);
+  /** Seals the type byte and the body's parts as one frame, without joining them first. */
+  #seal(type: number, body: readonly Uint8Array[] = []): void {
+    this.#write(this.#sealer!.seal([Uint8Array.of(type), ...body]).ciphertext);
   }
 
   #end(err: Error | undefined): void {
