@@ -16,6 +16,7 @@ import {
   rmSync,
   writeSync,
 } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { create, fromJsonString, toJsonString } from '@bufbuild/protobuf';
 import {
@@ -135,6 +136,13 @@ export class TaskEventLog {
         this.#fd = openSync(this.#file, 'a+', 0o600);
         // A crash mid-write leaves a torn last line: end it, or the next event would be glued to it.
         if (!endsWithNewline(this.#fd)) line = `\n${line}`;
+        // The folder's entry goes to disk off the event loop while the task runs; the first flushed
+        // event does it itself only if that has not ended yet.
+        if (!this.#dirFlushed) {
+          void fsyncDirAsync(dirname(this.#file)).then((ok) => {
+            if (ok) this.#dirFlushed = true;
+          });
+        }
       }
       writeSync(this.#fd, line);
       if (!flush) return;
@@ -190,6 +198,21 @@ function endsWithNewline(fd: number): boolean {
   const last = Buffer.alloc(1);
   readSync(fd, last, 0, 1, size - 1);
   return last[0] === 0x0a;
+}
+
+/** {@link fsyncDir} on libuv's pool; false if it could not. */
+async function fsyncDirAsync(dir: string): Promise<boolean> {
+  try {
+    const handle = await open(dir, 'r');
+    try {
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function fsyncDir(dir: string): void {
