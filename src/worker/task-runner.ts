@@ -569,6 +569,7 @@ export class TaskRunner {
     // for first, so that `cancelled` or `failed` means the process is gone.
     if (outcome.kind !== 'result') await stopping;
     await this.#receiver?.abort().catch(() => {});
+    await this.events.folderFlushed();
     this.#sideLink?.();
     this.#deps.onTerminal();
     this.#emit(final);
