@@ -36,6 +36,7 @@ export class WarmPool {
   readonly #starting = new Set<Promise<void>>();
   #failures = 0;
   #retry: NodeJS.Timeout | undefined;
+  #refill: NodeJS.Timeout | undefined;
   #closed = false;
 
   constructor(opts: WarmPoolOptions) {
@@ -56,7 +57,7 @@ export class WarmPool {
   take(): ExecutorSession | undefined {
     let s = this.#ready.shift();
     while (s && !s.alive) s = this.#ready.shift();
-    if (s?.policy !== 'reuse') setTimeout(() => this.#fill(), REFILL_AFTER_MS).unref();
+    if (s?.policy !== 'reuse' && !this.#refill) this.#fillIn(REFILL_AFTER_MS);
     return s;
   }
 
@@ -75,13 +76,24 @@ export class WarmPool {
 
   /** A task that took or released a session sent its final event: the pool fills up again shortly. */
   refill(): void {
-    setTimeout(() => this.#fill(), REFILL_DELAY_MS).unref();
+    this.#fillIn(REFILL_DELAY_MS);
+  }
+
+  /** One refill pending at a time: the latest asked for replaces the one before. */
+  #fillIn(ms: number): void {
+    clearTimeout(this.#refill);
+    this.#refill = setTimeout(() => {
+      this.#refill = undefined;
+      this.#fill();
+    }, ms);
+    this.#refill.unref();
   }
 
   /** Stops the waiting sessions and those still starting; nothing is warmed after this. */
   async close(): Promise<void> {
     this.#closed = true;
     clearTimeout(this.#retry);
+    clearTimeout(this.#refill);
     await Promise.all([...this.#starting]);
     await Promise.all(this.#ready.splice(0).map((s) => s.stop(1_000)));
   }
