@@ -346,13 +346,15 @@ export class TaskRunner {
     try {
       await mkdir(this.outputDir, { recursive: true });
       await mkdir(this.inputDir, { recursive: true });
-      // The executor starts while the input files arrive; its tool call waits for them.
-      opening = this.#open();
-      opening.catch(() => {});
-      await inputs;
+      // The executor starts while the input files arrive; its tool call waits for them. One that runs
+      // as another user starts once its folders are handed to it.
       const u = this.#deps.user;
+      opening = u ? undefined : this.#open();
+      opening?.catch(() => {});
+      await inputs;
       if (u) await chownTree([this.outputDir, this.inputDir], u);
       this.#throwIfHalted();
+      opening ??= this.#open();
       outcome = (await opening) ?? (await this.#execute());
     } catch (err) {
       // A session started meanwhile is the task's, for #finish to stop.
