@@ -231,7 +231,7 @@ export async function benchDispatch({ tasks = 200 } = {}) {
 
   const encrypted = await relayed({ tasks, e2ee: true });
   // Its own short run: the trace lines cost each process a stderr write per hop.
-  const { trace } = await relayed({ tasks: 11, e2ee: true, trace: true });
+  const { trace, completedTrace: freshTrace } = await relayed({ tasks: 11, e2ee: true, trace: true });
   const plain = await relayed({ tasks, e2ee: false });
   const warmReused = await relayed({ tasks, e2ee: true, warm: 1, reuse: true });
   // Traced: the steps that remain between a warm session's result and `completed`.
@@ -242,5 +242,17 @@ export async function benchDispatch({ tasks = 200 } = {}) {
     pauseMs: 800,
     trace: true,
   });
-  return { directMcp, directA2a, grpcIdle, fsync, encrypted, plain, warmReused, warmSingle, trace, tasks };
+  return {
+    directMcp,
+    directA2a,
+    grpcIdle,
+    fsync,
+    encrypted,
+    plain,
+    warmReused,
+    warmSingle,
+    trace,
+    freshTrace,
+    tasks,
+  };
 }

@@ -132,15 +132,17 @@ if (wanted('dispatch')) {
   ]) {
     row(figure, one(ours), baseline, one(base), target, digits);
   }
-  const t = d.trace;
-  notes.push(
-    `trace of one dispatch → accepted (e2ee on; the median of 11, ${t.total_ms.toFixed(2)} ms in all):`,
-    ...t.steps.map((s) => `  ${s.ms.toFixed(3).padStart(7)} ms  ${s.from} → ${s.to}`),
-  );
-  const w = d.warmSingle.completedTrace;
-  notes.push(
-    `trace of one dispatch → completed with --warm-executors, one task each (the median of ${d.warmSingle.completed.n}, ${w.total_ms.toFixed(2)} ms in all):`,
-    ...w.steps.map((s) => `  ${s.ms.toFixed(3).padStart(7)} ms  ${s.from} → ${s.to}`),
+  // One hop a line: the ms since the hop before.
+  const traced = (what, t) =>
+    notes.push(
+      `trace of one dispatch → ${what}, ${t.total_ms.toFixed(2)} ms in all):`,
+      ...t.steps.map((s) => `  ${s.ms.toFixed(3).padStart(7)} ms  ${s.from} → ${s.to}`),
+    );
+  traced('accepted (e2ee on; the median of 11', d.trace);
+  traced('completed with a fresh executor process (the median of 11', d.freshTrace);
+  traced(
+    `completed with --warm-executors, one task each (the median of ${d.warmSingle.completed.n}`,
+    d.warmSingle.completedTrace,
   );
 }
 

@@ -150,14 +150,18 @@ function fromRow(r: TaskRow): StoredTask {
 }
 
 const fdatasyncAsync = promisify(fdatasync);
+/** WAL flushes run at once at most (libuv's pool has four threads, shared with file I/O). */
+const MAX_FLUSHES = 2;
 
 export class TaskStore {
   readonly #db: Database.Database;
   readonly #stmt;
   /** The write-ahead log, flushed by {@link synced}. */
   readonly #walFd: number;
-  #syncing: Promise<void> | undefined;
-  #nextSync: Promise<void> | undefined;
+  /** The flush every {@link synced} caller joins until it starts. */
+  #next: Promise<void> | undefined;
+  /** Flushes running now (each settles, never rejects). */
+  readonly #flushing = new Set<Promise<void>>();
 
   constructor(path: string) {
     this.#db = new Database(path);
@@ -385,27 +389,28 @@ export class TaskStore {
 
   /**
    * Resolves once every commit made before the call is on disk (survives a power loss): one fdatasync
-   * of the WAL on libuv's pool, shared by all commits made while the previous one ran (group commit).
+   * of the WAL on libuv's pool, started at the end of the current turn of the event loop and shared by
+   * every caller until it starts (group commit). One already running may have begun before the caller's
+   * commit: the new one runs beside it instead of after it (a dispatch that follows the flush of the last
+   * task's event waits for one flush, not two), up to {@link MAX_FLUSHES} at a time.
    * The worker is acknowledged, and a dispatch answered, only after it.
    */
   synced(): Promise<void> {
-    if (this.#nextSync) return this.#nextSync;
-    if (!this.#syncing) return this.#startSync();
-    // The flush in flight may have begun before the caller's commit: one more follows it, whatever
-    // that one's outcome.
-    const next = () => {
-      this.#nextSync = undefined;
-      return this.#startSync();
-    };
-    this.#nextSync = this.#syncing.then(next, next);
-    return this.#nextSync;
+    this.#next ??= new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.#flush());
+    return this.#next;
   }
 
-  #startSync(): Promise<void> {
-    const flush = fdatasyncAsync(this.#walFd).finally(() => {
-      if (this.#syncing === flush) this.#syncing = undefined;
-    });
-    this.#syncing = flush;
+  async #flush(): Promise<void> {
+    while (this.#flushing.size >= MAX_FLUSHES) await Promise.race(this.#flushing);
+    // From here on a commit needs the next flush: this one may start before it.
+    this.#next = undefined;
+    const flush = fdatasyncAsync(this.#walFd);
+    const ended = flush.then(
+      () => {},
+      () => {},
+    );
+    this.#flushing.add(ended);
+    void ended.then(() => this.#flushing.delete(ended));
     return flush;
   }
 
@@ -414,9 +419,8 @@ export class TaskStore {
     // A flush still running keeps the descriptor until it ends.
     const fd = this.#walFd;
     const close = () => closeSync(fd);
-    const pending = this.#nextSync ?? this.#syncing;
-    if (!pending) return close();
-    pending.then(close, close);
+    if (!this.#next && this.#flushing.size === 0) return close();
+    void Promise.allSettled([this.#next, ...this.#flushing]).then(close);
   }
 }
 

@@ -9,6 +9,7 @@
  * (or any worker) can remove those of a worker that is gone ({@link sweepStaleCgroups}).
  */
 import { mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isAlive } from './process-tree.js';
 
@@ -51,24 +52,33 @@ let counter = 0;
 /** A cgroup holding one executor and everything it starts. */
 export class ExecutorCgroup {
   readonly dir: string;
+  /** Settles once the executor is in it: rejects when it could not be moved there. */
+  readonly moved: Promise<void>;
 
-  private constructor(dir: string) {
+  private constructor(dir: string, moved: Promise<void> = Promise.resolve()) {
     this.dir = dir;
+    this.moved = moved;
   }
 
-  /** Creates a cgroup under `parent` and moves `pid` into it; throws when either fails. */
+  /**
+   * Creates a cgroup under `parent` and moves `pid` into it (see {@link moved}); throws when the cgroup
+   * cannot be created. The move is a write to `cgroup.procs`, which waits for the kernel's RCU grace
+   * period (10–20 ms measured here): on libuv's pool, not on the event loop, where it held back every
+   * message of every task while an executor started. The executor is still exec'ing its interpreter
+   * meanwhile, as it was while a synchronous write waited.
+   */
   static adopt(parent: string, pid: number): ExecutorCgroup {
     counter += 1;
     const dir = join(parent, `nfltr-exec-${process.pid}-${counter}`);
     mkdirSync(dir);
-    const cg = new ExecutorCgroup(dir);
-    try {
-      writeFileSync(join(dir, 'cgroup.procs'), `${pid}\n`);
-    } catch (err) {
-      rmdirSync(dir);
+    const moved = writeFile(join(dir, 'cgroup.procs'), `${pid}\n`).catch((err: Error) => {
+      try {
+        rmdirSync(dir);
+      } catch {}
       throw err;
-    }
-    return cg;
+    });
+    moved.catch(() => {}); // the owner reports it
+    return new ExecutorCgroup(dir, moved);
   }
 
   /** An existing cgroup (from a pid record or a sweep). */
@@ -103,6 +113,8 @@ export class ExecutorCgroup {
    * once it is gone (or after `timeoutMs`, leaving it for a later sweep).
    */
   async destroy(timeoutMs = 3_000): Promise<number> {
+    // A move still under way would put the process back in after the kill.
+    await this.moved.catch(() => {});
     const left = this.pids().length;
     const deadline = Date.now() + timeoutMs;
     for (;;) {

@@ -95,12 +95,15 @@ export class ExecutorReaper {
     let cgroup: ExecutorCgroup | undefined;
     const parent = this.cgroupParent;
     if (parent) {
+      const failed = (err: Error) =>
+        this.#log.warn('cannot put the executor in a cgroup', { pid: pgid, error: err.message });
       try {
         cgroup = ExecutorCgroup.adopt(parent, pgid);
         this.#cgroups.add(cgroup.dir);
         this.#write(`C${cgroup.dir}\n`);
+        cgroup.moved.catch(failed);
       } catch (err) {
-        this.#log.warn('cannot put the executor in a cgroup', { pid: pgid, error: (err as Error).message });
+        failed(err as Error);
       }
     }
     if (PROCESS_GROUPS) {

@@ -218,7 +218,7 @@ export class RecoveryLedger {
       final_seq: Number(t.log.lastSeq),
       delivered_at: new Date().toISOString(),
     });
-    t.log.drop();
+    void t.log.drop();
     this.#log.debug('task delivered; event log dropped', { task: id });
   }
 }

@@ -13,9 +13,9 @@ import {
   openSync,
   readFileSync,
   readSync,
-  rmSync,
   writeSync,
 } from 'node:fs';
+import { open, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { create, fromJsonString, toJsonString } from '@bufbuild/protobuf';
 import {
@@ -56,6 +56,8 @@ export class TaskEventLog {
   #fd: number | undefined;
   /** The folder's entry for the file is on disk (always, for a log written by an earlier run). */
   #dirFlushed: boolean;
+  /** That entry's flush off the event loop, started with the file. */
+  #dirFlush: Promise<void> | undefined;
 
   constructor(taskId: string, file: string, history: TaskEvent[] = []) {
     this.taskId = taskId;
@@ -135,6 +137,13 @@ export class TaskEventLog {
         this.#fd = openSync(this.#file, 'a+', 0o600);
         // A crash mid-write leaves a torn last line: end it, or the next event would be glued to it.
         if (!endsWithNewline(this.#fd)) line = `\n${line}`;
+        // The folder's entry goes to disk off the event loop while the task runs; the first flushed
+        // event does it itself only if that has not ended yet.
+        if (!this.#dirFlushed) {
+          this.#dirFlush = fsyncDirAsync(dirname(this.#file)).then((ok) => {
+            if (ok) this.#dirFlushed = true;
+          });
+        }
       }
       writeSync(this.#fd, line);
       if (!flush) return;
@@ -145,6 +154,14 @@ export class TaskEventLog {
     } catch {
       // The log is for resuming; a full disk must not stop the task itself.
     }
+  }
+
+  /**
+   * Resolves once the folder's flush started with the file has ended: a caller that can wait lets its
+   * next flushed event skip doing it again on the event loop.
+   */
+  folderFlushed(): Promise<void> {
+    return this.#dirFlush ?? Promise.resolve();
   }
 
   /** Closes the file (it stays on disk); a later append reopens it. */
@@ -161,11 +178,15 @@ export class TaskEventLog {
     this.#events = [];
   }
 
-  /** The task's events are all delivered: the log leaves memory and disk. */
-  drop(): void {
+  /**
+   * The task's events are all delivered: the log leaves memory and disk, removed off the event loop
+   * (an unlink waits for the file system's journal; `task.json` already says the task was delivered,
+   * so a log a crash left behind is never read).
+   */
+  drop(): Promise<void> {
     this.close();
     this.#events = [];
-    rmSync(this.#file, { force: true });
+    return rm(this.#file, { force: true }).catch(() => {});
   }
 
   /** Events with seq > `afterSeq`, in order: from memory, or from the file when Ack pruned them. */
@@ -190,6 +211,21 @@ function endsWithNewline(fd: number): boolean {
   const last = Buffer.alloc(1);
   readSync(fd, last, 0, 1, size - 1);
   return last[0] === 0x0a;
+}
+
+/** {@link fsyncDir} on libuv's pool; false if it could not. */
+async function fsyncDirAsync(dir: string): Promise<boolean> {
+  try {
+    const handle = await open(dir, 'r');
+    try {
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function fsyncDir(dir: string): void {

@@ -342,15 +342,23 @@ export class TaskRunner {
 
   async #run(inputs: Promise<void>): Promise<void> {
     let outcome: Outcome;
+    let opening: Promise<Outcome | undefined> | undefined;
     try {
       await mkdir(this.outputDir, { recursive: true });
       await mkdir(this.inputDir, { recursive: true });
-      await inputs;
+      // The executor starts while the input files arrive; its tool call waits for them. One that runs
+      // as another user starts once its folders are handed to it.
       const u = this.#deps.user;
+      opening = u ? undefined : this.#open();
+      opening?.catch(() => {});
+      await inputs;
       if (u) await chownTree([this.outputDir, this.inputDir], u);
       this.#throwIfHalted();
-      outcome = await this.#execute();
+      opening ??= this.#open();
+      outcome = (await opening) ?? (await this.#execute());
     } catch (err) {
+      // A session started meanwhile is the task's, for #finish to stop.
+      await opening?.catch(() => {});
       outcome = this.#outcomeOf(err);
     }
     clearTimeout(this.#timer);
@@ -358,16 +366,10 @@ export class TaskRunner {
     await this.#finish(outcome);
   }
 
-  async #execute(): Promise<Outcome> {
+  /** Takes a warm session or starts one for the task; a failed outcome if none can start. */
+  async #open(): Promise<Outcome | undefined> {
+    this.#throwIfHalted();
     const d = this.#deps;
-    const input: TaskInput = {
-      taskId: this.spec.taskId,
-      objective: this.spec.objective,
-      context: this.spec.context,
-      constraints: this.spec.constraints,
-      inputDir: this.inputDir,
-      outputDir: this.outputDir,
-    };
     const binding = {
       logFile: join(d.dir, 'executor.log'),
       pidFile: join(d.dir, EXECUTOR_PID_FILE),
@@ -379,9 +381,11 @@ export class TaskRunner {
     if (warm) {
       warm.assign(binding);
       this.#session = warm;
+      return undefined;
     }
     try {
-      this.#session ??= await ExecutorSession.start({
+      trace('worker.spawn', this.spec.taskId);
+      this.#session = await ExecutorSession.start({
         command: d.command,
         cwd: d.cwd,
         env: {
@@ -395,7 +399,8 @@ export class TaskRunner {
         ...binding,
         logger: this.#log,
       });
-      if (!warm) await checkTaskTool(this.#session, d.choice);
+      trace('worker.initialized', this.spec.taskId);
+      await checkTaskTool(this.#session, d.choice);
     } catch (err) {
       this.#throwIfHalted();
       const message = (err as Error).message;
@@ -403,8 +408,21 @@ export class TaskRunner {
       return { kind: 'failed', reason: 'executor_unavailable', message };
     }
     d.onSpawn(true);
+    return undefined;
+  }
+
+  async #execute(): Promise<Outcome> {
+    const d = this.#deps;
+    const input: TaskInput = {
+      taskId: this.spec.taskId,
+      objective: this.spec.objective,
+      context: this.spec.context,
+      constraints: this.spec.constraints,
+      inputDir: this.inputDir,
+      outputDir: this.outputDir,
+    };
     this.#throwIfHalted();
-    const session = this.#session;
+    const session = this.#session as ExecutorSession;
     try {
       // Our own progress token (the task id, as in the contract's example): progress is read from the
       // session's transport tap, see ExecutorStartOptions.onProgress.
@@ -553,10 +571,12 @@ export class TaskRunner {
     // for first, so that `cancelled` or `failed` means the process is gone.
     if (outcome.kind !== 'result') await stopping;
     await this.#receiver?.abort().catch(() => {});
+    await this.events.folderFlushed();
     this.#sideLink?.();
     this.#deps.onTerminal();
     this.#emit(final);
     trace('worker.final', this.spec.taskId);
+    this.#deps.warm?.refill();
     await stopping;
     this.#log.info('task ended', {
       task: this.spec.taskId,

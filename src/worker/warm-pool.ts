@@ -1,7 +1,9 @@
 /**
  * @module `--warm-executors N`: N executor sessions started and MCP-initialised ahead of their tasks, so
  * a task begins with its tool call. A session runs one task and is retired, unless its executor declared
- * `reuse` (docs/executor-contract.md §1); each one taken is replaced at once. A warm session that dies
+ * `reuse` (docs/executor-contract.md §1); each one taken is replaced once its task has sent its final
+ * event, or {@link REFILL_AFTER_MS} after it was taken if that comes first: starting a process costs
+ * hundreds of ms of CPU, which would otherwise compete with the task it was taken for. A warm session that dies
  * while it waits is dropped and replaced; when warming keeps failing it is retried less and less often,
  * and tasks meanwhile start executors of their own (which report the failure).
  */
@@ -20,6 +22,13 @@ export interface WarmPoolOptions {
 }
 
 const MAX_RETRY_MS = 30_000;
+/** A long task's replacement starts warming this long after the task took its session. */
+export const REFILL_AFTER_MS = 1_000;
+/**
+ * After a final event, the replacement waits this long: its spawn and start (CPU in this process and the
+ * new one) then no longer hold back the event on its way through relay and planner.
+ */
+const REFILL_DELAY_MS = 25;
 
 export class WarmPool {
   readonly #opts: WarmPoolOptions;
@@ -27,6 +36,7 @@ export class WarmPool {
   readonly #starting = new Set<Promise<void>>();
   #failures = 0;
   #retry: NodeJS.Timeout | undefined;
+  #refill: NodeJS.Timeout | undefined;
   #closed = false;
 
   constructor(opts: WarmPoolOptions) {
@@ -40,20 +50,20 @@ export class WarmPool {
   }
 
   /**
-   * A warm session for a task, or undefined: the task starts its own. A replacement starts warming at
-   * once, unless the session may come back ({@link release}).
+   * A warm session for a task, or undefined: the task starts its own. Unless the session may come back
+   * ({@link release}), a replacement starts warming at the task's {@link refill}, or after
+   * {@link REFILL_AFTER_MS}.
    */
   take(): ExecutorSession | undefined {
     let s = this.#ready.shift();
     while (s && !s.alive) s = this.#ready.shift();
-    if (s?.policy !== 'reuse') this.#fill();
+    if (s?.policy !== 'reuse' && !this.#refill) this.#fillIn(REFILL_AFTER_MS);
     return s;
   }
 
   /**
    * A task is done with its session. One whose executor declared `reuse`, after a task that ended with a
-   * result (`clean`), goes back to the pool: then true. Otherwise false, the caller stops it, and a
-   * replacement warms.
+   * result (`clean`), goes back to the pool: then true. Otherwise false, and the caller stops it.
    */
   release(s: ExecutorSession, clean: boolean): boolean {
     if (clean && !this.#closed && s.alive && s.policy === 'reuse' && this.#ready.length < this.#opts.size) {
@@ -61,14 +71,29 @@ export class WarmPool {
       this.#ready.push(s);
       return true;
     }
-    this.#fill();
     return false;
+  }
+
+  /** A task that took or released a session sent its final event: the pool fills up again shortly. */
+  refill(): void {
+    this.#fillIn(REFILL_DELAY_MS);
+  }
+
+  /** One refill pending at a time: the latest asked for replaces the one before. */
+  #fillIn(ms: number): void {
+    clearTimeout(this.#refill);
+    this.#refill = setTimeout(() => {
+      this.#refill = undefined;
+      this.#fill();
+    }, ms);
+    this.#refill.unref();
   }
 
   /** Stops the waiting sessions and those still starting; nothing is warmed after this. */
   async close(): Promise<void> {
     this.#closed = true;
     clearTimeout(this.#retry);
+    clearTimeout(this.#refill);
     await Promise.all([...this.#starting]);
     await Promise.all(this.#ready.splice(0).map((s) => s.stop(1_000)));
   }

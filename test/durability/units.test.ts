@@ -89,7 +89,7 @@ describe('durability - planner store', () => {
 });
 
 describe('durability - worker event log', () => {
-  it('log - every event is on disk when append returns; acknowledged in full, the log is dropped', () => {
+  it('log - every event is on disk when append returns; acknowledged in full, the log is dropped', async () => {
     const file = join(tempDir(), 'events.jsonl');
     const log = new TaskEventLog('t', file);
     log.append({ state: 'accepted' });
@@ -104,7 +104,7 @@ describe('durability - worker event log', () => {
     expect(log.after(1n).map((e) => Number(e.seq))).toEqual([2, 3]);
     log.ack(3n);
     expect(log.delivered).toBe(true);
-    log.drop();
+    await log.drop();
     expect(existsSync(file)).toBe(false);
   });
 

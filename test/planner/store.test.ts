@@ -121,7 +121,11 @@ describe('task store', () => {
     store.create(task('a'), ev(1, 'accepted'));
     const first = store.synced();
     store.create(task('b'), ev(1, 'accepted'));
-    // b was committed after the first flush began: it needs another, which serves every caller meanwhile.
+    // The flush starts once this turn of the event loop ends: b, committed before that, shares it.
+    expect(store.synced()).toBe(first);
+    await new Promise((resolve) => setImmediate(resolve));
+    store.create(task('c'), ev(1, 'accepted'));
+    // c was committed after the first flush began: it needs another, which serves every caller meanwhile.
     const second = store.synced();
     expect(second).not.toBe(first);
     expect(store.synced()).toBe(second);
@@ -130,7 +134,7 @@ describe('task store', () => {
     store.close();
     await third;
     const reopened = new TaskStore(join(dir, 'tasks.db'));
-    expect(['a', 'b'].map((id) => reopened.get(id) !== undefined)).toEqual([true, true]);
+    expect(['a', 'b', 'c'].map((id) => reopened.get(id) !== undefined)).toEqual([true, true, true]);
     reopened.close();
   });
 });

@@ -10,10 +10,12 @@ import { join } from 'node:path';
 import { create } from '@bufbuild/protobuf';
 import type { Tool } from '@modelcontextprotocol/sdk/types.js';
 import { Command } from 'commander';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { register, type WorkerCommandOptions } from '../../src/cli/worker.js';
 import { TaskStartSchema } from '../../src/protocol/a2a.js';
+import { silentLogger } from '../../src/util/log.js';
 import { cgroupParent, sweepStaleCgroups } from '../../src/worker/cgroup.js';
+import type { ExecutorSession } from '../../src/worker/executor.js';
 import { ExecutorTransport, LineReader } from '../../src/worker/executor-transport.js';
 import {
   answerContent,
@@ -31,6 +33,7 @@ import {
   splitCommandLine,
 } from '../../src/worker/index.js';
 import { cutText } from '../../src/worker/task-runner.js';
+import { REFILL_AFTER_MS, WarmPool } from '../../src/worker/warm-pool.js';
 
 const tool = (name: string, properties: Record<string, { type: string }>, required: string[] = []): Tool => ({
   name,
@@ -38,6 +41,48 @@ const tool = (name: string, properties: Record<string, { type: string }>, requir
 });
 
 describe('worker units', () => {
+  it('warm pool - a taken session is replaced after its task ended, or a second after it was taken', async () => {
+    vi.useFakeTimers();
+    try {
+      let started = 0;
+      const session = () =>
+        ({
+          alive: true,
+          policy: 'single',
+          closed: new Promise(() => {}),
+          assign: () => {},
+          stop: async () => {},
+        }) as unknown as ExecutorSession;
+      const pool = new WarmPool({
+        size: 1,
+        start: async () => {
+          started++;
+          return session();
+        },
+        idle: { logFile: '/dev/null' },
+        logger: silentLogger,
+      });
+      await vi.advanceTimersByTimeAsync(0);
+      expect([started, pool.ready]).toEqual([1, 1]);
+      expect(pool.take()).toBeDefined();
+      // Not while its task runs: starting a process takes the CPU that task is waiting for.
+      await vi.advanceTimersByTimeAsync(REFILL_AFTER_MS / 2);
+      expect(started).toBe(1);
+      pool.refill(); // the task sent its final event
+      await vi.advanceTimersByTimeAsync(100);
+      expect([started, pool.ready]).toEqual([2, 1]);
+      // A long task: its replacement warms while it runs.
+      pool.take();
+      await vi.advanceTimersByTimeAsync(REFILL_AFTER_MS - 1);
+      expect(started).toBe(2);
+      await vi.advanceTimersByTimeAsync(1);
+      expect([started, pool.ready]).toEqual([3, 1]);
+      await pool.close();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it('executor env - keeps the relay key out and passes through only the named variables', () => {
     const env = {
       PATH: '/bin',
