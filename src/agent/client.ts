@@ -299,7 +299,9 @@ export class AgentClient extends EventEmitter<AgentEvents> {
     this.#closing = true;
     this.#out.clear();
     this.#wakeWriters();
-    this.#call?.close();
+    // A stream not yet welcomed may be waiting for the relay (a redial): it ends only when cancelled.
+    if (this.#connected) this.#call?.close();
+    else this.#call?.abort();
     this.#wake?.();
     await this.#loop;
     this.#dialer.close();
@@ -392,7 +394,12 @@ export class AgentClient extends EventEmitter<AgentEvents> {
     redialAfterMs?: number;
   }> {
     return new Promise((resolve) => {
-      const call = this.#dialer.open(server);
+      // A redial to the one relay we had waits for it to come back rather than failing and backing off
+      // while it restarts: two backoffs in a row (ours and the channel's) made a fleet return seconds
+      // late. With several relays a dial fails fast, so the loop moves on to the next one.
+      const call = this.#dialer.open(server, {
+        waitForReady: this.#everConnected && this.#opts.servers.length === 1,
+      });
       this.#call = call;
       // A dial that hangs (a host that drops packets) ends at the connect deadline.
       const deadline =

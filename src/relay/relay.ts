@@ -8,7 +8,12 @@ import { appendFileSync, readFileSync } from 'node:fs';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import type { Http2Session } from 'node:http2';
 import { createServer as createHttpsServer } from 'node:https';
-import type { AddressInfo, Socket } from 'node:net';
+import {
+  type AddressInfo,
+  createServer as createNetServer,
+  type Server as NetServer,
+  type Socket,
+} from 'node:net';
 import { hostname } from 'node:os';
 import { create } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
@@ -239,13 +244,8 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   const creds = tls
     ? grpc.ServerCredentials.createSsl(null, [{ cert_chain: tls.cert, private_key: tls.key }], false)
     : grpc.ServerCredentials.createInsecure();
-  const grpcPort = await new Promise<number>((resolve, reject) =>
-    grpcServer.bindAsync(`${g.host.includes(':') ? `[${g.host}]` : g.host}:${g.port}`, creds, (err, port) =>
-      err ? reject(new Error(`--grpc-addr ${opts.grpcAddr}: ${err.message}`)) : resolve(port),
-    ),
-  );
-
-  widenHttp2Windows(grpcServer, logger);
+  const grpcListener = await listenForAgents(grpcServer, creds, g, opts.grpcAddr, logger);
+  const grpcPort = (grpcListener.address() as AddressInfo).port;
 
   const apiHandler = createHttpHandler({
     store,
@@ -330,6 +330,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   const drain = (reason = 'relay shutting down') =>
     (drained ??= (async () => {
       accepting = false;
+      grpcListener.close();
       clearInterval(revocation);
       clearInterval(heartbeat);
       const conns = presence.all();
@@ -362,6 +363,50 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     })());
 
   return { relayId, grpcPort, httpPort, presence, cluster, accounting, drain };
+}
+
+/**
+ * Connections the kernel queues for the control listener until the relay accepts them (capped by
+ * net.core.somaxconn). grpc-js listens with Node's default of 511: a fleet redialling after a restart
+ * overflows that, and each dropped connection is retried by TCP only after 1, 3, 7… s.
+ */
+const AGENT_LISTEN_BACKLOG = 65_535;
+
+/** Accept errors logged per burst: an out-of-descriptors relay fails every accept, and must not log each. */
+const ACCEPT_ERRORS_LOGGED_EVERY = 1_000;
+
+/**
+ * Listens for agents on a listener of our own, which hands each connection to grpc-js: it sets the
+ * backlog, and says plainly when accepting fails (EMFILE: out of file descriptors) instead of leaving
+ * the error to a listener nobody watches.
+ */
+async function listenForAgents(
+  grpcServer: grpc.Server,
+  creds: grpc.ServerCredentials,
+  addr: { host: string; port: number },
+  flag: string,
+  logger: Logger,
+): Promise<NetServer> {
+  const injector = grpcServer.createConnectionInjector(creds);
+  widenHttp2Windows(grpcServer, logger);
+  const listener = createNetServer((socket) => injector.injectConnection(socket));
+  await new Promise<void>((resolve, reject) => {
+    listener.once('error', (err) => reject(new Error(`--grpc-addr ${flag}: ${err.message}`)));
+    listener.listen({ host: addr.host, port: addr.port, backlog: AGENT_LISTEN_BACKLOG }, resolve);
+  });
+  listener.removeAllListeners('error');
+  let failed = 0;
+  listener.on('error', (err: NodeJS.ErrnoException) => {
+    if (failed++ % ACCEPT_ERRORS_LOGGED_EVERY !== 0) return;
+    const fds = err.code === 'EMFILE' || err.code === 'ENFILE';
+    logger.error(
+      fds
+        ? 'out of file descriptors: agent connections are being refused; raise the limit (ulimit -n, or LimitNOFILE= for a service)'
+        : 'accepting an agent connection failed',
+      { code: err.code, error: err.message, failed },
+    );
+  });
+  return listener;
 }
 
 /** Refuses a client address its connection past `max` (closed at once, before any request is read). */
