@@ -3,23 +3,17 @@
  * HTTP API, transport keepalive, presence heartbeat and revocation sweeps, and draining shutdown.
  */
 import { randomBytes } from 'node:crypto';
-import type { EventEmitter } from 'node:events';
 import { appendFileSync, readFileSync } from 'node:fs';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
-import type { Http2Session } from 'node:http2';
 import { createServer as createHttpsServer } from 'node:https';
-import {
-  type AddressInfo,
-  createServer as createNetServer,
-  type Server as NetServer,
-  type Socket,
-} from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { hostname } from 'node:os';
 import { create } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import { DEFAULT_MAX_FRAME_BYTES, type Envelope, GoawaySchema } from '../protocol/control.js';
-import { HTTP2_WINDOW_BYTES, relayServiceDefinition } from '../protocol/grpc.js';
+import { relayServiceDefinition } from '../protocol/grpc.js';
 import type { Logger } from '../util/log.js';
+import { listenForAgents } from './agent-listener.js';
 import { AiSessions } from './ai-sessions.js';
 import { Browse } from './browse.js';
 import type { Bus } from './bus/bus.js';
@@ -365,50 +359,6 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   return { relayId, grpcPort, httpPort, presence, cluster, accounting, drain };
 }
 
-/**
- * Connections the kernel queues for the control listener until the relay accepts them (capped by
- * net.core.somaxconn). grpc-js listens with Node's default of 511: a fleet redialling after a restart
- * overflows that, and each dropped connection is retried by TCP only after 1, 3, 7… s.
- */
-const AGENT_LISTEN_BACKLOG = 65_535;
-
-/** Accept errors logged per burst: an out-of-descriptors relay fails every accept, and must not log each. */
-const ACCEPT_ERRORS_LOGGED_EVERY = 1_000;
-
-/**
- * Listens for agents on a listener of our own, which hands each connection to grpc-js: it sets the
- * backlog, and says plainly when accepting fails (EMFILE: out of file descriptors) instead of leaving
- * the error to a listener nobody watches.
- */
-async function listenForAgents(
-  grpcServer: grpc.Server,
-  creds: grpc.ServerCredentials,
-  addr: { host: string; port: number },
-  flag: string,
-  logger: Logger,
-): Promise<NetServer> {
-  const injector = grpcServer.createConnectionInjector(creds);
-  widenHttp2Windows(grpcServer, logger);
-  const listener = createNetServer((socket) => injector.injectConnection(socket));
-  await new Promise<void>((resolve, reject) => {
-    listener.once('error', (err) => reject(new Error(`--grpc-addr ${flag}: ${err.message}`)));
-    listener.listen({ host: addr.host, port: addr.port, backlog: AGENT_LISTEN_BACKLOG }, resolve);
-  });
-  listener.removeAllListeners('error');
-  let failed = 0;
-  listener.on('error', (err: NodeJS.ErrnoException) => {
-    if (failed++ % ACCEPT_ERRORS_LOGGED_EVERY !== 0) return;
-    const fds = err.code === 'EMFILE' || err.code === 'ENFILE';
-    logger.error(
-      fds
-        ? 'out of file descriptors: agent connections are being refused; raise the limit (ulimit -n, or LimitNOFILE= for a service)'
-        : 'accepting an agent connection failed',
-      { code: err.code, error: err.message, failed },
-    );
-  });
-  return listener;
-}
-
 /** Refuses a client address its connection past `max` (closed at once, before any request is read). */
 function capConnectionsPerIp(server: HttpServer, max: number, logger: Logger): void {
   const open = new Map<string, number>();
@@ -430,24 +380,4 @@ function capConnectionsPerIp(server: HttpServer, max: number, logger: Logger): v
       else open.delete(ip);
     });
   });
-}
-
-/**
- * Grants each agent connection {@link HTTP2_WINDOW_BYTES} of HTTP/2 window, as agents grant the relay
- * with `grpc-node.flow_control_window`. grpc-js reads that option on clients only (grpc/grpc-node#3058
- * adds it to the server), so this reaches for the server's HTTP/2 listeners, which it does not
- * expose: without them the relay runs with the 64 KiB default, slower but correct.
- */
-function widenHttp2Windows(server: grpc.Server, logger: Logger): void {
-  const listeners = (server as unknown as { http2Servers?: Map<EventEmitter, unknown> }).http2Servers;
-  if (!(listeners instanceof Map)) {
-    logger.warn('cannot widen HTTP/2 windows with this grpc-js; artifact transfers will be slower');
-    return;
-  }
-  for (const listener of listeners.keys()) {
-    listener.on('session', (session: Http2Session) => {
-      session.settings({ initialWindowSize: HTTP2_WINDOW_BYTES });
-      session.setLocalWindowSize(HTTP2_WINDOW_BYTES);
-    });
-  }
 }
