@@ -41,11 +41,12 @@ export interface ControlTransport {
 
 export interface DialOptions {
   /**
-   * Wait for the relay to be reachable instead of failing while it is not: the connection is redialled
-   * underneath on the transport's own jittered backoff (a refused TCP connect each, no stream, no
-   * error), and the stream opens the moment the relay is back.
+   * Wait up to this long for the relay to be reachable instead of failing while it is not: the
+   * connection is redialled underneath on the transport's own jittered backoff (a refused TCP connect
+   * each, no stream, no error), and the stream opens the moment the relay is back. Past it with no
+   * connection, the stream ends. Once connected, the relay's hello timeout bounds the rest.
    */
-  waitForReady?: boolean;
+  waitForRelayMs?: number;
 }
 
 /** Opens streams to relay addresses; an agent owns one and closes it when it closes. */
@@ -97,13 +98,23 @@ export class GrpcDialer implements ControlDialer {
       start: (apiKey) => {
         const md = new grpc.Metadata();
         md.set('authorization', `Bearer ${apiKey}`);
-        if (opts.waitForReady) md.setOptions({ waitForReady: true });
+        const wait = opts.waitForRelayMs;
+        if (wait !== undefined) md.setOptions({ waitForReady: true });
         call = client.makeBidiStreamRequest(CONNECT_METHOD_PATH, identity, identity, md, {});
         const end = (e: TransportEnd) => {
           if (ended) return;
           ended = true;
+          clearTimeout(waiting);
           t.onclose?.(e);
         };
+        const waiting =
+          wait === undefined
+            ? undefined
+            : setTimeout(() => {
+                if (client.getChannel().getConnectivityState(false) === grpc.connectivityState.READY) return;
+                end({ reason: `relay not reachable within ${wait / 1000}s` });
+                call?.cancel();
+              }, wait);
         call.on('data', (bytes: Buffer) => t.onframe?.(bytes));
         call.on('drain', () => t.ondrain?.());
         call.on('error', (err: grpc.ServiceError) => {
