@@ -44,7 +44,8 @@ export interface DialOptions {
    * Wait up to this long for the relay to be reachable instead of failing while it is not: the
    * connection is redialled underneath on the transport's own jittered backoff (a refused TCP connect
    * each, no stream, no error), and the stream opens the moment the relay is back. Past it with no
-   * connection, the stream ends. Once connected, the relay's hello timeout bounds the rest.
+   * connection made or under way, the stream ends. Once connected, the relay's hello timeout bounds the
+   * rest.
    */
   waitForRelayMs?: number;
 }
@@ -107,14 +108,19 @@ export class GrpcDialer implements ControlDialer {
           clearTimeout(waiting);
           t.onclose?.(e);
         };
-        const waiting =
-          wait === undefined
-            ? undefined
-            : setTimeout(() => {
-                if (client.getChannel().getConnectivityState(false) === grpc.connectivityState.READY) return;
-                end({ reason: `relay not reachable within ${wait / 1000}s` });
-                call?.cancel();
-              }, wait);
+        // A connection under way is given the next period too: a relay admitting a fleet accepts
+        // connections long before it answers them, and giving up on one sends it to the back of the queue.
+        const check = () => {
+          const state = client.getChannel().getConnectivityState(false);
+          if (state === grpc.connectivityState.READY) return;
+          if (state === grpc.connectivityState.CONNECTING) {
+            waiting = setTimeout(check, wait);
+            return;
+          }
+          end({ reason: `relay not reachable within ${wait! / 1000}s` });
+          call?.cancel();
+        };
+        let waiting = wait === undefined ? undefined : setTimeout(check, wait);
         call.on('data', (bytes: Buffer) => t.onframe?.(bytes));
         call.on('drain', () => t.ondrain?.());
         call.on('error', (err: grpc.ServiceError) => {
