@@ -55,14 +55,25 @@ export async function benchFleet({ workers = 1000, idleSeconds = 30 } = {}) {
   });
   // The new relay's own start (process, modules, store) is part of the figure; said apart.
   const readySeconds = (performance.now() - restartAt) / 1000;
+  const agentTicks0 = holders.reduce((n, h) => n + ticks(h.child.pid), 0);
+  const relayTicks0 = ticks(again.child.pid);
+  // Seconds since the kill when the first agent, half and all were back in presence.
+  const phases = {};
+  const since = () => (performance.now() - restartAt) / 1000;
   let back = 0;
   const deadline = restartAt + 60_000;
   while (performance.now() < deadline) {
     back = await presenceCount(again);
+    if (back > 0) phases.first_back_s ??= since();
+    if (back >= workers / 2) phases.half_back_s ??= since();
     if (back >= workers) break;
     await new Promise((r) => setTimeout(r, 20));
   }
-  const backSeconds = (performance.now() - restartAt) / 1000;
+  const backSeconds = since();
+  // CPU spent from the relay's ready line to the last agent back: the work a reconnect costs, which a
+  // loaded machine stretches less than it stretches the wall clock.
+  const relayCpuS = (ticks(again.child.pid) - relayTicks0) / 100;
+  const agentsCpuS = (holders.reduce((n, h) => n + ticks(h.child.pid), 0) - agentTicks0) / 100;
   for (const h of holders) await kill(h.child);
   await kill(again.child);
   return {
@@ -72,6 +83,9 @@ export async function benchFleet({ workers = 1000, idleSeconds = 30 } = {}) {
     relay_idle_cpu_pct: cpuPct,
     back_in_presence_s: backSeconds,
     relay_ready_s: readySeconds,
+    ...phases,
+    reconnect_relay_cpu_s: relayCpuS,
+    reconnect_agents_cpu_s: agentsCpuS,
     back,
   };
 }

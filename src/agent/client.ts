@@ -120,6 +120,9 @@ export class AgentError extends Error {
  */
 export const DEFAULT_BACKOFF_MS = [200, 250, 400, 600, 800, 1000, 1500, 2500, 5000];
 
+/** How long the first redial after a lost stream waits for the relay to come back (see #dialLoop). */
+export const WAIT_FOR_RELAY_MS = 10_000;
+
 /** Half to full of the table's delay, so a fleet redialling after a relay restart spreads out. */
 const jittered = (ms: number) => Math.round(ms * (0.5 + Math.random() * 0.5));
 
@@ -299,7 +302,9 @@ export class AgentClient extends EventEmitter<AgentEvents> {
     this.#closing = true;
     this.#out.clear();
     this.#wakeWriters();
-    this.#call?.close();
+    // A stream not yet welcomed may be waiting for the relay (a redial): it ends only when cancelled.
+    if (this.#connected) this.#call?.close();
+    else this.#call?.abort();
     this.#wake?.();
     await this.#loop;
     this.#dialer.close();
@@ -313,12 +318,24 @@ export class AgentClient extends EventEmitter<AgentEvents> {
     const table = this.#opts.backoffMs ?? DEFAULT_BACKOFF_MS;
     let attempt = 0;
     let index = 0;
+    /** The last stream was up (welcomed) before it ended. */
+    let lost = false;
     const timeout = this.#opts.connectTimeoutMs;
     const giveUpAt = timeout === undefined ? undefined : Date.now() + timeout;
     while (!this.#closing) {
       const server = this.#opts.servers[index % this.#opts.servers.length]!;
       this.emit('status', { type: 'connecting', server, attempt });
-      const outcome = await this.#runStream(server, this.#everConnected ? undefined : giveUpAt);
+      // The first redial after a lost stream to the one relay we had waits for it to come back rather
+      // than failing and backing off while it restarts: our backoff on top of the channel's made a fleet
+      // return seconds after its relay did. Bounded, so that a relay that stays away (or now refuses the
+      // link) is redialled the ordinary way, each failure logged with its reason. With several relays a
+      // dial fails fast, so the loop moves on to the next one.
+      const wait = lost && this.#opts.servers.length === 1;
+      const outcome = await this.#runStream(
+        server,
+        this.#everConnected ? undefined : giveUpAt,
+        wait ? WAIT_FOR_RELAY_MS : undefined,
+      );
       if (this.#closing) break;
       // Before the first welcome, say what is wrong rather than what gRPC saw.
       if (!this.#everConnected && !outcome.fatal) {
@@ -353,7 +370,8 @@ export class AgentClient extends EventEmitter<AgentEvents> {
         this.#closing = true;
         break;
       }
-      if (outcome.wasConnected) attempt = 0;
+      lost = outcome.wasConnected;
+      if (lost) attempt = 0;
       // The next dial goes to the next address, also after a stream that was up: when a replica goes
       // away its agents move on to another one at once instead of spending a retry on the same one.
       index++;
@@ -385,6 +403,7 @@ export class AgentClient extends EventEmitter<AgentEvents> {
   #runStream(
     server: string,
     giveUpAt?: number,
+    waitForRelayMs?: number,
   ): Promise<{
     wasConnected: boolean;
     reason: string;
@@ -392,7 +411,7 @@ export class AgentClient extends EventEmitter<AgentEvents> {
     redialAfterMs?: number;
   }> {
     return new Promise((resolve) => {
-      const call = this.#dialer.open(server);
+      const call = this.#dialer.open(server, { waitForRelayMs });
       this.#call = call;
       // A dial that hangs (a host that drops packets) ends at the connect deadline.
       const deadline =

@@ -39,9 +39,20 @@ export interface ControlTransport {
   onclose?: (end: TransportEnd) => void;
 }
 
+export interface DialOptions {
+  /**
+   * Wait up to this long for the relay to be reachable instead of failing while it is not: the
+   * connection is redialled underneath on the transport's own jittered backoff (a refused TCP connect
+   * each, no stream, no error), and the stream opens the moment the relay is back. Past it with no
+   * connection made or under way, the stream ends. Once connected, the relay's hello timeout bounds the
+   * rest.
+   */
+  waitForRelayMs?: number;
+}
+
 /** Opens streams to relay addresses; an agent owns one and closes it when it closes. */
 export interface ControlDialer {
-  open(server: string): ControlTransport;
+  open(server: string, opts?: DialOptions): ControlTransport;
   close(): void;
 }
 
@@ -60,6 +71,12 @@ const FATAL: ReadonlySet<string> = new Set<FatalCode>([
   'PERMISSION_DENIED',
 ]);
 
+/**
+ * A TCP connect refused by a relay that is down costs the agent little and the relay nothing, so a
+ * second's cap lets a fleet back within about a second of a restart however long the relay was away.
+ */
+export const RECONNECT_BACKOFF_CAP_MS = 1_000;
+
 const identity = (b: Buffer) => b;
 /** A Buffer over the same memory: gRPC wants Buffers, and a copy per frame costs more than the codec. */
 const asBuffer = (b: Uint8Array): Buffer =>
@@ -74,7 +91,7 @@ export class GrpcDialer implements ControlDialer {
     this.#opts = opts;
   }
 
-  open(server: string): ControlTransport {
+  open(server: string, opts: DialOptions = {}): ControlTransport {
     const client = this.#client(server);
     let call: grpc.ClientDuplexStream<Buffer, Buffer> | undefined;
     let ended = false;
@@ -82,12 +99,28 @@ export class GrpcDialer implements ControlDialer {
       start: (apiKey) => {
         const md = new grpc.Metadata();
         md.set('authorization', `Bearer ${apiKey}`);
+        const wait = opts.waitForRelayMs;
+        if (wait !== undefined) md.setOptions({ waitForReady: true });
         call = client.makeBidiStreamRequest(CONNECT_METHOD_PATH, identity, identity, md, {});
         const end = (e: TransportEnd) => {
           if (ended) return;
           ended = true;
+          clearTimeout(waiting);
           t.onclose?.(e);
         };
+        // A connection under way is given the next period too: a relay admitting a fleet accepts
+        // connections long before it answers them, and giving up on one sends it to the back of the queue.
+        const check = () => {
+          const state = client.getChannel().getConnectivityState(false);
+          if (state === grpc.connectivityState.READY) return;
+          if (state === grpc.connectivityState.CONNECTING) {
+            waiting = setTimeout(check, wait);
+            return;
+          }
+          end({ reason: `relay not reachable within ${wait! / 1000}s` });
+          call?.cancel();
+        };
+        let waiting = wait === undefined ? undefined : setTimeout(check, wait);
         call.on('data', (bytes: Buffer) => t.onframe?.(bytes));
         call.on('drain', () => t.ondrain?.());
         call.on('error', (err: grpc.ServiceError) => {
@@ -122,9 +155,11 @@ export class GrpcDialer implements ControlDialer {
       client = new grpc.Client(server, creds, {
         'grpc.max_receive_message_length': DEFAULT_MAX_FRAME_BYTES * 4,
         'grpc.max_send_message_length': DEFAULT_MAX_FRAME_BYTES * 4,
-        // The channel's own reconnect must not be slower than the agent's first retry.
+        // The channel's own reconnect (±20 % jitter, ×1.6 a time) must not be slower than the agent's
+        // first retry; a redial that waits for the relay (DialOptions.waitForReady) rides on it, so its
+        // cap is how late a fleet notices a relay that came back after a long outage.
         'grpc.initial_reconnect_backoff_ms': 100,
-        'grpc.max_reconnect_backoff_ms': 5_000,
+        'grpc.max_reconnect_backoff_ms': RECONNECT_BACKOFF_CAP_MS,
         'grpc-node.flow_control_window': HTTP2_WINDOW_BYTES,
         // The relay sends no keepalive frame of its own (see the relay's keepalive); the transport's
         // PING tells a dead relay from a quiet one, and a lost PING fails the stream so we redial.

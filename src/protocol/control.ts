@@ -156,10 +156,12 @@ const KIND_NAMES: Record<AgentKindName, AgentKind> = {
 
 export const agentKindFromName = (name: AgentKindName): AgentKind => KIND_NAMES[name];
 
-export function agentKindName(kind: AgentKind): AgentKindName | undefined {
-  for (const [name, value] of Object.entries(KIND_NAMES)) if (value === kind) return name as AgentKindName;
-  return undefined;
-}
+/** Built once: a relay names the kind of every agent it lists, so the lookup must not allocate. */
+const KIND_BY_VALUE = new Map(
+  Object.entries(KIND_NAMES).map(([name, value]) => [value, name as AgentKindName] as const),
+);
+
+export const agentKindName = (kind: AgentKind): AgentKindName | undefined => KIND_BY_VALUE.get(kind);
 
 /** Encoded size of an envelope on the wire, close enough to bound batches without encoding twice. */
 export const envelopeWireSize = (env: Envelope): number => env.payload.byteLength + envelopeHeaderSize(env);

@@ -467,6 +467,16 @@ export class Cluster {
     return out;
   }
 
+  /**
+   * How many agents of the account are held here and by other replicas, as {@link peers} would list
+   * them, without building the list: a health poll must not cost a fleet-sized copy.
+   */
+  counts(account: string): { local: number; remote: number } {
+    let remote = 0;
+    for (const p of this.remote.list(account)) if (!this.local.lookup(account, p.agentId)) remote++;
+    return { local: this.local.count(account), remote };
+  }
+
   /** Shutting down: tells the other replicas at once and gives back every row. */
   async goodbye(conns: AgentConnection[]): Promise<void> {
     if (!this.#bus.shared) return;

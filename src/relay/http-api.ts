@@ -138,12 +138,12 @@ export function createHttpHandler(opts: HttpApiOptions) {
     'GET /healthz': async (req) => {
       if (!presentedKey(req)) return { status: 'ok' };
       const acct = await account(req);
-      const peers = cluster.peers(acct);
+      const counts = cluster.counts(acct);
       return {
         status: 'ok',
         relay_id: opts.relayId,
-        agents: peers.filter((p) => p.relayId === opts.relayId).length,
-        remote_agents: peers.filter((p) => p.relayId !== opts.relayId).length,
+        agents: counts.local,
+        remote_agents: counts.remote,
         store: opts.storeKind,
         bus: opts.busKind,
         ...opts.accounting.stats(acct),

@@ -46,6 +46,11 @@ export class Presence {
     return [...(this.#byAccount.get(account)?.values() ?? [])];
   }
 
+  /** How many agents of the account are held here, without copying them. */
+  count(account: string): number {
+    return this.#byAccount.get(account)?.size ?? 0;
+  }
+
   all(): AgentConnection[] {
     return [...this.#byAccount.values()].flatMap((m) => [...m.values()]);
   }

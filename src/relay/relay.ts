@@ -3,18 +3,17 @@
  * HTTP API, transport keepalive, presence heartbeat and revocation sweeps, and draining shutdown.
  */
 import { randomBytes } from 'node:crypto';
-import type { EventEmitter } from 'node:events';
 import { appendFileSync, readFileSync } from 'node:fs';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
-import type { Http2Session } from 'node:http2';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { hostname } from 'node:os';
 import { create } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import { DEFAULT_MAX_FRAME_BYTES, type Envelope, GoawaySchema } from '../protocol/control.js';
-import { HTTP2_WINDOW_BYTES, relayServiceDefinition } from '../protocol/grpc.js';
+import { relayServiceDefinition } from '../protocol/grpc.js';
 import type { Logger } from '../util/log.js';
+import { listenForAgents } from './agent-listener.js';
 import { AiSessions } from './ai-sessions.js';
 import { Browse } from './browse.js';
 import type { Bus } from './bus/bus.js';
@@ -239,13 +238,8 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   const creds = tls
     ? grpc.ServerCredentials.createSsl(null, [{ cert_chain: tls.cert, private_key: tls.key }], false)
     : grpc.ServerCredentials.createInsecure();
-  const grpcPort = await new Promise<number>((resolve, reject) =>
-    grpcServer.bindAsync(`${g.host.includes(':') ? `[${g.host}]` : g.host}:${g.port}`, creds, (err, port) =>
-      err ? reject(new Error(`--grpc-addr ${opts.grpcAddr}: ${err.message}`)) : resolve(port),
-    ),
-  );
-
-  widenHttp2Windows(grpcServer, logger);
+  const grpcListener = await listenForAgents(grpcServer, creds, g, opts.grpcAddr, logger);
+  const grpcPort = (grpcListener.address() as AddressInfo).port;
 
   const apiHandler = createHttpHandler({
     store,
@@ -330,6 +324,7 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
   const drain = (reason = 'relay shutting down') =>
     (drained ??= (async () => {
       accepting = false;
+      grpcListener.close();
       clearInterval(revocation);
       clearInterval(heartbeat);
       const conns = presence.all();
@@ -385,24 +380,4 @@ function capConnectionsPerIp(server: HttpServer, max: number, logger: Logger): v
       else open.delete(ip);
     });
   });
-}
-
-/**
- * Grants each agent connection {@link HTTP2_WINDOW_BYTES} of HTTP/2 window, as agents grant the relay
- * with `grpc-node.flow_control_window`. grpc-js reads that option on clients only (grpc/grpc-node#3058
- * adds it to the server), so this reaches for the server's HTTP/2 listeners, which it does not
- * expose: without them the relay runs with the 64 KiB default, slower but correct.
- */
-function widenHttp2Windows(server: grpc.Server, logger: Logger): void {
-  const listeners = (server as unknown as { http2Servers?: Map<EventEmitter, unknown> }).http2Servers;
-  if (!(listeners instanceof Map)) {
-    logger.warn('cannot widen HTTP/2 windows with this grpc-js; artifact transfers will be slower');
-    return;
-  }
-  for (const listener of listeners.keys()) {
-    listener.on('session', (session: Http2Session) => {
-      session.settings({ initialWindowSize: HTTP2_WINDOW_BYTES });
-      session.setLocalWindowSize(HTTP2_WINDOW_BYTES);
-    });
-  }
 }

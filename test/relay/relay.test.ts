@@ -456,6 +456,16 @@ describe('relay', () => {
 });
 
 describe('relay lifecycle', () => {
+  /** A relay of its own (data dir, key) and a worker on it, connected. */
+  async function relayWithWorker(agentId: string, backoffMs: number[]) {
+    const dataDir = tempDir();
+    const key = await createKey(dataDir, 'acct');
+    const relay = await startRelayProcess({ dataDir });
+    const a = new AgentClient({ servers: [relay.grpcAddr], apiKey: key, agentId, kind: 'worker', backoffMs });
+    await a.start().waitConnected();
+    return { relay, a };
+  }
+
   it('redial - an agent comes back after a relay restart with its current labels', async () => {
     const dataDir = tempDir();
     const key = await createKey(dataDir, 'acct');
@@ -484,18 +494,30 @@ describe('relay lifecycle', () => {
     await relay.stop();
   });
 
-  it('drain - SIGTERM tells agents to redial and exits 0', async () => {
-    const dataDir = tempDir();
-    const key = await createKey(dataDir, 'acct');
-    const relay = await startRelayProcess({ dataDir });
-    const a = new AgentClient({
-      servers: [relay.grpcAddr],
-      apiKey: key,
-      agentId: 'drained',
-      kind: 'worker',
-      backoffMs: [60_000],
+  it('redial - with its relay down, an agent waits on its link (no failed dial per retry) and close() ends the wait', async () => {
+    const { relay, a } = await relayWithWorker('patient', [50]);
+    const statuses: AgentStatus['type'][] = [];
+    a.on('status', (s) => statuses.push(s.type));
+    expect(await relay.stop('SIGKILL')).toBe(null);
+    // A listener that drops every connection on the relay's port: each one is a redial of the agent's link.
+    let dials = 0;
+    const refuser = createServer((socket) => {
+      dials++;
+      socket.destroy();
     });
-    await a.start().waitConnected();
+    await new Promise<void>((r) => refuser.listen(relay.grpcPort, '127.0.0.1', r));
+    try {
+      await eventually(() => dials >= 3, 10_000, 'three redials of the link');
+      expect(statuses.filter((t) => t === 'disconnected')).toHaveLength(1);
+      await a.close();
+      expect(statuses.at(-1)).toBe('closed');
+    } finally {
+      await new Promise((r) => refuser.close(r));
+    }
+  });
+
+  it('drain - SIGTERM tells agents to redial and exits 0', async () => {
+    const { relay, a } = await relayWithWorker('drained', [60_000]);
     const disconnected = new Promise<AgentStatus>((res) =>
       a.on('status', (s) => s.type === 'disconnected' && res(s)),
     );
