@@ -56,7 +56,9 @@ afterAll(async () => {
   await Promise.all([plain?.stop(), secure?.stop()]);
 });
 
-describe('first connect', () => {
+// Each case is its own worker process waiting out its own timeout against relays it only reads: they
+// run at once.
+describe.concurrent('first connect', () => {
   it('nothing listening: is nfltr relay running?', async () => {
     const port = await freePort();
     const r = await worker(`127.0.0.1:${port}`, key);

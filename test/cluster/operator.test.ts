@@ -50,9 +50,13 @@ describe('nfltr login', () => {
   });
 
   it('precedence: flag > environment variable > saved login', async () => {
-    expect(await dialled([])).toBe('127.0.0.1:1');
-    expect(await dialled([], { NFLTR_SERVER: '127.0.0.1:2' })).toBe('127.0.0.1:2');
-    expect(await dialled(['--server', '127.0.0.1:3'], { NFLTR_SERVER: '127.0.0.1:2' })).toBe('127.0.0.1:3');
+    // Three workers, each waiting out its own --connect-timeout: at once.
+    const [saved, fromEnv, fromFlag] = await Promise.all([
+      dialled([]),
+      dialled([], { NFLTR_SERVER: '127.0.0.1:2' }),
+      dialled(['--server', '127.0.0.1:3'], { NFLTR_SERVER: '127.0.0.1:2' }),
+    ]);
+    expect([saved, fromEnv, fromFlag]).toEqual(['127.0.0.1:1', '127.0.0.1:2', '127.0.0.1:3']);
   });
 
   it('logout removes it; without a key login is a usage error', async () => {
@@ -103,7 +107,11 @@ describe('nfltr peers', () => {
     );
     try {
       const penv = { ...env, NFLTR_API_KEY: apiKey, NFLTR_PROXY_URL: relay.httpUrl };
-      const json = await nfltr(['peers', '--json'], { env: penv });
+      const [json, table, refused] = await Promise.all([
+        nfltr(['peers', '--json'], { env: penv }),
+        nfltr(['peers'], { env: penv }),
+        nfltr(['peers'], { env: { ...penv, NFLTR_API_KEY: 'nope' } }),
+      ]);
       expect(json.code).toBe(0);
       expect(JSON.parse(json.stdout).peers).toEqual([
         expect.objectContaining({
@@ -112,11 +120,9 @@ describe('nfltr peers', () => {
           labels: expect.objectContaining({ zone: 'eu' }),
         }),
       ]);
-      const table = await nfltr(['peers'], { env: penv });
       expect(table.stdout).toMatch(
         /^AGENT\s+KIND\s+CONNECTED SINCE\s+LABELS\npeers-w1\s+worker\s+\S+\s+.*zone=eu/,
       );
-      const refused = await nfltr(['peers'], { env: { ...penv, NFLTR_API_KEY: 'nope' } });
       expect(refused.code).toBe(1);
       expect(refused.stderr).toMatch(/refused the API key/);
     } finally {

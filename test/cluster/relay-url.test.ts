@@ -94,6 +94,8 @@ describe('--relay URL', () => {
     expect(await res.json()).toEqual({ grpc_port: plain.grpcPort, tls: false });
   });
 
+  // Alone: it lists every agent on the plain relay. The cases after it wait out their own timeouts and
+  // relays with agents of their own: they run at once.
   it('a worker and nfltr peers need nothing else (plain relay)', async () => {
     const w = await startWorker(['--relay', plain.httpUrl, '--name', 'relay-url-w1'], {
       NFLTR_API_KEY: key,
@@ -113,7 +115,7 @@ describe('--relay URL', () => {
     }
   });
 
-  it('https: TLS as the relay says, its certificate trusted with --tls-ca', async () => {
+  it.concurrent('https: TLS as the relay says, its certificate trusted with --tls-ca', async () => {
     const w = await startWorker(['--name', 'relay-url-tls'], {
       NFLTR_API_KEY: tlsKey,
       NFLTR_RELAY: secureUrl,
@@ -127,14 +129,14 @@ describe('--relay URL', () => {
     }
   });
 
-  it('--server given as a flag wins over the address --relay derives', async () => {
+  it.concurrent('--server given as a flag wins over the address --relay derives', async () => {
     const port = await freePort();
     const r = await failingWorker(['--relay', plain.httpUrl, '--server', `127.0.0.1:${port}`]);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(new RegExp(`nothing listens at 127\\.0\\.0\\.1:${port}:`));
   });
 
-  it('nothing listening: exit 1 after --connect-timeout, naming the URL', async () => {
+  it.concurrent('nothing listening: exit 1 after --connect-timeout, naming the URL', async () => {
     const url = `http://127.0.0.1:${await freePort()}`;
     const r = await failingWorker(['--relay', url]);
     expect(r.code).toBe(1);
@@ -143,13 +145,13 @@ describe('--relay URL', () => {
     );
   });
 
-  it('the gRPC port given for the HTTP address', async () => {
+  it.concurrent('the gRPC port given for the HTTP address', async () => {
     const r = await failingWorker(['--relay', `http://${plain.grpcAddr}`]);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/likely the relay's gRPC port: give its HTTP address \(--http-addr/);
   });
 
-  it('https to a relay without TLS, and http to a relay with TLS', async () => {
+  it.concurrent('https to a relay without TLS, and http to a relay with TLS', async () => {
     const https = await failingWorker(['--relay', `https://127.0.0.1:${plain.httpPort}`]);
     expect(https.code).toBe(1);
     expect(https.stderr).toMatch(/the relay does not speak TLS there: use http:\/\/127\.0\.0\.1:\d+$/m);
@@ -158,19 +160,19 @@ describe('--relay URL', () => {
     expect(http.stderr).toContain(`if the relay speaks TLS, use ${secureUrl}`);
   });
 
-  it('a self-signed certificate without --tls-ca', async () => {
+  it.concurrent('a self-signed certificate without --tls-ca', async () => {
     const r = await failingWorker(['--relay', secureUrl]);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/certificate is not trusted here \(\w+\): pass --tls-ca FILE/);
   });
 
-  it('an HTTP server that is not a relay', async () => {
+  it.concurrent('an HTTP server that is not a relay', async () => {
     const r = await failingWorker(['--relay', `${plain.httpUrl}/sub`]);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/not an nfltr relay's HTTP address \(GET \/\.well-known\/nfltr answered 404\)/);
   });
 
-  it('--wait asks until the relay comes up', async () => {
+  it.concurrent('--wait asks until the relay comes up', async () => {
     const httpPort = await freePort();
     const w = await startWorker(
       ['--relay', `http://127.0.0.1:${httpPort}`, '--wait', '--name', 'relay-url-late'],
@@ -189,7 +191,7 @@ describe('--relay URL', () => {
     }
   });
 
-  it('a relay behind a proxy advertises its public gRPC address (--advertise-grpc)', async () => {
+  it.concurrent('a relay behind a proxy advertises its public gRPC address (--advertise-grpc)', async () => {
     const port = await freePort();
     const fronted = await startRelayProcess({ args: ['--advertise-grpc', `127.0.0.1:${port}`] });
     try {
@@ -205,7 +207,7 @@ describe('--relay URL', () => {
     expect(bad.stderr).toMatch(/--advertise-grpc.*expected host:port, got "grpc.example.com"/);
   });
 
-  it('the planner: discovery and tasks through --relay; a relay it cannot ask is what its A2A tools answer', async () => {
+  it.concurrent('the planner: discovery and tasks through --relay; a relay it cannot ask is what its A2A tools answer', async () => {
     const planner = await startPlanner(['--relay', plain.httpUrl, '--state-dir', tempDir()], key, {
       env: clean,
     });
@@ -230,7 +232,7 @@ describe('--relay URL', () => {
     }
   });
 
-  it('nfltr login --relay saves it; a worker started without flags uses it', async () => {
+  it.concurrent('nfltr login --relay saves it; a worker started without flags uses it', async () => {
     const config = tempDir();
     const env = { ...clean, XDG_CONFIG_HOME: config };
     const login = await nfltr(['login', '--relay', plain.httpUrl], {

@@ -7,6 +7,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DashboardCrypto, keyOfLink, type TaskDigest } from '../../src/protocol/dashboard.js';
+import { waitState } from '../durability/helpers.js';
 import { eventually, nfltr, tempDir } from '../helpers/processes.js';
 import { type Planner, startPlanner } from '../planner/helpers.js';
 import { startTower, type Tower } from './helpers.js';
@@ -65,18 +66,15 @@ describe('nfltr orch - against a live planner', () => {
     ]);
     expect(sent).toMatchObject({ ok: true, task_id: 'd-1', type: 'dispatch', worker: 'orch-w1' });
 
-    const waiting = await eventually(
-      async () => {
-        const l = await json<{ tasks: { task_id: string; state: string; timeout_ms?: number }[] }>([
-          'task',
-          'list',
-          '--active',
-        ]);
-        return l.tasks.find((x) => x.task_id === 'd-1' && x.state === 'waiting_input');
-      },
-      30_000,
-      'd-1 waiting for an answer',
-    );
+    // Waited for through the planner's own tools (a process per poll would load the machine), then read
+    // with orch.
+    await waitState(t.planner, 'd-1', ['waiting_input'], 30_000);
+    const active = await json<{ tasks: { task_id: string; state: string; timeout_ms?: number }[] }>([
+      'task',
+      'list',
+      '--active',
+    ]);
+    const waiting = active.tasks.find((x) => x.task_id === 'd-1' && x.state === 'waiting_input');
     expect(waiting?.timeout_ms).toBe(120_000);
     const st = await json<{ source: string; task: TaskDigest }>(['task', 'status', 'd-1']);
     expect(st.source).toBe('local');
@@ -121,12 +119,8 @@ describe('nfltr orch - against a live planner', () => {
         ])
       ).ok,
     ).toBe(true);
-    await eventually(
-      async () =>
-        (await json<{ task: TaskDigest }>(['task', 'status', 'd-2'])).task.state === 'waiting_input',
-      30_000,
-      'd-2 running',
-    );
+    await waitState(t.planner, 'd-2', ['waiting_input'], 30_000);
+    expect((await json<{ task: TaskDigest }>(['task', 'status', 'd-2'])).task.state).toBe('waiting_input');
     const status = await json<{
       workers: number;
       slots: number;

@@ -19,7 +19,9 @@ import { steadyExecutor, waitLinked, waitState } from './helpers.js';
 
 const replayLines = (w: WorkerProcess) => (w.stderr().match(/replaying task events/g) ?? []).length;
 
-describe('durability - dispatch timeout', () => {
+// Both cases wait out the planner's own deadlines (15 s for the dispatch, 10 s for the handshake), each
+// with a worker and planner of its own: they run at once.
+describe.concurrent('durability - dispatch timeout', () => {
   let relay: RelayProcess;
   let planner: Planner;
   let worker: WorkerProcess;
@@ -112,13 +114,20 @@ describe('durability - dispatch timeout', () => {
   }, 60_000);
 
   it('worker frozen before any encrypted session - the handshake times out; afterwards the id is usable on both sides', async () => {
-    const other = await startWorker({
-      server: relay.grpcAddr,
-      apiKey: key,
-      name: 'dt-worker-2',
-      stateDir: tempDir('nfltr-worker-'),
-      mcpCommand: steadyExecutor(),
-    });
+    // A planner of its own: the case before, running alongside, checks that its planner has no task left.
+    const [other, planner] = await Promise.all([
+      startWorker({
+        server: relay.grpcAddr,
+        apiKey: key,
+        name: 'dt-worker-2',
+        stateDir: tempDir('nfltr-worker-'),
+        mcpCommand: steadyExecutor(),
+      }),
+      startPlanner(
+        ['--server', relay.grpcAddr, '--name', 'dt-planner-2', '--state-dir', tempDir('nfltr-planner-')],
+        key,
+      ),
+    ]);
     try {
       other.child.kill('SIGSTOP');
       const gaveUp = await planner.fails('orchestrate_task', {
@@ -150,6 +159,7 @@ describe('durability - dispatch timeout', () => {
       expect(replayLines(other)).toBeLessThanOrEqual(5);
     } finally {
       other.child.kill('SIGCONT');
+      await planner.close().catch(() => {});
       await other.stop();
     }
   }, 60_000);

@@ -16,7 +16,9 @@ import {
 import { freePort, type Planner, startPlanner, startWorker, type WorkerProcess } from '../planner/helpers.js';
 import { alive, expectExactlyOnce, LinkProxy, steadyExecutor, waitEvents, waitState } from './helpers.js';
 
-describe('durability - worker restart', () => {
+// The cases wait on the product's own clocks (the frozen one ~20 s of silence) with a worker each: they
+// run at once, sharing the relay and the planner.
+describe.concurrent('durability - worker restart', () => {
   let relay: RelayProcess;
   let key: string;
   let planner: Planner;
@@ -143,7 +145,12 @@ describe('durability - worker restart', () => {
     expect(['answer sent', 'answer queued']).toContain(answered.answer_state);
     // The relay held the answer for its hold window, then reported the worker gone: the answer is lost
     // on the way, and only the planner's copy is left.
-    await eventually(() => /worker unreachable/.test(planner.stderr()), 10_000, 'the relay to give up');
+    // This worker's line: the planner shares its log with the cases running alongside.
+    await eventually(
+      () => /worker unreachable[^\n]* peer=wr-away/.test(planner.stderr()),
+      10_000,
+      'the relay to give up',
+    );
     await proxy.restore();
 
     const done = await waitState(planner, 'wr-answer-later', ['completed', 'failed', 'cancelled']);

@@ -146,7 +146,7 @@ describe('codex-mcp with the real Codex CLI behind nfltr worker', () => {
         apiKey: key,
         name: 'w-codex-down',
         stateDir: tempDir(),
-        mcpCommand: `nfltr codex-mcp --cwd ${repo} ${settings} --unreachable-after 8s --codex-command "${codexCommand({ CODEX_HOME: downHome, STANDIN_KEY: 'k' })}"`,
+        mcpCommand: `nfltr codex-mcp --cwd ${repo} ${settings} --unreachable-after 3s --codex-command "${codexCommand({ CODEX_HOME: downHome, STANDIN_KEY: 'k' })}"`,
       }),
       startWorker({
         server: relay.grpcAddr,

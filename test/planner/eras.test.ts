@@ -230,7 +230,9 @@ function expectReport(r: Report, opts: { taskId: string; version: string; taskCa
   expect(r.wait_again.structured).toMatchObject({ open_tasks: 0 });
 }
 
-describe('nfltr mcp - MCP clients of both protocol eras', () => {
+// Each client runs its scenario against a planner of its own, with task ids of its own, on one worker with
+// a slot for each: they run at once.
+describe.concurrent('nfltr mcp - MCP clients of both protocol eras', () => {
   let relay: RelayProcess;
   let key: string;
   let worker: WorkerProcess;

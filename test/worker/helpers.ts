@@ -8,6 +8,7 @@ import { writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { create } from '@bufbuild/protobuf';
 import { type A2aBody, A2aEndpoint, type A2aFailure, AgentClient } from '../../src/agent/index.js';
+import { answerOffer } from '../../src/agent/p2p/transfer.js';
 import {
   ArtifactAckSchema,
   type ArtifactChunk,
@@ -155,6 +156,17 @@ export class TestPlanner {
           return;
         case 'probeResult':
           this.probes.set(msg.value.probeId, msg.value);
+          return;
+        case 'p2pOffer':
+          // Answered as a planner with `--p2p-threshold off` answers: no address, so the worker takes the
+          // relay at once (an offer nobody answers holds the files for the 30 s answer deadline).
+          void answerOffer({
+            offer: msg.value,
+            identity: undefined,
+            addresses: [],
+            standing: [],
+            send: (body) => this.endpoint.send(peer, channel, body),
+          });
           return;
         case 'artifactChunk': {
           const c = msg.value;

@@ -69,7 +69,8 @@ async function withWorker(name: string, session: string, fn: (w: WorkerProcess) 
   }
 }
 
-describe('warm executors', () => {
+// Each case has a worker of its own: they run at once.
+describe.concurrent('warm executors', () => {
   it('a task runs on the warm session started before it, which is then retired and replaced', async () => {
     await withWorker('w-warm', '', async (w) => {
       const first = await warmOne(w);

@@ -55,6 +55,9 @@ export class DashboardPublisher {
   #registeredAt = 0;
   #timer: NodeJS.Timeout | undefined;
   #round: Promise<void> | undefined;
+  /** The next round, once started; a round is in flight while #round is unsettled. */
+  #tick: (() => void) | undefined;
+  #inRound = false;
   #closed = false;
 
   constructor(o: PublisherOptions) {
@@ -65,11 +68,27 @@ export class DashboardPublisher {
   start(): void {
     const tick = () => {
       if (this.#closed) return;
+      this.#inRound = true;
       this.#round = this.round().finally(() => {
-        if (!this.#closed) this.#timer = setTimeout(tick, this.#o.everyMs ?? 2_000);
+        this.#inRound = false;
+        // An outcome that came during the round goes out now, not a period later.
+        if (!this.#closed)
+          this.#timer = setTimeout(tick, this.#outcomesDirty ? 0 : (this.#o.everyMs ?? 2_000));
       });
     };
+    this.#tick = tick;
     tick();
+  }
+
+  /**
+   * A command's outcome is ready: pushed at once rather than at the next round, since `nfltr orch` and
+   * the page wait on it (a dispatch's outcome came a whole period after the worker accepted). A round in
+   * flight pushes it when it ends.
+   */
+  #pushOutcomesNow(): void {
+    if (!this.#tick || this.#inRound || this.#closed) return;
+    clearTimeout(this.#timer);
+    this.#tick();
   }
 
   /** One push and one pull; errors are logged and the next round tries again. */
@@ -161,6 +180,7 @@ export class DashboardPublisher {
           note,
         },
       );
+      this.#pushOutcomesNow();
     };
     if (!this.#o.commands)
       return done(
