@@ -22,7 +22,14 @@ const RELAY_FRAME_ENVELOPES = 2;
 /** Per envelope in `sizes`: UTF-8 lengths of to, from, channel, kind, payload, then the envelope's size. */
 const STRIDE = 6;
 
-function encodeEnvelopesFrame(frameField: number, envelopes: readonly OutEnvelope[]): Buffer {
+/** Where an encoder gets its frame buffer (a {@link FramePool}'s `take`); contents need not be zero. */
+export type FrameAlloc = (size: number) => Buffer;
+
+function encodeEnvelopesFrame(
+  frameField: number,
+  envelopes: readonly OutEnvelope[],
+  alloc: FrameAlloc = Buffer.allocUnsafe,
+): Buffer {
   const sizes: number[] = [];
   let batchSize = 0;
   for (const e of envelopes) {
@@ -42,7 +49,7 @@ function encodeEnvelopesFrame(frameField: number, envelopes: readonly OutEnvelop
     sizes.push(to, from, channel, kind, payload, size);
     batchSize += 1 + varintSize(size) + size;
   }
-  const buf = Buffer.allocUnsafe(1 + varintSize(batchSize) + batchSize);
+  const buf = alloc(1 + varintSize(batchSize) + batchSize);
   let pos = writeLenHeader(buf, 0, frameField, batchSize);
   for (let i = 0; i < envelopes.length; i++) {
     const e = envelopes[i]!;
@@ -72,9 +79,9 @@ function writePayload(buf: Buffer, pos: number, payload: OutEnvelope['payload'],
 }
 
 /** `AgentFrame{envelopes: EnvelopeBatch{envelopes}}`, encoded. */
-export const encodeAgentEnvelopes = (envelopes: readonly OutEnvelope[]): Buffer =>
-  encodeEnvelopesFrame(AGENT_FRAME_ENVELOPES, envelopes);
+export const encodeAgentEnvelopes = (envelopes: readonly OutEnvelope[], alloc?: FrameAlloc): Buffer =>
+  encodeEnvelopesFrame(AGENT_FRAME_ENVELOPES, envelopes, alloc);
 
 /** `RelayFrame{envelopes: EnvelopeBatch{envelopes}}`, encoded. */
-export const encodeRelayEnvelopes = (envelopes: readonly OutEnvelope[]): Buffer =>
-  encodeEnvelopesFrame(RELAY_FRAME_ENVELOPES, envelopes);
+export const encodeRelayEnvelopes = (envelopes: readonly OutEnvelope[], alloc?: FrameAlloc): Buffer =>
+  encodeEnvelopesFrame(RELAY_FRAME_ENVELOPES, envelopes, alloc);
