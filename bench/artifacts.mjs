@@ -75,6 +75,7 @@ async function nfltrOnce(ctx, file, info) {
     send: (msg) => ctx.a2a.send(ctx.peer, taskId, msg),
     whenWritable: () => ctx.agent.whenWritable(8 * MIB),
     chunkHashes: !ctx.a2a.encrypted,
+    sendConsumesData: ctx.a2a.encrypted,
   });
   ctx.senders.set(taskId, sender);
   const report = await sender.run();

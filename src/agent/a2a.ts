@@ -238,8 +238,7 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
     const parts = encodeA2aParts(msg);
     if (!this.#opts.e2ee) {
       this.#plainPeers.add(peer);
-      const payload = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
-      this.#agent.send({ to: peer, channel, kind: A2A_KIND.plain, payload });
+      this.#agent.send({ to: peer, channel, kind: A2A_KIND.plain, payload: parts });
       return Promise.resolve();
     }
     const state = this.#peers.get(peer) ?? this.#pending(peer, false);
@@ -434,7 +433,7 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
   #seal(peer: string, session: E2eeSession, channel: string, parts: readonly Uint8Array[]): void {
     const bytes = parts.reduce((n, p) => n + p.byteLength, 0);
     this.#agent.checkSend({ to: peer, channel, kind: A2A_KIND.sealed }, bytes + SEAL_OVERHEAD);
-    const { seq, ciphertext: payload } = session.sealer(channel).seal(parts, Buffer.from(session.tag, 'hex'));
+    const { seq, parts: payload } = session.sealer(channel).sealParts(parts, Buffer.from(session.tag, 'hex'));
     this.#agent.send({ to: peer, channel, seq, kind: A2A_KIND.sealed, payload });
   }
 

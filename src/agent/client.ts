@@ -13,7 +13,6 @@ import {
   DEFAULT_MAX_FRAME_BYTES,
   type DeliveryError,
   decodeRelayFrame,
-  type Envelope,
   EnvelopeSchema,
   ErrorCode,
   encodeAgentFrame,
@@ -21,6 +20,8 @@ import {
   envelopeWireSize,
   HelloSchema,
   LabelUpdateSchema,
+  type OutEnvelope,
+  type Payload,
   PROTOCOL_VERSION,
   type WireError,
 } from '../protocol/control.js';
@@ -73,7 +74,8 @@ export interface OutboundEnvelope {
   channel: string;
   seq?: bigint;
   kind: string;
-  payload: Uint8Array;
+  /** Whole, or in parts joined only into the outgoing frame (a sealed frame: one copy fewer). */
+  payload: Payload;
 }
 
 export interface InboundEnvelope {
@@ -132,7 +134,7 @@ export class AgentClient extends EventEmitter<AgentEvents> {
   readonly #opts: AgentOptions;
   readonly #log: Logger;
   readonly #dialer: ControlDialer;
-  readonly #out: EnvelopeBatcher;
+  readonly #out: EnvelopeBatcher<OutEnvelope>;
   #labels: Record<string, string>;
   #call: ControlTransport | undefined;
   #connected = false;
@@ -162,7 +164,7 @@ export class AgentClient extends EventEmitter<AgentEvents> {
         tlsCaFile: opts.tlsCaFile,
         keepaliveMs: opts.keepaliveMs ?? DEFAULT_AGENT_KEEPALIVE_MS,
       });
-    this.#out = new EnvelopeBatcher({
+    this.#out = new EnvelopeBatcher<OutEnvelope>({
       maxFrameBytes: DEFAULT_MAX_FRAME_BYTES,
       maxQueuedBytes: opts.maxQueuedBytes ?? 64 * 1024 * 1024,
       onFlushed: () => this.#wakeWriters(),
@@ -215,7 +217,7 @@ export class AgentClient extends EventEmitter<AgentEvents> {
   send(env: OutboundEnvelope): void {
     if (this.#closing) throw new AgentError('closed', 'agent is closed');
     // A message is a plain object: built directly, it costs a tenth of create()'s reflective copy.
-    const e: Envelope = {
+    const e: OutEnvelope = {
       $typeName: EnvelopeSchema.typeName,
       to: env.to,
       from: '',
@@ -421,7 +423,7 @@ export class AgentClient extends EventEmitter<AgentEvents> {
       let wasConnected = false;
       let redialAfterMs: number | undefined;
       const batchSink = {
-        write: (envelopes: Envelope[]) => {
+        write: (envelopes: OutEnvelope[]) => {
           if (TRACING) for (const e of envelopes) trace(`${this.#opts.kind}.write`, e.channel);
           return call.send(encodeAgentEnvelopes(envelopes));
         },

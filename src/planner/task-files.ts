@@ -194,6 +194,7 @@ export class TaskFiles {
         whenWritable: (signal) => this.#opts.whenWritable(signal),
         signal: abort.signal,
         chunkHashes: !this.#opts.sealed,
+        sendConsumesData: this.#opts.sealed,
         corruptChunk: this.#opts.testCorruptChunk,
         logger: this.#log,
       });

@@ -3,18 +3,19 @@
  * out as one frame (up to the frame bound), because per-message overhead, not bandwidth, limits a Node
  * relay. Both the relay and agents use it for their send side. The sink owns the stream.
  */
-import { type Envelope, envelopeWireSize } from './control.js';
+import { type Envelope, envelopeWireSize, type OutEnvelope } from './control.js';
 
-export interface BatchSink {
+export interface BatchSink<E extends OutEnvelope = Envelope> {
   /** Writes one batch as one frame; false means "stop until {@link EnvelopeBatcher.resume}" (backpressure). */
-  write(envelopes: Envelope[]): boolean;
+  write(envelopes: E[]): boolean;
 }
 
-export class EnvelopeBatcher {
+/** The relay queues decoded envelopes; an agent's may carry payloads in parts (a sealed frame). */
+export class EnvelopeBatcher<E extends OutEnvelope = Envelope> {
   readonly #maxFrameBytes: number;
   readonly #maxQueuedBytes: number;
-  #sink: BatchSink | undefined;
-  #queue: Envelope[] = [];
+  #sink: BatchSink<E> | undefined;
+  #queue: E[] = [];
   #queuedBytes = 0;
   #scheduled = false;
 
@@ -24,7 +25,7 @@ export class EnvelopeBatcher {
   constructor(opts: {
     maxFrameBytes: number;
     maxQueuedBytes: number;
-    sink?: BatchSink;
+    sink?: BatchSink<E>;
     onFlushed?: () => void;
   }) {
     this.#maxFrameBytes = opts.maxFrameBytes;
@@ -43,7 +44,7 @@ export class EnvelopeBatcher {
   }
 
   /** Queues an envelope; false when the queue is full. */
-  enqueue(env: Envelope): boolean {
+  enqueue(env: E): boolean {
     const size = envelopeWireSize(env);
     if (!this.fits(size)) return false;
     this.#queue.push(env);
@@ -59,7 +60,7 @@ export class EnvelopeBatcher {
   }
 
   /** Attaches (or, with undefined, detaches) the sink and flushes what is queued. */
-  resume(sink?: BatchSink): void {
+  resume(sink?: BatchSink<E>): void {
     if (sink !== undefined) this.#sink = sink;
     this.#flush();
   }
@@ -69,7 +70,7 @@ export class EnvelopeBatcher {
   }
 
   /** Empties the queue, returning what was in it. */
-  clear(): Envelope[] {
+  clear(): E[] {
     const q = this.#queue;
     this.#queue = [];
     this.#queuedBytes = 0;

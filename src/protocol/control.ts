@@ -163,8 +163,21 @@ const KIND_BY_VALUE = new Map(
 
 export const agentKindName = (kind: AgentKind): AgentKindName | undefined => KIND_BY_VALUE.get(kind);
 
+/**
+ * An envelope's payload, whole or as parts whose concatenation it is: a sealed frame's parts are copied
+ * straight into the outgoing frame (./envelope-frame.ts) instead of being joined first.
+ */
+export type Payload = Uint8Array | readonly Uint8Array[];
+
+export const payloadLength = (p: Payload): number =>
+  p instanceof Uint8Array ? p.byteLength : p.reduce((n, part) => n + part.byteLength, 0);
+
+/** An envelope on its way out: its payload may be in parts. */
+export type OutEnvelope = Omit<Envelope, 'payload'> & { payload: Payload };
+
 /** Encoded size of an envelope on the wire, close enough to bound batches without encoding twice. */
-export const envelopeWireSize = (env: Envelope): number => env.payload.byteLength + envelopeHeaderSize(env);
+export const envelopeWireSize = (env: OutEnvelope): number =>
+  payloadLength(env.payload) + envelopeHeaderSize(env);
 
 /** {@link envelopeWireSize} less the payload. */
 export const envelopeHeaderSize = (env: Pick<Envelope, 'to' | 'channel' | 'kind'> & { from?: string }) =>

@@ -65,20 +65,32 @@ function gcmNonce(n: bigint): Buffer {
  * AES-256-GCM encryption; returns prefix || ciphertext || 16-byte tag. A plaintext given as parts is
  * encrypted as their concatenation (GCM is a stream cipher), without joining them first.
  */
-export function aesGcmSeal(
+export const aesGcmSeal = (
   key: Uint8Array,
   n: bigint,
   ad: Uint8Array,
   plaintext: Uint8Array | readonly Uint8Array[],
   /** Bytes put in front of the ciphertext in the same buffer (saves the caller a copy of the frame). */
   prefix?: Uint8Array,
-): Buffer {
+): Buffer => Buffer.concat(aesGcmSealParts(key, n, ad, plaintext, prefix));
+
+/**
+ * {@link aesGcmSeal} as parts whose concatenation is its result, for a caller that copies them into a
+ * bigger buffer anyway (an envelope frame): the ciphertext is then copied once instead of twice.
+ */
+export function aesGcmSealParts(
+  key: Uint8Array,
+  n: bigint,
+  ad: Uint8Array,
+  plaintext: Uint8Array | readonly Uint8Array[],
+  prefix?: Uint8Array,
+): Uint8Array[] {
   const cipher = createCipheriv('aes-256-gcm', key, gcmNonce(n), { authTagLength: TAGLEN });
   cipher.setAAD(ad);
   const out: Uint8Array[] = prefix ? [prefix] : [];
   for (const part of plaintext instanceof Uint8Array ? [plaintext] : plaintext) out.push(cipher.update(part));
   out.push(cipher.final(), cipher.getAuthTag());
-  return Buffer.concat(out);
+  return out;
 }
 
 /** AES-256-GCM decryption of ciphertext || tag; `undefined` when authentication fails. */

@@ -9,7 +9,7 @@
 import { hkdfSync, randomBytes } from 'node:crypto';
 import {
   aesGcmOpen,
-  aesGcmSeal,
+  aesGcmSealParts,
   generateX25519,
   MAX_NONCE,
   NOISE_IX,
@@ -431,14 +431,23 @@ export class ChannelSealer {
    * parts is sealed as their concatenation.
    */
   seal(plaintext: Uint8Array | readonly Uint8Array[], prefix?: Uint8Array): SealedFrame {
+    const { seq, parts } = this.sealParts(plaintext, prefix);
+    return { seq, ciphertext: Buffer.concat(parts) };
+  }
+
+  /** {@link seal} with the ciphertext in parts (see aesGcmSealParts), for an envelope's payload. */
+  sealParts(
+    plaintext: Uint8Array | readonly Uint8Array[],
+    prefix?: Uint8Array,
+  ): { seq: bigint; parts: Uint8Array[] } {
     if (this.#key === undefined) throw new E2eeError('invalid_channel', `channel ${this.channel} is closed`);
     if (this.#next >= MAX_NONCE) {
       throw new E2eeError('exhausted', `channel ${this.channel} has used every sequence number`);
     }
     const seq = this.#next;
-    const ciphertext = aesGcmSeal(this.#key, seq, frameAd(this.#adPrefix, seq), plaintext, prefix);
+    const parts = aesGcmSealParts(this.#key, seq, frameAd(this.#adPrefix, seq), plaintext, prefix);
     this.#next += 1n;
-    return { seq, ciphertext };
+    return { seq, parts };
   }
 
   close(): void {

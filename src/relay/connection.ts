@@ -18,6 +18,7 @@ import {
   type RelayFrame,
 } from '../protocol/control.js';
 import { encodeRelayEnvelopes } from '../protocol/envelope-frame.js';
+import { FramePool } from '../protocol/frame-pool.js';
 import type { HttpFrame } from '../protocol/http-proxy.js';
 import { TRACING, trace } from '../util/trace.js';
 import { type Accounting, type DropReason, itemCost } from './limits.js';
@@ -45,6 +46,9 @@ export interface ConnectionLimits {
    */
   controlBacklogBytes: number;
 }
+
+/** Envelope frames' buffers, shared by every connection (bounded: a few frames kept idle at most). */
+const frames = new FramePool();
 
 const TELL_DROPS_EVERY_MS = 5_000;
 
@@ -114,11 +118,13 @@ export class AgentConnection {
   readonly #sink = {
     write: (envelopes: Envelope[]): boolean => {
       if (TRACING) for (const e of envelopes) trace('relay.write', e.channel);
-      const frame = encodeRelayEnvelopes(envelopes);
+      const frame = encodeRelayEnvelopes(envelopes, frames.take);
       let cost = 0;
       for (const e of envelopes) cost += itemCost(envelopeWireSize(e));
       this.#inFlight += frame.byteLength;
       this.#call.write(frame, () => {
+        // grpc-js copied the frame into its own when it took it from the stream's queue.
+        frames.give(frame);
         if (this.#closed) return;
         this.#inFlight -= frame.byteLength;
         this.#envelopeCost -= cost;

@@ -649,6 +649,7 @@ export class TaskRunner {
           whenWritable: this.#deps.whenWritable,
           signal: this.#abort.signal,
           chunkHashes: !this.#deps.sealed,
+          sendConsumesData: this.#deps.sealed,
           corruptChunk: this.#deps.testCorruptChunk,
           logger: this.#log,
           onProgress,

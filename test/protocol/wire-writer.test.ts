@@ -51,6 +51,24 @@ describe('hand-encoded messages (wire-writer)', () => {
     expect(Buffer.compare(encodeRelayEnvelopes(envelopes()), relay)).toBe(0);
   });
 
+  it('a payload in parts is written as the parts joined', () => {
+    const whole = envelopes();
+    const parted = whole.map((e) => {
+      const p = e.payload;
+      return {
+        ...e,
+        payload: [
+          p.subarray(0, 1),
+          p.subarray(1, p.length >> 1),
+          new Uint8Array(0),
+          p.subarray(p.length >> 1),
+        ],
+      };
+    });
+    expect(Buffer.compare(encodeAgentEnvelopes(parted), encodeAgentEnvelopes(whole))).toBe(0);
+    expect(Buffer.compare(encodeRelayEnvelopes(parted), encodeRelayEnvelopes(whole))).toBe(0);
+  });
+
   it('pass on fields this build does not know, as toBinary does', () => {
     // An envelope from a newer peer, with a field 15 (varint 9) unknown here.
     const env = create(EnvelopeSchema, { to: 'w1', kind: 'k' });

@@ -49,6 +49,11 @@ export interface ArtifactSenderOptions {
    * every chunk already; the whole-file SHA-256 is checked either way (docs/artifacts.md).
    */
   chunkHashes?: boolean;
+  /**
+   * `send` is done with a chunk's data once its promise settles (an encrypting A2A end seals it into new
+   * buffers then): read buffers are reused, sparing the garbage collector a chunk's allocation each time.
+   */
+  sendConsumesData?: boolean;
   /** For tests: flip one byte of this chunk after its SHA-256 was taken (once; taken even without `chunkHashes`). */
   corruptChunk?: ChunkRef;
   logger?: Logger;
@@ -98,6 +103,8 @@ export class ArtifactSender {
   #handle: { path: string; fh: FileHandle } | undefined;
   /** The chunk read ahead (see {@link #read}). */
   #ahead: { path: string; offset: number; length: number; data: Promise<Buffer> } | undefined;
+  /** Read buffers `send` is done with (see `sendConsumesData`): this chunk's and the read-ahead's. */
+  readonly #spare: Buffer[] = [];
   #running: Promise<SendReport> | undefined;
 
   constructor(files: LocalFile[], opts: ArtifactSenderOptions) {
@@ -267,7 +274,8 @@ export class ArtifactSender {
       this.#handle = { path: file.path, fh };
     }
     const { fh } = this.#handle;
-    const buf = Buffer.allocUnsafe(length);
+    const spare = this.#spare.pop();
+    const buf = spare?.byteLength === length ? spare : Buffer.allocUnsafe(length);
     let got = 0;
     while (got < length) {
       const { bytesRead } = await fh.read(buf, got, length - got, offset + got);
@@ -315,6 +323,7 @@ export class ArtifactSender {
     try {
       await this.#opts.send(msg);
     } catch (err) {
+      this.#recycle(data);
       if (err instanceof AgentError && err.code === 'too_large' && this.#chunkBytes > MIN_CHUNK_BYTES) {
         // The relay's --max-frame-bytes is below our chunk: nothing went out, the same offset goes
         // again in smaller chunks.
@@ -329,8 +338,14 @@ export class ArtifactSender {
       });
       return false;
     }
+    this.#recycle(data);
     this.#bytesSent += length;
     this.#bytesResent += this.#window.sent(plan);
     return true;
+  }
+
+  /** Keeps a chunk's read buffer for a later read once `send` is done with it (two are all it needs). */
+  #recycle(data: Buffer): void {
+    if (this.#opts.sendConsumesData && data.byteLength > 0 && this.#spare.length < 2) this.#spare.push(data);
   }
 }
