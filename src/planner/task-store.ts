@@ -152,6 +152,17 @@ function fromRow(r: TaskRow): StoredTask {
 const fdatasyncAsync = promisify(fdatasync);
 /** WAL flushes run at once at most (libuv's pool has four threads, shared with file I/O). */
 const MAX_FLUSHES = 2;
+/**
+ * SQLite's automatic checkpoint runs inside a commit on the event loop (5-10 ms with its fsync of the
+ * database file, every ~80 tasks), which lands on whatever dispatch is being answered. Checkpoints run
+ * instead once commits pause for this long...
+ */
+const CHECKPOINT_IDLE_MS = 250;
+/**
+ * ...or, under sustained load, after this many flushes (a task makes about five; SQLite's own default of
+ * 1,000 pages came every ~80 tasks), which bounds the WAL.
+ */
+const CHECKPOINT_FLUSHES = 2000;
 
 export class TaskStore {
   readonly #db: Database.Database;
@@ -162,6 +173,9 @@ export class TaskStore {
   #next: Promise<void> | undefined;
   /** Flushes running now (each settles, never rejects). */
   readonly #flushing = new Set<Promise<void>>();
+  /** The checkpoint waiting for commits to pause. */
+  #checkpointTimer: NodeJS.Timeout | undefined;
+  #flushesSinceCheckpoint = 0;
 
   constructor(path: string) {
     this.#db = new Database(path);
@@ -169,6 +183,7 @@ export class TaskStore {
     // A commit is in the WAL before the call returns (a crashed process loses nothing), but does not
     // wait for the disk on the event loop: synced() flushes the WAL off it, once for many commits.
     this.#db.pragma('synchronous = NORMAL');
+    this.#db.pragma('wal_autocheckpoint = 0'); // see CHECKPOINT_IDLE_MS
     this.#db.exec(SCHEMA);
     this.#walFd = openSync(`${path}-wal`, 'r');
     const columns = new Set(
@@ -411,10 +426,25 @@ export class TaskStore {
     );
     this.#flushing.add(ended);
     void ended.then(() => this.#flushing.delete(ended));
+    this.#scheduleCheckpoint();
     return flush;
   }
 
+  /** Every durable commit goes through a flush: the checkpoint follows the last of a burst. */
+  #scheduleCheckpoint(): void {
+    clearTimeout(this.#checkpointTimer);
+    const delay = ++this.#flushesSinceCheckpoint >= CHECKPOINT_FLUSHES ? 0 : CHECKPOINT_IDLE_MS;
+    this.#checkpointTimer = setTimeout(() => {
+      this.#checkpointTimer = undefined;
+      this.#flushesSinceCheckpoint = 0;
+      // PASSIVE never waits: it copies every frame no reader (`nfltr orch`) still needs, and the WAL
+      // restarts at its head on the next commit (SQLite syncs the WAL before and the database after).
+      if (this.#db.open) this.#db.pragma('wal_checkpoint(PASSIVE)');
+    }, delay).unref();
+  }
+
   close(): void {
+    clearTimeout(this.#checkpointTimer);
     this.#db.close();
     // A flush still running keeps the descriptor until it ends.
     const fd = this.#walFd;

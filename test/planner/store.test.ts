@@ -1,7 +1,7 @@
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import {
   acquireStateLock,
   answerProblem,
@@ -136,6 +136,29 @@ describe('task store', () => {
     const reopened = new TaskStore(join(dir, 'tasks.db'));
     expect(['a', 'b', 'c'].map((id) => reopened.get(id) !== undefined)).toEqual([true, true, true]);
     reopened.close();
+  });
+
+  it('checkpoints once commits pause, not inside a commit (SQLite would at 1,000 pages)', async () => {
+    const dir = tempDir();
+    const path = join(dir, 'tasks.db');
+    const store = new TaskStore(path);
+    const before = statSync(path).size;
+    // ~100 pages: far below SQLite's automatic checkpoint, so only the store's own moves them to the file.
+    for (let i = 0; i < 100; i++) {
+      store.begin({
+        task_id: `t${i}`,
+        agent_id: 'w1',
+        objective: 'x'.repeat(3000),
+        created_at: i,
+        request: {},
+      });
+    }
+    await store.synced();
+    expect(statSync(path).size).toBe(before); // still only in the WAL
+    await vi.waitFor(() => expect(statSync(path).size).toBeGreaterThan(before + 100 * 3000), {
+      timeout: 5_000,
+    });
+    store.close();
   });
 });
 
