@@ -71,7 +71,12 @@ function encodeEnvelopesFrame(
 function writePayload(buf: Buffer, pos: number, payload: OutEnvelope['payload'], len: number): number {
   if (len === 0) return pos;
   pos = writeLenHeader(buf, pos, 6, len);
-  for (const part of payload instanceof Uint8Array ? [payload] : payload) {
+  // Whole is what the relay routes, every envelope: no array made for it.
+  if (payload instanceof Uint8Array) {
+    buf.set(payload, pos);
+    return pos + len;
+  }
+  for (const part of payload) {
     buf.set(part, pos);
     pos += part.byteLength;
   }
