@@ -182,10 +182,13 @@ export class SqliteStore implements Store {
     const k = generateApiKey();
     const now = this.#now();
     this.#db.transaction(() => {
-      this.#db.prepare('INSERT OR IGNORE INTO accounts (name, created_at) VALUES (?, ?)').run(account, now);
-      this.#db
-        .prepare('INSERT INTO api_keys (id, account, secret_hash, created_at) VALUES (?, ?, ?, ?)')
-        .run(k.id, account, k.secretHash, now);
+      this.#prepared('INSERT OR IGNORE INTO accounts (name, created_at) VALUES (?, ?)').run(account, now);
+      this.#prepared('INSERT INTO api_keys (id, account, secret_hash, created_at) VALUES (?, ?, ?, ?)').run(
+        k.id,
+        account,
+        k.secretHash,
+        now,
+      );
     })();
     return { id: k.id, key: k.key };
   }
@@ -193,16 +196,17 @@ export class SqliteStore implements Store {
   async listKeys(account?: string): Promise<ApiKeyInfo[]> {
     const rows = (
       account === undefined
-        ? this.#db.prepare('SELECT * FROM api_keys ORDER BY created_at, id').all()
-        : this.#db.prepare('SELECT * FROM api_keys WHERE account = ? ORDER BY created_at, id').all(account)
+        ? this.#prepared('SELECT * FROM api_keys ORDER BY created_at, id').all()
+        : this.#prepared('SELECT * FROM api_keys WHERE account = ? ORDER BY created_at, id').all(account)
     ) as KeyRow[];
     return rows.map(toInfo);
   }
 
   async revokeKey(id: string): Promise<boolean> {
-    const r = this.#db
-      .prepare('UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?')
-      .run(this.#now(), id);
+    const r = this.#prepared('UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?').run(
+      this.#now(),
+      id,
+    );
     return r.changes > 0;
   }
 
@@ -240,63 +244,57 @@ export class SqliteStore implements Store {
 
   async revocationCount(): Promise<number> {
     return (
-      this.#db.prepare('SELECT count(*) AS n FROM api_keys WHERE revoked_at IS NOT NULL').get() as {
+      this.#prepared('SELECT count(*) AS n FROM api_keys WHERE revoked_at IS NOT NULL').get() as {
         n: number;
       }
     ).n;
   }
 
   async confirmRevocations(relayId: string, revocations: number, liveMs: number): Promise<void> {
-    this.#db
-      .prepare(
-        `INSERT INTO relay_replicas (relay_id, revocations, live_until) VALUES (?, ?, ?)
+    this.#prepared(
+      `INSERT INTO relay_replicas (relay_id, revocations, live_until) VALUES (?, ?, ?)
          ON CONFLICT (relay_id) DO UPDATE SET revocations = excluded.revocations, live_until = excluded.live_until`,
-      )
-      .run(relayId, revocations, this.#now() + liveMs);
+    ).run(relayId, revocations, this.#now() + liveMs);
   }
 
   async unconfirmedReplicas(revocations: number): Promise<string[]> {
-    const rows = this.#db
-      .prepare(
-        'SELECT relay_id FROM relay_replicas WHERE revocations < ? AND live_until >= ? ORDER BY relay_id',
-      )
-      .all(revocations, this.#now()) as { relay_id: string }[];
+    const rows = this.#prepared(
+      'SELECT relay_id FROM relay_replicas WHERE revocations < ? AND live_until >= ? ORDER BY relay_id',
+    ).all(revocations, this.#now()) as { relay_id: string }[];
     return rows.map((r) => r.relay_id);
   }
 
   async forgetReplicas(relayId?: string): Promise<void> {
-    if (relayId === undefined) this.#db.prepare('DELETE FROM relay_replicas').run();
-    else this.#db.prepare('DELETE FROM relay_replicas WHERE relay_id = ?').run(relayId);
+    if (relayId === undefined) this.#prepared('DELETE FROM relay_replicas').run();
+    else this.#prepared('DELETE FROM relay_replicas WHERE relay_id = ?').run(relayId);
   }
 
   async claimPresence(claim: PresenceClaim, ttlMs: number): Promise<ClaimResult> {
     const now = this.#now();
     return this.#db.transaction((): ClaimResult => {
-      const row = this.#db
-        .prepare(`SELECT ${PRESENCE_COLUMNS}, session_hash FROM presence WHERE account = ? AND agent_id = ?`)
-        .get(claim.account, claim.agentId) as (PresenceRow & { session_hash: Buffer }) | undefined;
+      const row = this.#prepared(
+        `SELECT ${PRESENCE_COLUMNS}, session_hash FROM presence WHERE account = ? AND agent_id = ?`,
+      ).get(claim.account, claim.agentId) as (PresenceRow & { session_hash: Buffer }) | undefined;
       if (row && now - row.updated_at <= ttlMs && !row.session_hash.equals(claim.sessionHash)) {
         return { ok: false, holder: toPresence(row, now) };
       }
-      const { value: epoch } = this.#db
-        .prepare(`UPDATE counters SET value = value + 1 WHERE name = 'presence_epoch' RETURNING value`)
-        .get() as { value: number };
-      this.#db
-        .prepare(
-          `INSERT OR REPLACE INTO presence (${PRESENCE_COLUMNS}, session_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-        )
-        .run(
-          claim.account,
-          claim.agentId,
-          claim.kind,
-          JSON.stringify(claim.labels),
-          claim.connectedSince.getTime(),
-          now,
-          claim.relayId,
-          epoch,
-          now,
-          claim.sessionHash,
-        );
+      const { value: epoch } = this.#prepared(
+        `UPDATE counters SET value = value + 1 WHERE name = 'presence_epoch' RETURNING value`,
+      ).get() as { value: number };
+      this.#prepared(
+        `INSERT OR REPLACE INTO presence (${PRESENCE_COLUMNS}, session_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      ).run(
+        claim.account,
+        claim.agentId,
+        claim.kind,
+        JSON.stringify(claim.labels),
+        claim.connectedSince.getTime(),
+        now,
+        claim.relayId,
+        epoch,
+        now,
+        claim.sessionHash,
+      );
       return { ok: true, epoch };
     })();
   }
@@ -307,38 +305,40 @@ export class SqliteStore implements Store {
   ): Promise<HeldPresence[]> {
     const now = this.#now();
     return this.#db.transaction(() => {
-      const setLabels = this.#db.prepare(
+      const setLabels = this.#prepared(
         'UPDATE presence SET labels = ? WHERE account = ? AND agent_id = ? AND epoch = ? AND relay_id = ?',
       );
       for (const l of labels) setLabels.run(JSON.stringify(l.labels), l.account, l.agentId, l.epoch, relayId);
-      this.#db
-        .prepare('UPDATE presence SET updated_at = ?, last_seen = ? WHERE relay_id = ?')
-        .run(now, now, relayId);
-      const rows = this.#db
-        .prepare('SELECT account, agent_id, epoch FROM presence WHERE relay_id = ?')
-        .all(relayId) as { account: string; agent_id: string; epoch: number }[];
+      this.#prepared('UPDATE presence SET updated_at = ?, last_seen = ? WHERE relay_id = ?').run(
+        now,
+        now,
+        relayId,
+      );
+      const rows = this.#prepared('SELECT account, agent_id, epoch FROM presence WHERE relay_id = ?').all(
+        relayId,
+      ) as { account: string; agent_id: string; epoch: number }[];
       return rows.map((r) => ({ account: r.account, agentId: r.agent_id, epoch: r.epoch }));
     })();
   }
 
   async releasePresence(account: string, agentId: string, epoch: number): Promise<void> {
-    this.#db
-      .prepare('DELETE FROM presence WHERE account = ? AND agent_id = ? AND epoch = ?')
-      .run(account, agentId, epoch);
+    this.#prepared('DELETE FROM presence WHERE account = ? AND agent_id = ? AND epoch = ?').run(
+      account,
+      agentId,
+      epoch,
+    );
   }
 
   async listPresence(opts: { ttlMs: number; account?: string }): Promise<PresenceRecord[]> {
     const now = this.#now();
     const rows = (
       opts.account === undefined
-        ? this.#db
-            .prepare(`SELECT ${PRESENCE_COLUMNS} FROM presence WHERE updated_at >= ? ORDER BY epoch`)
-            .all(now - opts.ttlMs)
-        : this.#db
-            .prepare(
-              `SELECT ${PRESENCE_COLUMNS} FROM presence WHERE updated_at >= ? AND account = ? ORDER BY epoch`,
-            )
-            .all(now - opts.ttlMs, opts.account)
+        ? this.#prepared(`SELECT ${PRESENCE_COLUMNS} FROM presence WHERE updated_at >= ? ORDER BY epoch`).all(
+            now - opts.ttlMs,
+          )
+        : this.#prepared(
+            `SELECT ${PRESENCE_COLUMNS} FROM presence WHERE updated_at >= ? AND account = ? ORDER BY epoch`,
+          ).all(now - opts.ttlMs, opts.account)
     ) as PresenceRow[];
     return rows.map((r) => toPresence(r, now));
   }
@@ -346,29 +346,27 @@ export class SqliteStore implements Store {
   async expirePresence(ttlMs: number): Promise<PresenceRecord[]> {
     const now = this.#now();
     const cutoff = ttlMs <= 0 ? Number.MAX_SAFE_INTEGER : now - ttlMs;
-    const rows = this.#db
-      .prepare(`DELETE FROM presence WHERE updated_at < ? RETURNING ${PRESENCE_COLUMNS}`)
-      .all(cutoff) as PresenceRow[];
+    const rows = this.#prepared(
+      `DELETE FROM presence WHERE updated_at < ? RETURNING ${PRESENCE_COLUMNS}`,
+    ).all(cutoff) as PresenceRow[];
     return rows.map((r) => toPresence(r, now)).sort((a, b) => a.epoch - b.epoch);
   }
 
   async registerDashboard(account: string, plannerId: string, tokenSha256: string): Promise<void> {
     this.#db.transaction(() => {
       // A token moves with its key: one row per token, one token per planner.
-      this.#db.prepare('DELETE FROM dashboards WHERE token_sha256 = ?').run(tokenSha256);
-      this.#db
-        .prepare(
-          `INSERT INTO dashboards (account, planner_id, token_sha256, updated_at) VALUES (?, ?, ?, ?)
+      this.#prepared('DELETE FROM dashboards WHERE token_sha256 = ?').run(tokenSha256);
+      this.#prepared(
+        `INSERT INTO dashboards (account, planner_id, token_sha256, updated_at) VALUES (?, ?, ?, ?)
            ON CONFLICT (account, planner_id) DO UPDATE SET token_sha256 = excluded.token_sha256, updated_at = excluded.updated_at`,
-        )
-        .run(account, plannerId, tokenSha256, Date.now());
+      ).run(account, plannerId, tokenSha256, Date.now());
     })();
   }
 
   async dashboardOfToken(tokenSha256: string): Promise<{ account: string; plannerId: string } | undefined> {
-    const row = this.#db
-      .prepare('SELECT account, planner_id FROM dashboards WHERE token_sha256 = ?')
-      .get(tokenSha256) as { account: string; planner_id: string } | undefined;
+    const row = this.#prepared('SELECT account, planner_id FROM dashboards WHERE token_sha256 = ?').get(
+      tokenSha256,
+    ) as { account: string; planner_id: string } | undefined;
     return row && { account: row.account, plannerId: row.planner_id };
   }
 
@@ -381,10 +379,10 @@ export class SqliteStore implements Store {
     const now = Date.now();
     return this.#db.transaction(() => {
       let rev = 0;
-      const next = this.#db.prepare(
+      const next = this.#prepared(
         `UPDATE counters SET value = value + 1 WHERE name = 'digest_rev' RETURNING value`,
       );
-      const put = this.#db.prepare(
+      const put = this.#prepared(
         `INSERT OR REPLACE INTO task_digests (account, planner_id, task_id, rev, updated_at, sealed)
          VALUES (?, ?, ?, ?, ?, ?)`,
       );
@@ -392,12 +390,10 @@ export class SqliteStore implements Store {
         rev = (next.get() as { value: number }).value;
         put.run(account, plannerId, d.taskId, rev, now, d.sealed);
       }
-      this.#db
-        .prepare(
-          `DELETE FROM task_digests WHERE account = ? AND planner_id = ? AND rev NOT IN
+      this.#prepared(
+        `DELETE FROM task_digests WHERE account = ? AND planner_id = ? AND rev NOT IN
              (SELECT rev FROM task_digests WHERE account = ? AND planner_id = ? ORDER BY rev DESC LIMIT ?)`,
-        )
-        .run(account, plannerId, account, plannerId, keep);
+      ).run(account, plannerId, account, plannerId, keep);
       return rev;
     })();
   }
@@ -406,12 +402,10 @@ export class SqliteStore implements Store {
     account: string,
     opts: { plannerId?: string; afterRev?: number; limit: number },
   ): Promise<DigestRecord[]> {
-    const rows = this.#db
-      .prepare(
-        `SELECT planner_id, task_id, rev, updated_at, sealed FROM task_digests
+    const rows = this.#prepared(
+      `SELECT planner_id, task_id, rev, updated_at, sealed FROM task_digests
          WHERE account = ? AND rev > ? AND (? IS NULL OR planner_id = ?) ORDER BY rev LIMIT ?`,
-      )
-      .all(account, opts.afterRev ?? 0, opts.plannerId ?? null, opts.plannerId ?? null, opts.limit) as {
+    ).all(account, opts.afterRev ?? 0, opts.plannerId ?? null, opts.plannerId ?? null, opts.limit) as {
       planner_id: string;
       task_id: string;
       rev: number;
@@ -434,26 +428,22 @@ export class SqliteStore implements Store {
     maxPending: number,
   ): Promise<{ ok: true; id: number } | { ok: false; pending: number }> {
     return this.#db.transaction(() => {
-      const { n } = this.#db
-        .prepare('SELECT count(*) AS n FROM dashboard_commands WHERE account = ? AND planner_id = ?')
-        .get(account, plannerId) as { n: number };
+      const { n } = this.#prepared(
+        'SELECT count(*) AS n FROM dashboard_commands WHERE account = ? AND planner_id = ?',
+      ).get(account, plannerId) as { n: number };
       if (n >= maxPending) return { ok: false as const, pending: n };
-      const r = this.#db
-        .prepare(
-          'INSERT INTO dashboard_commands (account, planner_id, created_at, sealed) VALUES (?, ?, ?, ?)',
-        )
-        .run(account, plannerId, Date.now(), sealed);
+      const r = this.#prepared(
+        'INSERT INTO dashboard_commands (account, planner_id, created_at, sealed) VALUES (?, ?, ?, ?)',
+      ).run(account, plannerId, Date.now(), sealed);
       return { ok: true as const, id: Number(r.lastInsertRowid) };
     })();
   }
 
   async pendingCommands(account: string, plannerId: string, limit: number): Promise<CommandRecord[]> {
-    const rows = this.#db
-      .prepare(
-        `SELECT id, planner_id, created_at, sealed FROM dashboard_commands
+    const rows = this.#prepared(
+      `SELECT id, planner_id, created_at, sealed FROM dashboard_commands
          WHERE account = ? AND planner_id = ? ORDER BY id LIMIT ?`,
-      )
-      .all(account, plannerId, limit) as {
+    ).all(account, plannerId, limit) as {
       id: number;
       planner_id: string;
       created_at: number;
