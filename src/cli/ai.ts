@@ -7,6 +7,7 @@ import { accessSync, constants } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { type Command, Option } from 'commander';
 import { createLogger } from '../util/log.js';
+import { relayRequest } from '../util/relay-request.js';
 import { killSession, sessionPids } from '../util/terminal-session.js';
 import {
   type AgentFlags,
@@ -14,6 +15,7 @@ import {
   agentOptionsFrom,
   apiKeyFrom,
   defaultAgentId,
+  tlsCaFrom,
 } from './agent-options.js';
 import { die, parseDuration } from './options.js';
 
@@ -113,13 +115,23 @@ async function revoke(id: string | undefined, flags: AiFlags): Promise<void> {
   if (!apiKey) throw new Error('no API key: pass --api-key, set NFLTR_API_KEY, or pass --api-key-file');
   const path = id ? `/api/v1/ai/${encodeURIComponent(id)}/revoke` : '/api/v1/ai/revoke';
   const url = `${parseUrl(flags.proxyUrl)}${path}`;
-  const res = await fetch(url, { method: 'POST', headers: { authorization: `Bearer ${apiKey}` } }).catch(
-    (err: Error & { cause?: Error }) => {
-      throw new Error(`cannot reach --proxy-url ${flags.proxyUrl}: ${err.cause?.message ?? err.message}`);
-    },
-  );
-  const body = (await res.json()) as { revoked?: string[]; error?: { message: string } };
-  if (!res.ok) throw new Error(`revoke: ${body.error?.message ?? res.statusText}`);
+  // relayRequest, not fetch: a relay with its own certificate is trusted through --tls-ca.
+  const res = await relayRequest(url, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${apiKey}` },
+    ca: tlsCaFrom(flags),
+  }).catch((err: Error) => {
+    throw new Error(`cannot reach --proxy-url ${flags.proxyUrl}: ${err.message}`);
+  });
+  let body: { revoked?: string[]; error?: { message: string } };
+  try {
+    body = JSON.parse(res.text) as typeof body;
+  } catch {
+    throw new Error(
+      `revoke: --proxy-url ${flags.proxyUrl} answered HTTP ${res.status}, not the relay's JSON`,
+    );
+  }
+  if (!res.ok) throw new Error(`revoke: ${body.error?.message ?? `HTTP ${res.status}`}`);
   process.stdout.write(
     flags.json
       ? `${JSON.stringify({ revoked: body.revoked ?? [] })}\n`
