@@ -15,6 +15,7 @@ COPY package.json package-lock.json ./
 # Scripts wait until the sources are here: `prepare` builds dist/.
 RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
+COPY scripts scripts
 COPY bin bin
 COPY src src
 COPY proto proto

@@ -1,2 +1,3 @@
 #!/usr/bin/env node
-import '../dist/cli/main.js';
+// The bundle (scripts/bundle.mjs): one chunk per command, loaded in about half the time of dist/cli.
+import '../dist/bundle/main.js';

@@ -29,7 +29,7 @@ import { encodeAgentEnvelopes } from '../protocol/envelope-frame.js';
 import type { HttpFrame } from '../protocol/http-proxy.js';
 import { type Logger, silentLogger } from '../util/log.js';
 import { TRACING, trace } from '../util/trace.js';
-import { VERSION } from '../version.js';
+import { VERSION } from '../util/version.js';
 import { describeRefusal, diagnoseDial } from './diagnose.js';
 import { type ControlDialer, type ControlTransport, type FatalCode, GrpcDialer } from './transport.js';
 

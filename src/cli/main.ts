@@ -5,7 +5,7 @@
  * help, and anything that names no known command (but `--version`), loads them all.
  */
 import { type Command, Option } from 'commander';
-import { VERSION } from '../version.js';
+import { VERSION } from '../util/version.js';
 import { NfltrCommand, normalizeEnv } from './env.js';
 
 type Register = (program: Command) => void;

@@ -22,7 +22,7 @@ import { getDefaultEnvironment, StdioClientTransport } from '@modelcontextprotoc
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { generatePairingKey } from '../protocol/e2ee.js';
 import { writableDir } from '../util/fs-check.js';
-import { VERSION } from '../version.js';
+import { VERSION } from '../util/version.js';
 
 /** A relay running inside the demo process, with a key for the demo account. */
 export interface EmbeddedRelay {

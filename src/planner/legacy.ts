@@ -13,7 +13,7 @@ import {
   McpError,
   type Task,
 } from '@modelcontextprotocol/sdk/types.js';
-import { VERSION } from '../version.js';
+import { VERSION } from '../util/version.js';
 import type { ToolSurface } from './surface.js';
 
 /** v1's in-memory task store, plus an abort signal per task that `tasks/cancel` fires. */

@@ -14,7 +14,7 @@ import {
   Server,
 } from '@modelcontextprotocol/server';
 import * as z from 'zod/v4';
-import { VERSION } from '../version.js';
+import { VERSION } from '../util/version.js';
 import type { ToolSurface } from './surface.js';
 
 export const TASKS_EXTENSION = 'io.modelcontextprotocol/tasks';

@@ -19,7 +19,7 @@ import {
 } from '@modelcontextprotocol/sdk/types.js';
 import { type CommandLineError, joinCommandLine, splitCommandLine } from '../util/command-line.js';
 import { type Logger, silentLogger } from '../util/log.js';
-import { VERSION } from '../version.js';
+import { VERSION } from '../util/version.js';
 import type { ExecutorCgroup } from './cgroup.js';
 import { WorkerConfigError } from './errors.js';
 import { ExecutorTransport } from './executor-transport.js';

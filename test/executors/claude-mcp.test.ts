@@ -1,5 +1,5 @@
 /**
- * `nfltr claude-mcp` end to end: the real CLI (dist/, built by `npm run build`) spawned as an MCP server
+ * `nfltr claude-mcp` end to end: the real CLI (bin/nfltr.js, built by `npm run build`) spawned as an MCP server
  * over stdio and driven with the SDK client, the way a worker drives an executor, with
  * test/fixtures/fake-claude.mjs standing in for the claude CLI (same stream-json output, same
  * permission-prompt-tool protocol through the real permission bridge).

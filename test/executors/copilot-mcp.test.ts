@@ -1,5 +1,5 @@
 /**
- * `nfltr copilot-mcp` end to end: the real CLI (dist/, built by `npm run build`) spawned as an MCP server
+ * `nfltr copilot-mcp` end to end: the real CLI (bin/nfltr.js, built by `npm run build`) spawned as an MCP server
  * over stdio and driven with the SDK client, the way a worker drives an executor, with
  * test/fixtures/fake-copilot.mjs standing in for GitHub Copilot CLI (an ACP agent over stdio, and the
  * `-p` prompt mode).

@@ -1,5 +1,5 @@
 /**
- * `nfltr shell-mcp` end to end: the real CLI (dist/, built by `npm run build`) spawned as an MCP server
+ * `nfltr shell-mcp` end to end: the real CLI (bin/nfltr.js, built by `npm run build`) spawned as an MCP server
  * over stdio and driven with the SDK client, the way a worker drives an executor.
  */
 import { execFileSync } from 'node:child_process';
@@ -18,7 +18,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { compileAllowPattern } from '../../src/executors/shell-mcp/allow.js';
 import { eventually } from '../helpers/processes.js';
 
-const CLI = join(import.meta.dirname, '../../dist/cli/main.js');
+const CLI = join(import.meta.dirname, '../../bin/nfltr.js');
 
 let root: string;
 let cwd: string;

@@ -29,7 +29,7 @@ import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
 import { z } from 'zod';
 import type { Logger } from '../../util/log.js';
-import { VERSION } from '../../version.js';
+import { VERSION } from '../../util/version.js';
 
 /** The MCP server name in the generated config; with the tool it makes the `--permission-prompt-tool` name. */
 export const BRIDGE_SERVER_NAME = 'nfltr_bridge';

@@ -15,7 +15,7 @@ import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { formatDuration } from '../../util/duration.js';
 import { type Logger, silentLogger } from '../../util/log.js';
 import type { ProcessGroups } from '../../util/process-group.js';
-import { VERSION } from '../../version.js';
+import { VERSION } from '../../util/version.js';
 import { findHelpOption, formatArgv, readHelp } from '../common/cli-command.js';
 import { spawnAgentProcess } from '../common/process.js';
 import { registerCheckReady } from '../common/ready.js';

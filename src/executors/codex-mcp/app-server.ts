@@ -18,7 +18,7 @@
  * config/read, account/read).
  */
 
-import { VERSION } from '../../version.js';
+import { VERSION } from '../../util/version.js';
 import type { AgentRunContext, AgentRunResult, TaskUsage } from '../common/index.js';
 import { JsonRpcPeer, METHOD_NOT_FOUND, RpcError } from '../copilot-mcp/index.js';
 import { formatDuration } from '../shell-mcp/index.js';

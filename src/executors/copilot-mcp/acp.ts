@@ -14,7 +14,7 @@
  * session's cwd; any `fs/*` or `terminal/*` request is answered "method not found".
  */
 
-import { VERSION } from '../../version.js';
+import { VERSION } from '../../util/version.js';
 import { describeToolUse } from '../claude-mcp/index.js';
 import type { AgentRunContext, AgentRunResult, TaskUsage } from '../common/index.js';
 import { JsonRpcPeer, METHOD_NOT_FOUND, RpcError } from './json-rpc.js';

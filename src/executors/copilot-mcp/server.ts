@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { type Logger, silentLogger } from '../../util/log.js';
 import type { ProcessGroups } from '../../util/process-group.js';
-import { VERSION } from '../../version.js';
+import { VERSION } from '../../util/version.js';
 import {
   type AgentExit,
   type AgentRunContext,

@@ -13,7 +13,7 @@ import { formatDuration } from '../../util/duration.js';
 import { type Logger, silentLogger } from '../../util/log.js';
 import type { ProcessGroups } from '../../util/process-group.js';
 import { ProgressPacer } from '../../util/progress-pacer.js';
-import { VERSION } from '../../version.js';
+import { VERSION } from '../../util/version.js';
 import { type AllowRule, checkAllowed, compileAllowPattern } from './allow.js';
 import { commandStatus, runCommand } from './run-command.js';
 
