@@ -89,13 +89,17 @@ const program = new NfltrCommand('nfltr')
   .configureHelp({ showGlobalOptions: true })
   .configureOutput({ writeOut: (s) => process.stdout.write(s), writeErr: (s) => process.stderr.write(s) });
 
-const named = argv[2] ?? '';
-const load = Object.hasOwn(COMMANDS, named)
-  ? [COMMANDS[named]!]
-  : named === '--version' || named === '-V'
-    ? []
-    : Object.values(COMMANDS);
-for (const { register } of new Set(await Promise.all(load.map((l) => l())))) register(program);
-normalizeEnv(program);
-
-await program.parseAsync(argv);
+/** Loads the named command (or all of them) and runs it. No top-level await: the bundle is CommonJS. */
+async function main(): Promise<void> {
+  const named = argv[2] ?? '';
+  const load = Object.hasOwn(COMMANDS, named)
+    ? [COMMANDS[named]!]
+    : named === '--version' || named === '-V'
+      ? []
+      : Object.values(COMMANDS);
+  for (const { register } of new Set(await Promise.all(load.map((l) => l())))) register(program);
+  normalizeEnv(program);
+  await program.parseAsync(argv);
+}
+// A rejection stays unhandled, as a top-level await's would: Node prints it and exits 1.
+void main();

@@ -42,7 +42,7 @@ describe('npm pack + global install', () => {
     const [info] = JSON.parse(packed.stdout) as { filename: string; files: { path: string }[] }[];
     const files = info!.files.map((f) => f.path);
     // The README links docs/; the bin runs dist/.
-    for (const f of ['bin/nfltr.js', 'dist/bundle/main.js', 'docs/security.md', 'README.md'])
+    for (const f of ['bin/nfltr.js', 'dist/bundle/nfltr.cjs', 'docs/security.md', 'README.md'])
       expect(files).toContain(f);
     expect(files.some((f) => f.startsWith('test/') || f.startsWith('src/'))).toBe(false);
 
