@@ -2,9 +2,9 @@ import { defineConfig } from 'vitest/config';
 import { BaseSequencer, type TestSpecification } from 'vitest/node';
 
 /**
- * The packaging test runs alone for ~100 s (it compiles better-sqlite3 and node-pty): started first, it
- * overlaps every other file instead of ending the run alone. The rest keep vitest's order (longest first
- * by the cached durations, else largest file first).
+ * The packaging test (npm pack, a global install that compiles node-pty, the demo) runs for 15 s alone and
+ * over a minute beside the others: started first, it overlaps every other file instead of ending the run
+ * alone. The rest keep vitest's order (longest first by the cached durations, else largest file first).
  */
 class LongestFirst extends BaseSequencer {
   override async sort(files: TestSpecification[]): Promise<TestSpecification[]> {
