@@ -8,7 +8,7 @@
  * (Node's own switch) turns it off.
  */
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import Module, { createRequire } from 'node:module';
+import { createRequire } from 'node:module';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -37,7 +37,9 @@ try {
 } catch {
   // none yet
 }
-const script = new Script(Module.wrap(readFileSync(bundle, 'utf8')), { filename: bundle, cachedData });
+// The wrapper Node's CommonJS loader puts around a module's source.
+const source = `(function (exports, require, module, __filename, __dirname) {${readFileSync(bundle, 'utf8')}\n})`;
+const script = new Script(source, { filename: bundle, cachedData });
 
 if (cache && (!cachedData || script.cachedDataRejected)) {
   let saved = false;
