@@ -22,6 +22,7 @@ import {
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ARTIFACT_WINDOW_BYTES } from '../../src/agent/artifacts/limits.js';
+import { waitFinal } from '../durability/helpers.js';
 import { eventually, tempDir, withRelay } from '../helpers/processes.js';
 import { type Planner, startPlanner, startWorker, type WorkerProcess } from '../planner/helpers.js';
 
@@ -55,6 +56,7 @@ interface Artifact {
 }
 interface Status {
   state: string;
+  last_seq: number;
   reason?: string;
   message?: string;
   result?: { text: string; structured?: { inputs: { name: string; size: number; sha256: string }[] } };
@@ -62,16 +64,7 @@ interface Status {
   events: { seq: number; state: string; message?: string; progress?: number; total?: number }[];
 }
 
-async function waitEnd(p: Planner, taskId: string, timeoutMs = 60_000): Promise<Status> {
-  return eventually<Status | undefined>(
-    async () => {
-      const s = await p.ok<Status>('get_task_status', { task_id: taskId });
-      return ['completed', 'failed', 'cancelled'].includes(s.state) ? s : undefined;
-    },
-    timeoutMs,
-    `task ${taskId} to end`,
-  ) as Promise<Status>;
-}
+const waitEnd = (p: Planner, taskId: string, timeoutMs = 60_000) => waitFinal<Status>(p, taskId, timeoutMs);
 
 /** The suite, its big file `bigMib` MiB (at least 32, four windows: the relay-restart case stops the relay 2.5 windows in). */
 export function artifactsEndToEnd(bigMib: number): void {

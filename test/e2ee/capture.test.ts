@@ -1,6 +1,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { waitState } from '../durability/helpers.js';
 import { createKey, eventually, startRelayProcess, tempDir } from '../helpers/processes.js';
 import { scriptedExecutor, startPlanner, startWorker } from '../planner/helpers.js';
 
@@ -62,21 +63,9 @@ describe('e2ee - what the relay sees', () => {
       artifact_files: [input],
       timeout_ms: 60_000,
     });
-    await eventually(
-      async () =>
-        (await planner.ok<{ state: string }>('get_task_status', { task_id: 'capture-1' })).state ===
-        'waiting_input',
-      20_000,
-    );
+    await waitState(planner, 'capture-1', ['waiting_input']);
     await planner.ok('respond_to_worker', { task_id: 'capture-1', content: { answer: SECRETS.answer } });
-    const done = await eventually(async () => {
-      const s = await planner.ok<{
-        state: string;
-        result?: { text: string };
-        artifacts?: { path: string }[];
-      }>('get_task_status', { task_id: 'capture-1' });
-      return s.state === 'completed' ? s : undefined;
-    }, 20_000);
+    const done = await waitState(planner, 'capture-1', ['completed']);
     // The task really carried the secrets end to end …
     expect(done!.result?.text).toContain(SECRETS.answer);
     const artifacts = done!.artifacts!.map((a) => readFileSync(a.path, 'utf8')).join('\n');

@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
+import { waitState } from '../durability/helpers.js';
 import { createKey, eventually, startRelayProcess, tempDir } from '../helpers/processes.js';
 import { startPlanner, startWorker } from '../planner/helpers.js';
 
@@ -51,20 +52,7 @@ describe('e2ee - flood', () => {
       constraints: { commands: [`seq 1 ${LINES}`] },
       timeout_ms: 50_000,
     });
-    const done = await eventually(
-      async () => {
-        const s = await planner.ok<{
-          state: string;
-          message?: string;
-          reason?: string;
-          artifacts?: { path: string; name?: string }[];
-        }>('get_task_status', { task_id: 'flood-1' });
-
-        return ['completed', 'failed', 'cancelled', 'timeout'].includes(s.state) ? s : undefined;
-      },
-      55_000,
-      'the flood task to end',
-    );
+    const done = await waitState(planner, 'flood-1', ['completed', 'failed', 'cancelled', 'timeout'], 55_000);
     expect(done!.state, JSON.stringify(done)).toBe('completed');
     const log = done!.artifacts!.find((a) => a.path.endsWith('command-1.log'))!;
     const lines = readFileSync(log.path, 'utf8').trimEnd().split('\n');

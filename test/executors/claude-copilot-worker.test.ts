@@ -10,6 +10,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { waitState as followState } from '../durability/helpers.js';
 import {
   createKey,
   eventually,
@@ -21,16 +22,6 @@ import { type Planner, startPlanner, startWorker, type WorkerProcess } from '../
 
 const FAKE_CLAUDE = join(import.meta.dirname, '../fixtures/fake-claude.mjs');
 const FAKE_COPILOT = join(import.meta.dirname, '../fixtures/fake-copilot.mjs');
-
-interface Status {
-  state: string;
-  events: { seq: number; state: string; message?: string }[];
-  pending_question?: { question: string; schema: unknown };
-  result?: { text: string; structured?: Record<string, unknown> };
-  artifacts?: { name: string; path: string }[];
-  reason?: string;
-  message?: string;
-}
 
 const gitIn = (cwd: string, ...args: string[]) => execFileSync('git', args, { cwd, encoding: 'utf8' }).trim();
 
@@ -48,15 +39,8 @@ describe('AI executors behind nfltr worker', () => {
   const workers: WorkerProcess[] = [];
   const repos: Record<string, string> = {};
 
-  const waitState = async (taskId: string, states: string[], ms = 20_000): Promise<Status> =>
-    (await eventually(
-      async () => {
-        const s = await planner.ok<Status>('get_task_status', { task_id: taskId });
-        return states.includes(s.state) ? s : undefined;
-      },
-      ms,
-      `task ${taskId} in ${states.join('/')}`,
-    )) as Status;
+  const waitState = (taskId: string, states: string[], ms = 20_000) =>
+    followState(planner, taskId, states, ms);
 
   beforeAll(async () => {
     const dataDir = tempDir();

@@ -10,6 +10,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { descendantPids, isAlive } from '../../src/worker/index.js';
+import { followTask, type Status } from '../durability/helpers.js';
 // @ts-expect-error: a plain ESM fixture without types
 import { startAnthropicStandIn } from '../fixtures/model-api/anthropic.mjs';
 import {
@@ -32,17 +33,6 @@ const cmdline = (pid: number) => {
 };
 
 const CLAUDE = resolve(import.meta.dirname, '../../node_modules/.bin/claude');
-
-interface Status {
-  state: string;
-  events: { seq: number; state: string; message?: string; question?: string }[];
-  pending_question?: { question: string };
-  result?: { text: string; structured?: Record<string, unknown> };
-  usage?: Record<string, unknown>;
-  artifacts?: { name: string; path: string }[];
-  reason?: string;
-  message?: string;
-}
 
 interface StandIn {
   url: string;
@@ -89,16 +79,8 @@ describe('real Claude Code behind nfltr worker', () => {
     });
   };
 
-  const status = (taskId: string) => planner.ok<Status>('get_task_status', { task_id: taskId });
-  const waitFor = async (taskId: string, what: string, ok: (s: Status) => boolean, ms = 40_000) =>
-    (await eventually(
-      async () => {
-        const s = await status(taskId);
-        return ok(s) ? s : undefined;
-      },
-      ms,
-      `${taskId}: ${what}`,
-    )) as Status;
+  const waitFor = (taskId: string, what: string, ok: (s: Status) => boolean, ms = 40_000) =>
+    followTask(planner, taskId, ok, ms, what);
   const waitState = (taskId: string, states: string[]) =>
     waitFor(taskId, states.join('/'), (s) => states.includes(s.state));
 

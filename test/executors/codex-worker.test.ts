@@ -11,6 +11,7 @@ import { join, resolve } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { waitState as followState, followTask } from '../durability/helpers.js';
 import {
   createKey,
   devCli,
@@ -26,15 +27,6 @@ import { type Planner, startPlanner, startWorker, type WorkerProcess } from '../
 const ROOT = resolve(import.meta.dirname, '../..');
 const CODEX = devCli('codex', 'the Codex CLI', '@openai/codex');
 const STANDIN = join(ROOT, 'test/fixtures/model-api/openai.mjs');
-
-interface Status {
-  state: string;
-  events: { seq: number; state: string; message?: string }[];
-  pending_question?: { question: string; schema: unknown };
-  result?: { text: string; structured?: Record<string, unknown> };
-  artifacts?: { name: string; path: string }[];
-  message?: string;
-}
 
 /** The stand-in in `mode`; resolves with its base URL once it listens. */
 async function startStandIn(
@@ -102,15 +94,8 @@ describe('codex-mcp with the real Codex CLI behind nfltr worker', () => {
   let repo: string;
   let home: string;
 
-  const waitState = async (taskId: string, states: string[], ms = 45_000): Promise<Status> =>
-    (await eventually(
-      async () => {
-        const s = await planner.ok<Status>('get_task_status', { task_id: taskId });
-        return states.includes(s.state) ? s : undefined;
-      },
-      ms,
-      `task ${taskId} in ${states.join('/')}`,
-    )) as Status;
+  const waitState = (taskId: string, states: string[], ms = 45_000) =>
+    followState(planner, taskId, states, ms);
 
   beforeAll(async () => {
     const dataDir = tempDir();
@@ -260,11 +245,10 @@ describe('codex-mcp with the real Codex CLI behind nfltr worker', () => {
       objective: 'Think about it for long #slow',
       timeout_ms: 55_000,
     });
-    await eventually(
-      async () => {
-        const s = await planner.ok<Status>('get_task_status', { task_id: taskId });
-        return s.events.some((e) => /Codex thread/.test(e.message ?? ''));
-      },
+    await followTask(
+      planner,
+      taskId,
+      (s) => s.events.some((e) => /Codex thread/.test(e.message ?? '')),
       30_000,
       'the Codex thread to start',
     );

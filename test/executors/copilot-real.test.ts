@@ -12,6 +12,7 @@ import { join, resolve } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { waitState as followState } from '../durability/helpers.js';
 import {
   createKey,
   devCli,
@@ -31,15 +32,6 @@ const STANDIN = join(ROOT, 'test/fixtures/model-api/openai.mjs');
 /** Credentials Copilot would pick up from the test's own environment; none may leak in. */
 const CREDENTIAL_ENV =
   /^(COPILOT_GITHUB_TOKEN|GH_TOKEN|GITHUB_TOKEN|COPILOT_PROVIDER_.*|COPILOT_MODEL|COPILOT_HOME)$/;
-
-interface Status {
-  state: string;
-  events: { seq: number; state: string; message?: string }[];
-  pending_question?: { question: string };
-  result?: { text: string; structured?: Record<string, unknown> };
-  artifacts?: { name: string; path: string }[];
-  message?: string;
-}
 
 async function startStandIn(): Promise<{ url: string; child: ChildProcess }> {
   const child = spawn(process.execPath, [STANDIN], { stdio: ['pipe', 'pipe', 'inherit'] });
@@ -68,15 +60,8 @@ describe('copilot-mcp with the real Copilot CLI behind nfltr worker', () => {
   let repo: string;
   const saved = { ...process.env };
 
-  const waitState = async (taskId: string, states: string[], ms = 45_000): Promise<Status> =>
-    (await eventually(
-      async () => {
-        const s = await planner.ok<Status>('get_task_status', { task_id: taskId });
-        return states.includes(s.state) ? s : undefined;
-      },
-      ms,
-      `task ${taskId} in ${states.join('/')}`,
-    )) as Status;
+  const waitState = (taskId: string, states: string[], ms = 45_000) =>
+    followState(planner, taskId, states, ms);
 
   beforeAll(async () => {
     const dataDir = tempDir();

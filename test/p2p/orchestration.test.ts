@@ -13,6 +13,7 @@ import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Lab, makeLab, netnsProblem, watch } from '../../bench/netns.mjs';
+import { waitFinal } from '../durability/helpers.js';
 import { createKey, eventually, tempDir, withRelay } from '../helpers/processes.js';
 import { type Planner, startPlanner, startWorker, type WorkerProcess } from '../planner/helpers.js';
 
@@ -21,8 +22,9 @@ const MIB = 1024 * 1024;
 
 interface Status {
   state: string;
+  last_seq: number;
   artifacts?: { name: string; sha256: string; path: string }[];
-  events: { state: string; message?: string }[];
+  events: { seq: number; state: string; message?: string }[];
 }
 
 /** Sends `big` to the worker, which copies it back; the task's end. */
@@ -34,14 +36,7 @@ async function roundTrip(p: Planner, taskId: string, big: string): Promise<Statu
     artifact_files: [big],
     constraints: { copy_inputs: true },
   });
-  return (await eventually<Status | undefined>(
-    async () => {
-      const s = await p.ok<Status>('get_task_status', { task_id: taskId });
-      return ['completed', 'failed', 'cancelled'].includes(s.state) ? s : undefined;
-    },
-    60_000,
-    `task ${taskId} to end`,
-  )) as Status;
+  return waitFinal<Status>(p, taskId, 60_000);
 }
 
 const messages = (s: Status) => s.events.map((e) => e.message ?? '');

@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { waitState as followState } from '../durability/helpers.js';
 import {
   createKey,
   eventually,
@@ -38,15 +39,8 @@ interface Status {
   message?: string;
 }
 
-const waitState = async (p: Planner, taskId: string, states: string[], ms = 15_000): Promise<Status> =>
-  (await eventually(
-    async () => {
-      const s = await p.ok<Status>('get_task_status', { task_id: taskId });
-      return states.includes(s.state) ? s : undefined;
-    },
-    ms,
-    `task ${taskId} in ${states.join('/')}`,
-  )) as Status;
+const waitState = (p: Planner, taskId: string, states: string[], ms = 15_000) =>
+  followState<Status>(p, taskId, states, ms);
 
 describe('nfltr mcp', () => {
   let relay: RelayProcess;
