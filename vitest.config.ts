@@ -1,16 +1,46 @@
+import { relative } from 'node:path';
 import { defineConfig } from 'vitest/config';
 import { BaseSequencer, type TestSpecification } from 'vitest/node';
 
 /**
- * The packaging test (npm pack, a global install that compiles node-pty, the demo) runs for 15 s alone and
- * over a minute beside the others: started first, it overlaps every other file instead of ending the run
- * alone. The rest keep vitest's order (longest first by the cached durations, else largest file first).
+ * Seconds each of the longest files took in a whole `npm test` on the 2-core CI machine (the rest took
+ * under 15 s). Only a cold cache uses them: CI's clean clone has no durations from a last run, and by size
+ * vitest would start thin files that run long shared suites (result-files-restart.test.ts runs
+ * result-kill.ts, 28 s) last, ending the run with one file alone.
+ */
+const MEASURED_S: Record<string, number> = {
+  'test/http/http-proxy.test.ts': 42,
+  'test/worker/hardening.test.ts': 29,
+  'test/dashboard/orch.test.ts': 28,
+  'test/durability/result-files-restart.test.ts': 28,
+  'test/planner/mcp.test.ts': 26,
+  'test/durability/worker-restart.test.ts': 24,
+  'test/executors/claude-real.test.ts': 22,
+  'test/relay/relay.test.ts': 22,
+  'test/worker/start.test.ts': 20,
+  'test/executors/codex-worker.test.ts': 20,
+  'test/dashboard/dashboard-browser.test.ts': 20,
+  'test/p2p/netns.test.ts': 18,
+  'test/durability/dispatch-timeout.test.ts': 16,
+  'test/abuse/relay-abuse.test.ts': 15,
+  'test/artifacts/e2e.test.ts': 14,
+};
+
+/**
+ * Longest first, so that no long file ends the run alone: by the durations vitest cached from the last
+ * run, else by {@link MEASURED_S} and then vitest's order (larger files first). The packaging test (npm
+ * pack, a global install that compiles node-pty, the demo: over a minute beside the others) starts first
+ * in either case.
  */
 class LongestFirst extends BaseSequencer {
   override async sort(files: TestSpecification[]): Promise<TestSpecification[]> {
+    const path = (f: TestSpecification) => relative(this.ctx.config.root, f.moduleId);
+    const warm = files.every((f) => this.ctx.cache.getFileTestResults(`${f.project.name}:${path(f)}`));
     const sorted = await super.sort(files);
-    const first = (f: TestSpecification) => (f.moduleId.includes('/test/packaging/') ? 0 : 1);
-    return sorted.sort((a, b) => first(a) - first(b));
+    const measured = (f: TestSpecification) => (warm ? 0 : (MEASURED_S[path(f)] ?? 0));
+    const first = (f: TestSpecification) => (path(f) === 'test/packaging/install.test.ts' ? 1 : 0);
+    // Array.prototype.sort is stable: within equal keys vitest's order stays.
+    return sorted.sort((a, b) => first(b) - first(a) || measured(b) - measured(a));
   }
 }
 
