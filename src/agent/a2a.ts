@@ -20,7 +20,7 @@ import {
   encodeA2aParts,
   HANDSHAKE_CHANNEL,
 } from '../protocol/a2a.js';
-import { ErrorCode } from '../protocol/control.js';
+import { ErrorCode, payloadLength } from '../protocol/control.js';
 import {
   E2eeError,
   E2eeHandshake,
@@ -431,8 +431,7 @@ export class A2aEndpoint extends EventEmitter<A2aEvents> {
    * once sealed, a frame's seq is spent, and one never sent would be a gap for the peer.
    */
   #seal(peer: string, session: E2eeSession, channel: string, parts: readonly Uint8Array[]): void {
-    const bytes = parts.reduce((n, p) => n + p.byteLength, 0);
-    this.#agent.checkSend({ to: peer, channel, kind: A2A_KIND.sealed }, bytes + SEAL_OVERHEAD);
+    this.#agent.checkSend({ to: peer, channel, kind: A2A_KIND.sealed }, payloadLength(parts) + SEAL_OVERHEAD);
     const { seq, parts: payload } = session.sealer(channel).sealParts(parts, Buffer.from(session.tag, 'hex'));
     this.#agent.send({ to: peer, channel, seq, kind: A2A_KIND.sealed, payload });
   }

@@ -54,9 +54,8 @@ export class DashboardPublisher {
   /** When the relay last took our token; renewed each minute (a relay whose store was reset forgets it). */
   #registeredAt = 0;
   #timer: NodeJS.Timeout | undefined;
+  /** The last round started; undefined until {@link start}. */
   #round: Promise<void> | undefined;
-  /** The next round, once started; a round is in flight while #round is unsettled. */
-  #tick: (() => void) | undefined;
   #inRound = false;
   #closed = false;
 
@@ -66,19 +65,20 @@ export class DashboardPublisher {
   }
 
   start(): void {
-    const tick = () => {
-      if (this.#closed) return;
-      this.#inRound = true;
-      this.#round = this.round().finally(() => {
-        this.#inRound = false;
-        // An outcome that came during the round goes out now, not a period later.
-        if (!this.#closed)
-          this.#timer = setTimeout(tick, this.#outcomesDirty ? 0 : (this.#o.everyMs ?? 2_000));
-      });
-    };
-    this.#tick = tick;
-    tick();
+    this.#tick();
   }
+
+  /** Runs a round, and the next one a period after it ends. */
+  readonly #tick = (): void => {
+    if (this.#closed) return;
+    this.#inRound = true;
+    this.#round = this.round().finally(() => {
+      this.#inRound = false;
+      // An outcome that came during the round goes out now, not a period later.
+      if (!this.#closed)
+        this.#timer = setTimeout(this.#tick, this.#outcomesDirty ? 0 : (this.#o.everyMs ?? 2_000));
+    });
+  };
 
   /**
    * A command's outcome is ready: pushed at once rather than at the next round, since `nfltr orch` and
@@ -86,7 +86,7 @@ export class DashboardPublisher {
    * flight pushes it when it ends.
    */
   #pushOutcomesNow(): void {
-    if (!this.#tick || this.#inRound || this.#closed) return;
+    if (!this.#round || this.#inRound || this.#closed) return;
     clearTimeout(this.#timer);
     this.#tick();
   }
