@@ -3,6 +3,7 @@
  * shared by test/ (typed by spawn-nfltr.d.mts) and bench/ (plain Node, no TypeScript).
  */
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 
 export const NFLTR_BIN = resolve(import.meta.dirname, '../../bin/nfltr.js');
@@ -26,7 +27,9 @@ export async function spawnNfltr(command, args, readyPattern, opts = {}) {
     const timer = setTimeout(
       () =>
         fail(
-          new Error(`nfltr ${command} was not ready within ${opts.timeoutMs ?? 20_000} ms:\n${printed()}`),
+          new Error(
+            `nfltr ${command} was not ready within ${opts.timeoutMs ?? 20_000} ms (${processState(child.pid)}):\n${printed()}`,
+          ),
         ),
       opts.timeoutMs ?? 20_000,
     );
@@ -69,4 +72,20 @@ export async function spawnNfltr(command, args, readyPattern, opts = {}) {
       return exited;
     },
   };
+}
+
+/**
+ * What a process that never said it was ready is doing, from /proc (Linux): its state (R running, S
+ * sleeping, D waiting on the disk), the kernel function it waits in, and the CPU it has used. A silent
+ * start then reads as starved, blocked or spinning.
+ */
+function processState(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    const wchan = readFileSync(`/proc/${pid}/wchan`, 'utf8');
+    const cpuMs = (Number(stat[11]) + Number(stat[12])) * 10;
+    return `state ${stat[0]}, waiting in ${wchan || '-'}, ${cpuMs} ms of CPU`;
+  } catch {
+    return 'no /proc entry';
+  }
 }
