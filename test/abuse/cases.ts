@@ -33,6 +33,7 @@ import {
 import {
   badLabelsFrame,
   envelopesFrame,
+  gate,
   health,
   helloFrame,
   MiB,
@@ -405,7 +406,10 @@ export const squatting: AbuseCase = async () => {
   let bypasses = 0;
   const statuses: AgentStatus[] = [];
   const lines: string[] = [];
+  // The holder dials through a gate, so that after the restart the squatter is first back on any machine.
+  const holderGate = await gate(grpcPort);
   const holder = agent(relay, owner, 'sq-worker', {
+    servers: [holderGate.addr],
     backoffMs: [1500, 1500, 1500],
     logger: createLogger('holder', { sink: (l) => lines.push(l) }),
   });
@@ -420,10 +424,12 @@ export const squatting: AbuseCase = async () => {
   if ((await fatal(leaked)) !== 'ALREADY_EXISTS' || !holder.connected) bypasses++;
 
   // The relay restarts and the squatter is first back.
+  holderGate.shut();
   await relay.stop('SIGKILL');
   relay = await startRelayProcess({ dataDir, grpcPort, httpPort });
   const squatter = agent(relay, squatterKey, 'sq-worker', { backoffMs: [50] });
   await squatter.waitConnected();
+  holderGate.open();
   await eventually(
     () => statuses.some((s) => s.type === 'disconnected' && /ALREADY_EXISTS/.test(s.reason)),
     10_000,
@@ -441,6 +447,7 @@ export const squatting: AbuseCase = async () => {
   );
   if (!logged) bypasses++;
   await holder.close();
+  holderGate.close();
   await relay.stop();
   return {
     tried: 3,

@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { connect as http2Connect } from 'node:http2';
+import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { create } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import {
@@ -241,5 +242,44 @@ export async function stalledAgent(relay: RelayProcess, key: string, agentId: st
       return frames;
     },
     close: () => session.destroy(),
+  };
+}
+
+/** A TCP forwarder to a port on loopback that refuses connections while shut: it decides who reaches a relay first. */
+export interface Gate {
+  addr: string;
+  shut(): void;
+  open(): void;
+  close(): void;
+}
+
+export async function gate(port: number): Promise<Gate> {
+  let shut = false;
+  const sockets = new Set<Socket>();
+  const server = createServer((inbound) => {
+    if (shut) return inbound.destroy();
+    const outbound = connect(port, '127.0.0.1');
+    const end = () => {
+      inbound.destroy();
+      outbound.destroy();
+      sockets.delete(inbound);
+    };
+    sockets.add(inbound);
+    for (const s of [inbound, outbound]) s.on('error', end).on('close', end);
+    inbound.pipe(outbound).pipe(inbound);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    addr: `127.0.0.1:${(server.address() as AddressInfo).port}`,
+    shut: () => {
+      shut = true;
+    },
+    open: () => {
+      shut = false;
+    },
+    close: () => {
+      server.close();
+      for (const s of sockets) s.destroy();
+    },
   };
 }

@@ -22,6 +22,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { claudeReadiness } from '../../src/executors/claude-mcp/credentials.js';
 import { ClaudeStream } from '../../src/executors/claude-mcp/index.js';
 import { findHelpOption, splitCommand } from '../../src/executors/common/index.js';
+import { connectTapped, withProgress } from './progress-tap.js';
 
 const BIN = join(import.meta.dirname, '../../bin/nfltr.js');
 const FAKE = join(import.meta.dirname, '../fixtures/fake-claude.mjs');
@@ -86,7 +87,7 @@ async function start(opts: {
       return ask(q);
     });
   }
-  await client.connect(transport);
+  await connectTapped(client, transport);
   (opts.keep ? shared : clients).push(client);
   return { client, questions };
 }
@@ -107,16 +108,21 @@ async function runTask(
   };
   await mkdir(task.input_dir);
   await mkdir(task.output_dir);
-  const progress: string[] = [];
-  const result = (await client.callTool({ name: 'run_task', arguments: task }, CallToolResultSchema, {
-    onprogress: (p) => {
-      progress.push(p.message ?? '');
-      opts.onprogress?.(p);
-    },
-    ...(opts.signal ? { signal: opts.signal } : {}),
-    timeout: 60_000,
-  })) as CallToolResult;
-  return { task, result, progress, text: (result.content[0] as { text: string }).text };
+  const { value: result, progress } = await withProgress(
+    client,
+    async () =>
+      (await client.callTool({ name: 'run_task', arguments: task }, CallToolResultSchema, {
+        onprogress: (p) => opts.onprogress?.(p), // asks for progress, read off the pipe (connectTapped)
+        ...(opts.signal ? { signal: opts.signal } : {}),
+        timeout: 60_000,
+      })) as CallToolResult,
+  );
+  return {
+    task,
+    result,
+    progress: progress.map((p) => p.message ?? ''),
+    text: (result.content[0] as { text: string }).text,
+  };
 }
 
 function pgrep(marker: string): string {

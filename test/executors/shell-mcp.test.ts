@@ -17,6 +17,7 @@ import {
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { compileAllowPattern } from '../../src/executors/shell-mcp/allow.js';
 import { eventually } from '../helpers/processes.js';
+import { connectTapped } from './progress-tap.js';
 
 const CLI = join(import.meta.dirname, '../../bin/nfltr.js');
 
@@ -46,13 +47,6 @@ async function start(
   for (const a of opts.allow ?? ['echo *']) args.push('--allow', a);
   if (opts.timeout) args.push('--timeout', opts.timeout);
   const transport = new StdioClientTransport({ command: process.execPath, args, stderr: 'pipe' });
-  // Progress as it comes off the pipe, as the worker reads it (src/worker/executor.ts): the SDK client hands
-  // a notification to its handler a microtask late, so one read in the same chunk as the result is dropped.
-  const progress: { progress: number; message?: string }[] = [];
-  transport.onmessage = (m) => {
-    if ('method' in m && m.method === 'notifications/progress')
-      progress.push(m.params as { progress: number; message?: string });
-  };
   const client = new Client(
     { name: 'test-worker', version: '0' },
     { capabilities: opts.ask ? { elicitation: {} } : {} },
@@ -65,7 +59,7 @@ async function start(
       return ask(req.params.message);
     });
   }
-  await client.connect(transport);
+  const progress = await connectTapped(client, transport);
   clients.push(client);
   return { client, questions, progress, pid: transport.pid };
 }
@@ -120,7 +114,7 @@ describe('nfltr shell-mcp', () => {
     const { task, result, text } = await runTask(
       client,
       { commands: ['echo one', 'echo "$NFLTR_TASK_OUTPUT_DIR"', 'echo two'] },
-      { onprogress: () => {} }, // asks for progress; it is read off the pipe (start)
+      { onprogress: () => {} }, // asks for progress; it is read off the pipe (connectTapped)
     );
     expect(result.isError).toBeFalsy();
     expect(text).toContain('3/3 commands succeeded');
