@@ -2,8 +2,8 @@
  * @module Starting a real `nfltr` process and waiting until it says it is ready: the one copy of that,
  * shared by test/ (typed by spawn-nfltr.d.mts) and bench/ (plain Node, no TypeScript).
  */
-import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 
 export const NFLTR_BIN = resolve(import.meta.dirname, '../../bin/nfltr.js');
@@ -76,16 +76,44 @@ export async function spawnNfltr(command, args, readyPattern, opts = {}) {
 
 /**
  * What a process that never said it was ready is doing, from /proc (Linux): its state (R running, S
- * sleeping, D waiting on the disk), the kernel function it waits in, and the CPU it has used. A silent
- * start then reads as starved, blocked or spinning.
+ * sleeping, D waiting on the disk), the kernel function each thread waits in, and the CPU it has used;
+ * with gdb installed, also the main thread's native stack. A silent start then reads as starved, blocked
+ * (and where) or spinning.
  */
 function processState(pid) {
+  let state;
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-    const wchan = readFileSync(`/proc/${pid}/wchan`, 'utf8');
     const cpuMs = (Number(stat[11]) + Number(stat[12])) * 10;
-    return `state ${stat[0]}, waiting in ${wchan || '-'}, ${cpuMs} ms of CPU`;
+    const threads = new Map();
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      const name =
+        tid === String(pid) ? 'main' : readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim();
+      const where = `${name} in ${readFileSync(`/proc/${pid}/task/${tid}/wchan`, 'utf8') || '-'}`;
+      threads.set(where, (threads.get(where) ?? 0) + 1);
+    }
+    const waits = [...threads].map(([where, n]) => (n > 1 ? `${where} ×${n}` : where));
+    state = `state ${stat[0]}, ${cpuMs} ms of CPU; threads: ${waits.join(', ')}`;
   } catch {
     return 'no /proc entry';
+  }
+  return `${state}${mainThreadStack(pid)}`;
+}
+
+/** The main thread's native frames (innermost first) as gdb reads them, or '' without gdb. */
+function mainThreadStack(pid) {
+  try {
+    const out = execFileSync('gdb', ['-p', String(pid), '-batch', '-ex', 'thread 1', '-ex', 'bt 30'], {
+      encoding: 'utf8',
+      timeout: 30_000,
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
+    const frames = out
+      .split('\n')
+      .map((l) => /^#\d+\s+(?:0x[0-9a-f]+ in )?([^(]+)/.exec(l)?.[1]?.trim())
+      .filter(Boolean);
+    return frames.length ? `; main thread: ${frames.join(' < ')}` : '';
+  } catch {
+    return '';
   }
 }
