@@ -50,17 +50,46 @@ class LongestFirst extends BaseSequencer {
 // and pass explicitly, and npm reads its own `cafile`; so the suite runs without it.
 delete process.env.NODE_EXTRA_CA_CERTS;
 
+/**
+ * Files that run in this process only (no child process, no port of their own beyond loopback services):
+ * they share one worker thread and its loaded modules, where a fork per file would spend ~0.8 s of CPU
+ * loading vitest and the sources again. The rest run isolated, one fork per file: their processes and
+ * clients must not outlive the file.
+ */
+const IN_PROCESS = [
+  'test/agent/{a2a-pinning,a2a,client,memory-relay}.test.ts',
+  'test/ai/ai-crypto.test.ts',
+  'test/artifacts/{receive-ledger,receiver,send-window}.test.ts',
+  'test/cluster/agent-options.test.ts',
+  'test/e2ee/handshake-ix.test.ts',
+  'test/executors/{codex-mcp,shell-mcp-allow}.test.ts',
+  'test/http/units.test.ts',
+  'test/p2p/transfer.test.ts',
+  'test/planner/{dashboard,step,store,task-manager}.test.ts',
+  'test/protocol/*.test.ts',
+  'test/relay/{bus,limits,store}.test.ts',
+  'test/worker/{message-router,recovery-ledger,replay-pacer}.test.ts',
+];
+
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
     testTimeout: 60_000,
     hookTimeout: 60_000,
-    // End-to-end files mostly wait on their child processes (the suite kept 0.8 of 2 cores busy with 2
-    // forks), so several files run at once: six e2e files took 112-135 s with 4 forks against 146-175 s
-    // with 2, and eight took 109 s with 8 forks against 149 s with 4 (using one core of the two), on the
-    // same loaded 2-core machine. 6 leaves room for the cases that time the product on a loaded machine.
-    poolOptions: { forks: { maxForks: 6, minForks: 1 } },
-    pool: 'forks',
+    poolOptions: {
+      threads: { isolate: false, maxThreads: 1, minThreads: 1 },
+      // End-to-end files mostly wait on their child processes (the suite kept 0.8 of 2 cores busy with 2
+      // forks), so several files run at once: six e2e files took 112-135 s with 4 forks against 146-175 s
+      // with 2, and eight took 109 s with 8 forks against 149 s with 4 (using one core of the two), on the
+      // same loaded 2-core machine. 6 leaves room for the cases that time the product on a loaded machine.
+      forks: { maxForks: 6, minForks: 1 },
+    },
     sequence: { sequencer: LongestFirst },
+    projects: [
+      { extends: true, test: { name: 'in-process', include: IN_PROCESS, pool: 'threads' } },
+      {
+        extends: true,
+        test: { name: 'processes', include: ['test/**/*.test.ts'], exclude: IN_PROCESS, pool: 'forks' },
+      },
+    ],
   },
 });
