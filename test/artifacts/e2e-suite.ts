@@ -19,14 +19,15 @@ import {
   truncateSync,
   writeFileSync,
 } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ARTIFACT_WINDOW_BYTES } from '../../src/agent/artifacts/limits.js';
 import { waitFinal } from '../durability/helpers.js';
+import { fixturePath } from '../helpers/fixtures.js';
 import { eventually, tempDir, withRelay } from '../helpers/processes.js';
 import { type Planner, startPlanner, startWorker, type WorkerProcess } from '../planner/helpers.js';
 
-const EXECUTOR = resolve(import.meta.dirname, '../fixtures/artifact-executor.mjs');
+const EXECUTOR = fixturePath('artifact-executor.mjs');
 const executor = `'${process.execPath}' '${EXECUTOR}'`;
 const MIB = 1024 * 1024;
 

@@ -5,12 +5,12 @@
  */
 import { once } from 'node:events';
 import { createServer, type Server, Socket } from 'node:net';
-import { resolve } from 'node:path';
 import { expect } from 'vitest';
+import { fixturePath } from '../helpers/fixtures.js';
 import { eventually } from '../helpers/processes.js';
 import type { Planner } from '../planner/helpers.js';
 
-export const STEADY_EXECUTOR = resolve(import.meta.dirname, 'fixtures/steady-executor.mjs');
+export const STEADY_EXECUTOR = fixturePath('steady-executor.mjs');
 export const steadyExecutor = () => `'${process.execPath}' '${STEADY_EXECUTOR}'`;
 
 export interface Status {

@@ -6,9 +6,10 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { fixturePath } from '../helpers/fixtures.js';
 import {
   createKey,
   eventually,
@@ -19,7 +20,7 @@ import {
 import { freePort, type Planner, startPlanner, startWorker, type WorkerProcess } from '../planner/helpers.js';
 import { waitState } from './helpers.js';
 
-const EXECUTOR = `'${process.execPath}' '${resolve(import.meta.dirname, '../fixtures/artifact-executor.mjs')}'`;
+const EXECUTOR = `'${process.execPath}' '${fixturePath('artifact-executor.mjs')}'`;
 /** What every task returns: two multi-MiB files (one in a subfolder) and an empty one. */
 const WRITE = { 'a.bin': { mib: 8, seed: 1 }, 'logs/b.bin': { mib: 4, seed: 2 }, 'empty.bin': { mib: 0 } };
 

@@ -10,14 +10,15 @@
  */
 import { createHash, randomFillSync } from 'node:crypto';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Lab, makeLab, netnsProblem, watch } from '../../bench/netns.mjs';
 import { waitFinal } from '../durability/helpers.js';
+import { fixturePath } from '../helpers/fixtures.js';
 import { createKey, eventually, tempDir, withRelay } from '../helpers/processes.js';
 import { type Planner, startPlanner, startWorker, type WorkerProcess } from '../planner/helpers.js';
 
-const EXECUTOR = resolve(import.meta.dirname, '../fixtures/artifact-executor.mjs');
+const EXECUTOR = fixturePath('artifact-executor.mjs');
 const MIB = 1024 * 1024;
 
 interface Status {

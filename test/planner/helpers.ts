@@ -4,17 +4,17 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { resolve } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { type CallToolResult, ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
 import { expect } from 'vitest';
+import { fixturePath } from '../helpers/fixtures.js';
 import { NFLTR_BIN, spawnNfltr } from '../helpers/processes.js';
 
 /** Kept here too: suites import it from the planner helpers. */
 export { freePort } from '../helpers/processes.js';
 
-export const SCRIPTED_EXECUTOR = resolve(import.meta.dirname, '../fixtures/scripted-executor.mjs');
+export const SCRIPTED_EXECUTOR = fixturePath('scripted-executor.mjs');
 
 export interface Planner {
   client: Client;

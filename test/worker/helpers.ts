@@ -5,7 +5,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { create } from '@bufbuild/protobuf';
 import { type A2aBody, A2aEndpoint, type A2aFailure, AgentClient } from '../../src/agent/index.js';
 import { answerOffer } from '../../src/agent/p2p/transfer.js';
@@ -25,11 +25,11 @@ import {
   type TaskStateName,
   taskStateName,
 } from '../../src/protocol/a2a.js';
+import { fixturePath } from '../helpers/fixtures.js';
 import { eventually, type RelayProcess, spawnNfltr, tempDir } from '../helpers/processes.js';
 
-export const FIXTURES = resolve(import.meta.dirname, '../fixtures');
 /** A `--mcp-command` running a fixture with this Node. */
-export const fixtureCommand = (name: string) => `"${process.execPath}" "${join(FIXTURES, name)}"`;
+export const fixtureCommand = (name: string) => `"${process.execPath}" "${fixturePath(name)}"`;
 
 export interface WorkerProcess {
   child: ChildProcess;

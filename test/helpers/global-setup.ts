@@ -1,0 +1,3 @@
+import { bundleFixtures } from './fixtures.js';
+
+export default bundleFixtures;
