@@ -12,15 +12,10 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
-import {
-  type CallToolResult,
-  CallToolResultSchema,
-  ElicitRequestSchema,
-  type ElicitResult,
-} from '@modelcontextprotocol/sdk/types.js';
+import { ElicitRequestSchema, type ElicitResult } from '@modelcontextprotocol/sdk/types.js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { JsonRpcPeer, planSettings, possibleValues } from '../../src/executors/copilot-mcp/index.js';
-import { connectTapped, withProgress } from './progress-tap.js';
+import { connectTapped, runTaskIn } from './run-task.js';
 
 const BIN = join(import.meta.dirname, '../../bin/nfltr.js');
 const FAKE = join(import.meta.dirname, '../fixtures/fake-copilot.mjs');
@@ -86,38 +81,12 @@ async function start(opts: {
   return { client, questions };
 }
 
-async function runTask(
+const runTask = async (
   client: Client,
   objective: string,
-  extra: { context?: Record<string, unknown>; constraints?: Record<string, unknown> } = {},
-  opts: { onprogress?: (p: { message?: string }) => void; signal?: AbortSignal } = {},
-) {
-  const dir = await newDir('task');
-  const task = {
-    task_id: `t${n}`,
-    objective,
-    input_dir: join(dir, 'in'),
-    output_dir: join(dir, 'out'),
-    ...extra,
-  };
-  await mkdir(task.input_dir);
-  await mkdir(task.output_dir);
-  const { value: result, progress } = await withProgress(
-    client,
-    async () =>
-      (await client.callTool({ name: 'run_task', arguments: task }, CallToolResultSchema, {
-        onprogress: (p) => opts.onprogress?.(p), // asks for progress, read off the pipe (connectTapped)
-        ...(opts.signal ? { signal: opts.signal } : {}),
-        timeout: 60_000,
-      })) as CallToolResult,
-  );
-  return {
-    task,
-    result,
-    progress: progress.map((p) => p.message ?? ''),
-    text: (result.content[0] as { text: string }).text,
-  };
-}
+  extra?: Parameters<typeof runTaskIn>[4],
+  opts?: Parameters<typeof runTaskIn>[5],
+) => runTaskIn(client, await newDir('task'), `t${n}`, objective, extra, opts);
 
 function pgrep(marker: string): string {
   try {

@@ -17,7 +17,7 @@ import {
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { compileAllowPattern } from '../../src/executors/shell-mcp/allow.js';
 import { eventually } from '../helpers/processes.js';
-import { connectTapped } from './progress-tap.js';
+import { connectTapped } from './run-task.js';
 
 const CLI = join(import.meta.dirname, '../../bin/nfltr.js');
 

@@ -4,9 +4,15 @@
  * progress notification read in the same chunk as the result is dropped (typescript-sdk#2580): on a
  * loaded machine the last lines of a short task often are.
  */
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
-import { ProgressNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
+import {
+  type CallToolResult,
+  CallToolResultSchema,
+  ProgressNotificationSchema,
+} from '@modelcontextprotocol/sdk/types.js';
 
 export interface ProgressParams {
   progress: number;
@@ -38,4 +44,42 @@ export async function withProgress<T>(
   const from = seen.length;
   const value = await call();
   return { value, progress: seen.slice(from) };
+}
+
+/**
+ * Calls `run_task` on an executor (a client from {@link connectTapped}) with fresh `in` and `out` folders
+ * made under `dir`; `progress` holds the messages read off the pipe meanwhile.
+ */
+export async function runTaskIn(
+  client: Client,
+  dir: string,
+  taskId: string,
+  objective: string,
+  extra: { context?: Record<string, unknown>; constraints?: Record<string, unknown> } = {},
+  opts: { onprogress?: (p: ProgressParams) => void; signal?: AbortSignal } = {},
+) {
+  const task = {
+    task_id: taskId,
+    objective,
+    input_dir: join(dir, 'in'),
+    output_dir: join(dir, 'out'),
+    ...extra,
+  };
+  await mkdir(task.input_dir);
+  await mkdir(task.output_dir);
+  const { value: result, progress } = await withProgress(
+    client,
+    async () =>
+      (await client.callTool({ name: 'run_task', arguments: task }, CallToolResultSchema, {
+        onprogress: (p) => opts.onprogress?.(p), // asks for progress, read off the pipe
+        ...(opts.signal ? { signal: opts.signal } : {}),
+        timeout: 60_000,
+      })) as CallToolResult,
+  );
+  return {
+    task,
+    result,
+    progress: progress.map((p) => p.message ?? ''),
+    text: (result.content[0] as { text: string }).text,
+  };
 }
