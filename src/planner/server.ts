@@ -4,16 +4,12 @@
  * `_meta` claim) is a 2025-era client, served by SDK v1 with the 2025-11-25 experimental tasks
  * ({@link ./legacy.ts}); a claimed message (`server/discover`, a stateless call) is a 2026-07-28
  * client, handed whole to SDK v2's `serveStdio` with the Tasks extension ({@link ./modern.ts}). Both
- * list the same tools from the same {@link ToolSurface}, whatever the state of the A2A link.
+ * list the same tools from the same {@link ToolSurface}, whatever the state of the A2A link. Only the
+ * chosen era's SDK is loaded: SDK v2 is ~1 MB of code a 2025-era client never needs (~40 ms at start).
  */
 import type { Readable, Writable } from 'node:stream';
-import { StdioServerTransport as LegacyStdioTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
-import { PROTOCOL_VERSION_META_KEY } from '@modelcontextprotocol/server';
-import { StdioServerTransport, serveStdio } from '@modelcontextprotocol/server/stdio';
 import type { AgentClient } from '../agent/index.js';
 import { type Logger, silentLogger } from '../util/log.js';
-import { createLegacyServer } from './legacy.js';
-import { createModernServer } from './modern.js';
 import type { PeerDirectory } from './peers.js';
 import { LineLimit, MAX_MCP_MESSAGE_BYTES, oversizeError } from './stdio-guard.js';
 import { ToolSurface } from './surface.js';
@@ -77,6 +73,12 @@ function availability(opts: PlannerServerOptions) {
   };
 }
 
+/**
+ * The `_meta` key of a 2026-07-28 request's protocol version (SDK v2's `PROTOCOL_VERSION_META_KEY`;
+ * test/planner/eras.test.ts checks they agree). Spelled here so that telling the eras apart loads neither.
+ */
+export const PROTOCOL_VERSION_META_KEY = 'io.modelcontextprotocol/protocolVersion';
+
 /** Whether the opening message claims the 2026-07-28 era (a `_meta` protocol version, not initialize). */
 function claimsModernEra(line: Buffer): boolean {
   try {
@@ -120,19 +122,32 @@ export function servePlanner(opts: PlannerServerOptions): Promise<PlannerServer>
       stdin.pipe(input);
       const modern = claimsModernEra(opening.subarray(0, nl < 0 ? opening.length : nl));
       log.info('MCP client connected', { era: modern ? '2026-07-28' : '2025' });
-      if (modern) {
-        const handle = serveStdio(({ era }) => createModernServer(surface, INSTRUCTIONS, era), {
-          transport: new StdioServerTransport(input, stdout),
-          onerror: (err) => log.warn('MCP stdio error', { error: err.message }),
-        });
-        resolve({ close: () => handle.close() });
-      } else {
-        const server = createLegacyServer(surface, INSTRUCTIONS);
-        server
-          .connect(new LegacyStdioTransport(input, stdout))
-          .then(() => resolve({ close: () => server.close() }), reject);
-      }
+      (modern ? serveModern : serveLegacy)(surface, input, stdout, log).then(resolve, reject);
     };
     stdin.on('data', onData);
   });
+}
+
+/** A 2026-07-28 client: SDK v2's stdio entry with the Tasks extension. */
+async function serveModern(surface: ToolSurface, input: Readable, stdout: Writable, log: Logger) {
+  const [{ StdioServerTransport, serveStdio }, { createModernServer }] = await Promise.all([
+    import('@modelcontextprotocol/server/stdio'),
+    import('./modern.js'),
+  ]);
+  const handle = serveStdio(({ era }) => createModernServer(surface, INSTRUCTIONS, era), {
+    transport: new StdioServerTransport(input, stdout),
+    onerror: (err) => log.warn('MCP stdio error', { error: err.message }),
+  });
+  return { close: () => handle.close() };
+}
+
+/** A 2025-era client: SDK v1 with the 2025-11-25 experimental tasks. */
+async function serveLegacy(surface: ToolSurface, input: Readable, stdout: Writable) {
+  const [{ StdioServerTransport }, { createLegacyServer }] = await Promise.all([
+    import('@modelcontextprotocol/sdk/server/stdio.js'),
+    import('./legacy.js'),
+  ]);
+  const server = createLegacyServer(surface, INSTRUCTIONS);
+  await server.connect(new StdioServerTransport(input, stdout));
+  return { close: () => server.close() };
 }

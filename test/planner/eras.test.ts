@@ -19,7 +19,9 @@ import {
   CallToolResultSchema,
   CreateTaskResultSchema,
 } from '@modelcontextprotocol/sdk/types.js';
+import { PROTOCOL_VERSION_META_KEY as SDK_PROTOCOL_VERSION_META_KEY } from '@modelcontextprotocol/server';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PROTOCOL_VERSION_META_KEY } from '../../src/planner/server.js';
 import { createKey, NFLTR_BIN, type RelayProcess, startRelayProcess, tempDir } from '../helpers/processes.js';
 import { ALL_TOOLS, scriptedExecutor, startWorker, type WorkerProcess } from './helpers.js';
 
@@ -253,6 +255,10 @@ describe.concurrent('nfltr mcp - MCP clients of both protocol eras', () => {
   afterAll(async () => {
     await worker?.stop();
     await relay?.stop();
+  });
+
+  it('era choice - the planner reads the 2026-07-28 claim under the key SDK v2 writes', () => {
+    expect(PROTOCOL_VERSION_META_KEY).toBe(SDK_PROTOCOL_VERSION_META_KEY);
   });
 
   it('typescript sdk, 2025-11-25 - the scenario, with experimental tasks', async () => {
