@@ -84,7 +84,7 @@ export default defineConfig({
       forks: { maxForks: 6, minForks: 1 },
     },
     sequence: { sequencer: LongestFirst },
-    globalSetup: ['test/helpers/global-setup.ts'],
+    globalSetup: ['test/helpers/fixtures.ts'],
     projects: [
       { extends: true, test: { name: 'in-process', include: IN_PROCESS, pool: 'threads' } },
       {

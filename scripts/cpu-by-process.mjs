@@ -38,7 +38,8 @@ function what(pid) {
     : cmd[0].split('/').pop();
 }
 
-function sample() {
+/** Reads every process; one first seen now counts from 0, or (`baseline`) from what it has used so far. */
+function sample(baseline = false) {
   for (const pid of readdirSync('/proc')) {
     if (!/^\d+$/.test(pid)) continue;
     try {
@@ -48,17 +49,15 @@ function sample() {
       const key = `${pid}:${f[19]}`;
       const had = seen.get(key);
       if (had) had.last = cpu;
-      else if (f[0] !== 'Z') seen.set(key, { what: what(pid), first: startedBefore ? cpu : 0, last: cpu });
+      else if (f[0] !== 'Z') seen.set(key, { what: what(pid), first: baseline ? cpu : 0, last: cpu });
     } catch {
       // gone between readdir and read
     }
   }
 }
 
-let startedBefore = true;
-sample(); // what already runs counts from here
-startedBefore = false;
-const timer = setInterval(sample, 100);
+sample(true); // what already runs counts from here
+const timer = setInterval(() => sample(), 100);
 const started = Date.now();
 const child = spawn(argv[0], argv.slice(1), { stdio: 'inherit' });
 child.on('exit', (code, signal) => {

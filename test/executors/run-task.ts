@@ -34,18 +34,6 @@ export async function connectTapped(client: Client, transport: Transport): Promi
   return seen;
 }
 
-/** Runs `call` on a client from {@link connectTapped}; returns its value and the progress read meanwhile. */
-export async function withProgress<T>(
-  client: Client,
-  call: () => Promise<T>,
-): Promise<{ value: T; progress: ProgressParams[] }> {
-  const seen = taps.get(client);
-  if (!seen) throw new Error('withProgress: connect the client with connectTapped');
-  const from = seen.length;
-  const value = await call();
-  return { value, progress: seen.slice(from) };
-}
-
 /**
  * Calls `run_task` on an executor (a client from {@link connectTapped}) with fresh `in` and `out` folders
  * made under `dir`; `progress` holds the messages read off the pipe meanwhile.
@@ -65,17 +53,17 @@ export async function runTaskIn(
     output_dir: join(dir, 'out'),
     ...extra,
   };
+  const seen = taps.get(client);
+  if (!seen) throw new Error('runTaskIn: connect the client with connectTapped');
   await mkdir(task.input_dir);
   await mkdir(task.output_dir);
-  const { value: result, progress } = await withProgress(
-    client,
-    async () =>
-      (await client.callTool({ name: 'run_task', arguments: task }, CallToolResultSchema, {
-        onprogress: (p) => opts.onprogress?.(p), // asks for progress, read off the pipe
-        ...(opts.signal ? { signal: opts.signal } : {}),
-        timeout: 60_000,
-      })) as CallToolResult,
-  );
+  const from = seen.length;
+  const result = (await client.callTool({ name: 'run_task', arguments: task }, CallToolResultSchema, {
+    onprogress: (p) => opts.onprogress?.(p), // asks for progress, read off the pipe
+    ...(opts.signal ? { signal: opts.signal } : {}),
+    timeout: 60_000,
+  })) as CallToolResult;
+  const progress = seen.slice(from);
   return {
     task,
     result,

@@ -2,7 +2,7 @@
  * @module The test executors (MCP servers standing in for a real tool), bundled. Each imports the MCP SDK,
  * ~200 ES modules that Node 20 resolves, reads and compiles one by one: 0.3 s of CPU per start, against
  * 0.1 s for the same code as one file. Workers start one per task, ~130 times in `npm test`. vitest's
- * globalSetup ({@link bundleFixtures}) bundles them before any test file runs; the sources stay the
+ * globalSetup ({@link setup}, this module) bundles them before any test file runs; the sources stay the
  * fixtures' truth, and one can still be run directly with `node test/fixtures/NAME.mjs`.
  */
 import { basename, join, resolve } from 'node:path';
@@ -26,7 +26,7 @@ export function fixturePath(name: string): string {
 }
 
 /** vitest globalSetup: bundles every executor in {@link BUNDLED} (~1 s, esbuild). */
-export async function bundleFixtures(): Promise<void> {
+export async function setup(): Promise<void> {
   const { build } = await import('esbuild');
   await build({
     absWorkingDir: TEST,

@@ -1,3 +1,0 @@
-import { bundleFixtures } from './fixtures.js';
-
-export default bundleFixtures;
